@@ -1,0 +1,56 @@
+# timbroadcast: build, test, demo.
+GO             ?= go
+STATICCHECK    := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BIN            := $(CURDIR)/bin
+FUZZTIME       ?= 5s
+export PATH    := $(BIN):$(PATH)
+
+.PHONY: all build test lint fmt-check vet staticcheck unit fuzz fuzz-long bench demo clean
+
+all: build
+
+## build: the binary, at bin/timbroadcast
+build:
+	$(GO) build -o $(BIN)/timbroadcast ./cmd/timbroadcast
+
+## test: everything CI runs: format, vet, staticcheck, race tests, short fuzzing
+test: lint unit fuzz
+
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) $(GO) install $(STATICCHECK)
+
+staticcheck: $(BIN)/staticcheck
+	$(BIN)/staticcheck ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## fuzz: each fuzz target for FUZZTIME (make fuzz FUZZTIME=10m for a long run)
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## bench: the benchmarks (some run for tens of seconds)
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+## demo: the product on its embedded default (in-process Kafka and API emulator)
+demo:
+	$(GO) run ./cmd/timbroadcast demo
+
+clean:
+	rm -rf $(BIN)

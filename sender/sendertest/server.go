@@ -1,0 +1,480 @@
+// Package sendertest provides an emulator of Tencent Cloud Chat's
+// send_broadcast_msg endpoint, for tests and demos, in the manner of
+// net/http/httptest: NewServer starts it on a loopback port.
+//
+// The emulator verifies the query (sdkappid, identifier, UserSig with the
+// official library, random, contenttype) and the body with the same rules as
+// the real server, enforces the app's rate limit (10023), applies the
+// five-minute Random dedupe, assigns MsgSeq, records what it delivered and
+// injects faults on request.
+package sendertest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tencentyun/tls-sig-api-v2-golang/tencentyun"
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// Options configures an emulator.
+type Options struct {
+	// AppID, Admin and SecretKey are the app's credentials; requests must be
+	// signed for them.
+	AppID     int
+	Admin     string
+	SecretKey string
+	// Rate is the app's limit in calls per second; calls over it are
+	// answered 10023. 0 means no limit.
+	Rate float64
+	// RateTolerance shortens the rate window to absorb scheduling jitter;
+	// default 2% of the window.
+	RateTolerance time.Duration
+	// DedupeWindow is how long a delivered Random is remembered; default 5m.
+	DedupeWindow time.Duration
+	// DedupeRandomOnly applies the stricter reading of the dedupe rule: the
+	// Random alone decides, whatever the content.
+	DedupeRandomOnly bool
+	// Faults are injected from the start; see SetFaults.
+	Faults Faults
+	// Seed makes the fault injection repeatable; 0 picks one.
+	Seed uint64
+}
+
+// Faults are failures the emulator injects.
+type Faults struct {
+	// InternalErrorRate answers 10002 to this fraction of calls.
+	InternalErrorRate float64 `json:"internal_error_rate"`
+	// BadGatewayRate answers HTTP 502 to this fraction of calls.
+	BadGatewayRate float64 `json:"bad_gateway_rate"`
+	// DropAfterProcessRate processes this fraction of calls (a valid
+	// message is delivered) and then drops the connection without an
+	// answer.
+	DropAfterProcessRate float64 `json:"drop_after_process_rate"`
+	// Latency delays every answer.
+	Latency time.Duration `json:"latency"`
+	// FeatureOff answers 10007 to every call, as when broadcast messaging is
+	// switched off in the console.
+	FeatureOff bool `json:"feature_off"`
+	// Codes answers the next calls with these codes, one each, in order: a
+	// positive number is an API ErrorCode, CodeBadGateway an HTTP 502, and
+	// CodeDrop processes the call and drops the connection without an
+	// answer.
+	Codes []int `json:"codes"`
+}
+
+// Pseudo codes for Faults.Codes.
+const (
+	// CodeBadGateway answers HTTP 502.
+	CodeBadGateway = -502
+	// CodeDrop processes the call, then drops the connection.
+	CodeDrop = -1
+)
+
+// Delivery is one message the emulator delivered.
+type Delivery struct {
+	MsgSeq          uint64           `json:"MsgSeq"`
+	Random          uint32           `json:"Random"`
+	FromAccount     string           `json:"From_Account,omitempty"`
+	MsgBody         []sender.Element `json:"MsgBody"`
+	CloudCustomData string           `json:"CloudCustomData,omitempty"`
+	At              time.Time        `json:"At"`
+	// Body is the request body as received.
+	Body json.RawMessage `json:"Body"`
+}
+
+// Stats counts the calls the emulator answered.
+type Stats struct {
+	// Calls is the number of requests received.
+	Calls int `json:"calls"`
+	// Delivered is the number of messages delivered.
+	Delivered int `json:"delivered"`
+	// Duplicates is the number of calls answered OK but not delivered
+	// again (dedupe).
+	Duplicates int `json:"duplicates"`
+	// ByCode counts answers by ErrorCode (0 for OK); HTTP-level faults are
+	// counted under the negative HTTP status, dropped connections under -1.
+	ByCode map[int]int `json:"by_code"`
+}
+
+// Server is a running emulator.
+type Server struct {
+	// URL is the base URL, e.g. http://127.0.0.1:41234.
+	URL string
+
+	opts Options
+	hs   *httptest.Server
+
+	mu         sync.Mutex
+	rng        *rand.Rand
+	faults     Faults
+	seq        uint64
+	delivered  []Delivery
+	seen       map[uint32][]seenEntry
+	accepted   []time.Time // recent accepted call times, for the rate limit
+	stats      Stats
+	expiredSig map[string]bool
+	sigsSeen   map[string]bool
+}
+
+type seenEntry struct {
+	content [32]byte
+	at      time.Time
+	seq     uint64
+}
+
+// NewServer starts an emulator on a loopback port. Close it when done.
+func NewServer(opts Options) *Server {
+	s := NewHandler(opts)
+	s.hs = httptest.NewServer(s)
+	s.URL = s.hs.URL
+	return s
+}
+
+// NewHandler returns an emulator that is not listening: serve it with an
+// http.Server of your own (the emulator command does).
+func NewHandler(opts Options) *Server {
+	if opts.DedupeWindow == 0 {
+		opts.DedupeWindow = 5 * time.Minute
+	}
+	seed := opts.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return &Server{
+		opts:       opts,
+		rng:        rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		faults:     opts.Faults,
+		seen:       map[uint32][]seenEntry{},
+		stats:      Stats{ByCode: map[int]int{}},
+		expiredSig: map[string]bool{},
+		sigsSeen:   map[string]bool{},
+	}
+}
+
+// Close stops a server started by NewServer.
+func (s *Server) Close() {
+	if s.hs != nil {
+		s.hs.Close()
+	}
+}
+
+// SetFaults replaces the injected faults.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// ExpireSignatures makes every UserSig seen so far expired: later calls
+// signed with one are answered 70001 until the client renews it.
+func (s *Server) ExpireSignatures() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sig := range s.sigsSeen {
+		s.expiredSig[sig] = true
+	}
+}
+
+// Delivered returns a copy of the delivered log, in delivery order.
+func (s *Server) Delivered() []Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Delivery(nil), s.delivered...)
+}
+
+// Stats returns a copy of the call counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.ByCode = make(map[int]int, len(s.stats.ByCode))
+	for k, v := range s.stats.ByCode {
+		st.ByCode[k] = v
+	}
+	return st
+}
+
+// ServeHTTP serves the API path and, under /emulator/, a control API:
+// GET /emulator/delivered, GET /emulator/stats, POST /emulator/faults.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/"+sender.BroadcastPath:
+		s.serveBroadcast(w, r)
+	case r.URL.Path == "/emulator/delivered" && r.Method == http.MethodGet:
+		writeJSON(w, s.Delivered())
+	case r.URL.Path == "/emulator/stats" && r.Method == http.MethodGet:
+		writeJSON(w, s.Stats())
+	case r.URL.Path == "/emulator/faults" && r.Method == http.MethodPost:
+		var f Faults
+		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
+			http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SetFaults(f)
+		writeJSON(w, f)
+	default:
+		// The real server answers unknown commands with 10003 over HTTP 200.
+		if strings.HasPrefix(r.URL.Path, "/v4/") {
+			writeJSON(w, answer(sender.CodeInvalidCommand, "invalid command word"))
+			return
+		}
+		http.NotFound(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func answer(code int, info string) map[string]any {
+	status := "OK"
+	if code != 0 {
+		status = "FAIL"
+	}
+	return map[string]any{"ActionStatus": status, "ErrorCode": code, "ErrorInfo": info}
+}
+
+func (s *Server) serveBroadcast(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+
+	s.mu.Lock()
+	s.stats.Calls++
+	f := s.faults
+	next := 0
+	if len(s.faults.Codes) > 0 {
+		next = s.faults.Codes[0]
+		s.faults.Codes = s.faults.Codes[1:]
+	}
+	roll := func(p float64) bool { return p > 0 && s.rng.Float64() < p }
+	badGateway := next == CodeBadGateway || roll(f.BadGatewayRate)
+	internal := roll(f.InternalErrorRate)
+	drop := next == CodeDrop || roll(f.DropAfterProcessRate)
+	s.mu.Unlock()
+
+	if f.Latency > 0 {
+		select {
+		case <-time.After(f.Latency):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if badGateway {
+		s.count(-http.StatusBadGateway)
+		http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+		return
+	}
+	code, info, seq := s.process(r, body, f, next, internal)
+	if drop {
+		s.count(-1)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler) // closes the connection without an answer
+	}
+	s.count(code)
+	a := answer(code, info)
+	if code == 0 {
+		a["MsgSeq"] = seq
+	}
+	writeJSON(w, a)
+}
+
+func (s *Server) count(code int) {
+	s.mu.Lock()
+	s.stats.ByCode[code]++
+	s.mu.Unlock()
+}
+
+// process checks and (on success) delivers one call, returning the answer.
+func (s *Server) process(r *http.Request, body []byte, f Faults, next int, internal bool) (int, string, uint64) {
+	if r.Method != http.MethodPost {
+		return 60002, "HTTP method must be POST", 0
+	}
+	if code, info := s.checkQuery(r); code != 0 {
+		return code, info, 0
+	}
+	if f.FeatureOff {
+		return sender.CodeNoPermission, "broadcast messaging of audio-video groups is not enabled for this app", 0
+	}
+	if next > 0 {
+		return next, "injected error", 0
+	}
+	if internal {
+		return sender.CodeInternal, "internal server error (injected)", 0
+	}
+	if len(body) > sender.MaxBodyBytes {
+		return sender.CodeBodyTooLong, fmt.Sprintf("message body too long: %d bytes", len(body)), 0
+	}
+	msg, code, info := decodeBody(body)
+	if code != 0 {
+		return code, info, 0
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if !s.allowLocked(now) {
+		return sender.CodeFrequencyLimit, "send frequency limit exceeded", 0
+	}
+	content := contentHash(body)
+	entries := s.seen[msg.Random][:0]
+	for _, e := range s.seen[msg.Random] {
+		if now.Sub(e.at) < s.opts.DedupeWindow {
+			entries = append(entries, e)
+		}
+	}
+	s.seen[msg.Random] = entries
+	for _, e := range entries {
+		if s.opts.DedupeRandomOnly || e.content == content {
+			s.stats.Duplicates++
+			return 0, "", e.seq
+		}
+	}
+	s.seq++
+	s.seen[msg.Random] = append(entries, seenEntry{content: content, at: now, seq: s.seq})
+	s.delivered = append(s.delivered, Delivery{
+		MsgSeq: s.seq, Random: msg.Random, FromAccount: msg.FromAccount, MsgBody: msg.MsgBody,
+		CloudCustomData: msg.CloudCustomData, At: now, Body: append(json.RawMessage(nil), body...),
+	})
+	s.stats.Delivered++
+	return 0, "", s.seq
+}
+
+// allowLocked applies the rate limit: at most n calls in any window of
+// n/Rate seconds (n = Rate rounded, at least 1), less the tolerance.
+func (s *Server) allowLocked(now time.Time) bool {
+	if s.opts.Rate <= 0 {
+		return true
+	}
+	n := int(math.Max(1, math.Round(s.opts.Rate)))
+	window := time.Duration(float64(n) / s.opts.Rate * float64(time.Second))
+	tol := s.opts.RateTolerance
+	if tol == 0 {
+		tol = window / 50
+	}
+	window -= tol
+	if len(s.accepted) >= n && now.Sub(s.accepted[len(s.accepted)-n]) < window {
+		return false
+	}
+	s.accepted = append(s.accepted, now)
+	if len(s.accepted) > 4*n {
+		s.accepted = append(s.accepted[:0], s.accepted[len(s.accepted)-n:]...)
+	}
+	return true
+}
+
+func (s *Server) checkQuery(r *http.Request) (int, string) {
+	q := r.URL.Query()
+	for _, name := range []string{"sdkappid", "identifier", "usersig", "random", "contenttype"} {
+		if q.Get(name) == "" {
+			if name == "usersig" {
+				return 70002, "usersig is missing"
+			}
+			return 60002, "query parameter " + name + " is missing"
+		}
+	}
+	appID, err := strconv.ParseUint(q.Get("sdkappid"), 10, 64)
+	if err != nil {
+		return 60002, "sdkappid is not a number"
+	}
+	if _, err := strconv.ParseUint(q.Get("random"), 10, 32); err != nil {
+		return 60002, "random is not a 32-bit unsigned number"
+	}
+	if q.Get("contenttype") != "json" {
+		return 60002, "contenttype must be json"
+	}
+	if appID != uint64(s.opts.AppID) {
+		return 70020, "SDKAppID not found"
+	}
+	sig := q.Get("usersig")
+	s.mu.Lock()
+	expired := s.expiredSig[sig]
+	s.sigsSeen[sig] = true
+	s.mu.Unlock()
+	if expired {
+		return sender.CodeSigExpired, "UserSig expired"
+	}
+	switch err := tencentyun.VerifyUserSig(appID, s.opts.SecretKey, q.Get("identifier"), sig, time.Now()); {
+	case err == nil:
+	case errors.Is(err, tencentyun.ErrExpired):
+		return sender.CodeSigExpired, "UserSig expired"
+	case errors.Is(err, tencentyun.ErrIdentifierNotMatch):
+		return 70013, "identifier does not match the UserSig"
+	case errors.Is(err, tencentyun.ErrSdkAppIDNotMatch):
+		return 70014, "SDKAppID does not match the UserSig"
+	default:
+		return sender.CodeSigInvalid, "UserSig verification failed"
+	}
+	if q.Get("identifier") != s.opts.Admin {
+		return 60010, "identifier is not an app administrator"
+	}
+	return 0, ""
+}
+
+// decodeBody parses and validates a request body like the server.
+func decodeBody(body []byte) (*sender.Message, int, string) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, 60003, "request body is empty"
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, 60003, "request body is not a JSON object"
+	}
+	known := map[string]bool{"From_Account": true, "Random": true, "MsgBody": true, "CloudCustomData": true}
+	var unknown []string
+	for k := range fields {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, sender.CodeInvalidParameter, "unknown field(s): " + strings.Join(unknown, ", ")
+	}
+	raw, ok := fields["Random"]
+	if !ok {
+		return nil, sender.CodeInvalidParameter, "Random is required"
+	}
+	if _, err := strconv.ParseUint(string(raw), 10, 32); err != nil {
+		return nil, sender.CodeInvalidParameter, "Random must be a 32-bit unsigned integer"
+	}
+	var msg sender.Message
+	if err := json.Unmarshal(body, &msg); err != nil {
+		return nil, sender.CodeInvalidParameter, "invalid body: " + err.Error()
+	}
+	if err := msg.Validate(); err != nil {
+		var se *sender.Error
+		if errors.As(err, &se) {
+			return nil, se.Code, se.Info
+		}
+		return nil, sender.CodeInvalidParameter, err.Error()
+	}
+	return &msg, 0, ""
+}
+
+// contentHash identifies a message's content: the body without Random.
+func contentHash(body []byte) [32]byte {
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(body, &m) // already validated
+	delete(m, "Random")
+	b, _ := json.Marshal(m) // map keys are sorted: canonical
+	return sha256.Sum256(b)
+}

@@ -1,0 +1,67 @@
+package sender
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tencentyun/tls-sig-api-v2-golang/tencentyun"
+)
+
+// signer generates the admin's UserSig and caches it until 80% of its
+// lifetime has passed, or until invalidate is called after the server
+// refused it.
+type signer struct {
+	appID    int
+	admin    string
+	key      string
+	lifetime time.Duration
+	now      func() time.Time
+
+	mu      sync.Mutex
+	sig     string
+	prev    string // the signature last dropped by invalidate
+	renewAt time.Time
+	gen     uint64 // incremented on every renewal
+}
+
+func newSigner(appID int, admin, key string, lifetime time.Duration) *signer {
+	return &signer{appID: appID, admin: admin, key: key, lifetime: lifetime, now: time.Now}
+}
+
+// get returns a valid signature and its generation number.
+func (s *signer) get() (string, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if s.sig == "" || !now.Before(s.renewAt) {
+		secs := int(s.lifetime / time.Second)
+		if secs < 1 {
+			secs = 1
+		}
+		sig, err := tencentyun.GenUserSig(s.appID, s.key, s.admin, secs)
+		if err == nil && sig == s.prev {
+			// Signatures carry whole seconds: one made in the same second as
+			// the refused one is identical. A different expiry makes it new.
+			sig, err = tencentyun.GenUserSig(s.appID, s.key, s.admin, secs+1)
+		}
+		if err != nil {
+			// The library's errors never include the key.
+			return "", 0, fmt.Errorf("generate UserSig: %w", err)
+		}
+		s.sig = sig
+		s.renewAt = now.Add(time.Duration(float64(secs) * 0.8 * float64(time.Second)))
+		s.gen++
+	}
+	return s.sig, s.gen, nil
+}
+
+// invalidate drops the cached signature if it is still generation gen, so
+// the next get makes a new one.
+func (s *signer) invalidate(gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen == gen && s.sig != "" {
+		s.prev, s.sig = s.sig, ""
+	}
+}
