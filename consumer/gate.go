@@ -1,0 +1,127 @@
+package consumer
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// gate stops all sending while the API answers with pause-class errors
+// (errors every event would hit). While paused, one caller at a time is let
+// through as a probe, after a capped exponential backoff; the first probe
+// that gets any other answer opens the gate for everyone.
+type gate struct {
+	mu      sync.Mutex
+	paused  bool
+	probing bool
+	next    time.Time // earliest time of the next probe
+	cause   error
+	since   time.Time
+	bo      *backoff.ExponentialBackOff
+	changed chan struct{} // closed and replaced on every state change
+	onPause func(paused bool)
+}
+
+func newGate(initial, maxWait time.Duration, onPause func(bool)) *gate {
+	return &gate{
+		bo: backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(initial),
+			backoff.WithMaxInterval(maxWait),
+			backoff.WithMaxElapsedTime(0),
+		),
+		changed: make(chan struct{}),
+		onPause: onPause,
+	}
+}
+
+func (g *gate) broadcastLocked() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// acquire waits until the caller may send. probe is true when the gate is
+// paused and the caller is the one probe: it must call probeDone.
+func (g *gate) acquire(ctx context.Context) (probe bool, err error) {
+	for {
+		g.mu.Lock()
+		if !g.paused {
+			g.mu.Unlock()
+			return false, nil
+		}
+		wait := time.Until(g.next)
+		if wait <= 0 && !g.probing {
+			g.probing = true
+			g.mu.Unlock()
+			return true, nil
+		}
+		ch := g.changed
+		g.mu.Unlock()
+
+		var timer <-chan time.Time
+		var t *time.Timer
+		if wait > 0 {
+			t = time.NewTimer(wait)
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-ch:
+		case <-timer:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+	}
+}
+
+// pause records a pause-class error. It returns the wait before the next
+// probe and whether this call started the pause.
+func (g *gate) pause(cause error) (time.Duration, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	started := !g.paused
+	if started {
+		g.paused = true
+		g.since = time.Now()
+		g.bo.Reset()
+		if g.onPause != nil {
+			g.onPause(true)
+		}
+	}
+	g.cause = cause
+	g.probing = false
+	wait := g.bo.NextBackOff()
+	g.next = time.Now().Add(wait)
+	g.broadcastLocked()
+	return wait, started
+}
+
+// probeDone ends a probe. If the probe got an answer other than a pause,
+// the gate opens; otherwise (ctx ended) another caller may probe.
+func (g *gate) probeDone(cleared bool) (pausedFor time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.probing = false
+	if cleared && g.paused {
+		g.paused = false
+		g.cause = nil
+		pausedFor = time.Since(g.since)
+		if g.onPause != nil {
+			g.onPause(false)
+		}
+	}
+	g.broadcastLocked()
+	return pausedFor
+}
+
+// state reports whether the gate is paused, since when and why.
+func (g *gate) state() (paused bool, since time.Time, cause error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused, g.since, g.cause
+}

@@ -1,0 +1,152 @@
+package consumer
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// Metrics are the worker's Prometheus metrics. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	consumed     *prometheus.CounterVec
+	outcomes     *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+	retries      prometheus.Counter
+	deadLettered *prometheus.CounterVec
+	paused       prometheus.Gauge
+	pacingWait   prometheus.Histogram
+	apiLatency   prometheus.Histogram
+	commitTime   prometheus.Histogram
+	lag          *prometheus.GaugeVec
+	lastSuccess  prometheus.Gauge
+	assigned     prometheus.Gauge
+}
+
+// NewMetrics creates the worker's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "timbroadcast_records_consumed_total", Help: "Records fetched from the source topic.",
+		}, []string{"partition"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "timbroadcast_events_total", Help: "Events by final outcome: delivered, dead_lettered.",
+		}, []string{"outcome"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "timbroadcast_api_requests_total", Help: "send_broadcast_msg HTTP attempts by result (ok, error, network) and API error code.",
+		}, []string{"result", "code"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "timbroadcast_api_retries_total", Help: "send_broadcast_msg attempts that were retries of an earlier one.",
+		}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "timbroadcast_dead_lettered_total", Help: "Records written to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "timbroadcast_paused", Help: "1 while sending is paused on an error every event would hit.",
+		}),
+		pacingWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "timbroadcast_pacing_wait_seconds", Help: "Time each attempt waited for its pacing slot.", Buckets: latency,
+		}),
+		apiLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "timbroadcast_api_request_duration_seconds", Help: "send_broadcast_msg HTTP request latency.", Buckets: latency,
+		}),
+		commitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "timbroadcast_commit_duration_seconds", Help: "Offset commit latency.", Buckets: latency,
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "timbroadcast_consumer_lag_records", Help: "Records behind the partition's high watermark, per owned partition.",
+		}, []string{"partition"}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "timbroadcast_last_success_timestamp_seconds", Help: "Unix time of the last successful send.",
+		}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "timbroadcast_assigned_partitions", Help: "Partitions this worker owns in the current generation.",
+		}),
+	}
+	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused,
+		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned)
+	return m
+}
+
+// ObserveAttempt records one API attempt; pass it as sender.Config.Observe.
+func (m *Metrics) ObserveAttempt(a sender.Attempt) {
+	if m == nil {
+		return
+	}
+	switch {
+	case a.Err != nil || a.Code < 0 && a.HTTPStatus == 0:
+		m.requests.WithLabelValues("network", "").Inc()
+	case a.HTTPStatus != 200:
+		m.requests.WithLabelValues("http_"+strconv.Itoa(a.HTTPStatus), "").Inc()
+	case a.Code == 0:
+		m.requests.WithLabelValues("ok", "0").Inc()
+	default:
+		m.requests.WithLabelValues("error", strconv.Itoa(a.Code)).Inc()
+	}
+	m.pacingWait.Observe(a.PacingWait.Seconds())
+	if a.Latency > 0 {
+		m.apiLatency.Observe(a.Latency.Seconds())
+	}
+}
+
+func (m *Metrics) recordConsumed(partition int, offset, highWater int64) {
+	if m == nil {
+		return
+	}
+	p := strconv.Itoa(partition)
+	m.consumed.WithLabelValues(p).Inc()
+	if highWater > 0 {
+		m.lag.WithLabelValues(p).Set(float64(max(highWater-offset-1, 0)))
+	}
+}
+
+func (m *Metrics) recordDelivered(attempts int) {
+	if m == nil {
+		return
+	}
+	m.outcomes.WithLabelValues("delivered").Inc()
+	if attempts > 1 {
+		m.retries.Add(float64(attempts - 1))
+	}
+	m.lastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
+}
+
+func (m *Metrics) recordDeadLettered(reason string) {
+	if m == nil {
+		return
+	}
+	m.outcomes.WithLabelValues("dead_lettered").Inc()
+	m.deadLettered.WithLabelValues(reason).Inc()
+}
+
+func (m *Metrics) setPaused(p bool) {
+	if m == nil {
+		return
+	}
+	if p {
+		m.paused.Set(1)
+	} else {
+		m.paused.Set(0)
+	}
+}
+
+func (m *Metrics) observeCommit(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.commitTime.Observe(d.Seconds())
+}
+
+func (m *Metrics) setAssigned(n int, released []int) {
+	if m == nil {
+		return
+	}
+	m.assigned.Set(float64(n))
+	for _, p := range released {
+		m.lag.DeleteLabelValues(strconv.Itoa(p))
+	}
+}

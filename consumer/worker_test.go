@@ -1,0 +1,452 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/sender"
+	"github.com/timbroadcast/timbroadcast/sender/sendertest"
+)
+
+const (
+	appID = 1400000001
+	admin = "administrator"
+	key   = "test-secret-key"
+)
+
+// env is one end-to-end set-up: a Kafka, the emulator, topics.
+type env struct {
+	t       *testing.T
+	kafka   *consumertest.Cluster
+	emu     *sendertest.Server
+	topic   string
+	dlq     string
+	group   string
+	workers []*runningWorker
+}
+
+type runningWorker struct {
+	w      *consumer.Worker
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func newEnv(t *testing.T, kc *consumertest.Cluster, partitions int, emuOpts sendertest.Options) *env {
+	t.Helper()
+	emuOpts.AppID, emuOpts.Admin, emuOpts.SecretKey = appID, admin, key
+	emu := sendertest.NewServer(emuOpts)
+	t.Cleanup(emu.Close)
+	e := &env{
+		t: t, kafka: kc, emu: emu,
+		topic: kc.Topic(t, "broadcasts", partitions),
+		dlq:   kc.Topic(t, "broadcasts-dlq", 1),
+	}
+	e.group = "timbroadcast-" + e.topic
+	return e
+}
+
+func (e *env) senderConfig() sender.Config {
+	return sender.Config{
+		AppID: appID, Admin: admin, SecretKey: key, Endpoints: []string{e.emu.URL},
+		Rate: 500, RetryInitial: 2 * time.Millisecond, RetryMax: 20 * time.Millisecond,
+		AttemptTimeout: 2 * time.Second,
+	}
+}
+
+func (e *env) workerConfig() consumer.Config {
+	return consumer.Config{
+		Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq,
+		MaxWait: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
+		RebalanceTimeout: 5 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
+		PauseInitial: 50 * time.Millisecond, PauseMax: 200 * time.Millisecond,
+		Logger: zaptest.NewLogger(e.t, zaptest.Level(zap.WarnLevel)),
+	}
+}
+
+// start runs a worker until the test ends (or stop).
+func (e *env) start(mutate func(*consumer.Config, *sender.Config)) *runningWorker {
+	e.t.Helper()
+	ccfg, scfg := e.workerConfig(), e.senderConfig()
+	if mutate != nil {
+		mutate(&ccfg, &scfg)
+	}
+	client, err := sender.New(scfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	w, err := consumer.New(ccfg, client)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rw := &runningWorker{w: w, cancel: cancel, done: make(chan error, 1)}
+	go func() { rw.done <- w.Run(ctx) }()
+	e.workers = append(e.workers, rw)
+	e.t.Cleanup(func() { rw.stop(e.t) })
+	return rw
+}
+
+func (rw *runningWorker) stop(t *testing.T) {
+	t.Helper()
+	rw.once.Do(func() {
+		rw.cancel()
+		select {
+		case err := <-rw.done:
+			if err != nil {
+				t.Errorf("worker Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("worker did not stop within 30s")
+		}
+	})
+}
+
+// textEvent returns a record with a key and a text message naming it.
+func textEvent(key, text string) kafka.Message {
+	v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(text)}})
+	return kafka.Message{Key: []byte(key), Value: v}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// deliveredTexts returns the texts the emulator delivered, in order.
+func deliveredTexts(emu *sendertest.Server) []string {
+	var out []string
+	for _, d := range emu.Delivered() {
+		for _, el := range d.MsgBody {
+			if el.MsgType == sender.TypeText {
+				var c sender.TextElem
+				_ = json.Unmarshal(el.MsgContent, &c)
+				out = append(out, c.Text)
+			}
+		}
+	}
+	return out
+}
+
+// checkExactlyOnce asserts that every want text was delivered exactly
+// once, and that texts of one key ("k<key>-<seq>") arrived in seq order.
+func checkExactlyOnce(t *testing.T, got []string, want []string) {
+	t.Helper()
+	count := map[string]int{}
+	for _, g := range got {
+		count[g]++
+	}
+	for _, w := range want {
+		if count[w] != 1 {
+			t.Errorf("%q delivered %d times, want once", w, count[w])
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("delivered %d messages, want %d", len(got), len(want))
+	}
+	last := map[string]int{}
+	for _, g := range got {
+		var k string
+		var seq int
+		if _, err := fmt.Sscanf(strings.Replace(g, "-", " ", 1), "%s %d", &k, &seq); err != nil {
+			continue
+		}
+		if prev, ok := last[k]; ok && seq < prev {
+			t.Errorf("key %s: %d delivered after %d (order broken)", k, seq, prev)
+		}
+		last[k] = seq
+	}
+}
+
+// produceKeyed produces n events for each of keys: text "<key>-<i>".
+func (e *env) produceKeyed(keys []string, n int) []string {
+	e.t.Helper()
+	var msgs []kafka.Message
+	var want []string
+	for i := range n {
+		for _, k := range keys {
+			text := fmt.Sprintf("%s-%d", k, i)
+			msgs = append(msgs, textEvent(k, text))
+			want = append(want, text)
+		}
+	}
+	if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+		e.t.Fatal(err)
+	}
+	return want
+}
+
+func (e *env) waitCommitted(timeout time.Duration) {
+	e.t.Helper()
+	ends, err := e.kafka.Ends(context.Background(), e.topic)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	waitFor(e.t, timeout, "all offsets committed", func() bool {
+		got, err := e.kafka.Committed(context.Background(), e.group, e.topic)
+		if err != nil {
+			return false
+		}
+		for p, end := range ends {
+			if end > 0 && got[p] != end {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+var keys = []string{"ka", "kb", "kc", "kd", "ke", "kf"}
+
+func TestEndToEnd(t *testing.T) {
+	runEndToEnd(t, consumertest.Start(t))
+}
+
+// TestEndToEndRealKafka runs the same test on a real broker: KAFKA_BROKERS,
+// or a container when Docker is available; otherwise it skips and says so.
+func TestEndToEndRealKafka(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode")
+	}
+	runEndToEnd(t, consumertest.StartReal(t))
+}
+
+func runEndToEnd(t *testing.T, kc *consumertest.Cluster) {
+	e := newEnv(t, kc, 3, sendertest.Options{})
+	want := e.produceKeyed(keys, 10)
+
+	// Malformed records, each followed by a good one on the same key (so
+	// the same partition): the good ones must flow on.
+	expired := textEvent("kx", "too late")
+	expired.Headers = []kafka.Header{{Key: consumer.HeaderExpiresAt, Value: []byte("2001-01-01T00:00:00Z")}}
+	bad := map[string]kafka.Message{
+		"invalid_json":  {Key: []byte("kx"), Value: []byte(`{"MsgBody": [`)},
+		"missing":       {Key: []byte("kx"), Value: []byte(`{"From_Account":"a"}`)},
+		"unknown_type":  {Key: []byte("kx"), Value: []byte(`{"MsgBody":[{"MsgType":"TIMPollElem","MsgContent":{}}]}`)},
+		"two_custom":    {Key: []byte("kx"), Value: []byte(`{"MsgBody":[{"MsgType":"TIMCustomElem","MsgContent":{"Data":"a"}},{"MsgType":"TIMCustomElem","MsgContent":{"Data":"b"}}]}`)},
+		"too_long":      textEvent("kx", strings.Repeat("x", 12001)),
+		"unknown_field": {Key: []byte("kx"), Value: []byte(`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"a"}}],"Priority":"High"}`)},
+		"expired":       expired,
+	}
+	wantReason := map[string]string{
+		"invalid_json": "invalid_json", "missing": "invalid_event", "unknown_type": "invalid_event",
+		"two_custom": "invalid_event", "too_long": "body_too_long", "unknown_field": "invalid_event", "expired": "expired",
+	}
+	names := make([]string, 0, len(bad))
+	for n := range bad {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var msgs []kafka.Message
+	for i, n := range names {
+		msgs = append(msgs, bad[n])
+		text := fmt.Sprintf("kx-%d", i)
+		msgs = append(msgs, textEvent("kx", text))
+		want = append(want, text)
+	}
+	if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	e.start(nil)
+	waitFor(t, 60*time.Second, "all events delivered", func() bool { return len(e.emu.Delivered()) >= len(want) })
+	e.waitCommitted(30 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+
+	dl, err := e.kafka.ReadAll(context.Background(), e.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != len(bad) {
+		t.Fatalf("dead-letter topic holds %d records, want %d", len(dl), len(bad))
+	}
+	byValue := map[string]kafka.Message{}
+	for _, m := range dl {
+		byValue[string(m.Value)] = m
+	}
+	for _, n := range names {
+		m, ok := byValue[string(bad[n].Value)]
+		if !ok {
+			t.Errorf("%s: not dead-lettered", n)
+			continue
+		}
+		if got := consumertest.Header(m, consumer.HeaderDLQReason); got != wantReason[n] {
+			t.Errorf("%s: reason %q, want %q (info %q)", n, got, wantReason[n], consumertest.Header(m, consumer.HeaderDLQInfo))
+		}
+		if string(m.Key) != "kx" || consumertest.Header(m, consumer.HeaderSourceTopic) != e.topic ||
+			consumertest.Header(m, consumer.HeaderSourceOffset) == "" || consumertest.Header(m, consumer.HeaderDLQInfo) == "" {
+			t.Errorf("%s: dead-letter record lacks key or source headers: %+v", n, m.Headers)
+		}
+	}
+	if m := byValue[string(bad["unknown_field"].Value)]; !strings.Contains(consumertest.Header(m, consumer.HeaderDLQInfo), "Priority") {
+		t.Errorf("unknown field reason does not name the field: %q", consumertest.Header(m, consumer.HeaderDLQInfo))
+	}
+	if m := byValue[string(expired.Value)]; consumertest.Header(m, consumer.HeaderExpiresAt) == "" {
+		t.Errorf("original headers not kept in the dead-letter record: %+v", m.Headers)
+	}
+}
+
+// TestFaults: 10002 and 502 at high rates and lost answers: every event is
+// delivered once, in order.
+func TestFaults(t *testing.T) {
+	kc := consumertest.Start(t)
+	e := newEnv(t, kc, 3, sendertest.Options{Seed: 7, Faults: sendertest.Faults{
+		InternalErrorRate: 0.3, BadGatewayRate: 0.2, DropAfterProcessRate: 0.2,
+	}})
+	want := e.produceKeyed(keys, 8)
+	e.start(nil)
+	e.waitCommitted(90 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	st := e.emu.Stats()
+	if st.ByCode[10002] == 0 || st.ByCode[-502] == 0 || st.Duplicates == 0 {
+		t.Errorf("faults not exercised: %+v", st)
+	}
+}
+
+// TestPauseDeadLettersNothing: during a 10007 period nothing is sent or
+// dead-lettered and the worker reports itself paused; once it clears,
+// everything is delivered once.
+func TestPauseDeadLettersNothing(t *testing.T) {
+	kc := consumertest.Start(t)
+	e := newEnv(t, kc, 3, sendertest.Options{Faults: sendertest.Faults{FeatureOff: true}})
+	want := e.produceKeyed(keys, 3)
+	rw := e.start(nil)
+	waitFor(t, 30*time.Second, "worker paused", rw.w.Paused)
+	if ready, why := rw.w.Ready(); ready || !strings.Contains(why, "paused") {
+		t.Errorf("Ready() = %v, %q while paused", ready, why)
+	}
+	time.Sleep(500 * time.Millisecond) // several probes
+	if n := len(e.emu.Delivered()); n != 0 {
+		t.Fatalf("%d delivered while the feature is off", n)
+	}
+	calls := e.emu.Stats().Calls
+	if calls > 40 {
+		t.Errorf("%d calls in the pause: probes are not backing off", calls)
+	}
+	e.emu.SetFaults(sendertest.Faults{})
+	e.waitCommitted(30 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	if rw.w.Paused() {
+		t.Error("still paused after the fault cleared")
+	}
+	dl, err := e.kafka.ReadAll(context.Background(), e.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 0 {
+		t.Errorf("%d records dead-lettered during a pause, want 0", len(dl))
+	}
+}
+
+// TestRejectedByAPIDeadLettered: an event the API rejects (80001) goes to
+// the dead-letter topic with the code; the ones behind it are delivered.
+func TestRejectedByAPIDeadLettered(t *testing.T) {
+	kc := consumertest.Start(t)
+	e := newEnv(t, kc, 1, sendertest.Options{Faults: sendertest.Faults{Codes: []int{80001}}})
+	want := e.produceKeyed([]string{"k"}, 3)
+	e.start(nil)
+	e.waitCommitted(30 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want[1:])
+	dl, err := e.kafka.ReadAll(context.Background(), e.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 1 || consumertest.Header(dl[0], consumer.HeaderDLQCode) != "80001" ||
+		consumertest.Header(dl[0], consumer.HeaderDLQReason) != "content_blocked" || consumertest.Header(dl[0], consumer.HeaderDLQAttempts) != "1" {
+		t.Fatalf("dead-letter records %+v, want one with code 80001", dl)
+	}
+}
+
+// TestRebalance: a second worker joins and leaves mid-stream.
+func TestRebalance(t *testing.T) {
+	kc := consumertest.Start(t)
+	e := newEnv(t, kc, 3, sendertest.Options{})
+	slow := func(_ *consumer.Config, s *sender.Config) { s.Rate = 40 }
+	want := e.produceKeyed(keys, 15)
+	e.start(slow)
+	waitFor(t, 30*time.Second, "some deliveries", func() bool { return len(e.emu.Delivered()) > 10 })
+	second := e.start(slow)
+	waitFor(t, 30*time.Second, "more deliveries", func() bool { return len(e.emu.Delivered()) > 40 })
+	second.stop(t)
+	e.waitCommitted(60 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+}
+
+// TestDrainOnStop: stopping the worker lets the in-flight call finish and
+// commits it; a restarted worker continues without a duplicate.
+func TestDrainOnStop(t *testing.T) {
+	kc := consumertest.Start(t)
+	e := newEnv(t, kc, 1, sendertest.Options{Faults: sendertest.Faults{Latency: 300 * time.Millisecond}})
+	want := e.produceKeyed([]string{"k"}, 6)
+	rw := e.start(nil)
+	waitFor(t, 30*time.Second, "first delivery", func() bool { return len(e.emu.Delivered()) >= 1 })
+	rw.stop(t)
+	n := len(e.emu.Delivered())
+	committed, err := e.kafka.Committed(context.Background(), e.group, e.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if committed[0] != int64(n) {
+		t.Errorf("after drain: %d delivered, committed offset %d; want them equal", n, committed[0])
+	}
+	e.start(nil)
+	e.waitCommitted(30 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	if st := e.emu.Stats(); st.Duplicates != 0 {
+		t.Errorf("%d duplicates: the drain did not commit what it delivered", st.Duplicates)
+	}
+}
+
+// TestEventFixtures decodes testdata/events: valid/*.json must decode,
+// invalid/*.json must fail with the reason in the file name's prefix.
+func TestEventFixtures(t *testing.T) {
+	for _, kind := range []string{"valid", "invalid"} {
+		files, err := filepath.Glob(filepath.Join("..", "testdata", "events", kind, "*.json"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no %s fixtures: %v", kind, err)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = consumer.DecodeEvent(consumer.Record{Topic: "t", Key: []byte("k"), Value: b})
+			name := filepath.Base(f)
+			if kind == "valid" {
+				if err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+				continue
+			}
+			ie, ok := err.(*consumer.InvalidEventError)
+			if !ok {
+				t.Errorf("%s: decoded without error, want one", name)
+				continue
+			}
+			if reason := strings.SplitN(name, ".", 2)[0]; ie.Reason != reason {
+				t.Errorf("%s: reason %q (%v), want %q", name, ie.Reason, ie, reason)
+			}
+		}
+	}
+}

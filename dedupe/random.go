@@ -1,0 +1,71 @@
+// Package dedupe derives the message identity (the API's Random) of a
+// broadcast event.
+//
+// # Compatibility contract
+//
+// The server discards a message whose Random (and, by one reading of the
+// documentation, content) equals one it saw in the last five minutes. Every
+// attempt for one event must therefore carry the same Random, in every
+// process and every version of timbroadcast, and two different events must
+// not share one. The derivation below is fixed; changing it is a breaking
+// change that needs a new version tag (v2) and a migration note, and the
+// golden vectors in testdata/random-vectors.json pin it.
+//
+// Version 1:
+//
+//	identity = 'K' ‖ key                          for a record with a key
+//	         = 'P' ‖ topic ‖ 0x00 ‖ partition ‖ 0x00 ‖ offset
+//	                                              for a record without one
+//	                                              (decimal numbers)
+//	h        = SHA-256("timbroadcast/random/v1" ‖ 0x00 ‖
+//	                   uint32be(len(identity)) ‖ identity ‖ content)
+//	Random   = uint32be(h[0:4]), or 1 if that is 0
+//
+// where content is the request body the worker sends for the event with
+// Random set to 0 (compact JSON in the field order From_Account, Random,
+// MsgBody, CloudCustomData; MsgContent as the producer wrote it, compacted).
+// Both key and content enter the hash, so two events that differ in either
+// get different Randoms (up to the 2^-32 chance of a 32-bit collision; see
+// README "Delivery guarantees"), whichever reading of the dedupe rule the
+// server applies.
+package dedupe
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"strconv"
+)
+
+const domain = "timbroadcast/random/v1\x00"
+
+// Identity returns the identity of a record: its key, or, for a record
+// without a key, its position in the topic.
+func Identity(key []byte, topic string, partition int, offset int64) []byte {
+	if len(key) > 0 {
+		return append([]byte{'K'}, key...)
+	}
+	id := []byte{'P'}
+	id = append(id, topic...)
+	id = append(id, 0)
+	id = strconv.AppendInt(id, int64(partition), 10)
+	id = append(id, 0)
+	return strconv.AppendInt(id, offset, 10)
+}
+
+// Random returns the stable Random for an event with the given identity
+// (see Identity) and content.
+func Random(identity, content []byte) uint32 {
+	h := sha256.New()
+	h.Write([]byte(domain))
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(identity)))
+	h.Write(n[:])
+	h.Write(identity)
+	h.Write(content)
+	sum := h.Sum(nil)
+	r := binary.BigEndian.Uint32(sum[:4])
+	if r == 0 {
+		return 1
+	}
+	return r
+}
