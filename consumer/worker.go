@@ -67,6 +67,31 @@ type Config struct {
 	Metrics *Metrics
 	// Now is the clock (for expiry); default time.Now.
 	Now func() time.Time
+	// OnOutcome, if set, is called with every record's final outcome,
+	// before its offset is committed.
+	OnOutcome func(Outcome)
+}
+
+// Outcome is the final outcome of one record.
+type Outcome struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	// Produced is the record's timestamp.
+	Produced time.Time
+	// Random is the message identity sent (0 if the record never decoded).
+	Random uint32
+	// Message is the decoded message; nil if the record never decoded.
+	Message *sender.Message
+	// Delivered is true when the API answered OK.
+	Delivered bool
+	// MsgSeq is the API's MsgSeq for a delivered message.
+	MsgSeq uint64
+	// Attempts is the number of API requests made.
+	Attempts int
+	// DeadLetter is the failure for a dead-lettered record.
+	DeadLetter *Failure
 }
 
 // Validate checks the configuration and names the offending setting.
@@ -400,7 +425,7 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 	if err != nil {
 		var ie *InvalidEventError
 		errors.As(err, &ie)
-		return w.deadLetter(ctx, log, m, Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field})
+		return w.deadLetter(ctx, log, m, nil, Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field})
 	}
 	log = log.With(zap.Uint32("random", ev.Message.Random))
 
@@ -408,7 +433,7 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 	mayBeDelivered := false // a failed attempt may still have reached the server
 	for {
 		if !ev.ExpiresAt.IsZero() && !w.cfg.Now().Before(ev.ExpiresAt) && !mayBeDelivered {
-			return w.deadLetter(ctx, log, m, Failure{Reason: ReasonExpired, Random: ev.Message.Random,
+			return w.deadLetter(ctx, log, m, ev, Failure{Reason: ReasonExpired, Random: ev.Message.Random,
 				Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"})
 		}
 		probe, err := w.gate.acquire(ctx)
@@ -427,6 +452,7 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 			}
 			w.metrics.recordDelivered(attempts)
 			log.Debug("delivered", zap.Uint64("msg_seq", resp.MsgSeq), zap.Int("attempts", attempts))
+			w.report(m, ev, Outcome{Delivered: true, MsgSeq: resp.MsgSeq, Attempts: attempts})
 			return true
 		case !errors.As(err, &se):
 			// Not the sender's error type: treat as transient.
@@ -445,7 +471,7 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 			if probe {
 				w.gate.probeDone(true)
 			}
-			return w.deadLetter(ctx, log, m, Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info,
+			return w.deadLetter(ctx, log, m, ev, Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info,
 				Field: se.Field, Attempts: attempts, Random: ev.Message.Random})
 		case sender.ClassPause:
 			wait, started := w.gate.pause(se)
@@ -471,7 +497,7 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 // deadLetter writes m to the dead-letter topic and waits for the
 // acknowledgement of all in-sync replicas. It returns false if ctx ended
 // first.
-func (w *Worker) deadLetter(ctx context.Context, log *zap.Logger, m kafka.Message, f Failure) bool {
+func (w *Worker) deadLetter(ctx context.Context, log *zap.Logger, m kafka.Message, ev *Event, f Failure) bool {
 	f.FailedAt = w.cfg.Now()
 	msg := deadLetterMessage(m, f)
 	for attempt := 1; ; attempt++ {
@@ -492,5 +518,19 @@ func (w *Worker) deadLetter(ctx context.Context, log *zap.Logger, m kafka.Messag
 	w.metrics.recordDeadLettered(f.Reason)
 	log.Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
+	w.report(m, ev, Outcome{DeadLetter: &f, Attempts: f.Attempts})
 	return true
+}
+
+// report passes a final outcome to Config.OnOutcome.
+func (w *Worker) report(m kafka.Message, ev *Event, o Outcome) {
+	if w.cfg.OnOutcome == nil {
+		return
+	}
+	o.Topic, o.Partition, o.Offset, o.Key, o.Produced = m.Topic, m.Partition, m.Offset, m.Key, m.Time
+	if ev != nil {
+		o.Random = ev.Message.Random
+		o.Message = &ev.Message
+	}
+	w.cfg.OnOutcome(o)
 }

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/sender"
+	"github.com/timbroadcast/timbroadcast/sender/sendertest"
+)
+
+// Demo credentials of the embedded emulator.
+const (
+	demoAppID = 1400000000
+	demoAdmin = "administrator"
+)
+
+// demoSample is one sample event of the demo.
+type demoSample struct {
+	from  string
+	value string
+	// text is what the demo prints for it.
+	text string
+}
+
+func demoSamples() []demoSample {
+	text := func(from, s string) demoSample {
+		v := map[string]any{"MsgBody": []sender.Element{sender.Text(s)}}
+		if from != "" {
+			v["From_Account"] = from
+		}
+		b, _ := json.Marshal(v)
+		return demoSample{from: from, value: string(b), text: s}
+	}
+	custom := `{"From_Account":"ops","MsgBody":[{"MsgType":"TIMCustomElem","MsgContent":{"Data":"{\"type\":\"gift_rain\",\"seconds\":30}","Desc":"gift rain"}}],"CloudCustomData":"campaign=spring"}`
+	return []demoSample{
+		text("host_001", "Welcome to tonight's live show! Doors open in 5 minutes."),
+		text("", "Maintenance notice: rooms restart at 02:00 UTC for 5 minutes."),
+		{from: "ops", value: custom, text: `custom element {"type":"gift_rain","seconds":30}`},
+		text("host_002", "Flash sale: 20% off in every room for the next hour."),
+		{from: "host_003", value: `{"From_Account":"host_003","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"Typo in the event:"}}],"Priorty":"high"}`, text: "a malformed event (unknown field Priorty)"},
+		text("host_001", "Thanks for watching, see you tomorrow!"),
+	}
+}
+
+// runDemo runs broker, emulator and worker in-process (any of them can be
+// a real one), publishes sample announcements and shows each arriving.
+func runDemo(ctx context.Context, args []string, getenv func(string) string, logger *zap.Logger, stdout io.Writer) error {
+	s := newSettings("demo", func(string) string { return "" }) // flags only: never pick up a real app by accident
+	brokers := s.add("brokers", "", "", "use this Kafka (host:port, comma-separated) instead of the in-process broker")
+	topic := s.add("topic", "", "timbroadcast-demo", "topic for the demo events (created if missing; dead letters go to <topic>.dlq)")
+	a := addAPISettings(s)
+	follow := s.boolFlag("follow", "keep running after the samples, delivering events you publish yourself, until Ctrl-C")
+	if err := s.parse(args); err != nil {
+		return configError{err}
+	}
+	if getenv("LOG_LEVEL") == "" {
+		logger = logger.WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
+	}
+
+	// Kafka.
+	var kc *consumertest.Cluster
+	kafkaDesc := ""
+	if bs := brokers.list(); len(bs) > 0 {
+		kc = consumertest.NewExternal(bs)
+		kafkaDesc = "your broker at " + strings.Join(bs, ",")
+	} else {
+		var err error
+		if kc, err = consumertest.NewFake(); err != nil {
+			return err
+		}
+		defer kc.Close()
+		kafkaDesc = "in-process Kafka-protocol broker (kfake) at " + strings.Join(kc.Brokers, ",")
+	}
+	dlqTopic := topic.String() + ".dlq"
+	for _, t := range []struct {
+		name  string
+		parts int
+	}{{topic.String(), 3}, {dlqTopic, 1}} {
+		if err := kc.CreateTopic(ctx, t.name, t.parts); err != nil {
+			return err
+		}
+	}
+
+	// The API.
+	var scfg sender.Config
+	var emu *sendertest.Server
+	apiDesc := ""
+	if a.region.String() != "" || a.endpoint.String() != "" {
+		var err error
+		if scfg, err = a.config(); err != nil {
+			return configError{err}
+		}
+		apiDesc = "Tencent Cloud Chat at " + strings.Join(scfg.Endpoints, ", ")
+	} else {
+		var err error
+		if scfg.Rate, err = a.rate.positiveFloat(); err != nil {
+			return configError{err}
+		}
+		keyBytes := make([]byte, 32)
+		_, _ = rand.Read(keyBytes)
+		scfg.AppID, scfg.Admin, scfg.SecretKey = demoAppID, demoAdmin, hex.EncodeToString(keyBytes)
+		emu = sendertest.NewServer(sendertest.Options{AppID: demoAppID, Admin: demoAdmin, SecretKey: scfg.SecretKey, Rate: scfg.Rate})
+		defer emu.Close()
+		scfg.Endpoints = []string{emu.URL}
+		apiDesc = "API emulator at " + emu.URL
+	}
+	scfg.Logger = logger.Named("sender")
+	client, err := sender.New(scfg)
+	if err != nil {
+		return configError{err}
+	}
+	defer client.Close()
+
+	outcomes := make(chan consumer.Outcome, 64)
+	group := "timbroadcast-demo"
+	w, err := consumer.New(consumer.Config{
+		Brokers: kc.Brokers, Topic: topic.String(), GroupID: group, DLQTopic: dlqTopic,
+		MaxWait: 250 * time.Millisecond, Logger: logger.Named("consumer"),
+		SessionTimeout: 6 * time.Second, DrainTimeout: 5 * time.Second,
+		OnOutcome: func(o consumer.Outcome) { outcomes <- o },
+	}, client)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, "timbroadcast demo\n  Kafka   %s\n          topic %s (3 partitions), dead letters to %s\n  API     %s (%g call/s)\n  Worker  consumer group %s\n\n",
+		kafkaDesc, topic.String(), dlqTopic, apiDesc, scfg.Rate, group)
+
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() { runErr = w.Run(wctx) })
+	defer wg.Wait()
+
+	// Publish the samples with keys unique to this run.
+	runID := make([]byte, 4)
+	_, _ = rand.Read(runID)
+	samples := demoSamples()
+	pending := map[string]demoSample{}
+	var msgs []kafka.Message
+	for i, smp := range samples {
+		k := fmt.Sprintf("demo-%s-%d", hex.EncodeToString(runID), i+1)
+		pending[k] = smp
+		msgs = append(msgs, kafka.Message{Key: []byte(k), Value: []byte(smp.value)})
+	}
+	fmt.Fprintf(stdout, "Publishing %d sample announcements (one is malformed on purpose)...\n", len(msgs))
+	start := time.Now()
+	if err := kc.Produce(ctx, topic.String(), msgs...); err != nil {
+		return err
+	}
+
+	var delivered, deadLettered, other int
+	reasons := map[string]int{}
+	show := func(o consumer.Outcome) {
+		smp, ours := pending[string(o.Key)]
+		if ours {
+			delete(pending, string(o.Key))
+		} else {
+			other++
+			smp.text = summarize(o)
+		}
+		where := fmt.Sprintf("p%d@%d", o.Partition, o.Offset)
+		took := time.Since(o.Produced).Round(time.Millisecond)
+		if o.Delivered {
+			delivered++
+			from := "admin"
+			if o.Message != nil && o.Message.FromAccount != "" {
+				from = o.Message.FromAccount
+			}
+			fmt.Fprintf(stdout, "  delivered      %-7s from %-9s Random %-10d MsgSeq %-4d %6s after produce  %s\n",
+				where, from, o.Random, o.MsgSeq, took, smp.text)
+			return
+		}
+		deadLettered++
+		reasons[o.DeadLetter.Reason]++
+		fmt.Fprintf(stdout, "  dead-lettered  %-7s reason %s: %s  (%s)\n", where, o.DeadLetter.Reason, o.DeadLetter.Info, smp.text)
+	}
+
+	// Until every sample is final (or Ctrl-C); with --follow, until Ctrl-C.
+	following := false
+wait:
+	for *follow || len(pending) > 0 {
+		if len(pending) == 0 && !following {
+			following = true
+			fmt.Fprintf(stdout, "\nAll samples are final. Following %s: publish your own events (README \"Event format\"); Ctrl-C stops.\n", topic.String())
+		}
+		select {
+		case o := <-outcomes:
+			show(o)
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	elapsed := time.Since(start)
+	stopWorker()
+	wg.Wait()
+	// Outcomes reported during the drain.
+	for {
+		select {
+		case o := <-outcomes:
+			show(o)
+			continue
+		default:
+		}
+		break
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return runErr
+	}
+
+	committed, cerr := kc.Committed(context.Background(), group, topic.String())
+	ends, eerr := kc.Ends(context.Background(), topic.String())
+	commitNote := "offsets committed for every partition"
+	if cerr != nil || eerr != nil {
+		commitNote = "offsets: could not read them back"
+	} else {
+		for p, end := range ends {
+			if end > 0 && committed[p] != end {
+				commitNote = fmt.Sprintf("partition %d committed up to %d of %d", p, committed[p], end)
+			}
+		}
+	}
+	var rs []string
+	for r, n := range reasons {
+		rs = append(rs, fmt.Sprintf("%d %s", n, r))
+	}
+	sort.Strings(rs)
+	fmt.Fprintf(stdout, "\nSummary: %d delivered, %d dead-lettered", delivered, deadLettered)
+	if len(rs) > 0 {
+		fmt.Fprintf(stdout, " (%s)", strings.Join(rs, ", "))
+	}
+	fmt.Fprintf(stdout, " in %s; %s.\n", elapsed.Round(time.Millisecond), commitNote)
+	if emu != nil {
+		st := emu.Stats()
+		fmt.Fprintf(stdout, "Emulator: %d calls, %d messages delivered, %d duplicates discarded, %d answered 10023.\n",
+			st.Calls, st.Delivered, st.Duplicates, st.ByCode[10023])
+	}
+	if len(pending) > 0 {
+		return fmt.Errorf("demo interrupted: %d sample(s) not yet final", len(pending))
+	}
+	fmt.Fprintln(stdout, "Next: `timbroadcast run --help` for the worker's settings; README.md for the event format and guarantees.")
+	return nil
+}
+
+// summarize describes an event the demo did not publish itself.
+func summarize(o consumer.Outcome) string {
+	if o.Message == nil || len(o.Message.MsgBody) == 0 {
+		return "(your event)"
+	}
+	el := o.Message.MsgBody[0]
+	if el.MsgType == sender.TypeText {
+		var t sender.TextElem
+		if json.Unmarshal(el.MsgContent, &t) == nil {
+			return t.Text
+		}
+	}
+	return el.MsgType
+}

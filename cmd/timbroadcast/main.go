@@ -1,0 +1,148 @@
+// Command timbroadcast delivers broadcast events from a Kafka topic to
+// Tencent Cloud Chat's send_broadcast_msg API, exactly once in effect.
+//
+//	timbroadcast demo       everything embedded: broker, API emulator, worker
+//	timbroadcast run        the worker
+//	timbroadcast emulator   an emulator of the API endpoint
+//
+// Run `timbroadcast COMMAND --help` for a command's settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+const usage = `timbroadcast delivers broadcast events from Kafka to Tencent Cloud Chat
+(send_broadcast_msg), exactly once in effect, at the rate the API allows.
+
+Usage: timbroadcast COMMAND [flags]
+
+Commands:
+  demo       run broker, API emulator and worker in-process and show events arriving
+  run        the worker: consume KAFKA_TOPIC and deliver each event
+  emulator   serve an emulator of the send_broadcast_msg endpoint
+
+Run 'timbroadcast COMMAND --help' for the settings of a command.
+`
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// Main runs a command and returns the process exit code. The first SIGINT
+// or SIGTERM drains and exits; a second exits at once.
+func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	logger, err := newLogger(getenv("LOG_LEVEL"), stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "timbroadcast:", err)
+		return 2
+	}
+	defer func() { _ = logger.Sync() }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+			return
+		}
+		logger.Info("signal received: draining (send it again to exit at once)")
+		cancel()
+		<-sigs
+		logger.Warn("second signal: exiting at once")
+		_ = logger.Sync()
+		os.Exit(130)
+	}()
+
+	name, rest := args[0], args[1:]
+	var run func() error
+	switch name {
+	case "run":
+		run = func() error {
+			cmd, err := ParseRunFlags(rest, getenv, logger)
+			if err != nil {
+				return configError{err}
+			}
+			return cmd.Run(ctx)
+		}
+	case "emulator":
+		run = func() error { return runEmulator(ctx, rest, getenv, logger, stdout) }
+	case "demo":
+		run = func() error { return runDemo(ctx, rest, getenv, logger, stdout) }
+	default:
+		fmt.Fprintf(stderr, "timbroadcast: unknown command %q\n\n%s", name, usage)
+		return 2
+	}
+	err = run()
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(configError)):
+		fmt.Fprintf(stderr, "timbroadcast %s: configuration error: %v\n", name, err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "timbroadcast %s: %v\n", name, err)
+		return 1
+	}
+}
+
+// configError marks an invalid configuration (exit code 2).
+type configError struct{ error }
+
+func (e configError) Unwrap() error { return e.error }
+
+// newLogger returns a JSON logger, or a console one when stderr is a
+// terminal. level is LOG_LEVEL: debug, info (default), warn or error.
+func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+	lvl := zapcore.InfoLevel
+	if level != "" {
+		if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
+			return nil, fmt.Errorf("LOG_LEVEL: %q is not one of debug, info, warn, error", level)
+		}
+	}
+	var enc zapcore.Encoder
+	if isTerminal(w) {
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		ec := zap.NewProductionEncoderConfig()
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// settings reads configuration from flags with environment fallbacks: a
+// flag given on the command line wins, then the environment variable, then
+// the default. Every error names the setting as "ENV (--flag)".
+type settings struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	all    []*setting
+}
+
+// setting is one flag with its environment variable.
+type setting struct {
+	flag, env, def, usage string
+	val                   string
+	secret                bool
+}
+
+func newSettings(name string, getenv func(string) string) *settings {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	s := &settings{fs: fs, getenv: getenv}
+	fs.Usage = func() { s.usage(name) }
+	return s
+}
+
+// add registers a setting. env may be empty for flag-only settings.
+func (s *settings) add(flagName, env, def, usage string) *setting {
+	st := &setting{flag: flagName, env: env, def: def, usage: usage}
+	s.fs.StringVar(&st.val, flagName, "", usage)
+	s.all = append(s.all, st)
+	return st
+}
+
+// boolFlag registers a flag-only boolean.
+func (s *settings) boolFlag(name, usage string) *bool {
+	return s.fs.Bool(name, false, usage)
+}
+
+// parse parses args and resolves every setting.
+func (s *settings) parse(args []string) error {
+	if err := s.fs.Parse(args); err != nil {
+		return err
+	}
+	if s.fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (settings are flags such as --%s=VALUE)", s.fs.Arg(0), s.all[0].flag)
+	}
+	set := map[string]bool{}
+	s.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, st := range s.all {
+		if set[st.flag] {
+			continue
+		}
+		if st.env != "" {
+			if v, ok := lookup(s.getenv, st.env); ok {
+				st.val = v
+				continue
+			}
+		}
+		st.val = st.def
+	}
+	return nil
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func (s *settings) usage(name string) {
+	w := s.fs.Output()
+	fmt.Fprintf(w, "Usage: timbroadcast %s [flags]\n\nFlags (each also read from the environment variable shown):\n", name)
+	for _, st := range s.all {
+		env := ""
+		if st.env != "" {
+			env = " (" + st.env + ")"
+		}
+		def := ""
+		if st.def != "" {
+			def = " [default " + st.def + "]"
+		}
+		fmt.Fprintf(w, "  --%s%s%s\n      %s\n", st.flag, env, def, st.usage)
+	}
+	s.fs.VisitAll(func(f *flag.Flag) {
+		for _, st := range s.all {
+			if st.flag == f.Name {
+				return
+			}
+		}
+		fmt.Fprintf(w, "  --%s\n      %s\n", f.Name, f.Usage)
+	})
+}
+
+// name is how errors refer to the setting.
+func (st *setting) name() string {
+	if st.env == "" {
+		return "--" + st.flag
+	}
+	return st.env + " (--" + st.flag + ")"
+}
+
+func (st *setting) errorf(format string, args ...any) error {
+	return fmt.Errorf("%s: %s", st.name(), fmt.Sprintf(format, args...))
+}
+
+func (st *setting) String() string { return strings.TrimSpace(st.val) }
+
+func (st *setting) required() (string, error) {
+	if st.String() == "" {
+		return "", st.errorf("is required (%s)", st.usage)
+	}
+	return st.String(), nil
+}
+
+func (st *setting) list() []string {
+	var out []string
+	for _, p := range strings.Split(st.val, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (st *setting) duration() (time.Duration, error) {
+	if st.String() == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(st.String())
+	if err != nil || d < 0 {
+		return 0, st.errorf("%q is not a duration such as 500ms or 10s", st.val)
+	}
+	return d, nil
+}
+
+func (st *setting) positiveFloat() (float64, error) {
+	f, err := strconv.ParseFloat(st.String(), 64)
+	if err != nil || f <= 0 || f != f {
+		return 0, st.errorf("%q is not a positive number", st.val)
+	}
+	return f, nil
+}
+
+func (st *setting) positiveInt() (int, error) {
+	n, err := strconv.Atoi(st.String())
+	if err != nil || n <= 0 {
+		return 0, st.errorf("%q is not a positive integer", st.val)
+	}
+	return n, nil
+}
+
+// secretKey resolves TIM_SECRET_KEY / TIM_SECRET_KEY_FILE: exactly one.
+func secretKey(key, file *setting) (string, error) {
+	switch {
+	case key.String() != "" && file.String() != "":
+		return "", errors.New("TIM_SECRET_KEY (--secret-key) and TIM_SECRET_KEY_FILE (--secret-key-file) are both set; set one")
+	case key.String() != "":
+		return key.String(), nil
+	case file.String() != "":
+		b, err := os.ReadFile(file.String())
+		if err != nil {
+			return "", file.errorf("cannot read the key file: %v", err)
+		}
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return "", file.errorf("the key file %s is empty", file.String())
+		}
+		return k, nil
+	}
+	return "", errors.New("TIM_SECRET_KEY (--secret-key) or TIM_SECRET_KEY_FILE (--secret-key-file) is required: the app's secret key from the Chat console")
+}
