@@ -23,7 +23,7 @@ import (
 // apiSettings are the TIM_* settings shared by the commands that call the
 // API.
 type apiSettings struct {
-	appID, admin, key, keyFile, region, endpoint, rate   *setting
+	appID, admin, key, keyFile, region, endpoint, rate  *setting
 	attemptTimeout, retryInitial, retryMax, sigLifetime *setting
 }
 

@@ -23,7 +23,6 @@ type settings struct {
 type setting struct {
 	flag, env, def, usage string
 	val                   string
-	secret                bool
 }
 
 func newSettings(name string, getenv func(string) string) *settings {
@@ -149,14 +148,6 @@ func (st *setting) positiveFloat() (float64, error) {
 		return 0, st.errorf("%q is not a positive number", st.val)
 	}
 	return f, nil
-}
-
-func (st *setting) positiveInt() (int, error) {
-	n, err := strconv.Atoi(st.String())
-	if err != nil || n <= 0 {
-		return 0, st.errorf("%q is not a positive integer", st.val)
-	}
-	return n, nil
 }
 
 // secretKey resolves TIM_SECRET_KEY / TIM_SECRET_KEY_FILE: exactly one.

@@ -35,7 +35,7 @@ func startContainer(tb testing.TB) (c *Cluster, err error) {
 	brokers, err := kc.Brokers(ctx)
 	if err != nil {
 		_ = testcontainers.TerminateContainer(kc)
-		return nil, fmt.Errorf("Kafka container brokers: %w", err)
+		return nil, fmt.Errorf("read the Kafka container's brokers: %w", err)
 	}
 	out := newCluster(brokers, "container")
 	out.stop = func() { _ = testcontainers.TerminateContainer(kc) }
