@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.uber.org/zap"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
@@ -74,8 +76,15 @@ func (e *env) workerConfig() consumer.Config {
 		MaxWait: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
 		RebalanceTimeout: 5 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
 		PauseInitial: 50 * time.Millisecond, PauseMax: 200 * time.Millisecond,
-		Logger: zaptest.NewLogger(e.t, zaptest.Level(zap.WarnLevel)),
+		Logger: zaptest.NewLogger(e.t, zaptest.Level(testLogLevel())),
 	}
+}
+
+// testLogLevel is TEST_LOG_LEVEL (debug, info, ...), warn by default.
+func testLogLevel() zapcore.Level {
+	lvl := zapcore.WarnLevel
+	_ = lvl.UnmarshalText([]byte(os.Getenv("TEST_LOG_LEVEL")))
+	return lvl
 }
 
 // start runs a worker until the test ends (or stop).
@@ -448,5 +457,52 @@ func TestEventFixtures(t *testing.T) {
 				t.Errorf("%s: reason %q (%v), want %q", name, ie.Reason, ie, reason)
 			}
 		}
+	}
+}
+
+// TestBrokerFaults: the broker drops connections on offset commits,
+// fetches and dead-letter produces: nothing is lost or delivered twice.
+func TestBrokerFaults(t *testing.T) {
+	kc, err := consumertest.NewFake()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	e := newEnv(t, kc, 3, sendertest.Options{})
+	want := e.produceKeyed(keys, 10)
+	if err := kc.Produce(context.Background(), e.topic, kafka.Message{Key: []byte("ka"), Value: []byte("not json")}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	hits := map[int16]int{}
+	inject := func(key int16, n int) {
+		kc.Fake.ControlKey(key, func(kmsg.Request) (kmsg.Response, error, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			hits[key]++
+			kc.Fake.KeepControl() // handled requests drop the control unless kept
+			if hits[key] >= n {
+				kc.Fake.DropControl() // takes precedence over KeepControl
+			}
+			return nil, errors.New("injected broker fault"), true // closes the connection
+		})
+	}
+	inject(int16(kmsg.OffsetCommit), 4)
+	inject(int16(kmsg.Fetch), 3)
+	inject(int16(kmsg.Produce), 2)
+	e.start(nil)
+	e.waitCommitted(60 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	mu.Lock()
+	defer mu.Unlock()
+	if hits[int16(kmsg.OffsetCommit)] < 4 || hits[int16(kmsg.Fetch)] < 3 || hits[int16(kmsg.Produce)] < 2 {
+		t.Errorf("faults not all injected: %v", hits)
+	}
+	dl, err := kc.ReadAll(context.Background(), e.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 1 {
+		t.Errorf("dead-letter topic holds %d records, want 1", len(dl))
 	}
 }
