@@ -1,0 +1,142 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/sender"
+	"github.com/timbroadcast/timbroadcast/sender/sendertest"
+)
+
+// benchEnv is newEnv for benchmarks (which cannot use *testing.T helpers).
+func benchEnv(b *testing.B, partitions int) *env {
+	b.Helper()
+	kc, err := consumertest.NewFake()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(kc.Close)
+	emu := sendertest.NewServer(sendertest.Options{AppID: appID, Admin: admin, SecretKey: key})
+	b.Cleanup(emu.Close)
+	e := &env{kafka: kc, emu: emu}
+	e.topic = fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	e.dlq = e.topic + ".dlq"
+	e.group = "g-" + e.topic
+	for _, tp := range []struct {
+		n string
+		p int
+	}{{e.topic, partitions}, {e.dlq, 1}} {
+		if err := kc.CreateTopic(context.Background(), tp.n, tp.p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return e
+}
+
+// BenchmarkIdleLatency measures the time from producing a record to an
+// idle worker until the API call reaches the emulator, one record at a
+// time. It reports p50 and p99 in milliseconds.
+//
+//	go test -run '^$' -bench IdleLatency -benchtime 200x ./consumer
+func BenchmarkIdleLatency(b *testing.B) {
+	e := benchEnv(b, 3)
+	rw := e.startBench(b)
+	defer rw.cancel()
+	w := e.kafka.Writer(e.topic)
+	w.BatchTimeout = time.Millisecond
+	defer w.Close()
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		n := len(e.emu.Delivered())
+		start := time.Now()
+		if err := w.WriteMessages(context.Background(), textEvent(fmt.Sprintf("k%d", i), fmt.Sprintf("idle-%d", i))); err != nil {
+			b.Fatal(err)
+		}
+		var at time.Time
+		for {
+			d := e.emu.Delivered()
+			if len(d) > n {
+				at = d[len(d)-1].At
+				break
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		lat = append(lat, at.Sub(start))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkDeadLetterThroughput measures records per second through the
+// non-sending path: 10,000 malformed records over 3 partitions, each
+// dead-lettered (acks=all) and committed.
+//
+//	go test -run '^$' -bench DeadLetterThroughput -benchtime 1x ./consumer
+func BenchmarkDeadLetterThroughput(b *testing.B) {
+	const n = 10000
+	for b.Loop() {
+		e := benchEnv(b, 3)
+		var msgs []kafka.Message
+		for i := range n {
+			msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(`{"MsgBody": "not an array"}`)})
+		}
+		if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		rw := e.startBench(b)
+		ends, err := e.kafka.Ends(context.Background(), e.topic)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			got, err := e.kafka.Committed(context.Background(), e.group, e.topic)
+			done := err == nil
+			for p, end := range ends {
+				if got[p] != end {
+					done = false
+				}
+			}
+			if done {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		rw.cancel()
+		<-rw.done
+		b.ReportMetric(n/elapsed.Seconds(), "records/s")
+	}
+}
+
+// startBench starts a worker with production defaults except pacing.
+func (e *env) startBench(b *testing.B) *runningWorker {
+	b.Helper()
+	scfg := sender.Config{AppID: appID, Admin: admin, SecretKey: key, Endpoints: []string{e.emu.URL}, Rate: sender.Unlimited}
+	client, err := sender.New(scfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w, err := newBenchWorker(e, client)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rw := &runningWorker{w: w, cancel: cancel, done: make(chan error, 1)}
+	go func() { rw.done <- w.Run(ctx) }()
+	return rw
+}
+
+func newBenchWorker(e *env, s consumer.Sender) (*consumer.Worker, error) {
+	return consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq}, s)
+}
