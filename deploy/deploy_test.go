@@ -1,0 +1,147 @@
+// Package deploy holds what runs timbroadcast elsewhere: a container image
+// (Dockerfile), a compose file with a real Kafka, and Kubernetes manifests
+// (k8s/). Its test checks that they parse and hold what they promise.
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// settings the worker reads from the environment (cmd/timbroadcast).
+var known = map[string]bool{}
+
+func init() {
+	for _, k := range strings.Fields(`KAFKA_BROKERS KAFKA_TOPIC KAFKA_GROUP_ID KAFKA_DLQ_TOPIC KAFKA_START_OFFSET
+		KAFKA_FETCH_MAX_WAIT KAFKA_SESSION_TIMEOUT KAFKA_HEARTBEAT_INTERVAL KAFKA_REBALANCE_TIMEOUT KAFKA_JOIN_BACKOFF
+		TIM_SDKAPPID TIM_ADMIN TIM_SECRET_KEY TIM_SECRET_KEY_FILE TIM_REGION TIM_ENDPOINT TIM_RATE TIM_ATTEMPT_TIMEOUT
+		TIM_RETRY_INITIAL TIM_RETRY_MAX TIM_SIG_LIFETIME REVOKE_GRACE DRAIN_TIMEOUT PAUSE_INITIAL PAUSE_MAX HTTP_ADDR
+		LOG_LEVEL EMULATOR_ADDR EMULATOR_RATE EMULATOR_DEDUPE_WINDOW EMULATOR_INTERNAL_ERROR_RATE
+		EMULATOR_BAD_GATEWAY_RATE EMULATOR_DROP_RATE EMULATOR_LATENCY`) {
+		known[k] = true
+	}
+}
+
+func decodeAll(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var docs []map[string]any
+	for {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if doc != nil {
+			docs = append(docs, doc)
+		}
+	}
+	return docs
+}
+
+func get(m any, path ...string) any {
+	for _, p := range path {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return nil
+		}
+		m = mm[p]
+	}
+	return m
+}
+
+func TestCompose(t *testing.T) {
+	docs := decodeAll(t, "compose.yaml")
+	if len(docs) != 1 {
+		t.Fatalf("compose.yaml holds %d documents", len(docs))
+	}
+	services, _ := docs[0]["services"].(map[string]any)
+	for _, s := range []string{"kafka", "topics", "emulator", "worker", "demo"} {
+		if services[s] == nil {
+			t.Errorf("service %s missing", s)
+		}
+	}
+	if img, _ := get(services, "kafka", "image").(string); !strings.HasPrefix(img, "apache/kafka:") {
+		t.Errorf("kafka image %q, want apache/kafka", img)
+	}
+	if get(services, "kafka", "environment", "KAFKA_PROCESS_ROLES") != "broker,controller" {
+		t.Error("kafka is not a KRaft broker+controller")
+	}
+	env, _ := get(services, "worker", "environment").(map[string]any)
+	for k := range env {
+		if k != "<<" && !known[k] {
+			t.Errorf("worker sets %s, which timbroadcast does not read", k)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(".", "compose-secret-key.txt")); err != nil {
+		t.Errorf("compose secret file: %v", err)
+	}
+	// With a Docker client that has compose, let it validate the file too
+	// (no daemon needed).
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		out, err := exec.Command("docker", "compose", "-f", "compose.yaml", "config", "-q").CombinedOutput()
+		if err != nil {
+			t.Errorf("docker compose config: %v\n%s", err, out)
+		}
+	} else {
+		t.Log("docker compose not installed: checked by YAML parse only")
+	}
+}
+
+func TestKubernetes(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("k8s", "*.yaml"))
+	kinds := map[string]map[string]any{}
+	for _, f := range files {
+		for _, doc := range decodeAll(t, f) {
+			kind, _ := doc["kind"].(string)
+			if doc["apiVersion"] == nil || kind == "" {
+				t.Errorf("%s: a document without apiVersion or kind", f)
+				continue
+			}
+			if kind != "Kustomization" && get(doc, "metadata", "name") == nil {
+				t.Errorf("%s: %s without metadata.name", f, kind)
+			}
+			kinds[kind] = doc
+		}
+	}
+	for _, k := range []string{"Deployment", "ConfigMap", "Secret", "PodDisruptionBudget", "Kustomization"} {
+		if kinds[k] == nil {
+			t.Errorf("no %s manifest", k)
+		}
+	}
+	containers, _ := get(kinds["Deployment"], "spec", "template", "spec", "containers").([]any)
+	if len(containers) != 1 {
+		t.Fatalf("deployment has %d containers", len(containers))
+	}
+	c := containers[0]
+	for _, p := range [][]string{{"livenessProbe", "httpGet", "path"}, {"readinessProbe", "httpGet", "path"},
+		{"resources", "limits", "memory"}, {"resources", "requests", "cpu"}} {
+		if get(c, p...) == nil {
+			t.Errorf("deployment container lacks %s", strings.Join(p, "."))
+		}
+	}
+	if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {
+		t.Error("probes do not use /healthz and /readyz")
+	}
+	data, _ := get(kinds["ConfigMap"], "data").(map[string]any)
+	for k := range data {
+		if !known[k] {
+			t.Errorf("configmap sets %s, which timbroadcast does not read", k)
+		}
+	}
+}
