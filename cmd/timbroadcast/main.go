@@ -4,6 +4,8 @@
 //	timbroadcast demo       everything embedded: broker, API emulator, worker
 //	timbroadcast run        the worker
 //	timbroadcast emulator   an emulator of the API endpoint
+//	timbroadcast publish    validate and produce announcements
+//	timbroadcast replay     re-publish dead-letter records
 //
 // Run `timbroadcast COMMAND --help` for a command's settings.
 package main
@@ -32,6 +34,8 @@ Commands:
   demo       run broker, API emulator and worker in-process and show events arriving
   run        the worker: consume KAFKA_TOPIC and deliver each event
   emulator   serve an emulator of the send_broadcast_msg endpoint
+  publish    validate and produce announcements (from flags or a JSON Lines file)
+  replay     re-publish chosen dead-letter records to the main topic
 
 Run 'timbroadcast COMMAND --help' for the settings of a command.
 `
@@ -91,6 +95,10 @@ func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 		run = func() error { return runEmulator(ctx, rest, getenv, logger, stdout) }
 	case "demo":
 		run = func() error { return runDemo(ctx, rest, getenv, logger, stdout) }
+	case "publish":
+		run = func() error { return runPublish(ctx, rest, getenv, stdout, stderr) }
+	case "replay":
+		run = func() error { return runReplay(ctx, rest, getenv, stdout, stderr) }
 	default:
 		fmt.Fprintf(stderr, "timbroadcast: unknown command %q\n\n%s", name, usage)
 		return 2

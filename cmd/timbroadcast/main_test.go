@@ -437,3 +437,94 @@ func get(t *testing.T, url string) string {
 	}
 	return body
 }
+
+func runCmd(t *testing.T, env map[string]string, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := command(ctx, env, args...)
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = &stdout, &stderr, strings.NewReader(stdin)
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// TestPublishAndReplay: publish refuses a file with bad lines (naming them)
+// and publishes nothing; a good file is published; events the API rejects
+// are dead-lettered; after the cause is fixed a replay delivers each once;
+// a second replay replays nothing.
+func TestPublishAndReplay(t *testing.T) {
+	kc := consumertest.Start(t)
+	emu := sendertest.NewServer(sendertest.Options{AppID: 1400000001, Admin: admin, SecretKey: key,
+		Faults: sendertest.Faults{Codes: []int{10004, 10004, 10004}}})
+	t.Cleanup(emu.Close)
+	topic := kc.Topic(t, "pub", 1)
+	dlq := kc.Topic(t, "pub-dlq", 1)
+	env := baseEnv(kc.Brokers, topic, dlq, emu.URL)
+
+	bad := strings.Join([]string{
+		`{"key":"n1","event":{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"one"}}]}}`,
+		`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Txt":"typo"}}]}`,
+		``,
+		`not json`,
+	}, "\n")
+	_, stderr, code := runCmd(t, env, bad, "publish", "--file", "-")
+	if code == 0 || !strings.Contains(stderr, "line 2:") || !strings.Contains(stderr, "line 4:") || strings.Contains(stderr, "line 1:") {
+		t.Fatalf("publish of a bad file: exit %d, stderr %q; want failure naming lines 2 and 4", code, stderr)
+	}
+	if ends, _ := kc.Ends(context.Background(), topic); ends[0] != 0 {
+		t.Fatalf("%d records published from a file with bad lines", ends[0])
+	}
+
+	var lines []string
+	for i := 1; i <= 4; i++ {
+		lines = append(lines, fmt.Sprintf(`{"key":"n%d","event":{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"n%d"}}]}}`, i, i))
+	}
+	lines = append(lines, `{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"n5"}}]}`)
+	out, stderr, code := runCmd(t, env, strings.Join(lines, "\n")+"\n", "publish", "--file", "-")
+	if code != 0 || !strings.Contains(out, "published 5 event(s)") {
+		t.Fatalf("publish: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if out, stderr, code := runCmd(t, env, "", "publish", "--text", "n6", "--key", "n6", "--from", "ops"); code != 0 {
+		t.Fatalf("publish --text: exit %d\n%s\n%s", code, out, stderr)
+	}
+
+	ce := &crashEnv{kc: kc, emu: emu, topic: topic, env: env, want: []string{"n1", "n2", "n3", "n4", "n5", "n6"}}
+	w := startWorker(t, env)
+	ce.waitCommitted(t, time.Minute)
+	dl, err := kc.ReadAll(context.Background(), dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 3 {
+		t.Fatalf("%d dead-lettered, want the 3 the API rejected", len(dl))
+	}
+
+	out, stderr, code = runCmd(t, env, "", "replay", "--reason", "api_rejected", "--dry-run")
+	if code != 0 || strings.Count(out, "would replay ") != 4 || !strings.Contains(out, "would replay 3 record(s)") {
+		t.Fatalf("replay --dry-run: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if out, _, _ := runCmd(t, env, "", "replay", "--reason", "expired"); !strings.Contains(out, "replayed 0 record(s), skipped 3") {
+		t.Fatalf("replay of another reason: %s", out)
+	}
+	out, stderr, code = runCmd(t, env, "", "replay", "--reason", "api_rejected")
+	if code != 0 || !strings.Contains(out, "replayed 3 record(s)") {
+		t.Fatalf("replay: exit %d\n%s\n%s", code, out, stderr)
+	}
+	ce.waitCommitted(t, time.Minute)
+	out, _, code = runCmd(t, env, "", "replay", "--reason", "api_rejected")
+	if code != 0 || !strings.Contains(out, "replayed 0 record(s)") {
+		t.Fatalf("second replay: exit %d\n%s", code, out)
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-w.done
+	ce.check(t)
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// publishLine is the envelope form of a JSON Lines record: {"key": ...,
+// "event": {...}, "expires_at": ..., "headers": {...}}. A line without an
+// "event" field is a bare event (no key).
+type publishLine struct {
+	Key       string            `json:"key"`
+	Event     json.RawMessage   `json:"event"`
+	ExpiresAt string            `json:"expires_at"`
+	Headers   map[string]string `json:"headers"`
+}
+
+// runPublish produces one announcement from flags, or many from a JSON
+// Lines file, after validating every one with the worker's rules.
+func runPublish(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	s := newSettings("publish", getenv)
+	brokers := s.add("brokers", "KAFKA_BROKERS", "", "Kafka bootstrap brokers, comma-separated host:port")
+	topic := s.add("topic", "KAFKA_TOPIC", "", "topic of broadcast events")
+	file := s.add("file", "", "", "JSON Lines file of events ('-' for standard input): each line an event, or {\"key\":...,\"event\":{...},\"expires_at\":...}")
+	text := s.add("text", "", "", "publish one TIMTextElem announcement with this text")
+	custom := s.add("custom-data", "", "", "publish one TIMCustomElem announcement with this Data")
+	desc := s.add("desc", "", "", "Desc of the custom element (with --custom-data)")
+	key := s.add("key", "", "", "record key: the event's identity (reuse it to re-publish the same event)")
+	from := s.add("from", "", "", "From_Account shown to receivers")
+	cloud := s.add("cloud-custom-data", "", "", "CloudCustomData delivered with the message")
+	expires := s.add("expires-at", "", "", "RFC 3339 time after which the event must not be sent")
+	ttl := s.add("ttl", "", "", "like --expires-at, relative to now (e.g. 10m)")
+	dryRun := s.boolFlag("dry-run", "validate only; publish nothing")
+	if err := s.parse(args); err != nil {
+		return configError{err}
+	}
+	bs := brokers.list()
+	if len(bs) == 0 && !*dryRun {
+		return configError{brokers.errorf("is required (%s)", brokers.usage)}
+	}
+	if topic.String() == "" && !*dryRun {
+		return configError{topic.errorf("is required (%s)", topic.usage)}
+	}
+	single := text.String() != "" || custom.String() != ""
+	if single == (file.String() != "") {
+		return configError{errors.New("give --text or --custom-data for one announcement, or --file for many")}
+	}
+
+	var msgs []kafka.Message
+	if single {
+		m, err := singleEvent(text.String(), custom.String(), desc.String(), from.String(), cloud.String(), key.String(), expires.String(), ttl)
+		if err != nil {
+			return configError{err}
+		}
+		msgs = []kafka.Message{m}
+	} else {
+		var r io.Reader = os.Stdin
+		if file.String() != "-" {
+			f, err := os.Open(file.String())
+			if err != nil {
+				return configError{file.errorf("%v", err)}
+			}
+			defer f.Close()
+			r = f
+		}
+		var bad []string
+		var err error
+		msgs, bad, err = readEventLines(r)
+		if err != nil {
+			return err
+		}
+		if len(bad) > 0 {
+			for _, b := range bad {
+				fmt.Fprintln(stderr, b)
+			}
+			return fmt.Errorf("%d invalid line(s) in %s; nothing was published", len(bad), file.String())
+		}
+	}
+	if *dryRun {
+		fmt.Fprintf(stdout, "%d event(s) valid; nothing published (--dry-run)\n", len(msgs))
+		return nil
+	}
+
+	w := &kafka.Writer{
+		Addr: kafka.TCP(bs...), Topic: topic.String(), Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchSize: 200,
+	}
+	defer w.Close()
+	bar := newBar(len(msgs), "publishing", stderr)
+	const chunk = 200
+	for i := 0; i < len(msgs); i += chunk {
+		batch := msgs[i:min(i+chunk, len(msgs))]
+		if err := w.WriteMessages(ctx, batch...); err != nil {
+			return fmt.Errorf("publish to %s: %d of %d published before: %w", topic.String(), i, len(msgs), err)
+		}
+		_ = bar.Add(len(batch))
+	}
+	_ = bar.Finish()
+	fmt.Fprintf(stdout, "published %d event(s) to %s\n", len(msgs), topic.String())
+	return nil
+}
+
+func singleEvent(text, custom, desc, from, cloud, key, expires string, ttl *setting) (kafka.Message, error) {
+	var el sender.Element
+	if text != "" && custom != "" {
+		return kafka.Message{}, errors.New("give --text or --custom-data, not both (one element each; use --file for more)")
+	}
+	if text != "" {
+		el = sender.Text(text)
+	} else {
+		var err error
+		if el, err = sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: custom, Desc: desc}); err != nil {
+			return kafka.Message{}, err
+		}
+	}
+	ev := map[string]any{"MsgBody": []sender.Element{el}}
+	if from != "" {
+		ev["From_Account"] = from
+	}
+	if cloud != "" {
+		ev["CloudCustomData"] = cloud
+	}
+	value, _ := json.Marshal(ev)
+	m := kafka.Message{Value: value}
+	if key != "" {
+		m.Key = []byte(key)
+	}
+	if ttl.String() != "" {
+		d, err := ttl.duration()
+		if err != nil {
+			return m, err
+		}
+		expires = time.Now().Add(d).UTC().Format(time.RFC3339)
+	}
+	if expires != "" {
+		m.Headers = append(m.Headers, kafka.Header{Key: consumer.HeaderExpiresAt, Value: []byte(expires)})
+	}
+	if _, err := consumer.DecodeEvent(record(m)); err != nil {
+		return m, fmt.Errorf("invalid announcement: %w", err)
+	}
+	return m, nil
+}
+
+func record(m kafka.Message) consumer.Record {
+	r := consumer.Record{Topic: "publish", Key: m.Key, Value: m.Value, Headers: map[string][]byte{}}
+	for _, h := range m.Headers {
+		r.Headers[h.Key] = h.Value
+	}
+	return r
+}
+
+// readEventLines parses and validates a JSON Lines stream. Blank lines and
+// lines starting with # are skipped. It returns the records and, for every
+// invalid line, a message naming its number.
+func readEventLines(r io.Reader) ([]kafka.Message, []string, error) {
+	var msgs []kafka.Message
+	var bad []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		m, err := parseEventLine(line)
+		if err == nil {
+			_, err = consumer.DecodeEvent(record(m))
+		}
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("line %d: %v", n, err))
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read events: %w", err)
+	}
+	return msgs, bad, nil
+}
+
+func parseEventLine(line []byte) (kafka.Message, error) {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(line, &probe); err != nil {
+		return kafka.Message{}, fmt.Errorf("not a JSON object: %v", err)
+	}
+	if _, ok := probe["event"]; !ok {
+		return kafka.Message{Value: append([]byte(nil), line...)}, nil
+	}
+	var pl publishLine
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&pl); err != nil {
+		return kafka.Message{}, fmt.Errorf("envelope: %v (fields: key, event, expires_at, headers)", err)
+	}
+	m := kafka.Message{Value: []byte(pl.Event)}
+	if pl.Key != "" {
+		m.Key = []byte(pl.Key)
+	}
+	for k, v := range pl.Headers {
+		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	if pl.ExpiresAt != "" {
+		m.Headers = append(m.Headers, kafka.Header{Key: consumer.HeaderExpiresAt, Value: []byte(pl.ExpiresAt)})
+	}
+	return m, nil
+}
+
+// newBar returns a progress bar on a terminal, and a silent one otherwise.
+func newBar(total int, what string, w io.Writer) *progressbar.ProgressBar {
+	return progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetVisibility(isTerminal(w)),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+// trimList splits a comma-separated list.
+func trimList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+)
+
+// replayFilter chooses dead-letter records to replay.
+type replayFilter struct {
+	reasons        []string
+	codes          []int
+	since, until   time.Time
+	fromOff, toOff int64 // dead-letter offsets, inclusive; -1 = open
+}
+
+func (f replayFilter) String() string {
+	return fmt.Sprintf("reasons=%v codes=%v since=%v until=%v offsets=%d..%d", f.reasons, f.codes,
+		f.since.UTC().Format(time.RFC3339), f.until.UTC().Format(time.RFC3339), f.fromOff, f.toOff)
+}
+
+// match reports whether a dead-letter record passes the filter.
+func (f replayFilter) match(m kafka.Message) bool {
+	h := func(k string) string {
+		v := ""
+		for _, x := range m.Headers {
+			if x.Key == k {
+				v = string(x.Value)
+			}
+		}
+		return v
+	}
+	if len(f.reasons) > 0 && !slices.Contains(f.reasons, h(consumer.HeaderDLQReason)) {
+		return false
+	}
+	if len(f.codes) > 0 {
+		c, err := strconv.Atoi(h(consumer.HeaderDLQCode))
+		if err != nil || !slices.Contains(f.codes, c) {
+			return false
+		}
+	}
+	if !f.since.IsZero() || !f.until.IsZero() {
+		at, err := time.Parse(time.RFC3339Nano, h(consumer.HeaderDLQFailedAt))
+		if err != nil || (!f.since.IsZero() && at.Before(f.since)) || (!f.until.IsZero() && !at.Before(f.until)) {
+			return false
+		}
+	}
+	if f.fromOff >= 0 && m.Offset < f.fromOff {
+		return false
+	}
+	if f.toOff >= 0 && m.Offset > f.toOff {
+		return false
+	}
+	return true
+}
+
+// replayMessage is the record to re-publish: the original key, value and
+// headers, without the dead-letter headers.
+func replayMessage(m kafka.Message) kafka.Message {
+	out := kafka.Message{Key: m.Key, Value: m.Value}
+	for _, h := range m.Headers {
+		if strings.HasPrefix(h.Key, "timbroadcast-dlq-") || strings.HasPrefix(h.Key, "timbroadcast-source-") {
+			continue
+		}
+		out.Headers = append(out.Headers, h)
+	}
+	out.Headers = append(out.Headers, kafka.Header{Key: "timbroadcast-replayed-from",
+		Value: []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset))})
+	return out
+}
+
+// runReplay re-publishes chosen dead-letter records to the main topic.
+func runReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	s := newSettings("replay", getenv)
+	brokers := s.add("brokers", "KAFKA_BROKERS", "", "Kafka bootstrap brokers, comma-separated host:port")
+	topic := s.add("topic", "KAFKA_TOPIC", "", "the main topic to re-publish to")
+	dlq := s.add("dlq-topic", "KAFKA_DLQ_TOPIC", "", "the dead-letter topic to read [default: <KAFKA_TOPIC>.dlq]")
+	group := s.add("group", "REPLAY_GROUP_ID", "", "consumer group holding the replay's progress [default: derived from the filter]")
+	reason := s.add("reason", "", "", "replay only these reasons, comma-separated (e.g. api_rejected,expired)")
+	code := s.add("code", "", "", "replay only these API error codes, comma-separated")
+	since := s.add("since", "", "", "replay only records that failed at or after this RFC 3339 time")
+	until := s.add("until", "", "", "replay only records that failed before this RFC 3339 time")
+	fromOff := s.add("from-offset", "", "", "first dead-letter offset to replay")
+	toOff := s.add("to-offset", "", "", "last dead-letter offset to replay")
+	dryRun := s.boolFlag("dry-run", "list what would be replayed; publish and commit nothing")
+	if err := s.parse(args); err != nil {
+		return configError{err}
+	}
+	bs := brokers.list()
+	if len(bs) == 0 {
+		return configError{brokers.errorf("is required (%s)", brokers.usage)}
+	}
+	main, err := topic.required()
+	if err != nil {
+		return configError{err}
+	}
+	dlqTopic := dlq.String()
+	if dlqTopic == "" {
+		dlqTopic = main + ".dlq"
+	}
+	f := replayFilter{reasons: trimList(reason.String()), fromOff: -1, toOff: -1}
+	for _, c := range trimList(code.String()) {
+		n, err := strconv.Atoi(c)
+		if err != nil {
+			return configError{code.errorf("%q is not an error code", c)}
+		}
+		f.codes = append(f.codes, n)
+	}
+	for _, t := range []struct {
+		st  *setting
+		dst *time.Time
+	}{{since, &f.since}, {until, &f.until}} {
+		if t.st.String() == "" {
+			continue
+		}
+		if *t.dst, err = time.Parse(time.RFC3339, t.st.String()); err != nil {
+			return configError{t.st.errorf("%q is not an RFC 3339 time", t.st.val)}
+		}
+	}
+	for _, o := range []struct {
+		st  *setting
+		dst *int64
+	}{{fromOff, &f.fromOff}, {toOff, &f.toOff}} {
+		if o.st.String() == "" {
+			continue
+		}
+		if *o.dst, err = strconv.ParseInt(o.st.String(), 10, 64); err != nil || *o.dst < 0 {
+			return configError{o.st.errorf("%q is not an offset", o.st.val)}
+		}
+	}
+	groupID := group.String()
+	if groupID == "" {
+		sum := sha256.Sum256([]byte(dlqTopic + "\x00" + main + "\x00" + f.String()))
+		groupID = "timbroadcast-replay-" + hex.EncodeToString(sum[:6])
+	}
+
+	client := &kafka.Client{Addr: kafka.TCP(bs...), Timeout: 10 * time.Second}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{dlqTopic, main}})
+	if err != nil {
+		return fmt.Errorf("read metadata: %w", err)
+	}
+	var parts []int
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		}
+		if t.Name == dlqTopic {
+			for _, p := range t.Partitions {
+				parts = append(parts, p.ID)
+			}
+		}
+	}
+	sort.Ints(parts)
+	starts, ends, err := replayRange(ctx, client, groupID, dlqTopic, parts)
+	if err != nil {
+		return err
+	}
+	total := int64(0)
+	for _, p := range parts {
+		total += max(ends[p]-starts[p], 0)
+	}
+	fmt.Fprintf(stdout, "replaying %s -> %s (group %s): %d dead-letter record(s) to examine\n", dlqTopic, main, groupID, total)
+
+	var w *kafka.Writer
+	if !*dryRun {
+		w = &kafka.Writer{Addr: kafka.TCP(bs...), Topic: main, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll, BatchSize: 1}
+		defer w.Close()
+	}
+	bar := newBar(int(total), "replaying", stderr)
+	replayed, skipped := 0, 0
+	for _, p := range parts {
+		if starts[p] >= ends[p] {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: bs, Topic: dlqTopic, Partition: p, MaxWait: 250 * time.Millisecond})
+		if err := r.SetOffset(starts[p]); err != nil {
+			r.Close()
+			return err
+		}
+		for off := starts[p]; off < ends[p]; {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				r.Close()
+				return fmt.Errorf("read %s/%d: %w (replayed %d so far; rerun to resume)", dlqTopic, p, err, replayed)
+			}
+			off = m.Offset + 1
+			_ = bar.Add(1)
+			if !f.match(m) {
+				skipped++
+			} else if *dryRun {
+				replayed++
+				fmt.Fprintf(stdout, "  would replay %s/%d@%d key=%q reason=%s code=%s failed-at=%s source=%s/%s@%s\n",
+					dlqTopic, p, m.Offset, m.Key, header(m, consumer.HeaderDLQReason), header(m, consumer.HeaderDLQCode),
+					header(m, consumer.HeaderDLQFailedAt), header(m, consumer.HeaderSourceTopic),
+					header(m, consumer.HeaderSourcePartition), header(m, consumer.HeaderSourceOffset))
+				continue
+			} else {
+				if err := w.WriteMessages(ctx, replayMessage(m)); err != nil {
+					r.Close()
+					return fmt.Errorf("publish to %s: %w (replayed %d so far; rerun to resume)", main, err, replayed)
+				}
+				replayed++
+			}
+			if !*dryRun {
+				// The record is final for the replay: remember it, so a rerun
+				// never replays it again.
+				if err := commitStandalone(ctx, client, groupID, dlqTopic, p, off); err != nil {
+					r.Close()
+					return fmt.Errorf("commit replay progress: %w", err)
+				}
+			}
+		}
+		r.Close()
+	}
+	_ = bar.Finish()
+	verb := "replayed"
+	if *dryRun {
+		verb = "would replay"
+	}
+	fmt.Fprintf(stdout, "%s %d record(s), skipped %d not matching the filter\n", verb, replayed, skipped)
+	return nil
+}
+
+func header(m kafka.Message, k string) string {
+	v := ""
+	for _, h := range m.Headers {
+		if h.Key == k {
+			v = string(h.Value)
+		}
+	}
+	return v
+}
+
+// replayRange returns, per partition, the replay group's committed offset
+// (0 if none) and the high watermark now.
+func replayRange(ctx context.Context, client *kafka.Client, group, topic string, parts []int) (map[int]int64, map[int]int64, error) {
+	starts, ends := map[int]int64{}, map[int]int64{}
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, p := range parts {
+		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p), kafka.FirstOffsetOf(p))
+	}
+	lo, err := client.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	first := map[int]int64{}
+	for _, po := range lo.Topics[topic] {
+		if po.Error != nil {
+			return nil, nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		ends[po.Partition] = po.LastOffset
+		first[po.Partition] = po.FirstOffset
+	}
+	of, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err == nil && of.Error != nil {
+		err = of.Error
+	}
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		// A first run: the group has no progress yet.
+		of, err = &kafka.OffsetFetchResponse{}, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the replay's progress (group %s): %w", group, err)
+	}
+	for _, p := range parts {
+		starts[p] = max(first[p], 0)
+	}
+	for _, po := range of.Topics[topic] {
+		if po.Error == nil && po.CommittedOffset >= 0 {
+			starts[po.Partition] = max(po.CommittedOffset, first[po.Partition])
+		}
+	}
+	return starts, ends, nil
+}
+
+// commitStandalone commits an offset for a group without members (the
+// replay is its group's only user, and needs no membership).
+func commitStandalone(ctx context.Context, client *kafka.Client, group, topic string, partition int, next int64) error {
+	resp, err := client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID: group, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{topic: {{Partition: partition, Offset: next}}},
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return p.Error
+		}
+	}
+	return nil
+}
