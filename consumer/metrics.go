@@ -104,15 +104,20 @@ func (m *Metrics) recordConsumed(partition int, offset, highWater int64) {
 	}
 }
 
-func (m *Metrics) recordDelivered(attempts int) {
+func (m *Metrics) recordDelivered(events int) {
 	if m == nil {
 		return
 	}
-	m.outcomes.WithLabelValues("delivered").Inc()
-	if attempts > 1 {
-		m.retries.Add(float64(attempts - 1))
-	}
+	m.outcomes.WithLabelValues("delivered").Add(float64(events))
 	m.lastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
+}
+
+// recordRetries counts the attempts of one call beyond the first.
+func (m *Metrics) recordRetries(attempts int) {
+	if m == nil || attempts <= 1 {
+		return
+	}
+	m.retries.Add(float64(attempts - 1))
 }
 
 func (m *Metrics) recordDeadLettered(reason string) {

@@ -26,6 +26,14 @@ type Sender interface {
 	SendBody(ctx context.Context, body []byte) (*sender.Response, error)
 }
 
+// SlotSender is a Sender that can take a pacing slot first and decide what
+// to send once it has it (merge mode). *sender.Client implements it.
+type SlotSender interface {
+	Sender
+	Reserve(ctx context.Context) error
+	SendBodyReserved(ctx context.Context, body []byte) (*sender.Response, error)
+}
+
 // Config configures a Worker.
 type Config struct {
 	// Brokers are the bootstrap brokers (host:port). Required.
@@ -70,6 +78,14 @@ type Config struct {
 	// OnOutcome, if set, is called with every record's final outcome,
 	// before its offset is committed.
 	OnOutcome func(Outcome)
+
+	// Merge packs the events waiting at the head of a partition into one
+	// call when a pacing slot opens (see README "Merge mode"). The Sender
+	// must then also be a SlotSender.
+	Merge bool
+	// MergeMaxBytes caps a merged request body; default and maximum
+	// sender.MaxBodyBytes.
+	MergeMaxBytes int
 }
 
 // Outcome is the final outcome of one record.
@@ -107,6 +123,8 @@ func (c *Config) Validate() error {
 		return errors.New("consumer: DLQTopic is required")
 	case c.DLQTopic == c.Topic:
 		return errors.New("consumer: DLQTopic must differ from Topic")
+	case c.MergeMaxBytes < 0 || c.MergeMaxBytes > sender.MaxBodyBytes:
+		return fmt.Errorf("consumer: MergeMaxBytes must be between 1 and %d", sender.MaxBodyBytes)
 	case c.StartOffset != 0 && c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset:
 		return errors.New("consumer: StartOffset must be kafka.FirstOffset or kafka.LastOffset")
 	}
@@ -136,6 +154,9 @@ func (c *Config) setDefaults() {
 	def(&c.PauseMax, 5*time.Minute)
 	if c.StartOffset == 0 {
 		c.StartOffset = kafka.FirstOffset
+	}
+	if c.MergeMaxBytes == 0 {
+		c.MergeMaxBytes = sender.MaxBodyBytes
 	}
 	if c.Dialer == nil {
 		c.Dialer = kafka.DefaultDialer
@@ -169,6 +190,9 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}
 	if s == nil {
 		return nil, errors.New("consumer: a Sender is required")
+	}
+	if _, ok := s.(SlotSender); cfg.Merge && !ok {
+		return nil, errors.New("consumer: merge mode needs a Sender that can reserve pacing slots (*sender.Client)")
 	}
 	cfg.setDefaults()
 	transport := &kafka.Transport{
@@ -357,25 +381,48 @@ func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Gener
 	}
 	log.Debug("partition assigned", zap.Int64("offset", a.Offset))
 
+	// The pump hands fetched records over a channel, so merge mode can see
+	// what is waiting without blocking. It stops with fetchCtx.
+	records := make(chan kafka.Message, 64)
+	var pump sync.WaitGroup
+	pump.Go(func() {
+		defer close(records)
+		for {
+			m, err := r.FetchMessage(fetchCtx)
+			if fetchCtx.Err() != nil {
+				return
+			}
+			if err != nil {
+				log.Warn("fetch failed", zap.Error(err))
+				continue
+			}
+			select {
+			case records <- m:
+			case <-fetchCtx.Done():
+				return
+			}
+		}
+	})
+	defer pump.Wait()
+	defer cancelFetch()
+
+	p := &partition{w: w, gen: gen, id: a.ID, log: log, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx}
+	if err := p.resume(a.Offset); err != nil {
+		log.Info("stopping the partition", zap.Error(err))
+		return
+	}
 	for {
-		m, err := r.FetchMessage(fetchCtx)
-		if fetchCtx.Err() != nil {
-			// Revoked or stopping. Whatever the reader buffered stays
-			// uncommitted for the next owner.
-			return
+		var err error
+		if w.cfg.Merge {
+			err = p.mergeNext()
+		} else {
+			err = p.plainNext()
 		}
 		if err != nil {
-			log.Warn("fetch failed", zap.Error(err))
-			continue
-		}
-		w.metrics.recordConsumed(m.Partition, m.Offset, m.HighWaterMark)
-		if !w.handle(sendCtx, log, m) {
-			log.Info("in-flight record abandoned uncommitted; it will be resent with the same Random",
-				zap.Int64("offset", m.Offset))
-			return
-		}
-		if err := w.commit(gen, m.Partition, m.Offset+1); err != nil {
-			log.Warn("offset commit failed; giving up the partition", zap.Int64("offset", m.Offset+1), zap.Error(err))
+			// Revoked, stopping, or the commit was refused: whatever is
+			// not committed stays for the next owner, who resends it with
+			// the same Random and bytes.
+			log.Info("stopping the partition", zap.Error(err))
 			return
 		}
 	}
@@ -383,7 +430,7 @@ func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Gener
 
 // commit stores the next offset to read for a partition, in the given
 // generation: the broker refuses it if the partition has moved on.
-func (w *Worker) commit(gen *kafka.Generation, partition int, next int64) error {
+func (w *Worker) commit(gen *kafka.Generation, partition int, next int64, metadata string) error {
 	start := time.Now()
 	var err error
 	for attempt := range 3 {
@@ -393,7 +440,7 @@ func (w *Worker) commit(gen *kafka.Generation, partition int, next int64) error 
 			GroupID:      gen.GroupID,
 			GenerationID: int(gen.ID),
 			MemberID:     gen.MemberID,
-			Topics:       map[string][]kafka.OffsetCommit{w.cfg.Topic: {{Partition: partition, Offset: next}}},
+			Topics:       map[string][]kafka.OffsetCommit{w.cfg.Topic: {{Partition: partition, Offset: next, Metadata: metadata}}},
 		})
 		cancel()
 		if err == nil {
@@ -416,31 +463,44 @@ func (w *Worker) commit(gen *kafka.Generation, partition int, next int64) error 
 	return err
 }
 
-// handle takes one record to its final outcome. It returns false when ctx
-// ended first (the record stays uncommitted).
-func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) bool {
-	rec := Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: headerMap(m.Headers)}
-	log = log.With(zap.Int64("offset", m.Offset))
-	ev, err := DecodeEvent(rec)
-	if err != nil {
-		var ie *InvalidEventError
-		errors.As(err, &ie)
-		return w.deadLetter(ctx, log, m, nil, Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field})
-	}
-	log = log.With(zap.Uint32("random", ev.Message.Random))
+// member is one record of a call: the record and its decoded event.
+type member struct {
+	msg kafka.Message
+	ev  *Event
+}
 
+// result is how a call for one or more members ended.
+type result int
+
+const (
+	resultDelivered result = iota + 1
+	resultRejected         // the API rejected the call: *sender.Error in hand
+	resultExpired          // a lone, never-sent event expired before its turn
+	resultAbandoned        // ctx ended first; nothing committed
+)
+
+// deliver sends body (the call for members) until the API answers OK or
+// rejects it, holding through retries and pauses, and reports delivered
+// members. reserved says the first attempt already holds a pacing slot.
+func (w *Worker) deliver(ctx context.Context, log *zap.Logger, members []member, body []byte, reserved bool) (result, *sender.Error, int) {
 	attempts := 0
 	mayBeDelivered := false // a failed attempt may still have reached the server
+	lone := members[0].ev
 	for {
-		if !ev.ExpiresAt.IsZero() && !w.cfg.Now().Before(ev.ExpiresAt) && !mayBeDelivered {
-			return w.deadLetter(ctx, log, m, ev, Failure{Reason: ReasonExpired, Random: ev.Message.Random,
-				Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"})
+		if len(members) == 1 && !lone.ExpiresAt.IsZero() && !w.cfg.Now().Before(lone.ExpiresAt) && !mayBeDelivered {
+			return resultExpired, nil, attempts
 		}
 		probe, err := w.gate.acquire(ctx)
 		if err != nil {
-			return false
+			return resultAbandoned, nil, attempts
 		}
-		resp, err := w.send.SendBody(ctx, ev.Body)
+		var resp *sender.Response
+		if ss, ok := w.send.(SlotSender); ok && reserved {
+			reserved = false
+			resp, err = ss.SendBodyReserved(ctx, body)
+		} else {
+			resp, err = w.send.SendBody(ctx, body)
+		}
 		var se *sender.Error
 		switch {
 		case err == nil:
@@ -450,10 +510,13 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 					log.Info("sending resumed", zap.Duration("paused_for", d))
 				}
 			}
-			w.metrics.recordDelivered(attempts)
-			log.Debug("delivered", zap.Uint64("msg_seq", resp.MsgSeq), zap.Int("attempts", attempts))
-			w.report(m, ev, Outcome{Delivered: true, MsgSeq: resp.MsgSeq, Attempts: attempts})
-			return true
+			for _, m := range members {
+				w.metrics.recordDelivered(1)
+				w.report(m.msg, m.ev, Outcome{Delivered: true, MsgSeq: resp.MsgSeq, Attempts: attempts})
+			}
+			w.metrics.recordRetries(attempts)
+			log.Debug("delivered", zap.Uint64("msg_seq", resp.MsgSeq), zap.Int("attempts", attempts), zap.Int("events", len(members)))
+			return resultDelivered, nil, attempts
 		case !errors.As(err, &se):
 			// Not the sender's error type: treat as transient.
 			if probe {
@@ -461,7 +524,7 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 			}
 			log.Warn("send failed", zap.Error(err))
 			if ctx.Err() != nil {
-				return false
+				return resultAbandoned, nil, attempts
 			}
 			continue
 		}
@@ -471,8 +534,7 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 			if probe {
 				w.gate.probeDone(true)
 			}
-			return w.deadLetter(ctx, log, m, ev, Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info,
-				Field: se.Field, Attempts: attempts, Random: ev.Message.Random})
+			return resultRejected, se, attempts
 		case sender.ClassPause:
 			wait, started := w.gate.pause(se)
 			fields := []zap.Field{zap.Int("code", se.Code), zap.String("info", se.Info), zap.Duration("next_probe_in", wait)}
@@ -487,11 +549,41 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 				w.gate.probeDone(true)
 			}
 			if ctx.Err() != nil {
-				return false
+				return resultAbandoned, nil, attempts
 			}
 			log.Warn("send still failing; holding the partition", zap.Error(se))
 		}
 	}
+}
+
+// handle takes one record alone to its final outcome. It returns false
+// when ctx ended first (the record stays uncommitted).
+func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) bool {
+	log = log.With(zap.Int64("offset", m.Offset))
+	ev, err := decodeMessage(m)
+	if err != nil {
+		var ie *InvalidEventError
+		errors.As(err, &ie)
+		return w.deadLetter(ctx, log, m, nil, Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field})
+	}
+	log = log.With(zap.Uint32("random", ev.Message.Random))
+	res, se, attempts := w.deliver(ctx, log, []member{{m, ev}}, ev.Body, false)
+	switch res {
+	case resultDelivered:
+		return true
+	case resultExpired:
+		return w.deadLetter(ctx, log, m, ev, Failure{Reason: ReasonExpired, Random: ev.Message.Random,
+			Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"})
+	case resultRejected:
+		return w.deadLetter(ctx, log, m, ev, Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info,
+			Field: se.Field, Attempts: attempts, Random: ev.Message.Random})
+	}
+	return false
+}
+
+// decodeMessage decodes a Kafka record into an event.
+func decodeMessage(m kafka.Message) (*Event, error) {
+	return DecodeEvent(Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: headerMap(m.Headers)})
 }
 
 // deadLetter writes m to the dead-letter topic and waits for the

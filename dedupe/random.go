@@ -69,3 +69,28 @@ func Random(identity, content []byte) uint32 {
 	}
 	return r
 }
+
+// BatchRandom returns the Random of a merged message: a pure function of
+// its members' Randoms, in order (each already a function of its key and
+// content), so the same members always make the same merged message
+// identity, and a batch never shares its Random with one of its members.
+//
+//	h      = SHA-256("timbroadcast/batch/v1" ‖ 0x00 ‖ uint32be(n) ‖ uint32be(r1) ‖ … ‖ uint32be(rn))
+//	Random = uint32be(h[0:4]), or 1 if that is 0
+func BatchRandom(members []uint32) uint32 {
+	h := sha256.New()
+	h.Write([]byte("timbroadcast/batch/v1\x00"))
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(members)))
+	h.Write(n[:])
+	for _, r := range members {
+		binary.BigEndian.PutUint32(n[:], r)
+		h.Write(n[:])
+	}
+	sum := h.Sum(nil)
+	r := binary.BigEndian.Uint32(sum[:4])
+	if r == 0 {
+		return 1
+	}
+	return r
+}

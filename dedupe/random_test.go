@@ -108,3 +108,17 @@ func FuzzRandomStable(f *testing.F) {
 		}
 	})
 }
+
+func TestBatchRandom(t *testing.T) {
+	a := dedupe.BatchRandom([]uint32{1, 2, 3})
+	if a != dedupe.BatchRandom([]uint32{1, 2, 3}) {
+		t.Fatal("BatchRandom not stable")
+	}
+	if a == dedupe.BatchRandom([]uint32{1, 2}) || a == dedupe.BatchRandom([]uint32{2, 1, 3}) || a == 1 || a == 2 || a == 3 {
+		t.Fatal("BatchRandom does not depend on members and their order")
+	}
+	// Pinned: a change breaks dedupe of merged messages across versions.
+	if got, want := dedupe.BatchRandom([]uint32{1237484220, 42}), uint32(1019276033); got != want {
+		t.Fatalf("BatchRandom = %d, want %d", got, want)
+	}
+}

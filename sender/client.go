@@ -256,6 +256,29 @@ func (c *Client) Send(ctx context.Context, m *Message) (*Response, error) {
 // or reject class, the retry budget (MaxElapsed) is spent, or ctx ends.
 // Every attempt waits for its pacing slot. A failure is an *Error.
 func (c *Client) SendBody(ctx context.Context, body []byte) (*Response, error) {
+	return c.sendBody(ctx, body, false)
+}
+
+// Reserve waits for the next pacing slot and holds it for the caller's
+// next SendBodyReserved: a caller can decide what to send once the slot has
+// opened (merge mode packs whatever waited meanwhile).
+func (c *Client) Reserve(ctx context.Context) error {
+	if err := c.limiter.Wait(ctx); err != nil {
+		if ctx.Err() == nil {
+			return fmt.Errorf("%w: next pacing slot is past the deadline", context.DeadlineExceeded)
+		}
+		return err
+	}
+	return nil
+}
+
+// SendBodyReserved is SendBody whose first attempt uses the slot taken by
+// Reserve; retries wait for slots of their own.
+func (c *Client) SendBodyReserved(ctx context.Context, body []byte) (*Response, error) {
+	return c.sendBody(ctx, body, true)
+}
+
+func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Response, error) {
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(c.cfg.RetryInitial),
 		backoff.WithMaxInterval(c.cfg.RetryMax),
@@ -272,13 +295,10 @@ func (c *Client) SendBody(ctx context.Context, body []byte) (*Response, error) {
 			return nil, c.ended(last, attempts, err)
 		}
 		waitStart := time.Now()
-		if err := c.limiter.Wait(ctx); err != nil {
-			if ctx.Err() == nil {
-				// The limiter refuses early when the slot lies past the
-				// deadline: the context's end, seen ahead of time.
-				err = fmt.Errorf("%w: next pacing slot is past the deadline", context.DeadlineExceeded)
+		if !reserved || attempts > 0 {
+			if err := c.Reserve(ctx); err != nil {
+				return nil, c.ended(last, attempts, err)
 			}
-			return nil, c.ended(last, attempts, err)
 		}
 		waited := time.Since(waitStart)
 		sig, sigGen, err := c.signer.get()
