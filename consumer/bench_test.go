@@ -2,8 +2,10 @@ package consumer_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,4 +141,58 @@ func (e *env) startBench(b *testing.B) *runningWorker {
 
 func newBenchWorker(e *env, s consumer.Sender) (*consumer.Worker, error) {
 	return consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq}, s)
+}
+
+// BenchmarkMergeBacklog drains a backlog of 10,000 text events of about
+// 200 bytes in merge mode. The API allows 1 call/s; to finish in seconds
+// the emulator and worker run at 50 calls/s, and events/s is also reported
+// scaled to 1 call/s (events per call × 1). The lower bound of calls is the
+// events' total element bytes / 12,000, rounded up; packing efficiency is
+// the mean request body over the 12,000-byte limit.
+//
+//	go test -run '^$' -bench MergeBacklog -benchtime 1x ./consumer
+func BenchmarkMergeBacklog(b *testing.B) {
+	const n, rateCPS = 10000, 50.0
+	for b.Loop() {
+		e := benchEnv(b, 1)
+		var msgs []kafka.Message
+		elementBytes := 0
+		for i := range n {
+			text := fmt.Sprintf("announcement %05d: %s", i, strings.Repeat("lorem ipsum ", 14))
+			el, _ := json.Marshal(sender.Text(text))
+			elementBytes += len(el) + 1 // and its comma in MsgBody
+			m := textEvent(fmt.Sprintf("k%d", i%6), text)
+			msgs = append(msgs, m)
+		}
+		if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+			b.Fatal(err)
+		}
+		scfg := sender.Config{AppID: appID, Admin: admin, SecretKey: key, Endpoints: []string{e.emu.URL}, Rate: rateCPS}
+		client, err := sender.New(scfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, err := consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq, Merge: true}, client)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- w.Run(ctx) }()
+		for e.emu.Stats().Elements < n {
+			time.Sleep(5 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		cancel()
+		<-done
+		st := e.emu.Stats()
+		lower := (elementBytes + sender.MaxBodyBytes - 1) / sender.MaxBodyBytes
+		b.ReportMetric(float64(st.Delivered), "calls")
+		b.ReportMetric(float64(lower), "lower-bound-calls")
+		b.ReportMetric(float64(st.Bytes)/float64(st.Delivered)/sender.MaxBodyBytes*100, "packing-%")
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s@50cps")
+		b.ReportMetric(float64(n)/float64(st.Delivered), "events/s@1cps")
+		b.ReportMetric(float64(st.Elements), "events-delivered")
+	}
 }

@@ -38,17 +38,41 @@ type MergePart struct {
 	Message *Message
 }
 
-// Mergeable reports whether two messages can share one merged message: the
-// same From_Account and CloudCustomData.
-func Mergeable(a, b *Message) bool {
-	return a.FromAccount == b.FromAccount && a.CloudCustomData == b.CloudCustomData
+// mergeKind sorts messages by how they merge: "plain" (no custom element:
+// elements are concatenated), "custom" (exactly one element, a
+// TIMCustomElem: wrapped in an envelope), "" (custom and other elements
+// together: sent alone, since merging it would reorder its elements).
+func mergeKind(m *Message) string {
+	customs := 0
+	for _, el := range m.MsgBody {
+		if el.MsgType == TypeCustom {
+			customs++
+		}
+	}
+	switch {
+	case customs == 0:
+		return "plain"
+	case len(m.MsgBody) == 1:
+		return "custom"
+	}
+	return ""
 }
 
-// Merge packs events into one message (Random left 0 for the caller): every
-// non-custom element in event order, then, if two or more events carry a
-// TIMCustomElem, one custom element holding an Envelope of them all (Ext =
-// EnvelopeExt); a single custom element is kept as it is. All parts must be
-// Mergeable with the first. The result is a pure function of the parts.
+// Mergeable reports whether two messages can share one merged message: the
+// same From_Account and CloudCustomData, and the same kind (both without a
+// custom element, or both a lone custom element), so a merged message keeps
+// every element in event order.
+func Mergeable(a, b *Message) bool {
+	k := mergeKind(a)
+	return k != "" && k == mergeKind(b) && a.FromAccount == b.FromAccount && a.CloudCustomData == b.CloudCustomData
+}
+
+// Merge packs events into one message (Random left 0 for the caller):
+// events without custom elements have their elements concatenated in
+// event order; events that are a lone TIMCustomElem become one custom
+// element holding an Envelope of them all, in order (Ext = EnvelopeExt).
+// All parts must be Mergeable with the first. The result is a pure
+// function of the parts.
 func Merge(parts []MergePart) (*Message, error) {
 	if len(parts) == 0 {
 		return nil, errors.New("merge: no parts")
@@ -58,7 +82,7 @@ func Merge(parts []MergePart) (*Message, error) {
 	var customs []EnvelopeEvent
 	var lone Element
 	for _, p := range parts {
-		if !Mergeable(first, p.Message) {
+		if len(parts) > 1 && !Mergeable(first, p.Message) {
 			return nil, fmt.Errorf("merge: event %q differs in From_Account or CloudCustomData", p.Key)
 		}
 		for _, el := range p.Message.MsgBody {
@@ -78,7 +102,7 @@ func Merge(parts []MergePart) (*Message, error) {
 	case 0:
 	case 1:
 		out.MsgBody = append(out.MsgBody, lone)
-	default:
+	default: // every part is a lone custom element
 		data, err := marshal(Envelope{Version: EnvelopeExt, Events: customs})
 		if err != nil {
 			return nil, fmt.Errorf("merge: envelope: %w", err)

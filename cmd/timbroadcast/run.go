@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -97,6 +98,7 @@ type kafkaSettings struct {
 	brokers, topic, group, dlq, startOffset                         *setting
 	maxWait, sessionTimeout, heartbeat, rebalanceTimeout, joinRetry *setting
 	revokeGrace, drainTimeout, pauseInitial, pauseMax               *setting
+	merge, mergeMaxBytes                                            *setting
 }
 
 func addKafkaSettings(s *settings, brokersDefault string) *kafkaSettings {
@@ -115,6 +117,8 @@ func addKafkaSettings(s *settings, brokersDefault string) *kafkaSettings {
 		drainTimeout:     s.add("drain-timeout", "DRAIN_TIMEOUT", "10s", "how long the in-flight send may finish at shutdown"),
 		pauseInitial:     s.add("pause-initial", "PAUSE_INITIAL", "5s", "first wait before probing the API again while paused"),
 		pauseMax:         s.add("pause-max", "PAUSE_MAX", "5m", "longest wait between probes while paused"),
+		merge:            s.add("merge", "TIM_MERGE", "off", "on: pack waiting events into one call of up to TIM_MERGE_MAX_BYTES (README \"Merge mode\")"),
+		mergeMaxBytes:    s.add("merge-max-bytes", "TIM_MERGE_MAX_BYTES", "12000", "largest merged request body, at most 12000"),
 	}
 }
 
@@ -143,6 +147,18 @@ func (k *kafkaSettings) config() (consumer.Config, error) {
 	if cfg.DLQTopic == cfg.Topic {
 		return cfg, k.dlq.errorf("must differ from KAFKA_TOPIC")
 	}
+	switch k.merge.String() {
+	case "on", "true", "1":
+		cfg.Merge = true
+	case "off", "false", "0", "":
+	default:
+		return cfg, k.merge.errorf("%q must be on or off", k.merge.val)
+	}
+	n, err := strconv.Atoi(k.mergeMaxBytes.String())
+	if err != nil || n < 200 || n > sender.MaxBodyBytes {
+		return cfg, k.mergeMaxBytes.errorf("%q must be a number of bytes between 200 and %d", k.mergeMaxBytes.val, sender.MaxBodyBytes)
+	}
+	cfg.MergeMaxBytes = n
 	switch k.startOffset.String() {
 	case "earliest":
 		cfg.StartOffset = kafka.FirstOffset
@@ -247,7 +263,7 @@ func (c *RunCmd) Run(ctx context.Context) error {
 	c.Logger.Info("timbroadcast worker starting",
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
 		zap.String("dlq_topic", ccfg.DLQTopic), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
-		zap.Int("sdkappid", scfg.AppID), zap.String("http_addr", c.Addr))
+		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("http_addr", c.Addr))
 	return w.Run(ctx)
 }
 

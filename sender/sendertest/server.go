@@ -69,6 +69,9 @@ type Faults struct {
 	// FeatureOff answers 10007 to every call, as when broadcast messaging is
 	// switched off in the console.
 	FeatureOff bool `json:"feature_off"`
+	// Blocked answers 80001 (content moderation) to any call whose body
+	// contains one of these strings.
+	Blocked []string `json:"blocked"`
 	// Codes answers the next calls with these codes, one each, in order: a
 	// positive number is an API ErrorCode, CodeBadGateway an HTTP 502, and
 	// CodeDrop processes the call and drops the connection without an
@@ -96,6 +99,29 @@ type Delivery struct {
 	Body json.RawMessage `json:"Body"`
 }
 
+// Elements returns the delivery's message elements with merge envelopes
+// unpacked: one TIMCustomElem per original custom element, in order. It is
+// what receivers see once they unpack merged messages.
+func (d Delivery) Elements() []sender.Element {
+	var out []sender.Element
+	for _, el := range d.MsgBody {
+		if el.MsgType == sender.TypeCustom {
+			var c sender.CustomElem
+			if json.Unmarshal(el.MsgContent, &c) == nil {
+				if events, ok, err := sender.UnpackEnvelope(c); ok && err == nil {
+					for _, e := range events {
+						ne, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: e.Data, Desc: e.Desc, Ext: e.Ext, Sound: e.Sound})
+						out = append(out, ne)
+					}
+					continue
+				}
+			}
+		}
+		out = append(out, el)
+	}
+	return out
+}
+
 // Stats counts the calls the emulator answered.
 type Stats struct {
 	// Calls is the number of requests received.
@@ -105,6 +131,13 @@ type Stats struct {
 	// Duplicates is the number of calls answered OK but not delivered
 	// again (dedupe).
 	Duplicates int `json:"duplicates"`
+	// Elements is the number of elements delivered, merge envelopes
+	// unpacked: with one element per event, the number of events.
+	Elements int `json:"elements"`
+	// Bytes is the total size of the delivered request bodies.
+	Bytes int `json:"bytes"`
+	// MaxBody is the largest delivered request body.
+	MaxBody int `json:"max_body"`
 	// ByCode counts answers by ErrorCode (0 for OK); HTTP-level faults are
 	// counted under the negative HTTP status, dropped connections under -1.
 	ByCode map[int]int `json:"by_code"`
@@ -209,7 +242,8 @@ func (s *Server) Stats() Stats {
 }
 
 // ServeHTTP serves the API path and, under /emulator/, a control API:
-// GET /emulator/delivered, GET /emulator/stats, POST /emulator/faults.
+// GET /emulator/delivered, GET /emulator/stats, POST /emulator/faults (a
+// Faults object), POST /emulator/expire-signatures.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/"+sender.BroadcastPath:
@@ -218,6 +252,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, s.Delivered())
 	case r.URL.Path == "/emulator/stats" && r.Method == http.MethodGet:
 		writeJSON(w, s.Stats())
+	case r.URL.Path == "/emulator/expire-signatures" && r.Method == http.MethodPost:
+		s.ExpireSignatures()
+		writeJSON(w, map[string]bool{"expired": true})
 	case r.URL.Path == "/emulator/faults" && r.Method == http.MethodPost:
 		var f Faults
 		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
@@ -320,6 +357,11 @@ func (s *Server) process(r *http.Request, body []byte, f Faults, next int, inter
 	if internal {
 		return sender.CodeInternal, "internal server error (injected)", 0
 	}
+	for _, word := range f.Blocked {
+		if word != "" && bytes.Contains(body, []byte(word)) {
+			return sender.CodeContentBlocked, "content blocked by moderation", 0
+		}
+	}
 	if len(body) > sender.MaxBodyBytes {
 		return sender.CodeBodyTooLong, fmt.Sprintf("message body too long: %d bytes", len(body)), 0
 	}
@@ -350,11 +392,15 @@ func (s *Server) process(r *http.Request, body []byte, f Faults, next int, inter
 	}
 	s.seq++
 	s.seen[msg.Random] = append(entries, seenEntry{content: content, at: now, seq: s.seq})
-	s.delivered = append(s.delivered, Delivery{
+	d := Delivery{
 		MsgSeq: s.seq, Random: msg.Random, FromAccount: msg.FromAccount, MsgBody: msg.MsgBody,
 		CloudCustomData: msg.CloudCustomData, At: now, Body: append(json.RawMessage(nil), body...),
-	})
+	}
+	s.delivered = append(s.delivered, d)
 	s.stats.Delivered++
+	s.stats.Elements += len(d.Elements())
+	s.stats.Bytes += len(body)
+	s.stats.MaxBody = max(s.stats.MaxBody, len(body))
 	return 0, "", s.seq
 }
 
