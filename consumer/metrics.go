@@ -24,6 +24,8 @@ type Metrics struct {
 	lag          *prometheus.GaugeVec
 	lastSuccess  prometheus.Gauge
 	assigned     prometheus.Gauge
+	share        prometheus.Gauge
+	rate         prometheus.Gauge
 }
 
 // NewMetrics creates the worker's metrics and registers them with reg.
@@ -66,9 +68,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "timbroadcast_assigned_partitions", Help: "Partitions this worker owns in the current generation.",
 		}),
+		share: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "timbroadcast_rate_share_ratio", Help: "This member's share of the app's rate: owned / total partitions.",
+		}),
+		rate: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "timbroadcast_effective_rate_calls_per_second", Help: "The pacing rate in force: the share of TIM_RATE, lowered after 10023 answers.",
+		}),
 	}
 	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused,
-		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned)
+		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate)
 	return m
 }
 
@@ -88,6 +96,9 @@ func (m *Metrics) ObserveAttempt(a sender.Attempt) {
 		m.requests.WithLabelValues("error", strconv.Itoa(a.Code)).Inc()
 	}
 	m.pacingWait.Observe(a.PacingWait.Seconds())
+	if a.Rate > 0 {
+		m.rate.Set(a.Rate)
+	}
 	if a.Latency > 0 {
 		m.apiLatency.Observe(a.Latency.Seconds())
 	}
@@ -153,5 +164,17 @@ func (m *Metrics) setAssigned(n int, released []int) {
 	m.assigned.Set(float64(n))
 	for _, p := range released {
 		m.lag.DeleteLabelValues(strconv.Itoa(p))
+	}
+}
+
+func (m *Metrics) setShare(s float64) {
+	if m != nil {
+		m.share.Set(s)
+	}
+}
+
+func (m *Metrics) setRate(r float64) {
+	if m != nil {
+		m.rate.Set(r)
 	}
 }

@@ -34,6 +34,13 @@ type SlotSender interface {
 	SendBodyReserved(ctx context.Context, body []byte) (*sender.Response, error)
 }
 
+// RateSetter is a Sender whose pacing rate can change. *sender.Client
+// implements it.
+type RateSetter interface {
+	SetRate(callsPerSecond float64)
+	Rate() float64
+}
+
 // Config configures a Worker.
 type Config struct {
 	// Brokers are the bootstrap brokers (host:port). Required.
@@ -78,6 +85,12 @@ type Config struct {
 	// OnOutcome, if set, is called with every record's final outcome,
 	// before its offset is committed.
 	OnOutcome func(Outcome)
+
+	// AppRate is the app's call rate for all replicas together (TIM_RATE).
+	// When set and the Sender is a RateSetter, this member paces at
+	// AppRate × its share of the topic's partitions, recomputed on every
+	// rebalance, so replicas in one group together stay within AppRate.
+	AppRate float64
 
 	// Merge packs the events waiting at the head of a partition into one
 	// call when a pacing slot opens (see README "Merge mode"). The Sender
@@ -303,6 +316,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		w.metrics.setAssigned(len(assigned), released)
 		released = parts
+		w.applyShare(ctx, len(assigned))
 		w.joined.Store(true)
 		w.log.Info("joined consumer group generation",
 			zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Ints("partitions", parts))
@@ -325,6 +339,32 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("consumer stopped; group left")
 	return err
+}
+
+// applyShare paces this member at AppRate × owned / total partitions.
+func (w *Worker) applyShare(ctx context.Context, owned int) {
+	rs, ok := w.send.(RateSetter)
+	if !ok || w.cfg.AppRate <= 0 {
+		return
+	}
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	md, err := w.client.Metadata(mctx, &kafka.MetadataRequest{Topics: []string{w.cfg.Topic}})
+	if err != nil || len(md.Topics) != 1 || len(md.Topics[0].Partitions) == 0 {
+		w.log.Warn("cannot read the topic's partition count; keeping the current rate", zap.Error(err))
+		return
+	}
+	total := len(md.Topics[0].Partitions)
+	share := float64(owned) / float64(total)
+	w.metrics.setShare(share)
+	if owned == 0 {
+		w.log.Info("standby: no partitions in this generation")
+		return
+	}
+	rs.SetRate(w.cfg.AppRate * share)
+	w.metrics.setRate(rs.Rate())
+	w.log.Info("pacing at this member's share of the app's rate",
+		zap.Int("partitions", owned), zap.Int("of", total), zap.Float64("rate", rs.Rate()), zap.Float64("app_rate", w.cfg.AppRate))
 }
 
 // consumePartition delivers one partition's records in offset order for

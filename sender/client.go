@@ -88,6 +88,8 @@ type Attempt struct {
 	Latency time.Duration
 	// PacingWait is the time the attempt waited for its pacing slot.
 	PacingWait time.Duration
+	// Rate is the effective pacing rate after the attempt, calls/s.
+	Rate float64
 }
 
 // Validate checks the configuration and names the offending setting.
@@ -191,6 +193,10 @@ type Client struct {
 	mu         sync.Mutex
 	active     int       // index into cfg.Endpoints
 	switchedAt time.Time // when active last changed
+
+	rateMu  sync.Mutex
+	ceiling float64 // the rate asked for (Config.Rate or SetRate)
+	current float64 // the rate paced at: lower after 10023 answers
 }
 
 // New returns a Client for cfg.
@@ -216,6 +222,8 @@ func New(cfg Config) (*Client, error) {
 		signer:  newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SigLifetime),
 		limiter: rate.NewLimiter(limitFor(cfg.Rate), 1),
 		log:     cfg.Logger,
+		ceiling: cfg.Rate,
+		current: cfg.Rate,
 	}, nil
 }
 
@@ -227,14 +235,44 @@ func limitFor(r float64) rate.Limit {
 }
 
 // SetRate changes the pacing rate (calls per second) for all later
-// attempts.
+// attempts. It is the ceiling: after 10023 answers the client paces lower
+// and climbs back to it.
 func (c *Client) SetRate(r float64) {
+	c.rateMu.Lock()
+	defer c.rateMu.Unlock()
+	c.ceiling, c.current = r, r
 	c.limiter.SetLimit(limitFor(r))
 }
 
-// Rate returns the current pacing rate in calls per second.
+// Rate returns the effective pacing rate in calls per second.
 func (c *Client) Rate() float64 {
-	return float64(c.limiter.Limit())
+	c.rateMu.Lock()
+	defer c.rateMu.Unlock()
+	return c.current
+}
+
+// adapt lowers the pacing rate after a 10023 answer (another sender on the
+// app, or replicas out of step) and raises it back after successes:
+// multiplicative decrease to 70%, floor 10% of the ceiling; additive
+// increase of 5% of the ceiling per success.
+func (c *Client) adapt(limited bool) {
+	c.rateMu.Lock()
+	defer c.rateMu.Unlock()
+	if math.IsInf(c.ceiling, 1) {
+		return
+	}
+	prev := c.current
+	if limited {
+		c.current = math.Max(c.ceiling*0.1, c.current*0.7)
+	} else {
+		c.current = math.Min(c.ceiling, c.current+c.ceiling*0.05)
+	}
+	if c.current != prev {
+		c.limiter.SetLimit(limitFor(c.current))
+		if limited {
+			c.log.Warn("answered 10023: pacing lower", zap.Float64("rate", c.current), zap.Float64("ceiling", c.ceiling))
+		}
+	}
 }
 
 // Close releases idle connections.
@@ -311,7 +349,9 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited}
 		if resp != nil {
 			att.Code = resp.ErrorCode
+			c.adapt(resp.ErrorCode == CodeFrequencyLimit)
 		}
+		att.Rate = c.Rate()
 		if c.cfg.Observe != nil {
 			c.cfg.Observe(att)
 		}

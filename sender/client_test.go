@@ -464,3 +464,32 @@ func TestRegionEndpoints(t *testing.T) {
 		t.Fatalf("unknown region error %v should list the known ones", err)
 	}
 }
+
+// TestRateAdaptsTo10023: answers of 10023 lower the pacing rate; successes
+// bring it back to the configured ceiling.
+func TestRateAdaptsTo10023(t *testing.T) {
+	emu := newEmulator(t, sendertest.Options{Faults: sendertest.Faults{Codes: []int{10023, 10023}}})
+	cfg := fastConfig(emu.URL)
+	cfg.Rate = 400
+	var rates []float64
+	cfg.Observe = func(a sender.Attempt) { rates = append(rates, a.Rate) }
+	c := newClient(t, cfg)
+	if _, err := c.Send(context.Background(), textMessage(1, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if len(rates) != 3 || rates[0] != 280 || rates[1] != 196 || rates[2] != 216 {
+		t.Fatalf("rates after each attempt %v, want [280 196 216]", rates)
+	}
+	for i := range 20 {
+		if _, err := c.Send(context.Background(), textMessage(uint32(i+2), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.Rate(); got != 400 {
+		t.Errorf("rate %v after successes, want back at 400", got)
+	}
+	c.SetRate(100)
+	if got := c.Rate(); got != 100 {
+		t.Errorf("rate %v after SetRate(100)", got)
+	}
+}

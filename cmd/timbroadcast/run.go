@@ -238,6 +238,7 @@ func (c *RunCmd) Run(ctx context.Context) error {
 	defer client.Close()
 
 	ccfg := c.Consumer
+	ccfg.AppRate = scfg.Rate // replicas split it by partition share
 	ccfg.Logger = c.Logger.Named("consumer")
 	ccfg.Metrics = metrics
 	w, err := consumer.New(ccfg, client)

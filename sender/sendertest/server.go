@@ -28,6 +28,7 @@ import (
 
 	"github.com/tencentyun/tls-sig-api-v2-golang/tencentyun"
 	"github.com/timbroadcast/timbroadcast/sender"
+	"golang.org/x/time/rate"
 )
 
 // Options configures an emulator.
@@ -40,9 +41,10 @@ type Options struct {
 	// Rate is the app's limit in calls per second; calls over it are
 	// answered 10023. 0 means no limit.
 	Rate float64
-	// RateTolerance shortens the rate window to absorb scheduling jitter;
-	// default 2% of the window.
-	RateTolerance time.Duration
+	// RateBurst is how many calls may come at once (a token bucket of this
+	// size, refilled at Rate); default Rate rounded, at least 1: "5 calls
+	// per second" admits 5 in one second.
+	RateBurst int
 	// DedupeWindow is how long a delivered Random is remembered; default 5m.
 	DedupeWindow time.Duration
 	// DedupeRandomOnly applies the stricter reading of the dedupe rule: the
@@ -157,7 +159,7 @@ type Server struct {
 	seq        uint64
 	delivered  []Delivery
 	seen       map[uint32][]seenEntry
-	accepted   []time.Time // recent accepted call times, for the rate limit
+	limiter    *rate.Limiter // the app's rate limit; nil for none
 	stats      Stats
 	expiredSig map[string]bool
 	sigsSeen   map[string]bool
@@ -187,7 +189,16 @@ func NewHandler(opts Options) *Server {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
+	var lim *rate.Limiter
+	if opts.Rate > 0 {
+		burst := opts.RateBurst
+		if burst <= 0 {
+			burst = int(math.Max(1, math.Round(opts.Rate)))
+		}
+		lim = rate.NewLimiter(rate.Limit(opts.Rate*1.02), burst)
+	}
 	return &Server{
+		limiter:    lim,
 		opts:       opts,
 		rng:        rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		faults:     opts.Faults,
@@ -404,27 +415,14 @@ func (s *Server) process(r *http.Request, body []byte, f Faults, next int, inter
 	return 0, "", s.seq
 }
 
-// allowLocked applies the rate limit: at most n calls in any window of
-// n/Rate seconds (n = Rate rounded, at least 1), less the tolerance.
+// allowLocked applies the rate limit: a token bucket of RateBurst calls
+// refilled at Rate (2% headroom absorbs the scheduling jitter of a client
+// that paces exactly at Rate).
 func (s *Server) allowLocked(now time.Time) bool {
-	if s.opts.Rate <= 0 {
+	if s.limiter == nil {
 		return true
 	}
-	n := int(math.Max(1, math.Round(s.opts.Rate)))
-	window := time.Duration(float64(n) / s.opts.Rate * float64(time.Second))
-	tol := s.opts.RateTolerance
-	if tol == 0 {
-		tol = window / 50
-	}
-	window -= tol
-	if len(s.accepted) >= n && now.Sub(s.accepted[len(s.accepted)-n]) < window {
-		return false
-	}
-	s.accepted = append(s.accepted, now)
-	if len(s.accepted) > 4*n {
-		s.accepted = append(s.accepted[:0], s.accepted[len(s.accepted)-n:]...)
-	}
-	return true
+	return s.limiter.AllowN(now, 1)
 }
 
 func (s *Server) checkQuery(r *http.Request) (int, string) {
