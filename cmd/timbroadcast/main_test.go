@@ -543,3 +543,36 @@ func TestPublishAndReplay(t *testing.T) {
 	<-w.done
 	ce.check(t)
 }
+
+// TestSecondSignalExitsAtOnce: the first SIGTERM drains (the in-flight call
+// may take up to DRAIN_TIMEOUT); a second one exits at once with code 130.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	ce := newCrashEnv(t, 1, 1, sendertest.Options{Faults: sendertest.Faults{Latency: 30 * time.Second}},
+		map[string]string{"DRAIN_TIMEOUT": "60s", "TIM_ATTEMPT_TIMEOUT": "60s"})
+	w := startWorker(t, ce.env)
+	for ce.emu.Stats().Calls == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		t.Fatalf("exited on the first signal (%v) while a call was in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	start := time.Now()
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 130 {
+			t.Fatalf("exit %v after the second signal, want code 130", err)
+		}
+		t.Logf("exited %v after the second signal", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after the second signal")
+	}
+}
