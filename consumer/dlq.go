@@ -53,17 +53,24 @@ type Failure struct {
 	FailedAt time.Time
 }
 
-// deadLetterMessage builds the dead-letter record for m.
-func deadLetterMessage(m kafka.Message, f Failure) kafka.Message {
-	headers := make([]protocol.Header, 0, len(m.Headers)+12)
-	for _, h := range m.Headers {
-		// A record replayed from the dead-letter topic carries the headers
-		// of its earlier failure: drop them, the new ones replace them.
+// OriginalHeaders returns a record's headers without the dead-letter and
+// source headers timbroadcast adds: the headers the producer wrote.
+func OriginalHeaders(hs []protocol.Header) []protocol.Header {
+	out := make([]protocol.Header, 0, len(hs))
+	for _, h := range hs {
 		if strings.HasPrefix(h.Key, dlqHeaderPrefix) || strings.HasPrefix(h.Key, sourceHeaderPrefix) {
 			continue
 		}
-		headers = append(headers, h)
+		out = append(out, h)
 	}
+	return out
+}
+
+// deadLetterMessage builds the dead-letter record for m. A record replayed
+// from the dead-letter topic carries the headers of its earlier failure:
+// the new ones replace them.
+func deadLetterMessage(m kafka.Message, f Failure) kafka.Message {
+	headers := OriginalHeaders(m.Headers)
 	class := f.Class
 	if class == "" {
 		class = dlqDefaultClass

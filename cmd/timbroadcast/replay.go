@@ -10,12 +10,12 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
 )
 
 // replayFilter chooses dead-letter records to replay.
@@ -33,15 +33,7 @@ func (f replayFilter) String() string {
 
 // match reports whether a dead-letter record passes the filter.
 func (f replayFilter) match(m kafka.Message) bool {
-	h := func(k string) string {
-		v := ""
-		for _, x := range m.Headers {
-			if x.Key == k {
-				v = string(x.Value)
-			}
-		}
-		return v
-	}
+	h := func(k string) string { return consumertest.Header(m, k) }
 	if len(f.reasons) > 0 && !slices.Contains(f.reasons, h(consumer.HeaderDLQReason)) {
 		return false
 	}
@@ -69,13 +61,7 @@ func (f replayFilter) match(m kafka.Message) bool {
 // replayMessage is the record to re-publish: the original key, value and
 // headers, without the dead-letter headers.
 func replayMessage(m kafka.Message) kafka.Message {
-	out := kafka.Message{Key: m.Key, Value: m.Value}
-	for _, h := range m.Headers {
-		if strings.HasPrefix(h.Key, "timbroadcast-dlq-") || strings.HasPrefix(h.Key, "timbroadcast-source-") {
-			continue
-		}
-		out.Headers = append(out.Headers, h)
-	}
+	out := kafka.Message{Key: m.Key, Value: m.Value, Headers: consumer.OriginalHeaders(m.Headers)}
 	out.Headers = append(out.Headers, kafka.Header{Key: "timbroadcast-replayed-from",
 		Value: []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset))})
 	return out
@@ -202,9 +188,9 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 			} else if *dryRun {
 				replayed++
 				fmt.Fprintf(stdout, "  would replay %s/%d@%d key=%q reason=%s code=%s failed-at=%s source=%s/%s@%s\n",
-					dlqTopic, p, m.Offset, m.Key, header(m, consumer.HeaderDLQReason), header(m, consumer.HeaderDLQCode),
-					header(m, consumer.HeaderDLQFailedAt), header(m, consumer.HeaderSourceTopic),
-					header(m, consumer.HeaderSourcePartition), header(m, consumer.HeaderSourceOffset))
+					dlqTopic, p, m.Offset, m.Key, consumertest.Header(m, consumer.HeaderDLQReason), consumertest.Header(m, consumer.HeaderDLQCode),
+					consumertest.Header(m, consumer.HeaderDLQFailedAt), consumertest.Header(m, consumer.HeaderSourceTopic),
+					consumertest.Header(m, consumer.HeaderSourcePartition), consumertest.Header(m, consumer.HeaderSourceOffset))
 				continue
 			} else {
 				if err := w.WriteMessages(ctx, replayMessage(m)); err != nil {
@@ -231,16 +217,6 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	fmt.Fprintf(stdout, "%s %d record(s), skipped %d not matching the filter\n", verb, replayed, skipped)
 	return nil
-}
-
-func header(m kafka.Message, k string) string {
-	v := ""
-	for _, h := range m.Headers {
-		if h.Key == k {
-			v = string(h.Value)
-		}
-	}
-	return v
 }
 
 // replayRange returns, per partition, the replay group's committed offset

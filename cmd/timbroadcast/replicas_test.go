@@ -39,6 +39,19 @@ func replicaEnv(t testing.TB, partitions, events int, emuRate float64, extra map
 	return ce
 }
 
+// startReplicas starts n workers and returns them with their HTTP addresses.
+func startReplicas(t *testing.T, env map[string]string, n int) ([]*worker, []string) {
+	t.Helper()
+	var workers []*worker
+	var addrs []string
+	for range n {
+		w := startWorker(t, env)
+		workers = append(workers, w)
+		addrs = append(addrs, waitHTTPAddr(t, w))
+	}
+	return workers, addrs
+}
+
 // metricValue reads one sample from a worker's /metrics.
 func metricValue(t *testing.T, addr, name string) float64 {
 	t.Helper()
@@ -74,13 +87,7 @@ func noneTwice(t *testing.T, emu *sendertest.Server) int {
 // calls/s, and the emulator (limit 5 calls/s) answers almost no 10023.
 func TestReplicasShareRate(t *testing.T) {
 	ce := replicaEnv(t, 6, 600, 5, map[string]string{"TIM_RATE": "5"})
-	var addrs []string
-	var workers []*worker
-	for range 3 {
-		w := startWorker(t, ce.env)
-		workers = append(workers, w)
-		addrs = append(addrs, waitHTTPAddr(t, w))
-	}
+	workers, addrs := startReplicas(t, ce.env, 3)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ok := true
@@ -137,13 +144,7 @@ func TestTakeover(t *testing.T) {
 
 func takeover(t *testing.T, extra map[string]string) {
 	ce := replicaEnv(t, 1, 150, 0, extra)
-	var addrs []string
-	var workers []*worker
-	for range 3 {
-		w := startWorker(t, ce.env)
-		workers = append(workers, w)
-		addrs = append(addrs, waitHTTPAddr(t, w))
-	}
+	workers, addrs := startReplicas(t, ce.env, 3)
 	for len(ce.emu.Delivered()) < 10 {
 		time.Sleep(10 * time.Millisecond)
 	}
