@@ -274,12 +274,7 @@ func (p *partition) finish(log *zap.Logger, members []member, body []byte, reser
 	case len(members) == 1:
 		// A lone event rejected or expired: dead-letter it (handle's path).
 		m := members[0]
-		f := Failure{Reason: ReasonExpired, Random: m.ev.Message.Random,
-			Info: "event expired at " + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
-		if res == resultRejected {
-			f = Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info, Field: se.Field, Attempts: attempts, Random: m.ev.Message.Random}
-		}
-		if !p.w.deadLetter(p.sendCtx, log, m.msg, m.ev, f) {
+		if !p.w.deadLetter(p.sendCtx, log, m.msg, m.ev, loneFailure(res, se, attempts, m.ev)) {
 			return errStopped
 		}
 		return p.commit(last+1, "")

@@ -611,14 +611,20 @@ func (w *Worker) handle(ctx context.Context, log *zap.Logger, m kafka.Message) b
 	switch res {
 	case resultDelivered:
 		return true
-	case resultExpired:
-		return w.deadLetter(ctx, log, m, ev, Failure{Reason: ReasonExpired, Random: ev.Message.Random,
-			Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"})
-	case resultRejected:
-		return w.deadLetter(ctx, log, m, ev, Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info,
-			Field: se.Field, Attempts: attempts, Random: ev.Message.Random})
+	case resultExpired, resultRejected:
+		return w.deadLetter(ctx, log, m, ev, loneFailure(res, se, attempts, ev))
 	}
 	return false
+}
+
+// loneFailure is the dead-letter failure of a lone event that expired
+// before its turn or that the API rejected.
+func loneFailure(res result, se *sender.Error, attempts int, ev *Event) Failure {
+	if res == resultExpired {
+		return Failure{Reason: ReasonExpired, Random: ev.Message.Random,
+			Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
+	}
+	return Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info, Field: se.Field, Attempts: attempts, Random: ev.Message.Random}
 }
 
 // decodeMessage decodes a Kafka record into an event.

@@ -96,8 +96,8 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	if dlqTopic == "" {
 		dlqTopic = main + ".dlq"
 	}
-	f := replayFilter{reasons: trimList(reason.String()), fromOff: -1, toOff: -1}
-	for _, c := range trimList(code.String()) {
+	f := replayFilter{reasons: reason.list(), fromOff: -1, toOff: -1}
+	for _, c := range code.list() {
 		n, err := strconv.Atoi(c)
 		if err != nil {
 			return configError{code.errorf("%q is not an error code", c)}

@@ -76,13 +76,9 @@ func (a *apiSettings) config() (sender.Config, error) {
 	if cfg.Rate, err = a.rate.positiveFloat(); err != nil {
 		return cfg, err
 	}
-	for _, d := range []struct {
-		st  *setting
-		dst *time.Duration
-	}{{a.attemptTimeout, &cfg.AttemptTimeout}, {a.retryInitial, &cfg.RetryInitial}, {a.retryMax, &cfg.RetryMax}, {a.sigLifetime, &cfg.SigLifetime}} {
-		if *d.dst, err = d.st.duration(); err != nil {
-			return cfg, err
-		}
+	if err := parseDurations(durationSetting{a.attemptTimeout, &cfg.AttemptTimeout}, durationSetting{a.retryInitial, &cfg.RetryInitial},
+		durationSetting{a.retryMax, &cfg.RetryMax}, durationSetting{a.sigLifetime, &cfg.SigLifetime}); err != nil {
+		return cfg, err
 	}
 	if err := cfg.Validate(); err != nil {
 		if strings.Contains(err.Error(), "endpoint") {
@@ -167,17 +163,13 @@ func (k *kafkaSettings) config() (consumer.Config, error) {
 	default:
 		return cfg, k.startOffset.errorf("%q must be earliest or latest", k.startOffset.val)
 	}
-	for _, d := range []struct {
-		st  *setting
-		dst *time.Duration
-	}{
-		{k.maxWait, &cfg.MaxWait}, {k.sessionTimeout, &cfg.SessionTimeout}, {k.heartbeat, &cfg.HeartbeatInterval},
-		{k.rebalanceTimeout, &cfg.RebalanceTimeout}, {k.joinRetry, &cfg.JoinGroupBackoff}, {k.revokeGrace, &cfg.RevokeGrace},
-		{k.drainTimeout, &cfg.DrainTimeout}, {k.pauseInitial, &cfg.PauseInitial}, {k.pauseMax, &cfg.PauseMax},
-	} {
-		if *d.dst, err = d.st.duration(); err != nil {
-			return cfg, err
-		}
+	if err := parseDurations(
+		durationSetting{k.maxWait, &cfg.MaxWait}, durationSetting{k.sessionTimeout, &cfg.SessionTimeout},
+		durationSetting{k.heartbeat, &cfg.HeartbeatInterval}, durationSetting{k.rebalanceTimeout, &cfg.RebalanceTimeout},
+		durationSetting{k.joinRetry, &cfg.JoinGroupBackoff}, durationSetting{k.revokeGrace, &cfg.RevokeGrace},
+		durationSetting{k.drainTimeout, &cfg.DrainTimeout}, durationSetting{k.pauseInitial, &cfg.PauseInitial},
+		durationSetting{k.pauseMax, &cfg.PauseMax}); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

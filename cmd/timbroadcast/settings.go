@@ -142,6 +142,25 @@ func (st *setting) duration() (time.Duration, error) {
 	return d, nil
 }
 
+// durationSetting pairs a setting with where its duration goes.
+type durationSetting struct {
+	st  *setting
+	dst *time.Duration
+}
+
+// parseDurations resolves each setting into its destination, stopping at
+// the first invalid one.
+func parseDurations(ds ...durationSetting) error {
+	for _, d := range ds {
+		v, err := d.st.duration()
+		if err != nil {
+			return err
+		}
+		*d.dst = v
+	}
+	return nil
+}
+
 func (st *setting) positiveFloat() (float64, error) {
 	f, err := strconv.ParseFloat(st.String(), 64)
 	if err != nil || f <= 0 || f != f {
