@@ -13,6 +13,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
@@ -114,7 +115,7 @@ func TestMergeRejectedSplit(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(dl) != 1 || !strings.Contains(string(dl[0].Value), "forbidden") ||
-		consumertest.Header(dl[0], consumer.HeaderDLQReason) != "content_blocked" {
+		wire.Header(dl[0], wire.HeaderDLQReason) != "content_blocked" {
 		t.Fatalf("dead-letter topic: %d records, want only the blocked one", len(dl))
 	}
 	if st := e.emu.Stats(); st.ByCode[80001] < 2 {
@@ -136,7 +137,7 @@ func TestMergeLoneEventSameBytes(t *testing.T) {
 	if len(d) != 1 {
 		t.Fatalf("%d deliveries", len(d))
 	}
-	plain, err := consumer.DecodeEvent(consumer.Record{Topic: e.topic, Key: ev.Key, Value: ev.Value})
+	plain, err := wire.DecodeEvent(wire.Record{Topic: e.topic, Key: ev.Key, Value: ev.Value})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
@@ -248,7 +249,7 @@ func runEndToEnd(t *testing.T, kc *consumertest.Cluster) {
 	// Malformed records, each followed by a good one on the same key (so
 	// the same partition): the good ones must flow on.
 	expired := textEvent("kx", "too late")
-	expired.Headers = []kafka.Header{{Key: consumer.HeaderExpiresAt, Value: []byte("2001-01-01T00:00:00Z")}}
+	expired.Headers = []kafka.Header{{Key: wire.HeaderExpiresAt, Value: []byte("2001-01-01T00:00:00Z")}}
 	bad := map[string]kafka.Message{
 		"invalid_json":  {Key: []byte("kx"), Value: []byte(`{"MsgBody": [`)},
 		"missing":       {Key: []byte("kx"), Value: []byte(`{"From_Account":"a"}`)},
@@ -300,18 +301,18 @@ func runEndToEnd(t *testing.T, kc *consumertest.Cluster) {
 			t.Errorf("%s: not dead-lettered", n)
 			continue
 		}
-		if got := consumertest.Header(m, consumer.HeaderDLQReason); got != wantReason[n] {
-			t.Errorf("%s: reason %q, want %q (info %q)", n, got, wantReason[n], consumertest.Header(m, consumer.HeaderDLQInfo))
+		if got := wire.Header(m, wire.HeaderDLQReason); got != wantReason[n] {
+			t.Errorf("%s: reason %q, want %q (info %q)", n, got, wantReason[n], wire.Header(m, wire.HeaderDLQInfo))
 		}
-		if string(m.Key) != "kx" || consumertest.Header(m, consumer.HeaderSourceTopic) != e.topic ||
-			consumertest.Header(m, consumer.HeaderSourceOffset) == "" || consumertest.Header(m, consumer.HeaderDLQInfo) == "" {
+		if string(m.Key) != "kx" || wire.Header(m, wire.HeaderSourceTopic) != e.topic ||
+			wire.Header(m, wire.HeaderSourceOffset) == "" || wire.Header(m, wire.HeaderDLQInfo) == "" {
 			t.Errorf("%s: dead-letter record lacks key or source headers: %+v", n, m.Headers)
 		}
 	}
-	if m := byValue[string(bad["unknown_field"].Value)]; !strings.Contains(consumertest.Header(m, consumer.HeaderDLQInfo), "Priority") {
-		t.Errorf("unknown field reason does not name the field: %q", consumertest.Header(m, consumer.HeaderDLQInfo))
+	if m := byValue[string(bad["unknown_field"].Value)]; !strings.Contains(wire.Header(m, wire.HeaderDLQInfo), "Priority") {
+		t.Errorf("unknown field reason does not name the field: %q", wire.Header(m, wire.HeaderDLQInfo))
 	}
-	if m := byValue[string(expired.Value)]; consumertest.Header(m, consumer.HeaderExpiresAt) == "" {
+	if m := byValue[string(expired.Value)]; wire.Header(m, wire.HeaderExpiresAt) == "" {
 		t.Errorf("original headers not kept in the dead-letter record: %+v", m.Headers)
 	}
 }
@@ -381,8 +382,8 @@ func TestRejectedByAPIDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dl) != 1 || consumertest.Header(dl[0], consumer.HeaderDLQCode) != "80001" ||
-		consumertest.Header(dl[0], consumer.HeaderDLQReason) != "content_blocked" || consumertest.Header(dl[0], consumer.HeaderDLQAttempts) != "1" {
+	if len(dl) != 1 || wire.Header(dl[0], wire.HeaderDLQCode) != "80001" ||
+		wire.Header(dl[0], wire.HeaderDLQReason) != "content_blocked" || wire.Header(dl[0], wire.HeaderDLQAttempts) != "1" {
 		t.Fatalf("dead-letter records %+v, want one with code 80001", dl)
 	}
 }
@@ -440,7 +441,7 @@ func TestEventFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = consumer.DecodeEvent(consumer.Record{Topic: "t", Key: []byte("k"), Value: b})
+			_, err = wire.DecodeEvent(wire.Record{Topic: "t", Key: []byte("k"), Value: b})
 			name := filepath.Base(f)
 			if kind == "valid" {
 				if err != nil {
@@ -448,7 +449,7 @@ func TestEventFixtures(t *testing.T) {
 				}
 				continue
 			}
-			ie, ok := err.(*consumer.InvalidEventError)
+			ie, ok := err.(*wire.InvalidEventError)
 			if !ok {
 				t.Errorf("%s: decoded without error, want one", name)
 				continue

@@ -50,48 +50,49 @@ const (
 	CodeContentBlocked   = 80001
 )
 
-// Kind is the fine-grained treatment of one error code.
-type Kind int
+// action is what the client does with one answer; several actions map
+// to one Class the caller sees (renewing a signature is still "retry").
+type action int
 
 const (
-	// KindRetry: retry the same request after a backoff.
-	KindRetry Kind = iota + 1
-	// KindRenewSig: the signature expired; renew it and retry at once.
-	KindRenewSig
-	// KindBadSig: the signature is missing or invalid; renew it once, and
+	// actRetry: retry the same request after a backoff.
+	actRetry action = iota + 1
+	// actRenewSig: the signature expired; renew it and retry at once.
+	actRenewSig
+	// actBadSig: the signature is missing or invalid; renew it once, and
 	// pause if the server still refuses it.
-	KindBadSig
-	// KindPause: pause the whole worker.
-	KindPause
-	// KindReject: the message can never succeed.
-	KindReject
-	// KindUnknown: an undocumented code; retry a bounded number of times,
+	actBadSig
+	// actPause: pause the whole worker.
+	actPause
+	// actReject: the message can never succeed.
+	actReject
+	// actUnknown: an undocumented code; retry a bounded number of times,
 	// then reject.
-	KindUnknown
+	actUnknown
 )
 
-var kinds = map[int]Kind{}
+var actions = map[int]action{}
 
 func init() {
-	set := func(k Kind, codes ...int) {
+	set := func(k action, codes ...int) {
 		for _, c := range codes {
-			kinds[c] = k
+			actions[c] = k
 		}
 	}
-	set(KindRetry, 10002, 10023, 10006, 60007, 60011, 60018, 60019, 60008, 60013, 60014, 70169, 70500)
-	set(KindRenewSig, 70001, 70052)
-	set(KindBadSig, 70002, 70003, 70005, 60004, 60005)
-	set(KindPause, 10007, 10026, 60006, 60012, 60016, 60017, 60020, 60021, 60010, 70403, 70013, 70014, 70020, 10003)
-	set(KindReject, 10004, 60002, 60003, 60015, 70402, 80001, 80002)
+	set(actRetry, 10002, 10023, 10006, 60007, 60011, 60018, 60019, 60008, 60013, 60014, 70169, 70500)
+	set(actRenewSig, 70001, 70052)
+	set(actBadSig, 70002, 70003, 70005, 60004, 60005)
+	set(actPause, 10007, 10026, 60006, 60012, 60016, 60017, 60020, 60021, 60010, 70403, 70013, 70014, 70020, 10003)
+	set(actReject, 10004, 60002, 60003, 60015, 70402, 80001, 80002)
 }
 
 // Classify returns how an API ErrorCode is treated (tim-api.md's table).
 // Code 0 is success and is not classified.
-func Classify(code int) Kind {
-	if k, ok := kinds[code]; ok {
+func classify(code int) action {
+	if k, ok := actions[code]; ok {
 		return k
 	}
-	return KindUnknown
+	return actUnknown
 }
 
 // Error is a failed send. Callers act on Class with errors.As:
@@ -151,7 +152,7 @@ func (e *Error) Reason() string {
 		return "invalid_event"
 	case e.Code == CodeContentBlocked:
 		return "content_blocked"
-	case Classify(e.Code) == KindUnknown:
+	case classify(e.Code) == actUnknown:
 		return "unknown_error"
 	}
 	return "api_rejected"

@@ -1,8 +1,3 @@
-// Package sender is a client for Tencent Cloud Chat's
-// v4/group_open_http_svc/send_broadcast_msg REST API: it validates and
-// encodes messages, signs requests with a cached UserSig, paces calls to the
-// app's rate limit, classifies the server's answers and retries what can be
-// retried with the same body bytes and Random. It knows nothing of Kafka.
 package sender
 
 import (
@@ -236,7 +231,7 @@ func (m *Message) encode() ([]byte, error) {
 	if customs > 1 {
 		return nil, invalid("MsgBody", fmt.Sprintf("MsgBody holds %d TIMCustomElem elements; a message may hold at most one", customs))
 	}
-	body, err := marshal(m)
+	body, err := Marshal(m)
 	if err != nil {
 		return nil, invalid("MsgBody", "cannot encode message: "+err.Error())
 	}
@@ -333,9 +328,9 @@ func hasKind(v json.RawMessage, k jsonKind) bool {
 	}
 }
 
-// marshal encodes v as compact JSON without HTML escaping, so text keeps its
+// Marshal encodes v as compact JSON without HTML escaping, so text keeps its
 // bytes (and its size) as the producer wrote it.
-func marshal(v any) ([]byte, error) {
+func Marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -347,4 +342,14 @@ func marshal(v any) ([]byte, error) {
 
 func invalid(field, info string) *Error {
 	return &Error{Class: ClassReject, Code: CodeInvalidParameter, Field: field, Info: info}
+}
+
+// IsBodyField reports whether name is a top-level field of the request
+// body: From_Account, Random, MsgBody or CloudCustomData.
+func IsBodyField(name string) bool {
+	switch name {
+	case "From_Account", "Random", "MsgBody", "CloudCustomData":
+		return true
+	}
+	return false
 }

@@ -17,7 +17,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
-	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/embedded"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
@@ -56,41 +58,79 @@ func demoSamples() []demoSample {
 	}
 }
 
-// runDemo runs broker, emulator and worker in-process (any of them can be
-// a real one), publishes sample announcements and shows each arriving.
-func runDemo(ctx context.Context, args []string, getenv func(string) string, logger *zap.Logger, stdout io.Writer) error {
-	s := newSettings("demo", func(string) string { return "" }) // flags only: never pick up a real app by accident
-	brokers := s.add("brokers", "", "", "use this Kafka (host:port, comma-separated) instead of the in-process broker")
+// demoCmd is `timbroadcast demo`: broker, emulator and worker in-process
+// (any of them can be a real one); it publishes sample announcements and
+// shows each arriving.
+type demoCmd struct {
+	kafka  *kafkaSettings // brokers given: use them instead of the embedded broker
+	topic  string
+	api    *sender.Config // nil: the embedded emulator
+	rate   float64
+	follow bool
+	logger *zap.Logger
+	stdout io.Writer
+}
+
+// parseDemo resolves the demo's settings. They come from flags only, so the
+// demo never picks up a real app from the environment by accident.
+func parseDemo(p process, args []string) (*demoCmd, error) {
+	s := newSettings("demo", func(string) string { return "" })
+	k := addKafkaSettings(s, "")
+	k.brokers.usage = "use this Kafka (host:port, comma-separated) instead of the in-process broker"
 	topic := s.add("topic", "", "timbroadcast-demo", "topic for the demo events (created if missing; dead letters go to <topic>.dlq)")
 	a := addAPISettings(s)
 	follow := s.boolFlag("follow", "keep running after the samples, delivering events you publish yourself, until Ctrl-C")
 	if err := s.parse(args); err != nil {
-		return configError{err}
+		return nil, err
 	}
-	if getenv("LOG_LEVEL") == "" {
-		logger = logger.WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
+	c := &demoCmd{kafka: k, topic: topic.String(), follow: *follow, logger: p.logger, stdout: p.stdout}
+	if p.getenv("LOG_LEVEL") == "" {
+		c.logger = c.logger.WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
 	}
+	if k.given() {
+		if _, err := k.conn(); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if a.endpointGiven() {
+		cfg, err := a.config()
+		if err != nil {
+			return nil, err
+		}
+		c.api, c.rate = &cfg, cfg.Rate
+	} else if c.rate, err = a.rate.positiveFloat(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Run runs the demo until every sample is final (with --follow, until ctx
+// ends).
+func (c *demoCmd) Run(ctx context.Context) error {
+	stdout, logger := c.stdout, c.logger
 
 	// Kafka.
-	var kc *consumertest.Cluster
+	var conn *kafkaconn.Conn
 	kafkaDesc := ""
-	if bs := brokers.list(); len(bs) > 0 {
-		kc = consumertest.NewExternal(bs)
-		kafkaDesc = "your broker at " + strings.Join(bs, ",")
+	if c.kafka.given() {
+		conn, _ = c.kafka.conn() // checked by parseDemo
+		kafkaDesc = "your broker at " + strings.Join(conn.Brokers, ",")
 	} else {
-		var err error
-		if kc, err = consumertest.NewFake(); err != nil {
+		b, err := embedded.Start()
+		if err != nil {
 			return err
 		}
-		defer kc.Close()
-		kafkaDesc = "in-process Kafka-protocol broker (kfake) at " + strings.Join(kc.Brokers, ",")
+		defer b.Close()
+		conn = kafkaconn.New(b.Brokers, nil)
+		kafkaDesc = "in-process Kafka-protocol broker (kfake) at " + strings.Join(b.Brokers, ",")
 	}
-	dlqTopic := topic.String() + ".dlq"
+	dlqTopic := wire.DeadLetterTopic(c.topic)
 	for _, t := range []struct {
 		name  string
 		parts int
-	}{{topic.String(), 3}, {dlqTopic, 1}} {
-		if err := kc.CreateTopic(ctx, t.name, t.parts); err != nil {
+	}{{c.topic, 3}, {dlqTopic, 1}} {
+		if err := conn.CreateTopic(ctx, t.name, t.parts); err != nil {
 			return err
 		}
 	}
@@ -99,19 +139,13 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, log
 	var scfg sender.Config
 	var emu *sendertest.Server
 	apiDesc := ""
-	if a.region.String() != "" || a.endpoint.String() != "" {
-		var err error
-		if scfg, err = a.config(); err != nil {
-			return configError{err}
-		}
+	if c.api != nil {
+		scfg = *c.api
 		apiDesc = "Tencent Cloud Chat at " + strings.Join(scfg.Endpoints, ", ")
 	} else {
-		var err error
-		if scfg.Rate, err = a.rate.positiveFloat(); err != nil {
-			return configError{err}
-		}
 		keyBytes := make([]byte, 32)
 		_, _ = rand.Read(keyBytes)
+		scfg.Rate = c.rate
 		scfg.AppID, scfg.Admin, scfg.SecretKey = demoAppID, demoAdmin, hex.EncodeToString(keyBytes)
 		emu = sendertest.NewServer(sendertest.Options{AppID: demoAppID, Admin: demoAdmin, SecretKey: scfg.SecretKey, Rate: scfg.Rate})
 		defer emu.Close()
@@ -128,7 +162,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, log
 	outcomes := make(chan consumer.Outcome, 64)
 	group := "timbroadcast-demo"
 	w, err := consumer.New(consumer.Config{
-		Brokers: kc.Brokers, Topic: topic.String(), GroupID: group, DLQTopic: dlqTopic,
+		Brokers: conn.Brokers, Dialer: conn.Dialer, Topic: c.topic, GroupID: group, DLQTopic: dlqTopic,
 		MaxWait: 250 * time.Millisecond, Logger: logger.Named("consumer"),
 		SessionTimeout: 6 * time.Second, DrainTimeout: 5 * time.Second,
 		OnOutcome: func(o consumer.Outcome) { outcomes <- o },
@@ -138,7 +172,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, log
 	}
 
 	fmt.Fprintf(stdout, "timbroadcast demo\n  Kafka   %s\n          topic %s (3 partitions), dead letters to %s\n  API     %s (%g call/s)\n  Worker  consumer group %s\n\n",
-		kafkaDesc, topic.String(), dlqTopic, apiDesc, scfg.Rate, group)
+		kafkaDesc, c.topic, dlqTopic, apiDesc, scfg.Rate, group)
 
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
@@ -160,7 +194,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, log
 	}
 	fmt.Fprintf(stdout, "Publishing %d sample announcements (one is malformed on purpose)...\n", len(msgs))
 	start := time.Now()
-	if err := kc.Produce(ctx, topic.String(), msgs...); err != nil {
+	if err := conn.Produce(ctx, c.topic, msgs...); err != nil {
 		return err
 	}
 
@@ -194,10 +228,10 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, log
 	// Until every sample is final (or Ctrl-C); with --follow, until Ctrl-C.
 	following := false
 wait:
-	for *follow || len(pending) > 0 {
+	for c.follow || len(pending) > 0 {
 		if len(pending) == 0 && !following {
 			following = true
-			fmt.Fprintf(stdout, "\nAll samples are final. Following %s: publish your own events (README \"Event format\"); Ctrl-C stops.\n", topic.String())
+			fmt.Fprintf(stdout, "\nAll samples are final. Following %s: publish your own events (README \"Event format\"); Ctrl-C stops.\n", c.topic)
 		}
 		select {
 		case o := <-outcomes:
@@ -223,8 +257,8 @@ wait:
 		return runErr
 	}
 
-	committed, cerr := kc.Committed(context.Background(), group, topic.String())
-	ends, eerr := kc.Ends(context.Background(), topic.String())
+	committed, cerr := conn.Committed(context.Background(), group, c.topic)
+	ends, eerr := conn.Ends(context.Background(), c.topic)
 	commitNote := "offsets committed for every partition"
 	if cerr != nil || eerr != nil {
 		commitNote = "offsets: could not read them back"

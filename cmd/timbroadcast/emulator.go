@@ -15,14 +15,20 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
 
-// runEmulator serves an emulator of send_broadcast_msg until ctx ends.
-func runEmulator(ctx context.Context, args []string, getenv func(string) string, logger *zap.Logger, stdout io.Writer) error {
-	s := newSettings("emulator", getenv)
+// emulatorCmd is `timbroadcast emulator`: an emulator of send_broadcast_msg
+// served until the context ends.
+type emulatorCmd struct {
+	addr   string
+	opts   sendertest.Options
+	logger *zap.Logger
+	stdout io.Writer
+}
+
+// parseEmulator resolves the emulator's settings.
+func parseEmulator(p process, args []string) (*emulatorCmd, error) {
+	s := newSettings("emulator", p.getenv)
 	addr := s.add("addr", "EMULATOR_ADDR", "127.0.0.1:8080", "address to listen on")
-	appID := s.add("sdkappid", "TIM_SDKAPPID", "", "the emulated app's SDKAppID")
-	admin := s.add("admin", "TIM_ADMIN", "", "the emulated app's admin identifier")
-	key := s.add("secret-key", "TIM_SECRET_KEY", "", "the emulated app's secret key")
-	keyFile := s.add("secret-key-file", "TIM_SECRET_KEY_FILE", "", "file holding the emulated app's secret key")
+	creds := addCredentialSettings(s, "the emulated app's")
 	rate := s.add("rate", "EMULATOR_RATE", "1", "the app's limit in calls per second (10023 above it); 0 for none")
 	window := s.add("dedupe-window", "EMULATOR_DEDUPE_WINDOW", "5m", "how long a Random is remembered for dedupe")
 	internal := s.add("internal-error-rate", "EMULATOR_INTERNAL_ERROR_RATE", "0", "fraction of calls answered 10002")
@@ -31,54 +37,49 @@ func runEmulator(ctx context.Context, args []string, getenv func(string) string,
 	latency := s.add("latency", "EMULATOR_LATENCY", "0s", "delay before every answer")
 	featureOff := s.boolFlag("feature-off", "answer 10007 to every call (broadcast switched off in the console)")
 	if err := s.parse(args); err != nil {
-		return configError{err}
+		return nil, err
 	}
-	opts := sendertest.Options{}
+	c := &emulatorCmd{addr: addr.String(), logger: p.logger, stdout: p.stdout}
+	o := &c.opts
 	var err error
-	id, err := appID.required()
-	if err != nil {
-		return configError{err}
+	if o.AppID, o.Admin, o.SecretKey, err = creds.resolve(); err != nil {
+		return nil, err
 	}
-	if opts.AppID, err = strconv.Atoi(id); err != nil || opts.AppID <= 0 {
-		return configError{appID.errorf("%q is not a positive number", id)}
+	if o.Rate, err = strconv.ParseFloat(rate.String(), 64); err != nil || o.Rate < 0 {
+		return nil, rate.errorf("%q is not a number of calls per second", rate.val)
 	}
-	if opts.Admin, err = admin.required(); err != nil {
-		return configError{err}
-	}
-	if opts.SecretKey, err = secretKey(key, keyFile); err != nil {
-		return configError{err}
-	}
-	if opts.Rate, err = strconv.ParseFloat(rate.String(), 64); err != nil || opts.Rate < 0 {
-		return configError{rate.errorf("%q is not a number of calls per second", rate.val)}
-	}
-	if opts.DedupeWindow, err = window.duration(); err != nil {
-		return configError{err}
+	if o.DedupeWindow, err = window.duration(); err != nil {
+		return nil, err
 	}
 	for _, f := range []struct {
 		st  *setting
 		dst *float64
-	}{{internal, &opts.Faults.InternalErrorRate}, {badGateway, &opts.Faults.BadGatewayRate}, {drop, &opts.Faults.DropAfterProcessRate}} {
+	}{{internal, &o.Faults.InternalErrorRate}, {badGateway, &o.Faults.BadGatewayRate}, {drop, &o.Faults.DropAfterProcessRate}} {
 		v, err := strconv.ParseFloat(f.st.String(), 64)
 		if err != nil || v < 0 || v > 1 {
-			return configError{f.st.errorf("%q is not a fraction between 0 and 1", f.st.val)}
+			return nil, f.st.errorf("%q is not a fraction between 0 and 1", f.st.val)
 		}
 		*f.dst = v
 	}
-	if opts.Faults.Latency, err = latency.duration(); err != nil {
-		return configError{err}
+	if o.Faults.Latency, err = latency.duration(); err != nil {
+		return nil, err
 	}
-	opts.Faults.FeatureOff = *featureOff
+	o.Faults.FeatureOff = *featureOff
+	return c, nil
+}
 
-	emu := sendertest.NewHandler(opts)
-	l, err := net.Listen("tcp", addr.String())
+// Run serves the emulator until ctx ends.
+func (c *emulatorCmd) Run(ctx context.Context) error {
+	emu := sendertest.NewHandler(c.opts)
+	l, err := net.Listen("tcp", c.addr)
 	if err != nil {
-		return configError{addr.errorf("cannot listen: %v", err)}
+		return configError{fmt.Errorf("EMULATOR_ADDR (--addr): cannot listen: %w", err)}
 	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	fmt.Fprintf(stdout, "emulator listening on http://%s (SDKAppID %d, admin %s, %g calls/s)\n", l.Addr(), opts.AppID, opts.Admin, opts.Rate)
-	logger.Info("emulator started", zap.String("addr", l.Addr().String()))
+	go func() { errc <- srv.Serve(l) }() // awaited below
+	fmt.Fprintf(c.stdout, "emulator listening on http://%s (SDKAppID %d, admin %s, %g calls/s)\n", l.Addr(), c.opts.AppID, c.opts.Admin, c.opts.Rate)
+	c.logger.Info("emulator started", zap.String("addr", l.Addr().String()))
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -92,6 +93,6 @@ func runEmulator(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	st := emu.Stats()
-	fmt.Fprintf(stdout, "emulator stopped: %d calls, %d delivered, %d duplicates\n", st.Calls, st.Delivered, st.Duplicates)
+	fmt.Fprintf(c.stdout, "emulator stopped: %d calls, %d delivered, %d duplicates\n", st.Calls, st.Delivered, st.Duplicates)
 	return nil
 }

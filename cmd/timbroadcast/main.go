@@ -8,6 +8,11 @@
 //	timbroadcast replay     re-publish dead-letter records
 //
 // Run `timbroadcast COMMAND --help` for a command's settings.
+//
+// Every command has one shape: parseX reads its settings (flags, then
+// environment variables, then defaults; groups.go declares the ones shared
+// between commands) into an xCmd value, whose Run(ctx) does the work.
+// Configuration is read here and nowhere else.
 package main
 
 import (
@@ -40,19 +45,48 @@ Commands:
 Run 'timbroadcast COMMAND --help' for the settings of a command.
 `
 
-func main() {
-	os.Exit(Main(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+// command is a subcommand whose settings are resolved.
+type command interface {
+	Run(ctx context.Context) error
 }
 
-// Main runs a command and returns the process exit code. The first SIGINT
-// or SIGTERM drains and exits; a second exits at once.
-func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// process is what a command may use of its process.
+type process struct {
+	getenv         func(string) string
+	logger         *zap.Logger
+	stdout, stderr io.Writer
+}
+
+// commands parse their settings into a command; a settings error is
+// reported with exit code 2.
+var commands = map[string]func(p process, args []string) (command, error){
+	"run":      func(p process, args []string) (command, error) { return parseRun(p, args) },
+	"emulator": func(p process, args []string) (command, error) { return parseEmulator(p, args) },
+	"demo":     func(p process, args []string) (command, error) { return parseDemo(p, args) },
+	"publish":  func(p process, args []string) (command, error) { return parsePublish(p, args) },
+	"replay":   func(p process, args []string) (command, error) { return parseReplay(p, args) },
+}
+
+func main() {
+	os.Exit(runMain(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// runMain runs a command and returns the process exit code: 0, 1 for a
+// failure, 2 for a configuration error. The first SIGINT or SIGTERM
+// drains; a second exits at once with 130.
+func runMain(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
+	}
+	name, rest := args[0], args[1:]
+	parse, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "timbroadcast: unknown command %q\n\n%s", name, usage)
+		return 2
 	}
 	logger, err := newLogger(getenv("LOG_LEVEL"), stderr)
 	if err != nil {
@@ -61,12 +95,21 @@ func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 	}
 	defer func() { _ = logger.Sync() }()
 
+	cmd, err := parse(process{getenv: getenv, logger: logger, stdout: stdout, stderr: stderr}, rest)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "timbroadcast %s: configuration error: %v\n", name, err)
+		return 2
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	go func() {
+	go func() { // ends with the process: it exits or returns on cancel
 		select {
 		case <-sigs:
 		case <-ctx.Done():
@@ -80,34 +123,8 @@ func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 		os.Exit(130)
 	}()
 
-	name, rest := args[0], args[1:]
-	var run func() error
-	switch name {
-	case "run":
-		run = func() error {
-			cmd, err := ParseRunFlags(rest, getenv, logger)
-			if err != nil {
-				return configError{err}
-			}
-			return cmd.Run(ctx)
-		}
-	case "emulator":
-		run = func() error { return runEmulator(ctx, rest, getenv, logger, stdout) }
-	case "demo":
-		run = func() error { return runDemo(ctx, rest, getenv, logger, stdout) }
-	case "publish":
-		run = func() error { return runPublish(ctx, rest, getenv, stdout, stderr) }
-	case "replay":
-		run = func() error { return runReplay(ctx, rest, getenv, stdout, stderr) }
-	default:
-		fmt.Fprintf(stderr, "timbroadcast: unknown command %q\n\n%s", name, usage)
-		return 2
-	}
-	err = run()
-	switch {
+	switch err := cmd.Run(ctx); {
 	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(configError)):
 		fmt.Fprintf(stderr, "timbroadcast %s: configuration error: %v\n", name, err)
@@ -118,7 +135,8 @@ func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 	}
 }
 
-// configError marks an invalid configuration (exit code 2).
+// configError marks a configuration error found only while running (a
+// listen address in use, say): exit code 2.
 type configError struct{ error }
 
 func (e configError) Unwrap() error { return e.error }

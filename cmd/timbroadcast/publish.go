@@ -14,7 +14,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -28,12 +29,25 @@ type publishLine struct {
 	Headers   map[string]string `json:"headers"`
 }
 
-// runPublish produces one announcement from flags, or many from a JSON
-// Lines file, after validating every one with the worker's rules.
-func runPublish(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	s := newSettings("publish", getenv)
-	brokers := s.add("brokers", "KAFKA_BROKERS", "", "Kafka bootstrap brokers, comma-separated host:port")
-	topic := s.add("topic", "KAFKA_TOPIC", "", "topic of broadcast events")
+// publishCmd is `timbroadcast publish`: it produces one announcement from
+// flags, or many from a JSON Lines file, after validating every one with
+// the worker's rules (all or nothing).
+type publishCmd struct {
+	conn   *kafkaconn.Conn // nil with --dry-run and no brokers
+	topic  string
+	file   string // "" for a single event from flags; "-" for stdin
+	single kafka.Message
+	dryRun bool
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// parsePublish resolves the publish command's settings; a single event
+// given by flags is validated here.
+func parsePublish(p process, args []string) (*publishCmd, error) {
+	s := newSettings("publish", p.getenv)
+	k := addKafkaSettings(s, "")
+	t := addTopicSettings(s, "topic of broadcast events", "")
 	file := s.add("file", "", "", "JSON Lines file of events ('-' for standard input): each line an event, or {\"key\":...,\"event\":{...},\"expires_at\":...}")
 	text := s.add("text", "", "", "publish one TIMTextElem announcement with this text")
 	custom := s.add("custom-data", "", "", "publish one TIMCustomElem announcement with this Data")
@@ -45,33 +59,41 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 	ttl := s.add("ttl", "", "", "like --expires-at, relative to now (e.g. 10m)")
 	dryRun := s.boolFlag("dry-run", "validate only; publish nothing")
 	if err := s.parse(args); err != nil {
-		return configError{err}
+		return nil, err
 	}
-	bs := brokers.list()
-	if len(bs) == 0 && !*dryRun {
-		return configError{brokers.errorf("is required (%s)", brokers.usage)}
+	c := &publishCmd{file: file.String(), dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr}
+	var err error
+	if k.given() || !c.dryRun {
+		if c.conn, err = k.conn(); err != nil {
+			return nil, err
+		}
 	}
-	if topic.String() == "" && !*dryRun {
-		return configError{topic.errorf("is required (%s)", topic.usage)}
+	if t.topic.String() != "" || !c.dryRun {
+		if c.topic, _, err = t.resolve(); err != nil {
+			return nil, err
+		}
 	}
 	single := text.String() != "" || custom.String() != ""
-	if single == (file.String() != "") {
-		return configError{errors.New("give --text or --custom-data for one announcement, or --file for many")}
+	if single == (c.file != "") {
+		return nil, errors.New("give --text or --custom-data for one announcement, or --file for many")
 	}
-
-	var msgs []kafka.Message
 	if single {
-		m, err := singleEvent(text.String(), custom.String(), desc.String(), from.String(), cloud.String(), key.String(), expires.String(), ttl)
-		if err != nil {
-			return configError{err}
+		if c.single, err = singleEvent(text.String(), custom.String(), desc.String(), from.String(), cloud.String(), key.String(), expires.String(), ttl); err != nil {
+			return nil, err
 		}
-		msgs = []kafka.Message{m}
-	} else {
+	}
+	return c, nil
+}
+
+// Run validates the file's events (if any) and publishes.
+func (c *publishCmd) Run(ctx context.Context) error {
+	msgs := []kafka.Message{c.single}
+	if c.file != "" {
 		var r io.Reader = os.Stdin
-		if file.String() != "-" {
-			f, err := os.Open(file.String())
+		if c.file != "-" {
+			f, err := os.Open(c.file)
 			if err != nil {
-				return configError{file.errorf("%v", err)}
+				return configError{fmt.Errorf("--file: %w", err)}
 			}
 			defer f.Close()
 			r = f
@@ -84,32 +106,30 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		if len(bad) > 0 {
 			for _, b := range bad {
-				fmt.Fprintln(stderr, b)
+				fmt.Fprintln(c.stderr, b)
 			}
-			return fmt.Errorf("%d invalid line(s) in %s; nothing was published", len(bad), file.String())
+			return fmt.Errorf("%d invalid line(s) in %s; nothing was published", len(bad), c.file)
 		}
 	}
-	if *dryRun {
-		fmt.Fprintf(stdout, "%d event(s) valid; nothing published (--dry-run)\n", len(msgs))
+	if c.dryRun {
+		fmt.Fprintf(c.stdout, "%d event(s) valid; nothing published (--dry-run)\n", len(msgs))
 		return nil
 	}
 
-	w := &kafka.Writer{
-		Addr: kafka.TCP(bs...), Topic: topic.String(), Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchSize: 200,
-	}
+	w := c.conn.Writer(c.topic)
+	w.BatchTimeout, w.BatchSize = 5*time.Millisecond, 200
 	defer w.Close()
-	bar := newBar(len(msgs), "publishing", stderr)
+	bar := newBar(len(msgs), "publishing", c.stderr)
 	const chunk = 200
 	for i := 0; i < len(msgs); i += chunk {
 		batch := msgs[i:min(i+chunk, len(msgs))]
 		if err := w.WriteMessages(ctx, batch...); err != nil {
-			return fmt.Errorf("publish to %s: %d of %d published before: %w", topic.String(), i, len(msgs), err)
+			return fmt.Errorf("publish to %s: %d of %d published before: %w", c.topic, i, len(msgs), err)
 		}
 		_ = bar.Add(len(batch))
 	}
 	_ = bar.Finish()
-	fmt.Fprintf(stdout, "published %d event(s) to %s\n", len(msgs), topic.String())
+	fmt.Fprintf(c.stdout, "published %d event(s) to %s\n", len(msgs), c.topic)
 	return nil
 }
 
@@ -146,20 +166,12 @@ func singleEvent(text, custom, desc, from, cloud, key, expires string, ttl *sett
 		expires = time.Now().Add(d).UTC().Format(time.RFC3339)
 	}
 	if expires != "" {
-		m.Headers = append(m.Headers, kafka.Header{Key: consumer.HeaderExpiresAt, Value: []byte(expires)})
+		m.Headers = append(m.Headers, kafka.Header{Key: wire.HeaderExpiresAt, Value: []byte(expires)})
 	}
-	if _, err := consumer.DecodeEvent(record(m)); err != nil {
+	if _, err := wire.DecodeEvent(wire.RecordOf(m)); err != nil {
 		return m, fmt.Errorf("invalid announcement: %w", err)
 	}
 	return m, nil
-}
-
-func record(m kafka.Message) consumer.Record {
-	r := consumer.Record{Topic: "publish", Key: m.Key, Value: m.Value, Headers: map[string][]byte{}}
-	for _, h := range m.Headers {
-		r.Headers[h.Key] = h.Value
-	}
-	return r
 }
 
 // readEventLines parses and validates a JSON Lines stream. Blank lines and
@@ -177,7 +189,7 @@ func readEventLines(r io.Reader) ([]kafka.Message, []string, error) {
 		}
 		m, err := parseEventLine(line)
 		if err == nil {
-			_, err = consumer.DecodeEvent(record(m))
+			_, err = wire.DecodeEvent(wire.RecordOf(m))
 		}
 		if err != nil {
 			bad = append(bad, fmt.Sprintf("line %d: %v", n, err))
@@ -213,7 +225,7 @@ func parseEventLine(line []byte) (kafka.Message, error) {
 		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(v)})
 	}
 	if pl.ExpiresAt != "" {
-		m.Headers = append(m.Headers, kafka.Header{Key: consumer.HeaderExpiresAt, Value: []byte(pl.ExpiresAt)})
+		m.Headers = append(m.Headers, kafka.Header{Key: wire.HeaderExpiresAt, Value: []byte(pl.ExpiresAt)})
 	}
 	return m, nil
 }

@@ -14,8 +14,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/timbroadcast/timbroadcast/consumer"
-	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
 // replayFilter chooses dead-letter records to replay.
@@ -33,18 +33,18 @@ func (f replayFilter) String() string {
 
 // match reports whether a dead-letter record passes the filter.
 func (f replayFilter) match(m kafka.Message) bool {
-	h := func(k string) string { return consumertest.Header(m, k) }
-	if len(f.reasons) > 0 && !slices.Contains(f.reasons, h(consumer.HeaderDLQReason)) {
+	h := func(k string) string { return wire.Header(m, k) }
+	if len(f.reasons) > 0 && !slices.Contains(f.reasons, h(wire.HeaderDLQReason)) {
 		return false
 	}
 	if len(f.codes) > 0 {
-		c, err := strconv.Atoi(h(consumer.HeaderDLQCode))
+		c, err := strconv.Atoi(h(wire.HeaderDLQCode))
 		if err != nil || !slices.Contains(f.codes, c) {
 			return false
 		}
 	}
 	if !f.since.IsZero() || !f.until.IsZero() {
-		at, err := time.Parse(time.RFC3339Nano, h(consumer.HeaderDLQFailedAt))
+		at, err := time.Parse(time.RFC3339Nano, h(wire.HeaderDLQFailedAt))
 		if err != nil || (!f.since.IsZero() && at.Before(f.since)) || (!f.until.IsZero() && !at.Before(f.until)) {
 			return false
 		}
@@ -58,21 +58,24 @@ func (f replayFilter) match(m kafka.Message) bool {
 	return true
 }
 
-// replayMessage is the record to re-publish: the original key, value and
-// headers, without the dead-letter headers.
-func replayMessage(m kafka.Message) kafka.Message {
-	out := kafka.Message{Key: m.Key, Value: m.Value, Headers: consumer.OriginalHeaders(m.Headers)}
-	out.Headers = append(out.Headers, kafka.Header{Key: "timbroadcast-replayed-from",
-		Value: []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset))})
-	return out
+// replayCmd is `timbroadcast replay`: it re-publishes the dead-letter
+// records that pass a filter to the main topic, remembering its progress
+// in a consumer group so a rerun never replays a record twice.
+type replayCmd struct {
+	conn      *kafkaconn.Conn
+	main, dlq string
+	groupID   string
+	filter    replayFilter
+	dryRun    bool
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
-// runReplay re-publishes chosen dead-letter records to the main topic.
-func runReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	s := newSettings("replay", getenv)
-	brokers := s.add("brokers", "KAFKA_BROKERS", "", "Kafka bootstrap brokers, comma-separated host:port")
-	topic := s.add("topic", "KAFKA_TOPIC", "", "the main topic to re-publish to")
-	dlq := s.add("dlq-topic", "KAFKA_DLQ_TOPIC", "", "the dead-letter topic to read [default: <KAFKA_TOPIC>.dlq]")
+// parseReplay resolves the replay command's settings.
+func parseReplay(p process, args []string) (*replayCmd, error) {
+	s := newSettings("replay", p.getenv)
+	k := addKafkaSettings(s, "")
+	t := addTopicSettings(s, "the main topic to re-publish to", "the dead-letter topic to read")
 	group := s.add("group", "REPLAY_GROUP_ID", "", "consumer group holding the replay's progress [default: derived from the filter]")
 	reason := s.add("reason", "", "", "replay only these reasons, comma-separated (e.g. api_rejected,expired)")
 	code := s.add("code", "", "", "replay only these API error codes, comma-separated")
@@ -82,25 +85,21 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	toOff := s.add("to-offset", "", "", "last dead-letter offset to replay")
 	dryRun := s.boolFlag("dry-run", "list what would be replayed; publish and commit nothing")
 	if err := s.parse(args); err != nil {
-		return configError{err}
+		return nil, err
 	}
-	bs := brokers.list()
-	if len(bs) == 0 {
-		return configError{brokers.errorf("is required (%s)", brokers.usage)}
+	c := &replayCmd{dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr}
+	var err error
+	if c.conn, err = k.conn(); err != nil {
+		return nil, err
 	}
-	main, err := topic.required()
-	if err != nil {
-		return configError{err}
-	}
-	dlqTopic := dlq.String()
-	if dlqTopic == "" {
-		dlqTopic = main + ".dlq"
+	if c.main, c.dlq, err = t.resolve(); err != nil {
+		return nil, err
 	}
 	f := replayFilter{reasons: reason.list(), fromOff: -1, toOff: -1}
-	for _, c := range code.list() {
-		n, err := strconv.Atoi(c)
+	for _, cd := range code.list() {
+		n, err := strconv.Atoi(cd)
 		if err != nil {
-			return configError{code.errorf("%q is not an error code", c)}
+			return nil, code.errorf("%q is not an error code", cd)
 		}
 		f.codes = append(f.codes, n)
 	}
@@ -112,7 +111,7 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 			continue
 		}
 		if *t.dst, err = time.Parse(time.RFC3339, t.st.String()); err != nil {
-			return configError{t.st.errorf("%q is not an RFC 3339 time", t.st.val)}
+			return nil, t.st.errorf("%q is not an RFC 3339 time", t.st.val)
 		}
 	}
 	for _, o := range []struct {
@@ -123,16 +122,28 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 			continue
 		}
 		if *o.dst, err = strconv.ParseInt(o.st.String(), 10, 64); err != nil || *o.dst < 0 {
-			return configError{o.st.errorf("%q is not an offset", o.st.val)}
+			return nil, o.st.errorf("%q is not an offset", o.st.val)
 		}
 	}
-	groupID := group.String()
-	if groupID == "" {
-		sum := sha256.Sum256([]byte(dlqTopic + "\x00" + main + "\x00" + f.String()))
-		groupID = "timbroadcast-replay-" + hex.EncodeToString(sum[:6])
+	c.filter = f
+	c.groupID = group.String()
+	if c.groupID == "" {
+		c.groupID = replayGroup(c.dlq, c.main, f)
 	}
+	return c, nil
+}
 
-	client := &kafka.Client{Addr: kafka.TCP(bs...), Timeout: 10 * time.Second}
+// replayGroup is the default progress group of a replay: one per source,
+// destination and filter, so the same replay resumes where it stopped.
+func replayGroup(dlq, main string, f replayFilter) string {
+	sum := sha256.Sum256([]byte(dlq + "\x00" + main + "\x00" + f.String()))
+	return "timbroadcast-replay-" + hex.EncodeToString(sum[:6])
+}
+
+// Run replays.
+func (c *replayCmd) Run(ctx context.Context) error {
+	dlqTopic, main, groupID, f := c.dlq, c.main, c.groupID, c.filter
+	client := c.conn.Client()
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{dlqTopic, main}})
 	if err != nil {
 		return fmt.Errorf("read metadata: %w", err)
@@ -157,20 +168,21 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	for _, p := range parts {
 		total += max(ends[p]-starts[p], 0)
 	}
-	fmt.Fprintf(stdout, "replaying %s -> %s (group %s): %d dead-letter record(s) to examine\n", dlqTopic, main, groupID, total)
+	fmt.Fprintf(c.stdout, "replaying %s -> %s (group %s): %d dead-letter record(s) to examine\n", dlqTopic, main, groupID, total)
 
 	var w *kafka.Writer
-	if !*dryRun {
-		w = &kafka.Writer{Addr: kafka.TCP(bs...), Topic: main, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll, BatchSize: 1}
+	if !c.dryRun {
+		w = c.conn.Writer(main)
+		w.BatchSize = 1
 		defer w.Close()
 	}
-	bar := newBar(int(total), "replaying", stderr)
+	bar := newBar(int(total), "replaying", c.stderr)
 	replayed, skipped := 0, 0
 	for _, p := range parts {
 		if starts[p] >= ends[p] {
 			continue
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: bs, Topic: dlqTopic, Partition: p, MaxWait: 250 * time.Millisecond})
+		r := c.conn.Reader(kafka.ReaderConfig{Topic: dlqTopic, Partition: p, MaxWait: 250 * time.Millisecond})
 		if err := r.SetOffset(starts[p]); err != nil {
 			r.Close()
 			return err
@@ -185,21 +197,21 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 			_ = bar.Add(1)
 			if !f.match(m) {
 				skipped++
-			} else if *dryRun {
+			} else if c.dryRun {
 				replayed++
-				fmt.Fprintf(stdout, "  would replay %s/%d@%d key=%q reason=%s code=%s failed-at=%s source=%s/%s@%s\n",
-					dlqTopic, p, m.Offset, m.Key, consumertest.Header(m, consumer.HeaderDLQReason), consumertest.Header(m, consumer.HeaderDLQCode),
-					consumertest.Header(m, consumer.HeaderDLQFailedAt), consumertest.Header(m, consumer.HeaderSourceTopic),
-					consumertest.Header(m, consumer.HeaderSourcePartition), consumertest.Header(m, consumer.HeaderSourceOffset))
+				fmt.Fprintf(c.stdout, "  would replay %s/%d@%d key=%q reason=%s code=%s failed-at=%s source=%s/%s@%s\n",
+					dlqTopic, p, m.Offset, m.Key, wire.Header(m, wire.HeaderDLQReason), wire.Header(m, wire.HeaderDLQCode),
+					wire.Header(m, wire.HeaderDLQFailedAt), wire.Header(m, wire.HeaderSourceTopic),
+					wire.Header(m, wire.HeaderSourcePartition), wire.Header(m, wire.HeaderSourceOffset))
 				continue
 			} else {
-				if err := w.WriteMessages(ctx, replayMessage(m)); err != nil {
+				if err := w.WriteMessages(ctx, wire.ReplayMessage(m)); err != nil {
 					r.Close()
 					return fmt.Errorf("publish to %s: %w (replayed %d so far; rerun to resume)", main, err, replayed)
 				}
 				replayed++
 			}
-			if !*dryRun {
+			if !c.dryRun {
 				// The record is final for the replay: remember it, so a rerun
 				// never replays it again.
 				if err := commitStandalone(ctx, client, groupID, dlqTopic, p, off); err != nil {
@@ -212,10 +224,10 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	_ = bar.Finish()
 	verb := "replayed"
-	if *dryRun {
+	if c.dryRun {
 		verb = "would replay"
 	}
-	fmt.Fprintf(stdout, "%s %d record(s), skipped %d not matching the filter\n", verb, replayed, skipped)
+	fmt.Fprintf(c.stdout, "%s %d record(s), skipped %d not matching the filter\n", verb, replayed, skipped)
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -167,25 +166,4 @@ func (st *setting) positiveFloat() (float64, error) {
 		return 0, st.errorf("%q is not a positive number", st.val)
 	}
 	return f, nil
-}
-
-// secretKey resolves TIM_SECRET_KEY / TIM_SECRET_KEY_FILE: exactly one.
-func secretKey(key, file *setting) (string, error) {
-	switch {
-	case key.String() != "" && file.String() != "":
-		return "", errors.New("TIM_SECRET_KEY (--secret-key) and TIM_SECRET_KEY_FILE (--secret-key-file) are both set; set one")
-	case key.String() != "":
-		return key.String(), nil
-	case file.String() != "":
-		b, err := os.ReadFile(file.String())
-		if err != nil {
-			return "", file.errorf("cannot read the key file: %v", err)
-		}
-		k := strings.TrimSpace(string(b))
-		if k == "" {
-			return "", file.errorf("the key file %s is empty", file.String())
-		}
-		return k, nil
-	}
-	return "", errors.New("TIM_SECRET_KEY (--secret-key) or TIM_SECRET_KEY_FILE (--secret-key-file) is required: the app's secret key from the Chat console")
 }

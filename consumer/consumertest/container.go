@@ -37,7 +37,8 @@ func startContainer(tb testing.TB) (c *Cluster, err error) {
 		_ = testcontainers.TerminateContainer(kc)
 		return nil, fmt.Errorf("read the Kafka container's brokers: %w", err)
 	}
-	out := newCluster(brokers, "container")
+	out := NewExternal(brokers)
+	out.Kind = "container"
 	out.stop = func() { _ = testcontainers.TerminateContainer(kc) }
 	return out, nil
 }

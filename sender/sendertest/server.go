@@ -27,8 +27,10 @@ import (
 	"time"
 
 	"github.com/tencentyun/tls-sig-api-v2-golang/tencentyun"
-	"github.com/timbroadcast/timbroadcast/sender"
 	"golang.org/x/time/rate"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
 )
 
 // Options configures an emulator.
@@ -110,7 +112,7 @@ func (d Delivery) Elements() []sender.Element {
 		if el.MsgType == sender.TypeCustom {
 			var c sender.CustomElem
 			if json.Unmarshal(el.MsgContent, &c) == nil {
-				if events, ok, err := sender.UnpackEnvelope(c); ok && err == nil {
+				if events, ok, err := wire.UnpackEnvelope(c); ok && err == nil {
 					for _, e := range events {
 						ne, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: e.Data, Desc: e.Desc, Ext: e.Ext, Sound: e.Sound})
 						out = append(out, ne)

@@ -1,51 +1,29 @@
-package sender
+package wire
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/timbroadcast/timbroadcast/sender"
 )
-
-// EnvelopeExt marks a TIMCustomElem whose Data is a merge envelope: its Ext
-// field is exactly this string. Receivers unpack it with UnpackEnvelope (or
-// the JavaScript in the README).
-const EnvelopeExt = "timbroadcast/merged/v1"
-
-// Envelope is the Data of a merged custom element: the custom elements of
-// several events, in order, each with its event's key.
-type Envelope struct {
-	// Version is "timbroadcast/merged/v1".
-	Version string `json:"v"`
-	// Events are the original custom elements.
-	Events []EnvelopeEvent `json:"events"`
-}
-
-// EnvelopeEvent is one original custom element inside an envelope.
-type EnvelopeEvent struct {
-	// Key is the record key of the event ("" for a keyless record).
-	Key   string `json:"key,omitempty"`
-	Data  string `json:"Data"`
-	Desc  string `json:"Desc,omitempty"`
-	Ext   string `json:"Ext,omitempty"`
-	Sound string `json:"Sound,omitempty"`
-}
 
 // MergePart is one event offered to Merge.
 type MergePart struct {
 	// Key is the event's record key.
 	Key string
 	// Message is the event's message.
-	Message *Message
+	Message *sender.Message
 }
 
 // mergeKind sorts messages by how they merge: "plain" (no custom element:
 // elements are concatenated), "custom" (exactly one element, a
 // TIMCustomElem: wrapped in an envelope), "" (custom and other elements
 // together: sent alone, since merging it would reorder its elements).
-func mergeKind(m *Message) string {
+func mergeKind(m *sender.Message) string {
 	customs := 0
 	for _, el := range m.MsgBody {
-		if el.MsgType == TypeCustom {
+		if el.MsgType == sender.TypeCustom {
 			customs++
 		}
 	}
@@ -62,7 +40,7 @@ func mergeKind(m *Message) string {
 // same From_Account and CloudCustomData, and the same kind (both without a
 // custom element, or both a lone custom element), so a merged message keeps
 // every element in event order.
-func Mergeable(a, b *Message) bool {
+func Mergeable(a, b *sender.Message) bool {
 	k := mergeKind(a)
 	return k != "" && k == mergeKind(b) && a.FromAccount == b.FromAccount && a.CloudCustomData == b.CloudCustomData
 }
@@ -73,24 +51,24 @@ func Mergeable(a, b *Message) bool {
 // element holding an Envelope of them all, in order (Ext = EnvelopeExt).
 // All parts must be Mergeable with the first. The result is a pure
 // function of the parts.
-func Merge(parts []MergePart) (*Message, error) {
+func Merge(parts []MergePart) (*sender.Message, error) {
 	if len(parts) == 0 {
 		return nil, errors.New("merge: no parts")
 	}
 	first := parts[0].Message
-	out := &Message{FromAccount: first.FromAccount, CloudCustomData: first.CloudCustomData}
+	out := &sender.Message{FromAccount: first.FromAccount, CloudCustomData: first.CloudCustomData}
 	var customs []EnvelopeEvent
-	var lone Element
+	var lone sender.Element
 	for _, p := range parts {
 		if len(parts) > 1 && !Mergeable(first, p.Message) {
 			return nil, fmt.Errorf("merge: event %q differs in From_Account or CloudCustomData", p.Key)
 		}
 		for _, el := range p.Message.MsgBody {
-			if el.MsgType != TypeCustom {
+			if el.MsgType != sender.TypeCustom {
 				out.MsgBody = append(out.MsgBody, el)
 				continue
 			}
-			var c CustomElem
+			var c sender.CustomElem
 			if err := json.Unmarshal(el.MsgContent, &c); err != nil {
 				return nil, fmt.Errorf("merge: event %q: custom element: %w", p.Key, err)
 			}
@@ -103,31 +81,15 @@ func Merge(parts []MergePart) (*Message, error) {
 	case 1:
 		out.MsgBody = append(out.MsgBody, lone)
 	default: // every part is a lone custom element
-		data, err := marshal(Envelope{Version: EnvelopeExt, Events: customs})
+		data, err := sender.Marshal(Envelope{Version: EnvelopeExt, Events: customs})
 		if err != nil {
 			return nil, fmt.Errorf("merge: envelope: %w", err)
 		}
-		el, err := NewElement(TypeCustom, CustomElem{Data: string(data), Desc: "timbroadcast merged custom elements", Ext: EnvelopeExt})
+		el, err := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: string(data), Desc: "timbroadcast merged custom elements", Ext: EnvelopeExt})
 		if err != nil {
 			return nil, err
 		}
 		out.MsgBody = append(out.MsgBody, el)
 	}
 	return out, nil
-}
-
-// UnpackEnvelope returns the events of a merged custom element, or ok false
-// when the element is an ordinary custom element.
-func UnpackEnvelope(c CustomElem) (events []EnvelopeEvent, ok bool, err error) {
-	if c.Ext != EnvelopeExt {
-		return nil, false, nil
-	}
-	var env Envelope
-	if err := json.Unmarshal([]byte(c.Data), &env); err != nil {
-		return nil, true, fmt.Errorf("unpack envelope: %w", err)
-	}
-	if env.Version != EnvelopeExt {
-		return nil, true, fmt.Errorf("unpack envelope: unknown version %q", env.Version)
-	}
-	return env.Events, true, nil
 }

@@ -1,4 +1,4 @@
-package consumer
+package wire
 
 import (
 	"bytes"
@@ -14,19 +14,13 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
-// HeaderExpiresAt is the optional record header holding an RFC 3339 time
-// after which the event must not be sent.
-const HeaderExpiresAt = "timbroadcast-expires-at"
-
-// Dead-letter reasons for events that never reach the API.
+// Dead-letter reasons for events that never reach the API. Reasons for
+// events the API refused come from sender.Error.Reason.
 const (
 	ReasonInvalidJSON  = "invalid_json"
 	ReasonInvalidEvent = "invalid_event"
 	ReasonExpired      = "expired"
 )
-
-// eventFields are the top-level fields an event may have.
-var eventFields = map[string]bool{"MsgBody": true, "From_Account": true, "CloudCustomData": true, "Random": true}
 
 // Event is a decoded, validated broadcast event.
 type Event struct {
@@ -90,7 +84,7 @@ func DecodeEvent(r Record) (*Event, error) {
 	}
 	var unknown []string
 	for name := range fields {
-		if !eventFields[name] {
+		if !sender.IsBodyField(name) {
 			unknown = append(unknown, name)
 		}
 	}

@@ -1,13 +1,21 @@
-package consumer
+package wire
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 )
+
+// HeaderExpiresAt is the optional record header holding an RFC 3339 time
+// after which the event must not be sent.
+const HeaderExpiresAt = "timbroadcast-expires-at"
+
+// HeaderReplayedFrom marks a record re-published by `timbroadcast replay`:
+// "<dead-letter topic>/<partition>/<offset>".
+const HeaderReplayedFrom = "timbroadcast-replayed-from"
 
 // Dead-letter record headers. A dead-letter record carries the original
 // key, value and headers, plus these.
@@ -24,12 +32,21 @@ const (
 	HeaderSourcePartition = "timbroadcast-source-partition"
 	HeaderSourceOffset    = "timbroadcast-source-offset"
 	HeaderSourceTimestamp = "timbroadcast-source-timestamp"
-	dlqHeaderPrefix       = "timbroadcast-dlq-"
-	sourceHeaderPrefix    = "timbroadcast-source-"
-	maxDLQInfoBytes       = 2048
-	dlqTimestampLayout    = time.RFC3339Nano
-	dlqDefaultClass       = "reject"
 )
+
+const (
+	dlqHeaderPrefix    = "timbroadcast-dlq-"
+	sourceHeaderPrefix = "timbroadcast-source-"
+	// MaxInfoBytes caps the dead-letter info header.
+	MaxInfoBytes = 2048
+	// TimeLayout is the layout of the dead-letter time headers.
+	TimeLayout   = time.RFC3339Nano
+	defaultClass = "reject"
+)
+
+// DeadLetterTopic returns the dead-letter topic of a source topic when
+// none is configured: "<topic>.dlq".
+func DeadLetterTopic(topic string) string { return topic + ".dlq" }
 
 // Failure describes why a record is dead-lettered.
 type Failure struct {
@@ -37,7 +54,7 @@ type Failure struct {
 	// invalid_event, body_too_long, api_rejected, content_blocked,
 	// unknown_error).
 	Reason string
-	// Class is the error class ("reject").
+	// Class is the error class; empty means "reject".
 	Class string
 	// Code is the API error code, 0 if the API was not called.
 	Code int
@@ -55,8 +72,8 @@ type Failure struct {
 
 // OriginalHeaders returns a record's headers without the dead-letter and
 // source headers timbroadcast adds: the headers the producer wrote.
-func OriginalHeaders(hs []protocol.Header) []protocol.Header {
-	out := make([]protocol.Header, 0, len(hs))
+func OriginalHeaders(hs []kafka.Header) []kafka.Header {
+	out := make([]kafka.Header, 0, len(hs))
 	for _, h := range hs {
 		if strings.HasPrefix(h.Key, dlqHeaderPrefix) || strings.HasPrefix(h.Key, sourceHeaderPrefix) {
 			continue
@@ -66,20 +83,20 @@ func OriginalHeaders(hs []protocol.Header) []protocol.Header {
 	return out
 }
 
-// deadLetterMessage builds the dead-letter record for m. A record replayed
+// DeadLetterMessage builds the dead-letter record for m. A record replayed
 // from the dead-letter topic carries the headers of its earlier failure:
 // the new ones replace them.
-func deadLetterMessage(m kafka.Message, f Failure) kafka.Message {
+func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 	headers := OriginalHeaders(m.Headers)
 	class := f.Class
 	if class == "" {
-		class = dlqDefaultClass
+		class = defaultClass
 	}
 	info := f.Info
-	if len(info) > maxDLQInfoBytes {
-		info = info[:maxDLQInfoBytes]
+	if len(info) > MaxInfoBytes {
+		info = info[:MaxInfoBytes]
 	}
-	add := func(k, v string) { headers = append(headers, protocol.Header{Key: k, Value: []byte(v)}) }
+	add := func(k, v string) { headers = append(headers, kafka.Header{Key: k, Value: []byte(v)}) }
 	add(HeaderDLQReason, f.Reason)
 	add(HeaderDLQClass, class)
 	add(HeaderDLQCode, strconv.Itoa(f.Code))
@@ -88,25 +105,46 @@ func deadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 		add(HeaderDLQField, f.Field)
 	}
 	add(HeaderDLQAttempts, strconv.Itoa(f.Attempts))
-	add(HeaderDLQFailedAt, f.FailedAt.UTC().Format(dlqTimestampLayout))
+	add(HeaderDLQFailedAt, f.FailedAt.UTC().Format(TimeLayout))
 	if f.Random != 0 {
 		add(HeaderDLQRandom, strconv.FormatUint(uint64(f.Random), 10))
 	}
 	add(HeaderSourceTopic, m.Topic)
 	add(HeaderSourcePartition, strconv.Itoa(m.Partition))
 	add(HeaderSourceOffset, strconv.FormatInt(m.Offset, 10))
-	add(HeaderSourceTimestamp, m.Time.UTC().Format(dlqTimestampLayout))
+	add(HeaderSourceTimestamp, m.Time.UTC().Format(TimeLayout))
 	return kafka.Message{Key: m.Key, Value: m.Value, Headers: headers}
 }
 
-// headerMap returns a record's headers by key; the last value wins.
-func headerMap(hs []protocol.Header) map[string][]byte {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make(map[string][]byte, len(hs))
-	for _, h := range hs {
-		out[h.Key] = h.Value
-	}
+// ReplayMessage is the record `timbroadcast replay` re-publishes for a
+// dead-letter record m: the original key, value and headers, without the
+// dead-letter headers, marked with HeaderReplayedFrom.
+func ReplayMessage(m kafka.Message) kafka.Message {
+	out := kafka.Message{Key: m.Key, Value: m.Value, Headers: OriginalHeaders(m.Headers)}
+	out.Headers = append(out.Headers, kafka.Header{Key: HeaderReplayedFrom,
+		Value: []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset))})
 	return out
+}
+
+// Header returns the value of the last header of m named key, or "".
+func Header(m kafka.Message, key string) string {
+	v := ""
+	for _, h := range m.Headers {
+		if h.Key == key {
+			v = string(h.Value)
+		}
+	}
+	return v
+}
+
+// RecordOf returns what DecodeEvent needs of a Kafka record.
+func RecordOf(m kafka.Message) Record {
+	r := Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value}
+	if len(m.Headers) > 0 {
+		r.Headers = make(map[string][]byte, len(m.Headers))
+		for _, h := range m.Headers {
+			r.Headers[h.Key] = h.Value // the last value wins
+		}
+	}
+	return r
 }

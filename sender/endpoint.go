@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 // Region is one of Tencent Cloud Chat's documented API regions: a primary
@@ -17,8 +20,8 @@ type Region struct {
 	Standby string
 }
 
-// Regions lists every documented region by configuration name.
-var Regions = map[string]Region{
+// regions lists every documented region by configuration name.
+var regions = map[string]Region{
 	"china":         {"china", "console.tim.qq.com", "adminapi.my-imcloud.com"},
 	"singapore":     {"singapore", "adminapisgp.im.qcloud.com", "adminapisgp.my-imcloud.com"},
 	"seoul":         {"seoul", "adminapikr.im.qcloud.com", "adminapikr.my-imcloud.com"},
@@ -30,8 +33,8 @@ var Regions = map[string]Region{
 
 // RegionNames returns the configuration names of all regions, sorted.
 func RegionNames() []string {
-	names := make([]string, 0, len(Regions))
-	for n := range Regions {
+	names := make([]string, 0, len(regions))
+	for n := range regions {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -43,7 +46,7 @@ func RegionNames() []string {
 // underscores ("Silicon Valley" is "siliconvalley").
 func RegionEndpoints(name string) ([]string, error) {
 	key := strings.NewReplacer(" ", "", "-", "", "_", "").Replace(strings.ToLower(name))
-	r, ok := Regions[key]
+	r, ok := regions[key]
 	if !ok {
 		return nil, fmt.Errorf("unknown region %q (known: %s)", name, strings.Join(RegionNames(), ", "))
 	}
@@ -52,4 +55,32 @@ func RegionEndpoints(name string) ([]string, error) {
 		eps = append(eps, "https://"+r.Standby)
 	}
 	return eps, nil
+}
+
+// endpoint returns the base URL to use now, failing back to the primary
+// once FailbackAfter has passed on a standby.
+func (c *Client) endpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active != 0 && time.Since(c.switchedAt) >= c.cfg.FailbackAfter {
+		c.active = 0
+		c.switchedAt = time.Now()
+		c.log.Info("failing back to the primary endpoint", zap.String("endpoint", c.cfg.Endpoints[0]))
+	}
+	return c.cfg.Endpoints[c.active]
+}
+
+// failover moves to the next endpoint after a network failure on failed.
+func (c *Client) failover(failed string) {
+	if len(c.cfg.Endpoints) < 2 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cfg.Endpoints[c.active] != failed {
+		return // another caller already moved on
+	}
+	c.active = (c.active + 1) % len(c.cfg.Endpoints)
+	c.switchedAt = time.Now()
+	c.log.Warn("failing over to the next endpoint", zap.String("from", failed), zap.String("to", c.cfg.Endpoints[c.active]))
 }

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// Settings groups shared by the commands. Each is declared once here, so
+// a setting has one name, one meaning and one default in every command.
+
+// kafkaSettings are how a command reaches Kafka: KAFKA_BROKERS.
+type kafkaSettings struct {
+	brokers *setting
+}
+
+func addKafkaSettings(s *settings, brokersDefault string) *kafkaSettings {
+	return &kafkaSettings{
+		brokers: s.add("brokers", "KAFKA_BROKERS", brokersDefault, "Kafka bootstrap brokers, comma-separated host:port"),
+	}
+}
+
+// given reports whether any broker is set.
+func (k *kafkaSettings) given() bool { return len(k.brokers.list()) > 0 }
+
+// conn resolves the settings into a connection, naming the setting on
+// error.
+func (k *kafkaSettings) conn() (*kafkaconn.Conn, error) {
+	brokers := k.brokers.list()
+	if len(brokers) == 0 {
+		return nil, k.brokers.errorf("is required (%s)", k.brokers.usage)
+	}
+	for _, b := range brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return nil, k.brokers.errorf("%q is not host:port", b)
+		}
+	}
+	return kafkaconn.New(brokers, nil), nil
+}
+
+// topicSettings are the source topic and its dead-letter topic.
+type topicSettings struct {
+	topic, dlq *setting
+}
+
+func addTopicSettings(s *settings, topicUsage, dlqUsage string) *topicSettings {
+	t := &topicSettings{topic: s.add("topic", "KAFKA_TOPIC", "", topicUsage)}
+	if dlqUsage != "" {
+		t.dlq = s.add("dlq-topic", "KAFKA_DLQ_TOPIC", "", dlqUsage+" [default: <KAFKA_TOPIC>.dlq]")
+	}
+	return t
+}
+
+// resolve returns the topic and the dead-letter topic (wire's default when
+// unset).
+func (t *topicSettings) resolve() (topic, dlq string, err error) {
+	if topic, err = t.topic.required(); err != nil {
+		return "", "", err
+	}
+	if t.dlq == nil {
+		return topic, "", nil
+	}
+	dlq = t.dlq.String()
+	if dlq == "" {
+		dlq = wire.DeadLetterTopic(topic)
+	}
+	if dlq == topic {
+		return "", "", t.dlq.errorf("must differ from KAFKA_TOPIC")
+	}
+	return topic, dlq, nil
+}
+
+// credentialSettings are the app's credentials: the client signs with
+// them, the emulator checks them.
+type credentialSettings struct {
+	appID, admin, key, keyFile *setting
+}
+
+func addCredentialSettings(s *settings, whose string) *credentialSettings {
+	return &credentialSettings{
+		appID:   s.add("sdkappid", "TIM_SDKAPPID", "", whose+" SDKAppID"),
+		admin:   s.add("admin", "TIM_ADMIN", "", whose+" administrator identifier"),
+		key:     s.add("secret-key", "TIM_SECRET_KEY", "", whose+" secret key (prefer TIM_SECRET_KEY_FILE)"),
+		keyFile: s.add("secret-key-file", "TIM_SECRET_KEY_FILE", "", "file holding "+whose+" secret key"),
+	}
+}
+
+// resolve returns the SDKAppID, admin and secret key.
+func (c *credentialSettings) resolve() (appID int, admin, key string, err error) {
+	id, err := c.appID.required()
+	if err != nil {
+		return 0, "", "", err
+	}
+	if appID, err = strconv.Atoi(id); err != nil || appID <= 0 {
+		return 0, "", "", c.appID.errorf("%q is not a positive number", id)
+	}
+	if admin, err = c.admin.required(); err != nil {
+		return 0, "", "", err
+	}
+	if key, err = c.secretKey(); err != nil {
+		return 0, "", "", err
+	}
+	return appID, admin, key, nil
+}
+
+// secretKey resolves TIM_SECRET_KEY / TIM_SECRET_KEY_FILE: exactly one.
+func (c *credentialSettings) secretKey() (string, error) {
+	key, file := c.key, c.keyFile
+	switch {
+	case key.String() != "" && file.String() != "":
+		return "", errors.New("TIM_SECRET_KEY (--secret-key) and TIM_SECRET_KEY_FILE (--secret-key-file) are both set; set one")
+	case key.String() != "":
+		return key.String(), nil
+	case file.String() != "":
+		b, err := os.ReadFile(file.String())
+		if err != nil {
+			return "", file.errorf("cannot read the key file: %v", err)
+		}
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return "", file.errorf("the key file %s is empty", file.String())
+		}
+		return k, nil
+	}
+	return "", errors.New("TIM_SECRET_KEY (--secret-key) or TIM_SECRET_KEY_FILE (--secret-key-file) is required: the app's secret key from the Chat console")
+}
+
+// apiSettings are the TIM_* settings of the commands that call the API.
+type apiSettings struct {
+	creds                                               *credentialSettings
+	region, endpoint, rate                              *setting
+	attemptTimeout, retryInitial, retryMax, sigLifetime *setting
+}
+
+func addAPISettings(s *settings) *apiSettings {
+	return &apiSettings{
+		creds:          addCredentialSettings(s, "the app's"),
+		region:         s.add("region", "TIM_REGION", "", "API region: "+strings.Join(sender.RegionNames(), ", ")+" (standby domain used on failure)"),
+		endpoint:       s.add("endpoint", "TIM_ENDPOINT", "", "explicit API base URL(s), comma-separated, primary first, e.g. http://127.0.0.1:8080 (instead of TIM_REGION)"),
+		rate:           s.add("rate", "TIM_RATE", "1", "calls per second for the app, all replicas together (1 on Pro, 5 on Pro Plus and Enterprise)"),
+		attemptTimeout: s.add("attempt-timeout", "TIM_ATTEMPT_TIMEOUT", "5s", "timeout of one HTTP request (the server's own is 3s)"),
+		retryInitial:   s.add("retry-initial", "TIM_RETRY_INITIAL", "500ms", "first backoff between retries"),
+		retryMax:       s.add("retry-max", "TIM_RETRY_MAX", "30s", "longest backoff between retries"),
+		sigLifetime:    s.add("sig-lifetime", "TIM_SIG_LIFETIME", "24h", "lifetime of generated UserSigs (renewed at 80%)"),
+	}
+}
+
+// endpointGiven reports whether the user named an API (region or URL).
+func (a *apiSettings) endpointGiven() bool {
+	return a.region.String() != "" || a.endpoint.String() != ""
+}
+
+// config builds the sender configuration, naming the setting on error.
+func (a *apiSettings) config() (sender.Config, error) {
+	var cfg sender.Config
+	var err error
+	if cfg.AppID, cfg.Admin, cfg.SecretKey, err = a.creds.resolve(); err != nil {
+		return cfg, err
+	}
+	switch {
+	case a.region.String() != "" && a.endpoint.String() != "":
+		return cfg, errors.New("TIM_REGION (--region) and TIM_ENDPOINT (--endpoint) are both set; set one")
+	case a.region.String() != "":
+		if cfg.Endpoints, err = sender.RegionEndpoints(a.region.String()); err != nil {
+			return cfg, a.region.errorf("%v", err)
+		}
+	case a.endpoint.String() != "":
+		cfg.Endpoints = a.endpoint.list()
+	default:
+		return cfg, errors.New("TIM_REGION (--region) or TIM_ENDPOINT (--endpoint) is required: the region of your app (" +
+			strings.Join(sender.RegionNames(), ", ") + ") or a base URL")
+	}
+	if cfg.Rate, err = a.rate.positiveFloat(); err != nil {
+		return cfg, err
+	}
+	if err := parseDurations(durationSetting{a.attemptTimeout, &cfg.AttemptTimeout}, durationSetting{a.retryInitial, &cfg.RetryInitial},
+		durationSetting{a.retryMax, &cfg.RetryMax}, durationSetting{a.sigLifetime, &cfg.SigLifetime}); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		if strings.Contains(err.Error(), "endpoint") {
+			return cfg, a.endpoint.errorf("%v", err)
+		}
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// workerSettings are the consumer-group and delivery settings of `run`.
+type workerSettings struct {
+	group, startOffset                                   *setting
+	maxWait, sessionTimeout, heartbeat, rebalanceTimeout *setting
+	joinRetry, revokeGrace, drainTimeout                 *setting
+	pauseInitial, pauseMax, merge, mergeMaxBytes         *setting
+}
+
+func addWorkerSettings(s *settings) *workerSettings {
+	return &workerSettings{
+		group:            s.add("group", "KAFKA_GROUP_ID", "timbroadcast", "consumer group; replicas share it"),
+		startOffset:      s.add("start-offset", "KAFKA_START_OFFSET", "earliest", "where a partition without a committed offset starts: earliest or latest"),
+		maxWait:          s.add("fetch-max-wait", "KAFKA_FETCH_MAX_WAIT", "500ms", "longest a fetch waits at the broker (records are handed over as they arrive)"),
+		sessionTimeout:   s.add("session-timeout", "KAFKA_SESSION_TIMEOUT", "10s", "group session timeout: how soon a dead replica's partitions move"),
+		heartbeat:        s.add("heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", "1s", "group heartbeat interval"),
+		rebalanceTimeout: s.add("rebalance-timeout", "KAFKA_REBALANCE_TIMEOUT", "15s", "group rebalance timeout"),
+		joinRetry:        s.add("join-backoff", "KAFKA_JOIN_BACKOFF", "1s", "wait after a failed group join"),
+		revokeGrace:      s.add("revoke-grace", "REVOKE_GRACE", "3s", "how long an in-flight send may finish after its partition is revoked"),
+		drainTimeout:     s.add("drain-timeout", "DRAIN_TIMEOUT", "10s", "how long the in-flight send may finish at shutdown"),
+		pauseInitial:     s.add("pause-initial", "PAUSE_INITIAL", "5s", "first wait before probing the API again while paused"),
+		pauseMax:         s.add("pause-max", "PAUSE_MAX", "5m", "longest wait between probes while paused"),
+		merge:            s.add("merge", "TIM_MERGE", "off", "on: pack waiting events into one call of up to TIM_MERGE_MAX_BYTES (README \"Merge mode\")"),
+		mergeMaxBytes:    s.add("merge-max-bytes", "TIM_MERGE_MAX_BYTES", "12000", "largest merged request body, at most 12000"),
+	}
+}
+
+// config fills the worker's group and delivery settings into cfg.
+func (k *workerSettings) config(cfg *consumer.Config) error {
+	var err error
+	if cfg.GroupID, err = k.group.required(); err != nil {
+		return err
+	}
+	switch k.merge.String() {
+	case "on", "true", "1":
+		cfg.Merge = true
+	case "off", "false", "0", "":
+	default:
+		return k.merge.errorf("%q must be on or off", k.merge.val)
+	}
+	n, err := strconv.Atoi(k.mergeMaxBytes.String())
+	if err != nil || n < 200 || n > sender.MaxBodyBytes {
+		return k.mergeMaxBytes.errorf("%q must be a number of bytes between 200 and %d", k.mergeMaxBytes.val, sender.MaxBodyBytes)
+	}
+	cfg.MergeMaxBytes = n
+	switch k.startOffset.String() {
+	case "earliest":
+		cfg.StartOffset = kafka.FirstOffset
+	case "latest":
+		cfg.StartOffset = kafka.LastOffset
+	default:
+		return k.startOffset.errorf("%q must be earliest or latest", k.startOffset.val)
+	}
+	return parseDurations(
+		durationSetting{k.maxWait, &cfg.MaxWait}, durationSetting{k.sessionTimeout, &cfg.SessionTimeout},
+		durationSetting{k.heartbeat, &cfg.HeartbeatInterval}, durationSetting{k.rebalanceTimeout, &cfg.RebalanceTimeout},
+		durationSetting{k.joinRetry, &cfg.JoinGroupBackoff}, durationSetting{k.revokeGrace, &cfg.RevokeGrace},
+		durationSetting{k.drainTimeout, &cfg.DrainTimeout}, durationSetting{k.pauseInitial, &cfg.PauseInitial},
+		durationSetting{k.pauseMax, &cfg.PauseMax})
+}

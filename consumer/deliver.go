@@ -1,0 +1,172 @@
+package consumer
+
+import (
+	"errors"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// member is one record of a call: the record and its decoded event.
+type member struct {
+	msg kafka.Message
+	ev  *wire.Event
+}
+
+// result is how a call for one or more members ended.
+type result int
+
+const (
+	resultDelivered result = iota + 1
+	resultRejected         // the API rejected the call: *sender.Error in hand
+	resultExpired          // a lone, never-sent event expired before its turn
+	resultAbandoned        // sendCtx ended first; nothing committed
+)
+
+// handle takes one record alone to its final outcome. It returns false
+// when the send context ended first (the record stays uncommitted).
+func (p *partition) handle(m kafka.Message) bool {
+	log := p.log.With(zap.Int64("offset", m.Offset))
+	ev, err := wire.DecodeEvent(wire.RecordOf(m))
+	if err != nil {
+		var ie *wire.InvalidEventError
+		errors.As(err, &ie)
+		return p.deadLetter(log, m, nil, wire.Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field})
+	}
+	log = log.With(zap.Uint32("random", ev.Message.Random))
+	res, se, attempts := p.deliver(log, []member{{m, ev}}, ev.Body, false)
+	switch res {
+	case resultDelivered:
+		return true
+	case resultExpired, resultRejected:
+		return p.deadLetter(log, m, ev, loneFailure(res, se, attempts, ev))
+	}
+	return false
+}
+
+// deliver sends body (the call for members) until the API answers OK or
+// rejects it, holding through retries and pauses, and reports delivered
+// members. reserved says the first attempt already holds a pacing slot.
+func (p *partition) deliver(log *zap.Logger, members []member, body []byte, reserved bool) (result, *sender.Error, int) {
+	w, ctx := p.w, p.sendCtx
+	attempts := 0
+	mayBeDelivered := false // a failed attempt may still have reached the server
+	lone := members[0].ev
+	for {
+		if len(members) == 1 && !lone.ExpiresAt.IsZero() && !w.cfg.Now().Before(lone.ExpiresAt) && !mayBeDelivered {
+			return resultExpired, nil, attempts
+		}
+		probe, err := w.gate.acquire(ctx)
+		if err != nil {
+			return resultAbandoned, nil, attempts
+		}
+		var resp *sender.Response
+		if ss, ok := w.send.(SlotSender); ok && reserved {
+			reserved = false
+			resp, err = ss.SendBodyReserved(ctx, body)
+		} else {
+			resp, err = w.send.SendBody(ctx, body)
+		}
+		var se *sender.Error
+		switch {
+		case err == nil:
+			attempts += resp.Attempts
+			if probe {
+				if d := w.gate.probeDone(true); d > 0 {
+					log.Info("sending resumed", zap.Duration("paused_for", d))
+				}
+			}
+			for _, m := range members {
+				w.metrics.recordDelivered(1)
+				p.report(m.msg, m.ev, Outcome{Delivered: true, MsgSeq: resp.MsgSeq, Attempts: attempts})
+			}
+			w.metrics.recordRetries(attempts)
+			log.Debug("delivered", zap.Uint64("msg_seq", resp.MsgSeq), zap.Int("attempts", attempts), zap.Int("events", len(members)))
+			return resultDelivered, nil, attempts
+		case !errors.As(err, &se):
+			// Not the sender's error type: treat as transient.
+			if probe {
+				w.gate.probeDone(false)
+			}
+			log.Warn("send failed", zap.Error(err))
+			if ctx.Err() != nil {
+				return resultAbandoned, nil, attempts
+			}
+			continue
+		}
+		attempts += se.Attempts
+		switch se.Class {
+		case sender.ClassReject:
+			if probe {
+				w.gate.probeDone(true)
+			}
+			return resultRejected, se, attempts
+		case sender.ClassPause:
+			wait, started := w.gate.pause(se)
+			fields := []zap.Field{zap.Int("code", se.Code), zap.String("info", se.Info), zap.Duration("next_probe_in", wait)}
+			if started {
+				log.Error("sending paused: the API refuses every event this way; nothing is dead-lettered", fields...)
+			} else if probe {
+				log.Warn("still paused", fields...)
+			}
+		default: // ClassRetry: the retry budget or ctx ran out; hold the record.
+			mayBeDelivered = true
+			if probe {
+				w.gate.probeDone(true)
+			}
+			if ctx.Err() != nil {
+				return resultAbandoned, nil, attempts
+			}
+			log.Warn("send still failing; holding the partition", zap.Error(se))
+		}
+	}
+}
+
+// loneFailure is the dead-letter failure of a lone event that expired
+// before its turn or that the API rejected.
+func loneFailure(res result, se *sender.Error, attempts int, ev *wire.Event) wire.Failure {
+	if res == resultExpired {
+		return wire.Failure{Reason: wire.ReasonExpired, Random: ev.Message.Random,
+			Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
+	}
+	return wire.Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info, Field: se.Field, Attempts: attempts, Random: ev.Message.Random}
+}
+
+// report passes a final outcome to Config.OnOutcome.
+func (p *partition) report(m kafka.Message, ev *wire.Event, o Outcome) {
+	if p.w.cfg.OnOutcome == nil {
+		return
+	}
+	o.Topic, o.Partition, o.Offset, o.Key, o.Produced = m.Topic, m.Partition, m.Offset, m.Key, m.Time
+	if ev != nil {
+		o.Random = ev.Message.Random
+		o.Message = &ev.Message
+	}
+	p.w.cfg.OnOutcome(o)
+}
+
+// Outcome is the final outcome of one record.
+type Outcome struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	// Produced is the record's timestamp.
+	Produced time.Time
+	// Random is the message identity sent (0 if the record never decoded).
+	Random uint32
+	// Message is the decoded message; nil if the record never decoded.
+	Message *sender.Message
+	// Delivered is true when the API answered OK.
+	Delivered bool
+	// MsgSeq is the API's MsgSeq for a delivered message.
+	MsgSeq uint64
+	// Attempts is the number of API requests made.
+	Attempts int
+	// DeadLetter is the failure for a dead-lettered record.
+	DeadLetter *wire.Failure
+}

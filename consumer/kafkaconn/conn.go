@@ -1,0 +1,193 @@
+// Package kafkaconn is the one place that builds segmentio/kafka-go clients
+// for a Kafka cluster: the dialer, the transport, the admin client,
+// producers and partition readers. The worker and every command reach Kafka
+// through a Conn, so a connection setting (TLS, SASL) applies to all of
+// them alike.
+//
+// It also offers the few admin calls the commands need (create a topic,
+// list partitions, end offsets, a group's committed offsets). It knows
+// nothing of events or of the API.
+package kafkaconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// ClientID is the client id timbroadcast presents to brokers.
+const ClientID = "timbroadcast"
+
+// Conn reaches one Kafka cluster.
+type Conn struct {
+	// Brokers are the bootstrap brokers (host:port).
+	Brokers []string
+	// Dialer dials the brokers (TLS, SASL); never nil.
+	Dialer *kafka.Dialer
+
+	transport *kafka.Transport
+	client    *kafka.Client
+}
+
+// New returns a Conn for brokers. A nil dialer is kafka.DefaultDialer
+// (plaintext, no authentication).
+func New(brokers []string, dialer *kafka.Dialer) *Conn {
+	if dialer == nil {
+		dialer = kafka.DefaultDialer
+	}
+	t := &kafka.Transport{
+		Dial:     dialer.DialFunc,
+		SASL:     dialer.SASLMechanism,
+		TLS:      dialer.TLS,
+		ClientID: ClientID,
+	}
+	return &Conn{
+		Brokers:   append([]string(nil), brokers...),
+		Dialer:    dialer,
+		transport: t,
+		client:    &kafka.Client{Addr: kafka.TCP(brokers...), Transport: t, Timeout: 10 * time.Second},
+	}
+}
+
+// Transport is the transport shared by the admin client and producers.
+func (c *Conn) Transport() *kafka.Transport { return c.transport }
+
+// Client is the admin client (metadata, offsets, group offsets).
+func (c *Conn) Client() *kafka.Client { return c.client }
+
+// Writer returns a producer for topic that waits for the acknowledgement
+// of all in-sync replicas; records with the same key go to the same
+// partition. Callers tune batching.
+func (c *Conn) Writer(topic string) *kafka.Writer {
+	return &kafka.Writer{
+		Addr:         kafka.TCP(c.Brokers...),
+		Topic:        topic,
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		Transport:    c.transport,
+	}
+}
+
+// Reader returns a reader of one partition (cfg.Topic, cfg.Partition), with
+// this Conn's brokers and dialer.
+func (c *Conn) Reader(cfg kafka.ReaderConfig) *kafka.Reader {
+	cfg.Brokers = c.Brokers
+	cfg.Dialer = c.Dialer
+	return kafka.NewReader(cfg)
+}
+
+// CreateTopic creates a topic (an existing one is fine) and waits until its
+// partitions have leaders.
+func (c *Conn) CreateTopic(ctx context.Context, name string, partitions int) error {
+	resp, err := c.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: name, NumPartitions: partitions, ReplicationFactor: -1,
+	}}})
+	if err == nil {
+		if terr := resp.Errors[name]; terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
+			err = terr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", name, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		parts, err := c.Partitions(ctx, name)
+		if err == nil && len(parts) >= partitions {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topic %s not ready: %v", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Partitions returns the partition ids of topic, sorted.
+func (c *Conn) Partitions(ctx context.Context, topic string) ([]int, error) {
+	md, err := c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	if len(md.Topics) != 1 {
+		return nil, fmt.Errorf("metadata of %s: topic missing", topic)
+	}
+	if md.Topics[0].Error != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, md.Topics[0].Error)
+	}
+	parts := make([]int, 0, len(md.Topics[0].Partitions))
+	for _, p := range md.Topics[0].Partitions {
+		parts = append(parts, p.ID)
+	}
+	sort.Ints(parts)
+	return parts, nil
+}
+
+// Ends returns the end offset (high watermark) of every partition of
+// topic.
+func (c *Conn) Ends(ctx context.Context, topic string) (map[int]int64, error) {
+	parts, err := c.Partitions(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, p := range parts {
+		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
+	}
+	resp, err := c.client.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	ends := map[int]int64{}
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		ends[po.Partition] = po.LastOffset
+	}
+	return ends, nil
+}
+
+// Committed returns the group's committed offsets for topic (partitions
+// without a commit are absent). A group-level error in the answer is an
+// error, not "nothing committed".
+func (c *Conn) Committed(ctx context.Context, group, topic string) (map[int]int64, error) {
+	parts, err := c.Partitions(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err == nil && resp.Error != nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
+	}
+	out := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		if p.Error == nil && p.CommittedOffset >= 0 {
+			out[p.Partition] = p.CommittedOffset
+		}
+	}
+	return out, nil
+}
+
+// Produce writes msgs to topic and waits for the acknowledgement.
+func (c *Conn) Produce(ctx context.Context, topic string, msgs ...kafka.Message) error {
+	w := c.Writer(topic)
+	w.BatchTimeout = 5 * time.Millisecond
+	w.BatchSize = 500
+	defer w.Close()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("produce to %s: %w", topic, err)
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package sender
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// do makes one HTTP request. Errors are redacted: they never contain the
+// query string (which carries the UserSig).
+func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (*Response, int, time.Duration, error) {
+	q := url.Values{}
+	q.Set("sdkappid", strconv.Itoa(c.cfg.AppID))
+	q.Set("identifier", c.cfg.Admin)
+	q.Set("usersig", sig)
+	q.Set("random", strconv.FormatUint(uint64(rand.Uint32()), 10))
+	q.Set("contenttype", "json")
+	target := endpoint + "/" + c.cfg.Path
+	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, target+"?"+q.Encode(), bytes.NewReader(body))
+	if err != nil {
+		return nil, 0, 0, &requestError{target: target, cause: errors.New("cannot build request")}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	res, err := c.http.Do(req)
+	if err != nil {
+		return nil, 0, time.Since(start), redact(target, err, sig, c.cfg.SecretKey)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	latency := time.Since(start)
+	if err != nil {
+		return nil, res.StatusCode, latency, redact(target, err, sig, c.cfg.SecretKey)
+	}
+	if res.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, res.Body)
+		return nil, res.StatusCode, latency, nil
+	}
+	resp, err := DecodeResponse(b)
+	if err != nil {
+		return nil, res.StatusCode, latency, &requestError{target: target, cause: err}
+	}
+	return resp, res.StatusCode, latency, nil
+}
+
+// requestError is a failed HTTP request, naming the target without its
+// query.
+type requestError struct {
+	target string
+	cause  error
+	msg    string
+}
+
+func (e *requestError) Error() string {
+	if e.msg != "" {
+		return "POST " + e.target + ": " + e.msg
+	}
+	return "POST " + e.target + ": " + e.cause.Error()
+}
+
+func (e *requestError) Unwrap() error { return e.cause }
+
+// Timeout reports whether the request timed out.
+func (e *requestError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.cause, &ne) && ne.Timeout()
+}
+
+// redact strips the *url.Error wrapper (whose message holds the whole URL,
+// UserSig included) and scrubs any credential from the message that
+// remains.
+func redact(target string, err error, secrets ...string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := err.Error()
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, "[REDACTED]")
+			msg = strings.ReplaceAll(msg, url.QueryEscape(s), "[REDACTED]")
+		}
+	}
+	return &requestError{target: target, cause: err, msg: msg}
+}
