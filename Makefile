@@ -5,7 +5,7 @@ BIN            := $(CURDIR)/bin
 FUZZTIME       ?= 5s
 export PATH    := $(BIN):$(PATH)
 
-.PHONY: all build test lint fmt-check vet staticcheck unit fuzz fuzz-long bench demo clean
+.PHONY: all build test test-short lint fmt-check tidy-check vet staticcheck unit fuzz bench demo clean
 
 all: build
 
@@ -16,7 +16,15 @@ build:
 ## test: everything CI runs: format, vet, staticcheck, race tests, short fuzzing
 test: lint unit fuzz
 
-lint: fmt-check vet staticcheck
+## test-short: the fast tier alone (no broker, no binary): seconds
+test-short:
+	$(GO) test -short -count=1 ./...
+
+lint: fmt-check tidy-check vet staticcheck
+
+## tidy-check: go.mod and go.sum are exactly what go mod tidy makes
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -2,9 +2,7 @@ package consumer_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -17,48 +15,6 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
-
-// deliveredEvents returns, per delivered element (merge envelopes
-// unpacked), the event name: a text's or custom Data's part before "|".
-func deliveredEvents(emu *sendertest.Server) []string {
-	var out []string
-	for _, d := range emu.Delivered() {
-		for _, el := range d.Elements() {
-			var c struct{ Text, Data string }
-			_ = json.Unmarshal(el.MsgContent, &c)
-			s := c.Text + c.Data
-			out = append(out, strings.SplitN(s, "|", 2)[0])
-		}
-	}
-	return out
-}
-
-// mixedEvents makes n events over keys: texts of 20 to 1,500 bytes, runs
-// of lone custom elements (one event in five, in blocks), every 200th from
-// another sender (which cannot merge with its neighbours).
-func mixedEvents(n int, keys []string, seed uint64) ([]kafka.Message, []string) {
-	rng := rand.New(rand.NewPCG(seed, seed))
-	var msgs []kafka.Message
-	var want []string
-	for i := range n {
-		k := keys[i%len(keys)]
-		name := fmt.Sprintf("%s-%d", k, i/len(keys))
-		pad := strings.Repeat("x", 20+rng.IntN(1480))
-		ev := map[string]any{}
-		if (i/60)%5 == 4 {
-			ev["MsgBody"] = []sender.Element{sender.Custom(name + "|" + pad)}
-		} else {
-			ev["MsgBody"] = []sender.Element{sender.Text(name + "|" + pad)}
-		}
-		if i%200 == 199 {
-			ev["From_Account"] = "other"
-		}
-		v, _ := json.Marshal(ev)
-		msgs = append(msgs, kafka.Message{Key: []byte(k), Value: v})
-		want = append(want, name)
-	}
-	return msgs, want
-}
 
 // TestMergeEndToEnd: 2,000 events of mixed sizes over 3 partitions, merge
 // on: each delivered exactly once, per-key order kept inside and across

@@ -2,11 +2,8 @@ package consumer_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,8 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -25,210 +20,6 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
 
-const (
-	appID = 1400000001
-	admin = "administrator"
-	key   = "test-secret-key"
-)
-
-// env is one end-to-end set-up: a Kafka, the emulator, topics.
-type env struct {
-	t       *testing.T
-	kafka   *consumertest.Cluster
-	emu     *sendertest.Server
-	topic   string
-	dlq     string
-	group   string
-	workers []*runningWorker
-}
-
-type runningWorker struct {
-	w      *consumer.Worker
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-}
-
-func newEnv(t *testing.T, kc *consumertest.Cluster, partitions int, emuOpts sendertest.Options) *env {
-	t.Helper()
-	emuOpts.AppID, emuOpts.Admin, emuOpts.SecretKey = appID, admin, key
-	emu := sendertest.NewServer(emuOpts)
-	t.Cleanup(emu.Close)
-	e := &env{
-		t: t, kafka: kc, emu: emu,
-		topic: kc.Topic(t, "broadcasts", partitions),
-		dlq:   kc.Topic(t, "broadcasts-dlq", 1),
-	}
-	e.group = "timbroadcast-" + e.topic
-	return e
-}
-
-func (e *env) senderConfig() sender.Config {
-	return sender.Config{
-		AppID: appID, Admin: admin, SecretKey: key, Endpoints: []string{e.emu.URL},
-		Rate: 500, RetryInitial: 2 * time.Millisecond, RetryMax: 20 * time.Millisecond,
-		AttemptTimeout: 2 * time.Second,
-	}
-}
-
-func (e *env) workerConfig() consumer.Config {
-	return consumer.Config{
-		Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq,
-		MaxWait: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
-		RebalanceTimeout: 5 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
-		PauseInitial: 50 * time.Millisecond, PauseMax: 200 * time.Millisecond,
-		Logger: zaptest.NewLogger(e.t, zaptest.Level(testLogLevel())),
-	}
-}
-
-// testLogLevel is TEST_LOG_LEVEL (debug, info, ...), warn by default.
-func testLogLevel() zapcore.Level {
-	lvl := zapcore.WarnLevel
-	_ = lvl.UnmarshalText([]byte(os.Getenv("TEST_LOG_LEVEL")))
-	return lvl
-}
-
-// start runs a worker until the test ends (or stop).
-func (e *env) start(mutate func(*consumer.Config, *sender.Config)) *runningWorker {
-	e.t.Helper()
-	ccfg, scfg := e.workerConfig(), e.senderConfig()
-	if mutate != nil {
-		mutate(&ccfg, &scfg)
-	}
-	client, err := sender.New(scfg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	w, err := consumer.New(ccfg, client)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	rw := &runningWorker{w: w, cancel: cancel, done: make(chan error, 1)}
-	go func() { rw.done <- w.Run(ctx) }()
-	e.workers = append(e.workers, rw)
-	e.t.Cleanup(func() { rw.stop(e.t) })
-	return rw
-}
-
-func (rw *runningWorker) stop(t *testing.T) {
-	t.Helper()
-	rw.once.Do(func() {
-		rw.cancel()
-		select {
-		case err := <-rw.done:
-			if err != nil {
-				t.Errorf("worker Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("worker did not stop within 30s")
-		}
-	})
-}
-
-// textEvent returns a record with a key and a text message naming it.
-func textEvent(key, text string) kafka.Message {
-	v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(text)}})
-	return kafka.Message{Key: []byte(key), Value: v}
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// deliveredTexts returns the texts the emulator delivered, in order.
-func deliveredTexts(emu *sendertest.Server) []string {
-	var out []string
-	for _, d := range emu.Delivered() {
-		for _, el := range d.MsgBody {
-			if el.MsgType == sender.TypeText {
-				var c sender.TextElem
-				_ = json.Unmarshal(el.MsgContent, &c)
-				out = append(out, c.Text)
-			}
-		}
-	}
-	return out
-}
-
-// checkExactlyOnce asserts that every want text was delivered exactly
-// once, and that texts of one key ("k<key>-<seq>") arrived in seq order.
-func checkExactlyOnce(t *testing.T, got []string, want []string) {
-	t.Helper()
-	count := map[string]int{}
-	for _, g := range got {
-		count[g]++
-	}
-	for _, w := range want {
-		if count[w] != 1 {
-			t.Errorf("%q delivered %d times, want once", w, count[w])
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("delivered %d messages, want %d", len(got), len(want))
-	}
-	last := map[string]int{}
-	for _, g := range got {
-		var k string
-		var seq int
-		if _, err := fmt.Sscanf(strings.Replace(g, "-", " ", 1), "%s %d", &k, &seq); err != nil {
-			continue
-		}
-		if prev, ok := last[k]; ok && seq < prev {
-			t.Errorf("key %s: %d delivered after %d (order broken)", k, seq, prev)
-		}
-		last[k] = seq
-	}
-}
-
-// produceKeyed produces n events for each of keys: text "<key>-<i>".
-func (e *env) produceKeyed(keys []string, n int) []string {
-	e.t.Helper()
-	var msgs []kafka.Message
-	var want []string
-	for i := range n {
-		for _, k := range keys {
-			text := fmt.Sprintf("%s-%d", k, i)
-			msgs = append(msgs, textEvent(k, text))
-			want = append(want, text)
-		}
-	}
-	if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
-		e.t.Fatal(err)
-	}
-	return want
-}
-
-func (e *env) waitCommitted(timeout time.Duration) {
-	e.t.Helper()
-	ends, err := e.kafka.Ends(context.Background(), e.topic)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	waitFor(e.t, timeout, "all offsets committed", func() bool {
-		got, err := e.kafka.Committed(context.Background(), e.group, e.topic)
-		if err != nil {
-			return false
-		}
-		for p, end := range ends {
-			if end > 0 && got[p] != end {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-var keys = []string{"ka", "kb", "kc", "kd", "ke", "kf"}
-
 func TestEndToEnd(t *testing.T) {
 	runEndToEnd(t, consumertest.Start(t))
 }
@@ -236,9 +27,6 @@ func TestEndToEnd(t *testing.T) {
 // TestEndToEndRealKafka runs the same test on a real broker: KAFKA_BROKERS,
 // or a container when Docker is available; otherwise it skips and says so.
 func TestEndToEndRealKafka(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short mode")
-	}
 	runEndToEnd(t, consumertest.StartReal(t))
 }
 
@@ -428,47 +216,10 @@ func TestDrainOnStop(t *testing.T) {
 	}
 }
 
-// TestEventFixtures decodes testdata/events: valid/*.json must decode,
-// invalid/*.json must fail with the reason in the file name's prefix.
-func TestEventFixtures(t *testing.T) {
-	for _, kind := range []string{"valid", "invalid"} {
-		files, err := filepath.Glob(filepath.Join("..", "testdata", "events", kind, "*.json"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("no %s fixtures: %v", kind, err)
-		}
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = wire.DecodeEvent(wire.Record{Topic: "t", Key: []byte("k"), Value: b})
-			name := filepath.Base(f)
-			if kind == "valid" {
-				if err != nil {
-					t.Errorf("%s: %v", name, err)
-				}
-				continue
-			}
-			ie, ok := err.(*wire.InvalidEventError)
-			if !ok {
-				t.Errorf("%s: decoded without error, want one", name)
-				continue
-			}
-			if reason := strings.SplitN(name, ".", 2)[0]; ie.Reason != reason {
-				t.Errorf("%s: reason %q (%v), want %q", name, ie.Reason, ie, reason)
-			}
-		}
-	}
-}
-
 // TestBrokerFaults: the broker drops connections on offset commits,
 // fetches and dead-letter produces: nothing is lost or delivered twice.
 func TestBrokerFaults(t *testing.T) {
-	kc, err := consumertest.NewFake()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	kc := consumertest.StartFake(t)
 	e := newEnv(t, kc, 3, sendertest.Options{})
 	want := e.produceKeyed(keys, 10)
 	if err := kc.Produce(context.Background(), e.topic, kafka.Message{Key: []byte("ka"), Value: []byte("not json")}); err != nil {

@@ -1,86 +1,12 @@
 package main_test
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"os"
-	"regexp"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/segmentio/kafka-go"
-
-	"github.com/timbroadcast/timbroadcast/sender"
-	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
-
-// replicaEnv is a topic with a backlog and an emulator, for several worker
-// processes in one group.
-func replicaEnv(t testing.TB, partitions, events int, emuRate float64, extra map[string]string) *crashEnv {
-	tt, ok := t.(*testing.T)
-	if !ok {
-		panic("replicaEnv needs a *testing.T")
-	}
-	ce := newCrashEnv(tt, partitions, 0, sendertest.Options{Rate: emuRate}, extra)
-	var msgs []kafka.Message
-	for i := range events {
-		k := fmt.Sprintf("key%02d", i%60) // 60 keys: every partition gets some
-		text := fmt.Sprintf("%s-%d", k, i/60)
-		v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(text)}})
-		msgs = append(msgs, kafka.Message{Key: []byte(k), Value: v})
-		ce.want = append(ce.want, text)
-	}
-	if err := ce.kc.Produce(context.Background(), ce.topic, msgs...); err != nil {
-		t.Fatal(err)
-	}
-	return ce
-}
-
-// startReplicas starts n workers and returns them with their HTTP addresses.
-func startReplicas(t *testing.T, env map[string]string, n int) ([]*worker, []string) {
-	t.Helper()
-	var workers []*worker
-	var addrs []string
-	for range n {
-		w := startWorker(t, env)
-		workers = append(workers, w)
-		addrs = append(addrs, waitHTTPAddr(t, w))
-	}
-	return workers, addrs
-}
-
-// metricValue reads one sample from a worker's /metrics.
-func metricValue(t *testing.T, addr, name string) float64 {
-	t.Helper()
-	body := get(t, "http://"+addr+"/metrics")
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
-}
-
-// noneTwice asserts no event was delivered more than once (the backlog may
-// be unfinished).
-func noneTwice(t *testing.T, emu *sendertest.Server) int {
-	t.Helper()
-	seen := map[string]bool{}
-	for _, d := range emu.Delivered() {
-		for _, el := range d.Elements() {
-			var c sender.TextElem
-			_ = json.Unmarshal(el.MsgContent, &c)
-			if seen[c.Text] {
-				t.Errorf("%q delivered twice", c.Text)
-			}
-			seen[c.Text] = true
-		}
-	}
-	return len(seen)
-}
 
 // TestReplicasShareRate: three workers in one group on a 6-partition topic
 // pace at TIM_RATE × their share: each owns 2 partitions and paces at 5/3

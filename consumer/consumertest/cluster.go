@@ -1,8 +1,3 @@
-// Package consumertest gives tests a Kafka to talk to over TCP: franz-go's
-// in-process kfake broker by default, the brokers named by KAFKA_BROKERS,
-// or a testcontainers Kafka when TEST_KAFKA=container. It is for tests
-// only (it imports testing and, for containers, Docker's client); the
-// product's own embedded broker is package embedded.
 package consumertest
 
 import (
@@ -51,12 +46,35 @@ func NewExternal(brokers []string) *Cluster {
 // Close stops an in-process broker or container.
 func (c *Cluster) Close() { c.stop() }
 
+// SkipShort skips a test that needs a broker under go test -short: the
+// fast tier runs without one; make test runs everything.
+func SkipShort(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs a Kafka broker: not in the fast tier (go test -short); make test runs it")
+	}
+}
+
+// StartFake is NewFake for a test: skipped under -short, closed when the
+// test ends.
+func StartFake(tb testing.TB, opts ...kfake.Opt) *Cluster {
+	tb.Helper()
+	SkipShort(tb)
+	c, err := NewFake(opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
 // Start returns the cluster a test runs against: KAFKA_BROKERS when set,
 // a testcontainers Kafka when TEST_KAFKA=container (skipping, with the
 // reason, when Docker is unavailable), kfake otherwise. It is closed when
 // the test ends.
 func Start(tb testing.TB) *Cluster {
 	tb.Helper()
+	SkipShort(tb)
 	c, err := startFromEnv(tb)
 	if err != nil {
 		tb.Fatal(err)
@@ -70,6 +88,7 @@ func Start(tb testing.TB) *Cluster {
 // test saying why.
 func StartReal(tb testing.TB) *Cluster {
 	tb.Helper()
+	SkipShort(tb)
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
 		return NewExternal(strings.Split(b, ","))
 	}

@@ -1,12 +1,3 @@
-// Package kafkaconn is the one place that builds segmentio/kafka-go clients
-// for a Kafka cluster: the dialer, the transport, the admin client,
-// producers and partition readers. The worker and every command reach Kafka
-// through a Conn, so a connection setting (TLS, SASL) applies to all of
-// them alike.
-//
-// It also offers the few admin calls the commands need (create a topic,
-// list partitions, end offsets, a group's committed offsets). It knows
-// nothing of events or of the API.
 package kafkaconn
 
 import (
@@ -158,7 +149,7 @@ func (c *Conn) Ends(ctx context.Context, topic string) (map[int]int64, error) {
 
 // Committed returns the group's committed offsets for topic (partitions
 // without a commit are absent). A group-level error in the answer is an
-// error, not "nothing committed".
+// error, not "nothing committed", except GROUP_ID_NOT_FOUND.
 func (c *Conn) Committed(ctx context.Context, group, topic string) (map[int]int64, error) {
 	parts, err := c.Partitions(ctx, topic)
 	if err != nil {
@@ -168,10 +159,13 @@ func (c *Conn) Committed(ctx context.Context, group, topic string) (map[int]int6
 	if err == nil && resp.Error != nil {
 		err = resp.Error
 	}
+	out := map[int]int64{}
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		return out, nil // a group that never committed (some brokers say so)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
 	}
-	out := map[int]int64{}
 	for _, p := range resp.Topics[topic] {
 		if p.Error == nil && p.CommittedOffset >= 0 {
 			out[p.Partition] = p.CommittedOffset

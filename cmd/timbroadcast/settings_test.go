@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+// envOf returns a getenv over a map.
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func validRunEnv() map[string]string {
+	return map[string]string{
+		"KAFKA_BROKERS": "127.0.0.1:9092", "KAFKA_TOPIC": "t", "KAFKA_DLQ_TOPIC": "t.dlq",
+		"TIM_SDKAPPID": "1400000001", "TIM_ADMIN": "administrator", "TIM_SECRET_KEY": "settings-test-secret",
+		"TIM_ENDPOINT": "http://127.0.0.1:1", "TIM_RATE": "200",
+	}
+}
+
+func TestSettingsPrecedence(t *testing.T) {
+	env := validRunEnv()
+	env["KAFKA_SESSION_TIMEOUT"] = "7s"
+	env["DRAIN_TIMEOUT"] = "3s"
+	c, err := parseRun(process{getenv: envOf(env)}, []string{"--drain-timeout=4s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.consumer.DrainTimeout; got != 4*time.Second {
+		t.Errorf("DrainTimeout %v: the flag (4s) must win over DRAIN_TIMEOUT (3s)", got)
+	}
+	if got := c.consumer.SessionTimeout; got != 7*time.Second {
+		t.Errorf("SessionTimeout %v: KAFKA_SESSION_TIMEOUT (7s) must win over the default", got)
+	}
+	if got := c.consumer.HeartbeatInterval; got != time.Second {
+		t.Errorf("HeartbeatInterval %v: want the default 1s", got)
+	}
+	if c.consumer.GroupID != "timbroadcast" || c.httpAddr != ":9090" || c.sender.Rate != 200 {
+		t.Errorf("defaults: group %q http %q rate %v", c.consumer.GroupID, c.httpAddr, c.sender.Rate)
+	}
+
+	delete(env, "KAFKA_DLQ_TOPIC")
+	if c, err = parseRun(process{getenv: envOf(env)}, nil); err != nil || c.consumer.DLQTopic != "t.dlq" {
+		t.Errorf("dead-letter default: %q, %v; want t.dlq", c.consumer.DLQTopic, err)
+	}
+}
+
+// TestConfigErrors: each bad setting makes `run` exit 2 with a message
+// naming it, never the secret key.
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		unset []string
+		set   map[string]string
+		args  []string
+		want  string
+	}{
+		{"no brokers", []string{"KAFKA_BROKERS"}, nil, nil, "KAFKA_BROKERS"},
+		{"bad broker", nil, map[string]string{"KAFKA_BROKERS": "localhost"}, nil, "KAFKA_BROKERS"},
+		{"no topic", []string{"KAFKA_TOPIC"}, nil, nil, "KAFKA_TOPIC"},
+		{"dlq equals topic", nil, map[string]string{"KAFKA_DLQ_TOPIC": "t"}, nil, "KAFKA_DLQ_TOPIC"},
+		{"no app id", []string{"TIM_SDKAPPID"}, nil, nil, "TIM_SDKAPPID"},
+		{"bad app id", nil, map[string]string{"TIM_SDKAPPID": "abc"}, nil, "TIM_SDKAPPID"},
+		{"no admin", []string{"TIM_ADMIN"}, nil, nil, "TIM_ADMIN"},
+		{"no key", []string{"TIM_SECRET_KEY"}, nil, nil, "TIM_SECRET_KEY"},
+		{"both keys", nil, map[string]string{"TIM_SECRET_KEY_FILE": "/etc/key"}, nil, "TIM_SECRET_KEY_FILE"},
+		{"key file missing", []string{"TIM_SECRET_KEY"}, map[string]string{"TIM_SECRET_KEY_FILE": "/nonexistent/key"}, nil, "TIM_SECRET_KEY_FILE"},
+		{"no endpoint", []string{"TIM_ENDPOINT"}, nil, nil, "TIM_REGION"},
+		{"both endpoints", nil, map[string]string{"TIM_REGION": "singapore"}, nil, "TIM_REGION"},
+		{"bad region", []string{"TIM_ENDPOINT"}, map[string]string{"TIM_REGION": "mars"}, nil, "TIM_REGION"},
+		{"bad endpoint", nil, map[string]string{"TIM_ENDPOINT": "127.0.0.1:8080"}, nil, "TIM_ENDPOINT"},
+		{"bad rate", nil, map[string]string{"TIM_RATE": "0"}, nil, "TIM_RATE"},
+		{"flag wins", nil, nil, []string{"--rate=-3"}, `TIM_RATE (--rate): "-3"`},
+		{"bad duration", nil, map[string]string{"KAFKA_SESSION_TIMEOUT": "soon"}, nil, "KAFKA_SESSION_TIMEOUT"},
+		{"bad merge", nil, map[string]string{"TIM_MERGE": "maybe"}, nil, "TIM_MERGE"},
+		{"bad merge size", nil, map[string]string{"TIM_MERGE_MAX_BYTES": "20000"}, nil, "TIM_MERGE_MAX_BYTES"},
+		{"bad start offset", nil, map[string]string{"KAFKA_START_OFFSET": "middle"}, nil, "KAFKA_START_OFFSET"},
+		{"bad log level", nil, map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{"stray argument", nil, nil, []string{"extra"}, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validRunEnv()
+			for _, k := range tt.unset {
+				delete(env, k)
+			}
+			for k, v := range tt.set {
+				env[k] = v
+			}
+			var stdout, stderr bytes.Buffer
+			code := runMain(append([]string{"run"}, tt.args...), envOf(env), &stdout, &stderr)
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2; stderr: %s", code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr %q does not name %s", stderr.String(), tt.want)
+			}
+			if strings.Contains(stderr.String(), "settings-test-secret") {
+				t.Errorf("stderr leaks the secret key: %q", stderr.String())
+			}
+		})
+	}
+}
+
+func TestUnknownCommandAndHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := runMain([]string{"frobnicate"}, envOf(nil), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := runMain([]string{"--help"}, envOf(nil), &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "Commands:") {
+		t.Errorf("--help: exit %d, %q", code, errOut.String())
+	}
+}

@@ -1,0 +1,96 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestGateOpenLetsEveryoneThrough(t *testing.T) {
+	g := newGate(time.Millisecond, time.Millisecond, nil)
+	for range 3 {
+		probe, err := g.acquire(context.Background())
+		if err != nil || probe {
+			t.Fatalf("acquire on an open gate = %v, %v; want no probe, no error", probe, err)
+		}
+	}
+}
+
+func TestGatePauseProbeAndResume(t *testing.T) {
+	var mu sync.Mutex
+	var changes []bool
+	g := newGate(20*time.Millisecond, 40*time.Millisecond, func(p bool) {
+		mu.Lock()
+		changes = append(changes, p)
+		mu.Unlock()
+	})
+	cause := errors.New("10007 no permission")
+	wait, started := g.pause(cause)
+	if !started || wait <= 0 {
+		t.Fatalf("first pause: started %v, wait %v", started, wait)
+	}
+	if _, started := g.pause(cause); started {
+		t.Error("second pause reported as a start")
+	}
+	if paused, _, got := g.state(); !paused || got != cause {
+		t.Fatalf("state = %v, %v; want paused by %v", paused, got, cause)
+	}
+
+	// Before the next probe is due nobody gets through.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	if _, err := g.acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("acquire during the backoff = %v, want the context's deadline", err)
+	}
+
+	// Once it is due, exactly one caller probes; the others wait for it.
+	probe, err := g.acquire(context.Background())
+	if err != nil || !probe {
+		t.Fatalf("acquire after the backoff = %v, %v; want the probe", probe, err)
+	}
+	waiter := make(chan bool, 1)
+	go func() {
+		p, _ := g.acquire(context.Background())
+		waiter <- p
+	}()
+	select {
+	case <-waiter:
+		t.Fatal("a second caller got through while the probe was out")
+	case <-time.After(60 * time.Millisecond):
+	}
+	if d := g.probeDone(true); d <= 0 {
+		t.Errorf("probeDone(true) reported paused-for %v", d)
+	}
+	select {
+	case p := <-waiter:
+		if p {
+			t.Error("the waiter became a probe after the gate opened")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the waiter was not let through when the gate opened")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(changes) != 2 || !changes[0] || changes[1] {
+		t.Errorf("onPause calls %v, want [true false]", changes)
+	}
+}
+
+func TestGateFailedProbeLetsAnotherProbe(t *testing.T) {
+	g := newGate(time.Millisecond, time.Millisecond, nil)
+	g.pause(errors.New("paused"))
+	time.Sleep(2 * time.Millisecond)
+	if probe, _ := g.acquire(context.Background()); !probe {
+		t.Fatal("no probe")
+	}
+	g.probeDone(false) // the probe ended without an answer
+	if paused, _, _ := g.state(); !paused {
+		t.Fatal("a probe without an answer opened the gate")
+	}
+	probe, err := g.acquire(context.Background())
+	if err != nil || !probe {
+		t.Fatalf("next acquire = %v, %v; want another probe", probe, err)
+	}
+}

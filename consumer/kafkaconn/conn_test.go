@@ -1,0 +1,58 @@
+package kafkaconn_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer/embedded"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+)
+
+// TestAdminCalls runs the admin calls against the in-process broker (a
+// real Kafka-protocol server over TCP, started in milliseconds).
+func TestAdminCalls(t *testing.T) {
+	b, err := embedded.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	c := kafkaconn.New(b.Brokers, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if err := c.CreateTopic(ctx, "events", 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateTopic(ctx, "events", 3); err != nil {
+		t.Fatalf("creating an existing topic: %v", err)
+	}
+	parts, err := c.Partitions(ctx, "events")
+	if err != nil || len(parts) != 3 || parts[0] != 0 || parts[2] != 2 {
+		t.Fatalf("Partitions = %v, %v", parts, err)
+	}
+	if _, err := c.Partitions(ctx, "missing"); err == nil {
+		t.Error("Partitions of a missing topic succeeded")
+	}
+	msgs := []kafka.Message{{Key: []byte("a"), Value: []byte("1")}, {Key: []byte("a"), Value: []byte("2")}, {Key: []byte("b"), Value: []byte("3")}}
+	if err := c.Produce(ctx, "events", msgs...); err != nil {
+		t.Fatal(err)
+	}
+	ends, err := c.Ends(ctx, "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(0)
+	for _, e := range ends {
+		total += e
+	}
+	if len(ends) != 3 || total != 3 {
+		t.Errorf("Ends = %v, want 3 partitions holding 3 records", ends)
+	}
+	got, err := c.Committed(ctx, "nobody", "events")
+	if err != nil || len(got) != 0 {
+		t.Errorf("Committed of a group without commits = %v, %v; want none", got, err)
+	}
+}

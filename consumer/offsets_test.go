@@ -1,0 +1,128 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+)
+
+// fakeClient is a kafkaClient whose calls are functions set by the test.
+type fakeClient struct {
+	metadata     func(*kafka.MetadataRequest) (*kafka.MetadataResponse, error)
+	offsetFetch  func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error)
+	offsetCommit func(*kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error)
+}
+
+func (f *fakeClient) Metadata(_ context.Context, r *kafka.MetadataRequest) (*kafka.MetadataResponse, error) {
+	return f.metadata(r)
+}
+
+func (f *fakeClient) OffsetFetch(_ context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+	return f.offsetFetch(r)
+}
+
+func (f *fakeClient) OffsetCommit(_ context.Context, r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+	return f.offsetCommit(r)
+}
+
+func testOffsets(c kafkaClient) *offsets {
+	return &offsets{client: c, group: "g", generation: 7, member: "m-1", topic: "t", partition: 2}
+}
+
+// commitAnswers answers OffsetCommit with the given errors in turn (nil
+// for success) and records the requests.
+func commitAnswers(reqs *[]*kafka.OffsetCommitRequest, errs ...error) *fakeClient {
+	return &fakeClient{offsetCommit: func(r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+		*reqs = append(*reqs, r)
+		var err error
+		if len(errs) > 0 {
+			err, errs = errs[0], errs[1:]
+		}
+		return &kafka.OffsetCommitResponse{Topics: map[string][]kafka.OffsetCommitPartition{
+			"t": {{Partition: 2, Error: err}},
+		}}, nil
+	}}
+}
+
+func TestCommitCarriesGenerationAndMetadata(t *testing.T) {
+	var reqs []*kafka.OffsetCommitRequest
+	meta := wire.InFlight{Last: 12, Random: 99}.String()
+	if err := testOffsets(commitAnswers(&reqs)).commit(10, meta); err != nil {
+		t.Fatal(err)
+	}
+	if len(reqs) != 1 {
+		t.Fatalf("%d commit requests, want 1", len(reqs))
+	}
+	r := reqs[0]
+	got := r.Topics["t"]
+	if r.GroupID != "g" || r.GenerationID != 7 || r.MemberID != "m-1" || len(got) != 1 ||
+		got[0].Partition != 2 || got[0].Offset != 10 || got[0].Metadata != meta {
+		t.Errorf("commit request %+v %+v, want group g generation 7 member m-1 partition 2 offset 10 metadata %q", r, got, meta)
+	}
+}
+
+func TestCommitRetriesTransientErrors(t *testing.T) {
+	var reqs []*kafka.OffsetCommitRequest
+	err := testOffsets(commitAnswers(&reqs, kafka.RequestTimedOut, kafka.NotCoordinatorForGroup)).commit(5, "")
+	if err != nil {
+		t.Fatalf("commit after two transient errors: %v", err)
+	}
+	if len(reqs) != 3 {
+		t.Errorf("%d attempts, want 3", len(reqs))
+	}
+}
+
+func TestCommitStopsWhenTheGenerationIsGone(t *testing.T) {
+	var reqs []*kafka.OffsetCommitRequest
+	err := testOffsets(commitAnswers(&reqs, kafka.IllegalGeneration)).commit(5, "")
+	if !errors.Is(err, kafka.IllegalGeneration) || !strings.Contains(err.Error(), "commit offset 5") {
+		t.Fatalf("commit = %v, want IllegalGeneration naming the offset", err)
+	}
+	if len(reqs) != 1 {
+		t.Errorf("%d attempts, want 1 (a refused generation is final)", len(reqs))
+	}
+}
+
+func TestInFlightReadBack(t *testing.T) {
+	answer := func(committed int64, meta string) *fakeClient {
+		return &fakeClient{offsetFetch: func(r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+			if r.GroupID != "g" || len(r.Topics["t"]) != 1 || r.Topics["t"][0] != 2 {
+				t.Errorf("offset fetch request %+v", r)
+			}
+			return &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{
+				"t": {{Partition: 2, CommittedOffset: committed, Metadata: meta}},
+			}}, nil
+		}}
+	}
+	tests := []struct {
+		name      string
+		committed int64
+		meta      string
+		want      wire.InFlight
+		found     bool
+	}{
+		{"recorded call", 40, "tb1 43 123456", wire.InFlight{Last: 43, Random: 123456}, true},
+		{"plain commit", 40, "", wire.InFlight{}, false},
+		{"other tool's metadata", 40, "owner=someone", wire.InFlight{}, false},
+		{"offset moved on", 44, "tb1 43 123456", wire.InFlight{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, found, err := testOffsets(answer(tt.committed, tt.meta)).inFlight(context.Background(), 40)
+			if err != nil || found != tt.found || got != tt.want {
+				t.Errorf("inFlight = %+v, %v, %v; want %+v, %v", got, found, err, tt.want, tt.found)
+			}
+		})
+	}
+	failing := &fakeClient{offsetFetch: func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+		return nil, errors.New("connection refused")
+	}}
+	if _, _, err := testOffsets(failing).inFlight(context.Background(), 40); err == nil {
+		t.Error("a failed read was taken as nothing in flight")
+	}
+}

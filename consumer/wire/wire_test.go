@@ -1,0 +1,242 @@
+package wire_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// TestEventFixtures decodes the public event examples: valid/*.json must
+// decode to the golden request body (golden/<name>.body.json, whose Random
+// pins the derivation too); invalid/*.json must fail with the reason that
+// starts the file's name.
+func TestEventFixtures(t *testing.T) {
+	for _, kind := range []string{"valid", "invalid"} {
+		files, err := filepath.Glob(filepath.Join(publicFixtures, "events", kind, "*.json"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no %s fixtures: %v", kind, err)
+		}
+		for _, f := range files {
+			name := filepath.Base(f)
+			t.Run(kind+"/"+name, func(t *testing.T) {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ev, err := wire.DecodeEvent(wire.Record{Topic: "broadcasts", Key: []byte("key-" + name), Value: b})
+				if kind == "valid" {
+					if err != nil {
+						t.Fatal(err)
+					}
+					golden(t, filepath.Join(publicFixtures, "golden", strings.TrimSuffix(name, ".json")+".body.json"), append(ev.Body, '\n'))
+					return
+				}
+				ie, ok := err.(*wire.InvalidEventError)
+				if !ok {
+					t.Fatalf("decoded without an *InvalidEventError (%v), want one", err)
+				}
+				if reason := strings.SplitN(name, ".", 2)[0]; ie.Reason != reason {
+					t.Errorf("reason %q (%v), want %q", ie.Reason, ie, reason)
+				}
+			})
+		}
+	}
+}
+
+func TestDecodeEventRules(t *testing.T) {
+	text := `{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`
+	tests := []struct {
+		name    string
+		value   string
+		headers map[string][]byte
+		reason  string
+		field   string
+	}{
+		{"ok", text, nil, "", ""},
+		{"not json", `{"MsgBody":`, nil, wire.ReasonInvalidJSON, ""},
+		{"array", `[1]`, nil, wire.ReasonInvalidJSON, ""},
+		{"unknown top-level field", `{"MsgBody":[],"Priorty":"high"}`, nil, wire.ReasonInvalidEvent, "Priorty"},
+		{"unknown element field", `{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"a"},"Extra":1}]}`, nil, wire.ReasonInvalidEvent, "MsgBody[0].Extra"},
+		{"missing MsgBody", `{"From_Account":"a"}`, nil, wire.ReasonInvalidEvent, "MsgBody"},
+		{"Random too large", `{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"a"}}],"Random":4294967296}`, nil, wire.ReasonInvalidEvent, "Random"},
+		{"bad expiry", text, map[string][]byte{wire.HeaderExpiresAt: []byte("tomorrow")}, wire.ReasonInvalidEvent, wire.HeaderExpiresAt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := wire.DecodeEvent(wire.Record{Topic: "t", Key: []byte("k"), Value: []byte(tt.value), Headers: tt.headers})
+			if tt.reason == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			ie, ok := err.(*wire.InvalidEventError)
+			if !ok || ie.Reason != tt.reason || ie.Field != tt.field {
+				t.Errorf("err = %#v, want reason %q field %q", err, tt.reason, tt.field)
+			}
+		})
+	}
+}
+
+func TestSameEventSameBytes(t *testing.T) {
+	// Whitespace in MsgContent does not change the bytes or the Random.
+	a := `{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`
+	b := `{ "MsgBody" : [ { "MsgType" : "TIMTextElem", "MsgContent" : { "Text" : "hi" } } ] }`
+	ea, err1 := wire.DecodeEvent(wire.Record{Topic: "t", Key: []byte("k"), Value: []byte(a)})
+	eb, err2 := wire.DecodeEvent(wire.Record{Topic: "t", Key: []byte("k"), Value: []byte(b)})
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if string(ea.Body) != string(eb.Body) {
+		t.Errorf("bodies differ:\n%s\n%s", ea.Body, eb.Body)
+	}
+	other, _ := wire.DecodeEvent(wire.Record{Topic: "t", Key: []byte("k2"), Value: []byte(a)})
+	if other.Message.Random == ea.Message.Random {
+		t.Error("two keys, one Random")
+	}
+}
+
+func deadLetterFixture() (kafka.Message, wire.Failure) {
+	m := kafka.Message{
+		Topic: "broadcasts", Partition: 4, Offset: 1234, Key: []byte("k1"), Value: []byte(`{"MsgBody":[]}`),
+		Time: time.Date(2026, 1, 2, 3, 4, 5, 6000000, time.UTC),
+		Headers: []kafka.Header{
+			{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")},
+			{Key: wire.HeaderDLQReason, Value: []byte("an earlier failure: replaced")},
+			{Key: wire.HeaderSourceOffset, Value: []byte("1")},
+		},
+	}
+	f := wire.Failure{Reason: "content_blocked", Code: 80001, Info: "content blocked", Field: "MsgBody[0]",
+		Attempts: 2, Random: 4242, FailedAt: time.Date(2026, 1, 2, 3, 4, 6, 0, time.FixedZone("CST", 8*3600))}
+	return m, f
+}
+
+func renderHeaders(hs []kafka.Header) []byte {
+	var b strings.Builder
+	for _, h := range hs {
+		fmt.Fprintf(&b, "%s: %s\n", h.Key, h.Value)
+	}
+	return []byte(b.String())
+}
+
+func TestDeadLetterHeadersGolden(t *testing.T) {
+	m, f := deadLetterFixture()
+	dl := wire.DeadLetterMessage(m, f)
+	if string(dl.Key) != "k1" || string(dl.Value) != string(m.Value) || dl.Topic != "" {
+		t.Errorf("dead-letter record key %q value %q topic %q: want the original key and value, topic left to the writer", dl.Key, dl.Value, dl.Topic)
+	}
+	golden(t, filepath.Join("testdata", "dead-letter-headers.golden"), renderHeaders(dl.Headers))
+
+	long := f
+	long.Info = strings.Repeat("x", 5000)
+	if got := wire.Header(wire.DeadLetterMessage(m, long), wire.HeaderDLQInfo); len(got) != wire.MaxInfoBytes {
+		t.Errorf("info header of %d bytes, want it cut at %d", len(got), wire.MaxInfoBytes)
+	}
+}
+
+func TestReplayMessage(t *testing.T) {
+	m, f := deadLetterFixture()
+	dl := wire.DeadLetterMessage(m, f)
+	dl.Topic, dl.Partition, dl.Offset = "broadcasts.dlq", 0, 77
+	r := wire.ReplayMessage(dl)
+	golden(t, filepath.Join("testdata", "replay-headers.golden"), renderHeaders(r.Headers))
+	if string(r.Key) != "k1" || string(r.Value) != string(m.Value) {
+		t.Errorf("replayed record %q=%q, want the original", r.Key, r.Value)
+	}
+}
+
+func TestInFlightFormat(t *testing.T) {
+	f := wire.InFlight{Last: 9007199254740993, Random: 4294967295}
+	golden(t, filepath.Join("testdata", "in-flight.golden"), []byte(f.String()+"\n"))
+	if got, ok := wire.ParseInFlight(f.String()); !ok || got != f {
+		t.Errorf("round trip: %+v, %v", got, ok)
+	}
+	for _, bad := range []string{"", "tb1", "tb1 1", "tb1 1 2 3", "tb1 x 2", "tb1 1 4294967296", "tb1 -1 2", "tb2 1 2", "TB1 1 2"} {
+		if _, ok := wire.ParseInFlight(bad); ok {
+			t.Errorf("ParseInFlight(%q) accepted", bad)
+		}
+	}
+}
+
+func TestEnvelopeGolden(t *testing.T) {
+	var parts []wire.MergePart
+	for i, data := range []string{`{"gift":1}`, `{"gift":2}`, `<&>`} {
+		el, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: data, Desc: fmt.Sprint("d", i)})
+		parts = append(parts, wire.MergePart{Key: fmt.Sprint("k", i), Message: &sender.Message{CloudCustomData: "c", MsgBody: []sender.Element{el}}})
+	}
+	msg, err := wire.Merge(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Random = 1
+	body, err := msg.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "envelope-v1.golden.json"), append(body, '\n'))
+
+	var c sender.CustomElem
+	if err := json.Unmarshal(msg.MsgBody[0].MsgContent, &c); err != nil {
+		t.Fatal(err)
+	}
+	events, ok, err := wire.UnpackEnvelope(c)
+	if err != nil || !ok || len(events) != 3 || events[2].Data != "<&>" || events[1].Key != "k1" {
+		t.Errorf("unpacked %+v, %v, %v", events, ok, err)
+	}
+}
+
+func TestMergeKeepsOrderAndRefusesMixedKinds(t *testing.T) {
+	text := func(s string) *sender.Message { return &sender.Message{MsgBody: []sender.Element{sender.Text(s)}} }
+	custom := &sender.Message{MsgBody: []sender.Element{sender.Custom("c")}}
+	if !wire.Mergeable(text("a"), text("b")) || wire.Mergeable(text("a"), custom) {
+		t.Error("Mergeable: texts merge with texts, not with a lone custom element")
+	}
+	other := text("b")
+	other.FromAccount = "someone"
+	if wire.Mergeable(text("a"), other) {
+		t.Error("Mergeable across senders")
+	}
+	msg, err := wire.Merge([]wire.MergePart{{Message: text("a")}, {Message: text("b")}, {Message: text("c")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, el := range msg.MsgBody {
+		var c sender.TextElem
+		_ = json.Unmarshal(el.MsgContent, &c)
+		got = append(got, c.Text)
+	}
+	if strings.Join(got, "") != "abc" {
+		t.Errorf("merged order %v", got)
+	}
+	if _, err := wire.Merge([]wire.MergePart{{Message: text("a")}, {Message: other}}); err == nil {
+		t.Error("Merge accepted parts from two senders")
+	}
+}
+
+// An operator's or receiver's view of a merged custom element: unpack it
+// into the events it carries.
+func ExampleUnpackEnvelope() {
+	data := `{"v":"timbroadcast/merged/v1","events":[{"key":"room-1","Data":"{\"gift\":1}"},{"key":"room-2","Data":"{\"gift\":2}"}]}`
+	events, merged, err := wire.UnpackEnvelope(sender.CustomElem{Data: data, Ext: wire.EnvelopeExt})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("merged:", merged)
+	for _, e := range events {
+		fmt.Println(e.Key, e.Data)
+	}
+	// Output:
+	// merged: true
+	// room-1 {"gift":1}
+	// room-2 {"gift":2}
+}
