@@ -217,9 +217,9 @@ func (w *Worker) Paused() bool {
 	return p
 }
 
-// CheckTopics verifies that the source and dead-letter topics exist, naming
+// checkTopics verifies that the source and dead-letter topics exist, naming
 // the missing one.
-func (w *Worker) CheckTopics(ctx context.Context) error {
+func (w *Worker) checkTopics(ctx context.Context) error {
 	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{w.cfg.Topic, w.cfg.DLQTopic}})
 	if err != nil {
 		return fmt.Errorf("consumer: read metadata from %v: %w", w.cfg.Brokers, err)
@@ -240,7 +240,7 @@ func (w *Worker) CheckTopics(ctx context.Context) error {
 // partition finishes (bounded by DrainTimeout), final outcomes are
 // committed, and the group is left. It returns nil after a clean drain.
 func (w *Worker) Run(ctx context.Context) error {
-	if err := w.CheckTopics(ctx); err != nil {
+	if err := w.checkTopics(ctx); err != nil {
 		return err
 	}
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{

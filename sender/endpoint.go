@@ -9,9 +9,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// Region is one of Tencent Cloud Chat's documented API regions: a primary
+// region is one of Tencent Cloud Chat's documented API regions: a primary
 // domain and the documented standby used for failover.
-type Region struct {
+type region struct {
 	// Name is the region's configuration name, e.g. "singapore".
 	Name string
 	// Primary is the domain used first.
@@ -21,7 +21,7 @@ type Region struct {
 }
 
 // regions lists every documented region by configuration name.
-var regions = map[string]Region{
+var regions = map[string]region{
 	"china":         {"china", "console.tim.qq.com", "adminapi.my-imcloud.com"},
 	"singapore":     {"singapore", "adminapisgp.im.qcloud.com", "adminapisgp.my-imcloud.com"},
 	"seoul":         {"seoul", "adminapikr.im.qcloud.com", "adminapikr.my-imcloud.com"},

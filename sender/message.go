@@ -191,8 +191,8 @@ var imageInfoSchema = []field{
 	{"Height", kindNumber, true}, {"URL", kindString, true},
 }
 
-// MsgTypes returns the element types the API accepts, sorted.
-func MsgTypes() []string {
+// msgTypes returns the element types the API accepts, sorted.
+func msgTypes() []string {
 	types := make([]string, 0, len(schemas))
 	for t := range schemas {
 		types = append(types, t)
@@ -250,7 +250,7 @@ func validateElement(i int, el Element) error {
 	schema, ok := schemas[el.MsgType]
 	if !ok {
 		return invalid(path+".MsgType", fmt.Sprintf("%s.MsgType %q is not a known message type (known: %s)",
-			path, el.MsgType, strings.Join(MsgTypes(), ", ")))
+			path, el.MsgType, strings.Join(msgTypes(), ", ")))
 	}
 	if len(bytes.TrimSpace(el.MsgContent)) == 0 {
 		return invalid(path+".MsgContent", path+".MsgContent is required")

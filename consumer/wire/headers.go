@@ -70,9 +70,9 @@ type Failure struct {
 	FailedAt time.Time
 }
 
-// OriginalHeaders returns a record's headers without the dead-letter and
+// originalHeaders returns a record's headers without the dead-letter and
 // source headers timbroadcast adds: the headers the producer wrote.
-func OriginalHeaders(hs []kafka.Header) []kafka.Header {
+func originalHeaders(hs []kafka.Header) []kafka.Header {
 	out := make([]kafka.Header, 0, len(hs))
 	for _, h := range hs {
 		if strings.HasPrefix(h.Key, dlqHeaderPrefix) || strings.HasPrefix(h.Key, sourceHeaderPrefix) {
@@ -87,7 +87,7 @@ func OriginalHeaders(hs []kafka.Header) []kafka.Header {
 // from the dead-letter topic carries the headers of its earlier failure:
 // the new ones replace them.
 func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
-	headers := OriginalHeaders(m.Headers)
+	headers := originalHeaders(m.Headers)
 	class := f.Class
 	if class == "" {
 		class = defaultClass
@@ -120,7 +120,7 @@ func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 // dead-letter record m: the original key, value and headers, without the
 // dead-letter headers, marked with HeaderReplayedFrom.
 func ReplayMessage(m kafka.Message) kafka.Message {
-	out := kafka.Message{Key: m.Key, Value: m.Value, Headers: OriginalHeaders(m.Headers)}
+	out := kafka.Message{Key: m.Key, Value: m.Value, Headers: originalHeaders(m.Headers)}
 	out.Headers = append(out.Headers, kafka.Header{Key: HeaderReplayedFrom,
 		Value: []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset))})
 	return out
