@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/timbroadcast/timbroadcast/sender"
 )
 
 // settings the worker reads from the environment (cmd/timbroadcast).
@@ -25,7 +27,8 @@ func init() {
 		TIM_SDKAPPID TIM_ADMIN TIM_SECRET_KEY TIM_SECRET_KEY_FILE TIM_REGION TIM_ENDPOINT TIM_RATE TIM_ATTEMPT_TIMEOUT
 		TIM_RETRY_INITIAL TIM_RETRY_MAX TIM_SIG_LIFETIME REVOKE_GRACE DRAIN_TIMEOUT PAUSE_INITIAL PAUSE_MAX HTTP_ADDR
 		LOG_LEVEL EMULATOR_ADDR EMULATOR_RATE EMULATOR_DEDUPE_WINDOW EMULATOR_INTERNAL_ERROR_RATE
-		EMULATOR_BAD_GATEWAY_RATE EMULATOR_DROP_RATE EMULATOR_LATENCY TIM_MERGE TIM_MERGE_MAX_BYTES REPLAY_GROUP_ID`) {
+		EMULATOR_BAD_GATEWAY_RATE EMULATOR_DROP_RATE EMULATOR_LATENCY TIM_MERGE TIM_MERGE_MAX_BYTES REPLAY_GROUP_ID
+		TIM_STUCK_AFTER TIM_RETRY_MAX_ELAPSED EMULATOR_ANSWER EMULATOR_LIMITER EMULATOR_ACCOUNTS`) {
 		known[k] = true
 	}
 }
@@ -86,6 +89,11 @@ func TestCompose(t *testing.T) {
 	for k := range env {
 		if k != "<<" && !known[k] {
 			t.Errorf("worker sets %s, which timbroadcast does not read", k)
+		}
+	}
+	if ep, _ := env["TIM_ENDPOINT"].(string); ep != "" {
+		if err := sender.CheckEndpoint(ep); err != nil {
+			t.Errorf("worker's TIM_ENDPOINT: %v", err)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(".", "compose-secret-key.txt")); err != nil {

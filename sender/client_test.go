@@ -34,7 +34,19 @@ func TestSendClasses(t *testing.T) {
 		{"server timeouts retried", []int{60008, 60013, 60014, 70169, 70500, 10006}, 0, 0, 7},
 		{"bad gateway retried", []int{sendertest.CodeBadGateway, sendertest.CodeBadGateway}, 0, 0, 3},
 		{"lost answer retried", []int{sendertest.CodeDrop}, 0, 0, 2},
-		{"expired signature renewed", []int{70001, 70052}, 0, 0, 3},
+		{"expired signature renewed", []int{70001}, 0, 0, 2},
+		{"expired, renewed, then other error, then expired again", []int{70052, 10002, 70001}, 0, 0, 4},
+		{"expired twice in a row pauses", []int{70001, 70052}, sender.ClassPause, 70052, 2},
+		{"60008 retried a few times", []int{60008, 60008, 60008}, 0, 0, 4},
+		{"60008 persisting pauses", []int{60008, 60008, 60008, 60008}, sender.ClassPause, 60008, 4},
+		{"key mismatch pauses", []int{70009}, sender.ClassPause, 70009, 1},
+		{"wrong region pauses", []int{70016}, sender.ClassPause, 70016, 1},
+		{"locked out pauses", []int{70050}, sender.ClassPause, 70050, 1},
+		{"block list pauses", []int{70051}, sender.ClassPause, 70051, 1},
+		{"app unknown pauses", []int{70020}, sender.ClassPause, 70020, 1},
+		{"edition lacks feature pauses", []int{10059}, sender.ClassPause, 10059, 1},
+		{"IP not allowed pauses", []int{60020}, sender.ClassPause, 60020, 1},
+		{"unknown sender rejected", []int{10019}, sender.ClassReject, 10019, 1},
 		{"bad signature renewed once", []int{70003}, 0, 0, 2},
 		{"bad signature persists pauses", []int{70003, 60004}, sender.ClassPause, 60004, 2},
 		{"feature off pauses", []int{10007}, sender.ClassPause, 10007, 1},
@@ -418,8 +430,12 @@ func TestRegionEndpoints(t *testing.T) {
 		t.Fatalf("RegionEndpoints = %v, %v", eps, err)
 	}
 	eps, err = sender.RegionEndpoints("tokyo")
-	if err != nil || len(eps) != 1 {
-		t.Fatalf("tokyo: %v, %v; want the primary only", eps, err)
+	if err != nil || len(eps) != 2 || eps[1] != "https://adminapijpn.my-imcloud.com" {
+		t.Fatalf("tokyo: %v, %v; want the primary and the documented standby", eps, err)
+	}
+	eps, err = sender.RegionEndpoints("mumbai")
+	if err != nil || len(eps) != 2 || eps[0] != "https://adminapiind.im.qcloud.com" || eps[1] != "https://adminapiind.my-imcloud.com" {
+		t.Fatalf("mumbai: %v, %v", eps, err)
 	}
 	if _, err := sender.RegionEndpoints("mars"); err == nil || !strings.Contains(err.Error(), "singapore") {
 		t.Fatalf("unknown region error %v should list the known ones", err)

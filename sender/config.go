@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/url"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,8 +35,10 @@ type Config struct {
 
 	// Rate is the number of calls per second, every attempt counted. Default 1.
 	Rate float64
-	// AttemptTimeout bounds one HTTP request; default 5s (the server's own
-	// timeout is 3s).
+	// AttemptTimeout bounds one HTTP request; default 10s. The server's
+	// own timeout is not documented; public server SDKs wait 10 s or more.
+	// A request abandoned at the timeout may still have been delivered:
+	// its retry carries the same Random and bytes.
 	AttemptTimeout time.Duration
 	// SigLifetime is the lifetime of generated UserSigs; default 24h. They
 	// are renewed after 80% of it.
@@ -82,12 +83,8 @@ func (c *Config) Validate() error {
 		return errors.New("sender: UnknownRetries must not be negative")
 	}
 	for _, ep := range c.Endpoints {
-		u, err := url.Parse(ep)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("sender: endpoint %q is not an http(s) base URL such as https://adminapisgp.im.qcloud.com", ep)
-		}
-		if u.RawQuery != "" {
-			return fmt.Errorf("sender: endpoint %q must not carry a query", ep)
+		if err := CheckEndpoint(ep); err != nil {
+			return fmt.Errorf("sender: %w", err)
 		}
 	}
 	return nil
@@ -105,7 +102,7 @@ func (c *Config) setDefaults() {
 	if c.Rate == 0 {
 		c.Rate = 1
 	}
-	def(&c.AttemptTimeout, 5*time.Second)
+	def(&c.AttemptTimeout, 10*time.Second)
 	def(&c.SigLifetime, 24*time.Hour)
 	def(&c.RetryInitial, 500*time.Millisecond)
 	def(&c.RetryMax, 30*time.Second)

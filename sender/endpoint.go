@@ -2,6 +2,8 @@ package sender
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -20,7 +22,10 @@ type region struct {
 	Standby string
 }
 
-// regions lists every documented region by configuration name.
+// regions lists every documented region by configuration name: the
+// domains of the REST API overview (primary, then the documented standby
+// "for DNS hijacking"). Mumbai is on the overview, not on the broadcast
+// page.
 var regions = map[string]region{
 	"china":         {"china", "console.tim.qq.com", "adminapi.my-imcloud.com"},
 	"singapore":     {"singapore", "adminapisgp.im.qcloud.com", "adminapisgp.my-imcloud.com"},
@@ -28,7 +33,8 @@ var regions = map[string]region{
 	"frankfurt":     {"frankfurt", "adminapiger.im.qcloud.com", "adminapiger.my-imcloud.com"},
 	"siliconvalley": {"siliconvalley", "adminapiusa.im.qcloud.com", "adminapiusa.my-imcloud.com"},
 	"jakarta":       {"jakarta", "adminapiidn.im.qcloud.com", "adminapiidn.my-imcloud.com"},
-	"tokyo":         {"tokyo", "adminapijpn.im.qcloud.com", ""},
+	"tokyo":         {"tokyo", "adminapijpn.im.qcloud.com", "adminapijpn.my-imcloud.com"},
+	"mumbai":        {"mumbai", "adminapiind.im.qcloud.com", "adminapiind.my-imcloud.com"},
 }
 
 // RegionNames returns the configuration names of all regions, sorted.
@@ -83,4 +89,31 @@ func (c *Client) failover(failed string) {
 	c.active = (c.active + 1) % len(c.cfg.Endpoints)
 	c.switchedAt = time.Now()
 	c.log.Warn("failing over to the next endpoint", zap.String("from", failed), zap.String("to", c.cfg.Endpoints[c.active]))
+}
+
+// CheckEndpoint checks an explicit base URL: https, or http only to a
+// loopback address (an emulator, tests): plain HTTP would carry the
+// UserSig in clear text, and the REST API is served over HTTPS only.
+func CheckEndpoint(ep string) error {
+	u, err := url.Parse(ep)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("endpoint %q is not an https base URL such as https://adminapisgp.im.qcloud.com", ep)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("endpoint %q must not carry a query or fragment", ep)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return fmt.Errorf("endpoint %q uses http to a non-loopback host: the UserSig would travel in clear text; use https (http is accepted only for 127.0.0.0/8, ::1 and localhost)", ep)
+	}
+	return nil
+}
+
+// isLoopback reports whether host is a loopback address or localhost
+// (resolved by no one: a name other than localhost is not trusted).
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

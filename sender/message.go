@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sort"
 	"strings"
 )
@@ -162,33 +163,100 @@ func (k jsonKind) String() string {
 
 // field describes one MsgContent field of an element type.
 type field struct {
-	name     string
-	kind     jsonKind
+	name string
+	kind jsonKind
+	// required is the project's rule: the documentation's field tables
+	// have no "required" column. A field is required here when the element
+	// cannot be shown without it (a text's Text, a file's Url, ...).
 	required bool
+	// check, if set, checks the value beyond its JSON kind.
+	check valueCheck
 }
 
-// schemas lists, per MsgType, the MsgContent fields the API documents.
+// valueCheck returns what is wrong with a value, or "".
+type valueCheck func(v json.RawMessage) string
+
+// is2 is the documented rule for the download flags: "Download_Flag can
+// only be 2" (目前 Download_Flag 取值只能为2), and the same for the video
+// element's VideoDownloadFlag and ThumbDownloadFlag.
+var is2 = oneOf("the only value the message format allows", 2)
+
+// oneOf accepts the integers listed.
+func oneOf(why string, allowed ...int64) valueCheck {
+	return func(v json.RawMessage) string {
+		n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+		if err == nil {
+			for _, a := range allowed {
+				if n == a {
+					return ""
+				}
+			}
+		}
+		vals := make([]string, len(allowed))
+		for i, a := range allowed {
+			vals[i] = strconv.FormatInt(a, 10)
+		}
+		return fmt.Sprintf("must be %s (%s), got %s", strings.Join(vals, " or "), why, v)
+	}
+}
+
+// count is the project's rule for sizes, durations, dimensions and
+// indexes, which the documentation types only as "Number": a whole number,
+// not negative.
+func count(v json.RawMessage) string {
+	if n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64); err != nil || n < 0 {
+		return fmt.Sprintf("must be a whole number, not negative, got %s", v)
+	}
+	return ""
+}
+
+// within is the project's rule for coordinates (the documentation types
+// them only as "Number"): a number in [lo, hi].
+func within(lo, hi float64) valueCheck {
+	return func(v json.RawMessage) string {
+		f, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64)
+		if err != nil || f < lo || f > hi {
+			return fmt.Sprintf("must be a number from %g to %g, got %s", lo, hi, v)
+		}
+		return ""
+	}
+}
+
+// schemas lists, per MsgType, the MsgContent fields of the message-format
+// page (https://www.tencentcloud.com/document/product/1047/33527).
 var schemas = map[string][]field{
-	TypeText:     {{"Text", kindString, true}},
-	TypeLocation: {{"Desc", kindString, true}, {"Latitude", kindNumber, true}, {"Longitude", kindNumber, true}},
-	TypeFace:     {{"Index", kindNumber, true}, {"Data", kindString, true}},
-	TypeCustom:   {{"Data", kindString, true}, {"Desc", kindString, false}, {"Ext", kindString, false}, {"Sound", kindString, false}},
-	TypeSound: {{"Url", kindString, true}, {"UUID", kindString, false}, {"Size", kindNumber, true},
-		{"Second", kindNumber, true}, {"Download_Flag", kindNumber, true}},
-	TypeImage: {{"UUID", kindString, true}, {"ImageFormat", kindNumber, true}, {"ImageInfoArray", kindArray, true}},
-	TypeFile: {{"Url", kindString, true}, {"UUID", kindString, false}, {"FileSize", kindNumber, true},
-		{"FileName", kindString, true}, {"Download_Flag", kindNumber, true}},
-	TypeVideoFile: {{"VideoUrl", kindString, true}, {"VideoUUID", kindString, false}, {"VideoSize", kindNumber, true},
-		{"VideoSecond", kindNumber, true}, {"VideoFormat", kindString, true}, {"VideoDownloadFlag", kindNumber, true},
-		{"ThumbUrl", kindString, true}, {"ThumbUUID", kindString, false}, {"ThumbSize", kindNumber, true},
-		{"ThumbWidth", kindNumber, true}, {"ThumbHeight", kindNumber, true}, {"ThumbFormat", kindString, true},
-		{"ThumbDownloadFlag", kindNumber, true}},
+	TypeText: {{name: "Text", kind: kindString, required: true}},
+	TypeLocation: {{name: "Desc", kind: kindString, required: true},
+		{name: "Latitude", kind: kindNumber, required: true, check: within(-90, 90)},
+		{name: "Longitude", kind: kindNumber, required: true, check: within(-180, 180)}},
+	TypeFace: {{name: "Index", kind: kindNumber, required: true, check: count}, {name: "Data", kind: kindString, required: true}},
+	TypeCustom: {{name: "Data", kind: kindString, required: true}, {name: "Desc", kind: kindString},
+		{name: "Ext", kind: kindString}, {name: "Sound", kind: kindString}},
+	TypeSound: {{name: "Url", kind: kindString, required: true}, {name: "UUID", kind: kindString},
+		{name: "Size", kind: kindNumber, required: true, check: count}, {name: "Second", kind: kindNumber, required: true, check: count},
+		{name: "Download_Flag", kind: kindNumber, required: true, check: is2}},
+	TypeImage: {{name: "UUID", kind: kindString, required: true},
+		{name: "ImageFormat", kind: kindNumber, required: true, check: oneOf("1 JPG, 2 GIF, 3 PNG, 4 BMP, 255 other", 1, 2, 3, 4, 255)},
+		{name: "ImageInfoArray", kind: kindArray, required: true}},
+	TypeFile: {{name: "Url", kind: kindString, required: true}, {name: "UUID", kind: kindString},
+		{name: "FileSize", kind: kindNumber, required: true, check: count}, {name: "FileName", kind: kindString, required: true},
+		{name: "Download_Flag", kind: kindNumber, required: true, check: is2}},
+	TypeVideoFile: {{name: "VideoUrl", kind: kindString, required: true}, {name: "VideoUUID", kind: kindString},
+		{name: "VideoSize", kind: kindNumber, required: true, check: count}, {name: "VideoSecond", kind: kindNumber, required: true, check: count},
+		{name: "VideoFormat", kind: kindString, required: true}, {name: "VideoDownloadFlag", kind: kindNumber, required: true, check: is2},
+		{name: "ThumbUrl", kind: kindString, required: true}, {name: "ThumbUUID", kind: kindString},
+		{name: "ThumbSize", kind: kindNumber, required: true, check: count}, {name: "ThumbWidth", kind: kindNumber, required: true, check: count},
+		{name: "ThumbHeight", kind: kindNumber, required: true, check: count}, {name: "ThumbFormat", kind: kindString, required: true},
+		{name: "ThumbDownloadFlag", kind: kindNumber, required: true, check: is2}},
 }
 
 // imageInfoSchema lists the fields of one ImageInfoArray entry.
 var imageInfoSchema = []field{
-	{"Type", kindNumber, true}, {"Size", kindNumber, true}, {"Width", kindNumber, true},
-	{"Height", kindNumber, true}, {"URL", kindString, true},
+	{name: "Type", kind: kindNumber, required: true, check: oneOf("1 original, 2 large, 3 thumbnail", 1, 2, 3)},
+	{name: "Size", kind: kindNumber, required: true, check: count},
+	{name: "Width", kind: kindNumber, required: true, check: count},
+	{name: "Height", kind: kindNumber, required: true, check: count},
+	{name: "URL", kind: kindString, required: true},
 }
 
 // msgTypes returns the element types the API accepts, sorted.
@@ -294,6 +362,11 @@ func validateObject(path string, raw json.RawMessage, schema []field) error {
 		}
 		if !hasKind(v, f.kind) {
 			return invalid(path+"."+f.name, fmt.Sprintf("%s.%s must be a %s", path, f.name, f.kind))
+		}
+		if f.check != nil {
+			if problem := f.check(v); problem != "" {
+				return invalid(path+"."+f.name, fmt.Sprintf("%s.%s %s", path, f.name, problem))
+			}
 		}
 	}
 	var unknown []string

@@ -44,6 +44,14 @@ func TestValidate(t *testing.T) {
 		{"empty image array", sender.Message{MsgBody: []sender.Element{el("TIMImageElem", `{"UUID":"id","ImageFormat":1,"ImageInfoArray":[]}`)}}, "MsgBody[0].MsgContent.ImageInfoArray", 10004},
 		{"image info missing URL", sender.Message{MsgBody: []sender.Element{el("TIMImageElem", `{"UUID":"id","ImageFormat":1,"ImageInfoArray":[{"Type":1,"Size":1,"Width":1,"Height":1}]}`)}}, "MsgBody[0].MsgContent.ImageInfoArray[0].URL", 10004},
 		{"two custom", sender.Message{MsgBody: []sender.Element{sender.Custom("a"), sender.Text("t"), sender.Custom("b")}}, "MsgBody", 10004},
+		{"sound Download_Flag 1", sender.Message{MsgBody: []sender.Element{el("TIMSoundElem", `{"Url":"u","Size":1,"Second":2,"Download_Flag":1}`)}}, "MsgBody[0].MsgContent.Download_Flag", 10004},
+		{"file Download_Flag 3", sender.Message{MsgBody: []sender.Element{el("TIMFileElem", `{"Url":"u","FileSize":1,"FileName":"f","Download_Flag":3}`)}}, "MsgBody[0].MsgContent.Download_Flag", 10004},
+		{"video VideoDownloadFlag 0", sender.Message{MsgBody: []sender.Element{el("TIMVideoFileElem", `{"VideoUrl":"u","VideoSize":1,"VideoSecond":1,"VideoFormat":"mp4","VideoDownloadFlag":0,"ThumbUrl":"t","ThumbSize":1,"ThumbWidth":1,"ThumbHeight":1,"ThumbFormat":"JPG","ThumbDownloadFlag":2}`)}}, "MsgBody[0].MsgContent.VideoDownloadFlag", 10004},
+		{"video ThumbDownloadFlag 2.0", sender.Message{MsgBody: []sender.Element{el("TIMVideoFileElem", `{"VideoUrl":"u","VideoSize":1,"VideoSecond":1,"VideoFormat":"mp4","VideoDownloadFlag":2,"ThumbUrl":"t","ThumbSize":1,"ThumbWidth":1,"ThumbHeight":1,"ThumbFormat":"JPG","ThumbDownloadFlag":2.5}`)}}, "MsgBody[0].MsgContent.ThumbDownloadFlag", 10004},
+		{"image format 5", sender.Message{MsgBody: []sender.Element{el("TIMImageElem", `{"UUID":"id","ImageFormat":5,"ImageInfoArray":[{"Type":1,"Size":1,"Width":1,"Height":1,"URL":"u"}]}`)}}, "MsgBody[0].MsgContent.ImageFormat", 10004},
+		{"image info type 4", sender.Message{MsgBody: []sender.Element{el("TIMImageElem", `{"UUID":"id","ImageFormat":255,"ImageInfoArray":[{"Type":4,"Size":1,"Width":1,"Height":1,"URL":"u"}]}`)}}, "MsgBody[0].MsgContent.ImageInfoArray[0].Type", 10004},
+		{"negative size", sender.Message{MsgBody: []sender.Element{el("TIMFileElem", `{"Url":"u","FileSize":-1,"FileName":"f","Download_Flag":2}`)}}, "MsgBody[0].MsgContent.FileSize", 10004},
+		{"latitude out of range", sender.Message{MsgBody: []sender.Element{el("TIMLocationElem", `{"Desc":"d","Latitude":91,"Longitude":1}`)}}, "MsgBody[0].MsgContent.Latitude", 10004},
 		{"too long", sender.Message{MsgBody: []sender.Element{sender.Text(big)}}, "MsgBody", 80002},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -17,10 +18,12 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		backoff.WithMaxElapsedTime(c.cfg.MaxElapsed),
 	)
 	var (
-		attempts   int
-		unknowns   int
-		sigRenewed bool
-		last       *Error
+		attempts    int
+		unknowns    int // undocumented codes so far
+		timeouts    int // 60008 answers so far
+		sigRenewed  bool
+		sigExpiries int // 70001/70052 answers in a row
+		last        *Error
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -40,44 +43,53 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		endpoint := c.endpoint()
 		attempts++
 		resp, status, latency, err := c.do(ctx, endpoint, sig, body)
-		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited}
-		if resp != nil {
-			att.Code = resp.ErrorCode
-			c.adapt(resp.ErrorCode == CodeFrequencyLimit)
-		}
-		att.Rate = c.Rate()
-		if c.cfg.Observe != nil {
-			c.cfg.Observe(att)
-		}
 
-		var act action
+		var rule codeRule
 		switch {
 		case err != nil && ctx.Err() != nil:
+			c.observe(Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited})
 			return nil, c.ended(last, attempts, ctx.Err())
 		case err != nil:
 			c.failover(endpoint)
 			last = &Error{Class: ClassRetry, HTTPStatus: status, Info: "request failed", Err: err}
-			act = actRetry
+			rule = codeRule{act: actRetry}
 		case status != http.StatusOK:
 			last = &Error{Class: ClassRetry, HTTPStatus: status, Info: "HTTP " + strconv.Itoa(status)}
-			act = httpAction(status)
-			if act == actRetry && status >= 500 {
+			rule = codeRule{act: httpAction(status)}
+			if rule.act == actRetry && status >= 500 {
 				c.failover(endpoint)
 			}
 		case resp.ErrorCode == CodeOK:
+			c.adapt(false)
+			c.observe(Attempt{Endpoint: endpoint, HTTPStatus: status, Latency: latency, PacingWait: waited})
 			resp.Attempts = attempts
 			return resp, nil
 		default:
 			last = &Error{Class: ClassRetry, Code: resp.ErrorCode, Info: resp.ErrorInfo, HTTPStatus: status}
-			act = classify(resp.ErrorCode)
+			rule = classify(resp.ErrorCode)
 		}
+		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited}
+		if resp != nil {
+			att.Code = resp.ErrorCode
+			c.adapt(rule.rateLimit)
+		}
+		c.observe(att)
 		c.log.Warn("send_broadcast_msg attempt failed",
 			zap.String("endpoint", endpoint), zap.Int("attempt", attempts),
 			zap.Int("code", last.Code), zap.Int("http_status", status),
-			zap.String("info", last.Info), zap.NamedError("cause", last.Err))
+			zap.String("info", last.Info), zap.String("meaning", rule.meaning), zap.NamedError("cause", last.Err))
 
-		switch act {
+		if rule.act != actRenewSig {
+			sigExpiries = 0
+		}
+		switch rule.act {
 		case actRenewSig:
+			sigExpiries++
+			if sigExpiries > 1 {
+				last.Info = fmt.Sprintf("UserSig refused as expired again right after renewal (%s): the host clock is probably wrong "+
+					"(host time %s UTC); sync it with NTP", last.Info, time.Now().UTC().Format(time.RFC3339))
+				return nil, c.final(last, ClassPause, attempts)
+			}
 			c.signer.invalidate(sigGen)
 			continue // retry at once; pacing still applies
 		case actBadSig:
@@ -86,9 +98,22 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 				c.signer.invalidate(sigGen)
 				continue
 			}
+			last.Info = fmt.Sprintf("UserSig refused again after renewal (%s): check that TIM_SECRET_KEY belongs to TIM_SDKAPPID "+
+				"and TIM_ADMIN is an app admin", last.Info)
 			return nil, c.final(last, ClassPause, attempts)
+		case actRetryBounded:
+			timeouts++
+			if timeouts > c.cfg.UnknownRetries {
+				last.Info = fmt.Sprintf("%s: answered %d times in a row (%s)", last.Info, timeouts, rule.meaning)
+				return nil, c.final(last, ClassPause, attempts)
+			}
 		case actPause:
-			return nil, c.final(last, ClassPause, attempts)
+			if rule.meaning != "" {
+				last.Info = fmt.Sprintf("%s (%s)", last.Info, rule.meaning)
+			}
+			e := c.final(last, ClassPause, attempts)
+			e.RetryAfter = rule.minPause
+			return nil, e
 		case actReject:
 			return nil, c.final(last, ClassReject, attempts)
 		case actUnknown:
@@ -101,7 +126,7 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		if wait == backoff.Stop {
 			return nil, c.final(last, ClassRetry, attempts)
 		}
-		if last.Code == CodeFrequencyLimit {
+		if rule.rateLimit {
 			// The server saw us over its limit: wait at least one more
 			// pacing interval on top of the limiter's own spacing.
 			if iv := c.interval(); wait < iv {
@@ -112,6 +137,15 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 			return nil, c.ended(last, attempts, err)
 		}
 	}
+}
+
+// observe reports one attempt, with the pacing rate after it.
+func (c *Client) observe(a Attempt) {
+	if c.cfg.Observe == nil {
+		return
+	}
+	a.Rate = c.Rate()
+	c.cfg.Observe(a)
 }
 
 // httpAction classifies a non-200 HTTP status: 5xx, 408 and 429 are

@@ -147,7 +147,7 @@ func addAPISettings(s *settings) *apiSettings {
 		region:         s.add("region", "TIM_REGION", "", "API region: "+strings.Join(sender.RegionNames(), ", ")+" (standby domain used on failure)"),
 		endpoint:       s.add("endpoint", "TIM_ENDPOINT", "", "explicit API base URL(s), comma-separated, primary first, e.g. http://127.0.0.1:8080 (instead of TIM_REGION)"),
 		rate:           s.add("rate", "TIM_RATE", "1", "calls per second for the app, all replicas together (1 on Pro, 5 on Pro Plus and Enterprise)"),
-		attemptTimeout: s.add("attempt-timeout", "TIM_ATTEMPT_TIMEOUT", "5s", "timeout of one HTTP request (the server's own is 3s)"),
+		attemptTimeout: s.add("attempt-timeout", "TIM_ATTEMPT_TIMEOUT", "10s", "timeout of one HTTP request (the server's own is not documented; public SDKs wait 10s)"),
 		retryInitial:   s.add("retry-initial", "TIM_RETRY_INITIAL", "500ms", "first backoff between retries"),
 		retryMax:       s.add("retry-max", "TIM_RETRY_MAX", "30s", "longest backoff between retries"),
 		sigLifetime:    s.add("sig-lifetime", "TIM_SIG_LIFETIME", "24h", "lifetime of generated UserSigs (renewed at 80%)"),
