@@ -25,6 +25,7 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 		if ctx.Err() != nil {
 			return false
 		}
+		w.holds.fail(p.id, w.cfg.Now(), "dead-letter write: "+err.Error())
 		log.Error("dead-letter write failed; retrying", zap.Int("attempt", attempt), zap.Error(err))
 		t := time.NewTimer(min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second))
 		select {
@@ -34,6 +35,7 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 		case <-t.C:
 		}
 	}
+	w.holds.done(p.id)
 	w.metrics.recordDeadLettered(f.Reason)
 	log.Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -24,6 +25,7 @@ const (
 	resultDelivered result = iota + 1
 	resultRejected         // the API rejected the call: *sender.Error in hand
 	resultExpired          // a lone, never-sent event expired before its turn
+	resultExhausted        // retried longer than RetryMaxElapsed: given up
 	resultAbandoned        // sendCtx ended first; nothing committed
 )
 
@@ -42,7 +44,7 @@ func (p *partition) handle(m kafka.Message) bool {
 	switch res {
 	case resultDelivered:
 		return true
-	case resultExpired, resultRejected:
+	case resultExpired, resultRejected, resultExhausted:
 		return p.deadLetter(log, m, ev, loneFailure(res, se, attempts, ev))
 	}
 	return false
@@ -52,7 +54,14 @@ func (p *partition) handle(m kafka.Message) bool {
 // rejects it, holding through retries and pauses, and reports delivered
 // members. reserved says the first attempt already holds a pacing slot.
 func (p *partition) deliver(log *zap.Logger, members []member, body []byte, reserved bool) (result, *sender.Error, int) {
-	w, ctx := p.w, p.sendCtx
+	w := p.w
+	w.holds.start(p.id, members[0].msg.Offset)
+	ctx := sender.WithTrace(p.sendCtx, &sender.Trace{Attempt: func(a sender.Attempt) {
+		if a.Code != sender.CodeOK {
+			w.holds.fail(p.id, a.Start, attemptError(a))
+		}
+	}})
+	first := w.cfg.Now()
 	attempts := 0
 	mayBeDelivered := false // a failed attempt may still have reached the server
 	lone := members[0].ev
@@ -75,6 +84,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 		switch {
 		case err == nil:
 			attempts += resp.Attempts
+			w.holds.done(p.id)
 			if probe {
 				if d := w.gate.probeDone(true); d > 0 {
 					log.Info("sending resumed", zap.Duration("paused_for", d))
@@ -106,7 +116,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 			}
 			return resultRejected, se, attempts
 		case sender.ClassPause:
-			wait, started := w.gate.pause(se)
+			wait, started := w.gate.pause(se, se.RetryAfter)
 			fields := []zap.Field{zap.Int("code", se.Code), zap.String("info", se.Info), zap.Duration("next_probe_in", wait)}
 			if started {
 				log.Error("sending paused: the API refuses every event this way; nothing is dead-lettered", fields...)
@@ -121,17 +131,38 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 			if ctx.Err() != nil {
 				return resultAbandoned, nil, attempts
 			}
+			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(first) >= w.cfg.RetryMaxElapsed {
+				log.Error("giving up: retried longer than TIM_RETRY_MAX_ELAPSED; dead-lettering", zap.Error(se),
+					zap.Duration("retried_for", w.cfg.Now().Sub(first)))
+				return resultExhausted, se, attempts
+			}
 			log.Warn("send still failing; holding the partition", zap.Error(se))
 		}
 	}
 }
 
-// loneFailure is the dead-letter failure of a lone event that expired
-// before its turn or that the API rejected.
+// attemptError describes a failed attempt for the stuck report.
+func attemptError(a sender.Attempt) string {
+	switch {
+	case a.Err != nil:
+		return a.Err.Error()
+	case a.HTTPStatus != 0 && a.HTTPStatus != 200:
+		return "HTTP " + strconv.Itoa(a.HTTPStatus)
+	}
+	return "code " + strconv.Itoa(a.Code) + " " + a.Info
+}
+
+// loneFailure is the dead-letter failure of an event that expired before
+// its turn, that the API rejected, or whose retries were given up.
 func loneFailure(res result, se *sender.Error, attempts int, ev *wire.Event) wire.Failure {
-	if res == resultExpired {
+	switch res {
+	case resultExpired:
 		return wire.Failure{Reason: wire.ReasonExpired, Random: ev.Message.Random,
 			Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
+	case resultExhausted:
+		return wire.Failure{Reason: sender.ReasonRetryExhausted, Class: sender.ClassRetry.String(), Code: se.Code,
+			Info: "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + se.Info,
+			Attempts: attempts, Random: ev.Message.Random}
 	}
 	return wire.Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info, Field: se.Field, Attempts: attempts, Random: ev.Message.Random}
 }

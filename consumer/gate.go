@@ -79,9 +79,10 @@ func (g *gate) acquire(ctx context.Context) (probe bool, err error) {
 	}
 }
 
-// pause records a pause-class error. It returns the wait before the next
+// pause records a pause-class error; the next probe comes after the
+// backoff, and not before minWait. It returns the wait before the next
 // probe and whether this call started the pause.
-func (g *gate) pause(cause error) (time.Duration, bool) {
+func (g *gate) pause(cause error, minWait time.Duration) (time.Duration, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	started := !g.paused
@@ -95,7 +96,7 @@ func (g *gate) pause(cause error) (time.Duration, bool) {
 	}
 	g.cause = cause
 	g.probing = false
-	wait := g.bo.NextBackOff()
+	wait := max(g.bo.NextBackOff(), minWait)
 	g.next = time.Now().Add(wait)
 	g.broadcastLocked()
 	return wait, started

@@ -27,11 +27,11 @@ func TestGatePauseProbeAndResume(t *testing.T) {
 		mu.Unlock()
 	})
 	cause := errors.New("10007 no permission")
-	wait, started := g.pause(cause)
+	wait, started := g.pause(cause, 0)
 	if !started || wait <= 0 {
 		t.Fatalf("first pause: started %v, wait %v", started, wait)
 	}
-	if _, started := g.pause(cause); started {
+	if _, started := g.pause(cause, 0); started {
 		t.Error("second pause reported as a start")
 	}
 	if paused, _, got := g.state(); !paused || got != cause {
@@ -80,7 +80,7 @@ func TestGatePauseProbeAndResume(t *testing.T) {
 
 func TestGateFailedProbeLetsAnotherProbe(t *testing.T) {
 	g := newGate(time.Millisecond, time.Millisecond, nil)
-	g.pause(errors.New("paused"))
+	g.pause(errors.New("paused"), 0)
 	time.Sleep(2 * time.Millisecond)
 	if probe, _ := g.acquire(context.Background()); !probe {
 		t.Fatal("no probe")

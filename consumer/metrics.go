@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,8 @@ type Metrics struct {
 	assigned     prometheus.Gauge
 	share        prometheus.Gauge
 	rate         prometheus.Gauge
+
+	stuckFn atomic.Pointer[func() (int, time.Duration)]
 }
 
 // NewMetrics creates the worker's metrics and registers them with reg.
@@ -75,6 +78,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "timbroadcast_effective_rate_calls_per_second", Help: "The pacing rate in force: the share of TIM_RATE, lowered after 10023 answers.",
 		}),
 	}
+	stuckCount := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "timbroadcast_stuck_partitions", Help: "Partitions failing on one record (send retried, dead-letter write refused) for longer than TIM_STUCK_AFTER.",
+	}, func() float64 { n, _ := m.stuck(); return float64(n) })
+	longest := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "timbroadcast_longest_failing_seconds", Help: "How long the partition failing the longest on one record has been failing; 0 when none is.",
+	}, func() float64 { _, d := m.stuck(); return d.Seconds() })
+	reg.MustRegister(stuckCount, longest)
 	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused,
 		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate)
 	return m
@@ -177,4 +187,18 @@ func (m *Metrics) setRate(r float64) {
 	if m != nil {
 		m.rate.Set(r)
 	}
+}
+
+// bindStuck sets where the stuck gauges read from.
+func (m *Metrics) bindStuck(f func() (int, time.Duration)) {
+	if m != nil {
+		m.stuckFn.Store(&f)
+	}
+}
+
+func (m *Metrics) stuck() (int, time.Duration) {
+	if f := m.stuckFn.Load(); f != nil {
+		return (*f)()
+	}
+	return 0, 0
 }

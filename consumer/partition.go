@@ -106,6 +106,7 @@ func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Gener
 	})
 	defer pump.Wait()
 	defer cancelFetch()
+	defer w.holds.done(a.ID)
 
 	p := &partition{
 		w: w, id: a.ID, log: log, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx,
@@ -274,12 +275,23 @@ func (p *partition) finish(log *zap.Logger, members []member, body []byte, reser
 	case res == resultDelivered:
 		return p.offsets.commit(last+1, "")
 	case len(members) == 1:
-		// A lone event rejected or expired: dead-letter it (handle's path).
+		// A lone event rejected, expired or given up: dead-letter it.
 		m := members[0]
 		if !p.deadLetter(log, m.msg, m.ev, loneFailure(res, se, attempts, m.ev)) {
 			return errStopped
 		}
 		return p.offsets.commit(last+1, "")
+	case res == resultExhausted:
+		// The call as a whole was given up: every member is dead-lettered.
+		for _, m := range members {
+			if !p.deadLetter(log, m.msg, m.ev, loneFailure(res, se, attempts, m.ev)) {
+				return errStopped
+			}
+			if err := p.offsets.commit(m.msg.Offset+1, ""); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	log.Warn("merged call rejected; sending its events one by one to find the offending ones",
 		zap.Int("code", se.Code), zap.String("info", se.Info))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,15 @@ type Config struct {
 	// PauseInitial and PauseMax bound the backoff between probes while
 	// paused; defaults 5s and 5m.
 	PauseInitial, PauseMax time.Duration
+	// StuckAfter is how long a partition may keep failing on one record
+	// (a send retried, a dead-letter write refused) before Ready reports
+	// it and the stuck metric counts it; default 2m.
+	StuckAfter time.Duration
+	// RetryMaxElapsed, if set, dead-letters an event whose call has been
+	// retried this long with reason "retry_exhausted". The Sender must
+	// return within it (sender.Config.MaxElapsed). Default 0: retry until
+	// it succeeds. See README "Giving up" for what it costs.
+	RetryMaxElapsed time.Duration
 	// StartOffset is where a partition without a committed offset starts:
 	// kafka.FirstOffset (default) or kafka.LastOffset.
 	StartOffset int64
@@ -115,7 +125,7 @@ func (c *Config) Validate() error {
 		return errors.New("consumer: StartOffset must be kafka.FirstOffset or kafka.LastOffset")
 	}
 	for _, d := range []time.Duration{c.MaxWait, c.SessionTimeout, c.HeartbeatInterval, c.RebalanceTimeout,
-		c.JoinGroupBackoff, c.RevokeGrace, c.DrainTimeout, c.PauseInitial, c.PauseMax} {
+		c.JoinGroupBackoff, c.RevokeGrace, c.DrainTimeout, c.PauseInitial, c.PauseMax, c.StuckAfter, c.RetryMaxElapsed} {
 		if d < 0 {
 			return errors.New("consumer: durations must not be negative")
 		}
@@ -138,6 +148,7 @@ func (c *Config) setDefaults() {
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.PauseInitial, 5*time.Second)
 	def(&c.PauseMax, 5*time.Minute)
+	def(&c.StuckAfter, 2*time.Minute)
 	if c.StartOffset == 0 {
 		c.StartOffset = kafka.FirstOffset
 	}
@@ -166,6 +177,7 @@ type Worker struct {
 	conn    *kafkaconn.Conn
 	client  kafkaClient
 	dlq     *kafka.Writer
+	holds   *holds
 
 	joined atomic.Bool // a generation is active
 }
@@ -194,19 +206,31 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		conn:    conn,
 		client:  conn.Client(),
 		dlq:     dlq,
+		holds:   newHolds(),
 	}
 	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
+	cfg.Metrics.bindStuck(func() (int, time.Duration) {
+		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
+		return len(lines), longest
+	})
 	return w, nil
 }
 
-// Ready reports whether the worker is in a consumer-group generation and
-// not paused, with a reason when it is not.
+// Ready reports whether the worker is in a consumer-group generation, not
+// paused and not stuck, with the reasons when it is not.
 func (w *Worker) Ready() (bool, string) {
 	if !w.joined.Load() {
 		return false, "not in a consumer-group generation"
 	}
+	var why []string
 	if paused, since, cause := w.gate.state(); paused {
-		return false, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause)
+		why = append(why, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause))
+	}
+	if s := w.stuckSummary(); s != "" {
+		why = append(why, s)
+	}
+	if len(why) > 0 {
+		return false, strings.Join(why, "\n")
 	}
 	return true, "ok"
 }

@@ -101,4 +101,30 @@ type Attempt struct {
 	PacingWait time.Duration
 	// Rate is the effective pacing rate after the attempt, calls/s.
 	Rate float64
+	// Start is when the request was sent.
+	Start time.Time
+	// Number is the attempt's number within its send, from 1.
+	Number int
+	// Info is the API's ErrorInfo, if it answered one.
+	Info string
+}
+
+// Trace receives the attempts of the sends made with its context, like
+// net/http/httptrace: a caller follows its own call (for stuck detection,
+// or a span per attempt) while Config.Observe sees every call.
+type Trace struct {
+	// Attempt is called after every HTTP attempt of the send.
+	Attempt func(Attempt)
+}
+
+type traceKey struct{}
+
+// WithTrace returns a context whose sends report to tr.
+func WithTrace(ctx context.Context, tr *Trace) context.Context {
+	return context.WithValue(ctx, traceKey{}, tr)
+}
+
+func traceFrom(ctx context.Context) *Trace {
+	tr, _ := ctx.Value(traceKey{}).(*Trace)
+	return tr
 }

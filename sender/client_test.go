@@ -470,3 +470,28 @@ func TestRateAdaptsTo10023(t *testing.T) {
 		t.Errorf("rate %v after SetRate(100)", got)
 	}
 }
+
+// TestFrequencyLimitCodesSlowPacing: every documented frequency-limit
+// answer lowers the pacing rate; other retried answers do not.
+func TestFrequencyLimitCodesSlowPacing(t *testing.T) {
+	for _, tt := range []struct {
+		code  int
+		slows bool
+	}{{10023, true}, {10006, true}, {60007, true}, {60011, true}, {60018, true}, {60019, true}, {10002, false}, {60013, false}} {
+		emu := newEmulator(t, sendertest.Options{Faults: sendertest.Faults{Codes: []int{tt.code}}})
+		cfg := fastConfig(emu.URL)
+		cfg.Rate = 100
+		var rates []float64
+		cfg.Observe = func(a sender.Attempt) { rates = append(rates, a.Rate) }
+		c := newClient(t, cfg)
+		if _, err := c.Send(context.Background(), textMessage(7, "x")); err != nil {
+			t.Fatalf("%d: %v", tt.code, err)
+		}
+		if len(rates) != 2 {
+			t.Fatalf("%d: %d attempts observed", tt.code, len(rates))
+		}
+		if slowed := rates[0] < 100; slowed != tt.slows {
+			t.Errorf("code %d: rate after it %v; want slowed %v", tt.code, rates[0], tt.slows)
+		}
+	}
+}

@@ -42,12 +42,14 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		}
 		endpoint := c.endpoint()
 		attempts++
+		start := time.Now()
 		resp, status, latency, err := c.do(ctx, endpoint, sig, body)
+		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited, Start: start, Number: attempts}
 
 		var rule codeRule
 		switch {
 		case err != nil && ctx.Err() != nil:
-			c.observe(Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited})
+			c.observe(ctx, att)
 			return nil, c.ended(last, attempts, ctx.Err())
 		case err != nil:
 			c.failover(endpoint)
@@ -61,19 +63,19 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 			}
 		case resp.ErrorCode == CodeOK:
 			c.adapt(false)
-			c.observe(Attempt{Endpoint: endpoint, HTTPStatus: status, Latency: latency, PacingWait: waited})
+			att.Code = CodeOK
+			c.observe(ctx, att)
 			resp.Attempts = attempts
 			return resp, nil
 		default:
 			last = &Error{Class: ClassRetry, Code: resp.ErrorCode, Info: resp.ErrorInfo, HTTPStatus: status}
 			rule = classify(resp.ErrorCode)
 		}
-		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited}
 		if resp != nil {
-			att.Code = resp.ErrorCode
+			att.Code, att.Info = resp.ErrorCode, resp.ErrorInfo
 			c.adapt(rule.rateLimit)
 		}
-		c.observe(att)
+		c.observe(ctx, att)
 		c.log.Warn("send_broadcast_msg attempt failed",
 			zap.String("endpoint", endpoint), zap.Int("attempt", attempts),
 			zap.Int("code", last.Code), zap.Int("http_status", status),
@@ -139,13 +141,16 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 	}
 }
 
-// observe reports one attempt, with the pacing rate after it.
-func (c *Client) observe(a Attempt) {
-	if c.cfg.Observe == nil {
-		return
-	}
+// observe reports one attempt, with the pacing rate after it, to
+// Config.Observe and to the context's Trace.
+func (c *Client) observe(ctx context.Context, a Attempt) {
 	a.Rate = c.Rate()
-	c.cfg.Observe(a)
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(a)
+	}
+	if tr := traceFrom(ctx); tr != nil && tr.Attempt != nil {
+		tr.Attempt(a)
+	}
 }
 
 // httpAction classifies a non-200 HTTP status: 5xx, 408 and 429 are

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,6 +36,9 @@ func parseEmulator(p process, args []string) (*emulatorCmd, error) {
 	badGateway := s.add("bad-gateway-rate", "EMULATOR_BAD_GATEWAY_RATE", "0", "fraction of calls answered HTTP 502")
 	drop := s.add("drop-rate", "EMULATOR_DROP_RATE", "0", "fraction of calls processed and then dropped without an answer")
 	latency := s.add("latency", "EMULATOR_LATENCY", "0s", "delay before every answer")
+	answers := s.add("answer", "EMULATOR_ANSWER", "", "answer ErrorCodes to a fraction of calls: CODE[:FRACTION], comma-separated (e.g. 70009 or 10002:0.3,10023:0.1)")
+	limiter := s.add("limiter", "EMULATOR_LIMITER", "bucket", "rate-limit model: "+strings.Join(sendertest.Limiters, ", "))
+	accounts := s.add("accounts", "EMULATOR_ACCOUNTS", "", "accounts that exist besides the admin, comma-separated; another From_Account is answered 10019 [default: any]")
 	featureOff := s.boolFlag("feature-off", "answer 10007 to every call (broadcast switched off in the console)")
 	if err := s.parse(args); err != nil {
 		return nil, err
@@ -65,6 +69,28 @@ func parseEmulator(p process, args []string) (*emulatorCmd, error) {
 		return nil, err
 	}
 	o.Faults.FeatureOff = *featureOff
+	for _, a := range answers.list() {
+		code, frac, found := strings.Cut(a, ":")
+		n, err := strconv.Atoi(code)
+		f := 1.0
+		if err == nil && found {
+			f, err = strconv.ParseFloat(frac, 64)
+		}
+		if err != nil || n <= 0 || f <= 0 || f > 1 {
+			return nil, answers.errorf("%q is not CODE or CODE:FRACTION with a fraction in (0, 1]", a)
+		}
+		if o.Faults.Answers == nil {
+			o.Faults.Answers = map[int]float64{}
+		}
+		o.Faults.Answers[n] = f
+	}
+	o.Limiter = limiter.String()
+	if accounts.String() != "" {
+		o.Accounts = accounts.list()
+	}
+	if err := o.Validate(); err != nil {
+		return nil, limiter.errorf("%v", err)
+	}
 	return c, nil
 }
 

@@ -22,18 +22,34 @@ import (
 // setting's error is tested in process by TestConfigErrors.)
 func TestConfigErrorExitCode(t *testing.T) {
 	needBinary(t)
-	env := baseEnv([]string{"127.0.0.1:9092"}, "t", "t.dlq", "http://127.0.0.1:1")
-	delete(env, "TIM_SDKAPPID")
-	var stderr bytes.Buffer
-	cmd := command(context.Background(), env, "run")
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 2 {
-		t.Fatalf("exit %v, want exit code 2; stderr: %s", err, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "TIM_SDKAPPID") || strings.Contains(stderr.String(), key) {
-		t.Errorf("stderr %q: want TIM_SDKAPPID named and no secret key", stderr.String())
+	for _, tt := range []struct {
+		unset, set, value, want string
+	}{
+		{unset: "TIM_SDKAPPID", want: "TIM_SDKAPPID"},
+		// Plain http to a non-loopback address: refused before any
+		// connection is tried (the address is never contacted).
+		{set: "TIM_ENDPOINT", value: "http://0.0.0.0:9", want: "TIM_ENDPOINT"},
+	} {
+		env := baseEnv([]string{"127.0.0.1:9092"}, "t", "t.dlq", "http://127.0.0.1:1")
+		delete(env, tt.unset)
+		if tt.set != "" {
+			env[tt.set] = tt.value
+		}
+		var stderr bytes.Buffer
+		cmd := command(context.Background(), env, "run")
+		cmd.Stderr = &stderr
+		start := time.Now()
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 {
+			t.Fatalf("%s: exit %v, want exit code 2; stderr: %s", tt.want, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), tt.want) || strings.Contains(stderr.String(), key) {
+			t.Errorf("stderr %q: want %s named and no secret key", stderr.String(), tt.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: took %v to fail", tt.want, d)
+		}
 	}
 }
 

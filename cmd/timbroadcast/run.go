@@ -53,6 +53,9 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if c.sender, err = a.config(); err != nil {
 		return nil, err
 	}
+	// The client hands a send back once it has been retried this long, so
+	// the worker can give it up.
+	c.sender.MaxElapsed = c.consumer.RetryMaxElapsed
 	c.httpAddr = httpAddr.String()
 	if c.httpAddr == "off" {
 		c.httpAddr = ""

@@ -71,6 +71,10 @@ func TestConfigErrors(t *testing.T) {
 		{"both endpoints", nil, map[string]string{"TIM_REGION": "singapore"}, nil, "TIM_REGION"},
 		{"bad region", []string{"TIM_ENDPOINT"}, map[string]string{"TIM_REGION": "mars"}, nil, "TIM_REGION"},
 		{"bad endpoint", nil, map[string]string{"TIM_ENDPOINT": "127.0.0.1:8080"}, nil, "TIM_ENDPOINT"},
+		{"plain http off loopback", nil, map[string]string{"TIM_ENDPOINT": "http://0.0.0.0:9"}, nil, "TIM_ENDPOINT"},
+		{"plain http to a name", nil, map[string]string{"TIM_ENDPOINT": "http://emulator:8080"}, nil, "TIM_ENDPOINT"},
+		{"bad stuck-after", nil, map[string]string{"TIM_STUCK_AFTER": "long"}, nil, "TIM_STUCK_AFTER"},
+		{"bad retry budget", nil, map[string]string{"TIM_RETRY_MAX_ELAPSED": "-1m"}, nil, "TIM_RETRY_MAX_ELAPSED"},
 		{"bad rate", nil, map[string]string{"TIM_RATE": "0"}, nil, "TIM_RATE"},
 		{"flag wins", nil, nil, []string{"--rate=-3"}, `TIM_RATE (--rate): "-3"`},
 		{"bad duration", nil, map[string]string{"KAFKA_SESSION_TIMEOUT": "soon"}, nil, "KAFKA_SESSION_TIMEOUT"},
@@ -112,5 +116,33 @@ func TestUnknownCommandAndHelp(t *testing.T) {
 	errOut.Reset()
 	if code := runMain([]string{"--help"}, envOf(nil), &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "Commands:") {
 		t.Errorf("--help: exit %d, %q", code, errOut.String())
+	}
+}
+
+func TestEmulatorSettings(t *testing.T) {
+	env := map[string]string{"TIM_SDKAPPID": "1", "TIM_ADMIN": "a", "TIM_SECRET_KEY": "k"}
+	c, err := parseEmulator(process{getenv: envOf(env)}, []string{"--answer", "70009,10002:0.25", "--limiter", "spacing", "--accounts", "x,y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.opts.Faults.Answers[70009] != 1 || c.opts.Faults.Answers[10002] != 0.25 || c.opts.Limiter != "spacing" || len(c.opts.Accounts) != 2 {
+		t.Errorf("options %+v", c.opts)
+	}
+	for _, bad := range [][]string{{"--answer", "abc"}, {"--answer", "10002:2"}, {"--limiter", "leaky"}} {
+		if _, err := parseEmulator(process{getenv: envOf(env)}, bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestRetryBudgetReachesTheClient(t *testing.T) {
+	env := validRunEnv()
+	env["TIM_RETRY_MAX_ELAPSED"] = "10m"
+	c, err := parseRun(process{getenv: envOf(env)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.consumer.RetryMaxElapsed != 10*time.Minute || c.sender.MaxElapsed != 10*time.Minute || c.consumer.StuckAfter != 2*time.Minute {
+		t.Errorf("retry budget %v / %v, stuck after %v", c.consumer.RetryMaxElapsed, c.sender.MaxElapsed, c.consumer.StuckAfter)
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/tencentyun/tls-sig-api-v2-golang/tencentyun"
-	"golang.org/x/time/rate"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -34,10 +33,19 @@ type Options struct {
 	// Rate is the app's limit in calls per second; calls over it are
 	// answered 10023. 0 means no limit.
 	Rate float64
-	// RateBurst is how many calls may come at once (a token bucket of this
-	// size, refilled at Rate); default Rate rounded, at least 1: "5 calls
-	// per second" admits 5 in one second.
+	// RateBurst is how many calls may come at once with the bucket
+	// limiter (a token bucket of this size, refilled at Rate); default
+	// Rate rounded, at least 1: "5 calls per second" admits 5 in one
+	// second.
 	RateBurst int
+	// Limiter is the rate-limit model: LimiterBucket (default),
+	// LimiterWindow, LimiterSliding or LimiterSpacing.
+	Limiter string
+	// Accounts, if set, are the app's accounts besides the admin: a
+	// From_Account not among them is answered 10019, as the service
+	// answers for an account that does not exist. Nil means every account
+	// exists.
+	Accounts []string
 	// DedupeWindow is how long a delivered Random is remembered; default 5m.
 	DedupeWindow time.Duration
 	// DedupeRandomOnly applies the stricter reading of the dedupe rule: the
@@ -67,6 +75,10 @@ type Faults struct {
 	// Blocked answers 80001 (content moderation) to any call whose body
 	// contains one of these strings.
 	Blocked []string `json:"blocked"`
+	// Answers answers an ErrorCode to a fraction of the calls (code ->
+	// fraction in (0, 1]; 1 answers it to every call), after the query and
+	// signature checks. Any code can be answered this way.
+	Answers map[int]float64 `json:"answers"`
 	// Codes answers the next calls with these codes, one each, in order: a
 	// positive number is an API ErrorCode, CodeBadGateway an HTTP 502, and
 	// CodeDrop processes the call and drops the connection without an
@@ -152,7 +164,7 @@ type Server struct {
 	seq        uint64
 	delivered  []Delivery
 	seen       map[uint32][]seenEntry
-	limiter    *rate.Limiter // the app's rate limit; nil for none
+	limiter    limiter // the app's rate limit; nil for none
 	stats      Stats
 	expiredSig map[string]bool
 	sigsSeen   map[string]bool
@@ -172,9 +184,39 @@ func NewServer(opts Options) *Server {
 	return s
 }
 
+// Validate checks the options: a known limiter model, fault rates
+// between 0 and 1.
+func (o Options) Validate() error {
+	if o.Rate < 0 {
+		return fmt.Errorf("rate %v is negative", o.Rate)
+	}
+	if _, err := newLimiter(o.Limiter, 1, 0); err != nil {
+		return err
+	}
+	return o.Faults.validate()
+}
+
+func (f Faults) validate() error {
+	for code, p := range f.Answers {
+		if p <= 0 || p > 1 {
+			return fmt.Errorf("answer %d: fraction %v is not in (0, 1]", code, p)
+		}
+	}
+	for _, p := range []float64{f.InternalErrorRate, f.BadGatewayRate, f.DropAfterProcessRate} {
+		if p < 0 || p > 1 {
+			return fmt.Errorf("fault rate %v is not between 0 and 1", p)
+		}
+	}
+	return nil
+}
+
 // NewHandler returns an emulator that is not listening: serve it with an
-// http.Server of your own (the emulator command does).
+// http.Server of your own (the emulator command does). It panics on
+// options that do not Validate.
 func NewHandler(opts Options) *Server {
+	if err := opts.Validate(); err != nil {
+		panic("sendertest: " + err.Error())
+	}
 	if opts.DedupeWindow == 0 {
 		opts.DedupeWindow = 5 * time.Minute
 	}
@@ -182,14 +224,7 @@ func NewHandler(opts Options) *Server {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	var lim *rate.Limiter
-	if opts.Rate > 0 {
-		burst := opts.RateBurst
-		if burst <= 0 {
-			burst = int(math.Max(1, math.Round(opts.Rate)))
-		}
-		lim = rate.NewLimiter(rate.Limit(opts.Rate*1.02), burst)
-	}
+	lim, _ := newLimiter(opts.Limiter, opts.Rate, opts.RateBurst)
 	return &Server{
 		limiter:    lim,
 		opts:       opts,
@@ -265,6 +300,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		if err := f.validate(); err != nil {
+			http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
+			return
+		}
 		s.SetFaults(f)
 		writeJSON(w, f)
 	default:
@@ -287,7 +326,11 @@ func answer(code int, info string) map[string]any {
 	if code != 0 {
 		status = "FAIL"
 	}
-	return map[string]any{"ActionStatus": status, "ErrorCode": code, "ErrorInfo": info}
+	id := make([]byte, 16)
+	for i := range id {
+		id[i] = "0123456789abcdef"[rand.IntN(16)]
+	}
+	return map[string]any{"ActionStatus": status, "ErrorCode": code, "ErrorInfo": info, "RequestId": string(id)}
 }
 
 func (s *Server) serveBroadcast(w http.ResponseWriter, r *http.Request) {
@@ -304,6 +347,19 @@ func (s *Server) serveBroadcast(w http.ResponseWriter, r *http.Request) {
 	roll := func(p float64) bool { return p > 0 && s.rng.Float64() < p }
 	badGateway := next == CodeBadGateway || roll(f.BadGatewayRate)
 	internal := roll(f.InternalErrorRate)
+	if next <= 0 {
+		codes := make([]int, 0, len(f.Answers))
+		for c := range f.Answers {
+			codes = append(codes, c)
+		}
+		sort.Ints(codes) // a repeatable roll order for one seed
+		for _, c := range codes {
+			if roll(f.Answers[c]) {
+				next = c
+				break
+			}
+		}
+	}
 	drop := next == CodeDrop || roll(f.DropAfterProcessRate)
 	s.mu.Unlock()
 
@@ -361,17 +417,21 @@ func (s *Server) process(r *http.Request, body []byte, f Faults, next int, inter
 	if internal {
 		return sender.CodeInternal, "internal server error (injected)", 0
 	}
+	msg, code, info := checkBody(body)
+	if code != 0 {
+		return code, info, 0
+	}
+	if msg.FromAccount != "" && msg.FromAccount != s.opts.Admin && s.opts.Accounts != nil && !slices.Contains(s.opts.Accounts, msg.FromAccount) {
+		return codeAccountNotFound, "From_Account " + msg.FromAccount + " does not exist", 0
+	}
 	for _, word := range f.Blocked {
 		if word != "" && bytes.Contains(body, []byte(word)) {
 			return sender.CodeContentBlocked, "content blocked by moderation", 0
 		}
 	}
-	if len(body) > sender.MaxBodyBytes {
-		return sender.CodeBodyTooLong, fmt.Sprintf("message body too long: %d bytes", len(body)), 0
-	}
-	msg, code, info := decodeBody(body)
-	if code != 0 {
-		return code, info, 0
+	elems, err := decodeElements(msg.MsgBody)
+	if err != nil {
+		return codeInvalidParameter, err.Error(), 0
 	}
 
 	s.mu.Lock()
@@ -397,7 +457,7 @@ func (s *Server) process(r *http.Request, body []byte, f Faults, next int, inter
 	s.seq++
 	s.seen[msg.Random] = append(entries, seenEntry{content: content, at: now, seq: s.seq})
 	d := Delivery{
-		MsgSeq: s.seq, Random: msg.Random, FromAccount: msg.FromAccount, MsgBody: msg.MsgBody,
+		MsgSeq: s.seq, Random: msg.Random, FromAccount: msg.FromAccount, MsgBody: elems,
 		CloudCustomData: msg.CloudCustomData, At: now, Body: append(json.RawMessage(nil), body...),
 	}
 	s.delivered = append(s.delivered, d)
@@ -408,14 +468,23 @@ func (s *Server) process(r *http.Request, body []byte, f Faults, next int, inter
 	return 0, "", s.seq
 }
 
-// allowLocked applies the rate limit: a token bucket of RateBurst calls
-// refilled at Rate (2% headroom absorbs the scheduling jitter of a client
-// that paces exactly at Rate).
+// allowLocked applies the rate limit model.
 func (s *Server) allowLocked(now time.Time) bool {
 	if s.limiter == nil {
 		return true
 	}
-	return s.limiter.AllowN(now, 1)
+	return s.limiter.allow(now)
+}
+
+// decodeElements returns the elements of a checked body.
+func decodeElements(raw []json.RawMessage) ([]sender.Element, error) {
+	out := make([]sender.Element, len(raw))
+	for i, r := range raw {
+		if err := json.Unmarshal(r, &out[i]); err != nil {
+			return nil, fmt.Errorf("MsgBody[%d]: %w", i, err)
+		}
+	}
+	return out, nil
 }
 
 func (s *Server) checkQuery(r *http.Request) (int, string) {
@@ -464,47 +533,6 @@ func (s *Server) checkQuery(r *http.Request) (int, string) {
 		return 60010, "identifier is not an app administrator"
 	}
 	return 0, ""
-}
-
-// decodeBody parses and validates a request body like the server.
-func decodeBody(body []byte) (*sender.Message, int, string) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, 60003, "request body is empty"
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		return nil, 60003, "request body is not a JSON object"
-	}
-	known := map[string]bool{"From_Account": true, "Random": true, "MsgBody": true, "CloudCustomData": true}
-	var unknown []string
-	for k := range fields {
-		if !known[k] {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		return nil, sender.CodeInvalidParameter, "unknown field(s): " + strings.Join(unknown, ", ")
-	}
-	raw, ok := fields["Random"]
-	if !ok {
-		return nil, sender.CodeInvalidParameter, "Random is required"
-	}
-	if _, err := strconv.ParseUint(string(raw), 10, 32); err != nil {
-		return nil, sender.CodeInvalidParameter, "Random must be a 32-bit unsigned integer"
-	}
-	var msg sender.Message
-	if err := json.Unmarshal(body, &msg); err != nil {
-		return nil, sender.CodeInvalidParameter, "invalid body: " + err.Error()
-	}
-	if err := msg.Validate(); err != nil {
-		var se *sender.Error
-		if errors.As(err, &se) {
-			return nil, se.Code, se.Info
-		}
-		return nil, sender.CodeInvalidParameter, err.Error()
-	}
-	return &msg, 0, ""
 }
 
 // contentHash identifies a message's content: the body without Random.

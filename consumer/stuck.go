@@ -1,0 +1,93 @@
+package consumer
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// holds tracks, per owned partition, the record it is taking to its final
+// outcome and since when that record has been failing (a send answered
+// with a retry-class error, a lost connection, a dead-letter write that
+// failed). A partition failing longer than Config.StuckAfter is stuck:
+// /readyz and the metrics say so. Nothing retries forever in silence.
+type holds struct {
+	mu sync.Mutex
+	by map[int]*hold
+}
+
+// hold is one partition's record in progress.
+type hold struct {
+	offset       int64
+	failingSince time.Time // zero while nothing has failed
+	failures     int
+	lastError    string
+}
+
+func newHolds() *holds { return &holds{by: map[int]*hold{}} }
+
+// start records that partition is now taking offset to its outcome.
+func (h *holds) start(partition int, offset int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.by[partition] = &hold{offset: offset}
+}
+
+// fail records a failure of partition's current record.
+func (h *holds) fail(partition int, at time.Time, what string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := h.by[partition]
+	if cur == nil {
+		return
+	}
+	if cur.failingSince.IsZero() {
+		cur.failingSince = at
+	}
+	cur.failures++
+	cur.lastError = what
+}
+
+// done records that partition finished its record (committed or given
+// up), or that it is no longer owned.
+func (h *holds) done(partition int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.by, partition)
+}
+
+// stuck returns a description of every partition failing for longer than
+// after, and the longest failing time of any partition.
+func (h *holds) stuck(now time.Time, after time.Duration) (lines []string, longest time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	parts := make([]int, 0, len(h.by))
+	for p := range h.by {
+		parts = append(parts, p)
+	}
+	sort.Ints(parts)
+	for _, p := range parts {
+		cur := h.by[p]
+		if cur.failingSince.IsZero() {
+			continue
+		}
+		d := now.Sub(cur.failingSince)
+		longest = max(longest, d)
+		if d >= after {
+			lines = append(lines, fmt.Sprintf("partition %d stuck on offset %d for %s (%d failures, last: %s)",
+				p, cur.offset, d.Round(time.Second), cur.failures, cur.lastError))
+		}
+	}
+	return lines, longest
+}
+
+// stuckSummary is the readiness text for stuck partitions, or "".
+func (w *Worker) stuckSummary() string {
+	lines, _ := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
+	if len(lines) == 0 {
+		return ""
+	}
+	return strings.Join(lines, "; ") + fmt.Sprintf(" (longer than TIM_STUCK_AFTER=%s)", w.cfg.StuckAfter)
+}
