@@ -22,7 +22,9 @@ import (
 func TestSignatureExpiredTwicePauses(t *testing.T) {
 	e := newEnv(t, consumertest.Start(t), 1, sendertest.Options{Faults: sendertest.Faults{Answers: map[int]float64{70001: 1}}})
 	want := e.produceKeyed([]string{"k"}, 2)
-	rw := e.start(func(c *consumer.Config, _ *sender.Config) { c.PauseInitial, c.PauseMax = 10*time.Second, 10*time.Second })
+	rw := e.start(func(c *consumer.Config, _ *sender.Config) {
+		c.PauseInitial, c.PauseMax = 10*time.Second, 10*time.Second
+	})
 	waitFor(t, 30*time.Second, "paused", rw.w.Paused)
 	if n := e.emu.Stats().ByCode[70001]; n > 3 {
 		t.Errorf("%d attempts answered 70001 before the pause, want at most 3", n)

@@ -161,7 +161,7 @@ func loneFailure(res result, se *sender.Error, attempts int, ev *wire.Event) wir
 			Info: "event expired at " + ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
 	case resultExhausted:
 		return wire.Failure{Reason: sender.ReasonRetryExhausted, Class: sender.ClassRetry.String(), Code: se.Code,
-			Info: "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + se.Info,
+			Info:     "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + se.Info,
 			Attempts: attempts, Random: ev.Message.Random}
 	}
 	return wire.Failure{Reason: se.Reason(), Code: se.Code, Info: se.Info, Field: se.Field, Attempts: attempts, Random: ev.Message.Random}
