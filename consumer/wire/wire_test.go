@@ -240,3 +240,30 @@ func ExampleUnpackEnvelope() {
 	// room-1 {"gift":1}
 	// room-2 {"gift":2}
 }
+
+// FuzzDecodeEvent: any record value either decodes to a body within the
+// limit that decodes again to the same bytes, or fails with an
+// *InvalidEventError; never a panic.
+func FuzzDecodeEvent(f *testing.F) {
+	f.Add([]byte(`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`))
+	f.Add([]byte(`{"MsgBody":[{"MsgType":"TIMCustomElem","MsgContent":{"Data":"x"}}],"Random":7,"From_Account":"a"}`))
+	f.Add([]byte(`{"MsgBody":[{"MsgType":"TIMFileElem","MsgContent":{"Url":"u","FileSize":1,"FileName":"f","Download_Flag":2}}]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		r := wire.Record{Topic: "t", Key: []byte("k"), Value: value}
+		ev, err := wire.DecodeEvent(r)
+		if err != nil {
+			if _, ok := err.(*wire.InvalidEventError); !ok {
+				t.Fatalf("error %T %v, want *InvalidEventError", err, err)
+			}
+			return
+		}
+		if len(ev.Body) > sender.MaxBodyBytes {
+			t.Fatalf("body of %d bytes accepted", len(ev.Body))
+		}
+		again, err := wire.DecodeEvent(wire.Record{Topic: "t", Key: []byte("k"), Value: ev.Body})
+		if err != nil || string(again.Body) != string(ev.Body) {
+			t.Fatalf("re-decoding the body: %v\n%s\n%s", err, ev.Body, again.Body)
+		}
+	})
+}
