@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"errors"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -16,7 +17,9 @@ import (
 func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event, f wire.Failure) bool {
 	w, ctx := p.w, p.sendCtx
 	f.FailedAt = w.cfg.Now()
-	msg := wire.DeadLetterMessage(m, f)
+	full := wire.DeadLetterMessage(m, f)
+	msg := full
+	truncations := 0
 	for attempt := 1; ; attempt++ {
 		err := w.dlq.WriteMessages(ctx, msg)
 		if err == nil {
@@ -24,6 +27,15 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 		}
 		if ctx.Err() != nil {
 			return false
+		}
+		if tooLarge(err) && truncations < 2 {
+			// It can never be written as it is: write a smaller copy that
+			// says what was cut, so the partition moves on.
+			truncations++
+			msg = wire.TruncateDeadLetter(full, m.Value, truncations)
+			log.Error("dead-letter record too large for the dead-letter topic; writing a truncated copy",
+				zap.Int("original_value_bytes", len(m.Value)), zap.Int("step", truncations), zap.Error(err))
+			continue
 		}
 		w.holds.fail(p.id, w.cfg.Now(), "dead-letter write: "+err.Error())
 		log.Error("dead-letter write failed; retrying", zap.Int("attempt", attempt), zap.Error(err))
@@ -36,9 +48,30 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 		}
 	}
 	w.holds.done(p.id)
+	if truncations > 0 {
+		w.metrics.recordDeadLetterTruncated()
+	}
 	w.metrics.recordDeadLettered(f.Reason)
 	log.Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
 	p.report(m, ev, Outcome{DeadLetter: &f, Attempts: f.Attempts})
 	return true
+}
+
+// tooLarge reports whether a write failed because the record is too large
+// for the writer (BatchBytes) or the topic (MESSAGE_TOO_LARGE).
+func tooLarge(err error) bool {
+	var mtl kafka.MessageTooLargeError
+	if errors.As(err, &mtl) || errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) {
+		return true
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && tooLarge(e) {
+				return true
+			}
+		}
+	}
+	return false
 }

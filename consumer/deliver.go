@@ -31,7 +31,8 @@ const (
 
 // handle takes one record alone to its final outcome. It returns false
 // when the send context ended first (the record stays uncommitted).
-func (p *partition) handle(m kafka.Message) bool {
+// attempted says an earlier attempt may have reached the server.
+func (p *partition) handle(m kafka.Message, attempted bool) bool {
 	log := p.log.With(zap.Int64("offset", m.Offset))
 	ev, err := wire.DecodeEvent(wire.RecordOf(m))
 	if err != nil {
@@ -40,7 +41,7 @@ func (p *partition) handle(m kafka.Message) bool {
 		return p.deadLetter(log, m, nil, wire.Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field})
 	}
 	log = log.With(zap.Uint32("random", ev.Message.Random))
-	res, se, attempts := p.deliver(log, []member{{m, ev}}, ev.Body, false)
+	res, se, attempts := p.deliver(log, []member{{m, ev}}, ev.Body, false, attempted)
 	switch res {
 	case resultDelivered:
 		return true
@@ -52,8 +53,9 @@ func (p *partition) handle(m kafka.Message) bool {
 
 // deliver sends body (the call for members) until the API answers OK or
 // rejects it, holding through retries and pauses, and reports delivered
-// members. reserved says the first attempt already holds a pacing slot.
-func (p *partition) deliver(log *zap.Logger, members []member, body []byte, reserved bool) (result, *sender.Error, int) {
+// members. reserved says the first attempt already holds a pacing slot;
+// attempted that an earlier attempt may have reached the server.
+func (p *partition) deliver(log *zap.Logger, members []member, body []byte, reserved, attempted bool) (result, *sender.Error, int) {
 	w := p.w
 	w.holds.start(p.id, members[0].msg.Offset)
 	ctx := sender.WithTrace(p.sendCtx, &sender.Trace{Attempt: func(a sender.Attempt) {
@@ -63,7 +65,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 	}})
 	first := w.cfg.Now()
 	attempts := 0
-	mayBeDelivered := false // a failed attempt may still have reached the server
+	mayBeDelivered := attempted // a failed attempt may still have reached the server
 	lone := members[0].ev
 	for {
 		if len(members) == 1 && !lone.ExpiresAt.IsZero() && !w.cfg.Now().Before(lone.ExpiresAt) && !mayBeDelivered {
@@ -126,7 +128,9 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 		default: // ClassRetry: the retry budget or ctx ran out; hold the record.
 			mayBeDelivered = true
 			if probe {
-				w.gate.probeDone(true)
+				// An answer other than a pause clears it; a probe cut short
+				// by the context (revoked, stopping) proves nothing.
+				w.gate.probeDone(ctx.Err() == nil && se.Attempts > 0)
 			}
 			if ctx.Err() != nil {
 				return resultAbandoned, nil, attempts

@@ -27,6 +27,9 @@ type Metrics struct {
 	assigned     prometheus.Gauge
 	share        prometheus.Gauge
 	rate         prometheus.Gauge
+	skipped      *prometheus.CounterVec
+	truncated    prometheus.Counter
+	fetchErrors  *prometheus.CounterVec
 
 	stuckFn atomic.Pointer[func() (int, time.Duration)]
 }
@@ -78,6 +81,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "timbroadcast_effective_rate_calls_per_second", Help: "The pacing rate in force: the share of TIM_RATE, lowered after 10023 answers.",
 		}),
 	}
+	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_records_skipped_total",
+		Help: "Offsets passed over without delivery, by reason: retention (deleted before delivery), log_truncated (committed offset beyond the log end), aborted_transaction, transaction_marker.",
+	}, []string{"reason"})
+	m.fetchErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_fetch_errors_total", Help: "Fetch requests that failed, by error.",
+	}, []string{"error"})
+	m.truncated = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "timbroadcast_dead_letters_truncated_total", Help: "Dead-letter records written as a truncated copy because the full one was too large.",
+	})
+	reg.MustRegister(m.skipped, m.fetchErrors, m.truncated)
 	stuckCount := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "timbroadcast_stuck_partitions", Help: "Partitions failing on one record (send retried, dead-letter write refused) for longer than TIM_STUCK_AFTER.",
 	}, func() float64 { n, _ := m.stuck(); return float64(n) })
@@ -201,4 +215,22 @@ func (m *Metrics) stuck() (int, time.Duration) {
 		return (*f)()
 	}
 	return 0, 0
+}
+
+func (m *Metrics) recordSkipped(reason string, n int64) {
+	if m != nil && n > 0 {
+		m.skipped.WithLabelValues(reason).Add(float64(n))
+	}
+}
+
+func (m *Metrics) recordFetchError(what string) {
+	if m != nil {
+		m.fetchErrors.WithLabelValues(what).Inc()
+	}
+}
+
+func (m *Metrics) recordDeadLetterTruncated() {
+	if m != nil {
+		m.truncated.Inc()
+	}
 }

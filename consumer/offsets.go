@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
@@ -18,7 +19,13 @@ type kafkaClient interface {
 	Metadata(context.Context, *kafka.MetadataRequest) (*kafka.MetadataResponse, error)
 	OffsetFetch(context.Context, *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error)
 	OffsetCommit(context.Context, *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error)
+	ListOffsets(context.Context, *kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error)
 }
+
+// errGenerationGone says the broker refused a commit because this member's
+// generation has ended (a rebalance): the partition stops and the worker
+// rejoins.
+var errGenerationGone = errors.New("the consumer-group generation has ended")
 
 // offsets commits and reads back one partition's offsets within one
 // generation: commits carry the generation and member id, so the broker
@@ -31,11 +38,14 @@ type offsets struct {
 	topic      string
 	partition  int
 	metrics    *Metrics
+	// retryWait is the first wait between reads that failed; default
+	// 100ms, doubling to 5s.
+	retryWait time.Duration
 }
 
 // commit stores the next offset to read, with metadata (an in-flight
 // record, or ""). Transient errors are retried a few times; an error that
-// says the generation is gone is returned at once.
+// says the generation is gone wraps errGenerationGone.
 func (o *offsets) commit(next int64, metadata string) error {
 	start := time.Now()
 	var err error
@@ -62,76 +72,145 @@ func (o *offsets) commit(next int64, metadata string) error {
 		}
 		var kerr kafka.Error
 		if errors.As(err, &kerr) && !kerr.Temporary() {
-			break // the generation is gone: IllegalGeneration, UnknownMemberId, ...
+			return fmt.Errorf("commit offset %d: %w (%w)", next, err, errGenerationGone)
 		}
 		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
 	}
 	return fmt.Errorf("commit offset %d: %w", next, err)
 }
 
-// inFlight reads the call recorded as in flight at the committed offset,
-// if any.
-func (o *offsets) inFlight(ctx context.Context, committed int64) (wire.InFlight, bool, error) {
+// read returns the committed offset (-1 for none) and the call recorded as
+// in flight there, if any. Every error, a group-level one in the answer
+// included (COORDINATOR_LOAD_IN_PROGRESS, say), is retried until ctx
+// ends: an error is never taken as "nothing in flight".
+func (o *offsets) read(ctx context.Context, log *zap.Logger) (int64, *wire.InFlight, error) {
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(o.wait()), backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0))
+	for attempt := 1; ; attempt++ {
+		committed, f, err := o.readOnce(ctx)
+		if err == nil {
+			return committed, f, nil
+		}
+		log.Warn("cannot read the committed offset; retrying", zap.Int("attempt", attempt), zap.Error(err))
+		if err := sleepCtx(ctx, bo.NextBackOff()); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+func (o *offsets) wait() time.Duration {
+	if o.retryWait > 0 {
+		return o.retryWait
+	}
+	return 100 * time.Millisecond
+}
+
+func (o *offsets) readOnce(ctx context.Context) (int64, *wire.InFlight, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := o.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: o.group, Topics: map[string][]int{o.topic: {o.partition}}})
+	if err == nil && resp.Error != nil {
+		err = resp.Error
+	}
 	if err != nil {
-		return wire.InFlight{}, false, fmt.Errorf("read the in-flight record: %w", err)
+		return 0, nil, fmt.Errorf("read the committed offset of %s/%d: %w", o.topic, o.partition, err)
 	}
 	for _, po := range resp.Topics[o.topic] {
-		if po.Partition == o.partition && po.CommittedOffset == committed {
-			f, ok := wire.ParseInFlight(po.Metadata)
-			if ok && f.Last >= committed {
-				return f, true, nil
-			}
+		if po.Partition != o.partition {
+			continue
 		}
+		if po.Error != nil {
+			return 0, nil, fmt.Errorf("read the committed offset of %s/%d: %w", o.topic, o.partition, po.Error)
+		}
+		if f, ok := wire.ParseInFlight(po.Metadata); ok && po.CommittedOffset >= 0 && f.Last >= po.CommittedOffset {
+			return po.CommittedOffset, &f, nil
+		}
+		return po.CommittedOffset, nil, nil
 	}
-	return wire.InFlight{}, false, nil
+	return -1, nil, nil
 }
 
-// resume finishes a call recorded as in flight by an earlier owner: the
-// same records, the same merged bytes.
-func (p *partition) resume(offset int64) error {
-	f, found, err := p.offsets.inFlight(p.fetchCtx, offset)
-	if err != nil || !found {
-		return err
+// bounds returns the partition's log start offset and end offset (the high
+// watermark).
+func (o *offsets) bounds(ctx context.Context) (start, end int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := o.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		o.topic: {kafka.FirstOffsetOf(o.partition), kafka.LastOffsetOf(o.partition)},
+	}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", o.topic, o.partition, err)
 	}
+	for _, po := range resp.Topics[o.topic] {
+		if po.Partition != o.partition {
+			continue
+		}
+		if po.Error != nil {
+			return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", o.topic, o.partition, po.Error)
+		}
+		return po.FirstOffset, po.LastOffset, nil
+	}
+	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition missing from the answer", o.topic, o.partition)
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// resume finishes a call recorded as in flight by an earlier owner (or by
+// this one before a restart): the same records, the same bytes, so the
+// server's dedupe discards a resend. A call that cannot be rebuilt byte
+// for byte (its records were compacted away or changed) is sent record by
+// record, with a warning: never a reason to stop the partition.
+func (p *partition) resume(offset int64, f wire.InFlight) error {
 	log := p.log.With(zap.Int64("first_offset", offset), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
-	log.Info("resuming the in-flight batch of the previous owner")
-	var members []member
+	log.Info("resuming the call recorded as in flight")
+	var got []kafka.Message
 	for {
 		m, err := p.next()
 		if err != nil {
 			return err
 		}
-		ev, derr := wire.DecodeEvent(wire.RecordOf(m))
-		if derr != nil {
-			// Never part of a batch: the record must have changed meaning
-			// (another timbroadcast version). Handle it alone.
-			log.Error("in-flight batch cannot be rebuilt; sending its records one by one", zap.Error(derr))
-			p.carry = &m
-			for _, mm := range members {
-				if !p.handle(mm.msg) {
-					return errStopped
-				}
-				if err := p.offsets.commit(mm.msg.Offset+1, ""); err != nil {
-					return err
-				}
-			}
-			return nil
+		if m.Offset > f.Last {
+			p.carry = &m // the call's last records are gone (compaction)
+			break
 		}
-		members = append(members, member{m, ev})
-		if m.Offset >= f.Last {
+		got = append(got, m)
+		if m.Offset == f.Last {
 			break
 		}
 	}
-	body, random, err := build(members)
-	if err != nil {
-		return err
+	members := make([]member, 0, len(got))
+	for _, m := range got {
+		ev, err := wire.DecodeEvent(wire.RecordOf(m))
+		if err != nil {
+			break
+		}
+		members = append(members, member{m, ev})
 	}
-	if random != f.Random {
-		log.Warn("rebuilt batch has another Random than recorded (merge rules changed?); the server may show it twice",
-			zap.Uint32("rebuilt_random", random))
+	if len(members) == len(got) && len(got) > 0 && got[0].Offset == offset && got[len(got)-1].Offset == f.Last {
+		body, random, err := build(members)
+		if err == nil && random == f.Random {
+			return p.finish(log, members, body, false, true)
+		}
 	}
-	return p.finish(log, members, body, false)
+	log.Warn("the call recorded as in flight cannot be rebuilt byte for byte (records compacted away or changed); "+
+		"sending its surviving records one by one: if the earlier call reached the server, these events may be shown twice",
+		zap.Int("surviving_records", len(got)))
+	for _, m := range got {
+		if !p.handle(m, true) {
+			return errStopped
+		}
+		if err := p.offsets.commit(m.Offset+1, ""); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -16,6 +18,11 @@ type fakeClient struct {
 	metadata     func(*kafka.MetadataRequest) (*kafka.MetadataResponse, error)
 	offsetFetch  func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error)
 	offsetCommit func(*kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error)
+	listOffsets  func(*kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error)
+}
+
+func (f *fakeClient) ListOffsets(_ context.Context, r *kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error) {
+	return f.listOffsets(r)
 }
 
 func (f *fakeClient) Metadata(_ context.Context, r *kafka.MetadataRequest) (*kafka.MetadataResponse, error) {
@@ -31,7 +38,7 @@ func (f *fakeClient) OffsetCommit(_ context.Context, r *kafka.OffsetCommitReques
 }
 
 func testOffsets(c kafkaClient) *offsets {
-	return &offsets{client: c, group: "g", generation: 7, member: "m-1", topic: "t", partition: 2}
+	return &offsets{client: c, group: "g", generation: 7, member: "m-1", topic: "t", partition: 2, retryWait: time.Millisecond}
 }
 
 // commitAnswers answers OffsetCommit with the given errors in turn (nil
@@ -80,15 +87,15 @@ func TestCommitRetriesTransientErrors(t *testing.T) {
 func TestCommitStopsWhenTheGenerationIsGone(t *testing.T) {
 	var reqs []*kafka.OffsetCommitRequest
 	err := testOffsets(commitAnswers(&reqs, kafka.IllegalGeneration)).commit(5, "")
-	if !errors.Is(err, kafka.IllegalGeneration) || !strings.Contains(err.Error(), "commit offset 5") {
-		t.Fatalf("commit = %v, want IllegalGeneration naming the offset", err)
+	if !errors.Is(err, kafka.IllegalGeneration) || !errors.Is(err, errGenerationGone) || !strings.Contains(err.Error(), "commit offset 5") {
+		t.Fatalf("commit = %v, want IllegalGeneration (generation gone) naming the offset", err)
 	}
 	if len(reqs) != 1 {
 		t.Errorf("%d attempts, want 1 (a refused generation is final)", len(reqs))
 	}
 }
 
-func TestInFlightReadBack(t *testing.T) {
+func TestReadCommittedAndInFlight(t *testing.T) {
 	answer := func(committed int64, meta string) *fakeClient {
 		return &fakeClient{offsetFetch: func(r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
 			if r.GroupID != "g" || len(r.Topics["t"]) != 1 || r.Topics["t"][0] != 2 {
@@ -103,26 +110,65 @@ func TestInFlightReadBack(t *testing.T) {
 		name      string
 		committed int64
 		meta      string
-		want      wire.InFlight
-		found     bool
+		want      *wire.InFlight
 	}{
-		{"recorded call", 40, "tb1 43 123456", wire.InFlight{Last: 43, Random: 123456}, true},
-		{"plain commit", 40, "", wire.InFlight{}, false},
-		{"other tool's metadata", 40, "owner=someone", wire.InFlight{}, false},
-		{"offset moved on", 44, "tb1 43 123456", wire.InFlight{}, false},
+		{"recorded call", 40, "tb1 43 123456", &wire.InFlight{Last: 43, Random: 123456}},
+		{"plain commit", 40, "", nil},
+		{"other tool's metadata", 40, "owner=someone", nil},
+		{"stale record", 44, "tb1 43 123456", nil},
+		{"nothing committed", -1, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, found, err := testOffsets(answer(tt.committed, tt.meta)).inFlight(context.Background(), 40)
-			if err != nil || found != tt.found || got != tt.want {
-				t.Errorf("inFlight = %+v, %v, %v; want %+v, %v", got, found, err, tt.want, tt.found)
+			committed, f, err := testOffsets(answer(tt.committed, tt.meta)).read(context.Background(), zap.NewNop())
+			if err != nil || committed != tt.committed || (f == nil) != (tt.want == nil) || (f != nil && *f != *tt.want) {
+				t.Errorf("read = %d, %+v, %v; want %d, %+v", committed, f, err, tt.committed, tt.want)
 			}
 		})
 	}
-	failing := &fakeClient{offsetFetch: func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
-		return nil, errors.New("connection refused")
+}
+
+// TestReadRetriesGroupErrors: a group-level error in the answer
+// (COORDINATOR_LOAD_IN_PROGRESS) or a failed request is retried, never
+// taken as "nothing in flight".
+func TestReadRetriesGroupErrors(t *testing.T) {
+	calls := 0
+	c := &fakeClient{offsetFetch: func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+		calls++
+		switch calls {
+		case 1:
+			return nil, errors.New("connection refused")
+		case 2:
+			return &kafka.OffsetFetchResponse{Error: kafka.GroupLoadInProgress}, nil
+		case 3:
+			return &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{
+				"t": {{Partition: 2, Error: kafka.NotCoordinatorForGroup}},
+			}}, nil
+		}
+		return &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{
+			"t": {{Partition: 2, CommittedOffset: 40, Metadata: "tb1 41 7"}},
+		}}, nil
 	}}
-	if _, _, err := testOffsets(failing).inFlight(context.Background(), 40); err == nil {
-		t.Error("a failed read was taken as nothing in flight")
+	committed, f, err := testOffsets(c).read(context.Background(), zap.NewNop())
+	if err != nil || committed != 40 || f == nil || f.Last != 41 || calls != 4 {
+		t.Fatalf("read = %d, %+v, %v after %d calls; want the in-flight record after 4", committed, f, err, calls)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	failing := &fakeClient{offsetFetch: func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+		return &kafka.OffsetFetchResponse{Error: kafka.GroupLoadInProgress}, nil
+	}}
+	if _, _, err := testOffsets(failing).read(ctx, zap.NewNop()); err == nil {
+		t.Error("read returned without the offset and without an error")
+	}
+}
+
+func TestBounds(t *testing.T) {
+	c := &fakeClient{listOffsets: func(r *kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error) {
+		return &kafka.ListOffsetsResponse{Topics: map[string][]kafka.PartitionOffsets{"t": {{Partition: 2, FirstOffset: 5, LastOffset: 9}}}}, nil
+	}}
+	first, last, err := testOffsets(c).bounds(context.Background())
+	if err != nil || first != 5 || last != 9 {
+		t.Errorf("bounds = %d, %d, %v", first, last, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
@@ -31,10 +32,42 @@ type partition struct {
 }
 
 // consumePartition delivers one partition's records in offset order for
-// the life of a generation, or until stop ends.
+// the life of a generation, or until stop ends. It returns only then, or
+// when a commit says the generation is gone: kafka-go ends the generation
+// for the whole group as soon as one of its functions returns. Any other
+// failure restarts the partition in place, from its committed offset, with
+// a backoff.
 func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Generation, a kafka.PartitionAssignment) {
 	log := w.log.With(zap.String("topic", w.cfg.Topic), zap.Int("partition", a.ID), zap.Int32("generation", gen.ID))
+	defer w.holds.done(a.ID)
+	off := &offsets{client: w.client, group: gen.GroupID, generation: gen.ID, member: gen.MemberID,
+		topic: w.cfg.Topic, partition: a.ID, metrics: w.metrics}
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	for {
+		err := w.runPartition(stop, genCtx, log, off)
+		switch {
+		case stop.Err() != nil || genCtx.Err() != nil:
+			log.Info("partition released", zap.NamedError("last", err))
+			return
+		case errors.Is(err, errGenerationGone):
+			log.Info("the generation is gone; rejoining the group", zap.Error(err))
+			return
+		}
+		wait := bo.NextBackOff()
+		log.Error("partition failed; restarting it from its committed offset", zap.Error(err), zap.Duration("in", wait))
+		select {
+		case <-stop.Done():
+		case <-genCtx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
 
+// runPartition runs one partition from its committed offset until an
+// error, revocation or stop. What is not committed stays for the next run
+// or owner, who resends it with the same Random and bytes.
+func (w *Worker) runPartition(stop, genCtx context.Context, log *zap.Logger, off *offsets) error {
 	// fetchCtx ends when the partition is revoked or the worker stops: no
 	// record is taken after that. sendCtx outlives it by RevokeGrace or
 	// DrainTimeout, so the in-flight send can finish and be committed.
@@ -66,56 +99,33 @@ func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Gener
 	defer watcher.Wait()
 	defer cancelSend()
 
-	r := w.conn.Reader(kafka.ReaderConfig{
-		Topic:            w.cfg.Topic,
-		Partition:        a.ID,
-		MinBytes:         1,
-		MaxBytes:         10 << 20,
-		MaxWait:          w.cfg.MaxWait,
-		ReadBatchTimeout: w.cfg.MaxWait + 5*time.Second,
-		ErrorLogger:      kafka.LoggerFunc(w.log.Sugar().Named("kafka").Debugf),
-	})
-	defer r.Close()
-	if err := r.SetOffset(a.Offset); err != nil {
-		log.Error("cannot set the start offset", zap.Int64("offset", a.Offset), zap.Error(err))
-		return
+	committed, inflight, err := off.read(fetchCtx, log)
+	if err != nil {
+		return err
 	}
-	log.Debug("partition assigned", zap.Int64("offset", a.Offset))
-
-	// The pump hands fetched records over a channel, so merge mode can see
-	// what is waiting without blocking. It stops with fetchCtx.
-	records := make(chan kafka.Message, 64)
-	var pump sync.WaitGroup
-	pump.Go(func() {
-		defer close(records)
-		for {
-			m, err := r.FetchMessage(fetchCtx)
-			if fetchCtx.Err() != nil {
-				return
-			}
-			if err != nil {
-				log.Warn("fetch failed", zap.Error(err))
-				continue
-			}
-			select {
-			case records <- m:
-			case <-fetchCtx.Done():
-				return
-			}
+	start := committed
+	if start < 0 {
+		if start, err = w.startOffset(fetchCtx, log, off); err != nil {
+			return err
 		}
-	})
+	}
+	log.Debug("partition starting", zap.Int64("offset", start))
+
+	// The pump fetches and hands records over a channel, so merge mode can
+	// see what is waiting without blocking. It stops with fetchCtx.
+	records := make(chan kafka.Message, 64)
+	f := &fetcher{rt: w.conn.Transport(), addr: kafka.TCP(w.cfg.Brokers...), topic: w.cfg.Topic, partition: off.partition,
+		maxWait: w.cfg.MaxWait, maxBytes: 10 << 20, next: start}
+	var pump sync.WaitGroup
+	pump.Go(func() { w.pump(fetchCtx, log, f, off, records) })
 	defer pump.Wait()
 	defer cancelFetch()
-	defer w.holds.done(a.ID)
 
-	p := &partition{
-		w: w, id: a.ID, log: log, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx,
-		offsets: &offsets{client: w.client, group: gen.GroupID, generation: gen.ID, member: gen.MemberID,
-			topic: w.cfg.Topic, partition: a.ID, metrics: w.metrics},
-	}
-	if err := p.resume(a.Offset); err != nil {
-		log.Info("stopping the partition", zap.Error(err))
-		return
+	p := &partition{w: w, id: off.partition, log: log, offsets: off, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx}
+	if inflight != nil {
+		if err := p.resume(committed, *inflight); err != nil {
+			return err
+		}
 	}
 	for {
 		var err error
@@ -125,13 +135,116 @@ func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Gener
 			err = p.plainNext()
 		}
 		if err != nil {
-			// Revoked, stopping, or the commit was refused: whatever is
-			// not committed stays for the next owner, who resends it with
-			// the same Random and bytes.
-			log.Info("stopping the partition", zap.Error(err))
-			return
+			return err
 		}
 	}
+}
+
+// startOffset resolves where a partition without a committed offset
+// starts. With LastOffset the resolved offset is committed at once, so
+// records produced after this moment are delivered by whoever owns the
+// partition next, even if this member dies before its first delivery.
+func (w *Worker) startOffset(ctx context.Context, log *zap.Logger, off *offsets) (int64, error) {
+	first, last, err := off.bounds(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if w.cfg.StartOffset != kafka.LastOffset {
+		return first, nil
+	}
+	if err := off.commit(last, ""); err != nil {
+		return 0, err
+	}
+	log.Info("no committed offset: starting at the log end (KAFKA_START_OFFSET=latest), committed", zap.Int64("offset", last))
+	return last, nil
+}
+
+// pump fetches the partition into records until ctx ends. Offsets outside
+// the log are handled here, loudly: below the log start (retention deleted
+// records before they were delivered) it continues at the log start; beyond
+// the log end (truncation after an unclean leader election, a manual reset)
+// at the log end. Both show in an error log with the range, in
+// timbroadcast_records_skipped_total and in /readyz.
+func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *offsets, records chan<- kafka.Message) {
+	defer close(records)
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	for {
+		res, err := f.fetch(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			var pe *partitionError
+			if errors.As(err, &pe) && pe.err == kafka.OffsetOutOfRange {
+				w.outOfRange(ctx, log, f, off)
+				continue
+			}
+			what := "request"
+			if pe != nil {
+				what = pe.err.Title()
+			}
+			w.metrics.recordFetchError(what)
+			wait := bo.NextBackOff()
+			log.Warn("fetch failed; retrying", zap.Int64("offset", f.next), zap.Duration("in", wait), zap.Error(err))
+			if sleepCtx(ctx, wait) != nil {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		w.metrics.recordSkipped("aborted_transaction", int64(res.aborted))
+		w.metrics.recordSkipped("transaction_marker", int64(res.markers))
+		if res.aborted > 0 {
+			log.Debug("skipped records of aborted transactions", zap.Int("records", res.aborted))
+		}
+		for _, m := range res.records {
+			select {
+			case records <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if len(res.records) == 0 && res.batches > 0 && res.aborted == 0 && res.markers == 0 {
+			// Batches with nothing at or after the fetch offset (a compacted
+			// batch's tail): wait instead of asking again at once.
+			if sleepCtx(ctx, f.maxWait) != nil {
+				return
+			}
+		}
+	}
+}
+
+// outOfRange moves a fetcher whose offset is outside the log back inside.
+func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, off *offsets) {
+	first, last, err := off.bounds(ctx)
+	if err != nil {
+		log.Warn("offset out of range and the log's bounds cannot be read; retrying", zap.Error(err))
+		_ = sleepCtx(ctx, time.Second)
+		return
+	}
+	var reason string
+	var lost int64
+	switch {
+	case f.next < first:
+		reason, lost = "retention", first-f.next
+		log.Error("records deleted before they were delivered (retention or DeleteRecords): skipping to the log start",
+			zap.Int64("from_offset", f.next), zap.Int64("to_offset", first-1), zap.Int64("records", lost))
+		w.notes.add(w.cfg.Now(), fmt.Sprintf("%s/%d: offsets %d..%d were deleted before delivery (retention); continued at %d",
+			w.cfg.Topic, f.partition, f.next, first-1, first))
+		f.next = first
+	case f.next > last:
+		reason, lost = "log_truncated", f.next-last
+		log.Error("committed offset beyond the log end (truncation after an unclean leader election, or a manual reset): "+
+			"continuing at the log end; records produced from there on are delivered",
+			zap.Int64("committed_offset", f.next), zap.Int64("log_end", last), zap.Int64("offsets_gone", lost))
+		w.notes.add(w.cfg.Now(), fmt.Sprintf("%s/%d: committed offset %d was beyond the log end %d (log truncated); continued at %d",
+			w.cfg.Topic, f.partition, f.next, last, last))
+		f.next = last
+	default:
+		return // the log moved meanwhile: fetch again
+	}
+	w.metrics.recordSkipped(reason, lost)
 }
 
 // next returns the next record, waiting for it.
@@ -173,12 +286,20 @@ func (p *partition) peek() (kafka.Message, bool) {
 }
 
 // plainNext takes the next record alone to its final outcome and commits.
+// An event with an expiry is recorded as in flight before its first
+// attempt: after a crash, an event that may have reached the server is
+// resent (and deduped), not dead-lettered as expired.
 func (p *partition) plainNext() error {
 	m, err := p.next()
 	if err != nil {
 		return err
 	}
-	if !p.handle(m) {
+	if ev, err := wire.DecodeEvent(wire.RecordOf(m)); err == nil && !ev.ExpiresAt.IsZero() && !p.expired(ev) {
+		if err := p.offsets.commit(m.Offset, wire.InFlight{Last: m.Offset, Random: ev.Message.Random}.String()); err != nil {
+			return err
+		}
+	}
+	if !p.handle(m, false) {
 		return fmt.Errorf("record at offset %d abandoned uncommitted: %w", m.Offset, errStopped)
 	}
 	return p.offsets.commit(m.Offset+1, "")
@@ -195,7 +316,7 @@ func (p *partition) mergeNext() error {
 	ev, derr := wire.DecodeEvent(wire.RecordOf(m))
 	if derr != nil || p.expired(ev) {
 		// Dead-lettered alone (handle decodes and checks again).
-		if !p.handle(m) {
+		if !p.handle(m, false) {
 			return errStopped
 		}
 		return p.offsets.commit(m.Offset+1, "")
@@ -231,7 +352,7 @@ func (p *partition) mergeNext() error {
 		// Nothing sent: the records stay for the next owner.
 		return err
 	}
-	return p.finish(log, members, body, true)
+	return p.finish(log, members, body, true, false)
 }
 
 func (p *partition) expired(ev *wire.Event) bool {
@@ -265,10 +386,11 @@ func build(members []member) ([]byte, uint32, error) {
 // finish sends the call for members and commits past them. A merged call
 // the API rejects as a whole is split: each member is sent alone (each
 // recorded in flight first), and only the ones rejected alone are
-// dead-lettered.
-func (p *partition) finish(log *zap.Logger, members []member, body []byte, reserved bool) error {
+// dead-lettered. attempted says an earlier attempt may have reached the
+// server (a resumed call): it is then never dead-lettered as expired.
+func (p *partition) finish(log *zap.Logger, members []member, body []byte, reserved, attempted bool) error {
 	last := members[len(members)-1].msg.Offset
-	res, se, attempts := p.deliver(log, members, body, reserved)
+	res, se, attempts := p.deliver(log, members, body, reserved, attempted)
 	switch {
 	case res == resultAbandoned:
 		return errStopped
@@ -299,7 +421,7 @@ func (p *partition) finish(log *zap.Logger, members []member, body []byte, reser
 		if err := p.offsets.commit(m.msg.Offset, wire.InFlight{Last: m.msg.Offset, Random: m.ev.Message.Random}.String()); err != nil {
 			return err
 		}
-		if err := p.finish(p.log.With(zap.Int64("offset", m.msg.Offset)), []member{m}, m.ev.Body, false); err != nil {
+		if err := p.finish(p.log.With(zap.Int64("offset", m.msg.Offset)), []member{m}, m.ev.Body, false, false); err != nil {
 			return err
 		}
 	}

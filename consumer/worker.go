@@ -78,8 +78,14 @@ type Config struct {
 	// it succeeds. See README "Giving up" for what it costs.
 	RetryMaxElapsed time.Duration
 	// StartOffset is where a partition without a committed offset starts:
-	// kafka.FirstOffset (default) or kafka.LastOffset.
+	// kafka.FirstOffset (default) or kafka.LastOffset. With LastOffset the
+	// resolved offset is committed as soon as the partition is assigned,
+	// so records produced afterwards are never skipped by a later owner.
 	StartOffset int64
+	// PartitionWatchInterval is how often the topic's partition count is
+	// checked: added partitions are assigned (and the rate share follows)
+	// within about this time. Default 5s.
+	PartitionWatchInterval time.Duration
 
 	// Logger is the worker's logger; default none.
 	Logger *zap.Logger
@@ -125,7 +131,8 @@ func (c *Config) Validate() error {
 		return errors.New("consumer: StartOffset must be kafka.FirstOffset or kafka.LastOffset")
 	}
 	for _, d := range []time.Duration{c.MaxWait, c.SessionTimeout, c.HeartbeatInterval, c.RebalanceTimeout,
-		c.JoinGroupBackoff, c.RevokeGrace, c.DrainTimeout, c.PauseInitial, c.PauseMax, c.StuckAfter, c.RetryMaxElapsed} {
+		c.JoinGroupBackoff, c.RevokeGrace, c.DrainTimeout, c.PauseInitial, c.PauseMax, c.StuckAfter, c.RetryMaxElapsed,
+		c.PartitionWatchInterval} {
 		if d < 0 {
 			return errors.New("consumer: durations must not be negative")
 		}
@@ -149,6 +156,7 @@ func (c *Config) setDefaults() {
 	def(&c.PauseInitial, 5*time.Second)
 	def(&c.PauseMax, 5*time.Minute)
 	def(&c.StuckAfter, 2*time.Minute)
+	def(&c.PartitionWatchInterval, 5*time.Second)
 	if c.StartOffset == 0 {
 		c.StartOffset = kafka.FirstOffset
 	}
@@ -178,6 +186,7 @@ type Worker struct {
 	client  kafkaClient
 	dlq     *kafka.Writer
 	holds   *holds
+	notes   notes
 
 	joined atomic.Bool // a generation is active
 }
@@ -229,10 +238,14 @@ func (w *Worker) Ready() (bool, string) {
 	if s := w.stuckSummary(); s != "" {
 		why = append(why, s)
 	}
-	if len(why) > 0 {
-		return false, strings.Join(why, "\n")
+	notes := w.notes.all()
+	for i, n := range notes {
+		notes[i] = "note: " + n
 	}
-	return true, "ok"
+	if len(why) > 0 {
+		return false, strings.Join(append(why, notes...), "\n")
+	}
+	return true, strings.Join(append([]string{"ok"}, notes...), "\n")
 }
 
 // Paused reports whether sending is paused.
@@ -278,7 +291,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		JoinGroupBackoff:  w.cfg.JoinGroupBackoff,
 		StartOffset:       w.cfg.StartOffset,
 		Timeout:           10 * time.Second,
-		ErrorLogger:       kafka.LoggerFunc(w.log.Sugar().Named("kafka").Debugf),
+		// Added partitions end the generation and are assigned at the
+		// rejoin; the rate share follows.
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: w.cfg.PartitionWatchInterval,
+		ErrorLogger:            kafka.LoggerFunc(w.log.Sugar().Named("kafka").Warnf),
 	})
 	if err != nil {
 		return fmt.Errorf("consumer: create consumer group: %w", err)

@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -32,6 +34,15 @@ const (
 	HeaderSourcePartition = "timbroadcast-source-partition"
 	HeaderSourceOffset    = "timbroadcast-source-offset"
 	HeaderSourceTimestamp = "timbroadcast-source-timestamp"
+	// HeaderDLQTruncated marks a dead-letter record whose copy of the
+	// original had to be cut to fit the dead-letter topic: "value", or
+	// "value,key,headers" when more had to go.
+	HeaderDLQTruncated = "timbroadcast-dlq-truncated"
+	// HeaderDLQOriginalSize and HeaderDLQOriginalSHA256 describe the
+	// original value of a truncated dead-letter record (bytes; lowercase
+	// hex), so it can be found again in the source topic.
+	HeaderDLQOriginalSize   = "timbroadcast-dlq-original-size"
+	HeaderDLQOriginalSHA256 = "timbroadcast-dlq-original-sha256"
 )
 
 const (
@@ -114,6 +125,47 @@ func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 	add(HeaderSourceOffset, strconv.FormatInt(m.Offset, 10))
 	add(HeaderSourceTimestamp, m.Time.UTC().Format(TimeLayout))
 	return kafka.Message{Key: m.Key, Value: m.Value, Headers: headers}
+}
+
+// TruncatedValueBytes is how much of the original value a truncated
+// dead-letter record keeps at the first step: far more than any event that
+// could ever be sent (12,000 bytes), far less than any topic's limit.
+const TruncatedValueBytes = 16 << 10
+
+// TruncateDeadLetter returns a smaller copy of a dead-letter record that
+// the dead-letter topic refused as too large. Step 1 cuts the value to
+// TruncatedValueBytes; step 2 (and later) also drops the value, the
+// producer's headers and cuts the key to 256 bytes. Both keep the
+// dead-letter headers and add HeaderDLQTruncated, HeaderDLQOriginalSize
+// and HeaderDLQOriginalSHA256 of the original value.
+func TruncateDeadLetter(dl kafka.Message, original []byte, step int) kafka.Message {
+	sum := sha256.Sum256(original)
+	out := kafka.Message{Key: dl.Key, Value: dl.Value}
+	what := "value"
+	if len(out.Value) > TruncatedValueBytes {
+		out.Value = out.Value[:TruncatedValueBytes]
+	}
+	if step >= 2 {
+		what = "value,key,headers"
+		out.Value = nil
+		if len(out.Key) > 256 {
+			out.Key = out.Key[:256]
+		}
+	}
+	for _, h := range dl.Headers {
+		ours := strings.HasPrefix(h.Key, dlqHeaderPrefix) || strings.HasPrefix(h.Key, sourceHeaderPrefix)
+		if h.Key == HeaderDLQTruncated || h.Key == HeaderDLQOriginalSize || h.Key == HeaderDLQOriginalSHA256 {
+			continue
+		}
+		if ours || step < 2 {
+			out.Headers = append(out.Headers, h)
+		}
+	}
+	out.Headers = append(out.Headers,
+		kafka.Header{Key: HeaderDLQTruncated, Value: []byte(what)},
+		kafka.Header{Key: HeaderDLQOriginalSize, Value: []byte(strconv.Itoa(len(original)))},
+		kafka.Header{Key: HeaderDLQOriginalSHA256, Value: []byte(hex.EncodeToString(sum[:]))})
+	return out
 }
 
 // ReplayMessage is the record `timbroadcast replay` re-publishes for a

@@ -91,3 +91,29 @@ func (w *Worker) stuckSummary() string {
 	}
 	return strings.Join(lines, "; ") + fmt.Sprintf(" (longer than TIM_STUCK_AFTER=%s)", w.cfg.StuckAfter)
 }
+
+// notes keeps the last events that readiness reports without failing: a
+// skipped range of offsets, say. They are never silent.
+type notes struct {
+	mu   sync.Mutex
+	list []string
+}
+
+const maxNotes = 10
+
+// add records a note, stamped with at.
+func (n *notes) add(at time.Time, text string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.list = append(n.list, at.UTC().Format(time.RFC3339)+" "+text)
+	if len(n.list) > maxNotes {
+		n.list = n.list[len(n.list)-maxNotes:]
+	}
+}
+
+// all returns the notes, oldest first.
+func (n *notes) all() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.list...)
+}
