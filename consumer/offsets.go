@@ -172,18 +172,32 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func (p *partition) resume(offset int64, f wire.InFlight) error {
 	log := p.log.With(zap.Int64("first_offset", offset), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
 	log.Info("resuming the call recorded as in flight")
+	_, end, err := p.offsets.bounds(p.fetchCtx)
+	if err != nil {
+		return err
+	}
 	var got []kafka.Message
-	for {
-		m, err := p.next()
+	for offset < end {
+		it, err := p.nextItem()
 		if err != nil {
 			return err
 		}
+		if it.skipTo != 0 {
+			// Positions without records: inside the call's range they are
+			// passed over; past it, or at the log end, the call ends here.
+			if it.skipTo > f.Last || it.skipTo >= end {
+				p.carry = &it
+				break
+			}
+			continue
+		}
+		m := it.msg
 		if m.Offset > f.Last {
-			p.carry = &m // the call's last records are gone (compaction)
+			p.carry = &it // the call's last records are gone (compaction)
 			break
 		}
 		got = append(got, m)
-		if m.Offset == f.Last {
+		if m.Offset == f.Last || m.Offset+1 >= end {
 			break
 		}
 	}

@@ -15,6 +15,16 @@ import (
 	"github.com/timbroadcast/timbroadcast/dedupe"
 )
 
+// item is what the pump hands the partition loop: a record, or (skipTo >
+// 0) the position after offsets that hold nothing to deliver (transaction
+// markers, aborted batches, a range deleted by retention). Offsets count
+// through those, so the loop commits past them once everything before is
+// final: commits stay contiguous and the group's lag reaches zero.
+type item struct {
+	msg    kafka.Message
+	skipTo int64
+}
+
 // errStopped says the partition's fetch context ended (revoked or
 // stopping).
 var errStopped = errors.New("partition revoked or worker stopping")
@@ -25,8 +35,8 @@ type partition struct {
 	id       int
 	log      *zap.Logger
 	offsets  *offsets
-	records  <-chan kafka.Message
-	carry    *kafka.Message // a record taken from records but not yet used
+	records  <-chan item
+	carry    *item // an item taken from records but not yet used
 	fetchCtx context.Context
 	sendCtx  context.Context
 }
@@ -113,7 +123,7 @@ func (w *Worker) runPartition(stop, genCtx context.Context, log *zap.Logger, off
 
 	// The pump fetches and hands records over a channel, so merge mode can
 	// see what is waiting without blocking. It stops with fetchCtx.
-	records := make(chan kafka.Message, 64)
+	records := make(chan item, 64)
 	f := &fetcher{rt: w.conn.Transport(), addr: kafka.TCP(w.cfg.Brokers...), topic: w.cfg.Topic, partition: off.partition,
 		maxWait: w.cfg.MaxWait, maxBytes: 10 << 20, next: start}
 	var pump sync.WaitGroup
@@ -165,8 +175,17 @@ func (w *Worker) startOffset(ctx context.Context, log *zap.Logger, off *offsets)
 // the log end (truncation after an unclean leader election, a manual reset)
 // at the log end. Both show in an error log with the range, in
 // timbroadcast_records_skipped_total and in /readyz.
-func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *offsets, records chan<- kafka.Message) {
+func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *offsets, records chan<- item) {
 	defer close(records)
+	handed := f.next // the offset after the last item handed over
+	send := func(it item) bool {
+		select {
+		case records <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
@@ -177,7 +196,12 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 		if err != nil {
 			var pe *partitionError
 			if errors.As(err, &pe) && pe.err == kafka.OffsetOutOfRange {
-				w.outOfRange(ctx, log, f, off)
+				if w.outOfRange(ctx, log, f, off) {
+					if !send(item{skipTo: f.next}) {
+						return
+					}
+					handed = f.next
+				}
 				continue
 			}
 			what := "request"
@@ -199,11 +223,16 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 			log.Debug("skipped records of aborted transactions", zap.Int("records", res.aborted))
 		}
 		for _, m := range res.records {
-			select {
-			case records <- m:
-			case <-ctx.Done():
+			if !send(item{msg: m}) {
 				return
 			}
+			handed = m.Offset + 1
+		}
+		if f.next > handed {
+			if !send(item{skipTo: f.next}) {
+				return
+			}
+			handed = f.next
 		}
 		if len(res.records) == 0 && res.batches > 0 && res.aborted == 0 && res.markers == 0 {
 			// Batches with nothing at or after the fetch offset (a compacted
@@ -215,13 +244,14 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 	}
 }
 
-// outOfRange moves a fetcher whose offset is outside the log back inside.
-func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, off *offsets) {
+// outOfRange moves a fetcher whose offset is outside the log back inside;
+// it reports whether it moved it.
+func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, off *offsets) bool {
 	first, last, err := off.bounds(ctx)
 	if err != nil {
 		log.Warn("offset out of range and the log's bounds cannot be read; retrying", zap.Error(err))
 		_ = sleepCtx(ctx, time.Second)
-		return
+		return false
 	}
 	var reason string
 	var lost int64
@@ -242,47 +272,71 @@ func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, of
 			w.cfg.Topic, f.partition, f.next, last, last))
 		f.next = last
 	default:
-		return // the log moved meanwhile: fetch again
+		return false // the log moved meanwhile: fetch again
 	}
 	w.metrics.recordSkipped(reason, lost)
+	return true
 }
 
-// next returns the next record, waiting for it.
-func (p *partition) next() (kafka.Message, error) {
+// nextItem returns the next item, waiting for it.
+func (p *partition) nextItem() (item, error) {
 	if p.carry != nil {
-		m := *p.carry
+		it := *p.carry
 		p.carry = nil
-		return m, nil
+		return it, nil
 	}
 	select {
-	case m, ok := <-p.records:
+	case it, ok := <-p.records:
 		if !ok || p.fetchCtx.Err() != nil {
-			return kafka.Message{}, errStopped
+			return item{}, errStopped
 		}
-		p.w.metrics.recordConsumed(m.Partition, m.Offset, m.HighWaterMark)
-		return m, nil
+		if it.skipTo == 0 {
+			p.w.metrics.recordConsumed(it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
+		}
+		return it, nil
 	case <-p.fetchCtx.Done():
-		return kafka.Message{}, errStopped
+		return item{}, errStopped
+	}
+}
+
+// next returns the next record, waiting for it. Everything before it is
+// final, so it commits past positions without records on the way.
+func (p *partition) next() (kafka.Message, error) {
+	for {
+		it, err := p.nextItem()
+		if err != nil {
+			return kafka.Message{}, err
+		}
+		if it.skipTo == 0 {
+			return it.msg, nil
+		}
+		if err := p.offsets.commit(it.skipTo, ""); err != nil {
+			return kafka.Message{}, err
+		}
 	}
 }
 
 // peek returns the next record if one is already waiting, without taking
-// it.
+// it. A position item ends what can be peeked.
 func (p *partition) peek() (kafka.Message, bool) {
-	if p.carry != nil {
-		return *p.carry, true
-	}
-	select {
-	case m, ok := <-p.records:
-		if !ok || p.fetchCtx.Err() != nil {
+	if p.carry == nil {
+		select {
+		case it, ok := <-p.records:
+			if !ok || p.fetchCtx.Err() != nil {
+				return kafka.Message{}, false
+			}
+			if it.skipTo == 0 {
+				p.w.metrics.recordConsumed(it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
+			}
+			p.carry = &it
+		default:
 			return kafka.Message{}, false
 		}
-		p.w.metrics.recordConsumed(m.Partition, m.Offset, m.HighWaterMark)
-		p.carry = &m
-		return m, true
-	default:
+	}
+	if p.carry.skipTo != 0 {
 		return kafka.Message{}, false
 	}
+	return p.carry.msg, true
 }
 
 // plainNext takes the next record alone to its final outcome and commits.
@@ -323,7 +377,7 @@ func (p *partition) mergeNext() error {
 	}
 	// The slot first: what arrives while we wait joins this call.
 	if err := p.w.send.(SlotSender).Reserve(p.fetchCtx); err != nil {
-		p.carry = &m
+		p.carry = &item{msg: m}
 		return errStopped
 	}
 	members := []member{{m, ev}}
