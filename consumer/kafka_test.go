@@ -391,4 +391,3 @@ func TestCompressedBatches(t *testing.T) {
 	e.waitCommitted(30 * time.Second)
 	checkExactlyOnce(t, deliveredTexts(e.emu), want)
 }
-

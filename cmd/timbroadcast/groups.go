@@ -201,7 +201,7 @@ type workerSettings struct {
 	maxWait, sessionTimeout, heartbeat, rebalanceTimeout *setting
 	joinRetry, revokeGrace, drainTimeout                 *setting
 	pauseInitial, pauseMax, merge, mergeMaxBytes         *setting
-	stuckAfter, retryMaxElapsed                          *setting
+	stuckAfter, retryMaxElapsed, partitionWatch          *setting
 }
 
 func addWorkerSettings(s *settings) *workerSettings {
@@ -219,6 +219,7 @@ func addWorkerSettings(s *settings) *workerSettings {
 		pauseMax:         s.add("pause-max", "PAUSE_MAX", "5m", "longest wait between probes while paused"),
 		merge:            s.add("merge", "TIM_MERGE", "off", "on: pack waiting events into one call of up to TIM_MERGE_MAX_BYTES (README \"Merge mode\")"),
 		mergeMaxBytes:    s.add("merge-max-bytes", "TIM_MERGE_MAX_BYTES", "12000", "largest merged request body, at most 12000"),
+		partitionWatch:   s.add("partition-watch-interval", "KAFKA_PARTITION_WATCH_INTERVAL", "5s", "how often the topic's partition count is checked; added partitions are consumed within about this time"),
 		stuckAfter:       s.add("stuck-after", "TIM_STUCK_AFTER", "2m", "a partition failing on one record this long shows in /readyz and timbroadcast_stuck_partitions"),
 		retryMaxElapsed:  s.add("retry-max-elapsed", "TIM_RETRY_MAX_ELAPSED", "0", "give up an event retried this long and dead-letter it as retry_exhausted; 0 never gives up (README \"Giving up\")"),
 	}
@@ -256,5 +257,5 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 		durationSetting{k.joinRetry, &cfg.JoinGroupBackoff}, durationSetting{k.revokeGrace, &cfg.RevokeGrace},
 		durationSetting{k.drainTimeout, &cfg.DrainTimeout}, durationSetting{k.pauseInitial, &cfg.PauseInitial},
 		durationSetting{k.pauseMax, &cfg.PauseMax}, durationSetting{k.stuckAfter, &cfg.StuckAfter},
-		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed})
+		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed}, durationSetting{k.partitionWatch, &cfg.PartitionWatchInterval})
 }
