@@ -117,3 +117,48 @@ func (n *notes) all() []string {
 	defer n.mu.Unlock()
 	return append([]string(nil), n.list...)
 }
+
+// fetchHealth tracks partitions whose fetches keep failing (a rotated
+// password, a broker down): past Config.StuckAfter they show in /readyz.
+type fetchHealth struct {
+	mu    sync.Mutex
+	since map[int]time.Time
+	last  map[int]string
+}
+
+func (f *fetchHealth) fail(partition int, at time.Time, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.since == nil {
+		f.since, f.last = map[int]time.Time{}, map[int]string{}
+	}
+	if _, ok := f.since[partition]; !ok {
+		f.since[partition] = at
+	}
+	f.last[partition] = err.Error()
+}
+
+func (f *fetchHealth) ok(partition int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.since, partition)
+	delete(f.last, partition)
+}
+
+// failing describes partitions failing to fetch for at least after.
+func (f *fetchHealth) failing(now time.Time, after time.Duration) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var parts []int
+	for p, t := range f.since {
+		if now.Sub(t) >= after {
+			parts = append(parts, p)
+		}
+	}
+	sort.Ints(parts)
+	var out []string
+	for _, p := range parts {
+		out = append(out, fmt.Sprintf("partition %d cannot fetch for %s: %s", p, now.Sub(f.since[p]).Round(time.Second), f.last[p]))
+	}
+	return out
+}

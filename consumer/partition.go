@@ -130,6 +130,7 @@ func (w *Worker) runPartition(stop, genCtx context.Context, log *zap.Logger, off
 	pump.Go(func() { w.pump(fetchCtx, log, f, off, records) })
 	defer pump.Wait()
 	defer cancelFetch()
+	defer w.fetches.ok(off.partition)
 
 	p := &partition{w: w, id: off.partition, log: log, offsets: off, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx}
 	if inflight != nil {
@@ -209,6 +210,7 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 				what = pe.err.Title()
 			}
 			w.metrics.recordFetchError(what)
+			w.fetches.fail(f.partition, w.cfg.Now(), err)
 			wait := bo.NextBackOff()
 			log.Warn("fetch failed; retrying", zap.Int64("offset", f.next), zap.Duration("in", wait), zap.Error(err))
 			if sleepCtx(ctx, wait) != nil {
@@ -217,6 +219,7 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 			continue
 		}
 		bo.Reset()
+		w.fetches.ok(f.partition)
 		w.metrics.recordSkipped("aborted_transaction", int64(res.aborted))
 		w.metrics.recordSkipped("transaction_marker", int64(res.markers))
 		if res.aborted > 0 {

@@ -187,6 +187,9 @@ type Worker struct {
 	dlq     *kafka.Writer
 	holds   *holds
 	notes   notes
+	fetches fetchHealth
+	// kafkaErr is kafka-go's last error report (a failed join, say).
+	kafkaErr atomic.Value
 
 	joined atomic.Bool // a generation is active
 }
@@ -229,9 +232,14 @@ func New(cfg Config, s Sender) (*Worker, error) {
 // paused and not stuck, with the reasons when it is not.
 func (w *Worker) Ready() (bool, string) {
 	if !w.joined.Load() {
-		return false, "not in a consumer-group generation"
+		why := "not in a consumer-group generation"
+		if e, ok := w.kafkaErr.Load().(string); ok && e != "" {
+			why += " (last Kafka error: " + e + ")"
+		}
+		return false, why
 	}
 	var why []string
+	why = append(why, w.fetches.failing(w.cfg.Now(), w.cfg.StuckAfter)...)
 	if paused, since, cause := w.gate.state(); paused {
 		why = append(why, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause))
 	}
@@ -295,7 +303,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		// rejoin; the rate share follows.
 		WatchPartitionChanges:  true,
 		PartitionWatchInterval: w.cfg.PartitionWatchInterval,
-		ErrorLogger:            kafka.LoggerFunc(w.log.Sugar().Named("kafka").Warnf),
+		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
+			w.kafkaErr.Store(fmt.Sprintf(format, args...))
+			w.log.Sugar().Named("kafka").Warnf(format, args...)
+		}),
 	})
 	if err != nil {
 		return fmt.Errorf("consumer: create consumer group: %w", err)
@@ -324,6 +335,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		released = parts
 		w.applyShare(ctx, len(assigned))
 		w.joined.Store(true)
+		w.kafkaErr.Store("")
 		w.log.Info("joined consumer group generation",
 			zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Ints("partitions", parts))
 		for _, a := range assigned {

@@ -105,6 +105,19 @@ func parseDemo(p process, args []string) (*demoCmd, error) {
 	return c, nil
 }
 
+func (c *demoCmd) secrets() []string {
+	var out []string
+	if c.api != nil {
+		out = append(out, c.api.SecretKey)
+	}
+	if c.kafka.given() {
+		if conn, err := c.kafka.conn(); err == nil {
+			out = append(out, conn.Secrets...)
+		}
+	}
+	return out
+}
+
 // Run runs the demo until every sample is final (with --follow, until ctx
 // ends).
 func (c *demoCmd) Run(ctx context.Context) error {
@@ -115,6 +128,9 @@ func (c *demoCmd) Run(ctx context.Context) error {
 	kafkaDesc := ""
 	if c.kafka.given() {
 		conn, _ = c.kafka.conn() // checked by parseDemo
+		if err := c.kafka.check(ctx, conn, logger); err != nil {
+			return err
+		}
 		kafkaDesc = "your broker at " + strings.Join(conn.Brokers, ",")
 	} else {
 		b, err := embedded.Start()

@@ -94,6 +94,8 @@ func parseEmulator(p process, args []string) (*emulatorCmd, error) {
 	return c, nil
 }
 
+func (c *emulatorCmd) secrets() []string { return []string{c.opts.SecretKey} }
+
 // Run serves the emulator until ctx ends.
 func (c *emulatorCmd) Run(ctx context.Context) error {
 	emu := sendertest.NewHandler(c.opts)

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
@@ -18,22 +21,85 @@ import (
 // Settings groups shared by the commands. Each is declared once here, so
 // a setting has one name, one meaning and one default in every command.
 
-// kafkaSettings are how a command reaches Kafka: KAFKA_BROKERS.
+// kafkaSettings are how a command reaches Kafka: the brokers, TLS and
+// SASL. Every command that talks to Kafka declares them, so one setting
+// means the same in all of them.
 type kafkaSettings struct {
-	brokers *setting
+	brokers                                              *setting
+	tls, caFile, certFile, keyFile, serverName, insecure *setting
+	mechanism, username, password, passwordFile          *setting
+	tokenFile, tokenURL, clientID, clientSecret          *setting
+	clientSecretFile, scope                              *setting
 }
 
 func addKafkaSettings(s *settings, brokersDefault string) *kafkaSettings {
 	return &kafkaSettings{
-		brokers: s.add("brokers", "KAFKA_BROKERS", brokersDefault, "Kafka bootstrap brokers, comma-separated host:port"),
+		brokers:          s.add("brokers", "KAFKA_BROKERS", brokersDefault, "Kafka bootstrap brokers, comma-separated host:port"),
+		tls:              s.add("kafka-tls", "KAFKA_TLS", "", "on/off: TLS to the brokers [default: off, on when any KAFKA_TLS_* file is set]"),
+		caFile:           s.add("kafka-tls-ca-file", "KAFKA_TLS_CA_FILE", "", "PEM bundle of CAs to trust [default: the system pool]"),
+		certFile:         s.add("kafka-tls-cert-file", "KAFKA_TLS_CERT_FILE", "", "client certificate (PEM) for mutual TLS"),
+		keyFile:          s.add("kafka-tls-key-file", "KAFKA_TLS_KEY_FILE", "", "client key (PEM) for mutual TLS"),
+		serverName:       s.add("kafka-tls-server-name", "KAFKA_TLS_SERVER_NAME", "", "name to verify in the broker's certificate when it differs from the broker host"),
+		insecure:         s.add("kafka-tls-insecure-skip-verify", "KAFKA_TLS_INSECURE_SKIP_VERIFY", "", "on: accept any broker certificate (tests only; warns at start)"),
+		mechanism:        s.add("kafka-sasl-mechanism", "KAFKA_SASL_MECHANISM", "", "SASL mechanism: "+strings.Join(kafkaconn.Mechanisms, ", ")),
+		username:         s.add("kafka-sasl-username", "KAFKA_SASL_USERNAME", "", "SASL user (PLAIN, SCRAM)"),
+		password:         s.add("kafka-sasl-password", "KAFKA_SASL_PASSWORD", "", "SASL password (prefer KAFKA_SASL_PASSWORD_FILE)"),
+		passwordFile:     s.add("kafka-sasl-password-file", "KAFKA_SASL_PASSWORD_FILE", "", "file holding the SASL password, read at every connection"),
+		tokenFile:        s.add("kafka-sasl-oauth-token-file", "KAFKA_SASL_OAUTH_TOKEN_FILE", "", "OAUTHBEARER token file, read at every connection"),
+		tokenURL:         s.add("kafka-sasl-oauth-token-url", "KAFKA_SASL_OAUTH_TOKEN_URL", "", "OAUTHBEARER: OIDC token endpoint (client-credentials flow)"),
+		clientID:         s.add("kafka-sasl-oauth-client-id", "KAFKA_SASL_OAUTH_CLIENT_ID", "", "OAUTHBEARER: client id"),
+		clientSecret:     s.add("kafka-sasl-oauth-client-secret", "KAFKA_SASL_OAUTH_CLIENT_SECRET", "", "OAUTHBEARER: client secret (prefer the _FILE variant)"),
+		clientSecretFile: s.add("kafka-sasl-oauth-client-secret-file", "KAFKA_SASL_OAUTH_CLIENT_SECRET_FILE", "", "OAUTHBEARER: file holding the client secret"),
+		scope:            s.add("kafka-sasl-oauth-scope", "KAFKA_SASL_OAUTH_SCOPE", "", "OAUTHBEARER: scopes, comma-separated"),
 	}
 }
 
 // given reports whether any broker is set.
 func (k *kafkaSettings) given() bool { return len(k.brokers.list()) > 0 }
 
+// security resolves the TLS and SASL settings.
+func (k *kafkaSettings) security() (kafkaconn.Security, error) {
+	var sec kafkaconn.Security
+	tlsOn := k.caFile.String() != "" || k.certFile.String() != "" || k.keyFile.String() != "" ||
+		k.serverName.String() != "" || k.insecure.String() != ""
+	switch k.tls.String() {
+	case "on", "true", "1":
+		tlsOn = true
+	case "off", "false", "0":
+		if tlsOn {
+			return sec, k.tls.errorf("is off, but KAFKA_TLS_* settings are set")
+		}
+	case "":
+	default:
+		return sec, k.tls.errorf("%q must be on or off", k.tls.val)
+	}
+	if tlsOn {
+		insecure := false
+		switch k.insecure.String() {
+		case "on", "true", "1":
+			insecure = true
+		case "", "off", "false", "0":
+		default:
+			return sec, k.insecure.errorf("%q must be on or off", k.insecure.val)
+		}
+		sec.TLS = &kafkaconn.TLSConfig{CAFile: k.caFile.String(), CertFile: k.certFile.String(), KeyFile: k.keyFile.String(),
+			ServerName: k.serverName.String(), InsecureSkipVerify: insecure}
+	}
+	sasl := []*setting{k.mechanism, k.username, k.password, k.passwordFile, k.tokenFile, k.tokenURL, k.clientID, k.clientSecret, k.clientSecretFile, k.scope}
+	for _, st := range sasl {
+		if st.String() != "" {
+			sec.SASL = &kafkaconn.SASLConfig{Mechanism: k.mechanism.String(), Username: k.username.String(),
+				Password: k.password.String(), PasswordFile: k.passwordFile.String(), OAuthTokenFile: k.tokenFile.String(),
+				OAuthTokenURL: k.tokenURL.String(), OAuthClientID: k.clientID.String(), OAuthClientSecret: k.clientSecret.String(),
+				OAuthClientSecretFile: k.clientSecretFile.String(), OAuthScopes: k.scope.list()}
+			break
+		}
+	}
+	return sec, nil
+}
+
 // conn resolves the settings into a connection, naming the setting on
-// error.
+// error. It reads the files it needs but does not connect.
 func (k *kafkaSettings) conn() (*kafkaconn.Conn, error) {
 	brokers := k.brokers.list()
 	if len(brokers) == 0 {
@@ -44,7 +110,56 @@ func (k *kafkaSettings) conn() (*kafkaconn.Conn, error) {
 			return nil, k.brokers.errorf("%q is not host:port", b)
 		}
 	}
-	return kafkaconn.New(brokers, nil), nil
+	sec, err := k.security()
+	if err != nil {
+		return nil, err
+	}
+	d, err := sec.Dialer()
+	if err != nil {
+		return nil, k.named(err)
+	}
+	c := kafkaconn.New(brokers, d)
+	c.Secrets = sec.Secrets()
+	return c, nil
+}
+
+// check connects once, so bad credentials fail at start naming the
+// setting (a configError: exit 2); an unreachable broker is an ordinary
+// error.
+func (k *kafkaSettings) check(ctx context.Context, c *kafkaconn.Conn, log *zap.Logger) error {
+	if c.Dialer.TLS != nil && c.Dialer.TLS.InsecureSkipVerify {
+		log.Warn("KAFKA_TLS_INSECURE_SKIP_VERIFY is on: any broker certificate is accepted; use it for tests only")
+	}
+	err := kafkaconn.Check(ctx, c.Brokers, c.Dialer)
+	var fe *kafkaconn.FieldError
+	if errors.As(err, &fe) {
+		return configError{k.named(err)}
+	}
+	if err != nil {
+		return fmt.Errorf("connect to %v: %w", c.Brokers, err)
+	}
+	return nil
+}
+
+// named rewrites a kafkaconn.FieldError to name the setting.
+func (k *kafkaSettings) named(err error) error {
+	var fe *kafkaconn.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	names := map[string]string{
+		"TLS": k.tls.name(), "CAFile": k.caFile.name(), "CertFile": k.certFile.name() + " / " + k.keyFile.name(),
+		"KeyFile": k.keyFile.name(), "ServerName": k.serverName.name(), "Mechanism": k.mechanism.name(),
+		"Username": k.username.name(), "Password": k.username.name() + " / " + k.password.name() + " / " + k.passwordFile.name(),
+		"PasswordFile": k.passwordFile.name(), "OAuthTokenFile": k.tokenFile.name(), "OAuthTokenURL": k.tokenURL.name(),
+		"OAuthClientID": k.clientID.name(), "OAuthClientSecret": k.clientSecret.name() + " / " + k.clientSecretFile.name(),
+		"OAuthClientSecretFile": k.clientSecretFile.name(),
+	}
+	name := names[fe.Field]
+	if name == "" {
+		name = fe.Field
+	}
+	return fmt.Errorf("%s: %w", name, fe.Err)
 }
 
 // topicSettings are the source topic and its dead-letter topic.

@@ -55,6 +55,8 @@ type process struct {
 	getenv         func(string) string
 	logger         *zap.Logger
 	stdout, stderr io.Writer
+	// terminal says stderr is a terminal (progress bars).
+	terminal bool
 }
 
 // commands parse their settings into a command; a settings error is
@@ -74,7 +76,12 @@ func main() {
 // runMain runs a command and returns the process exit code: 0, 1 for a
 // failure, 2 for a configuration error. The first SIGINT or SIGTERM
 // drains; a second exits at once with 130.
-func runMain(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func runMain(args []string, getenv func(string) string, rawStdout, rawStderr io.Writer) int {
+	stdout, stderr := &scrubWriter{w: rawStdout}, &scrubWriter{w: rawStderr}
+	for _, name := range secretEnv {
+		stdout.add(getenv(name))
+		stderr.add(getenv(name))
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
 		if len(args) == 0 {
@@ -88,20 +95,24 @@ func runMain(args []string, getenv func(string) string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "timbroadcast: unknown command %q\n\n%s", name, usage)
 		return 2
 	}
-	logger, err := newLogger(getenv("LOG_LEVEL"), stderr)
+	logger, err := newLogger(getenv("LOG_LEVEL"), stderr, isTerminal(rawStderr))
 	if err != nil {
 		fmt.Fprintln(stderr, "timbroadcast:", err)
 		return 2
 	}
 	defer func() { _ = logger.Sync() }()
 
-	cmd, err := parse(process{getenv: getenv, logger: logger, stdout: stdout, stderr: stderr}, rest)
+	cmd, err := parse(process{getenv: getenv, logger: logger, stdout: stdout, stderr: stderr, terminal: isTerminal(rawStderr)}, rest)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case err != nil:
 		fmt.Fprintf(stderr, "timbroadcast %s: configuration error: %v\n", name, err)
 		return 2
+	}
+	if sh, ok := cmd.(secretHolder); ok {
+		stdout.add(sh.secrets()...)
+		stderr.add(sh.secrets()...)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -143,7 +154,7 @@ func (e configError) Unwrap() error { return e.error }
 
 // newLogger returns a JSON logger, or a console one when stderr is a
 // terminal. level is LOG_LEVEL: debug, info (default), warn or error.
-func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+func newLogger(level string, w io.Writer, terminal bool) (*zap.Logger, error) {
 	lvl := zapcore.InfoLevel
 	if level != "" {
 		if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
@@ -151,7 +162,7 @@ func newLogger(level string, w io.Writer) (*zap.Logger, error) {
 		}
 	}
 	var enc zapcore.Encoder
-	if isTerminal(w) {
+	if terminal {
 		ec := zap.NewDevelopmentEncoderConfig()
 		ec.EncodeLevel = zapcore.CapitalColorLevelEncoder
 		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
@@ -40,6 +41,16 @@ type publishCmd struct {
 	dryRun bool
 	stdout io.Writer
 	stderr io.Writer
+	kafka  *kafkaSettings
+	log    *zap.Logger
+	bars   bool
+}
+
+func (c *publishCmd) secrets() []string {
+	if c.conn == nil {
+		return nil
+	}
+	return c.conn.Secrets
 }
 
 // parsePublish resolves the publish command's settings; a single event
@@ -61,7 +72,7 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &publishCmd{file: file.String(), dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr}
+	c := &publishCmd{file: file.String(), dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr, kafka: k, log: p.logger, bars: p.terminal}
 	var err error
 	if k.given() || !c.dryRun {
 		if c.conn, err = k.conn(); err != nil {
@@ -116,10 +127,13 @@ func (c *publishCmd) Run(ctx context.Context) error {
 		return nil
 	}
 
+	if err := c.kafka.check(ctx, c.conn, c.log); err != nil {
+		return err
+	}
 	w := c.conn.Writer(c.topic)
 	w.BatchTimeout, w.BatchSize = 5*time.Millisecond, 200
 	defer w.Close()
-	bar := newBar(len(msgs), "publishing", c.stderr)
+	bar := newBar(len(msgs), "publishing", c.stderr, c.bars)
 	const chunk = 200
 	for i := 0; i < len(msgs); i += chunk {
 		batch := msgs[i:min(i+chunk, len(msgs))]
@@ -231,10 +245,10 @@ func parseEventLine(line []byte) (kafka.Message, error) {
 }
 
 // newBar returns a progress bar on a terminal, and a silent one otherwise.
-func newBar(total int, what string, w io.Writer) *progressbar.ProgressBar {
+func newBar(total int, what string, w io.Writer, visible bool) *progressbar.ProgressBar {
 	return progressbar.NewOptions(total,
 		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetVisibility(isTerminal(w)),
+		progressbar.OptionSetVisibility(visible),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(),
 		progressbar.OptionThrottle(100*time.Millisecond),

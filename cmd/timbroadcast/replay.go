@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
@@ -69,7 +70,12 @@ type replayCmd struct {
 	dryRun    bool
 	stdout    io.Writer
 	stderr    io.Writer
+	kafka     *kafkaSettings
+	log       *zap.Logger
+	bars      bool
 }
+
+func (c *replayCmd) secrets() []string { return c.conn.Secrets }
 
 // parseReplay resolves the replay command's settings.
 func parseReplay(p process, args []string) (*replayCmd, error) {
@@ -87,7 +93,7 @@ func parseReplay(p process, args []string) (*replayCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &replayCmd{dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr}
+	c := &replayCmd{dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr, kafka: k, log: p.logger, bars: p.terminal}
 	var err error
 	if c.conn, err = k.conn(); err != nil {
 		return nil, err
@@ -142,6 +148,9 @@ func replayGroup(dlq, main string, f replayFilter) string {
 
 // Run replays.
 func (c *replayCmd) Run(ctx context.Context) error {
+	if err := c.kafka.check(ctx, c.conn, c.log); err != nil {
+		return err
+	}
 	dlqTopic, main, groupID, f := c.dlq, c.main, c.groupID, c.filter
 	client := c.conn.Client()
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{dlqTopic, main}})
@@ -176,7 +185,7 @@ func (c *replayCmd) Run(ctx context.Context) error {
 		w.BatchSize = 1
 		defer w.Close()
 	}
-	bar := newBar(int(total), "replaying", c.stderr)
+	bar := newBar(int(total), "replaying", c.stderr, c.bars)
 	replayed, skipped := 0, 0
 	for _, p := range parts {
 		if starts[p] >= ends[p] {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -25,6 +26,12 @@ type runCmd struct {
 	// httpAddr serves /metrics, /healthz and /readyz; empty disables it.
 	httpAddr string
 	logger   *zap.Logger
+	kafka    *kafkaSettings
+	conn     *kafkaconn.Conn
+}
+
+func (c *runCmd) secrets() []string {
+	return append([]string{c.sender.SecretKey}, c.conn.Secrets...)
 }
 
 // parseRun resolves the run command's settings.
@@ -38,11 +45,12 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &runCmd{logger: p.logger}
+	c := &runCmd{logger: p.logger, kafka: k}
 	conn, err := k.conn()
 	if err != nil {
 		return nil, err
 	}
+	c.conn = conn
 	c.consumer.Brokers, c.consumer.Dialer = conn.Brokers, conn.Dialer
 	if c.consumer.Topic, c.consumer.DLQTopic, err = t.resolve(); err != nil {
 		return nil, err
@@ -65,6 +73,9 @@ func parseRun(p process, args []string) (*runCmd, error) {
 
 // Run runs the worker until ctx ends, then drains.
 func (c *runCmd) Run(ctx context.Context) error {
+	if err := c.kafka.check(ctx, c.conn, c.logger); err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := consumer.NewMetrics(reg)

@@ -38,6 +38,20 @@ func NewFake(opts ...kfake.Opt) (*Cluster, error) {
 	return &Cluster{Conn: kafkaconn.New(b.Brokers, nil), Kind: "kfake", Fake: b.Fake, stop: b.Close}, nil
 }
 
+// NewFakeSecure starts an in-process kfake broker configured by opts
+// (kfake.TLS, kfake.EnableSASL, ...) and reaches it with dialer.
+func NewFakeSecure(tb testing.TB, dialer *kafka.Dialer, opts ...kfake.Opt) *Cluster {
+	tb.Helper()
+	SkipShort(tb)
+	b, err := embedded.Start(opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &Cluster{Conn: kafkaconn.New(b.Brokers, dialer), Kind: "kfake", Fake: b.Fake, stop: b.Close}
+	tb.Cleanup(c.Close)
+	return c
+}
+
 // NewExternal uses running brokers.
 func NewExternal(brokers []string) *Cluster {
 	return &Cluster{Conn: kafkaconn.New(brokers, nil), Kind: "external", stop: func() {}}

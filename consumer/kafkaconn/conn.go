@@ -19,6 +19,9 @@ type Conn struct {
 	Brokers []string
 	// Dialer dials the brokers (TLS, SASL); never nil.
 	Dialer *kafka.Dialer
+	// Secrets are credential values (passwords, tokens) to scrub from
+	// anything shown to people.
+	Secrets []string
 
 	transport *kafka.Transport
 	client    *kafka.Client
