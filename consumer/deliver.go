@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"time"
@@ -58,9 +59,12 @@ func (p *partition) handle(m kafka.Message, attempted bool) bool {
 func (p *partition) deliver(log *zap.Logger, members []member, body []byte, reserved, attempted bool) (result, *sender.Error, int) {
 	w := p.w
 	w.holds.start(p.id, members[0].msg.Offset)
-	ctx := sender.WithTrace(p.sendCtx, &sender.Trace{Attempt: func(a sender.Attempt) {
+	ctx := sender.WithTrace(p.pacing(p.sendCtx), &sender.Trace{Attempt: func(a sender.Attempt) {
 		if a.Code != sender.CodeOK {
 			w.holds.fail(p.id, a.Start, attemptError(a))
+		}
+		if w.sched != nil && a.Code >= 0 {
+			w.sched.answered(sender.IsRateLimit(a.Code))
 		}
 	}})
 	first := w.cfg.Now()
@@ -154,6 +158,15 @@ func attemptError(a sender.Attempt) string {
 		return "HTTP " + strconv.Itoa(a.HTTPStatus)
 	}
 	return "code " + strconv.Itoa(a.Code) + " " + a.Info
+}
+
+// pacing returns ctx with the call schedule as the sender's pacing, when
+// the worker keeps one.
+func (p *partition) pacing(ctx context.Context) context.Context {
+	if p.w.sched == nil {
+		return ctx
+	}
+	return sender.WithPacing(ctx, func(c context.Context) error { return p.w.sched.wait(c, p.id) })
 }
 
 // loneFailure is the dead-letter failure of an event that expired before

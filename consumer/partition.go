@@ -379,7 +379,7 @@ func (p *partition) mergeNext() error {
 		return p.offsets.commit(m.Offset+1, "")
 	}
 	// The slot first: what arrives while we wait joins this call.
-	if err := p.w.send.(SlotSender).Reserve(p.fetchCtx); err != nil {
+	if err := p.w.send.(SlotSender).Reserve(p.pacing(p.fetchCtx)); err != nil {
 		p.carry = &item{msg: m}
 		return errStopped
 	}

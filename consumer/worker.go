@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,13 +29,6 @@ type SlotSender interface {
 	Sender
 	Reserve(ctx context.Context) error
 	SendBodyReserved(ctx context.Context, body []byte) (*sender.Response, error)
-}
-
-// RateSetter is a Sender whose pacing rate can change. *sender.Client
-// implements it.
-type RateSetter interface {
-	SetRate(callsPerSecond float64)
-	Rate() float64
 }
 
 // Config configures a Worker.
@@ -98,10 +92,15 @@ type Config struct {
 	OnOutcome func(Outcome)
 
 	// AppRate is the app's call rate for all replicas together (TIM_RATE).
-	// When set and the Sender is a RateSetter, this member paces at
-	// AppRate × its share of the topic's partitions, recomputed on every
-	// rebalance, so replicas in one group together stay within AppRate.
+	// When set (and finite), calls follow the call schedule that every
+	// member of the group computes alike (schedule.go): slots of 1/AppRate
+	// seconds, each used by one member, given to partitions with a
+	// backlog. The Sender must honour sender.WithPacing (*sender.Client
+	// does). Zero leaves pacing to the Sender.
 	AppRate float64
+	// ScheduleRefresh is how often the group's backlog is read for the
+	// call schedule; default 200ms.
+	ScheduleRefresh time.Duration
 
 	// Merge packs the events waiting at the head of a partition into one
 	// call when a pacing slot opens (see README "Merge mode"). The Sender
@@ -132,7 +131,7 @@ func (c *Config) Validate() error {
 	}
 	for _, d := range []time.Duration{c.MaxWait, c.SessionTimeout, c.HeartbeatInterval, c.RebalanceTimeout,
 		c.JoinGroupBackoff, c.RevokeGrace, c.DrainTimeout, c.PauseInitial, c.PauseMax, c.StuckAfter, c.RetryMaxElapsed,
-		c.PartitionWatchInterval} {
+		c.PartitionWatchInterval, c.ScheduleRefresh} {
 		if d < 0 {
 			return errors.New("consumer: durations must not be negative")
 		}
@@ -157,6 +156,7 @@ func (c *Config) setDefaults() {
 	def(&c.PauseMax, 5*time.Minute)
 	def(&c.StuckAfter, 2*time.Minute)
 	def(&c.PartitionWatchInterval, 5*time.Second)
+	def(&c.ScheduleRefresh, 200*time.Millisecond)
 	if c.StartOffset == 0 {
 		c.StartOffset = kafka.FirstOffset
 	}
@@ -186,6 +186,7 @@ type Worker struct {
 	client  kafkaClient
 	dlq     *kafka.Writer
 	holds   *holds
+	sched   *schedule // nil: the Sender paces
 	notes   notes
 	fetches fetchHealth
 	// kafkaErr is kafka-go's last error report (a failed join, say).
@@ -221,6 +222,9 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		holds:   newHolds(),
 	}
 	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
+	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
+		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, cfg.Now, cfg.Logger.Named("schedule"), cfg.Metrics)
+	}
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
 		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
 		return len(lines), longest
@@ -314,6 +318,13 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup // every partition goroutine of every generation
 	var released []int
+	var scheduler sync.WaitGroup // the call schedule, stopped after the drain
+	schedCtx, stopSchedule := context.WithCancel(context.Background())
+	defer stopSchedule()
+	if w.sched != nil {
+		scheduler.Go(func() { w.sched.run(schedCtx) })
+		scheduler.Go(func() { w.watchBacklog(schedCtx, w.sched) })
+	}
 	for {
 		gen, err := cg.Next(ctx)
 		if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
@@ -333,7 +344,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		w.metrics.setAssigned(len(assigned), released)
 		released = parts
-		w.applyShare(ctx, len(assigned))
+		if w.sched != nil {
+			w.sched.setMine(parts)
+		}
 		w.joined.Store(true)
 		w.kafkaErr.Store("")
 		w.log.Info("joined consumer group generation",
@@ -349,6 +362,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Drain: partitions see ctx end, finish their in-flight send and
 	// commit while the generation (and its heartbeats) still stand.
 	wg.Wait()
+	stopSchedule()
+	scheduler.Wait()
 	w.joined.Store(false)
 	err = cg.Close() // ends the generation and leaves the group
 	w.metrics.setAssigned(0, released)
@@ -357,30 +372,4 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("consumer stopped; group left")
 	return err
-}
-
-// applyShare paces this member at AppRate × owned / total partitions.
-func (w *Worker) applyShare(ctx context.Context, owned int) {
-	rs, ok := w.send.(RateSetter)
-	if !ok || w.cfg.AppRate <= 0 {
-		return
-	}
-	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	md, err := w.client.Metadata(mctx, &kafka.MetadataRequest{Topics: []string{w.cfg.Topic}})
-	if err != nil || len(md.Topics) != 1 || len(md.Topics[0].Partitions) == 0 {
-		w.log.Warn("cannot read the topic's partition count; keeping the current rate", zap.Error(err))
-		return
-	}
-	total := len(md.Topics[0].Partitions)
-	share := float64(owned) / float64(total)
-	w.metrics.setShare(share)
-	if owned == 0 {
-		w.log.Info("standby: no partitions in this generation")
-		return
-	}
-	rs.SetRate(w.cfg.AppRate * share)
-	w.metrics.setRate(rs.Rate())
-	w.log.Info("pacing at this member's share of the app's rate",
-		zap.Int("partitions", owned), zap.Int("of", total), zap.Float64("rate", rs.Rate()), zap.Float64("app_rate", w.cfg.AppRate))
 }

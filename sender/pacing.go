@@ -61,7 +61,13 @@ func (c *Client) adapt(limited bool) {
 // Reserve waits for the next pacing slot and holds it for the caller's
 // next SendBodyReserved: a caller can decide what to send once the slot has
 // opened (merge mode packs whatever waited meanwhile).
+//
+// A context made by WithPacing paces with its own function instead of the
+// client's limiter (a schedule shared by several processes).
 func (c *Client) Reserve(ctx context.Context) error {
+	if pace, ok := ctx.Value(pacingKey{}).(func(context.Context) error); ok {
+		return pace(ctx)
+	}
 	if err := c.limiter.Wait(ctx); err != nil {
 		if ctx.Err() == nil {
 			return fmt.Errorf("%w: next pacing slot is past the deadline", context.DeadlineExceeded)
@@ -77,4 +83,14 @@ func (c *Client) interval() time.Duration {
 		return 0
 	}
 	return time.Duration(float64(time.Second) / float64(l))
+}
+
+type pacingKey struct{}
+
+// WithPacing returns a context whose sends wait for wait before every
+// attempt instead of for the client's own rate limiter: the caller owns
+// the pacing (the worker's call schedule, shared by all replicas). The
+// client's retry backoff still applies on top.
+func WithPacing(ctx context.Context, wait func(context.Context) error) context.Context {
+	return context.WithValue(ctx, pacingKey{}, wait)
 }

@@ -291,15 +291,21 @@ func runCmd(t *testing.T, env map[string]string, stdin string, args ...string) (
 // replicaEnv is a topic with a backlog and an emulator, for several worker
 // processes in one group.
 func replicaEnv(t testing.TB, partitions, events int, emuRate float64, extra map[string]string) *crashEnv {
+	return replicaEnvWith(t, partitions, events, sendertest.Options{Rate: emuRate}, 60, extra)
+}
+
+// replicaEnvWith is replicaEnv with emulator options and a number of keys
+// (one key puts the whole backlog on one partition).
+func replicaEnvWith(t testing.TB, partitions, events int, emuOpts sendertest.Options, keys int, extra map[string]string) *crashEnv {
 	tt, ok := t.(*testing.T)
 	if !ok {
 		panic("replicaEnv needs a *testing.T")
 	}
-	ce := newCrashEnv(tt, partitions, 0, sendertest.Options{Rate: emuRate}, extra)
+	ce := newCrashEnv(tt, partitions, 0, emuOpts, extra)
 	var msgs []kafka.Message
 	for i := range events {
-		k := fmt.Sprintf("key%02d", i%60) // 60 keys: every partition gets some
-		text := fmt.Sprintf("%s-%d", k, i/60)
+		k := fmt.Sprintf("key%02d", i%keys) // 60 keys: every partition gets some
+		text := fmt.Sprintf("%s-%d", k, i/keys)
 		v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(text)}})
 		msgs = append(msgs, kafka.Message{Key: []byte(k), Value: v})
 		ce.want = append(ce.want, text)
