@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -99,5 +100,63 @@ func TestMergeLoneEventSameBytes(t *testing.T) {
 	}
 	if string(d[0].Body) != string(plain.Body) {
 		t.Errorf("lone event sent as %s, want %s", d[0].Body, plain.Body)
+	}
+}
+
+// alternating makes n events per key alternating a text and a lone custom
+// element, all with one CloudCustomData: a stream that merges only as far
+// as one custom element per message allows.
+func alternating(n int, keys []string) ([]kafka.Message, []string, int) {
+	var msgs []kafka.Message
+	var want []string
+	bytes := 0
+	for i := range n {
+		k := keys[i%len(keys)]
+		name := fmt.Sprintf("%s-%d", k, i/len(keys))
+		var el sender.Element
+		if (i/len(keys))%2 == 0 {
+			el = sender.Text(name + "|" + strings.Repeat("t", 150))
+		} else {
+			el = sender.Custom(name + "|" + strings.Repeat("c", 150))
+		}
+		v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{el}, "CloudCustomData": "campaign=7"})
+		b, _ := json.Marshal(el)
+		bytes += len(b)
+		msgs = append(msgs, kafka.Message{Key: []byte(k), Value: v})
+		want = append(want, name)
+	}
+	return msgs, want, bytes
+}
+
+// TestMergeMixedStreams: 600 events alternating text and custom in every
+// partition. Native mode packs at least 2 events per call (the most one
+// custom element per message allows, in order); envelope mode comes within
+// 2x of the lower bound of calls (event bytes / 12,000). Every event once,
+// in order.
+func TestMergeMixedStreams(t *testing.T) {
+	for _, envelope := range []bool{false, true} {
+		t.Run(map[bool]string{false: "native", true: "envelope"}[envelope], func(t *testing.T) {
+			e := newEnv(t, consumertest.Start(t), 3, sendertest.Options{})
+			msgs, want, elementBytes := alternating(600, []string{"ka", "kb", "kc"})
+			if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+				t.Fatal(err)
+			}
+			e.start(func(c *consumer.Config, s *sender.Config) {
+				c.Merge, c.MergeEnvelope = true, envelope
+				s.Rate = 20 // slow enough that events wait and merge
+			})
+			e.waitCommitted(2 * time.Minute)
+			checkExactlyOnce(t, deliveredEvents(e.emu), want)
+			st := e.emu.Stats()
+			lower := (elementBytes + sender.MaxBodyBytes - 1) / sender.MaxBodyBytes
+			perCall := float64(len(want)) / float64(st.Delivered)
+			t.Logf("%d events in %d calls (%.1f per call); lower bound %d calls", len(want), st.Delivered, perCall, lower)
+			if !envelope && perCall < 2 {
+				t.Errorf("native: %.2f events per call, want at least 2", perCall)
+			}
+			if envelope && st.Delivered > 2*lower {
+				t.Errorf("envelope: %d calls, want at most %d (2x the lower bound %d)", st.Delivered, 2*lower, lower)
+			}
+		})
 	}
 }

@@ -210,7 +210,7 @@ func (p *partition) resume(offset int64, f wire.InFlight) error {
 		members = append(members, member{m, ev})
 	}
 	if len(members) == len(got) && len(got) > 0 && got[0].Offset == offset && got[len(got)-1].Offset == f.Last {
-		body, random, err := build(members)
+		body, random, err := p.w.build(members)
 		if err == nil && random == f.Random {
 			return p.finish(log, members, body, false, true)
 		}

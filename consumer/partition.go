@@ -391,18 +391,18 @@ func (p *partition) mergeNext() error {
 			break
 		}
 		nev, derr := wire.DecodeEvent(wire.RecordOf(nx))
-		if derr != nil || p.expired(nev) || !wire.Mergeable(&ev.Message, &nev.Message) {
+		if derr != nil || p.expired(nev) || !wire.CanJoin(p.w.mergeMode(), parts(members), &nev.Message) {
 			break
 		}
 		cand := append(members[:len(members):len(members)], member{nx, nev})
-		b, _, err := build(cand)
+		b, _, err := p.w.build(cand)
 		if err != nil || len(b) > p.w.cfg.MergeMaxBytes {
 			break
 		}
 		members, body = cand, b
 		p.carry = nil
 	}
-	_, random, _ := build(members)
+	_, random, _ := p.w.build(members)
 	log := p.log.With(zap.Int64("offset", m.Offset), zap.Int("events", len(members)), zap.Uint32("random", random))
 	last := members[len(members)-1].msg.Offset
 	if err := p.offsets.commit(m.Offset, wire.InFlight{Last: last, Random: random}.String()); err != nil {
@@ -416,19 +416,34 @@ func (p *partition) expired(ev *wire.Event) bool {
 	return !ev.ExpiresAt.IsZero() && !p.w.cfg.Now().Before(ev.ExpiresAt)
 }
 
+// mergeMode is the configured way events share a call.
+func (w *Worker) mergeMode() wire.MergeMode {
+	if w.cfg.MergeEnvelope {
+		return wire.MergeEnvelope
+	}
+	return wire.MergeNative
+}
+
+// parts returns members as merge parts.
+func parts(members []member) []wire.MergePart {
+	out := make([]wire.MergePart, len(members))
+	for i, m := range members {
+		out[i] = wire.MergePart{Key: string(m.msg.Key), Message: &m.ev.Message}
+	}
+	return out
+}
+
 // build returns the request body and Random of a call for members: a lone
 // event's own bytes, or the merge of several.
-func build(members []member) ([]byte, uint32, error) {
+func (w *Worker) build(members []member) ([]byte, uint32, error) {
 	if len(members) == 1 {
 		return members[0].ev.Body, members[0].ev.Message.Random, nil
 	}
-	parts := make([]wire.MergePart, len(members))
 	randoms := make([]uint32, len(members))
 	for i, m := range members {
-		parts[i] = wire.MergePart{Key: string(m.msg.Key), Message: &m.ev.Message}
 		randoms[i] = m.ev.Message.Random
 	}
-	msg, err := wire.Merge(parts)
+	msg, err := wire.Merge(w.mergeMode(), parts(members))
 	if err != nil {
 		return nil, 0, err
 	}

@@ -106,6 +106,9 @@ type Config struct {
 	// call when a pacing slot opens (see README "Merge mode"). The Sender
 	// must then also be a SlotSender.
 	Merge bool
+	// MergeEnvelope packs any sequence of events into one envelope element
+	// (wire.MergeEnvelope) instead of native merging (wire.MergeNative).
+	MergeEnvelope bool
 	// MergeMaxBytes caps a merged request body; default and maximum
 	// sender.MaxBodyBytes.
 	MergeMaxBytes int

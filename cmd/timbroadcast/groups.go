@@ -332,7 +332,7 @@ func addWorkerSettings(s *settings) *workerSettings {
 		drainTimeout:     s.add("drain-timeout", "DRAIN_TIMEOUT", "10s", "how long the in-flight send may finish at shutdown"),
 		pauseInitial:     s.add("pause-initial", "PAUSE_INITIAL", "5s", "first wait before probing the API again while paused"),
 		pauseMax:         s.add("pause-max", "PAUSE_MAX", "5m", "longest wait between probes while paused"),
-		merge:            s.add("merge", "TIM_MERGE", "off", "on: pack waiting events into one call of up to TIM_MERGE_MAX_BYTES (README \"Merge mode\")"),
+		merge:            s.add("merge", "TIM_MERGE", "off", "on (or native): pack waiting events into one ordinary message of up to TIM_MERGE_MAX_BYTES; envelope: any sequence into one envelope element receivers unpack (README \"Merge mode\")"),
 		mergeMaxBytes:    s.add("merge-max-bytes", "TIM_MERGE_MAX_BYTES", "12000", "largest merged request body, at most 12000"),
 		partitionWatch:   s.add("partition-watch-interval", "KAFKA_PARTITION_WATCH_INTERVAL", "5s", "how often the topic's partition count is checked; added partitions are consumed within about this time"),
 		stuckAfter:       s.add("stuck-after", "TIM_STUCK_AFTER", "2m", "a partition failing on one record this long shows in /readyz and timbroadcast_stuck_partitions"),
@@ -347,11 +347,13 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 		return err
 	}
 	switch k.merge.String() {
-	case "on", "true", "1":
+	case "on", "true", "1", "native":
 		cfg.Merge = true
+	case "envelope":
+		cfg.Merge, cfg.MergeEnvelope = true, true
 	case "off", "false", "0", "":
 	default:
-		return k.merge.errorf("%q must be on or off", k.merge.val)
+		return k.merge.errorf("%q must be off, on (native) or envelope", k.merge.val)
 	}
 	n, err := strconv.Atoi(k.mergeMaxBytes.String())
 	if err != nil || n < 200 || n > sender.MaxBodyBytes {

@@ -100,6 +100,10 @@ func TestCrashRestart(t *testing.T) {
 	t.Run("merge", func(t *testing.T) {
 		crashRestart(t, map[string]string{"TIM_RATE": "30", "TIM_MERGE": "on", "TIM_MERGE_MAX_BYTES": "400"})
 	})
+	// Envelope mode: every call an envelope of several events.
+	t.Run("envelope", func(t *testing.T) {
+		crashRestart(t, map[string]string{"TIM_RATE": "30", "TIM_MERGE": "envelope", "TIM_MERGE_MAX_BYTES": "600"})
+	})
 }
 
 func crashRestart(t *testing.T, extra map[string]string) {

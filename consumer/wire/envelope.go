@@ -46,3 +46,61 @@ func UnpackEnvelope(c sender.CustomElem) (events []EnvelopeEvent, ok bool, err e
 	}
 	return env.Events, true, nil
 }
+
+// EnvelopeV2Ext marks a TIMCustomElem whose Data is an EnvelopeV2 (merge
+// mode "envelope"): a whole sequence of events in one element.
+const EnvelopeV2Ext = "timbroadcast/merged/v2"
+
+// EnvelopeV2 is the Data of an envelope-mode message: every event of the
+// call, in order, with its own elements and CloudCustomData.
+type EnvelopeV2 struct {
+	// Version is "timbroadcast/merged/v2".
+	Version string `json:"v"`
+	// Events are the events, in order.
+	Events []MergedEvent `json:"events"`
+}
+
+// MergedEvent is one event inside a merged message, as a receiver sees it
+// once unpacked.
+type MergedEvent struct {
+	// Key is the event's record key ("" for a keyless record).
+	Key string `json:"key,omitempty"`
+	// CloudCustomData is the event's own CloudCustomData.
+	CloudCustomData string `json:"CloudCustomData,omitempty"`
+	// MsgBody is the event's elements.
+	MsgBody []sender.Element `json:"MsgBody"`
+}
+
+// Unpack returns the events a message element carries: the events of a
+// version 1 or version 2 envelope, or ok false for any other element.
+func Unpack(el sender.Element) (events []MergedEvent, ok bool, err error) {
+	if el.MsgType != sender.TypeCustom {
+		return nil, false, nil
+	}
+	var c sender.CustomElem
+	if err := json.Unmarshal(el.MsgContent, &c); err != nil {
+		return nil, false, nil
+	}
+	switch c.Ext {
+	case EnvelopeExt:
+		v1, _, err := UnpackEnvelope(c)
+		if err != nil {
+			return nil, true, err
+		}
+		for _, e := range v1 {
+			ce, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: e.Data, Desc: e.Desc, Ext: e.Ext, Sound: e.Sound})
+			events = append(events, MergedEvent{Key: e.Key, MsgBody: []sender.Element{ce}})
+		}
+		return events, true, nil
+	case EnvelopeV2Ext:
+		var env EnvelopeV2
+		if err := json.Unmarshal([]byte(c.Data), &env); err != nil {
+			return nil, true, fmt.Errorf("unpack envelope: %w", err)
+		}
+		if env.Version != EnvelopeV2Ext {
+			return nil, true, fmt.Errorf("unpack envelope: unknown version %q", env.Version)
+		}
+		return env.Events, true, nil
+	}
+	return nil, false, nil
+}

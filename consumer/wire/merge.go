@@ -8,6 +8,24 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
+// MergeMode says how events share one call.
+type MergeMode int
+
+const (
+	// MergeNative packs events into one ordinary message: their elements
+	// one after the other, in event order. A message may hold one
+	// TIMCustomElem, so the custom-bearing events of a call are either one
+	// event, or one run of consecutive events that are a lone custom
+	// element each, packed into one envelope (EnvelopeExt, version 1) at
+	// the run's place: non-custom events may come before and after it.
+	MergeNative MergeMode = iota + 1
+	// MergeEnvelope packs any sequence of events (of one From_Account)
+	// into one custom element whose Data is an EnvelopeV2: each event's
+	// elements, CloudCustomData and key, in order. Receivers must unpack
+	// it (README "Merge mode").
+	MergeEnvelope
+)
+
 // MergePart is one event offered to Merge.
 type MergePart struct {
 	// Key is the event's record key.
@@ -16,72 +34,107 @@ type MergePart struct {
 	Message *sender.Message
 }
 
-// mergeKind sorts messages by how they merge: "plain" (no custom element:
-// elements are concatenated), "custom" (exactly one element, a
-// TIMCustomElem: wrapped in an envelope), "" (custom and other elements
-// together: sent alone, since merging it would reorder its elements).
-func mergeKind(m *sender.Message) string {
-	customs := 0
+// customs counts the custom elements of m.
+func customs(m *sender.Message) int {
+	n := 0
 	for _, el := range m.MsgBody {
 		if el.MsgType == sender.TypeCustom {
-			customs++
+			n++
 		}
 	}
-	switch {
-	case customs == 0:
-		return "plain"
-	case len(m.MsgBody) == 1:
-		return "custom"
+	return n
+}
+
+// loneCustom reports whether m is a single TIMCustomElem.
+func loneCustom(m *sender.Message) bool {
+	return len(m.MsgBody) == 1 && m.MsgBody[0].MsgType == sender.TypeCustom
+}
+
+// CanJoin reports whether next may join a call holding parts (in order),
+// keeping every element in event order.
+func CanJoin(mode MergeMode, parts []MergePart, next *sender.Message) bool {
+	if len(parts) == 0 {
+		return true
 	}
-	return ""
+	first := parts[0].Message
+	if first.FromAccount != next.FromAccount {
+		return false
+	}
+	if mode == MergeEnvelope {
+		return true
+	}
+	if first.CloudCustomData != next.CloudCustomData {
+		return false
+	}
+	if customs(next) == 0 {
+		return true
+	}
+	// next carries a custom element: allowed if no part does, or if it and
+	// the parts' custom-bearing events form one run of lone custom
+	// elements ending at the last part.
+	var bearing []int
+	for i, p := range parts {
+		if customs(p.Message) > 0 {
+			bearing = append(bearing, i)
+		}
+	}
+	if len(bearing) == 0 {
+		return true
+	}
+	if !loneCustom(next) || bearing[len(bearing)-1] != len(parts)-1 {
+		return false
+	}
+	for j, i := range bearing {
+		if !loneCustom(parts[i].Message) || (j > 0 && bearing[j-1] != i-1) {
+			return false
+		}
+	}
+	return true
 }
 
-// Mergeable reports whether two messages can share one merged message: the
-// same From_Account and CloudCustomData, and the same kind (both without a
-// custom element, or both a lone custom element), so a merged message keeps
-// every element in event order.
-func Mergeable(a, b *sender.Message) bool {
-	k := mergeKind(a)
-	return k != "" && k == mergeKind(b) && a.FromAccount == b.FromAccount && a.CloudCustomData == b.CloudCustomData
-}
-
-// Merge packs events into one message (Random left 0 for the caller):
-// events without custom elements have their elements concatenated in
-// event order; events that are a lone TIMCustomElem become one custom
-// element holding an Envelope of them all, in order (Ext = EnvelopeExt).
-// All parts must be Mergeable with the first. The result is a pure
-// function of the parts.
-func Merge(parts []MergePart) (*sender.Message, error) {
+// Merge packs parts into one message (Random left 0 for the caller). The
+// result is a pure function of the parts and the mode, so whoever rebuilds
+// a recorded call gets the same bytes. Every part must have been accepted
+// by CanJoin.
+func Merge(mode MergeMode, parts []MergePart) (*sender.Message, error) {
 	if len(parts) == 0 {
 		return nil, errors.New("merge: no parts")
 	}
+	for i := range parts {
+		if !CanJoin(mode, parts[:i], parts[i].Message) {
+			return nil, fmt.Errorf("merge: event %q cannot join the call", parts[i].Key)
+		}
+	}
+	if mode == MergeEnvelope {
+		return mergeEnvelope(parts)
+	}
 	first := parts[0].Message
 	out := &sender.Message{FromAccount: first.FromAccount, CloudCustomData: first.CloudCustomData}
-	var customs []EnvelopeEvent
-	var lone sender.Element
+	var run []EnvelopeEvent // the run of lone custom elements
+	var runEl sender.Element
+	runAt := -1
 	for _, p := range parts {
-		if len(parts) > 1 && !Mergeable(first, p.Message) {
-			return nil, fmt.Errorf("merge: event %q differs in From_Account or CloudCustomData", p.Key)
-		}
-		for _, el := range p.Message.MsgBody {
-			if el.MsgType != sender.TypeCustom {
-				out.MsgBody = append(out.MsgBody, el)
-				continue
-			}
+		if loneCustom(p.Message) {
+			el := p.Message.MsgBody[0]
 			var c sender.CustomElem
 			if err := json.Unmarshal(el.MsgContent, &c); err != nil {
 				return nil, fmt.Errorf("merge: event %q: custom element: %w", p.Key, err)
 			}
-			customs = append(customs, EnvelopeEvent{Key: p.Key, Data: c.Data, Desc: c.Desc, Ext: c.Ext, Sound: c.Sound})
-			lone = el
+			if runAt < 0 {
+				runAt = len(out.MsgBody)
+				out.MsgBody = append(out.MsgBody, sender.Element{}) // the run's place
+			}
+			run = append(run, EnvelopeEvent{Key: p.Key, Data: c.Data, Desc: c.Desc, Ext: c.Ext, Sound: c.Sound})
+			runEl = el
+			continue
 		}
+		out.MsgBody = append(out.MsgBody, p.Message.MsgBody...)
 	}
-	switch len(customs) {
-	case 0:
-	case 1:
-		out.MsgBody = append(out.MsgBody, lone)
-	default: // every part is a lone custom element
-		data, err := sender.Marshal(Envelope{Version: EnvelopeExt, Events: customs})
+	switch {
+	case len(run) == 1:
+		out.MsgBody[runAt] = runEl
+	case len(run) > 1:
+		data, err := sender.Marshal(Envelope{Version: EnvelopeExt, Events: run})
 		if err != nil {
 			return nil, fmt.Errorf("merge: envelope: %w", err)
 		}
@@ -89,7 +142,23 @@ func Merge(parts []MergePart) (*sender.Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		out.MsgBody = append(out.MsgBody, el)
+		out.MsgBody[runAt] = el
 	}
 	return out, nil
+}
+
+func mergeEnvelope(parts []MergePart) (*sender.Message, error) {
+	env := EnvelopeV2{Version: EnvelopeV2Ext}
+	for _, p := range parts {
+		env.Events = append(env.Events, MergedEvent{Key: p.Key, CloudCustomData: p.Message.CloudCustomData, MsgBody: p.Message.MsgBody})
+	}
+	data, err := sender.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("merge: envelope: %w", err)
+	}
+	el, err := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: string(data), Desc: "timbroadcast merged events", Ext: EnvelopeV2Ext})
+	if err != nil {
+		return nil, err
+	}
+	return &sender.Message{FromAccount: parts[0].Message.FromAccount, MsgBody: []sender.Element{el}}, nil
 }

@@ -173,7 +173,7 @@ func TestEnvelopeGolden(t *testing.T) {
 		el, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: data, Desc: fmt.Sprint("d", i)})
 		parts = append(parts, wire.MergePart{Key: fmt.Sprint("k", i), Message: &sender.Message{CloudCustomData: "c", MsgBody: []sender.Element{el}}})
 	}
-	msg, err := wire.Merge(parts)
+	msg, err := wire.Merge(wire.MergeNative, parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,32 +194,121 @@ func TestEnvelopeGolden(t *testing.T) {
 	}
 }
 
-func TestMergeKeepsOrderAndRefusesMixedKinds(t *testing.T) {
-	text := func(s string) *sender.Message { return &sender.Message{MsgBody: []sender.Element{sender.Text(s)}} }
-	custom := &sender.Message{MsgBody: []sender.Element{sender.Custom("c")}}
-	if !wire.Mergeable(text("a"), text("b")) || wire.Mergeable(text("a"), custom) {
-		t.Error("Mergeable: texts merge with texts, not with a lone custom element")
-	}
-	other := text("b")
+func textMsg(s string) *sender.Message { return &sender.Message{MsgBody: []sender.Element{sender.Text(s)}} }
+func customMsg(s string) *sender.Message { return &sender.Message{MsgBody: []sender.Element{sender.Custom(s)}} }
+
+// TestCanJoinNative: texts merge freely; the custom-bearing events of a
+// call are one event or one run of lone custom elements; the sender and
+// CloudCustomData must match.
+func TestCanJoinNative(t *testing.T) {
+	mixed := &sender.Message{MsgBody: []sender.Element{sender.Text("t"), sender.Custom("c")}}
+	other := textMsg("x")
 	other.FromAccount = "someone"
-	if wire.Mergeable(text("a"), other) {
-		t.Error("Mergeable across senders")
+	ccd := textMsg("x")
+	ccd.CloudCustomData = "campaign"
+	seq := func(ms ...*sender.Message) []wire.MergePart {
+		var out []wire.MergePart
+		for _, m := range ms {
+			out = append(out, wire.MergePart{Message: m})
+		}
+		return out
 	}
-	msg, err := wire.Merge([]wire.MergePart{{Message: text("a")}, {Message: text("b")}, {Message: text("c")}})
+	tests := []struct {
+		name  string
+		parts []wire.MergePart
+		next  *sender.Message
+		want  bool
+	}{
+		{"text after texts", seq(textMsg("a"), textMsg("b")), textMsg("c"), true},
+		{"custom after texts", seq(textMsg("a")), customMsg("c"), true},
+		{"text after the custom run", seq(textMsg("a"), customMsg("c")), textMsg("b"), true},
+		{"custom run goes on", seq(textMsg("a"), customMsg("c"), customMsg("d")), customMsg("e"), true},
+		{"second custom run", seq(customMsg("c"), textMsg("a")), customMsg("d"), false},
+		{"custom after a mixed event", seq(mixed), customMsg("d"), false},
+		{"mixed after a custom", seq(customMsg("c")), mixed, false},
+		{"text after a mixed event", seq(mixed), textMsg("a"), true},
+		{"another sender", seq(textMsg("a")), other, false},
+		{"another CloudCustomData", seq(textMsg("a")), ccd, false},
+	}
+	for _, tt := range tests {
+		if got := wire.CanJoin(wire.MergeNative, tt.parts, tt.next); got != tt.want {
+			t.Errorf("%s: CanJoin = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if !wire.CanJoin(wire.MergeEnvelope, seq(customMsg("c"), mixed, ccd), customMsg("d")) || wire.CanJoin(wire.MergeEnvelope, seq(textMsg("a")), other) {
+		t.Error("envelope mode joins anything of one sender, nothing of another")
+	}
+}
+
+// TestMergeNativeKeepsOrder: texts before and after a run of custom
+// events; the run becomes one envelope at its place.
+func TestMergeNativeKeepsOrder(t *testing.T) {
+	parts := []wire.MergePart{{Key: "1", Message: textMsg("a")}, {Key: "2", Message: customMsg("b")},
+		{Key: "3", Message: customMsg("c")}, {Key: "4", Message: textMsg("d")}}
+	msg, err := wire.Merge(wire.MergeNative, parts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, el := range msg.MsgBody {
-		var c sender.TextElem
+	if len(msg.MsgBody) != 3 || msg.MsgBody[1].MsgType != sender.TypeCustom {
+		t.Fatalf("merged body %+v, want text, envelope, text", msg.MsgBody)
+	}
+	if got := flatten(t, msg); got != "a,b,c,d" {
+		t.Errorf("unpacked order %s, want a,b,c,d", got)
+	}
+	if _, err := wire.Merge(wire.MergeNative, []wire.MergePart{{Message: customMsg("a")}, {Message: textMsg("b")}, {Message: customMsg("c")}}); err == nil {
+		t.Error("Merge accepted two custom runs")
+	}
+}
+
+// flatten returns the texts and custom Data of a message, envelopes
+// unpacked, comma-separated.
+func flatten(t *testing.T, m *sender.Message) string {
+	t.Helper()
+	var out []string
+	add := func(el sender.Element) {
+		var c struct{ Text, Data string }
 		_ = json.Unmarshal(el.MsgContent, &c)
-		got = append(got, c.Text)
+		out = append(out, c.Text+c.Data)
 	}
-	if strings.Join(got, "") != "abc" {
-		t.Errorf("merged order %v", got)
+	for _, el := range m.MsgBody {
+		events, ok, err := wire.Unpack(el)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			add(el)
+			continue
+		}
+		for _, e := range events {
+			for _, x := range e.MsgBody {
+				add(x)
+			}
+		}
 	}
-	if _, err := wire.Merge([]wire.MergePart{{Message: text("a")}, {Message: other}}); err == nil {
-		t.Error("Merge accepted parts from two senders")
+	return strings.Join(out, ",")
+}
+
+func TestEnvelopeV2Golden(t *testing.T) {
+	a := textMsg("a")
+	a.CloudCustomData = "room=1"
+	b := &sender.Message{MsgBody: []sender.Element{sender.Custom(`{"gift":1}`), sender.Text("b")}}
+	parts := []wire.MergePart{{Key: "k1", Message: a}, {Key: "k2", Message: b}, {Key: "k3", Message: customMsg("c")}}
+	msg, err := wire.Merge(wire.MergeEnvelope, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Random = 1
+	body, err := msg.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "envelope-v2.golden.json"), append(body, '\n'))
+	events, ok, err := wire.Unpack(msg.MsgBody[0])
+	if err != nil || !ok || len(events) != 3 || events[0].CloudCustomData != "room=1" || events[1].Key != "k2" || len(events[1].MsgBody) != 2 {
+		t.Errorf("unpacked %+v, %v, %v", events, ok, err)
+	}
+	if got := flatten(t, msg); got != `a,{"gift":1},b,c` {
+		t.Errorf("order %s", got)
 	}
 }
 

@@ -112,17 +112,11 @@ type Delivery struct {
 func (d Delivery) Elements() []sender.Element {
 	var out []sender.Element
 	for _, el := range d.MsgBody {
-		if el.MsgType == sender.TypeCustom {
-			var c sender.CustomElem
-			if json.Unmarshal(el.MsgContent, &c) == nil {
-				if events, ok, err := wire.UnpackEnvelope(c); ok && err == nil {
-					for _, e := range events {
-						ne, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: e.Data, Desc: e.Desc, Ext: e.Ext, Sound: e.Sound})
-						out = append(out, ne)
-					}
-					continue
-				}
+		if events, ok, err := wire.Unpack(el); ok && err == nil {
+			for _, e := range events {
+				out = append(out, e.MsgBody...)
 			}
+			continue
 		}
 		out = append(out, el)
 	}
