@@ -194,8 +194,12 @@ func TestEnvelopeGolden(t *testing.T) {
 	}
 }
 
-func textMsg(s string) *sender.Message { return &sender.Message{MsgBody: []sender.Element{sender.Text(s)}} }
-func customMsg(s string) *sender.Message { return &sender.Message{MsgBody: []sender.Element{sender.Custom(s)}} }
+func textMsg(s string) *sender.Message {
+	return &sender.Message{MsgBody: []sender.Element{sender.Text(s)}}
+}
+func customMsg(s string) *sender.Message {
+	return &sender.Message{MsgBody: []sender.Element{sender.Custom(s)}}
+}
 
 // TestCanJoinNative: texts merge freely; the custom-bearing events of a
 // call are one event or one run of lone custom elements; the sender and
