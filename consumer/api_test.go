@@ -78,7 +78,7 @@ func TestStuckShowsInReady(t *testing.T) {
 	rw := e.start(func(c *consumer.Config, _ *sender.Config) { c.StuckAfter = 300 * time.Millisecond })
 	waitFor(t, 30*time.Second, "stuck", func() bool {
 		ready, why := rw.w.Ready()
-		return !ready && strings.Contains(why, "partition 0 stuck on offset 0") && strings.Contains(why, "10002")
+		return !ready && strings.Contains(why, "/0 stuck on offset 0") && strings.Contains(why, "10002")
 	})
 	e.emu.SetFaults(sendertest.Faults{})
 	e.waitCommitted(30 * time.Second)

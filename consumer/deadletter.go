@@ -37,7 +37,7 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 				zap.Int("original_value_bytes", len(m.Value)), zap.Int("step", truncations), zap.Error(err))
 			continue
 		}
-		w.holds.fail(p.id, w.cfg.Now(), "dead-letter write: "+err.Error())
+		w.holds.fail(p.tp, w.cfg.Now(), "dead-letter write: "+err.Error())
 		log.Error("dead-letter write failed; retrying", zap.Int("attempt", attempt), zap.Error(err))
 		t := time.NewTimer(min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second))
 		select {
@@ -47,11 +47,12 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 		case <-t.C:
 		}
 	}
-	w.holds.done(p.id)
+	w.holds.done(p.tp)
 	if truncations > 0 {
 		w.metrics.recordDeadLetterTruncated()
 	}
 	w.metrics.recordDeadLettered(f.Reason)
+	w.metrics.recordLane(m.Topic, "dead_lettered")
 	log.Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
 	p.report(m, ev, Outcome{DeadLetter: &f, Attempts: f.Attempts})

@@ -58,10 +58,12 @@ func (p *partition) handle(m kafka.Message, attempted bool) bool {
 // attempted that an earlier attempt may have reached the server.
 func (p *partition) deliver(log *zap.Logger, members []member, body []byte, reserved, attempted bool) (result, *sender.Error, int) {
 	w := p.w
-	w.holds.start(p.id, members[0].msg.Offset)
+	w.holds.start(p.tp, members[0].msg.Offset)
+	var lastStart time.Time
 	ctx := sender.WithTrace(p.pacing(p.sendCtx), &sender.Trace{Attempt: func(a sender.Attempt) {
+		lastStart = a.Start
 		if a.Code != sender.CodeOK {
-			w.holds.fail(p.id, a.Start, attemptError(a))
+			w.holds.fail(p.tp, a.Start, attemptError(a))
 		}
 		if w.sched != nil && a.Code >= 0 {
 			w.sched.answered(sender.IsRateLimit(a.Code))
@@ -90,7 +92,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 		switch {
 		case err == nil:
 			attempts += resp.Attempts
-			w.holds.done(p.id)
+			w.holds.done(p.tp)
 			if probe {
 				if d := w.gate.probeDone(true); d > 0 {
 					log.Info("sending resumed", zap.Duration("paused_for", d))
@@ -98,6 +100,10 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 			}
 			for _, m := range members {
 				w.metrics.recordDelivered(1)
+				w.metrics.recordLane(m.msg.Topic, "delivered")
+				if p.urgent && !m.msg.Time.IsZero() && !lastStart.IsZero() {
+					w.metrics.observeUrgentDelay(lastStart.Sub(m.msg.Time))
+				}
 				p.report(m.msg, m.ev, Outcome{Delivered: true, MsgSeq: resp.MsgSeq, Attempts: attempts})
 			}
 			w.metrics.recordRetries(attempts)
@@ -166,7 +172,16 @@ func (p *partition) pacing(ctx context.Context) context.Context {
 	if p.w.sched == nil {
 		return ctx
 	}
-	return sender.WithPacing(ctx, func(c context.Context) error { return p.w.sched.wait(c, p.id) })
+	return sender.WithPacing(ctx, func(c context.Context) error {
+		// A slot is worth waiting for only while the partition is ours: once
+		// it is revoked (or the worker stops) the wait ends at once, so the
+		// member rejoins in time; the next owner resends the call.
+		c, cancel := context.WithCancel(c)
+		defer cancel()
+		stop := context.AfterFunc(p.fetchCtx, cancel)
+		defer stop()
+		return p.w.sched.wait(c, p.tp, p.urgent)
+	})
 }
 
 // loneFailure is the dead-letter failure of an event that expired before

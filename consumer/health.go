@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -15,7 +14,7 @@ import (
 // /readyz and the metrics say so. Nothing retries forever in silence.
 type holds struct {
 	mu sync.Mutex
-	by map[int]*hold
+	by map[topicPartition]*hold
 }
 
 // hold is one partition's record in progress.
@@ -26,17 +25,17 @@ type hold struct {
 	lastError    string
 }
 
-func newHolds() *holds { return &holds{by: map[int]*hold{}} }
+func newHolds() *holds { return &holds{by: map[topicPartition]*hold{}} }
 
 // start records that partition is now taking offset to its outcome.
-func (h *holds) start(partition int, offset int64) {
+func (h *holds) start(partition topicPartition, offset int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.by[partition] = &hold{offset: offset}
 }
 
 // fail records a failure of partition's current record.
-func (h *holds) fail(partition int, at time.Time, what string) {
+func (h *holds) fail(partition topicPartition, at time.Time, what string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	cur := h.by[partition]
@@ -52,7 +51,7 @@ func (h *holds) fail(partition int, at time.Time, what string) {
 
 // done records that partition finished its record (committed or given
 // up), or that it is no longer owned.
-func (h *holds) done(partition int) {
+func (h *holds) done(partition topicPartition) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.by, partition)
@@ -63,11 +62,11 @@ func (h *holds) done(partition int) {
 func (h *holds) stuck(now time.Time, after time.Duration) (lines []string, longest time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	parts := make([]int, 0, len(h.by))
+	parts := make([]topicPartition, 0, len(h.by))
 	for p := range h.by {
 		parts = append(parts, p)
 	}
-	sort.Ints(parts)
+	sortPartitions(parts)
 	for _, p := range parts {
 		cur := h.by[p]
 		if cur.failingSince.IsZero() {
@@ -76,7 +75,7 @@ func (h *holds) stuck(now time.Time, after time.Duration) (lines []string, longe
 		d := now.Sub(cur.failingSince)
 		longest = max(longest, d)
 		if d >= after {
-			lines = append(lines, fmt.Sprintf("partition %d stuck on offset %d for %s (%d failures, last: %s)",
+			lines = append(lines, fmt.Sprintf("partition %s stuck on offset %d for %s (%d failures, last: %s)",
 				p, cur.offset, d.Round(time.Second), cur.failures, cur.lastError))
 		}
 	}
@@ -122,15 +121,15 @@ func (n *notes) all() []string {
 // password, a broker down): past Config.StuckAfter they show in /readyz.
 type fetchHealth struct {
 	mu    sync.Mutex
-	since map[int]time.Time
-	last  map[int]string
+	since map[topicPartition]time.Time
+	last  map[topicPartition]string
 }
 
-func (f *fetchHealth) fail(partition int, at time.Time, err error) {
+func (f *fetchHealth) fail(partition topicPartition, at time.Time, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.since == nil {
-		f.since, f.last = map[int]time.Time{}, map[int]string{}
+		f.since, f.last = map[topicPartition]time.Time{}, map[topicPartition]string{}
 	}
 	if _, ok := f.since[partition]; !ok {
 		f.since[partition] = at
@@ -138,7 +137,7 @@ func (f *fetchHealth) fail(partition int, at time.Time, err error) {
 	f.last[partition] = err.Error()
 }
 
-func (f *fetchHealth) ok(partition int) {
+func (f *fetchHealth) ok(partition topicPartition) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.since, partition)
@@ -149,16 +148,16 @@ func (f *fetchHealth) ok(partition int) {
 func (f *fetchHealth) failing(now time.Time, after time.Duration) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var parts []int
+	var parts []topicPartition
 	for p, t := range f.since {
 		if now.Sub(t) >= after {
 			parts = append(parts, p)
 		}
 	}
-	sort.Ints(parts)
+	sortPartitions(parts)
 	var out []string
 	for _, p := range parts {
-		out = append(out, fmt.Sprintf("partition %d cannot fetch for %s: %s", p, now.Sub(f.since[p]).Round(time.Second), f.last[p]))
+		out = append(out, fmt.Sprintf("partition %s cannot fetch for %s: %s", p, now.Sub(f.since[p]).Round(time.Second), f.last[p]))
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,13 @@ type Metrics struct {
 	fetchErrors  *prometheus.CounterVec
 
 	stuckFn atomic.Pointer[func() (int, time.Duration)]
+
+	laneEvents  *prometheus.CounterVec
+	laneWaiting *prometheus.GaugeVec
+	urgentDelay prometheus.Histogram
+	urgentTopic atomic.Pointer[string]
+	lagMu       sync.Mutex
+	lagByTP     map[string]map[int]int64 // topic -> partition -> lag
 }
 
 // NewMetrics creates the worker's metrics and registers them with reg.
@@ -39,8 +47,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	m := &Metrics{
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "timbroadcast_records_consumed_total", Help: "Records fetched from the source topic.",
-		}, []string{"partition"}),
+			Name: "timbroadcast_records_consumed_total", Help: "Records fetched from the source topics.",
+		}, []string{"topic", "partition"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "timbroadcast_events_total", Help: "Events by final outcome: delivered, dead_lettered.",
 		}, []string{"outcome"}),
@@ -67,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "timbroadcast_consumer_lag_records", Help: "Records behind the partition's high watermark, per owned partition.",
-		}, []string{"partition"}),
+		}, []string{"topic", "partition"}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "timbroadcast_last_success_timestamp_seconds", Help: "Unix time of the last successful send.",
 		}),
@@ -92,6 +100,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "timbroadcast_dead_letters_truncated_total", Help: "Dead-letter records written as a truncated copy because the full one was too large.",
 	})
 	reg.MustRegister(m.skipped, m.fetchErrors, m.truncated)
+	m.laneEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_lane_events_total", Help: "Events by lane (urgent, bulk) and final outcome (delivered, dead_lettered).",
+	}, []string{"lane", "outcome"})
+	m.laneWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "timbroadcast_lane_waiting_records", Help: "Records waiting in this member's partitions, by lane.",
+	}, []string{"lane"})
+	m.urgentDelay = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "timbroadcast_urgent_delay_seconds", Help: "Time from producing an urgent event to the API call that delivered it.",
+		Buckets: []float64{.05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 10, 30},
+	})
+	m.lagByTP = map[string]map[int]int64{}
+	reg.MustRegister(m.laneEvents, m.laneWaiting, m.urgentDelay)
 	stuckCount := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "timbroadcast_stuck_partitions", Help: "Partitions failing on one record (send retried, dead-letter write refused) for longer than TIM_STUCK_AFTER.",
 	}, func() float64 { n, _ := m.stuck(); return float64(n) })
@@ -128,14 +148,64 @@ func (m *Metrics) ObserveAttempt(a sender.Attempt) {
 	}
 }
 
-func (m *Metrics) recordConsumed(partition int, offset, highWater int64) {
+func (m *Metrics) recordConsumed(topic string, partition int, offset, highWater int64) {
 	if m == nil {
 		return
 	}
 	p := strconv.Itoa(partition)
-	m.consumed.WithLabelValues(p).Inc()
+	m.consumed.WithLabelValues(topic, p).Inc()
 	if highWater > 0 {
-		m.lag.WithLabelValues(p).Set(float64(max(highWater-offset-1, 0)))
+		lag := max(highWater-offset-1, 0)
+		m.lag.WithLabelValues(topic, p).Set(float64(lag))
+		m.setLag(topic, partition, lag)
+	}
+}
+
+// setLag records a partition's lag and updates its lane's total (lag < 0
+// forgets the partition).
+func (m *Metrics) setLag(topic string, partition int, lag int64) {
+	m.lagMu.Lock()
+	defer m.lagMu.Unlock()
+	if m.lagByTP[topic] == nil {
+		m.lagByTP[topic] = map[int]int64{}
+	}
+	if lag < 0 {
+		delete(m.lagByTP[topic], partition)
+	} else {
+		m.lagByTP[topic][partition] = lag
+	}
+	total := int64(0)
+	for _, l := range m.lagByTP[topic] {
+		total += l
+	}
+	m.laneWaiting.WithLabelValues(m.lane(topic)).Set(float64(total))
+}
+
+// bindUrgentTopic names the urgent lane's topic.
+func (m *Metrics) bindUrgentTopic(topic string) {
+	if m != nil {
+		m.urgentTopic.Store(&topic)
+	}
+}
+
+func (m *Metrics) lane(topic string) string {
+	if u := m.urgentTopic.Load(); u != nil && *u != "" && *u == topic {
+		return "urgent"
+	}
+	return "bulk"
+}
+
+// recordLane counts a final outcome in its lane.
+func (m *Metrics) recordLane(topic, outcome string) {
+	if m != nil {
+		m.laneEvents.WithLabelValues(m.lane(topic), outcome).Inc()
+	}
+}
+
+// observeUrgentDelay records the produce-to-call delay of an urgent event.
+func (m *Metrics) observeUrgentDelay(d time.Duration) {
+	if m != nil {
+		m.urgentDelay.Observe(d.Seconds())
 	}
 }
 
@@ -181,13 +251,14 @@ func (m *Metrics) observeCommit(d time.Duration) {
 	m.commitTime.Observe(d.Seconds())
 }
 
-func (m *Metrics) setAssigned(n int, released []int) {
+func (m *Metrics) setAssigned(n int, released []topicPartition) {
 	if m == nil {
 		return
 	}
 	m.assigned.Set(float64(n))
-	for _, p := range released {
-		m.lag.DeleteLabelValues(strconv.Itoa(p))
+	for _, tp := range released {
+		m.lag.DeleteLabelValues(tp.topic, strconv.Itoa(tp.partition))
+		m.setLag(tp.topic, tp.partition, -1)
 	}
 }
 

@@ -186,14 +186,14 @@ func (p *partition) resume(offset int64, f wire.InFlight) error {
 			// Positions without records: inside the call's range they are
 			// passed over; past it, or at the log end, the call ends here.
 			if it.skipTo > f.Last || it.skipTo >= end {
-				p.carry = &it
+				p.unread(it)
 				break
 			}
 			continue
 		}
 		m := it.msg
 		if m.Offset > f.Last {
-			p.carry = &it // the call's last records are gone (compaction)
+			p.unread(it) // the call's last records are gone (compaction)
 			break
 		}
 		got = append(got, m)

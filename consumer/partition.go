@@ -32,11 +32,12 @@ var errStopped = errors.New("partition revoked or worker stopping")
 // partition is one owned partition in one generation.
 type partition struct {
 	w        *Worker
-	id       int
+	tp       topicPartition
+	urgent   bool // a partition of the urgent topic
 	log      *zap.Logger
 	offsets  *offsets
 	records  <-chan item
-	carry    *item // an item taken from records but not yet used
+	ahead    []item // items taken from records but not yet used, in order
 	fetchCtx context.Context
 	sendCtx  context.Context
 }
@@ -47,11 +48,11 @@ type partition struct {
 // for the whole group as soon as one of its functions returns. Any other
 // failure restarts the partition in place, from its committed offset, with
 // a backoff.
-func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Generation, a kafka.PartitionAssignment) {
-	log := w.log.With(zap.String("topic", w.cfg.Topic), zap.Int("partition", a.ID), zap.Int32("generation", gen.ID))
-	defer w.holds.done(a.ID)
+func (w *Worker) consumePartition(stop, genCtx context.Context, gen *kafka.Generation, topic string, a kafka.PartitionAssignment) {
+	log := w.log.With(zap.String("topic", topic), zap.Int("partition", a.ID), zap.Int32("generation", gen.ID))
+	defer w.holds.done(topicPartition{topic, a.ID})
 	off := &offsets{client: w.client, group: gen.GroupID, generation: gen.ID, member: gen.MemberID,
-		topic: w.cfg.Topic, partition: a.ID, metrics: w.metrics}
+		topic: topic, partition: a.ID, metrics: w.metrics}
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
@@ -124,15 +125,16 @@ func (w *Worker) runPartition(stop, genCtx context.Context, log *zap.Logger, off
 	// The pump fetches and hands records over a channel, so merge mode can
 	// see what is waiting without blocking. It stops with fetchCtx.
 	records := make(chan item, 64)
-	f := &fetcher{rt: w.conn.Transport(), addr: kafka.TCP(w.cfg.Brokers...), topic: w.cfg.Topic, partition: off.partition,
+	tp := topicPartition{off.topic, off.partition}
+	f := &fetcher{rt: w.conn.Transport(), addr: kafka.TCP(w.cfg.Brokers...), topic: off.topic, partition: off.partition,
 		maxWait: w.cfg.MaxWait, maxBytes: 10 << 20, next: start}
 	var pump sync.WaitGroup
 	pump.Go(func() { w.pump(fetchCtx, log, f, off, records) })
 	defer pump.Wait()
 	defer cancelFetch()
-	defer w.fetches.ok(off.partition)
+	defer w.fetches.ok(tp)
 
-	p := &partition{w: w, id: off.partition, log: log, offsets: off, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx}
+	p := &partition{w: w, tp: tp, urgent: off.topic == w.cfg.UrgentTopic, log: log, offsets: off, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx}
 	if inflight != nil {
 		if err := p.resume(committed, *inflight); err != nil {
 			return err
@@ -210,7 +212,7 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 				what = pe.err.Title()
 			}
 			w.metrics.recordFetchError(what)
-			w.fetches.fail(f.partition, w.cfg.Now(), err)
+			w.fetches.fail(topicPartition{f.topic, f.partition}, w.cfg.Now(), err)
 			wait := bo.NextBackOff()
 			log.Warn("fetch failed; retrying", zap.Int64("offset", f.next), zap.Duration("in", wait), zap.Error(err))
 			if sleepCtx(ctx, wait) != nil {
@@ -219,7 +221,7 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 			continue
 		}
 		bo.Reset()
-		w.fetches.ok(f.partition)
+		w.fetches.ok(topicPartition{f.topic, f.partition})
 		w.metrics.recordSkipped("aborted_transaction", int64(res.aborted))
 		w.metrics.recordSkipped("transaction_marker", int64(res.markers))
 		if res.aborted > 0 {
@@ -264,7 +266,7 @@ func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, of
 		log.Error("records deleted before they were delivered (retention or DeleteRecords): skipping to the log start",
 			zap.Int64("from_offset", f.next), zap.Int64("to_offset", first-1), zap.Int64("records", lost))
 		w.notes.add(w.cfg.Now(), fmt.Sprintf("%s/%d: offsets %d..%d were deleted before delivery (retention); continued at %d",
-			w.cfg.Topic, f.partition, f.next, first-1, first))
+			f.topic, f.partition, f.next, first-1, first))
 		f.next = first
 	case f.next > last:
 		reason, lost = "log_truncated", f.next-last
@@ -272,7 +274,7 @@ func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, of
 			"continuing at the log end; records produced from there on are delivered",
 			zap.Int64("committed_offset", f.next), zap.Int64("log_end", last), zap.Int64("offsets_gone", lost))
 		w.notes.add(w.cfg.Now(), fmt.Sprintf("%s/%d: committed offset %d was beyond the log end %d (log truncated); continued at %d",
-			w.cfg.Topic, f.partition, f.next, last, last))
+			f.topic, f.partition, f.next, last, last))
 		f.next = last
 	default:
 		return false // the log moved meanwhile: fetch again
@@ -283,9 +285,9 @@ func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, of
 
 // nextItem returns the next item, waiting for it.
 func (p *partition) nextItem() (item, error) {
-	if p.carry != nil {
-		it := *p.carry
-		p.carry = nil
+	if len(p.ahead) > 0 {
+		it := p.ahead[0]
+		p.ahead = p.ahead[1:]
 		return it, nil
 	}
 	select {
@@ -294,7 +296,7 @@ func (p *partition) nextItem() (item, error) {
 			return item{}, errStopped
 		}
 		if it.skipTo == 0 {
-			p.w.metrics.recordConsumed(it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
+			p.w.metrics.recordConsumed(it.msg.Topic, it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
 		}
 		return it, nil
 	case <-p.fetchCtx.Done():
@@ -319,27 +321,33 @@ func (p *partition) next() (kafka.Message, error) {
 	}
 }
 
-// peek returns the next record if one is already waiting, without taking
-// it. A position item ends what can be peeked.
-func (p *partition) peek() (kafka.Message, bool) {
-	if p.carry == nil {
+// unread puts an item back in front of what is waiting.
+func (p *partition) unread(it item) {
+	p.ahead = append([]item{it}, p.ahead...)
+}
+
+// peekAt returns the i-th record waiting behind what was taken (from 0),
+// without taking it, if it has already arrived. A position item ends what
+// can be peeked.
+func (p *partition) peekAt(i int) (kafka.Message, bool) {
+	for len(p.ahead) <= i {
 		select {
 		case it, ok := <-p.records:
 			if !ok || p.fetchCtx.Err() != nil {
 				return kafka.Message{}, false
 			}
 			if it.skipTo == 0 {
-				p.w.metrics.recordConsumed(it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
+				p.w.metrics.recordConsumed(it.msg.Topic, it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
 			}
-			p.carry = &it
+			p.ahead = append(p.ahead, it)
 		default:
 			return kafka.Message{}, false
 		}
 	}
-	if p.carry.skipTo != 0 {
+	if p.ahead[i].skipTo != 0 {
 		return kafka.Message{}, false
 	}
-	return p.carry.msg, true
+	return p.ahead[i].msg, true
 }
 
 // plainNext takes the next record alone to its final outcome and commits.
@@ -380,13 +388,17 @@ func (p *partition) mergeNext() error {
 	}
 	// The slot first: what arrives while we wait joins this call.
 	if err := p.w.send.(SlotSender).Reserve(p.pacing(p.fetchCtx)); err != nil {
-		p.carry = &item{msg: m}
+		p.unread(item{msg: m})
 		return errStopped
 	}
+	// Then the longest run of waiting events that may join, and of it the
+	// longest prefix that fits (a binary search: a few encodings however
+	// many events wait, so packing barely delays the call).
 	members := []member{{m, ev}}
-	body := ev.Body
-	for {
-		nx, ok := p.peek()
+	limit := p.w.cfg.MergeMaxBytes
+	estimate := len(ev.Body)
+	for i := 0; estimate <= 3*limit; i++ {
+		nx, ok := p.peekAt(i)
 		if !ok {
 			break
 		}
@@ -394,14 +406,28 @@ func (p *partition) mergeNext() error {
 		if derr != nil || p.expired(nev) || !wire.CanJoin(p.w.mergeMode(), parts(members), &nev.Message) {
 			break
 		}
-		cand := append(members[:len(members):len(members)], member{nx, nev})
-		b, _, err := p.w.build(cand)
-		if err != nil || len(b) > p.w.cfg.MergeMaxBytes {
-			break
-		}
-		members, body = cand, b
-		p.carry = nil
+		members = append(members, member{nx, nev})
+		estimate += len(nev.Body)
 	}
+	fits := func(n int) ([]byte, bool) {
+		b, _, err := p.w.build(members[:n])
+		return b, err == nil && len(b) <= limit
+	}
+	lo, hi := 1, len(members)
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if _, ok := fits(mid); ok {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	members = members[:lo]
+	body, _ := fits(lo)
+	if lo == 1 {
+		body = ev.Body
+	}
+	p.ahead = p.ahead[lo-1:]
 	_, random, _ := p.w.build(members)
 	log := p.log.With(zap.Int64("offset", m.Offset), zap.Int("events", len(members)), zap.Uint32("random", random))
 	last := members[len(members)-1].msg.Offset

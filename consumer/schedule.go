@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,6 +31,44 @@ import (
 // few hundred milliseconds; a short disagreement between members costs one
 // 10023, retried. A single process is the same schedule with every slot
 // its own.
+// topicPartition names one partition of one of the worker's topics.
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+func (tp topicPartition) String() string { return tp.topic + "/" + strconv.Itoa(tp.partition) }
+
+// sortPartitions sorts by topic, then partition.
+func sortPartitions(ps []topicPartition) {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].topic != ps[j].topic {
+			return ps[i].topic < ps[j].topic
+		}
+		return ps[i].partition < ps[j].partition
+	})
+}
+
+// view is Kafka's view of the topics, the same for every member.
+type view struct {
+	urgent []topicPartition // urgent partitions with a backlog
+	bulk   []topicPartition // bulk partitions with a backlog
+	all    []topicPartition // every bulk partition
+}
+
+// owners is the list slots are dealt from: urgent partitions with a
+// backlog first (an urgent event takes the next slot of the app), else
+// bulk ones, else every bulk partition in turn.
+func (v view) owners() []topicPartition {
+	switch {
+	case len(v.urgent) > 0:
+		return v.urgent
+	case len(v.bulk) > 0:
+		return v.bulk
+	}
+	return v.all
+}
+
 type schedule struct {
 	period  time.Duration
 	refresh time.Duration
@@ -38,9 +77,8 @@ type schedule struct {
 	metrics *Metrics
 
 	mu      sync.Mutex
-	backlog []int // partitions with a backlog, sorted
-	total   int   // partitions of the topic
-	mine    map[int]bool
+	view    view
+	mine    map[topicPartition]bool
 	waiting []*slotWaiter
 	skip    int // slots to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
@@ -48,7 +86,8 @@ type schedule struct {
 }
 
 type slotWaiter struct {
-	partition int
+	partition topicPartition
+	urgent    bool
 	granted   chan struct{}
 }
 
@@ -65,7 +104,7 @@ func newSchedule(rate float64, refresh time.Duration, now func() time.Time, log 
 		now:     now,
 		log:     log,
 		metrics: m,
-		mine:    map[int]bool{},
+		mine:    map[topicPartition]bool{},
 		changed: make(chan struct{}, 1),
 	}
 }
@@ -78,9 +117,9 @@ func (s *schedule) poke() {
 }
 
 // setMine records the partitions this member owns (a new generation).
-func (s *schedule) setMine(parts []int) {
+func (s *schedule) setMine(parts []topicPartition) {
 	s.mu.Lock()
-	s.mine = map[int]bool{}
+	s.mine = map[topicPartition]bool{}
 	for _, p := range parts {
 		s.mine[p] = true
 	}
@@ -88,33 +127,29 @@ func (s *schedule) setMine(parts []int) {
 	s.poke()
 }
 
-// setView records Kafka's view: partitions with a backlog, and how many
-// partitions the topic has.
-func (s *schedule) setView(backlog []int, total int) {
-	sort.Ints(backlog)
+// setView records Kafka's view of the topics.
+func (s *schedule) setView(v view) {
+	for _, l := range [][]topicPartition{v.urgent, v.bulk, v.all} {
+		sortPartitions(l)
+	}
 	s.mu.Lock()
-	s.backlog, s.total = backlog, total
+	s.view = v
 	s.mu.Unlock()
 	s.poke()
 }
 
 // ownsLocked reports whether slot k is this member's.
 func (s *schedule) ownsLocked(k int64) bool {
-	if n := int64(len(s.backlog)); n > 0 {
-		return s.mine[s.backlog[k%n]]
-	}
-	if s.total == 0 {
+	owners := s.view.owners()
+	if len(owners) == 0 {
 		return false
 	}
-	return s.mine[int(k%int64(s.total))]
+	return s.mine[owners[k%int64(len(owners))]]
 }
 
 // shareLocked is this member's share of the slots, over one round.
 func (s *schedule) shareLocked() float64 {
-	n := len(s.backlog)
-	if n == 0 {
-		n = s.total
-	}
+	n := len(s.view.owners())
 	if n == 0 {
 		return 0
 	}
@@ -129,8 +164,9 @@ func (s *schedule) shareLocked() float64 {
 
 // wait blocks until the caller may make one call for partition: the
 // middle of the next slot this member owns that no earlier waiter took.
-func (s *schedule) wait(ctx context.Context, partition int) error {
-	w := &slotWaiter{partition: partition, granted: make(chan struct{})}
+// Urgent waiters go before all others.
+func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bool) error {
+	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, w)
 	s.mu.Unlock()
@@ -157,8 +193,9 @@ func (s *schedule) wait(ctx context.Context, partition int) error {
 
 // answered records how a call ended: a frequency-limit answer means
 // another sender uses the app too (or members disagree for a moment), so
-// this member leaves some of its slots unused, more after each one in a
-// row; any other answer ends that.
+// this member leaves some of its slots unused (1, 2, then 4 after 10023
+// answers in a row; urgent events never wait for that); any other answer
+// ends it.
 func (s *schedule) answered(rateLimited bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -167,7 +204,7 @@ func (s *schedule) answered(rateLimited bool) {
 		return
 	}
 	s.strikes++
-	s.skip = min(1<<min(s.strikes-1, 3), 8)
+	s.skip = min(1<<min(s.strikes-1, 2), 4)
 }
 
 // run grants slots until ctx ends.
@@ -183,7 +220,7 @@ func (s *schedule) run(ctx context.Context) {
 		}
 		k = max(k, next)
 		// The next slot of ours within two rounds.
-		horizon := int64(2*max(len(s.backlog), s.total) + 2)
+		horizon := int64(2*len(s.view.owners()) + 2)
 		found := int64(-1)
 		for i := range horizon {
 			if s.ownsLocked(k + i) {
@@ -215,12 +252,26 @@ func (s *schedule) run(ctx context.Context) {
 		}
 		s.mu.Lock()
 		if s.ownsLocked(found) && len(s.waiting) > 0 {
-			if s.skip > 0 {
+			i := -1
+			for j, w := range s.waiting {
+				if w.urgent {
+					i = j
+					break
+				}
+			}
+			switch {
+			case i >= 0: // urgent events never give way
+			case s.skip > 0:
 				s.skip--
-			} else {
-				w := s.waiting[0]
-				s.waiting = s.waiting[1:]
+			default:
+				i = 0
+			}
+			if i >= 0 {
+				w := s.waiting[i]
+				s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
 				close(w.granted)
+				s.log.Debug("slot granted", zap.Int64("slot", found), zap.Stringer("partition", w.partition),
+					zap.Stringers("owners", s.view.owners()))
 			}
 		}
 		s.mu.Unlock()
@@ -228,16 +279,20 @@ func (s *schedule) run(ctx context.Context) {
 	}
 }
 
-// watch refreshes Kafka's view of the backlog until ctx ends.
+// watchBacklog refreshes Kafka's view of the backlog until ctx ends. The
+// reads are aligned to slot starts, every m slots (m·T at least the
+// refresh interval), so every member reads at the same moments, up to
+// their clocks' difference, and a view read at the start of a slot governs
+// that slot's call at its middle: members disagree only about a change that
+// lands within milliseconds of a read.
 func (w *Worker) watchBacklog(ctx context.Context, s *schedule) {
-	t := time.NewTicker(s.refresh)
-	defer t.Stop()
+	m := max(int64(1), int64((s.refresh+s.period-1)/s.period))
 	failing := false
 	for {
-		backlog, total, err := w.backlog(ctx)
+		v, err := w.backlog(ctx)
 		switch {
 		case err == nil:
-			s.setView(backlog, total)
+			s.setView(v)
 			failing = false
 		case ctx.Err() != nil:
 			return
@@ -245,62 +300,80 @@ func (w *Worker) watchBacklog(ctx context.Context, s *schedule) {
 			failing = true
 			w.log.Warn("cannot read the group's backlog; keeping the last view of the call schedule", zap.Error(err))
 		}
+		now := s.now().UnixNano()
+		k := now/int64(s.period) + 1
+		k += (m - k%m) % m // the next slot start that is a read point
+		t := time.NewTimer(time.Duration(k*int64(s.period)-now) + time.Millisecond)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
 	}
 }
 
-// backlog returns the partitions whose committed offset is below their
-// end offset, and the topic's partition count: the data every member reads
-// alike.
-func (w *Worker) backlog(ctx context.Context) ([]int, int, error) {
+// backlog reads the view every member reads alike: per topic, the
+// partitions whose committed offset is below their end offset.
+func (w *Worker) backlog(ctx context.Context) (view, error) {
+	var v view
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{w.cfg.Topic}})
-	if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		if err == nil {
-			err = fmt.Errorf("topic %s: no metadata", w.cfg.Topic)
-		}
-		return nil, 0, err
+	topics := w.topics()
+	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return v, err
 	}
-	var parts []int
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-	for _, p := range md.Topics[0].Partitions {
-		parts = append(parts, p.ID)
-		req.Topics[w.cfg.Topic] = append(req.Topics[w.cfg.Topic], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+	parts := map[string][]int{}
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return v, fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		}
+		for _, p := range t.Partitions {
+			parts[t.Name] = append(parts[t.Name], p.ID)
+			req.Topics[t.Name] = append(req.Topics[t.Name], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+			if t.Name == w.cfg.Topic {
+				v.all = append(v.all, topicPartition{t.Name, p.ID})
+			}
+		}
 	}
 	lo, err := w.client.ListOffsets(ctx, req)
 	if err != nil {
-		return nil, 0, err
+		return v, err
 	}
-	of, err := w.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: w.cfg.GroupID, Topics: map[string][]int{w.cfg.Topic: parts}})
+	of, err := w.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: w.cfg.GroupID, Topics: parts})
 	if err == nil && of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
 		err = of.Error
 	}
 	if err != nil {
-		return nil, 0, err
+		return v, err
 	}
-	committed := map[int]int64{}
-	for _, po := range of.Topics[w.cfg.Topic] {
-		if po.Error == nil {
-			committed[po.Partition] = po.CommittedOffset
+	for _, topic := range topics {
+		committed := map[int]int64{}
+		for _, po := range of.Topics[topic] {
+			if po.Error == nil {
+				committed[po.Partition] = po.CommittedOffset
+			}
+		}
+		for _, po := range lo.Topics[topic] {
+			if po.Error != nil {
+				continue
+			}
+			c, ok := committed[po.Partition]
+			if !ok || c < 0 {
+				c = po.FirstOffset
+			}
+			if c >= po.LastOffset {
+				continue
+			}
+			tp := topicPartition{topic, po.Partition}
+			if topic == w.cfg.UrgentTopic {
+				v.urgent = append(v.urgent, tp)
+			} else {
+				v.bulk = append(v.bulk, tp)
+			}
 		}
 	}
-	var backlog []int
-	for _, po := range lo.Topics[w.cfg.Topic] {
-		if po.Error != nil {
-			continue
-		}
-		c, ok := committed[po.Partition]
-		if !ok || c < 0 {
-			c = po.FirstOffset
-		}
-		if c < po.LastOffset {
-			backlog = append(backlog, po.Partition)
-		}
-	}
-	return backlog, len(parts), nil
+	return v, nil
 }

@@ -41,6 +41,11 @@ type Config struct {
 	GroupID string
 	// DLQTopic is the dead-letter topic. Required; must differ from Topic.
 	DLQTopic string
+	// UrgentTopic, if set, is a second source topic of the same format
+	// whose events take the next call slot of the app before any event of
+	// Topic, across all replicas (the urgent lane). Its dead letters go to
+	// DLQTopic too, with the source topic in their headers.
+	UrgentTopic string
 	// Dialer dials the brokers (TLS, SASL); default kafka.DefaultDialer.
 	Dialer *kafka.Dialer
 
@@ -127,6 +132,8 @@ func (c *Config) Validate() error {
 		return errors.New("consumer: DLQTopic is required")
 	case c.DLQTopic == c.Topic:
 		return errors.New("consumer: DLQTopic must differ from Topic")
+	case c.UrgentTopic != "" && (c.UrgentTopic == c.Topic || c.UrgentTopic == c.DLQTopic):
+		return errors.New("consumer: UrgentTopic must differ from Topic and DLQTopic")
 	case c.MergeMaxBytes < 0 || c.MergeMaxBytes > sender.MaxBodyBytes:
 		return fmt.Errorf("consumer: MergeMaxBytes must be between 1 and %d", sender.MaxBodyBytes)
 	case c.StartOffset != 0 && c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset:
@@ -228,6 +235,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
 		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, cfg.Now, cfg.Logger.Named("schedule"), cfg.Metrics)
 	}
+	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
 		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
 		return len(lines), longest
@@ -269,18 +277,72 @@ func (w *Worker) Paused() bool {
 	return p
 }
 
+// watchPartitions returns (ending the generation, so the group
+// rebalances and assigns them) when a source topic's partition count
+// changes; otherwise it runs until the generation ends.
+func (w *Worker) watchPartitions(genCtx context.Context) {
+	counts := func() (map[string]int, error) {
+		ctx, cancel := context.WithTimeout(genCtx, 5*time.Second)
+		defer cancel()
+		md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: w.topics()})
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]int{}
+		for _, t := range md.Topics {
+			if t.Error == nil {
+				out[t.Name] = len(t.Partitions)
+			}
+		}
+		return out, nil
+	}
+	var base map[string]int
+	t := time.NewTicker(w.cfg.PartitionWatchInterval)
+	defer t.Stop()
+	for {
+		if now, err := counts(); err == nil {
+			if base == nil {
+				base = now
+			}
+			for topic, n := range now {
+				if n != base[topic] {
+					w.log.Info("partitions changed: rebalancing the group", zap.String("topic", topic),
+						zap.Int("from", base[topic]), zap.Int("to", n))
+					return
+				}
+			}
+		}
+		select {
+		case <-genCtx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// topics returns the source topics: the bulk topic, then the urgent one.
+func (w *Worker) topics() []string {
+	if w.cfg.UrgentTopic != "" {
+		return []string{w.cfg.Topic, w.cfg.UrgentTopic}
+	}
+	return []string{w.cfg.Topic}
+}
+
 // checkTopics verifies that the source and dead-letter topics exist, naming
 // the missing one.
 func (w *Worker) checkTopics(ctx context.Context) error {
-	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{w.cfg.Topic, w.cfg.DLQTopic}})
+	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: append(w.topics(), w.cfg.DLQTopic)})
 	if err != nil {
 		return fmt.Errorf("consumer: read metadata from %v: %w", w.cfg.Brokers, err)
 	}
 	for _, t := range md.Topics {
 		if t.Error != nil || len(t.Partitions) == 0 {
 			what := "source topic (KAFKA_TOPIC)"
-			if t.Name == w.cfg.DLQTopic {
+			switch t.Name {
+			case w.cfg.DLQTopic:
 				what = "dead-letter topic (KAFKA_DLQ_TOPIC)"
+			case w.cfg.UrgentTopic:
+				what = "urgent topic (KAFKA_URGENT_TOPIC)"
 			}
 			return fmt.Errorf("consumer: %s %q is not usable on %v: %v", what, t.Name, w.cfg.Brokers, t.Error)
 		}
@@ -299,17 +361,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		ID:                w.cfg.GroupID,
 		Brokers:           w.cfg.Brokers,
 		Dialer:            w.cfg.Dialer,
-		Topics:            []string{w.cfg.Topic},
+		Topics:            w.topics(),
 		HeartbeatInterval: w.cfg.HeartbeatInterval,
 		SessionTimeout:    w.cfg.SessionTimeout,
 		RebalanceTimeout:  w.cfg.RebalanceTimeout,
 		JoinGroupBackoff:  w.cfg.JoinGroupBackoff,
 		StartOffset:       w.cfg.StartOffset,
 		Timeout:           10 * time.Second,
-		// Added partitions end the generation and are assigned at the
-		// rejoin; the rate share follows.
-		WatchPartitionChanges:  true,
-		PartitionWatchInterval: w.cfg.PartitionWatchInterval,
+		// Partition changes are watched by watchPartitions: kafka-go's own
+		// watcher shares the coordinator connection between topics and
+		// misreads answers with two topics, ending generations in a storm.
 		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
 			w.kafkaErr.Store(fmt.Sprintf(format, args...))
 			w.log.Sugar().Named("kafka").Warnf(format, args...)
@@ -320,7 +381,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup // every partition goroutine of every generation
-	var released []int
+	var released []topicPartition
 	var scheduler sync.WaitGroup // the call schedule, stopped after the drain
 	schedCtx, stopSchedule := context.WithCancel(context.Background())
 	defer stopSchedule()
@@ -340,12 +401,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		// The previous generation has ended: all its partition goroutines
 		// returned before kafka-go let the next one begin.
-		assigned := gen.Assignments[w.cfg.Topic]
-		parts := make([]int, 0, len(assigned))
-		for _, a := range assigned {
-			parts = append(parts, a.ID)
+		var parts []topicPartition
+		for _, topic := range w.topics() {
+			for _, a := range gen.Assignments[topic] {
+				parts = append(parts, topicPartition{topic, a.ID})
+			}
 		}
-		w.metrics.setAssigned(len(assigned), released)
+		w.metrics.setAssigned(len(parts), released)
 		released = parts
 		if w.sched != nil {
 			w.sched.setMine(parts)
@@ -353,13 +415,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.joined.Store(true)
 		w.kafkaErr.Store("")
 		w.log.Info("joined consumer group generation",
-			zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Ints("partitions", parts))
-		for _, a := range assigned {
-			wg.Add(1)
-			gen.Start(func(genCtx context.Context) {
-				defer wg.Done()
-				w.consumePartition(ctx, genCtx, gen, a)
-			})
+			zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Stringers("partitions", parts))
+		gen.Start(func(genCtx context.Context) { w.watchPartitions(genCtx) })
+		for _, topic := range w.topics() {
+			for _, a := range gen.Assignments[topic] {
+				wg.Add(1)
+				gen.Start(func(genCtx context.Context) {
+					defer wg.Done()
+					w.consumePartition(ctx, genCtx, gen, topic, a)
+				})
+			}
 		}
 	}
 	// Drain: partitions see ctx end, finish their in-flight send and

@@ -162,9 +162,10 @@ func (k *kafkaSettings) named(err error) error {
 	return fmt.Errorf("%s: %w", name, fe.Err)
 }
 
-// topicSettings are the source topic and its dead-letter topic.
+// topicSettings are the source topic, its dead-letter topic and the
+// urgent lane's topic.
 type topicSettings struct {
-	topic, dlq *setting
+	topic, dlq, urgent *setting
 }
 
 func addTopicSettings(s *settings, topicUsage, dlqUsage string) *topicSettings {
@@ -172,7 +173,18 @@ func addTopicSettings(s *settings, topicUsage, dlqUsage string) *topicSettings {
 	if dlqUsage != "" {
 		t.dlq = s.add("dlq-topic", "KAFKA_DLQ_TOPIC", "", dlqUsage+" [default: <KAFKA_TOPIC>.dlq]")
 	}
+	t.urgent = s.add("urgent-topic", "KAFKA_URGENT_TOPIC", "", "the urgent lane: its events take the next call slot before any of KAFKA_TOPIC (optional)")
 	return t
+}
+
+// urgentTopic returns the urgent topic ("" for none), checked against the
+// others.
+func (t *topicSettings) urgentTopic(topic, dlq string) (string, error) {
+	u := t.urgent.String()
+	if u != "" && (u == topic || u == dlq) {
+		return "", t.urgent.errorf("must differ from KAFKA_TOPIC and KAFKA_DLQ_TOPIC")
+	}
+	return u, nil
 }
 
 // resolve returns the topic and the dead-letter topic (wire's default when

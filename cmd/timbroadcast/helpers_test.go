@@ -288,14 +288,9 @@ func runCmd(t *testing.T, env map[string]string, stdin string, args ...string) (
 	return stdout.String(), stderr.String(), code
 }
 
-// replicaEnv is a topic with a backlog and an emulator, for several worker
-// processes in one group.
-func replicaEnv(t testing.TB, partitions, events int, emuRate float64, extra map[string]string) *crashEnv {
-	return replicaEnvWith(t, partitions, events, sendertest.Options{Rate: emuRate}, 60, extra)
-}
-
-// replicaEnvWith is replicaEnv with emulator options and a number of keys
-// (one key puts the whole backlog on one partition).
+// replicaEnvWith is a topic with a backlog of events over keys (one key
+// puts the whole backlog on one partition) and an emulator with emuOpts,
+// for several worker processes in one group.
 func replicaEnvWith(t testing.TB, partitions, events int, emuOpts sendertest.Options, keys int, extra map[string]string) *crashEnv {
 	tt, ok := t.(*testing.T)
 	if !ok {

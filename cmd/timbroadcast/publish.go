@@ -69,6 +69,7 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	expires := s.add("expires-at", "", "", "RFC 3339 time after which the event must not be sent")
 	ttl := s.add("ttl", "", "", "like --expires-at, relative to now (e.g. 10m)")
 	dryRun := s.boolFlag("dry-run", "validate only; publish nothing")
+	urgent := s.boolFlag("urgent", "publish to the urgent lane (KAFKA_URGENT_TOPIC): sent before any waiting bulk event")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -79,7 +80,11 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 			return nil, err
 		}
 	}
-	if t.topic.String() != "" || !c.dryRun {
+	if *urgent {
+		if c.topic = t.urgent.String(); c.topic == "" && !c.dryRun {
+			return nil, t.urgent.errorf("is required with --urgent")
+		}
+	} else if t.topic.String() != "" || !c.dryRun {
 		if c.topic, _, err = t.resolve(); err != nil {
 			return nil, err
 		}

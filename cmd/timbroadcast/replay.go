@@ -90,6 +90,7 @@ func parseReplay(p process, args []string) (*replayCmd, error) {
 	fromOff := s.add("from-offset", "", "", "first dead-letter offset to replay")
 	toOff := s.add("to-offset", "", "", "last dead-letter offset to replay")
 	dryRun := s.boolFlag("dry-run", "list what would be replayed; publish and commit nothing")
+	toUrgent := s.boolFlag("urgent", "re-publish to the urgent topic (KAFKA_URGENT_TOPIC) instead of KAFKA_TOPIC")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -100,6 +101,11 @@ func parseReplay(p process, args []string) (*replayCmd, error) {
 	}
 	if c.main, c.dlq, err = t.resolve(); err != nil {
 		return nil, err
+	}
+	if *toUrgent {
+		if c.main = t.urgent.String(); c.main == "" {
+			return nil, t.urgent.errorf("is required with --urgent")
+		}
 	}
 	f := replayFilter{reasons: reason.list(), fromOff: -1, toOff: -1}
 	for _, cd := range code.list() {

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"syscall"
@@ -90,92 +89,4 @@ func TestReplicasSkewedBacklog(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestOneProcessWholeRate: one process at TIM_RATE 1 and 5 under every
-// model: at least 0.99 of the rate, nothing answered 10023.
-func TestOneProcessWholeRate(t *testing.T) {
-	if os.Getenv("REPLICA_MEASURE_SECONDS") == "" {
-		t.Skip("measures 30 s per case: set REPLICA_MEASURE_SECONDS=30 (the README's figures); TestReplicasUseTheWholeRate covers the schedule in make test")
-	}
-	for _, rate := range []float64{1, 5} {
-		for _, lim := range sendertest.Limiters {
-			t.Run(fmt.Sprintf("%s/%g", lim, rate), func(t *testing.T) {
-				got, limited := rateUnder(t, lim, 1, 3, 30, rate)
-				if got < 0.99*rate || limited > 0 {
-					t.Errorf("%.3f calls/s accepted (want >= %.2f), %.1f%% answered 10023 (want 0)", got, 0.99*rate, 100*limited)
-				}
-			})
-		}
-	}
-}
-
-// TestTakeover: one partition, three replicas: SIGKILL the active one; a
-// standby takes over; nothing lost, nothing delivered twice.
-func TestTakeover(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { takeover(t, map[string]string{"TIM_RATE": "30"}) })
-	t.Run("merge", func(t *testing.T) {
-		takeover(t, map[string]string{"TIM_RATE": "30", "TIM_MERGE": "on", "TIM_MERGE_MAX_BYTES": "300"})
-	})
-}
-
-func takeover(t *testing.T, extra map[string]string) {
-	ce := replicaEnv(t, 1, 150, 0, extra)
-	workers, addrs := startReplicas(t, ce.env, 3)
-	for len(ce.emu.Delivered()) < 10 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	active := -1
-	for i, a := range addrs {
-		if metricValue(t, a, "timbroadcast_assigned_partitions") == 1 {
-			active = i
-		}
-	}
-	if active < 0 {
-		t.Fatal("no active replica")
-	}
-	workers[active].kill(t)
-	killedAt := time.Now()
-	before := len(ce.emu.Delivered())
-	for len(ce.emu.Delivered()) == before {
-		if time.Since(killedAt) > time.Minute {
-			t.Fatal("no standby took over within a minute")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Logf("takeover: deliveries resumed %v after SIGKILL of the active replica (KAFKA_SESSION_TIMEOUT=%s)",
-		time.Since(killedAt).Round(time.Millisecond), ce.env["KAFKA_SESSION_TIMEOUT"])
-	ce.waitCommitted(t, time.Minute)
-	for i, w := range workers {
-		if i != active {
-			_ = w.cmd.Process.Signal(syscall.SIGTERM)
-			<-w.done
-		}
-	}
-	ce.check(t)
-}
-
-// TestRollingRestart: SIGTERM each of three replicas in turn, starting a
-// replacement each time: nothing lost, nothing delivered twice.
-func TestRollingRestart(t *testing.T) {
-	ce := replicaEnv(t, 6, 300, 0, map[string]string{"TIM_RATE": "60"})
-	workers := []*worker{startWorker(t, ce.env), startWorker(t, ce.env), startWorker(t, ce.env)}
-	for i := range workers {
-		for n := len(ce.emu.Delivered()); len(ce.emu.Delivered()) < n+15; {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if err := workers[i].cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-workers[i].done; err != nil {
-			t.Errorf("worker %d exit: %v", i, err)
-		}
-		workers[i] = startWorker(t, ce.env)
-	}
-	ce.waitCommitted(t, 2*time.Minute)
-	for _, w := range workers {
-		_ = w.cmd.Process.Signal(syscall.SIGTERM)
-		<-w.done
-	}
-	ce.check(t)
 }

@@ -55,6 +55,9 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if c.consumer.Topic, c.consumer.DLQTopic, err = t.resolve(); err != nil {
 		return nil, err
 	}
+	if c.consumer.UrgentTopic, err = t.urgentTopic(c.consumer.Topic, c.consumer.DLQTopic); err != nil {
+		return nil, err
+	}
 	if err := ws.config(&c.consumer); err != nil {
 		return nil, err
 	}
@@ -115,7 +118,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	}
 	c.logger.Info("timbroadcast worker starting",
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
-		zap.String("dlq_topic", ccfg.DLQTopic), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
+		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
 		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("http_addr", addr))
 	return w.Run(ctx)
 }

@@ -146,3 +146,30 @@ func TestRetryBudgetReachesTheClient(t *testing.T) {
 		t.Errorf("retry budget %v / %v, stuck after %v", c.consumer.RetryMaxElapsed, c.sender.MaxElapsed, c.consumer.StuckAfter)
 	}
 }
+
+func TestUrgentSettings(t *testing.T) {
+	env := validRunEnv()
+	env["KAFKA_URGENT_TOPIC"] = "t.urgent"
+	c, err := parseRun(process{getenv: envOf(env)}, nil)
+	if err != nil || c.consumer.UrgentTopic != "t.urgent" {
+		t.Fatalf("run: urgent topic %q, %v", c.consumer.UrgentTopic, err)
+	}
+	p, err := parsePublish(process{getenv: envOf(env)}, []string{"--urgent", "--text", "now"})
+	if err != nil || p.topic != "t.urgent" {
+		t.Fatalf("publish --urgent: topic %q, %v", p.topic, err)
+	}
+	if p, err = parsePublish(process{getenv: envOf(env)}, []string{"--text", "later"}); err != nil || p.topic != "t" {
+		t.Fatalf("publish: topic %q, %v", p.topic, err)
+	}
+	r, err := parseReplay(process{getenv: envOf(env)}, nil)
+	if err != nil || r.main != "t" {
+		t.Fatalf("replay: to %q, %v; want the bulk topic by default", r.main, err)
+	}
+	if r, err = parseReplay(process{getenv: envOf(env)}, []string{"--urgent"}); err != nil || r.main != "t.urgent" {
+		t.Fatalf("replay --urgent: to %q, %v", r.main, err)
+	}
+	env["KAFKA_URGENT_TOPIC"] = "t"
+	if _, err := parseRun(process{getenv: envOf(env)}, nil); err == nil || !strings.Contains(err.Error(), "KAFKA_URGENT_TOPIC") {
+		t.Errorf("urgent topic equal to the bulk topic: %v", err)
+	}
+}
