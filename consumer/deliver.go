@@ -115,7 +115,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 				w.gate.probeDone(false)
 			}
 			log.Warn("send failed", zap.Error(err))
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || p.fetchCtx.Err() != nil {
 				return resultAbandoned, nil, attempts
 			}
 			continue
@@ -142,7 +142,9 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 				// by the context (revoked, stopping) proves nothing.
 				w.gate.probeDone(ctx.Err() == nil && se.Attempts > 0)
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || p.fetchCtx.Err() != nil {
+				// Stopping, or revoked: no more slots for this partition; the
+				// next owner resends the call with the same bytes.
 				return resultAbandoned, nil, attempts
 			}
 			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(first) >= w.cfg.RetryMaxElapsed {

@@ -49,6 +49,9 @@ func rateUnder(t *testing.T, limiter string, replicas, partitions, keys int, rat
 	for _, w := range workers {
 		_ = w.cmd.Process.Signal(syscall.SIGTERM)
 		<-w.done
+		if os.Getenv("RATE_DEBUG") != "" {
+			t.Logf("worker log:\n%s", w.logs.String())
+		}
 	}
 	noneTwice(t, ce.emu)
 	calls := end.Calls - start.Calls

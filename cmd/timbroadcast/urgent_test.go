@@ -20,14 +20,12 @@ import (
 // urgent events produced 3 s apart, against the emulator's limit of 1
 // call/s: every urgent event is sent within 2 s of being produced, nothing
 // is lost or shown twice in either topic, and bulk keeps at least 85% of
-// the rate the urgent calls leave. One process, plain and with merge on
-// (three replicas with two topics rebalance in a loop on kfake: see the
-// README's "Urgent lane" and issue 13). The log lines are the urgent delay
-// distribution:
+// the rate the urgent calls leave. Three replicas; then one process with
+// merge on. The log lines are the urgent delay distribution:
 //
 //	go test -run TestUrgentLane -v ./cmd/timbroadcast
 func TestUrgentLane(t *testing.T) {
-	t.Run("1 process", func(t *testing.T) { urgentLane(t, 1, map[string]string{}) })
+	t.Run("3 replicas", func(t *testing.T) { urgentLane(t, 3, map[string]string{}) })
 	t.Run("1 process, merge", func(t *testing.T) { urgentLane(t, 1, map[string]string{"TIM_MERGE": "on"}) })
 }
 
