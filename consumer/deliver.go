@@ -169,21 +169,31 @@ func attemptError(a sender.Attempt) string {
 }
 
 // pacing returns ctx with the call schedule as the sender's pacing, when
-// the worker keeps one.
+// the worker keeps one: every attempt waits for its slot and leaves at the
+// slot's middle.
 func (p *partition) pacing(ctx context.Context) context.Context {
 	if p.w.sched == nil {
 		return ctx
 	}
 	return sender.WithPacing(ctx, func(c context.Context) error {
-		// A slot is worth waiting for only while the partition is ours: once
-		// it is revoked (or the worker stops) the wait ends at once, so the
-		// member rejoins in time; the next owner resends the call.
-		c, cancel := context.WithCancel(c)
-		defer cancel()
-		stop := context.AfterFunc(p.fetchCtx, cancel)
-		defer stop()
-		return p.w.sched.wait(c, p.tp, p.urgent)
+		at, err := p.slot(c)
+		if err != nil {
+			return err
+		}
+		return sleepCtx(c, time.Until(at))
 	})
+}
+
+// slot waits for this partition's next slot and returns when the call
+// should leave. A slot is worth waiting for only while the partition is
+// ours: once it is revoked (or the worker stops) the wait ends at once, so
+// the member rejoins in time; the next owner resends the call.
+func (p *partition) slot(c context.Context) (time.Time, error) {
+	c, cancel := context.WithCancel(c)
+	defer cancel()
+	stop := context.AfterFunc(p.fetchCtx, cancel)
+	defer stop()
+	return p.w.sched.wait(c, p.tp, p.urgent)
 }
 
 // loneFailure is the dead-letter failure of an event that expired before

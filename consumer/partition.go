@@ -386,8 +386,17 @@ func (p *partition) mergeNext() error {
 		}
 		return p.offsets.commit(m.Offset+1, "")
 	}
-	// The slot first: what arrives while we wait joins this call.
-	if err := p.w.send.(SlotSender).Reserve(p.pacing(p.fetchCtx)); err != nil {
+	// The slot first: what arrives while we wait joins this call. With the
+	// call schedule the slot is granted a little early: pack and record the
+	// call, then leave at the slot's middle.
+	var leave time.Time
+	var reserve error
+	if p.w.sched != nil {
+		leave, reserve = p.slot(p.fetchCtx)
+	} else {
+		reserve = p.w.send.(SlotSender).Reserve(p.fetchCtx)
+	}
+	if reserve != nil {
 		p.unread(item{msg: m})
 		return errStopped
 	}
@@ -434,6 +443,9 @@ func (p *partition) mergeNext() error {
 	if err := p.offsets.commit(m.Offset, wire.InFlight{Last: last, Random: random}.String()); err != nil {
 		// Nothing sent: the records stay for the next owner.
 		return err
+	}
+	if err := sleepCtx(p.sendCtx, time.Until(leave)); err != nil {
+		return errStopped
 	}
 	return p.finish(log, members, body, true, false)
 }

@@ -89,6 +89,7 @@ type slotWaiter struct {
 	partition topicPartition
 	urgent    bool
 	granted   chan struct{}
+	at        time.Time // the slot's middle: when the call should go
 }
 
 // slotMargin stretches slots by 0.5%: calls exactly 1/rate apart sit on
@@ -165,7 +166,10 @@ func (s *schedule) shareLocked() float64 {
 // wait blocks until the caller may make one call for partition: the
 // middle of the next slot this member owns that no earlier waiter took.
 // Urgent waiters go before all others.
-func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bool) error {
+//
+// It returns a little before that middle (the lead), with the middle, so a
+// caller can pack its call first; it must not send before the middle.
+func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bool) (time.Time, error) {
 	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, w)
@@ -173,7 +177,7 @@ func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bo
 	s.poke()
 	select {
 	case <-w.granted:
-		return nil
+		return w.at, nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		for i, x := range s.waiting {
@@ -187,9 +191,14 @@ func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bo
 		case <-w.granted: // granted meanwhile: the slot goes unused
 		default:
 		}
-		return ctx.Err()
+		return time.Time{}, ctx.Err()
 	}
 }
+
+// lead is how long before a slot's middle it is granted: time for the
+// caller to pack and record its call, so the call itself leaves at the
+// middle whatever that took.
+func (s *schedule) lead() time.Duration { return min(s.period/3, 150*time.Millisecond) }
 
 // answered records how a call ended: a frequency-limit answer means
 // another sender uses the app too (or members disagree for a moment), so
@@ -235,7 +244,7 @@ func (s *schedule) run(ctx context.Context) {
 		wait := s.refresh
 		if found >= 0 {
 			at := time.Unix(0, found*int64(s.period)+int64(s.period)/2)
-			wait = at.Sub(now)
+			wait = at.Sub(now) - s.lead()
 		}
 		t := time.NewTimer(max(wait, 0))
 		select {
@@ -269,6 +278,7 @@ func (s *schedule) run(ctx context.Context) {
 			if i >= 0 {
 				w := s.waiting[i]
 				s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
+				w.at = time.Unix(0, found*int64(s.period)+int64(s.period)/2)
 				close(w.granted)
 				s.log.Debug("slot granted", zap.Int64("slot", found), zap.Stringer("partition", w.partition),
 					zap.Stringers("owners", s.view.owners()))
