@@ -39,12 +39,8 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 		}
 		w.holds.fail(p.tp, w.cfg.Now(), "dead-letter write: "+err.Error())
 		log.Error("dead-letter write failed; retrying", zap.Int("attempt", attempt), zap.Error(err))
-		t := time.NewTimer(min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
 			return false
-		case <-t.C:
 		}
 	}
 	w.holds.done(p.tp)

@@ -30,12 +30,16 @@ const (
 	resultAbandoned        // sendCtx ended first; nothing committed
 )
 
-// handle takes one record alone to its final outcome. It returns false
-// when the send context ended first (the record stays uncommitted).
-// attempted says an earlier attempt may have reached the server.
-func (p *partition) handle(m kafka.Message, attempted bool) bool {
+// decode turns a record into an event (the failure is an
+// *wire.InvalidEventError).
+func decode(m kafka.Message) (*wire.Event, error) { return wire.DecodeEvent(wire.RecordOf(m)) }
+
+// handle takes one record alone to its final outcome, given what decode
+// made of it. It returns false when the send context ended first (the
+// record stays uncommitted). attempted says an earlier attempt may have
+// reached the server.
+func (p *partition) handle(m kafka.Message, ev *wire.Event, err error, attempted bool) bool {
 	log := p.log.With(zap.Int64("offset", m.Offset))
-	ev, err := wire.DecodeEvent(wire.RecordOf(m))
 	if err != nil {
 		var ie *wire.InvalidEventError
 		errors.As(err, &ie)
@@ -74,7 +78,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rese
 	mayBeDelivered := attempted // a failed attempt may still have reached the server
 	lone := members[0].ev
 	for {
-		if len(members) == 1 && !lone.ExpiresAt.IsZero() && !w.cfg.Now().Before(lone.ExpiresAt) && !mayBeDelivered {
+		if len(members) == 1 && p.expired(lone) && !mayBeDelivered {
 			return resultExpired, nil, attempts
 		}
 		probe, err := w.gate.acquire(ctx)

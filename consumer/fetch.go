@@ -47,18 +47,13 @@ type fetched struct {
 	// aborted counts records skipped as part of aborted transactions;
 	// markers counts transaction markers (control records) passed over.
 	aborted, markers int
-	// highWatermark, lastStable and logStart are the partition's offsets
-	// as the broker reported them.
-	highWatermark, lastStable, logStart int64
 	// batches is the number of record batches in the answer.
 	batches int
 }
 
 // partitionError is a partition-level error in a Fetch answer.
 type partitionError struct {
-	err       kafka.Error
-	logStart  int64
-	highWater int64
+	err kafka.Error
 }
 
 func (e *partitionError) Error() string { return "fetch: " + e.err.Error() }
@@ -95,7 +90,7 @@ func (f *fetcher) fetch(ctx context.Context) (*fetched, error) {
 		return nil, fmt.Errorf("fetch %s/%d: unexpected answer %T", f.topic, f.partition, msg)
 	}
 	if resp.ErrorCode != 0 {
-		return nil, &partitionError{err: kafka.Error(resp.ErrorCode), logStart: -1, highWater: -1}
+		return nil, &partitionError{err: kafka.Error(resp.ErrorCode)}
 	}
 	var part *fetch.ResponsePartition
 	for i := range resp.Topics {
@@ -109,7 +104,7 @@ func (f *fetcher) fetch(ctx context.Context) (*fetched, error) {
 		return &fetched{}, nil // nothing for us in this answer
 	}
 	if part.ErrorCode != 0 {
-		return nil, &partitionError{err: kafka.Error(part.ErrorCode), logStart: part.LogStartOffset, highWater: part.HighWatermark}
+		return nil, &partitionError{err: kafka.Error(part.ErrorCode)}
 	}
 	out, err := f.decode(part)
 	if err != nil {
@@ -121,7 +116,7 @@ func (f *fetcher) fetch(ctx context.Context) (*fetched, error) {
 // decode walks an answer's record batches in offset order, keeping what a
 // read_committed consumer delivers.
 func (f *fetcher) decode(part *fetch.ResponsePartition) (*fetched, error) {
-	out := &fetched{highWatermark: part.HighWatermark, lastStable: part.LastStableOffset, logStart: part.LogStartOffset}
+	out := &fetched{}
 	var batches []protocol.RecordReader
 	switch rs := part.RecordSet.Records.(type) {
 	case nil:

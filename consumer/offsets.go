@@ -201,15 +201,16 @@ func (p *partition) resume(offset int64, f wire.InFlight) error {
 			break
 		}
 	}
-	members := make([]member, 0, len(got))
-	for _, m := range got {
-		ev, err := wire.DecodeEvent(wire.RecordOf(m))
-		if err != nil {
-			break
-		}
-		members = append(members, member{m, ev})
+	members := make([]member, len(got))
+	errs := make([]error, len(got))
+	decoded := true
+	for i, m := range got {
+		var ev *wire.Event
+		ev, errs[i] = decode(m)
+		members[i] = member{m, ev}
+		decoded = decoded && errs[i] == nil
 	}
-	if len(members) == len(got) && len(got) > 0 && got[0].Offset == offset && got[len(got)-1].Offset == f.Last {
+	if decoded && len(got) > 0 && got[0].Offset == offset && got[len(got)-1].Offset == f.Last {
 		body, random, err := p.w.build(members)
 		if err == nil && random == f.Random {
 			return p.finish(log, members, body, false, true)
@@ -218,11 +219,11 @@ func (p *partition) resume(offset int64, f wire.InFlight) error {
 	log.Warn("the call recorded as in flight cannot be rebuilt byte for byte (records compacted away or changed); "+
 		"sending its surviving records one by one: if the earlier call reached the server, these events may be shown twice",
 		zap.Int("surviving_records", len(got)))
-	for _, m := range got {
-		if !p.handle(m, true) {
+	for i, m := range members {
+		if !p.handle(m.msg, m.ev, errs[i], true) {
 			return errStopped
 		}
-		if err := p.offsets.commit(m.Offset+1, ""); err != nil {
+		if err := p.offsets.commit(m.msg.Offset+1, ""); err != nil {
 			return err
 		}
 	}

@@ -359,12 +359,13 @@ func (p *partition) plainNext() error {
 	if err != nil {
 		return err
 	}
-	if ev, err := wire.DecodeEvent(wire.RecordOf(m)); err == nil && !ev.ExpiresAt.IsZero() && !p.expired(ev) {
+	ev, derr := decode(m)
+	if derr == nil && !ev.ExpiresAt.IsZero() && !p.expired(ev) {
 		if err := p.offsets.commit(m.Offset, wire.InFlight{Last: m.Offset, Random: ev.Message.Random}.String()); err != nil {
 			return err
 		}
 	}
-	if !p.handle(m, false) {
+	if !p.handle(m, ev, derr, false) {
 		return fmt.Errorf("record at offset %d abandoned uncommitted: %w", m.Offset, errStopped)
 	}
 	return p.offsets.commit(m.Offset+1, "")
@@ -378,10 +379,10 @@ func (p *partition) mergeNext() error {
 	if err != nil {
 		return err
 	}
-	ev, derr := wire.DecodeEvent(wire.RecordOf(m))
+	ev, derr := decode(m)
 	if derr != nil || p.expired(ev) {
-		// Dead-lettered alone (handle decodes and checks again).
-		if !p.handle(m, false) {
+		// Dead-lettered alone.
+		if !p.handle(m, ev, derr, false) {
 			return errStopped
 		}
 		return p.offsets.commit(m.Offset+1, "")
@@ -405,39 +406,41 @@ func (p *partition) mergeNext() error {
 	// many events wait, so packing barely delays the call).
 	members := []member{{m, ev}}
 	limit := p.w.cfg.MergeMaxBytes
-	estimate := len(ev.Body)
-	for i := 0; estimate <= 3*limit; i++ {
+	join := wire.NewJoiner(p.w.mergeMode())
+	join.Add(&ev.Message)
+	for i, estimate := 0, len(ev.Body); estimate <= 3*limit; i++ {
 		nx, ok := p.peekAt(i)
 		if !ok {
 			break
 		}
-		nev, derr := wire.DecodeEvent(wire.RecordOf(nx))
-		if derr != nil || p.expired(nev) || !wire.CanJoin(p.w.mergeMode(), parts(members), &nev.Message) {
+		nev, derr := decode(nx)
+		if derr != nil || p.expired(nev) || !join.Add(&nev.Message) {
 			break
 		}
 		members = append(members, member{nx, nev})
 		estimate += len(nev.Body)
 	}
-	fits := func(n int) ([]byte, bool) {
-		b, _, err := p.w.build(members[:n])
-		return b, err == nil && len(b) <= limit
+	type call struct {
+		body   []byte
+		random uint32
 	}
+	build := func(n int) (call, bool) {
+		b, r, err := p.w.build(members[:n])
+		return call{b, r}, err == nil && len(b) <= limit
+	}
+	best, _ := build(1) // a lone event always goes, with its own bytes
 	lo, hi := 1, len(members)
 	for lo < hi {
 		mid := (lo + hi + 1) / 2
-		if _, ok := fits(mid); ok {
-			lo = mid
+		if c, ok := build(mid); ok {
+			lo, best = mid, c
 		} else {
 			hi = mid - 1
 		}
 	}
 	members = members[:lo]
-	body, _ := fits(lo)
-	if lo == 1 {
-		body = ev.Body
-	}
+	body, random := best.body, best.random
 	p.ahead = p.ahead[lo-1:]
-	_, random, _ := p.w.build(members)
 	log := p.log.With(zap.Int64("offset", m.Offset), zap.Int("events", len(members)), zap.Uint32("random", random))
 	last := members[len(members)-1].msg.Offset
 	if err := p.offsets.commit(m.Offset, wire.InFlight{Last: last, Random: random}.String()); err != nil {

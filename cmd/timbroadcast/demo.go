@@ -62,13 +62,13 @@ func demoSamples() []demoSample {
 // (any of them can be a real one); it publishes sample announcements and
 // shows each arriving.
 type demoCmd struct {
-	kafka  *kafkaSettings // brokers given: use them instead of the embedded broker
-	topic  string
-	api    *sender.Config // nil: the embedded emulator
-	rate   float64
-	follow bool
-	logger *zap.Logger
-	stdout io.Writer
+	kafkaAccess // with a connection: brokers given, used instead of the embedded broker
+	topic       string
+	api         *sender.Config // nil: the embedded emulator
+	rate        float64
+	follow      bool
+	logger      *zap.Logger
+	stdout      io.Writer
 }
 
 // parseDemo resolves the demo's settings. They come from flags only, so the
@@ -83,16 +83,17 @@ func parseDemo(p process, args []string) (*demoCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &demoCmd{kafka: k, topic: topic.String(), follow: *follow, logger: p.logger, stdout: p.stdout}
+	c := &demoCmd{topic: topic.String(), follow: *follow, logger: p.logger, stdout: p.stdout}
 	if p.getenv("LOG_LEVEL") == "" {
 		c.logger = c.logger.WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
 	}
+	c.kafkaAccess = kafkaAccess{settings: k, log: c.logger}
+	var err error
 	if k.given() {
-		if _, err := k.conn(); err != nil {
+		if c.kafkaAccess, err = k.access(c.logger); err != nil {
 			return nil, err
 		}
 	}
-	var err error
 	if a.endpointGiven() {
 		cfg, err := a.config()
 		if err != nil {
@@ -110,12 +111,7 @@ func (c *demoCmd) secrets() []string {
 	if c.api != nil {
 		out = append(out, c.api.SecretKey)
 	}
-	if c.kafka.given() {
-		if conn, err := c.kafka.conn(); err == nil {
-			out = append(out, conn.Secrets...)
-		}
-	}
-	return out
+	return append(out, c.kafkaAccess.secrets()...)
 }
 
 // Run runs the demo until every sample is final (with --follow, until ctx
@@ -124,11 +120,10 @@ func (c *demoCmd) Run(ctx context.Context) error {
 	stdout, logger := c.stdout, c.logger
 
 	// Kafka.
-	var conn *kafkaconn.Conn
+	conn := c.conn
 	kafkaDesc := ""
-	if c.kafka.given() {
-		conn, _ = c.kafka.conn() // checked by parseDemo
-		if err := c.kafka.check(ctx, conn, logger); err != nil {
+	if conn != nil {
+		if err := c.check(ctx); err != nil {
 			return err
 		}
 		kafkaDesc = "your broker at " + strings.Join(conn.Brokers, ",")

@@ -123,17 +123,41 @@ func (k *kafkaSettings) conn() (*kafkaconn.Conn, error) {
 	return c, nil
 }
 
+// kafkaAccess is a command's resolved way to Kafka: the connection and
+// the settings that name any failure of it. Commands embed it.
+type kafkaAccess struct {
+	settings *kafkaSettings
+	conn     *kafkaconn.Conn // nil when no broker was given (demo, publish --dry-run)
+	log      *zap.Logger
+}
+
+// access resolves the settings into a kafkaAccess (reading the files they
+// name, not connecting).
+func (k *kafkaSettings) access(log *zap.Logger) (kafkaAccess, error) {
+	c, err := k.conn()
+	return kafkaAccess{settings: k, conn: c, log: log}, err
+}
+
+// secrets are the connection's credential values.
+func (a kafkaAccess) secrets() []string {
+	if a.conn == nil {
+		return nil
+	}
+	return a.conn.Secrets
+}
+
 // check connects once, so bad credentials fail at start naming the
 // setting (a configError: exit 2); an unreachable broker is an ordinary
 // error.
-func (k *kafkaSettings) check(ctx context.Context, c *kafkaconn.Conn, log *zap.Logger) error {
+func (a kafkaAccess) check(ctx context.Context) error {
+	c := a.conn
 	if c.Dialer.TLS != nil && c.Dialer.TLS.InsecureSkipVerify {
-		log.Warn("KAFKA_TLS_INSECURE_SKIP_VERIFY is on: any broker certificate is accepted; use it for tests only")
+		a.log.Warn("KAFKA_TLS_INSECURE_SKIP_VERIFY is on: any broker certificate is accepted; use it for tests only")
 	}
 	err := kafkaconn.Check(ctx, c.Brokers, c.Dialer)
 	var fe *kafkaconn.FieldError
 	if errors.As(err, &fe) {
-		return configError{k.named(err)}
+		return configError{a.settings.named(err)}
 	}
 	if err != nil {
 		return fmt.Errorf("connect to %v: %w", c.Brokers, err)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -360,5 +361,23 @@ func needBinary(t *testing.T) {
 	t.Helper()
 	if binary == "" {
 		t.Skip("runs the real binary: not in the fast tier (go test -short); make test runs it")
+	}
+}
+
+// killMidStream starts the worker and kills it with SIGKILL kills times,
+// each time after it delivered 1 to maxStep more calls and a random few
+// milliseconds more: kills land mid-stream, at moments rng chooses.
+func killMidStream(t *testing.T, ce *crashEnv, kills, maxStep int, rng *rand.Rand) {
+	t.Helper()
+	for i := range kills {
+		w := startWorker(t, ce.env)
+		before := len(ce.emu.Delivered())
+		deadline := time.Now().Add(20 * time.Second)
+		for len(ce.emu.Delivered()) < before+1+rng.IntN(maxStep) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		w.kill(t)
+		t.Logf("kill %d: %d calls delivered so far", i+1, len(ce.emu.Delivered()))
 	}
 }

@@ -109,19 +109,7 @@ func TestCrashRestart(t *testing.T) {
 func crashRestart(t *testing.T, extra map[string]string) {
 	const kills = 12
 	ce := newCrashEnv(t, 3, 40, sendertest.Options{Faults: sendertest.Faults{Latency: 5 * time.Millisecond}}, extra)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range kills {
-		w := startWorker(t, ce.env)
-		before := len(ce.emu.Delivered())
-		// Let it join and send a little, then kill it mid-stream.
-		deadline := time.Now().Add(20 * time.Second)
-		for len(ce.emu.Delivered()) < before+1+rng.IntN(8) && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
-		w.kill(t)
-		t.Logf("kill %d: %d delivered so far", i+1, len(ce.emu.Delivered()))
-	}
+	killMidStream(t, ce, kills, 8, rand.New(rand.NewPCG(1, 2)))
 	if n := len(ce.emu.Delivered()); n >= len(ce.want) {
 		t.Fatalf("all %d delivered before the last kill; the kills did not interrupt sending", n)
 	}

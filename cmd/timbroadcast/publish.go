@@ -13,9 +13,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/segmentio/kafka-go"
-	"go.uber.org/zap"
 
-	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
@@ -34,23 +32,14 @@ type publishLine struct {
 // flags, or many from a JSON Lines file, after validating every one with
 // the worker's rules (all or nothing).
 type publishCmd struct {
-	conn   *kafkaconn.Conn // nil with --dry-run and no brokers
-	topic  string
-	file   string // "" for a single event from flags; "-" for stdin
-	single kafka.Message
-	dryRun bool
-	stdout io.Writer
-	stderr io.Writer
-	kafka  *kafkaSettings
-	log    *zap.Logger
-	bars   bool
-}
-
-func (c *publishCmd) secrets() []string {
-	if c.conn == nil {
-		return nil
-	}
-	return c.conn.Secrets
+	kafkaAccess // no connection with --dry-run and no brokers
+	topic       string
+	file        string // "" for a single event from flags; "-" for stdin
+	single      kafka.Message
+	dryRun      bool
+	stdout      io.Writer
+	stderr      io.Writer
+	bars        bool
 }
 
 // parsePublish resolves the publish command's settings; a single event
@@ -73,10 +62,11 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &publishCmd{file: file.String(), dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr, kafka: k, log: p.logger, bars: p.terminal}
+	c := &publishCmd{file: file.String(), dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr, bars: p.terminal}
+	c.kafkaAccess = kafkaAccess{settings: k, log: p.logger}
 	var err error
 	if k.given() || !c.dryRun {
-		if c.conn, err = k.conn(); err != nil {
+		if c.kafkaAccess, err = k.access(p.logger); err != nil {
 			return nil, err
 		}
 	}
@@ -132,7 +122,7 @@ func (c *publishCmd) Run(ctx context.Context) error {
 		return nil
 	}
 
-	if err := c.kafka.check(ctx, c.conn, c.log); err != nil {
+	if err := c.check(ctx); err != nil {
 		return err
 	}
 	w := c.conn.Writer(c.topic)

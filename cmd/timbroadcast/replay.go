@@ -13,9 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.uber.org/zap"
 
-	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -63,19 +61,15 @@ func (f replayFilter) match(m kafka.Message) bool {
 // records that pass a filter to the main topic, remembering its progress
 // in a consumer group so a rerun never replays a record twice.
 type replayCmd struct {
-	conn      *kafkaconn.Conn
+	kafkaAccess
 	main, dlq string
 	groupID   string
 	filter    replayFilter
 	dryRun    bool
 	stdout    io.Writer
 	stderr    io.Writer
-	kafka     *kafkaSettings
-	log       *zap.Logger
 	bars      bool
 }
-
-func (c *replayCmd) secrets() []string { return c.conn.Secrets }
 
 // parseReplay resolves the replay command's settings.
 func parseReplay(p process, args []string) (*replayCmd, error) {
@@ -94,9 +88,9 @@ func parseReplay(p process, args []string) (*replayCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &replayCmd{dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr, kafka: k, log: p.logger, bars: p.terminal}
+	c := &replayCmd{dryRun: *dryRun, stdout: p.stdout, stderr: p.stderr, bars: p.terminal}
 	var err error
-	if c.conn, err = k.conn(); err != nil {
+	if c.kafkaAccess, err = k.access(p.logger); err != nil {
 		return nil, err
 	}
 	if c.main, c.dlq, err = t.resolve(); err != nil {
@@ -154,7 +148,7 @@ func replayGroup(dlq, main string, f replayFilter) string {
 
 // Run replays.
 func (c *replayCmd) Run(ctx context.Context) error {
-	if err := c.kafka.check(ctx, c.conn, c.log); err != nil {
+	if err := c.check(ctx); err != nil {
 		return err
 	}
 	dlqTopic, main, groupID, f := c.dlq, c.main, c.groupID, c.filter

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
-	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -26,12 +25,11 @@ type runCmd struct {
 	// httpAddr serves /metrics, /healthz and /readyz; empty disables it.
 	httpAddr string
 	logger   *zap.Logger
-	kafka    *kafkaSettings
-	conn     *kafkaconn.Conn
+	kafkaAccess
 }
 
 func (c *runCmd) secrets() []string {
-	return append([]string{c.sender.SecretKey}, c.conn.Secrets...)
+	return append([]string{c.sender.SecretKey}, c.kafkaAccess.secrets()...)
 }
 
 // parseRun resolves the run command's settings.
@@ -45,13 +43,12 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &runCmd{logger: p.logger, kafka: k}
-	conn, err := k.conn()
-	if err != nil {
+	c := &runCmd{logger: p.logger}
+	var err error
+	if c.kafkaAccess, err = k.access(p.logger); err != nil {
 		return nil, err
 	}
-	c.conn = conn
-	c.consumer.Brokers, c.consumer.Dialer = conn.Brokers, conn.Dialer
+	c.consumer.Brokers, c.consumer.Dialer = c.conn.Brokers, c.conn.Dialer
 	if c.consumer.Topic, c.consumer.DLQTopic, err = t.resolve(); err != nil {
 		return nil, err
 	}
@@ -76,7 +73,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 
 // Run runs the worker until ctx ends, then drains.
 func (c *runCmd) Run(ctx context.Context) error {
-	if err := c.kafka.check(ctx, c.conn, c.logger); err != nil {
+	if err := c.check(ctx); err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()

@@ -134,9 +134,6 @@ func (st *setting) duration() (time.Duration, error) {
 	if st.String() == "" {
 		return 0, nil
 	}
-	if st.String() == "0" {
-		return 0, nil
-	}
 	d, err := time.ParseDuration(st.String())
 	if err != nil || d < 0 {
 		return 0, st.errorf("%q is not a duration such as 500ms or 10s", st.val)

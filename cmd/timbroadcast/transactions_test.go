@@ -74,18 +74,7 @@ func transactionsCrash(t *testing.T, extra map[string]string) {
 	}
 	open := produce(10) // stays open through the kills
 
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := range 8 {
-		w := startWorker(t, ce.env)
-		before := len(ce.emu.Delivered())
-		deadline := time.Now().Add(20 * time.Second)
-		for len(ce.emu.Delivered()) < before+1+rng.IntN(4) && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
-		w.kill(t)
-		t.Logf("kill %d: %d calls delivered so far", i+1, len(ce.emu.Delivered()))
-	}
+	killMidStream(t, ce, 8, 4, rand.New(rand.NewPCG(3, 4)))
 	w := startWorker(t, ce.env)
 	// Everything committed so far, and nothing of the open transaction.
 	waitDelivered(t, ce, len(ce.want))

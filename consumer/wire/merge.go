@@ -50,46 +50,73 @@ func loneCustom(m *sender.Message) bool {
 	return len(m.MsgBody) == 1 && m.MsgBody[0].MsgType == sender.TypeCustom
 }
 
+// Joiner decides, event by event, what may share one call: feed it the
+// call's events in order; Add reports whether each may join. It keeps what
+// the rules need (the first sender and CloudCustomData, where the custom
+// run stands), so building a call of n events costs n steps.
+type Joiner struct {
+	mode  MergeMode
+	n     int
+	first *sender.Message
+	// custom-bearing events so far: none, one run of lone custom
+	// elements still open (it ended at the last event), or closed
+	// (ended earlier, or an event with a custom element among others).
+	bearing, runOpen, runClosed bool
+}
+
+// NewJoiner returns a Joiner for an empty call.
+func NewJoiner(mode MergeMode) *Joiner { return &Joiner{mode: mode} }
+
+// Add reports whether m may join the call as its next event, and if so
+// records it.
+func (j *Joiner) Add(m *sender.Message) bool {
+	if j.n > 0 && !j.allows(m) {
+		return false
+	}
+	if j.n == 0 {
+		j.first = m
+	}
+	j.n++
+	switch {
+	case customs(m) == 0:
+		j.runOpen = false
+		if j.bearing {
+			j.runClosed = true
+		}
+	case loneCustom(m) && !j.runClosed:
+		j.bearing, j.runOpen = true, true
+	default: // a custom element among others, or the only one allowed
+		j.bearing, j.runOpen, j.runClosed = true, false, true
+	}
+	return true
+}
+
+func (j *Joiner) allows(m *sender.Message) bool {
+	if j.first.FromAccount != m.FromAccount {
+		return false
+	}
+	if j.mode == MergeEnvelope {
+		return true
+	}
+	if j.first.CloudCustomData != m.CloudCustomData {
+		return false
+	}
+	if customs(m) == 0 || !j.bearing {
+		return true
+	}
+	// m carries a custom element and the call already has one: only as
+	// the next of a run of lone custom elements still open.
+	return loneCustom(m) && j.runOpen
+}
+
 // CanJoin reports whether next may join a call holding parts (in order),
 // keeping every element in event order.
 func CanJoin(mode MergeMode, parts []MergePart, next *sender.Message) bool {
-	if len(parts) == 0 {
-		return true
+	j := NewJoiner(mode)
+	for _, p := range parts {
+		j.Add(p.Message)
 	}
-	first := parts[0].Message
-	if first.FromAccount != next.FromAccount {
-		return false
-	}
-	if mode == MergeEnvelope {
-		return true
-	}
-	if first.CloudCustomData != next.CloudCustomData {
-		return false
-	}
-	if customs(next) == 0 {
-		return true
-	}
-	// next carries a custom element: allowed if no part does, or if it and
-	// the parts' custom-bearing events form one run of lone custom
-	// elements ending at the last part.
-	var bearing []int
-	for i, p := range parts {
-		if customs(p.Message) > 0 {
-			bearing = append(bearing, i)
-		}
-	}
-	if len(bearing) == 0 {
-		return true
-	}
-	if !loneCustom(next) || bearing[len(bearing)-1] != len(parts)-1 {
-		return false
-	}
-	for j, i := range bearing {
-		if !loneCustom(parts[i].Message) || (j > 0 && bearing[j-1] != i-1) {
-			return false
-		}
-	}
-	return true
+	return j.Add(next)
 }
 
 // Merge packs parts into one message (Random left 0 for the caller). The
@@ -100,9 +127,10 @@ func Merge(mode MergeMode, parts []MergePart) (*sender.Message, error) {
 	if len(parts) == 0 {
 		return nil, errors.New("merge: no parts")
 	}
-	for i := range parts {
-		if !CanJoin(mode, parts[:i], parts[i].Message) {
-			return nil, fmt.Errorf("merge: event %q cannot join the call", parts[i].Key)
+	j := NewJoiner(mode)
+	for _, p := range parts {
+		if !j.Add(p.Message) {
+			return nil, fmt.Errorf("merge: event %q cannot join the call", p.Key)
 		}
 	}
 	if mode == MergeEnvelope {
