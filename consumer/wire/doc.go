@@ -56,6 +56,23 @@
 // Random is <Random>. Whoever owns the partition next rebuilds that call
 // byte for byte, so the server's dedupe discards a resend.
 //
+// A delivered call whose receipts are not yet written (receipt topic
+// configured) is recorded as
+//
+//	tb1 <last offset> <Random> delivered <MsgSeq> <attempts> <first> <call> <final>
+//
+// (times in Unix milliseconds): the next owner writes the receipts from it
+// and commits, without calling the API again. Versions before receipts read
+// this form as "nothing in flight" and resend the call (deduped within five
+// minutes).
+//
+// Receipt (schema "timbroadcast/receipt/v1"): a record of the receipt topic
+// per final outcome of an event, keyed like the event, whose value is the
+// JSON of a Receipt and whose headers are timbroadcast-receipt-schema and
+// the event's traceparent, tracestate and baggage. A receipt may repeat
+// after a crash; (source.topic, source.partition, source.offset) is its
+// identity.
+//
 // Merge envelope (version "timbroadcast/merged/v1"): a TIMCustomElem whose
 // Ext is exactly EnvelopeExt and whose Data is the JSON of an Envelope,
 // listing the custom elements of several events in order, each with its

@@ -3,10 +3,14 @@ package wire
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // inFlightTag starts the committed-offset metadata of an in-flight call.
 const inFlightTag = "tb1 "
+
+// deliveredTag marks an in-flight call the API has already answered OK.
+const deliveredTag = "delivered"
 
 // InFlight is a call recorded in the committed-offset metadata before it
 // is made: the records from the committed offset to Last form one call
@@ -16,11 +20,36 @@ type InFlight struct {
 	Last int64
 	// Random is the call's Random.
 	Random uint32
+	// Delivered, when set, says the API answered the call OK and only
+	// its receipts remain to be written: the next owner writes them and
+	// commits, without sending again.
+	Delivered *Delivered
 }
 
-// String returns the metadata form: "tb1 <last> <random>".
+// Delivered is what a delivered call's receipts need, recorded in the
+// committed-offset metadata between the API's answer and the receipts.
+type Delivered struct {
+	// MsgSeq is the API's MsgSeq.
+	MsgSeq uint64
+	// Attempts is the number of API requests the call took.
+	Attempts int
+	// FirstAttempt, Call and Final are the first attempt's start, the
+	// delivering attempt's start and the answer's arrival
+	// (millisecond precision in the metadata).
+	FirstAttempt, Call, Final time.Time
+}
+
+// String returns the metadata form: "tb1 <last> <random>", followed for a
+// delivered call by " delivered <msgseq> <attempts> <first> <call>
+// <final>" (times in Unix milliseconds).
 func (f InFlight) String() string {
-	return inFlightTag + strconv.FormatInt(f.Last, 10) + " " + strconv.FormatUint(uint64(f.Random), 10)
+	s := inFlightTag + strconv.FormatInt(f.Last, 10) + " " + strconv.FormatUint(uint64(f.Random), 10)
+	if d := f.Delivered; d != nil {
+		s += " " + deliveredTag + " " + strconv.FormatUint(d.MsgSeq, 10) + " " + strconv.Itoa(d.Attempts) +
+			" " + strconv.FormatInt(d.FirstAttempt.UnixMilli(), 10) + " " + strconv.FormatInt(d.Call.UnixMilli(), 10) +
+			" " + strconv.FormatInt(d.Final.UnixMilli(), 10)
+	}
+	return s
 }
 
 // ParseInFlight reads committed-offset metadata. ok is false for metadata
@@ -30,7 +59,7 @@ func ParseInFlight(s string) (f InFlight, ok bool) {
 		return InFlight{}, false
 	}
 	parts := strings.Fields(strings.TrimPrefix(s, inFlightTag))
-	if len(parts) != 2 {
+	if len(parts) != 2 && (len(parts) != 8 || parts[2] != deliveredTag) {
 		return InFlight{}, false
 	}
 	last, err1 := strconv.ParseInt(parts[0], 10, 64)
@@ -38,5 +67,22 @@ func ParseInFlight(s string) (f InFlight, ok bool) {
 	if err1 != nil || err2 != nil || last < 0 {
 		return InFlight{}, false
 	}
-	return InFlight{Last: last, Random: uint32(r)}, true
+	f = InFlight{Last: last, Random: uint32(r)}
+	if len(parts) == 8 {
+		seq, err1 := strconv.ParseUint(parts[3], 10, 64)
+		attempts, err2 := strconv.Atoi(parts[4])
+		var ms [3]int64
+		var err3 error
+		for i := range ms {
+			if ms[i], err3 = strconv.ParseInt(parts[5+i], 10, 64); err3 != nil {
+				break
+			}
+		}
+		if err1 != nil || err2 != nil || err3 != nil {
+			return InFlight{}, false
+		}
+		f.Delivered = &Delivered{MsgSeq: seq, Attempts: attempts,
+			FirstAttempt: time.UnixMilli(ms[0]), Call: time.UnixMilli(ms[1]), Final: time.UnixMilli(ms[2])}
+	}
+	return f, true
 }

@@ -160,7 +160,14 @@ func TestInFlightFormat(t *testing.T) {
 	if got, ok := wire.ParseInFlight(f.String()); !ok || got != f {
 		t.Errorf("round trip: %+v, %v", got, ok)
 	}
-	for _, bad := range []string{"", "tb1", "tb1 1", "tb1 1 2 3", "tb1 x 2", "tb1 1 4294967296", "tb1 -1 2", "tb2 1 2", "TB1 1 2"} {
+	d := wire.InFlight{Last: 7, Random: 42, Delivered: &wire.Delivered{MsgSeq: 18446744073709551615, Attempts: 3,
+		FirstAttempt: time.UnixMilli(1764111600123), Call: time.UnixMilli(1764111602456), Final: time.UnixMilli(1764111602501)}}
+	golden(t, filepath.Join("testdata", "in-flight-delivered.golden"), []byte(d.String()+"\n"))
+	if got, ok := wire.ParseInFlight(d.String()); !ok || got.Delivered == nil || *got.Delivered != *d.Delivered || got.Last != 7 || got.Random != 42 {
+		t.Errorf("round trip of a delivered call: %+v, %v", got, ok)
+	}
+	for _, bad := range []string{"", "tb1", "tb1 1", "tb1 1 2 3", "tb1 x 2", "tb1 1 4294967296", "tb1 -1 2", "tb2 1 2", "TB1 1 2",
+		"tb1 1 2 delivered 3 4 5 6", "tb1 1 2 sent 3 4 5 6 7", "tb1 1 2 delivered x 4 5 6 7", "tb1 1 2 delivered 3 4 5 6 x"} {
 		if _, ok := wire.ParseInFlight(bad); ok {
 			t.Errorf("ParseInFlight(%q) accepted", bad)
 		}
@@ -359,4 +366,39 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatalf("re-decoding the body: %v\n%s\n%s", err, ev.Body, again.Body)
 		}
 	})
+}
+
+func TestReceiptGolden(t *testing.T) {
+	produced := time.Date(2026, 11, 25, 23, 0, 0, 0, time.UTC)
+	m := kafka.Message{Topic: "announcements", Partition: 2, Offset: 41, Key: []byte("evt-1"), Time: produced,
+		Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")},
+			{Key: "tracestate", Value: []byte("vendor=1")}, {Key: "x-other", Value: []byte("not copied")}}}
+	r := wire.ReceiptFor(m, wire.OutcomeDelivered, produced.Add(2600*time.Millisecond))
+	r.Random, r.MsgSeq = 1234567, 99
+	r.SetCall(3141592653, 40, 2, produced.Add(time.Second), produced.Add(2500*time.Millisecond))
+	rm, err := wire.ReceiptMessage(m, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "receipt-delivered.golden.json"), append(rm.Value, '\n'))
+	golden(t, filepath.Join("testdata", "receipt-headers.golden"), renderHeaders(rm.Headers))
+	if string(rm.Key) != "evt-1" {
+		t.Errorf("receipt key %q, want the event's", rm.Key)
+	}
+	back, err := wire.DecodeReceipt(rm.Value)
+	if err != nil || back.MsgSeq != 99 || back.CallEvents != 40 || *back.ProduceToCallMillis != 2500 || back.Source.Offset != 41 {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+
+	dl := wire.ReceiptFor(m, wire.OutcomeDeadLettered, produced.Add(time.Second))
+	dl.Random = 7
+	dl.DeadLetter = wire.ReceiptDeadLetterOf("announcements.dlq", wire.Failure{Reason: "invalid_event", Info: "MsgBody is required", Field: "MsgBody"})
+	dm, err := wire.ReceiptMessage(m, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "receipt-dead-lettered.golden.json"), append(dm.Value, '\n'))
+	if _, err := wire.DecodeReceipt([]byte(`{"schema":"timbroadcast/receipt/v2"}`)); err == nil {
+		t.Error("a receipt of another schema decoded")
+	}
 }
