@@ -10,23 +10,30 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
-// deadLetter writes m to the dead-letter topic (the record as
-// wire.DeadLetterMessage builds it) and waits for the acknowledgement of
-// all in-sync replicas, retrying a failed write with a capped backoff. It
-// returns false if the send context ended first.
-func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event, f wire.Failure) bool {
-	w, ctx := p.w, p.sendCtx
+// deadLetter writes the member's record to the dead-letter topic (the
+// record as wire.DeadLetterMessage builds it) and waits for the
+// acknowledgement of all in-sync replicas, retrying a failed write with a
+// capped backoff; then writes its receipt. c is the call that failed, if
+// one was made. It returns errStopped if the send context ended first.
+func (p *partition) deadLetter(log *zap.Logger, mb member, f wire.Failure, c call) error {
+	w, ctx, m := p.w, p.sendCtx, mb.msg
 	f.FailedAt = w.cfg.Now()
 	full := wire.DeadLetterMessage(m, f)
 	msg := full
 	truncations := 0
+	span := w.tr.write(mb.span, w.cfg.DLQTopic)
+	w.holds.ensure(p.tp, m.Offset)
 	for attempt := 1; ; attempt++ {
 		err := w.dlq.WriteMessages(ctx, msg)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
-			return false
+			end(span, err)
+			return errStopped
+		}
+		if span != nil {
+			span.RecordError(err)
 		}
 		if tooLarge(err) && truncations < 2 {
 			// It can never be written as it is: write a smaller copy that
@@ -40,9 +47,11 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 		w.holds.fail(p.tp, w.cfg.Now(), "dead-letter write: "+err.Error())
 		log.Error("dead-letter write failed; retrying", zap.Int("attempt", attempt), zap.Error(err))
 		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
-			return false
+			end(span, err)
+			return errStopped
 		}
 	}
+	end(span, nil, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
 	w.holds.done(p.tp)
 	if truncations > 0 {
 		w.metrics.recordDeadLetterTruncated()
@@ -51,8 +60,26 @@ func (p *partition) deadLetter(log *zap.Logger, m kafka.Message, ev *wire.Event,
 	w.metrics.recordLane(m.Topic, "dead_lettered")
 	log.Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
-	p.report(m, ev, Outcome{DeadLetter: &f, Attempts: f.Attempts})
-	return true
+	if mb.span != nil {
+		mb.span.SetAttributes(AttrOutcome.String(wire.OutcomeDeadLettered), AttrReason.String(f.Reason),
+			AttrErrorCode.Int(f.Code), AttrAttempts.Int(c.attempts))
+		if f.Random != 0 {
+			mb.span.SetAttributes(AttrRandom.Int64(int64(f.Random)))
+		}
+	}
+	if w.receipts != nil {
+		r := wire.ReceiptFor(m, wire.OutcomeDeadLettered, w.cfg.Now())
+		r.Random = f.Random
+		if c.events > 0 {
+			r.SetCall(c.random, c.events, c.attempts, c.first, c.at)
+		}
+		r.DeadLetter = wire.ReceiptDeadLetterOf(w.cfg.DLQTopic, f)
+		if err := p.writeReceipts(log, []member{mb}, []wire.Receipt{r}); err != nil {
+			return err
+		}
+	}
+	p.report(m, mb.ev, Outcome{DeadLetter: &f, Attempts: f.Attempts})
+	return nil
 }
 
 // tooLarge reports whether a write failed because the record is too large

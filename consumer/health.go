@@ -34,6 +34,16 @@ func (h *holds) start(partition topicPartition, offset int64) {
 	h.by[partition] = &hold{offset: offset}
 }
 
+// ensure starts offset for partition unless it is already held: a write
+// after the call (dead letter, receipt) continues the call's hold.
+func (h *holds) ensure(partition topicPartition, offset int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur := h.by[partition]; cur == nil || cur.offset != offset {
+		h.by[partition] = &hold{offset: offset}
+	}
+}
+
 // fail records a failure of partition's current record.
 func (h *holds) fail(partition topicPartition, at time.Time, what string) {
 	h.mu.Lock()

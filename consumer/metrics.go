@@ -14,23 +14,26 @@ import (
 // Metrics are the worker's Prometheus metrics. A nil *Metrics records
 // nothing.
 type Metrics struct {
-	consumed     *prometheus.CounterVec
-	outcomes     *prometheus.CounterVec
-	requests     *prometheus.CounterVec
-	retries      prometheus.Counter
-	deadLettered *prometheus.CounterVec
-	paused       prometheus.Gauge
-	pacingWait   prometheus.Histogram
-	apiLatency   prometheus.Histogram
-	commitTime   prometheus.Histogram
-	lag          *prometheus.GaugeVec
-	lastSuccess  prometheus.Gauge
-	assigned     prometheus.Gauge
-	share        prometheus.Gauge
-	rate         prometheus.Gauge
-	skipped      *prometheus.CounterVec
-	truncated    prometheus.Counter
-	fetchErrors  *prometheus.CounterVec
+	consumed        *prometheus.CounterVec
+	outcomes        *prometheus.CounterVec
+	requests        *prometheus.CounterVec
+	retries         prometheus.Counter
+	deadLettered    *prometheus.CounterVec
+	paused          prometheus.Gauge
+	pacingWait      prometheus.Histogram
+	apiLatency      prometheus.Histogram
+	commitTime      prometheus.Histogram
+	lag             *prometheus.GaugeVec
+	lastSuccess     prometheus.Gauge
+	assigned        prometheus.Gauge
+	share           prometheus.Gauge
+	rate            prometheus.Gauge
+	skipped         *prometheus.CounterVec
+	truncated       prometheus.Counter
+	receipts        *prometheus.CounterVec
+	receiptFailures prometheus.Counter
+	receiptWrite    prometheus.Histogram
+	fetchErrors     *prometheus.CounterVec
 
 	stuckFn atomic.Pointer[func() (int, time.Duration)]
 
@@ -100,6 +103,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "timbroadcast_dead_letters_truncated_total", Help: "Dead-letter records written as a truncated copy because the full one was too large.",
 	})
 	reg.MustRegister(m.skipped, m.fetchErrors, m.truncated)
+	m.receipts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_receipts_total", Help: "Receipts written to the receipt topic, by outcome (delivered, dead_lettered).",
+	}, []string{"outcome"})
+	m.receiptFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "timbroadcast_receipt_write_failures_total", Help: "Receipt writes the receipt topic refused (each retried; the offset waits).",
+	})
+	m.receiptWrite = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "timbroadcast_receipt_write_seconds", Help: "Time to write a call's receipts, acknowledged by all in-sync replicas, retries included.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	})
+	reg.MustRegister(m.receipts, m.receiptFailures, m.receiptWrite)
 	m.laneEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_lane_events_total", Help: "Events by lane (urgent, bulk) and final outcome (delivered, dead_lettered).",
 	}, []string{"lane", "outcome"})
@@ -303,5 +317,23 @@ func (m *Metrics) recordFetchError(what string) {
 func (m *Metrics) recordDeadLetterTruncated() {
 	if m != nil {
 		m.truncated.Inc()
+	}
+}
+
+func (m *Metrics) recordReceipt(outcome string) {
+	if m != nil {
+		m.receipts.WithLabelValues(outcome).Inc()
+	}
+}
+
+func (m *Metrics) recordReceiptFailure() {
+	if m != nil {
+		m.receiptFailures.Inc()
+	}
+}
+
+func (m *Metrics) observeReceiptWrite(d time.Duration) {
+	if m != nil {
+		m.receiptWrite.Observe(d.Seconds())
 	}
 }

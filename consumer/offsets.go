@@ -166,17 +166,19 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // resume finishes a call recorded as in flight by an earlier owner (or by
 // this one before a restart): the same records, the same bytes, so the
-// server's dedupe discards a resend. A call that cannot be rebuilt byte
-// for byte (its records were compacted away or changed) is sent record by
-// record, with a warning: never a reason to stop the partition.
-func (p *partition) resume(offset int64, f wire.InFlight) error {
+// server's dedupe discards a resend. A call recorded as delivered is not
+// sent again: its receipts are written and it is committed. A call that
+// cannot be rebuilt byte for byte (its records were compacted away or
+// changed) is sent record by record, with a warning: never a reason to stop
+// the partition.
+func (p *partition) resume(offset int64, f wire.InFlight) (err error) {
 	log := p.log.With(zap.Int64("first_offset", offset), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
-	log.Info("resuming the call recorded as in flight")
+	log.Info("resuming the call recorded as in flight", zap.Bool("delivered", f.Delivered != nil))
 	_, end, err := p.offsets.bounds(p.fetchCtx)
 	if err != nil {
 		return err
 	}
-	var got []kafka.Message
+	var got []item
 	for offset < end {
 		it, err := p.nextItem()
 		if err != nil {
@@ -196,7 +198,7 @@ func (p *partition) resume(offset int64, f wire.InFlight) error {
 			p.unread(it) // the call's last records are gone (compaction)
 			break
 		}
-		got = append(got, m)
+		got = append(got, it)
 		if m.Offset == f.Last || m.Offset+1 >= end {
 			break
 		}
@@ -204,26 +206,35 @@ func (p *partition) resume(offset int64, f wire.InFlight) error {
 	members := make([]member, len(got))
 	errs := make([]error, len(got))
 	decoded := true
-	for i, m := range got {
+	for i, it := range got {
 		var ev *wire.Event
-		ev, errs[i] = decode(m)
-		members[i] = member{m, ev}
+		ev, errs[i] = decode(it.msg)
+		members[i] = p.member(it, ev)
 		decoded = decoded && errs[i] == nil
 	}
-	if decoded && len(got) > 0 && got[0].Offset == offset && got[len(got)-1].Offset == f.Last {
+	defer func() { endMembers(err, members...) }()
+	if d := f.Delivered; d != nil && decoded && len(members) > 0 {
+		c := call{res: resultDelivered, random: f.Random, events: len(members), attempts: d.Attempts, msgSeq: d.MsgSeq,
+			first: d.FirstAttempt, at: d.Call, final: d.Final}
+		if err := p.writeReceipts(log, members, deliveredReceipts(members, c)); err != nil {
+			return err
+		}
+		return p.offsets.commit(f.Last+1, "")
+	}
+	if decoded && len(got) > 0 && got[0].msg.Offset == offset && got[len(got)-1].msg.Offset == f.Last {
 		body, random, err := p.w.build(members)
 		if err == nil && random == f.Random {
-			return p.finish(log, members, body, false, true)
+			return p.finish(log, members, body, random, false, true)
 		}
 	}
 	log.Warn("the call recorded as in flight cannot be rebuilt byte for byte (records compacted away or changed); "+
 		"sending its surviving records one by one: if the earlier call reached the server, these events may be shown twice",
 		zap.Int("surviving_records", len(got)))
 	for i, m := range members {
-		if !p.handle(m.msg, m.ev, errs[i], true) {
-			return errStopped
+		if err := p.handle(m, errs[i], true); err != nil {
+			return err
 		}
-		if err := p.offsets.commit(m.msg.Offset+1, ""); err != nil {
+		if err := p.commitPast(m); err != nil {
 			return err
 		}
 	}

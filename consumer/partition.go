@@ -23,6 +23,7 @@ import (
 type item struct {
 	msg    kafka.Message
 	skipTo int64
+	at     time.Time // when the record was fetched
 }
 
 // errStopped says the partition's fetch context ended (revoked or
@@ -227,8 +228,9 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 		if res.aborted > 0 {
 			log.Debug("skipped records of aborted transactions", zap.Int("records", res.aborted))
 		}
+		fetched := time.Now()
 		for _, m := range res.records {
-			if !send(item{msg: m}) {
+			if !send(item{msg: m, at: fetched}) {
 				return
 			}
 			handed = m.Offset + 1
@@ -304,19 +306,19 @@ func (p *partition) nextItem() (item, error) {
 	}
 }
 
-// next returns the next record, waiting for it. Everything before it is
-// final, so it commits past positions without records on the way.
-func (p *partition) next() (kafka.Message, error) {
+// next returns the next record's item, waiting for it. Everything before
+// it is final, so it commits past positions without records on the way.
+func (p *partition) next() (item, error) {
 	for {
 		it, err := p.nextItem()
 		if err != nil {
-			return kafka.Message{}, err
+			return item{}, err
 		}
 		if it.skipTo == 0 {
-			return it.msg, nil
+			return it, nil
 		}
 		if err := p.offsets.commit(it.skipTo, ""); err != nil {
-			return kafka.Message{}, err
+			return item{}, err
 		}
 	}
 }
@@ -329,63 +331,69 @@ func (p *partition) unread(it item) {
 // peekAt returns the i-th record waiting behind what was taken (from 0),
 // without taking it, if it has already arrived. A position item ends what
 // can be peeked.
-func (p *partition) peekAt(i int) (kafka.Message, bool) {
+func (p *partition) peekAt(i int) (item, bool) {
 	for len(p.ahead) <= i {
 		select {
 		case it, ok := <-p.records:
 			if !ok || p.fetchCtx.Err() != nil {
-				return kafka.Message{}, false
+				return item{}, false
 			}
 			if it.skipTo == 0 {
 				p.w.metrics.recordConsumed(it.msg.Topic, it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
 			}
 			p.ahead = append(p.ahead, it)
 		default:
-			return kafka.Message{}, false
+			return item{}, false
 		}
 	}
 	if p.ahead[i].skipTo != 0 {
-		return kafka.Message{}, false
+		return item{}, false
 	}
-	return p.ahead[i].msg, true
+	return p.ahead[i], true
 }
 
 // plainNext takes the next record alone to its final outcome and commits.
 // An event with an expiry is recorded as in flight before its first
 // attempt: after a crash, an event that may have reached the server is
 // resent (and deduped), not dead-lettered as expired.
-func (p *partition) plainNext() error {
-	m, err := p.next()
+func (p *partition) plainNext() (err error) {
+	it, err := p.next()
 	if err != nil {
 		return err
 	}
+	m := it.msg
 	ev, derr := decode(m)
+	mb := p.member(it, ev)
+	defer func() { endMembers(err, mb) }()
 	if derr == nil && !ev.ExpiresAt.IsZero() && !p.expired(ev) {
 		if err := p.offsets.commit(m.Offset, wire.InFlight{Last: m.Offset, Random: ev.Message.Random}.String()); err != nil {
 			return err
 		}
 	}
-	if !p.handle(m, ev, derr, false) {
-		return fmt.Errorf("record at offset %d abandoned uncommitted: %w", m.Offset, errStopped)
+	if err := p.handle(mb, derr, false); err != nil {
+		return fmt.Errorf("record at offset %d not committed: %w", m.Offset, err)
 	}
-	return p.offsets.commit(m.Offset+1, "")
+	return p.commitPast(mb)
 }
 
 // mergeNext waits for a record, then for a pacing slot, then packs what
 // waits behind the record into one call, records the call as in flight,
 // sends it and commits.
-func (p *partition) mergeNext() error {
-	m, err := p.next()
+func (p *partition) mergeNext() (err error) {
+	it, err := p.next()
 	if err != nil {
 		return err
 	}
+	m := it.msg
 	ev, derr := decode(m)
 	if derr != nil || p.expired(ev) {
 		// Dead-lettered alone.
-		if !p.handle(m, ev, derr, false) {
-			return errStopped
+		mb := p.member(it, ev)
+		defer func() { endMembers(err, mb) }()
+		if err := p.handle(mb, derr, false); err != nil {
+			return err
 		}
-		return p.offsets.commit(m.Offset+1, "")
+		return p.commitPast(mb)
 	}
 	// The slot first: what arrives while we wait joins this call. With the
 	// call schedule the slot is granted a little early: pack and record the
@@ -398,13 +406,13 @@ func (p *partition) mergeNext() error {
 		reserve = p.w.send.(SlotSender).Reserve(p.fetchCtx)
 	}
 	if reserve != nil {
-		p.unread(item{msg: m})
+		p.unread(it)
 		return errStopped
 	}
 	// Then the longest run of waiting events that may join, and of it the
 	// longest prefix that fits (a binary search: a few encodings however
 	// many events wait, so packing barely delays the call).
-	members := []member{{m, ev}}
+	members := []member{{msg: m, ev: ev, at: it.at}}
 	limit := p.w.cfg.MergeMaxBytes
 	join := wire.NewJoiner(p.w.mergeMode())
 	join.Add(&ev.Message)
@@ -413,20 +421,20 @@ func (p *partition) mergeNext() error {
 		if !ok {
 			break
 		}
-		nev, derr := decode(nx)
+		nev, derr := decode(nx.msg)
 		if derr != nil || p.expired(nev) || !join.Add(&nev.Message) {
 			break
 		}
-		members = append(members, member{nx, nev})
+		members = append(members, member{msg: nx.msg, ev: nev, at: nx.at})
 		estimate += len(nev.Body)
 	}
-	type call struct {
+	type packed struct {
 		body   []byte
 		random uint32
 	}
-	build := func(n int) (call, bool) {
+	build := func(n int) (packed, bool) {
 		b, r, err := p.w.build(members[:n])
-		return call{b, r}, err == nil && len(b) <= limit
+		return packed{b, r}, err == nil && len(b) <= limit
 	}
 	best, _ := build(1) // a lone event always goes, with its own bytes
 	lo, hi := 1, len(members)
@@ -441,7 +449,14 @@ func (p *partition) mergeNext() error {
 	members = members[:lo]
 	body, random := best.body, best.random
 	p.ahead = p.ahead[lo-1:]
+	for i := range members {
+		members[i].span = p.w.tr.event(members[i].msg, members[i].at)
+	}
+	defer func() { endMembers(err, members...) }()
 	log := p.log.With(zap.Int64("offset", m.Offset), zap.Int("events", len(members)), zap.Uint32("random", random))
+	if len(members) == 1 {
+		log = log.With(traceFields(members[0].span)...)
+	}
 	last := members[len(members)-1].msg.Offset
 	if err := p.offsets.commit(m.Offset, wire.InFlight{Last: last, Random: random}.String()); err != nil {
 		// Nothing sent: the records stay for the next owner.
@@ -450,7 +465,29 @@ func (p *partition) mergeNext() error {
 	if err := sleepCtx(p.sendCtx, time.Until(leave)); err != nil {
 		return errStopped
 	}
-	return p.finish(log, members, body, true, false)
+	return p.finish(log, members, body, random, true, false)
+}
+
+// member returns the member of a fetched record, its span started at the
+// fetch.
+func (p *partition) member(it item, ev *wire.Event) member {
+	return member{msg: it.msg, ev: ev, at: it.at, span: p.w.tr.event(it.msg, it.at)}
+}
+
+// commitPast commits past the members (the last of them) and ends their
+// spans: an event's span runs from its fetch to its commit.
+func (p *partition) commitPast(members ...member) error {
+	err := p.offsets.commit(members[len(members)-1].msg.Offset+1, "")
+	endMembers(err, members...)
+	return err
+}
+
+// endMembers ends the spans of members still open: with err when they end
+// uncommitted. An ended span ignores a second end.
+func endMembers(err error, members ...member) {
+	for _, m := range members {
+		end(m.span, err)
+	}
 }
 
 func (p *partition) expired(ev *wire.Event) bool {
@@ -496,45 +533,48 @@ func (w *Worker) build(members []member) ([]byte, uint32, error) {
 	return body, msg.Random, nil
 }
 
-// finish sends the call for members and commits past them. A merged call
-// the API rejects as a whole is split: each member is sent alone (each
-// recorded in flight first), and only the ones rejected alone are
-// dead-lettered. attempted says an earlier attempt may have reached the
-// server (a resumed call): it is then never dead-lettered as expired.
-func (p *partition) finish(log *zap.Logger, members []member, body []byte, reserved, attempted bool) error {
-	last := members[len(members)-1].msg.Offset
-	res, se, attempts := p.deliver(log, members, body, reserved, attempted)
+// finish sends the call for members (body, whose Random is random) and
+// commits past them. A merged call the API rejects as a whole is split:
+// each member is sent alone (each recorded in flight first), and only the
+// ones rejected alone are dead-lettered. attempted says an earlier attempt
+// may have reached the server (a resumed call): it is then never
+// dead-lettered as expired.
+func (p *partition) finish(log *zap.Logger, members []member, body []byte, random uint32, reserved, attempted bool) error {
+	c := p.deliver(log, members, body, random, reserved, attempted)
 	switch {
-	case res == resultAbandoned:
+	case c.res == resultAbandoned:
 		return errStopped
-	case res == resultDelivered:
-		return p.offsets.commit(last+1, "")
+	case c.res == resultDelivered:
+		if err := p.delivered(log, members, c); err != nil {
+			return err
+		}
+		return p.commitPast(members...)
 	case len(members) == 1:
 		// A lone event rejected, expired or given up: dead-letter it.
-		m := members[0]
-		if !p.deadLetter(log, m.msg, m.ev, loneFailure(res, se, attempts, m.ev)) {
-			return errStopped
+		if err := p.deadLetter(log, members[0], loneFailure(c, members[0].ev), c); err != nil {
+			return err
 		}
-		return p.offsets.commit(last+1, "")
-	case res == resultExhausted:
+		return p.commitPast(members[0])
+	case c.res == resultExhausted:
 		// The call as a whole was given up: every member is dead-lettered.
 		for _, m := range members {
-			if !p.deadLetter(log, m.msg, m.ev, loneFailure(res, se, attempts, m.ev)) {
-				return errStopped
+			if err := p.deadLetter(log, m, loneFailure(c, m.ev), c); err != nil {
+				return err
 			}
-			if err := p.offsets.commit(m.msg.Offset+1, ""); err != nil {
+			if err := p.commitPast(m); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	log.Warn("merged call rejected; sending its events one by one to find the offending ones",
-		zap.Int("code", se.Code), zap.String("info", se.Info))
+		zap.Int("code", c.se.Code), zap.String("info", c.se.Info))
 	for _, m := range members {
 		if err := p.offsets.commit(m.msg.Offset, wire.InFlight{Last: m.msg.Offset, Random: m.ev.Message.Random}.String()); err != nil {
 			return err
 		}
-		if err := p.finish(p.log.With(zap.Int64("offset", m.msg.Offset)), []member{m}, m.ev.Body, false, false); err != nil {
+		mlog := p.log.With(zap.Int64("offset", m.msg.Offset), zap.Uint32("random", m.ev.Message.Random)).With(traceFields(m.span)...)
+		if err := p.finish(mlog, []member{m}, m.ev.Body, m.ev.Message.Random, false, false); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
@@ -46,6 +48,11 @@ type Config struct {
 	// Topic, across all replicas (the urgent lane). Its dead letters go to
 	// DLQTopic too, with the source topic in their headers.
 	UrgentTopic string
+	// ReceiptTopic, if set, receives one receipt per final outcome of
+	// every event (wire.Receipt), written with acks=all before the event's
+	// offset is committed. Must differ from the source and dead-letter
+	// topics.
+	ReceiptTopic string
 	// Dialer dials the brokers (TLS, SASL); default kafka.DefaultDialer.
 	Dialer *kafka.Dialer
 
@@ -95,6 +102,15 @@ type Config struct {
 	// OnOutcome, if set, is called with every record's final outcome,
 	// before its offset is committed.
 	OnOutcome func(Outcome)
+	// TracerProvider, if set, traces every event: a span from fetch to
+	// commit whose parent is the W3C trace context of the record's
+	// headers, with a child span per API attempt, dead-letter write and
+	// receipt write; a merged call's span links its members. Nil traces
+	// nothing and costs nothing.
+	TracerProvider trace.TracerProvider
+	// Propagator reads the trace context from record headers; default
+	// W3C trace context and baggage.
+	Propagator propagation.TextMapPropagator
 
 	// AppRate is the app's call rate for all replicas together (TIM_RATE).
 	// When set (and finite), calls follow the call schedule that every
@@ -134,6 +150,8 @@ func (c *Config) Validate() error {
 		return errors.New("consumer: DLQTopic must differ from Topic")
 	case c.UrgentTopic != "" && (c.UrgentTopic == c.Topic || c.UrgentTopic == c.DLQTopic):
 		return errors.New("consumer: UrgentTopic must differ from Topic and DLQTopic")
+	case c.ReceiptTopic != "" && (c.ReceiptTopic == c.Topic || c.ReceiptTopic == c.DLQTopic || c.ReceiptTopic == c.UrgentTopic):
+		return errors.New("consumer: ReceiptTopic must differ from Topic, UrgentTopic and DLQTopic")
 	case c.MergeMaxBytes < 0 || c.MergeMaxBytes > sender.MaxBodyBytes:
 		return fmt.Errorf("consumer: MergeMaxBytes must be between 1 and %d", sender.MaxBodyBytes)
 	case c.StartOffset != 0 && c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset:
@@ -195,10 +213,13 @@ type Worker struct {
 	conn    *kafkaconn.Conn
 	client  kafkaClient
 	dlq     *kafka.Writer
-	holds   *holds
-	sched   *schedule // nil: the Sender paces
-	notes   notes
-	fetches fetchHealth
+	// receipts writes receipts; nil without a receipt topic.
+	receipts *kafka.Writer
+	tr       *tracing // nil: no tracing
+	holds    *holds
+	sched    *schedule // nil: the Sender paces
+	notes    notes
+	fetches  fetchHealth
 	// kafkaErr is kafka-go's last error report (a failed join, say).
 	kafkaErr atomic.Value
 
@@ -230,6 +251,15 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		client:  conn.Client(),
 		dlq:     dlq,
 		holds:   newHolds(),
+		tr:      newTracing(cfg.TracerProvider, cfg.Propagator, cfg.GroupID),
+	}
+	if cfg.ReceiptTopic != "" {
+		// A call's receipts go in one produce: flushed when the write
+		// asks, not after a batch timeout.
+		w.receipts = conn.Writer(cfg.ReceiptTopic)
+		w.receipts.BatchSize = 1 << 20
+		w.receipts.BatchTimeout = time.Millisecond
+		w.receipts.MaxAttempts = 10
 	}
 	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
@@ -331,7 +361,11 @@ func (w *Worker) topics() []string {
 // checkTopics verifies that the source and dead-letter topics exist, naming
 // the missing one.
 func (w *Worker) checkTopics(ctx context.Context) error {
-	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: append(w.topics(), w.cfg.DLQTopic)})
+	topics := append(w.topics(), w.cfg.DLQTopic)
+	if w.cfg.ReceiptTopic != "" {
+		topics = append(topics, w.cfg.ReceiptTopic)
+	}
+	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		return fmt.Errorf("consumer: read metadata from %v: %w", w.cfg.Brokers, err)
 	}
@@ -343,6 +377,8 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 				what = "dead-letter topic (KAFKA_DLQ_TOPIC)"
 			case w.cfg.UrgentTopic:
 				what = "urgent topic (KAFKA_URGENT_TOPIC)"
+			case w.cfg.ReceiptTopic:
+				what = "receipt topic (KAFKA_RECEIPT_TOPIC)"
 			}
 			return fmt.Errorf("consumer: %s %q is not usable on %v: %v", what, t.Name, w.cfg.Brokers, t.Error)
 		}
@@ -437,6 +473,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.metrics.setAssigned(0, released)
 	if cerr := w.dlq.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("consumer: close dead-letter writer: %w", cerr)
+	}
+	if w.receipts != nil {
+		if cerr := w.receipts.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("consumer: close receipt writer: %w", cerr)
+		}
 	}
 	w.log.Info("consumer stopped; group left")
 	return err

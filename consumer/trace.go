@@ -1,0 +1,207 @@
+package consumer
+
+import (
+	"context"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// TracerName is the instrumentation scope of the worker's spans.
+const TracerName = "github.com/timbroadcast/timbroadcast/consumer"
+
+// Span attributes beyond the OpenTelemetry messaging conventions.
+const (
+	AttrRandom     = attribute.Key("timbroadcast.random")      // the Random sent (the call's, for a call span)
+	AttrErrorCode  = attribute.Key("timbroadcast.error_code")  // the API's ErrorCode of an attempt; -1 without an answer
+	AttrErrorInfo  = attribute.Key("timbroadcast.error_info")  // the API's ErrorInfo of a failed attempt
+	AttrAttempts   = attribute.Key("timbroadcast.attempts")    // API requests made for the event's call
+	AttrAttempt    = attribute.Key("timbroadcast.attempt")     // an attempt's number within its call, from 1
+	AttrMsgSeq     = attribute.Key("timbroadcast.msg_seq")     // the API's MsgSeq of the delivering call
+	AttrOutcome    = attribute.Key("timbroadcast.outcome")     // delivered or dead_lettered
+	AttrReason     = attribute.Key("timbroadcast.dlq.reason")  // a dead letter's reason
+	AttrCallEvents = attribute.Key("timbroadcast.call.events") // events sharing the call
+	AttrPacingWait = attribute.Key("timbroadcast.pacing_wait_ms")
+)
+
+// tracing makes the worker's spans: one per event from fetch to commit
+// (its parent the W3C trace context in the record's headers), one per API
+// attempt, one per dead-letter and receipt write, and for a merged call a
+// call span linked to every member. A nil *tracing makes none and costs
+// nothing.
+type tracing struct {
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+	group  string
+}
+
+func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator, group string) *tracing {
+	if tp == nil {
+		return nil
+	}
+	if prop == nil {
+		prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	}
+	return &tracing{tracer: tp.Tracer(TracerName), prop: prop, group: group}
+}
+
+// headerCarrier reads a record's headers as a propagation carrier.
+type headerCarrier []kafka.Header
+
+// Get returns the last header named key (case-insensitive).
+func (c headerCarrier) Get(key string) string {
+	for i := len(c) - 1; i >= 0; i-- {
+		if strings.EqualFold(c[i].Key, key) {
+			return string(c[i].Value)
+		}
+	}
+	return ""
+}
+
+// Set does nothing: a fetched record's headers are not changed.
+func (c headerCarrier) Set(string, string) {}
+
+// Keys returns the header names.
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, len(c))
+	for i, h := range c {
+		keys[i] = h.Key
+	}
+	return keys
+}
+
+// event starts the span of one event at the time it was fetched.
+func (t *tracing) event(m kafka.Message, fetched time.Time) trace.Span {
+	if t == nil {
+		return nil
+	}
+	parent := t.prop.Extract(context.Background(), headerCarrier(m.Headers))
+	_, span := t.tracer.Start(parent, "process "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(fetched),
+		trace.WithAttributes(
+			semconv.MessagingSystemKafka,
+			semconv.MessagingOperationTypeProcess,
+			semconv.MessagingOperationName("process"),
+			semconv.MessagingDestinationName(m.Topic),
+			semconv.MessagingDestinationPartitionID(strconv.Itoa(m.Partition)),
+			semconv.MessagingKafkaOffset(int(m.Offset)),
+			semconv.MessagingKafkaMessageKey(string(m.Key)),
+			semconv.MessagingConsumerGroupName(t.group),
+			semconv.MessagingMessageBodySize(len(m.Value)),
+		))
+	return span
+}
+
+// call starts the span of a merged call, linked to every member's span;
+// each member's span links back to it.
+func (t *tracing) call(members []member, random uint32) trace.Span {
+	if t == nil {
+		return nil
+	}
+	links := make([]trace.Link, 0, len(members))
+	for _, m := range members {
+		links = append(links, trace.Link{SpanContext: m.span.SpanContext()})
+	}
+	_, span := t.tracer.Start(context.Background(), "send_broadcast_msg merged", trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithLinks(links...), trace.WithAttributes(AttrRandom.Int64(int64(random)), AttrCallEvents.Int(len(members)),
+			semconv.MessagingBatchMessageCount(len(members))))
+	for _, m := range members {
+		m.span.AddLink(trace.Link{SpanContext: span.SpanContext(), Attributes: []attribute.KeyValue{AttrCallEvents.Int(len(members))}})
+	}
+	return span
+}
+
+// attempt records one API attempt as a child of parent.
+func (t *tracing) attempt(parent trace.Span, a sender.Attempt, random uint32) {
+	if t == nil || parent == nil {
+		return
+	}
+	ctx := trace.ContextWithSpan(context.Background(), parent)
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodPost,
+		AttrAttempt.Int(a.Number),
+		AttrRandom.Int64(int64(random)),
+		AttrErrorCode.Int(a.Code),
+		AttrPacingWait.Float64(float64(a.PacingWait.Microseconds()) / 1000),
+	}
+	if u, err := url.Parse(a.Endpoint); err == nil {
+		attrs = append(attrs, semconv.ServerAddress(u.Hostname()))
+	}
+	if a.HTTPStatus != 0 {
+		attrs = append(attrs, semconv.HTTPResponseStatusCode(a.HTTPStatus))
+	}
+	_, span := t.tracer.Start(ctx, "send_broadcast_msg", trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(a.Start),
+		trace.WithAttributes(attrs...))
+	if a.Code != sender.CodeOK {
+		desc := attemptError(a)
+		if a.Info != "" {
+			span.SetAttributes(AttrErrorInfo.String(a.Info))
+		}
+		span.SetAttributes(semconv.ErrorTypeKey.String(attemptErrorType(a)))
+		span.SetStatus(codes.Error, desc)
+	}
+	span.End(trace.WithTimestamp(a.Start.Add(a.Latency)))
+}
+
+// attemptErrorType is the error.type of a failed attempt: the ErrorCode,
+// the HTTP status, or "transport".
+func attemptErrorType(a sender.Attempt) string {
+	switch {
+	case a.Code > 0:
+		return strconv.Itoa(a.Code)
+	case a.HTTPStatus != 0 && a.HTTPStatus != 200:
+		return strconv.Itoa(a.HTTPStatus)
+	}
+	return "transport"
+}
+
+// write starts the span of a write to topic (dead letters, receipts) as a
+// child of parent.
+func (t *tracing) write(parent trace.Span, topic string) trace.Span {
+	if t == nil || parent == nil {
+		return nil
+	}
+	ctx := trace.ContextWithSpan(context.Background(), parent)
+	_, span := t.tracer.Start(ctx, "send "+topic, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		semconv.MessagingSystemKafka,
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingOperationName("send"),
+		semconv.MessagingDestinationName(topic),
+	))
+	return span
+}
+
+// end ends span (nil: nothing), with an error status when err is set.
+func end(span trace.Span, err error, attrs ...attribute.KeyValue) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(attrs...)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// traceFields are the log fields naming span: trace_id and span_id.
+func traceFields(span trace.Span) []zap.Field {
+	if span == nil {
+		return nil
+	}
+	sc := span.SpanContext()
+	if !sc.IsValid() {
+		return nil
+	}
+	return []zap.Field{zap.String("trace_id", sc.TraceID().String()), zap.String("span_id", sc.SpanID().String())}
+}
