@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -15,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -56,37 +56,12 @@ func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator, gro
 	return &tracing{tracer: tp.Tracer(TracerName), prop: prop, group: group}
 }
 
-// headerCarrier reads a record's headers as a propagation carrier.
-type headerCarrier []kafka.Header
-
-// Get returns the last header named key (case-insensitive).
-func (c headerCarrier) Get(key string) string {
-	for i := len(c) - 1; i >= 0; i-- {
-		if strings.EqualFold(c[i].Key, key) {
-			return string(c[i].Value)
-		}
-	}
-	return ""
-}
-
-// Set does nothing: a fetched record's headers are not changed.
-func (c headerCarrier) Set(string, string) {}
-
-// Keys returns the header names.
-func (c headerCarrier) Keys() []string {
-	keys := make([]string, len(c))
-	for i, h := range c {
-		keys[i] = h.Key
-	}
-	return keys
-}
-
 // event starts the span of one event at the time it was fetched.
 func (t *tracing) event(m kafka.Message, fetched time.Time) trace.Span {
 	if t == nil {
 		return nil
 	}
-	parent := t.prop.Extract(context.Background(), headerCarrier(m.Headers))
+	parent := t.prop.Extract(context.Background(), wire.HeaderCarrier{Headers: &m.Headers})
 	_, span := t.tracer.Start(parent, "process "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(fetched),
 		trace.WithAttributes(
 			semconv.MessagingSystemKafka,

@@ -211,6 +211,16 @@ func (t *topicSettings) urgentTopic(topic, dlq string) (string, error) {
 	return u, nil
 }
 
+// receiptTopic returns the receipt topic of setting r ("" for none),
+// checked against the topics of cfg.
+func receiptTopic(r *setting, cfg consumer.Config) (string, error) {
+	v := r.String()
+	if v != "" && (v == cfg.Topic || v == cfg.DLQTopic || v == cfg.UrgentTopic) {
+		return "", r.errorf("must differ from KAFKA_TOPIC, KAFKA_DLQ_TOPIC and KAFKA_URGENT_TOPIC")
+	}
+	return v, nil
+}
+
 // resolve returns the topic and the dead-letter topic (wire's default when
 // unset).
 func (t *topicSettings) resolve() (topic, dlq string, err error) {

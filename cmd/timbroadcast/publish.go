@@ -13,6 +13,10 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -40,6 +44,7 @@ type publishCmd struct {
 	stdout      io.Writer
 	stderr      io.Writer
 	bars        bool
+	tracing     *tracingSettings
 }
 
 // parsePublish resolves the publish command's settings; a single event
@@ -78,6 +83,9 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 		if c.topic, _, err = t.resolve(); err != nil {
 			return nil, err
 		}
+	}
+	if c.tracing, err = parseTracing(p); err != nil {
+		return nil, err
 	}
 	single := text.String() != "" || custom.String() != ""
 	if single == (c.file != "") {
@@ -125,6 +133,12 @@ func (c *publishCmd) Run(ctx context.Context) error {
 	if err := c.check(ctx); err != nil {
 		return err
 	}
+	tp, stopTracing, err := c.tracing.start(ctx, c.log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	spans := startPublishSpans(ctx, tp, c.topic, msgs)
 	w := c.conn.Writer(c.topic)
 	w.BatchTimeout, w.BatchSize = 5*time.Millisecond, 200
 	defer w.Close()
@@ -132,14 +146,50 @@ func (c *publishCmd) Run(ctx context.Context) error {
 	const chunk = 200
 	for i := 0; i < len(msgs); i += chunk {
 		batch := msgs[i:min(i+chunk, len(msgs))]
-		if err := w.WriteMessages(ctx, batch...); err != nil {
+		err := w.WriteMessages(ctx, batch...)
+		for _, span := range spans[i:min(i+chunk, len(msgs))] {
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}
+		if err != nil {
 			return fmt.Errorf("publish to %s: %d of %d published before: %w", c.topic, i, len(msgs), err)
 		}
 		_ = bar.Add(len(batch))
 	}
 	_ = bar.Finish()
+	if len(msgs) == 1 {
+		fmt.Fprintf(c.stdout, "published 1 event(s) to %s (trace %s)\n", c.topic, spans[0].SpanContext().TraceID())
+		return nil
+	}
 	fmt.Fprintf(c.stdout, "published %d event(s) to %s\n", len(msgs), c.topic)
 	return nil
+}
+
+// startPublishSpans starts a producer span per record and writes its W3C
+// trace context into the record's headers (traceparent, and tracestate
+// and baggage when the record's own headers had them): the worker's spans
+// of the event become its children. A record whose headers already carry a
+// traceparent continues that trace. With tracing off (tp nil) the trace
+// context is written all the same, so the worker's trace and log lines
+// carry the trace id that publish prints.
+func startPublishSpans(ctx context.Context, tp *sdktrace.TracerProvider, topic string, msgs []kafka.Message) []trace.Span {
+	if tp == nil {
+		tp = sdktrace.NewTracerProvider() // ids only: no exporter
+	}
+	tracer := tp.Tracer("github.com/timbroadcast/timbroadcast/cmd/timbroadcast")
+	spans := make([]trace.Span, len(msgs))
+	for i := range msgs {
+		carrier := wire.HeaderCarrier{Headers: &msgs[i].Headers}
+		sctx, span := tracer.Start(propagator.Extract(ctx, carrier), "send "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
+				semconv.MessagingDestinationName(topic), semconv.MessagingKafkaMessageKey(string(msgs[i].Key)),
+				semconv.MessagingMessageBodySize(len(msgs[i].Value))))
+		propagator.Inject(sctx, carrier)
+		spans[i] = span
+	}
+	return spans
 }
 
 func singleEvent(text, custom, desc, from, cloud, key, expires string, ttl *setting) (kafka.Message, error) {

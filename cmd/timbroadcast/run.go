@@ -25,6 +25,7 @@ type runCmd struct {
 	// httpAddr serves /metrics, /healthz and /readyz; empty disables it.
 	httpAddr string
 	logger   *zap.Logger
+	tracing  *tracingSettings
 	kafkaAccess
 }
 
@@ -39,6 +40,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	t := addTopicSettings(s, "topic of broadcast events", "dead-letter topic")
 	ws := addWorkerSettings(s)
 	a := addAPISettings(s)
+	receipts := s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "topic receiving a receipt per final outcome of every event (optional)")
 	httpAddr := s.add("http-addr", "HTTP_ADDR", ":9090", "address serving /metrics, /healthz and /readyz; 'off' disables it")
 	if err := s.parse(args); err != nil {
 		return nil, err
@@ -55,7 +57,13 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if c.consumer.UrgentTopic, err = t.urgentTopic(c.consumer.Topic, c.consumer.DLQTopic); err != nil {
 		return nil, err
 	}
+	if c.consumer.ReceiptTopic, err = receiptTopic(receipts, c.consumer); err != nil {
+		return nil, err
+	}
 	if err := ws.config(&c.consumer); err != nil {
+		return nil, err
+	}
+	if c.tracing, err = parseTracing(p); err != nil {
 		return nil, err
 	}
 	if c.sender, err = a.config(); err != nil {
@@ -93,6 +101,12 @@ func (c *runCmd) Run(ctx context.Context) error {
 	ccfg.AppRate = scfg.Rate // replicas split it by partition share
 	ccfg.Logger = c.logger.Named("consumer")
 	ccfg.Metrics = metrics
+	tp, stopTracing, err := c.tracing.start(ctx, c.logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	ccfg.TracerProvider, ccfg.Propagator = tracerOf(tp), propagator
 	w, err := consumer.New(ccfg, client)
 	if err != nil {
 		return err
@@ -115,7 +129,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	}
 	c.logger.Info("timbroadcast worker starting",
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
-		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
+		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
 		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("http_addr", addr))
 	return w.Run(ctx)
 }
