@@ -82,6 +82,12 @@ func TestConfigErrors(t *testing.T) {
 		{"bad merge size", nil, map[string]string{"TIM_MERGE_MAX_BYTES": "20000"}, nil, "TIM_MERGE_MAX_BYTES"},
 		{"bad start offset", nil, map[string]string{"KAFKA_START_OFFSET": "middle"}, nil, "KAFKA_START_OFFSET"},
 		{"bad log level", nil, map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{"receipts to the source topic", nil, map[string]string{"KAFKA_RECEIPT_TOPIC": "t"}, nil, "KAFKA_RECEIPT_TOPIC"},
+		{"receipts to the dead-letter topic", nil, nil, []string{"--receipt-topic", "t.dlq"}, "KAFKA_RECEIPT_TOPIC (--receipt-topic)"},
+		{"unknown trace exporter", nil, map[string]string{"OTEL_TRACES_EXPORTER": "jaeger"}, nil, "OTEL_TRACES_EXPORTER"},
+		{"none with another exporter", nil, map[string]string{"OTEL_TRACES_EXPORTER": "none,otlp"}, nil, "OTEL_TRACES_EXPORTER"},
+		{"unknown OTLP protocol", nil, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, nil, "OTEL_EXPORTER_OTLP_PROTOCOL"},
+		{"unknown OTLP traces protocol", nil, map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"}, nil, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
 		{"stray argument", nil, nil, []string{"extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {
@@ -171,5 +177,37 @@ func TestUrgentSettings(t *testing.T) {
 	env["KAFKA_URGENT_TOPIC"] = "t"
 	if _, err := parseRun(process{getenv: envOf(env)}, nil); err == nil || !strings.Contains(err.Error(), "KAFKA_URGENT_TOPIC") {
 		t.Errorf("urgent topic equal to the bulk topic: %v", err)
+	}
+}
+
+func TestReceiptAndTracingSettings(t *testing.T) {
+	env := validRunEnv()
+	c, err := parseRun(process{getenv: envOf(env)}, []string{"--receipt-topic", "t.receipts"})
+	if err != nil || c.consumer.ReceiptTopic != "t.receipts" || c.tracing.on() {
+		t.Fatalf("run: receipt topic %q, tracing %v, %v; want the flag's topic, tracing off", c.consumer.ReceiptTopic, c.tracing.on(), err)
+	}
+	for _, tt := range []struct {
+		set     map[string]string
+		otlp    string
+		console bool
+	}{
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "http/protobuf", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, "http/protobuf", false},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "grpc", false},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, "grpc", false},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "console"}, "", true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp,console"}, "http/protobuf", true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "", false},
+		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "", false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "", false}, // no exporter, no endpoint: off
+	} {
+		env := validRunEnv()
+		for k, v := range tt.set {
+			env[k] = v
+		}
+		c, err := parseRun(process{getenv: envOf(env)}, nil)
+		if err != nil || c.tracing.otlp != tt.otlp || c.tracing.console != tt.console {
+			t.Errorf("%v: otlp %q console %v (%v); want %q %v", tt.set, c.tracing.otlp, c.tracing.console, err, tt.otlp, tt.console)
+		}
 	}
 }
