@@ -254,10 +254,11 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		tr:      newTracing(cfg.TracerProvider, cfg.Propagator, cfg.GroupID),
 	}
 	if cfg.ReceiptTopic != "" {
-		// A call's receipts go in one produce: flushed when the write
-		// asks, not after a batch timeout.
+		// A call's receipts go out together, after at most a millisecond
+		// of lingering (kafka-go flushes a batch when full or after
+		// BatchTimeout; it allocates BatchSize messages per batch).
 		w.receipts = conn.Writer(cfg.ReceiptTopic)
-		w.receipts.BatchSize = 1 << 20
+		w.receipts.BatchSize = 100
 		w.receipts.BatchTimeout = time.Millisecond
 		w.receipts.MaxAttempts = 10
 	}
