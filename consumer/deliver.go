@@ -58,13 +58,12 @@ func decode(m kafka.Message) (*wire.Event, error) { return wire.DecodeEvent(wire
 // uncommitted). attempted says an earlier attempt may have reached the
 // server.
 func (p *partition) handle(mb member, derr error, attempted bool) error {
-	log := p.log.With(zap.Int64("offset", mb.msg.Offset)).With(traceFields(mb.span)...)
+	log := p.memberLog(mb)
 	if derr != nil {
 		var ie *wire.InvalidEventError
 		errors.As(derr, &ie)
 		return p.deadLetter(log, mb, wire.Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field}, call{})
 	}
-	log = log.With(zap.Uint32("random", mb.ev.Message.Random))
 	c := p.deliver(log, []member{mb}, mb.ev.Body, mb.ev.Message.Random, false, attempted)
 	switch c.res {
 	case resultDelivered:
@@ -86,6 +85,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rand
 	parent := members[0].span
 	if len(members) > 1 && w.tr != nil {
 		parent = w.tr.call(members, random)
+		log = log.With(traceFields(parent)...)
 		defer func() { endCall(parent, c) }()
 	}
 	ctx := sender.WithTrace(p.pacing(p.sendCtx), &sender.Trace{Attempt: func(a sender.Attempt) {

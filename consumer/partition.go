@@ -474,6 +474,16 @@ func (p *partition) member(it item, ev *wire.Event) member {
 	return member{msg: it.msg, ev: ev, at: it.at, span: p.w.tr.event(it.msg, it.at)}
 }
 
+// memberLog is the partition's logger for one member: its offset, Random
+// (once decoded), trace_id and span_id.
+func (p *partition) memberLog(m member) *zap.Logger {
+	log := p.log.With(zap.Int64("offset", m.msg.Offset))
+	if m.ev != nil {
+		log = log.With(zap.Uint32("random", m.ev.Message.Random))
+	}
+	return log.With(traceFields(m.span)...)
+}
+
 // commitPast commits past the members (the last of them) and ends their
 // spans: an event's span runs from its fetch to its commit.
 func (p *partition) commitPast(members ...member) error {
@@ -558,7 +568,7 @@ func (p *partition) finish(log *zap.Logger, members []member, body []byte, rando
 	case c.res == resultExhausted:
 		// The call as a whole was given up: every member is dead-lettered.
 		for _, m := range members {
-			if err := p.deadLetter(log, m, loneFailure(c, m.ev), c); err != nil {
+			if err := p.deadLetter(p.memberLog(m), m, loneFailure(c, m.ev), c); err != nil {
 				return err
 			}
 			if err := p.commitPast(m); err != nil {
@@ -573,8 +583,7 @@ func (p *partition) finish(log *zap.Logger, members []member, body []byte, rando
 		if err := p.offsets.commit(m.msg.Offset, wire.InFlight{Last: m.msg.Offset, Random: m.ev.Message.Random}.String()); err != nil {
 			return err
 		}
-		mlog := p.log.With(zap.Int64("offset", m.msg.Offset), zap.Uint32("random", m.ev.Message.Random)).With(traceFields(m.span)...)
-		if err := p.finish(mlog, []member{m}, m.ev.Body, m.ev.Message.Random, false, false); err != nil {
+		if err := p.finish(p.memberLog(m), []member{m}, m.ev.Body, m.ev.Message.Random, false, false); err != nil {
 			return err
 		}
 	}

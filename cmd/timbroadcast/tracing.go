@@ -30,16 +30,10 @@ import (
 // parentbased_always_on), batching (OTEL_BSP_*) and the resource
 // (OTEL_SERVICE_NAME, default "timbroadcast"; OTEL_RESOURCE_ATTRIBUTES).
 type tracingSettings struct {
-	otlp     string // "" (no OTLP exporter), "http/protobuf" or "grpc"
-	console  bool   // spans as JSON on stderr
-	stderr   io.Writer
-	disabled bool
+	otlp    string // "" (no OTLP exporter), "http/protobuf" or "grpc"
+	console bool   // spans as JSON on stderr
+	stderr  io.Writer
 }
-
-// tracingVars are the variables that decide whether and how spans leave;
-// the settings listing shows them.
-var tracingVars = []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-	"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SDK_DISABLED"}
 
 // parseTracing reads the tracing settings, naming the variable at fault.
 func parseTracing(p process) (*tracingSettings, error) {

@@ -402,3 +402,18 @@ func TestReceiptGolden(t *testing.T) {
 		t.Error("a receipt of another schema decoded")
 	}
 }
+
+func TestHeaderCarrier(t *testing.T) {
+	hs := []kafka.Header{{Key: "TraceParent", Value: []byte("old")}, {Key: "x", Value: []byte("1")}, {Key: "traceparent", Value: []byte("newer")}}
+	c := wire.HeaderCarrier{Headers: &hs}
+	if got := c.Get("traceparent"); got != "newer" {
+		t.Errorf("Get = %q, want the last header of that name", got)
+	}
+	c.Set("traceparent", "set")
+	if len(hs) != 2 || c.Get("TRACEPARENT") != "set" || c.Get("x") != "1" {
+		t.Errorf("after Set: %v; want one traceparent and x kept", hs)
+	}
+	if keys := c.Keys(); len(keys) != 2 || keys[0] != "x" {
+		t.Errorf("Keys = %v", keys)
+	}
+}
