@@ -69,10 +69,12 @@ type demoCmd struct {
 	follow      bool
 	logger      *zap.Logger
 	stdout      io.Writer
+	tracing     *tracingSettings
 }
 
 // parseDemo resolves the demo's settings. They come from flags only, so the
-// demo never picks up a real app from the environment by accident.
+// demo never picks up a real app from the environment by accident; only
+// tracing follows the standard OTEL_* variables, like every command.
 func parseDemo(p process, args []string) (*demoCmd, error) {
 	s := newSettings("demo", func(string) string { return "" })
 	k := addKafkaSettings(s, "")
@@ -84,11 +86,14 @@ func parseDemo(p process, args []string) (*demoCmd, error) {
 		return nil, err
 	}
 	c := &demoCmd{topic: topic.String(), follow: *follow, logger: p.logger, stdout: p.stdout}
+	var err error
+	if c.tracing, err = parseTracing(p); err != nil {
+		return nil, err
+	}
 	if p.getenv("LOG_LEVEL") == "" {
 		c.logger = c.logger.WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
 	}
 	c.kafkaAccess = kafkaAccess{settings: k, log: c.logger}
-	var err error
 	if k.given() {
 		if c.kafkaAccess, err = k.access(c.logger); err != nil {
 			return nil, err
@@ -137,10 +142,11 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		kafkaDesc = "in-process Kafka-protocol broker (kfake) at " + strings.Join(b.Brokers, ",")
 	}
 	dlqTopic := wire.DeadLetterTopic(c.topic)
+	receiptTopic := c.topic + ".receipts"
 	for _, t := range []struct {
 		name  string
 		parts int
-	}{{c.topic, 3}, {dlqTopic, 1}} {
+	}{{c.topic, 3}, {dlqTopic, 1}, {receiptTopic, 1}} {
 		if err := conn.CreateTopic(ctx, t.name, t.parts); err != nil {
 			return err
 		}
@@ -170,20 +176,30 @@ func (c *demoCmd) Run(ctx context.Context) error {
 	}
 	defer client.Close()
 
+	tp, stopTracing, err := c.tracing.start(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	outcomes := make(chan consumer.Outcome, 64)
 	group := "timbroadcast-demo"
 	w, err := consumer.New(consumer.Config{
-		Brokers: conn.Brokers, Dialer: conn.Dialer, Topic: c.topic, GroupID: group, DLQTopic: dlqTopic,
+		Brokers: conn.Brokers, Dialer: conn.Dialer, Topic: c.topic, GroupID: group, DLQTopic: dlqTopic, ReceiptTopic: receiptTopic,
 		MaxWait: 250 * time.Millisecond, Logger: logger.Named("consumer"),
 		SessionTimeout: 6 * time.Second, DrainTimeout: 5 * time.Second,
-		OnOutcome: func(o consumer.Outcome) { outcomes <- o },
+		OnOutcome:      func(o consumer.Outcome) { outcomes <- o },
+		TracerProvider: tracerOf(tp), Propagator: propagator,
 	}, client)
 	if err != nil {
 		return err
 	}
 
-	fmt.Fprintf(stdout, "timbroadcast demo\n  Kafka   %s\n          topic %s (3 partitions), dead letters to %s\n  API     %s (%g call/s)\n  Worker  consumer group %s\n\n",
-		kafkaDesc, c.topic, dlqTopic, apiDesc, scfg.Rate, group)
+	fmt.Fprintf(stdout, "timbroadcast demo\n  Kafka   %s\n          topic %s (3 partitions), dead letters to %s, receipts to %s\n  API     %s (%g call/s)\n  Worker  consumer group %s\n\n",
+		kafkaDesc, c.topic, dlqTopic, receiptTopic, apiDesc, scfg.Rate, group)
+	receiptsFrom, err := conn.Ends(ctx, receiptTopic)
+	if err != nil {
+		return err
+	}
 
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
@@ -205,7 +221,12 @@ func (c *demoCmd) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(stdout, "Publishing %d sample announcements (one is malformed on purpose)...\n", len(msgs))
 	start := time.Now()
-	if err := conn.Produce(ctx, c.topic, msgs...); err != nil {
+	spans := startPublishSpans(ctx, tp, c.topic, msgs)
+	err = conn.Produce(ctx, c.topic, msgs...)
+	for _, span := range spans {
+		span.End()
+	}
+	if err != nil {
 		return err
 	}
 
@@ -294,6 +315,12 @@ wait:
 		st := emu.Stats()
 		fmt.Fprintf(stdout, "Emulator: %d calls, %d messages delivered, %d duplicates discarded, %d answered 10023.\n",
 			st.Calls, st.Delivered, st.Duplicates, st.ByCode[10023])
+	}
+	if rs, err := conn.ReadFrom(context.Background(), receiptTopic, receiptsFrom); err == nil && len(rs) > 0 {
+		fmt.Fprintf(stdout, "Receipts: %d written to %s (README \"Receipts\"), the first:\n  %s\n", len(rs), receiptTopic, rs[0].Value)
+	}
+	if tp != nil {
+		fmt.Fprintf(stdout, "Traces: exported (README \"Traces\"); the first sample's trace id is %s.\n", spans[0].SpanContext().TraceID())
 	}
 	if len(pending) > 0 {
 		return fmt.Errorf("demo interrupted: %d sample(s) not yet final", len(pending))

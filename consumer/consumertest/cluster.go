@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -145,37 +144,5 @@ func (c *Cluster) Topic(tb testing.TB, prefix string, partitions int) string {
 // ReadAll returns every record of topic up to the end offsets at the time
 // of the call, ordered by partition and offset.
 func (c *Cluster) ReadAll(ctx context.Context, topic string) ([]kafka.Message, error) {
-	ends, err := c.Ends(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	parts, err := c.Partitions(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	var out []kafka.Message
-	for _, p := range parts {
-		end := ends[p]
-		if end == 0 {
-			continue
-		}
-		r := c.Reader(kafka.ReaderConfig{Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
-		if err := r.SetOffset(kafka.FirstOffset); err != nil {
-			r.Close()
-			return nil, err
-		}
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				r.Close()
-				return nil, fmt.Errorf("read %s/%d: %w", topic, p, err)
-			}
-			out = append(out, m)
-			if m.Offset+1 >= end {
-				break
-			}
-		}
-		r.Close()
-	}
-	return out, nil
+	return c.ReadFrom(ctx, topic, nil)
 }

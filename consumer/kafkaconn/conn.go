@@ -128,26 +128,35 @@ func (c *Conn) Partitions(ctx context.Context, topic string) ([]int, error) {
 // Ends returns the end offset (high watermark) of every partition of
 // topic.
 func (c *Conn) Ends(ctx context.Context, topic string) (map[int]int64, error) {
+	return c.listOffsets(ctx, topic, kafka.LastOffsetOf, func(po kafka.PartitionOffsets) int64 { return po.LastOffset })
+}
+
+// Starts returns the log start offset of every partition of topic.
+func (c *Conn) Starts(ctx context.Context, topic string) (map[int]int64, error) {
+	return c.listOffsets(ctx, topic, kafka.FirstOffsetOf, func(po kafka.PartitionOffsets) int64 { return po.FirstOffset })
+}
+
+func (c *Conn) listOffsets(ctx context.Context, topic string, ask func(int) kafka.OffsetRequest, answer func(kafka.PartitionOffsets) int64) (map[int]int64, error) {
 	parts, err := c.Partitions(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
 	for _, p := range parts {
-		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
+		req.Topics[topic] = append(req.Topics[topic], ask(p))
 	}
 	resp, err := c.client.ListOffsets(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
 	}
-	ends := map[int]int64{}
+	out := map[int]int64{}
 	for _, po := range resp.Topics[topic] {
 		if po.Error != nil {
 			return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
 		}
-		ends[po.Partition] = po.LastOffset
+		out[po.Partition] = answer(po)
 	}
-	return ends, nil
+	return out, nil
 }
 
 // Committed returns the group's committed offsets for topic (partitions
@@ -187,4 +196,55 @@ func (c *Conn) Produce(ctx context.Context, topic string, msgs ...kafka.Message)
 		return fmt.Errorf("produce to %s: %w", topic, err)
 	}
 	return nil
+}
+
+// ReadFrom returns the records of topic from offset from[p] of each
+// partition p (the log start for a partition not in from) up to the end
+// offsets at the time of the call, ordered by partition and offset.
+func (c *Conn) ReadFrom(ctx context.Context, topic string, from map[int]int64) ([]kafka.Message, error) {
+	ends, err := c.Ends(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	starts, err := c.Starts(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]int, 0, len(ends))
+	for p := range ends {
+		parts = append(parts, p)
+	}
+	sort.Ints(parts)
+	var out []kafka.Message
+	for _, p := range parts {
+		start := max(from[p], starts[p])
+		if start >= ends[p] {
+			continue
+		}
+		msgs, err := c.readPartition(ctx, topic, p, start, ends[p])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msgs...)
+	}
+	return out, nil
+}
+
+func (c *Conn) readPartition(ctx context.Context, topic string, partition int, start, end int64) ([]kafka.Message, error) {
+	r := c.Reader(kafka.ReaderConfig{Topic: topic, Partition: partition, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(start); err != nil {
+		return nil, err
+	}
+	var out []kafka.Message
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%d: %w", topic, partition, err)
+		}
+		out = append(out, m)
+		if m.Offset+1 >= end {
+			return out, nil
+		}
+	}
 }
