@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -275,4 +277,60 @@ func TestTracing(t *testing.T) {
 		t.Errorf("spans by service %v, want service.name timbroadcast", recv.services)
 	}
 	recv.mu.Unlock()
+}
+
+// grpcReceiver is an OTLP/gRPC trace receiver.
+type grpcReceiver struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (g *grpcReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			g.spans = append(g.spans, ss.Spans...)
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// TestTracingOverGRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports over
+// OTLP/gRPC; publish prints the trace id its span carries and writes it in
+// the record's traceparent.
+func TestTracingOverGRPC(t *testing.T) {
+	needBinary(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := &grpcReceiver{}
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, recv)
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Stop()
+
+	kc := consumertest.Start(t)
+	topic := kc.Topic(t, "grpc-traced", 1)
+	env := map[string]string{"KAFKA_BROKERS": strings.Join(kc.Brokers, ","), "KAFKA_TOPIC": topic,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + l.Addr().String(), "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+	out, stderr, code := runCmd(t, env, "", "publish", "--text", "hello", "--key", "g1")
+	if code != 0 {
+		t.Fatalf("publish: exit %d\n%s\n%s", code, out, stderr)
+	}
+	recs, err := kc.ReadAll(context.Background(), topic)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("%d records, %v", len(recs), err)
+	}
+	tp := strings.Split(wire.Header(recs[0], "traceparent"), "-")
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	if len(tp) != 4 || len(recv.spans) != 1 || id(recv.spans[0].TraceId) != tp[1] || id(recv.spans[0].SpanId) != tp[2] {
+		t.Fatalf("spans over gRPC %v, record's traceparent %v", recv.spans, tp)
+	}
+	if !strings.Contains(out, "(trace "+tp[1]+")") {
+		t.Errorf("publish printed %q, want the trace id %s", out, tp[1])
+	}
 }
