@@ -77,6 +77,7 @@ type demoCmd struct {
 // tracing follows the standard OTEL_* variables, like every command.
 func parseDemo(p process, args []string) (*demoCmd, error) {
 	s := newSettings("demo", func(string) string { return "" })
+	s.tracing = true
 	k := addKafkaSettings(s, "")
 	k.brokers.usage = "use this Kafka (host:port, comma-separated) instead of the in-process broker"
 	topic := s.add("topic", "", "timbroadcast-demo", "topic for the demo events (created if missing; dead letters go to <topic>.dlq)")

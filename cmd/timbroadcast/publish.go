@@ -51,6 +51,7 @@ type publishCmd struct {
 // given by flags is validated here.
 func parsePublish(p process, args []string) (*publishCmd, error) {
 	s := newSettings("publish", p.getenv)
+	s.tracing = true
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "")
 	file := s.add("file", "", "", "JSON Lines file of events ('-' for standard input): each line an event, or {\"key\":...,\"event\":{...},\"expires_at\":...}")

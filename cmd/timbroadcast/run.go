@@ -36,6 +36,7 @@ func (c *runCmd) secrets() []string {
 // parseRun resolves the run command's settings.
 func parseRun(p process, args []string) (*runCmd, error) {
 	s := newSettings("run", p.getenv)
+	s.tracing = true
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "dead-letter topic")
 	ws := addWorkerSettings(s)

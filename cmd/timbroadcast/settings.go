@@ -16,6 +16,8 @@ type settings struct {
 	fs     *flag.FlagSet
 	getenv func(string) string
 	all    []*setting
+	// tracing says the command reads the OTEL_* variables (help names them).
+	tracing bool
 }
 
 // setting is one flag with its environment variable.
@@ -97,6 +99,11 @@ func (s *settings) usage(name string) {
 		}
 		fmt.Fprintf(w, "  --%s\n      %s\n", f.Name, f.Usage)
 	})
+	if s.tracing {
+		fmt.Fprint(w, "\nTracing follows the standard OpenTelemetry variables, off unless an exporter is set:\n"+
+			"  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER (otlp, console, none), OTEL_EXPORTER_OTLP_PROTOCOL\n"+
+			"  (http/protobuf, grpc), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ... (README \"Traces\").\n")
+	}
 }
 
 // name is how errors refer to the setting.
