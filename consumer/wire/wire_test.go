@@ -341,6 +341,37 @@ func ExampleUnpackEnvelope() {
 	// room-2 {"gift":2}
 }
 
+// ExampleDecodeReceipt reads receipts the way a receipt consumer does:
+// at least once, so it counts each event (source topic, partition,
+// offset) once.
+func ExampleDecodeReceipt() {
+	values := []string{
+		`{"schema":"timbroadcast/receipt/v1","outcome":"delivered","random":7,"call_random":7,"msg_seq":41,"attempts":1,"call_events":1,"final_at":"2026-11-25T23:00:01Z","source":{"topic":"broadcasts","partition":0,"offset":12}}`,
+		`{"schema":"timbroadcast/receipt/v1","outcome":"delivered","random":7,"call_random":7,"msg_seq":41,"attempts":1,"call_events":1,"final_at":"2026-11-25T23:00:01Z","source":{"topic":"broadcasts","partition":0,"offset":12}}`,
+		`{"schema":"timbroadcast/receipt/v1","outcome":"dead_lettered","random":0,"attempts":0,"call_events":0,"final_at":"2026-11-25T23:00:02Z","source":{"topic":"broadcasts","partition":0,"offset":13},"dead_letter":{"topic":"broadcasts.dlq","reason":"invalid_json","code":0}}`,
+	}
+	seen := map[string]bool{}
+	for _, v := range values {
+		rc, err := wire.DecodeReceipt([]byte(v))
+		if err != nil {
+			continue
+		}
+		id := fmt.Sprintf("%s/%d/%d", rc.Source.Topic, rc.Source.Partition, rc.Source.Offset)
+		if seen[id] {
+			continue // written again after a crash
+		}
+		seen[id] = true
+		if rc.DeadLetter != nil {
+			fmt.Println(id, rc.Outcome, rc.DeadLetter.Reason)
+			continue
+		}
+		fmt.Println(id, rc.Outcome, "MsgSeq", rc.MsgSeq)
+	}
+	// Output:
+	// broadcasts/0/12 delivered MsgSeq 41
+	// broadcasts/0/13 dead_lettered invalid_json
+}
+
 // FuzzDecodeEvent: any record value either decodes to a body within the
 // limit that decodes again to the same bytes, or fails with an
 // *InvalidEventError; never a panic.
