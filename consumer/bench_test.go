@@ -97,23 +97,7 @@ func BenchmarkDeadLetterThroughput(b *testing.B) {
 		}
 		start := time.Now()
 		rw := e.startBench(b)
-		ends, err := e.kafka.Ends(context.Background(), e.topic)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for {
-			got, err := e.kafka.Committed(context.Background(), e.group, e.topic)
-			done := err == nil
-			for p, end := range ends {
-				if got[p] != end {
-					done = false
-				}
-			}
-			if done {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		e.kafka.WaitCommitted(b, e.group, e.topic, time.Hour)
 		elapsed := time.Since(start)
 		rw.cancel()
 		<-rw.done

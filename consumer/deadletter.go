@@ -5,54 +5,37 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
 // deadLetter writes the member's record to the dead-letter topic (the
-// record as wire.DeadLetterMessage builds it) and waits for the
-// acknowledgement of all in-sync replicas, retrying a failed write with a
-// capped backoff; then writes its receipt. c is the call that failed, if
-// one was made. It returns errStopped if the send context ended first.
+// record as wire.DeadLetterMessage builds it, or a truncated copy when it
+// is too large for the topic) with writeHeld; then writes its receipt. c is
+// the call that failed, if one was made. It returns errStopped if the send
+// context ended first.
 func (p *partition) deadLetter(log *zap.Logger, mb member, f wire.Failure, c call) error {
-	w, ctx, m := p.w, p.sendCtx, mb.msg
+	w, m := p.w, mb.msg
 	f.FailedAt = w.cfg.Now()
 	full := wire.DeadLetterMessage(m, f)
-	msg := full
 	truncations := 0
-	span := w.tr.write(mb.span, w.cfg.DLQTopic)
-	w.holds.ensure(p.tp, m.Offset)
-	for attempt := 1; ; attempt++ {
-		err := w.dlq.WriteMessages(ctx, msg)
-		if err == nil {
-			break
+	tooBig := func(err error) []kafka.Message {
+		if !tooLarge(err) || truncations == 2 {
+			return nil
 		}
-		if ctx.Err() != nil {
-			end(span, err)
-			return errStopped
-		}
-		if span != nil {
-			span.RecordError(err)
-		}
-		if tooLarge(err) && truncations < 2 {
-			// It can never be written as it is: write a smaller copy that
-			// says what was cut, so the partition moves on.
-			truncations++
-			msg = wire.TruncateDeadLetter(full, m.Value, truncations)
-			log.Error("dead-letter record too large for the dead-letter topic; writing a truncated copy",
-				zap.Int("original_value_bytes", len(m.Value)), zap.Int("step", truncations), zap.Error(err))
-			continue
-		}
-		w.holds.fail(p.tp, w.cfg.Now(), "dead-letter write: "+err.Error())
-		log.Error("dead-letter write failed; retrying", zap.Int("attempt", attempt), zap.Error(err))
-		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
-			end(span, err)
-			return errStopped
-		}
+		// It can never be written as it is: write a smaller copy that says
+		// what was cut, so the partition moves on.
+		truncations++
+		log.Error("dead-letter record too large for the dead-letter topic; writing a truncated copy",
+			zap.Int("original_value_bytes", len(m.Value)), zap.Int("step", truncations), zap.Error(err))
+		return []kafka.Message{wire.TruncateDeadLetter(full, m.Value, truncations)}
 	}
-	end(span, nil, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
-	w.holds.done(p.tp)
+	span := w.tr.write(mb.span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
+	if err := p.writeHeld(log, "dead-letter write", w.dlq, m.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
+		return err
+	}
 	if truncations > 0 {
 		w.metrics.recordDeadLetterTruncated()
 	}
@@ -98,4 +81,52 @@ func tooLarge(err error) bool {
 		}
 	}
 	return false
+}
+
+// writeHeld writes msgs with out and waits for the acknowledgement of all
+// in-sync replicas. A refused write is retried with a capped backoff while
+// the partition holds offset (it shows as stuck after StuckAfter, the
+// hold's error starting with what); refused, if set, sees each refusal
+// first and may return the records to write instead, at once. spans (nil
+// ones included) record the refusals and end with the outcome. It returns
+// errStopped if the send context ended first.
+func (p *partition) writeHeld(log *zap.Logger, what string, out *kafka.Writer, offset int64, msgs []kafka.Message,
+	spans []trace.Span, refused func(error) []kafka.Message) error {
+	w, ctx := p.w, p.sendCtx
+	endSpans := func(err error) {
+		for _, s := range spans {
+			end(s, err)
+		}
+	}
+	w.holds.ensure(p.tp, offset)
+	for attempt := 1; ; attempt++ {
+		err := out.WriteMessages(ctx, msgs...)
+		switch {
+		case err == nil:
+			endSpans(nil)
+			w.holds.done(p.tp)
+			return nil
+		case ctx.Err() != nil:
+			endSpans(err)
+			return errStopped
+		}
+		for _, s := range spans {
+			if s != nil {
+				s.RecordError(err)
+			}
+		}
+		if refused != nil {
+			if again := refused(err); again != nil {
+				msgs = again
+				continue
+			}
+		}
+		w.holds.fail(p.tp, w.cfg.Now(), what+": "+err.Error())
+		log.Error(what+" failed; retrying (the offset is committed only after it succeeds)",
+			zap.Int("attempt", attempt), zap.String("topic", out.Topic), zap.Error(err))
+		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
+			endSpans(err)
+			return errStopped
+		}
+	}
 }

@@ -101,7 +101,7 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rand
 			w.sched.answered(sender.IsRateLimit(a.Code))
 		}
 	}})
-	first := w.cfg.Now()
+	started := w.cfg.Now()
 	mayBeDelivered := attempted // a failed attempt may still have reached the server
 	lone := members[0].ev
 	for {
@@ -174,9 +174,9 @@ func (p *partition) deliver(log *zap.Logger, members []member, body []byte, rand
 				c.res = resultAbandoned
 				return c
 			}
-			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(first) >= w.cfg.RetryMaxElapsed {
+			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(started) >= w.cfg.RetryMaxElapsed {
 				log.Error("giving up: retried longer than TIM_RETRY_MAX_ELAPSED; dead-lettering", zap.Error(se),
-					zap.Duration("retried_for", w.cfg.Now().Sub(first)))
+					zap.Duration("retried_for", w.cfg.Now().Sub(started)))
 				c.res, c.se = resultExhausted, se
 				return c
 			}

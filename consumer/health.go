@@ -67,9 +67,19 @@ func (h *holds) done(partition topicPartition) {
 	delete(h.by, partition)
 }
 
-// stuck returns a description of every partition failing for longer than
-// after, and the longest failing time of any partition.
+// stuck returns a description of every partition failing on its record
+// for longer than after, and the longest failing time of any partition.
 func (h *holds) stuck(now time.Time, after time.Duration) (lines []string, longest time.Duration) {
+	return h.failing(now, after, func(p topicPartition, cur *hold, d time.Duration) string {
+		return fmt.Sprintf("partition %s stuck on offset %d for %s (%d failures, last: %s)",
+			p, cur.offset, d.Round(time.Second), cur.failures, cur.lastError)
+	})
+}
+
+// failing returns a line, as describe words it, for every partition
+// failing for longer than after, in partition order, and the longest
+// failing time of any partition.
+func (h *holds) failing(now time.Time, after time.Duration, describe func(topicPartition, *hold, time.Duration) string) (lines []string, longest time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	parts := make([]topicPartition, 0, len(h.by))
@@ -85,11 +95,20 @@ func (h *holds) stuck(now time.Time, after time.Duration) (lines []string, longe
 		d := now.Sub(cur.failingSince)
 		longest = max(longest, d)
 		if d >= after {
-			lines = append(lines, fmt.Sprintf("partition %s stuck on offset %d for %s (%d failures, last: %s)",
-				p, cur.offset, d.Round(time.Second), cur.failures, cur.lastError))
+			lines = append(lines, describe(p, cur, d))
 		}
 	}
 	return lines, longest
+}
+
+// fetchFailures describes the partitions whose fetches (tracked in
+// Worker.fetches, holds of their fetch offset) have kept failing (a
+// rotated password, a broker down) for longer than after.
+func (w *Worker) fetchFailures(now time.Time, after time.Duration) []string {
+	lines, _ := w.fetches.failing(now, after, func(p topicPartition, cur *hold, d time.Duration) string {
+		return fmt.Sprintf("partition %s cannot fetch for %s: %s", p, d.Round(time.Second), cur.lastError)
+	})
+	return lines
 }
 
 // stuckSummary is the readiness text for stuck partitions, or "".
@@ -125,49 +144,4 @@ func (n *notes) all() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return append([]string(nil), n.list...)
-}
-
-// fetchHealth tracks partitions whose fetches keep failing (a rotated
-// password, a broker down): past Config.StuckAfter they show in /readyz.
-type fetchHealth struct {
-	mu    sync.Mutex
-	since map[topicPartition]time.Time
-	last  map[topicPartition]string
-}
-
-func (f *fetchHealth) fail(partition topicPartition, at time.Time, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.since == nil {
-		f.since, f.last = map[topicPartition]time.Time{}, map[topicPartition]string{}
-	}
-	if _, ok := f.since[partition]; !ok {
-		f.since[partition] = at
-	}
-	f.last[partition] = err.Error()
-}
-
-func (f *fetchHealth) ok(partition topicPartition) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.since, partition)
-	delete(f.last, partition)
-}
-
-// failing describes partitions failing to fetch for at least after.
-func (f *fetchHealth) failing(now time.Time, after time.Duration) []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var parts []topicPartition
-	for p, t := range f.since {
-		if now.Sub(t) >= after {
-			parts = append(parts, p)
-		}
-	}
-	sortPartitions(parts)
-	var out []string
-	for _, p := range parts {
-		out = append(out, fmt.Sprintf("partition %s cannot fetch for %s: %s", p, now.Sub(f.since[p]).Round(time.Second), f.last[p]))
-	}
-	return out
 }

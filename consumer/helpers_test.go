@@ -205,22 +205,7 @@ func (e *env) produceKeyed(keys []string, n int) []string {
 
 func (e *env) waitCommitted(timeout time.Duration) {
 	e.t.Helper()
-	ends, err := e.kafka.Ends(context.Background(), e.topic)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	waitFor(e.t, timeout, "all offsets committed", func() bool {
-		got, err := e.kafka.Committed(context.Background(), e.group, e.topic)
-		if err != nil {
-			return false
-		}
-		for p, end := range ends {
-			if end > 0 && got[p] != end {
-				return false
-			}
-		}
-		return true
-	})
+	e.kafka.WaitCommitted(e.t, e.group, e.topic, timeout)
 }
 
 var keys = []string{"ka", "kb", "kc", "kd", "ke", "kf"}

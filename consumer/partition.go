@@ -133,7 +133,7 @@ func (w *Worker) runPartition(stop, genCtx context.Context, log *zap.Logger, off
 	pump.Go(func() { w.pump(fetchCtx, log, f, off, records) })
 	defer pump.Wait()
 	defer cancelFetch()
-	defer w.fetches.ok(tp)
+	defer w.fetches.done(tp)
 
 	p := &partition{w: w, tp: tp, urgent: off.topic == w.cfg.UrgentTopic, log: log, offsets: off, records: records, fetchCtx: fetchCtx, sendCtx: sendCtx}
 	if inflight != nil {
@@ -181,6 +181,7 @@ func (w *Worker) startOffset(ctx context.Context, log *zap.Logger, off *offsets)
 // timbroadcast_records_skipped_total and in /readyz.
 func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *offsets, records chan<- item) {
 	defer close(records)
+	tp := topicPartition{f.topic, f.partition}
 	handed := f.next // the offset after the last item handed over
 	send := func(it item) bool {
 		select {
@@ -213,7 +214,8 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 				what = pe.err.Title()
 			}
 			w.metrics.recordFetchError(what)
-			w.fetches.fail(topicPartition{f.topic, f.partition}, w.cfg.Now(), err)
+			w.fetches.ensure(tp, f.next)
+			w.fetches.fail(tp, w.cfg.Now(), err.Error())
 			wait := bo.NextBackOff()
 			log.Warn("fetch failed; retrying", zap.Int64("offset", f.next), zap.Duration("in", wait), zap.Error(err))
 			if sleepCtx(ctx, wait) != nil {
@@ -222,7 +224,7 @@ func (w *Worker) pump(ctx context.Context, log *zap.Logger, f *fetcher, off *off
 			continue
 		}
 		bo.Reset()
-		w.fetches.ok(topicPartition{f.topic, f.partition})
+		w.fetches.done(tp)
 		w.metrics.recordSkipped("aborted_transaction", int64(res.aborted))
 		w.metrics.recordSkipped("transaction_marker", int64(res.markers))
 		if res.aborted > 0 {
@@ -287,23 +289,33 @@ func (w *Worker) outOfRange(ctx context.Context, log *zap.Logger, f *fetcher, of
 
 // nextItem returns the next item, waiting for it.
 func (p *partition) nextItem() (item, error) {
-	if len(p.ahead) > 0 {
-		it := p.ahead[0]
-		p.ahead = p.ahead[1:]
-		return it, nil
-	}
-	select {
-	case it, ok := <-p.records:
-		if !ok || p.fetchCtx.Err() != nil {
+	if len(p.ahead) == 0 {
+		select {
+		case it, ok := <-p.records:
+			if !p.take(it, ok) {
+				return item{}, errStopped
+			}
+		case <-p.fetchCtx.Done():
 			return item{}, errStopped
 		}
-		if it.skipTo == 0 {
-			p.w.metrics.recordConsumed(it.msg.Topic, it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
-		}
-		return it, nil
-	case <-p.fetchCtx.Done():
-		return item{}, errStopped
 	}
+	it := p.ahead[0]
+	p.ahead = p.ahead[1:]
+	return it, nil
+}
+
+// take appends an item received from the pump to what is waiting and
+// counts a record as consumed. It is false when the pump has stopped or
+// the partition is revoked.
+func (p *partition) take(it item, ok bool) bool {
+	if !ok || p.fetchCtx.Err() != nil {
+		return false
+	}
+	if it.skipTo == 0 {
+		p.w.metrics.recordConsumed(it.msg.Topic, it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
+	}
+	p.ahead = append(p.ahead, it)
+	return true
 }
 
 // next returns the next record's item, waiting for it. Everything before
@@ -335,13 +347,9 @@ func (p *partition) peekAt(i int) (item, bool) {
 	for len(p.ahead) <= i {
 		select {
 		case it, ok := <-p.records:
-			if !ok || p.fetchCtx.Err() != nil {
+			if !p.take(it, ok) {
 				return item{}, false
 			}
-			if it.skipTo == 0 {
-				p.w.metrics.recordConsumed(it.msg.Topic, it.msg.Partition, it.msg.Offset, it.msg.HighWaterMark)
-			}
-			p.ahead = append(p.ahead, it)
 		default:
 			return item{}, false
 		}

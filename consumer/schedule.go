@@ -31,6 +31,7 @@ import (
 // few hundred milliseconds; a short disagreement between members costs one
 // 10023, retried. A single process is the same schedule with every slot
 // its own.
+
 // topicPartition names one partition of one of the worker's topics.
 type topicPartition struct {
 	topic     string
@@ -196,6 +197,11 @@ func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bo
 	}
 }
 
+// middle is when slot k's call leaves.
+func (s *schedule) middle(k int64) time.Time {
+	return time.Unix(0, k*int64(s.period)+int64(s.period)/2)
+}
+
 // lead is how long before a slot's middle it is granted: time for the
 // caller to pack and record its call, so the call itself leaves at the
 // middle whatever that took.
@@ -244,7 +250,7 @@ func (s *schedule) run(ctx context.Context) {
 
 		wait := s.refresh
 		if found >= 0 {
-			at := time.Unix(0, found*int64(s.period)+int64(s.period)/2)
+			at := s.middle(found)
 			wait = at.Sub(now) - s.lead()
 		}
 		t := time.NewTimer(max(wait, 0))
@@ -279,7 +285,7 @@ func (s *schedule) run(ctx context.Context) {
 			if i >= 0 {
 				w := s.waiting[i]
 				s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
-				w.at = time.Unix(0, found*int64(s.period)+int64(s.period)/2)
+				w.at = s.middle(found)
 				close(w.granted)
 				s.log.Debug("slot granted", zap.Int64("slot", found), zap.Stringer("partition", w.partition),
 					zap.Stringers("owners", s.view.owners()))

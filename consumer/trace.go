@@ -141,8 +141,8 @@ func attemptErrorType(a sender.Attempt) string {
 }
 
 // write starts the span of a write to topic (dead letters, receipts) as a
-// child of parent.
-func (t *tracing) write(parent trace.Span, topic string) trace.Span {
+// child of parent, with attrs besides the messaging ones.
+func (t *tracing) write(parent trace.Span, topic string, attrs ...attribute.KeyValue) trace.Span {
 	if t == nil || parent == nil {
 		return nil
 	}
@@ -152,7 +152,7 @@ func (t *tracing) write(parent trace.Span, topic string) trace.Span {
 		semconv.MessagingOperationTypeSend,
 		semconv.MessagingOperationName("send"),
 		semconv.MessagingDestinationName(topic),
-	))
+	), trace.WithAttributes(attrs...))
 	return span
 }
 

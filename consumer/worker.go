@@ -219,7 +219,7 @@ type Worker struct {
 	holds    *holds
 	sched    *schedule // nil: the Sender paces
 	notes    notes
-	fetches  fetchHealth
+	fetches  *holds // partitions whose fetches fail, at their fetch offset
 	// kafkaErr is kafka-go's last error report (a failed join, say).
 	kafkaErr atomic.Value
 
@@ -251,6 +251,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		client:  conn.Client(),
 		dlq:     dlq,
 		holds:   newHolds(),
+		fetches: newHolds(),
 		tr:      newTracing(cfg.TracerProvider, cfg.Propagator, cfg.GroupID),
 	}
 	if cfg.ReceiptTopic != "" {
@@ -285,7 +286,7 @@ func (w *Worker) Ready() (bool, string) {
 		return false, why
 	}
 	var why []string
-	why = append(why, w.fetches.failing(w.cfg.Now(), w.cfg.StuckAfter)...)
+	why = append(why, w.fetchFailures(w.cfg.Now(), w.cfg.StuckAfter)...)
 	if paused, since, cause := w.gate.state(); paused {
 		why = append(why, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause))
 	}

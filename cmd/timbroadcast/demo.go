@@ -77,7 +77,7 @@ type demoCmd struct {
 // tracing follows the standard OTEL_* variables, like every command.
 func parseDemo(p process, args []string) (*demoCmd, error) {
 	s := newSettings("demo", func(string) string { return "" })
-	s.tracing = true
+	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	k.brokers.usage = "use this Kafka (host:port, comma-separated) instead of the in-process broker"
 	topic := s.add("topic", "", "timbroadcast-demo", "topic for the demo events (created if missing; dead letters go to <topic>.dlq)")
@@ -88,7 +88,7 @@ func parseDemo(p process, args []string) (*demoCmd, error) {
 	}
 	c := &demoCmd{topic: topic.String(), follow: *follow, logger: p.logger, stdout: p.stdout}
 	var err error
-	if c.tracing, err = parseTracing(p); err != nil {
+	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
 	if p.getenv("LOG_LEVEL") == "" {
@@ -189,7 +189,7 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		MaxWait: 250 * time.Millisecond, Logger: logger.Named("consumer"),
 		SessionTimeout: 6 * time.Second, DrainTimeout: 5 * time.Second,
 		OnOutcome:      func(o consumer.Outcome) { outcomes <- o },
-		TracerProvider: tracerOf(tp), Propagator: propagator,
+		TracerProvider: tp, Propagator: propagator,
 	}, client)
 	if err != nil {
 		return err

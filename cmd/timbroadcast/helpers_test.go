@@ -210,27 +210,7 @@ func (ce *crashEnv) check(t *testing.T) {
 
 func (ce *crashEnv) waitCommitted(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	ends, err := ce.kc.Ends(context.Background(), ce.topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		got, err := ce.kc.Committed(context.Background(), ce.env["KAFKA_GROUP_ID"], ce.topic)
-		done := err == nil
-		for p, end := range ends {
-			if got[p] != end {
-				done = false
-			}
-		}
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("offsets %v not committed up to %v within %v", got, ends, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	ce.kc.WaitCommitted(t, ce.env["KAFKA_GROUP_ID"], ce.topic, timeout)
 }
 
 func waitHTTPAddr(t *testing.T, w *worker) string {

@@ -51,7 +51,7 @@ type publishCmd struct {
 // given by flags is validated here.
 func parsePublish(p process, args []string) (*publishCmd, error) {
 	s := newSettings("publish", p.getenv)
-	s.tracing = true
+	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "")
 	file := s.add("file", "", "", "JSON Lines file of events ('-' for standard input): each line an event, or {\"key\":...,\"event\":{...},\"expires_at\":...}")
@@ -85,7 +85,7 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 			return nil, err
 		}
 	}
-	if c.tracing, err = parseTracing(p); err != nil {
+	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
 	single := text.String() != "" || custom.String() != ""
@@ -175,7 +175,7 @@ func (c *publishCmd) Run(ctx context.Context) error {
 // traceparent continues that trace. With tracing off (tp nil) the trace
 // context is written all the same, so the worker's trace and log lines
 // carry the trace id that publish prints.
-func startPublishSpans(ctx context.Context, tp *sdktrace.TracerProvider, topic string, msgs []kafka.Message) []trace.Span {
+func startPublishSpans(ctx context.Context, tp trace.TracerProvider, topic string, msgs []kafka.Message) []trace.Span {
 	if tp == nil {
 		tp = sdktrace.NewTracerProvider() // ids only: no exporter
 	}

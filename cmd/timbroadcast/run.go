@@ -36,7 +36,7 @@ func (c *runCmd) secrets() []string {
 // parseRun resolves the run command's settings.
 func parseRun(p process, args []string) (*runCmd, error) {
 	s := newSettings("run", p.getenv)
-	s.tracing = true
+	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "dead-letter topic")
 	ws := addWorkerSettings(s)
@@ -64,7 +64,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if err := ws.config(&c.consumer); err != nil {
 		return nil, err
 	}
-	if c.tracing, err = parseTracing(p); err != nil {
+	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
 	if c.sender, err = a.config(); err != nil {
@@ -107,7 +107,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopTracing()
-	ccfg.TracerProvider, ccfg.Propagator = tracerOf(tp), propagator
+	ccfg.TracerProvider, ccfg.Propagator = tp, propagator
 	w, err := consumer.New(ccfg, client)
 	if err != nil {
 		return err

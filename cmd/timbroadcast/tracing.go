@@ -35,8 +35,20 @@ type tracingSettings struct {
 	stderr  io.Writer
 }
 
-// parseTracing reads the tracing settings, naming the variable at fault.
-func parseTracing(p process) (*tracingSettings, error) {
+// tracingGroup is a command's OTEL_* variables: its help names them, and
+// resolve reads them once the flags are parsed.
+type tracingGroup struct {
+	p process
+}
+
+func addTracingSettings(s *settings, p process) *tracingGroup {
+	s.tracing = true
+	return &tracingGroup{p}
+}
+
+// resolve reads the tracing settings, naming the variable at fault.
+func (g *tracingGroup) resolve() (*tracingSettings, error) {
+	p := g.p
 	t := &tracingSettings{stderr: p.stderr}
 	if strings.EqualFold(strings.TrimSpace(p.getenv("OTEL_SDK_DISABLED")), "true") {
 		return t, nil
@@ -85,7 +97,7 @@ func (t *tracingSettings) on() bool { return t != nil && (t.otlp != "" || t.cons
 
 // start returns the tracer provider and its shutdown (which flushes
 // the spans not yet exported), or (nil, no-op) when tracing is off.
-func (t *tracingSettings) start(ctx context.Context, log *zap.Logger) (*sdktrace.TracerProvider, func(), error) {
+func (t *tracingSettings) start(ctx context.Context, log *zap.Logger) (trace.TracerProvider, func(), error) {
 	if !t.on() {
 		return nil, func() {}, nil
 	}
@@ -134,12 +146,3 @@ func (t *tracingSettings) start(ctx context.Context, log *zap.Logger) (*sdktrace
 // propagator reads and writes W3C trace context and baggage in record
 // headers.
 var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
-
-// tracerOf returns tp as a trace.TracerProvider, nil when tracing is off
-// (a nil *sdktrace.TracerProvider is not a nil interface).
-func tracerOf(tp *sdktrace.TracerProvider) trace.TracerProvider {
-	if tp == nil {
-		return nil
-	}
-	return tp
-}

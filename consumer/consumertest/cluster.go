@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -145,4 +146,31 @@ func (c *Cluster) Topic(tb testing.TB, prefix string, partitions int) string {
 // of the call, ordered by partition and offset.
 func (c *Cluster) ReadAll(ctx context.Context, topic string) ([]kafka.Message, error) {
 	return c.ReadFrom(ctx, topic, nil)
+}
+
+// WaitCommitted waits until group has committed every partition of topic
+// up to the end offsets read when it is called, and fails tb if that takes
+// longer than timeout.
+func (c *Cluster) WaitCommitted(tb testing.TB, group, topic string, timeout time.Duration) {
+	tb.Helper()
+	ctx := context.Background()
+	ends, err := c.Ends(ctx, topic)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := c.Committed(ctx, group, topic)
+		done := err == nil
+		for p, end := range ends {
+			done = done && got[p] == end
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("offsets %v of group %s not committed up to %v within %v (%v)", got, group, ends, timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -38,13 +38,22 @@ func UnpackEnvelope(c sender.CustomElem) (events []EnvelopeEvent, ok bool, err e
 		return nil, false, nil
 	}
 	var env Envelope
-	if err := json.Unmarshal([]byte(c.Data), &env); err != nil {
-		return nil, true, fmt.Errorf("unpack envelope: %w", err)
-	}
-	if env.Version != EnvelopeExt {
-		return nil, true, fmt.Errorf("unpack envelope: unknown version %q", env.Version)
+	if err := decodeEnvelope(c.Data, &env, &env.Version, EnvelopeExt); err != nil {
+		return nil, true, err
 	}
 	return env.Events, true, nil
+}
+
+// decodeEnvelope parses an envelope's Data into env, whose version field
+// must then read want.
+func decodeEnvelope(data string, env any, version *string, want string) error {
+	if err := json.Unmarshal([]byte(data), env); err != nil {
+		return fmt.Errorf("unpack envelope: %w", err)
+	}
+	if *version != want {
+		return fmt.Errorf("unpack envelope: unknown version %q", *version)
+	}
+	return nil
 }
 
 // EnvelopeV2Ext marks a TIMCustomElem whose Data is an EnvelopeV2 (merge
@@ -94,11 +103,8 @@ func Unpack(el sender.Element) (events []MergedEvent, ok bool, err error) {
 		return events, true, nil
 	case EnvelopeV2Ext:
 		var env EnvelopeV2
-		if err := json.Unmarshal([]byte(c.Data), &env); err != nil {
-			return nil, true, fmt.Errorf("unpack envelope: %w", err)
-		}
-		if env.Version != EnvelopeV2Ext {
-			return nil, true, fmt.Errorf("unpack envelope: unknown version %q", env.Version)
+		if err := decodeEnvelope(c.Data, &env, &env.Version, EnvelopeV2Ext); err != nil {
+			return nil, true, err
 		}
 		return env.Events, true, nil
 	}

@@ -174,13 +174,11 @@ func TestInFlightFormat(t *testing.T) {
 	}
 }
 
-func TestEnvelopeGolden(t *testing.T) {
-	var parts []wire.MergePart
-	for i, data := range []string{`{"gift":1}`, `{"gift":2}`, `<&>`} {
-		el, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: data, Desc: fmt.Sprint("d", i)})
-		parts = append(parts, wire.MergePart{Key: fmt.Sprint("k", i), Message: &sender.Message{CloudCustomData: "c", MsgBody: []sender.Element{el}}})
-	}
-	msg, err := wire.Merge(wire.MergeNative, parts)
+// mergedGolden merges parts in mode, with Random 1, and checks the
+// request body against testdata/name.
+func mergedGolden(t *testing.T, mode wire.MergeMode, parts []wire.MergePart, name string) *sender.Message {
+	t.Helper()
+	msg, err := wire.Merge(mode, parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +187,17 @@ func TestEnvelopeGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, filepath.Join("testdata", "envelope-v1.golden.json"), append(body, '\n'))
+	golden(t, filepath.Join("testdata", name), append(body, '\n'))
+	return msg
+}
+
+func TestEnvelopeGolden(t *testing.T) {
+	var parts []wire.MergePart
+	for i, data := range []string{`{"gift":1}`, `{"gift":2}`, `<&>`} {
+		el, _ := sender.NewElement(sender.TypeCustom, sender.CustomElem{Data: data, Desc: fmt.Sprint("d", i)})
+		parts = append(parts, wire.MergePart{Key: fmt.Sprint("k", i), Message: &sender.Message{CloudCustomData: "c", MsgBody: []sender.Element{el}}})
+	}
+	msg := mergedGolden(t, wire.MergeNative, parts, "envelope-v1.golden.json")
 
 	var c sender.CustomElem
 	if err := json.Unmarshal(msg.MsgBody[0].MsgContent, &c); err != nil {
@@ -304,16 +312,7 @@ func TestEnvelopeV2Golden(t *testing.T) {
 	a.CloudCustomData = "room=1"
 	b := &sender.Message{MsgBody: []sender.Element{sender.Custom(`{"gift":1}`), sender.Text("b")}}
 	parts := []wire.MergePart{{Key: "k1", Message: a}, {Key: "k2", Message: b}, {Key: "k3", Message: customMsg("c")}}
-	msg, err := wire.Merge(wire.MergeEnvelope, parts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg.Random = 1
-	body, err := msg.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, filepath.Join("testdata", "envelope-v2.golden.json"), append(body, '\n'))
+	msg := mergedGolden(t, wire.MergeEnvelope, parts, "envelope-v2.golden.json")
 	events, ok, err := wire.Unpack(msg.MsgBody[0])
 	if err != nil || !ok || len(events) != 3 || events[0].CloudCustomData != "room=1" || events[1].Key != "k2" || len(events[1].MsgBody) != 2 {
 		t.Errorf("unpacked %+v, %v, %v", events, ok, err)
