@@ -91,7 +91,7 @@ type worker struct {
 	done chan error
 }
 
-func startWorker(t *testing.T, env map[string]string) *worker {
+func startWorker(t testing.TB, env map[string]string) *worker {
 	t.Helper()
 	w := &worker{logs: &syncBuffer{}, done: make(chan error, 1)}
 	w.cmd = command(context.Background(), env, "run")
@@ -109,7 +109,7 @@ func startWorker(t *testing.T, env map[string]string) *worker {
 	return w
 }
 
-func (w *worker) kill(t *testing.T) {
+func (w *worker) kill(t testing.TB) {
 	t.Helper()
 	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ type crashEnv struct {
 	want  []string
 }
 
-func newCrashEnv(t *testing.T, partitions, perKey int, emuOpts sendertest.Options, extra map[string]string) *crashEnv {
+func newCrashEnv(t testing.TB, partitions, perKey int, emuOpts sendertest.Options, extra map[string]string) *crashEnv {
 	t.Helper()
 	kc := consumertest.Start(t)
 	emuOpts.AppID, emuOpts.Admin, emuOpts.SecretKey = 1400000001, admin, key
@@ -213,7 +213,7 @@ func (ce *crashEnv) waitCommitted(t *testing.T, timeout time.Duration) {
 	ce.kc.WaitCommitted(t, ce.env["KAFKA_GROUP_ID"], ce.topic, timeout)
 }
 
-func waitHTTPAddr(t *testing.T, w *worker) string {
+func waitHTTPAddr(t testing.TB, w *worker) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -232,7 +232,7 @@ func waitHTTPAddr(t *testing.T, w *worker) string {
 	return ""
 }
 
-func status(t *testing.T, url string) (int, string) {
+func status(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -243,7 +243,7 @@ func status(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func get(t *testing.T, url string) string {
+func get(t testing.TB, url string) string {
 	t.Helper()
 	code, body := status(t, url)
 	if code != 200 {
@@ -273,11 +273,7 @@ func runCmd(t *testing.T, env map[string]string, stdin string, args ...string) (
 // puts the whole backlog on one partition) and an emulator with emuOpts,
 // for several worker processes in one group.
 func replicaEnvWith(t testing.TB, partitions, events int, emuOpts sendertest.Options, keys int, extra map[string]string) *crashEnv {
-	tt, ok := t.(*testing.T)
-	if !ok {
-		panic("replicaEnv needs a *testing.T")
-	}
-	ce := newCrashEnv(tt, partitions, 0, emuOpts, extra)
+	ce := newCrashEnv(t, partitions, 0, emuOpts, extra)
 	var msgs []kafka.Message
 	for i := range events {
 		k := fmt.Sprintf("key%02d", i%keys) // 60 keys: every partition gets some
@@ -293,7 +289,7 @@ func replicaEnvWith(t testing.TB, partitions, events int, emuOpts sendertest.Opt
 }
 
 // startReplicas starts n workers and returns them with their HTTP addresses.
-func startReplicas(t *testing.T, env map[string]string, n int) ([]*worker, []string) {
+func startReplicas(t testing.TB, env map[string]string, n int) ([]*worker, []string) {
 	t.Helper()
 	var workers []*worker
 	var addrs []string
@@ -306,7 +302,7 @@ func startReplicas(t *testing.T, env map[string]string, n int) ([]*worker, []str
 }
 
 // metricValue reads one sample from a worker's /metrics.
-func metricValue(t *testing.T, addr, name string) float64 {
+func metricValue(t testing.TB, addr, name string) float64 {
 	t.Helper()
 	body := get(t, "http://"+addr+"/metrics")
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(body)
@@ -319,7 +315,7 @@ func metricValue(t *testing.T, addr, name string) float64 {
 
 // noneTwice asserts no event was delivered more than once (the backlog may
 // be unfinished).
-func noneTwice(t *testing.T, emu *sendertest.Server) int {
+func noneTwice(t testing.TB, emu *sendertest.Server) int {
 	t.Helper()
 	seen := map[string]bool{}
 	for _, d := range emu.Delivered() {
