@@ -52,7 +52,7 @@ fuzz:
 	  done; \
 	done
 
-## bench: the benchmarks (some run for tens of seconds)
+## bench: the benchmarks (about ten minutes: the rate ones run real binaries for 20 s each)
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 
