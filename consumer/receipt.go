@@ -18,7 +18,7 @@ func (p *partition) writeReceipts(log *zap.Logger, members []member, rs []wire.R
 	w := p.w
 	msgs := make([]kafka.Message, len(rs))
 	for i, r := range rs {
-		m, err := wire.ReceiptMessage(members[i].msg, r)
+		m, err := wire.ReceiptMessage(members[i].msg, r, w.traceHeaders)
 		if err != nil {
 			return err // a Receipt always encodes
 		}

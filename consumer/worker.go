@@ -109,7 +109,8 @@ type Config struct {
 	// nothing and costs nothing.
 	TracerProvider trace.TracerProvider
 	// Propagator reads the trace context from record headers; default
-	// W3C trace context and baggage.
+	// W3C trace context and baggage. Its headers (Fields) are the ones
+	// receipts copy from their events, traced or not.
 	Propagator propagation.TextMapPropagator
 
 	// AppRate is the app's call rate for all replicas together (TIM_RATE).
@@ -216,10 +217,12 @@ type Worker struct {
 	// receipts writes receipts; nil without a receipt topic.
 	receipts *kafka.Writer
 	tr       *tracing // nil: no tracing
-	holds    *holds
-	sched    *schedule // nil: the Sender paces
-	notes    notes
-	fetches  *holds // partitions whose fetches fail, at their fetch offset
+	// traceHeaders are the propagator's headers, copied to receipts.
+	traceHeaders []string
+	holds        *holds
+	sched        *schedule // nil: the Sender paces
+	notes        notes
+	fetches      *holds // partitions whose fetches fail, at their fetch offset
 	// kafkaErr is kafka-go's last error report (a failed join, say).
 	kafkaErr atomic.Value
 
@@ -253,6 +256,9 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		holds:   newHolds(),
 		fetches: newHolds(),
 		tr:      newTracing(cfg.TracerProvider, cfg.Propagator, cfg.GroupID),
+	}
+	if cfg.Propagator != nil {
+		w.traceHeaders = append([]string{}, cfg.Propagator.Fields()...) // none: copy none
 	}
 	if cfg.ReceiptTopic != "" {
 		// A call's receipts go out together, after at most a millisecond

@@ -189,7 +189,7 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		MaxWait: 250 * time.Millisecond, Logger: logger.Named("consumer"),
 		SessionTimeout: 6 * time.Second, DrainTimeout: 5 * time.Second,
 		OnOutcome:      func(o consumer.Outcome) { outcomes <- o },
-		TracerProvider: tp, Propagator: propagator,
+		TracerProvider: tp, Propagator: c.tracing.propagator,
 	}, client)
 	if err != nil {
 		return err
@@ -222,7 +222,7 @@ func (c *demoCmd) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(stdout, "Publishing %d sample announcements (one is malformed on purpose)...\n", len(msgs))
 	start := time.Now()
-	spans := startPublishSpans(ctx, tp, c.topic, msgs)
+	spans := startPublishSpans(ctx, tp, c.tracing.propagator, c.topic, msgs)
 	err = conn.Produce(ctx, c.topic, msgs...)
 	for _, span := range spans {
 		span.End()

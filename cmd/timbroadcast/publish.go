@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -139,7 +140,7 @@ func (c *publishCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopTracing()
-	spans := startPublishSpans(ctx, tp, c.topic, msgs)
+	spans := startPublishSpans(ctx, tp, c.tracing.propagator, c.topic, msgs)
 	w := c.conn.Writer(c.topic)
 	w.BatchTimeout, w.BatchSize = 5*time.Millisecond, 200
 	defer w.Close()
@@ -168,14 +169,14 @@ func (c *publishCmd) Run(ctx context.Context) error {
 	return nil
 }
 
-// startPublishSpans starts a producer span per record and writes its W3C
-// trace context into the record's headers (traceparent, and tracestate
-// and baggage when the record's own headers had them): the worker's spans
-// of the event become its children. A record whose headers already carry a
-// traceparent continues that trace. With tracing off (tp nil) the trace
-// context is written all the same, so the worker's trace and log lines
-// carry the trace id that publish prints.
-func startPublishSpans(ctx context.Context, tp trace.TracerProvider, topic string, msgs []kafka.Message) []trace.Span {
+// startPublishSpans starts a producer span per record and writes its trace
+// context into the record's headers with prop (by default W3C traceparent,
+// and tracestate and baggage when the record's own headers had them): the
+// worker's spans of the event become its children. A record whose headers
+// already carry a trace context continues that trace. With tracing off (tp
+// nil) the trace context is written all the same, so the worker's trace and
+// log lines carry the trace id that publish prints.
+func startPublishSpans(ctx context.Context, tp trace.TracerProvider, prop propagation.TextMapPropagator, topic string, msgs []kafka.Message) []trace.Span {
 	if tp == nil {
 		tp = sdktrace.NewTracerProvider() // ids only: no exporter
 	}
@@ -183,11 +184,11 @@ func startPublishSpans(ctx context.Context, tp trace.TracerProvider, topic strin
 	spans := make([]trace.Span, len(msgs))
 	for i := range msgs {
 		carrier := wire.HeaderCarrier{Headers: &msgs[i].Headers}
-		sctx, span := tracer.Start(propagator.Extract(ctx, carrier), "send "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+		sctx, span := tracer.Start(prop.Extract(ctx, carrier), "send "+topic, trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
 				semconv.MessagingDestinationName(topic), semconv.MessagingKafkaMessageKey(string(msgs[i].Key)),
 				semconv.MessagingMessageBodySize(len(msgs[i].Value))))
-		propagator.Inject(sctx, carrier)
+		prop.Inject(sctx, carrier)
 		spans[i] = span
 	}
 	return spans

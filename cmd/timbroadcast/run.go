@@ -107,7 +107,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopTracing()
-	ccfg.TracerProvider, ccfg.Propagator = tp, propagator
+	ccfg.TracerProvider, ccfg.Propagator = tp, c.tracing.propagator
 	w, err := consumer.New(ccfg, client)
 	if err != nil {
 		return err

@@ -102,7 +102,8 @@ func (s *settings) usage(name string) {
 	if s.tracing {
 		fmt.Fprint(w, "\nTracing follows the standard OpenTelemetry variables, off unless an exporter is set:\n"+
 			"  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER (otlp, console, none), OTEL_EXPORTER_OTLP_PROTOCOL\n"+
-			"  (http/protobuf, grpc), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ... (README \"Traces\").\n")
+			"  (http/protobuf, grpc), OTEL_PROPAGATORS (tracecontext,baggage; b3, b3multi, jaeger, xray, ottrace, none),\n"+
+			"  OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ... (README \"Traces\").\n")
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +89,7 @@ func TestConfigErrors(t *testing.T) {
 		{"none with another exporter", nil, map[string]string{"OTEL_TRACES_EXPORTER": "none,otlp"}, nil, "OTEL_TRACES_EXPORTER"},
 		{"unknown OTLP protocol", nil, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, nil, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 		{"unknown OTLP traces protocol", nil, map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"}, nil, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
+		{"unknown propagator", nil, map[string]string{"OTEL_PROPAGATORS": "tracecontext,zipkin"}, nil, "OTEL_PROPAGATORS"},
 		{"stray argument", nil, nil, []string{"extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {
@@ -208,6 +210,38 @@ func TestReceiptAndTracingSettings(t *testing.T) {
 		c, err := parseRun(process{getenv: envOf(env)}, nil)
 		if err != nil || c.tracing.otlp != tt.otlp || c.tracing.console != tt.console {
 			t.Errorf("%v: otlp %q console %v (%v); want %q %v", tt.set, c.tracing.otlp, c.tracing.console, err, tt.otlp, tt.console)
+		}
+	}
+}
+
+// TestPropagators: OTEL_PROPAGATORS chooses the trace headers, with or
+// without an exporter; the default is W3C trace context and baggage.
+func TestPropagators(t *testing.T) {
+	for _, tt := range []struct {
+		value string
+		want  []string // the headers written and copied to receipts
+	}{
+		{"", []string{"baggage", "traceparent", "tracestate"}},
+		{"tracecontext", []string{"traceparent", "tracestate"}},
+		{" B3 , baggage", []string{"b3", "baggage"}},
+		{"b3multi", []string{"x-b3-flags", "x-b3-sampled", "x-b3-spanid", "x-b3-traceid"}},
+		{"jaeger", []string{"uber-trace-id"}},
+		{"none", nil},
+	} {
+		env := validRunEnv()
+		env["OTEL_PROPAGATORS"] = tt.value
+		c, err := parseRun(process{getenv: envOf(env)}, nil)
+		if err != nil {
+			t.Errorf("OTEL_PROPAGATORS=%q: %v", tt.value, err)
+			continue
+		}
+		var got []string
+		for _, f := range c.tracing.propagator.Fields() {
+			got = append(got, strings.ToLower(f))
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("OTEL_PROPAGATORS=%q: headers %v, want %v", tt.value, got, tt.want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -29,10 +30,13 @@ import (
 // (OTEL_EXPORTER_OTLP_*), the sampler (OTEL_TRACES_SAMPLER, default
 // parentbased_always_on), batching (OTEL_BSP_*) and the resource
 // (OTEL_SERVICE_NAME, default "timbroadcast"; OTEL_RESOURCE_ATTRIBUTES).
+// OTEL_PROPAGATORS chooses the trace headers read from and written to
+// records, tracing on or off (default tracecontext,baggage).
 type tracingSettings struct {
-	otlp    string // "" (no OTLP exporter), "http/protobuf" or "grpc"
-	console bool   // spans as JSON on stderr
-	stderr  io.Writer
+	otlp       string // "" (no OTLP exporter), "http/protobuf" or "grpc"
+	console    bool   // spans as JSON on stderr
+	stderr     io.Writer
+	propagator propagation.TextMapPropagator
 }
 
 // tracingGroup is a command's OTEL_* variables: its help names them, and
@@ -49,7 +53,11 @@ func addTracingSettings(s *settings, p process) *tracingGroup {
 // resolve reads the tracing settings, naming the variable at fault.
 func (g *tracingGroup) resolve() (*tracingSettings, error) {
 	p := g.p
-	t := &tracingSettings{stderr: p.stderr}
+	prop, err := propagatorFrom(p.getenv("OTEL_PROPAGATORS"))
+	if err != nil {
+		return nil, err
+	}
+	t := &tracingSettings{stderr: p.stderr, propagator: prop}
 	if strings.EqualFold(strings.TrimSpace(p.getenv("OTEL_SDK_DISABLED")), "true") {
 		return t, nil
 	}
@@ -143,6 +151,25 @@ func (t *tracingSettings) start(ctx context.Context, log *zap.Logger) (trace.Tra
 	}, nil
 }
 
-// propagator reads and writes W3C trace context and baggage in record
-// headers.
-var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+// propagators are the values OTEL_PROPAGATORS takes, as the OpenTelemetry
+// specification names them.
+const propagators = "tracecontext, baggage, b3, b3multi, jaeger, xray, ottrace, none"
+
+// propagatorFrom is the propagator OTEL_PROPAGATORS names (a comma-separated
+// list; empty means tracecontext,baggage, the specification's default).
+func propagatorFrom(v string) (propagation.TextMapPropagator, error) {
+	var names []string
+	for _, n := range strings.Split(v, ",") {
+		if n = strings.ToLower(strings.TrimSpace(n)); n != "" {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		names = []string{"tracecontext", "baggage"}
+	}
+	prop, err := autoprop.TextMapPropagator(names...)
+	if err != nil {
+		return nil, fmt.Errorf("OTEL_PROPAGATORS: %w (known: %s)", err, propagators)
+	}
+	return prop, nil
+}

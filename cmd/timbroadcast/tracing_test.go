@@ -334,3 +334,71 @@ func TestTracingOverGRPC(t *testing.T) {
 		t.Errorf("publish printed %q, want the trace id %s", out, tp[1])
 	}
 }
+
+// TestTracingB3: with OTEL_PROPAGATORS=b3, publish writes a B3 header
+// instead of traceparent, the worker's event spans take their parent from
+// it (also from a B3 header a producer wrote itself), and receipts copy it.
+func TestTracingB3(t *testing.T) {
+	needBinary(t)
+	recv := newOTLPReceiver(t)
+	kc := consumertest.Start(t)
+	emu := sendertest.NewServer(sendertest.Options{AppID: 1400000001, Admin: admin, SecretKey: key})
+	t.Cleanup(emu.Close)
+	topic := kc.Topic(t, "b3", 1)
+	receipts := kc.Topic(t, "b3-receipts", 1)
+	env := baseEnv(kc.Brokers, topic, kc.Topic(t, "b3-dlq", 1), emu.URL)
+	env["OTEL_EXPORTER_OTLP_ENDPOINT"] = recv.URL
+	env["OTEL_BSP_SCHEDULE_DELAY"] = "100"
+	env["OTEL_PROPAGATORS"] = "b3"
+	env["KAFKA_RECEIPT_TOPIC"] = receipts
+
+	for i := range 2 {
+		if out, stderr, code := runCmd(t, env, "", "publish", "--text", fmt.Sprint("b", i), "--key", fmt.Sprint("k", i)); code != 0 {
+			t.Fatalf("publish: exit %d\n%s\n%s", code, out, stderr)
+		}
+	}
+	own := kafka.Message{Key: []byte("own"), Value: []byte(`{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"own"}}]}`),
+		Headers: []kafka.Header{{Key: "b3", Value: []byte("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")}}}
+	if err := kc.Produce(context.Background(), topic, own); err != nil {
+		t.Fatal(err)
+	}
+	records, err := kc.ReadAll(context.Background(), topic)
+	if err != nil || len(records) != 3 {
+		t.Fatalf("%d records, %v", len(records), err)
+	}
+	w := startWorker(t, env)
+	ce := &crashEnv{kc: kc, emu: emu, topic: topic, env: env}
+	ce.waitCommitted(t, time.Minute)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(recv.named("process "+topic)) < len(records) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	<-w.done
+
+	spans := map[string]*tracepb.Span{} // by offset
+	for _, s := range recv.named("process " + topic) {
+		off, _ := attr(s, "messaging.kafka.offset")
+		spans[off] = s
+	}
+	rs, err := kc.ReadAll(context.Background(), receipts)
+	if err != nil || len(rs) != len(records) {
+		t.Fatalf("%d receipts, %v", len(rs), err)
+	}
+	for i, m := range records {
+		b3 := strings.Split(wire.Header(m, "b3"), "-")
+		if len(b3) < 2 || wire.Header(m, "traceparent") != "" {
+			t.Errorf("offset %d: headers %v, want b3 and no traceparent", m.Offset, m.Headers)
+			continue
+		}
+		s := spans[fmt.Sprint(m.Offset)]
+		if s == nil {
+			t.Errorf("offset %d: no event span", m.Offset)
+		} else if id(s.TraceId) != b3[0] || id(s.ParentSpanId) != b3[1] {
+			t.Errorf("offset %d: event span trace %s parent %s, want %s %s", m.Offset, id(s.TraceId), id(s.ParentSpanId), b3[0], b3[1])
+		}
+		if got := wire.Header(rs[i], "b3"); got != wire.Header(m, "b3") {
+			t.Errorf("receipt of offset %d: b3 %q, want the event's %q", m.Offset, got, wire.Header(m, "b3"))
+		}
+	}
+}

@@ -6,8 +6,8 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// HeaderCarrier lets an OpenTelemetry propagator read and write the W3C
-// trace context (traceparent, tracestate, baggage) in a record's headers:
+// HeaderCarrier lets an OpenTelemetry propagator read and write the trace
+// context (W3C traceparent, tracestate, baggage; B3, ...) in a record's headers:
 // it implements propagation.TextMapCarrier. Names match case-insensitively.
 type HeaderCarrier struct {
 	Headers *[]kafka.Header

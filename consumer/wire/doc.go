@@ -69,7 +69,8 @@
 // Receipt (schema "timbroadcast/receipt/v1"): a record of the receipt topic
 // per final outcome of an event, keyed like the event, whose value is the
 // JSON of a Receipt and whose headers are timbroadcast-receipt-schema and
-// the event's traceparent, tracestate and baggage. A receipt may repeat
+// the event's trace headers (traceparent, tracestate and baggage, or those
+// of the propagation OTEL_PROPAGATORS names). A receipt may repeat
 // after a crash; (source.topic, source.partition, source.offset) is its
 // identity.
 //

@@ -23,7 +23,8 @@ const (
 const HeaderReceiptSchema = "timbroadcast-receipt-schema"
 
 // TraceHeaders are the W3C trace-context headers (and baggage) a receipt
-// copies from its event, so the receipt joins the event's trace.
+// copies from its event by default, so the receipt joins the event's trace;
+// another propagation (OTEL_PROPAGATORS) copies its own headers.
 var TraceHeaders = []string{"traceparent", "tracestate", "baggage"}
 
 // Receipt is the final outcome of one event, written to the receipt topic
@@ -124,15 +125,19 @@ func ReceiptDeadLetterOf(topic string, f Failure) *ReceiptDeadLetter {
 }
 
 // ReceiptMessage returns the receipt record of event record m: keyed like
-// m, carrying m's trace headers and HeaderReceiptSchema.
-func ReceiptMessage(m kafka.Message, r Receipt) (kafka.Message, error) {
+// m, carrying m's trace headers (those named in traceHeaders, matched
+// case-insensitively; nil means TraceHeaders) and HeaderReceiptSchema.
+func ReceiptMessage(m kafka.Message, r Receipt, traceHeaders []string) (kafka.Message, error) {
+	if traceHeaders == nil {
+		traceHeaders = TraceHeaders
+	}
 	value, err := json.Marshal(r)
 	if err != nil {
 		return kafka.Message{}, fmt.Errorf("encode receipt: %w", err)
 	}
 	headers := []kafka.Header{{Key: HeaderReceiptSchema, Value: []byte(ReceiptSchema)}}
 	for _, h := range m.Headers {
-		for _, name := range TraceHeaders {
+		for _, name := range traceHeaders {
 			if strings.EqualFold(h.Key, name) {
 				headers = append(headers, kafka.Header{Key: name, Value: h.Value})
 			}

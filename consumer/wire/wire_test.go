@@ -406,7 +406,7 @@ func TestReceiptGolden(t *testing.T) {
 	r := wire.ReceiptFor(m, wire.OutcomeDelivered, produced.Add(2600*time.Millisecond))
 	r.Random, r.MsgSeq = 1234567, 99
 	r.SetCall(3141592653, 40, 2, produced.Add(time.Second), produced.Add(2500*time.Millisecond))
-	rm, err := wire.ReceiptMessage(m, r)
+	rm, err := wire.ReceiptMessage(m, r, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +423,7 @@ func TestReceiptGolden(t *testing.T) {
 	dl := wire.ReceiptFor(m, wire.OutcomeDeadLettered, produced.Add(time.Second))
 	dl.Random = 7
 	dl.DeadLetter = wire.ReceiptDeadLetterOf("announcements.dlq", wire.Failure{Reason: "invalid_event", Info: "MsgBody is required", Field: "MsgBody"})
-	dm, err := wire.ReceiptMessage(m, dl)
+	dm, err := wire.ReceiptMessage(m, dl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
