@@ -463,7 +463,7 @@ func (p *partition) mergeNext() (err error) {
 	defer func() { endMembers(err, members...) }()
 	log := p.log.With(zap.Int64("offset", m.Offset), zap.Int("events", len(members)), zap.Uint32("random", random))
 	if len(members) == 1 {
-		log = log.With(traceFields(members[0].span)...)
+		log = log.With(p.w.eventTraceFields(members[0])...)
 	}
 	last := members[len(members)-1].msg.Offset
 	if err := p.offsets.commit(m.Offset, wire.InFlight{Last: last, Random: random}.String()); err != nil {
@@ -483,13 +483,13 @@ func (p *partition) member(it item, ev *wire.Event) member {
 }
 
 // memberLog is the partition's logger for one member: its offset, Random
-// (once decoded), trace_id and span_id.
+// (once decoded), trace_id and span_id (see eventTraceFields).
 func (p *partition) memberLog(m member) *zap.Logger {
 	log := p.log.With(zap.Int64("offset", m.msg.Offset))
 	if m.ev != nil {
 		log = log.With(zap.Uint32("random", m.ev.Message.Random))
 	}
-	return log.With(traceFields(m.span)...)
+	return log.With(p.w.eventTraceFields(m)...)
 }
 
 // commitPast commits past the members (the last of them) and ends their

@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -157,7 +161,9 @@ func TestReceiptTopicRefusingWrites(t *testing.T) {
 }
 
 // TestReceiptsCopyTraceHeaders: a receipt carries the event's
-// traceparent and tracestate, not its other headers.
+// traceparent and tracestate, not its other headers; with tracing off the
+// event's log lines (a dead letter's too) carry the trace_id of its
+// traceparent.
 func TestReceiptsCopyTraceHeaders(t *testing.T) {
 	kc := consumertest.Start(t)
 	e := newEnv(t, kc, 1, sendertest.Options{})
@@ -165,22 +171,51 @@ func TestReceiptsCopyTraceHeaders(t *testing.T) {
 	m := textEvent("k", "hello")
 	m.Headers = []kafka.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")},
 		{Key: "tracestate", Value: []byte("v=1")}, {Key: "x-tenant", Value: []byte("a")}}
-	if err := kc.Produce(context.Background(), e.topic, m); err != nil {
+	bad := kafka.Message{Key: []byte("bad"), Value: []byte("{"),
+		Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-11111111111111111111111111111111-2222222222222222-01")}}}
+	if err := kc.Produce(context.Background(), e.topic, m, bad); err != nil {
 		t.Fatal(err)
 	}
-	e.start(func(c *consumer.Config, _ *sender.Config) { c.ReceiptTopic = receipts })
+	var logs syncBuffer
+	e.start(func(c *consumer.Config, _ *sender.Config) {
+		c.ReceiptTopic = receipts
+		c.Logger = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logs), zap.DebugLevel))
+	})
 	e.waitCommitted(30 * time.Second)
 	rs, err := kc.ReadAll(context.Background(), receipts)
-	if err != nil || len(rs) != 1 {
+	if err != nil || len(rs) != 2 {
 		t.Fatalf("%d receipts, %v", len(rs), err)
 	}
 	if wire.Header(rs[0], "x-tenant") != "" || wire.Header(rs[0], "tracestate") != "v=1" ||
 		wire.Header(rs[0], wire.HeaderReceiptSchema) != wire.ReceiptSchema {
 		t.Errorf("receipt headers %v", rs[0].Headers)
 	}
+	for _, want := range []string{`"offset":0,"random":\d+,"trace_id":"0af7651916cd43dd8448eb211c80319c"`, `"offset":1,"trace_id":"11111111111111111111111111111111"`} {
+		if !regexp.MustCompile(want).MatchString(logs.String()) {
+			t.Errorf("no log line matches %s:\n%s", want, logs.String())
+		}
+	}
 	var r map[string]any
 	_ = json.Unmarshal(rs[0].Value, &r)
 	if r["outcome"] != "delivered" || r["msg_seq"] != float64(1) || r["call_events"] != float64(1) {
 		t.Errorf("receipt %s", rs[0].Value)
 	}
+}
+
+// syncBuffer collects log output; safe to read while the worker writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -50,9 +50,6 @@ func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator, gro
 	if tp == nil {
 		return nil
 	}
-	if prop == nil {
-		prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
-	}
 	return &tracing{tracer: tp.Tracer(TracerName), prop: prop, group: group}
 }
 
@@ -167,6 +164,20 @@ func end(span trace.Span, err error, attrs ...attribute.KeyValue) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
+}
+
+// eventTraceFields are the log fields of one event's trace: its span's
+// trace_id and span_id, or with tracing off the trace_id of the trace
+// context in its headers (the one publish prints), if any.
+func (w *Worker) eventTraceFields(m member) []zap.Field {
+	if m.span != nil {
+		return traceFields(m.span)
+	}
+	sc := trace.SpanContextFromContext(w.prop.Extract(context.Background(), wire.HeaderCarrier{Headers: &m.msg.Headers}))
+	if !sc.IsValid() {
+		return nil
+	}
+	return []zap.Field{zap.String("trace_id", sc.TraceID().String())}
 }
 
 // traceFields are the log fields naming span: trace_id and span_id.

@@ -217,7 +217,9 @@ type Worker struct {
 	// receipts writes receipts; nil without a receipt topic.
 	receipts *kafka.Writer
 	tr       *tracing // nil: no tracing
-	// traceHeaders are the propagator's headers, copied to receipts.
+	// prop reads records' trace context (Config.Propagator); its headers,
+	// traceHeaders, are copied to receipts.
+	prop         propagation.TextMapPropagator
 	traceHeaders []string
 	holds        *holds
 	sched        *schedule // nil: the Sender paces
@@ -255,11 +257,13 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		dlq:     dlq,
 		holds:   newHolds(),
 		fetches: newHolds(),
-		tr:      newTracing(cfg.TracerProvider, cfg.Propagator, cfg.GroupID),
+		prop:    cfg.Propagator,
 	}
-	if cfg.Propagator != nil {
-		w.traceHeaders = append([]string{}, cfg.Propagator.Fields()...) // none: copy none
+	if w.prop == nil {
+		w.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
+	w.traceHeaders = append([]string{}, w.prop.Fields()...) // OTEL_PROPAGATORS=none: copy none
+	w.tr = newTracing(cfg.TracerProvider, w.prop, cfg.GroupID)
 	if cfg.ReceiptTopic != "" {
 		// A call's receipts go out together, after at most a millisecond
 		// of lingering (kafka-go flushes a batch when full or after
