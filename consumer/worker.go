@@ -109,8 +109,9 @@ type Config struct {
 	// nothing and costs nothing.
 	TracerProvider trace.TracerProvider
 	// Propagator reads the trace context from record headers; default
-	// W3C trace context and baggage. Its headers (Fields) are the ones
-	// receipts copy from their events, traced or not.
+	// W3C trace context and baggage. Traced or not, its headers (Fields)
+	// are the ones receipts copy from their events, and the trace id it
+	// reads is in the event's log lines.
 	Propagator propagation.TextMapPropagator
 
 	// AppRate is the app's call rate for all replicas together (TIM_RATE).
