@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,7 +175,7 @@ func TestReceiptsCopyTraceHeaders(t *testing.T) {
 	if err := kc.Produce(context.Background(), e.topic, m, bad); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs consumertest.SyncBuffer
 	e.start(func(c *consumer.Config, _ *sender.Config) {
 		c.ReceiptTopic = receipts
 		c.Logger = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logs), zap.DebugLevel))
@@ -200,22 +199,4 @@ func TestReceiptsCopyTraceHeaders(t *testing.T) {
 	if r["outcome"] != "delivered" || r["msg_seq"] != float64(1) || r["call_events"] != float64(1) {
 		t.Errorf("receipt %s", rs[0].Value)
 	}
-}
-
-// syncBuffer collects log output; safe to read while the worker writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

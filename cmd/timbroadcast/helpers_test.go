@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,13 +86,13 @@ func command(ctx context.Context, env map[string]string, args ...string) *exec.C
 // worker is a running `timbroadcast run` child process.
 type worker struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *consumertest.SyncBuffer
 	done chan error
 }
 
 func startWorker(t testing.TB, env map[string]string) *worker {
 	t.Helper()
-	w := &worker{logs: &syncBuffer{}, done: make(chan error, 1)}
+	w := &worker{logs: &consumertest.SyncBuffer{}, done: make(chan error, 1)}
 	w.cmd = command(context.Background(), env, "run")
 	w.cmd.Stdout, w.cmd.Stderr = io.Discard, w.logs
 	if err := w.cmd.Start(); err != nil {
@@ -115,24 +114,6 @@ func (w *worker) kill(t testing.TB) {
 		t.Fatal(err)
 	}
 	<-w.done
-}
-
-// syncBuffer collects a child's output; safe to read while it writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 type crashEnv struct {

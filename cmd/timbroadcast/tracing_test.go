@@ -102,6 +102,22 @@ func attr(s *tracepb.Span, key string) (string, bool) {
 
 func id(b []byte) string { return hex.EncodeToString(b) }
 
+// runTraced runs the worker until it has committed the whole topic and
+// recv has the spans of its n events, then stops it.
+func runTraced(t *testing.T, env map[string]string, kc *consumertest.Cluster, emu *sendertest.Server, recv *otlpReceiver, topic string, n int) *worker {
+	t.Helper()
+	w := startWorker(t, env)
+	ce := &crashEnv{kc: kc, emu: emu, topic: topic, env: env}
+	ce.waitCommitted(t, time.Minute)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(recv.named("process "+topic)) < n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	<-w.done
+	return w
+}
+
 // TestTracing runs publish and the worker with OTLP/HTTP export to a test
 // receiver: each event's span has the publish span (its traceparent) as
 // parent; the API attempts are spans carrying ErrorCode (the first answer
@@ -144,15 +160,7 @@ func TestTracing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w := startWorker(t, env)
-	ce := &crashEnv{kc: kc, emu: emu, topic: topic, env: env}
-	ce.waitCommitted(t, time.Minute)
-	deadline := time.Now().Add(30 * time.Second)
-	for len(recv.named("process "+topic)) < len(records) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	<-w.done
+	w := runTraced(t, env, kc, emu, recv, topic, len(records))
 
 	publish := map[string]*tracepb.Span{} // by span id
 	for _, s := range recv.named("send " + topic) {
@@ -366,15 +374,7 @@ func TestTracingB3(t *testing.T) {
 	if err != nil || len(records) != 3 {
 		t.Fatalf("%d records, %v", len(records), err)
 	}
-	w := startWorker(t, env)
-	ce := &crashEnv{kc: kc, emu: emu, topic: topic, env: env}
-	ce.waitCommitted(t, time.Minute)
-	deadline := time.Now().Add(30 * time.Second)
-	for len(recv.named("process "+topic)) < len(records) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	<-w.done
+	runTraced(t, env, kc, emu, recv, topic, len(records))
 
 	spans := map[string]*tracepb.Span{} // by offset
 	for _, s := range recv.named("process " + topic) {
