@@ -46,6 +46,10 @@ type publishCmd struct {
 	stderr      io.Writer
 	bars        bool
 	tracing     *tracingSettings
+	// wait > 0 waits that long for the receipts of the published events
+	// in receiptTopic.
+	wait         time.Duration
+	receiptTopic string
 }
 
 // parsePublish resolves the publish command's settings; a single event
@@ -66,6 +70,9 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	ttl := s.add("ttl", "", "", "like --expires-at, relative to now (e.g. 10m)")
 	dryRun := s.boolFlag("dry-run", "validate only; publish nothing")
 	urgent := s.boolFlag("urgent", "publish to the urgent lane (KAFKA_URGENT_TOPIC): sent before any waiting bulk event")
+	receipts := s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "the worker's receipt topic, read by --wait")
+	wait := s.add("wait", "", "", "wait up to this long (e.g. 30s) for every event's receipt and print its outcome; "+
+		"exit 1 unless all were delivered (needs the receipt topic)")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -88,6 +95,20 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	}
 	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
+	}
+	if c.wait, err = wait.duration(); err != nil {
+		return nil, err
+	}
+	if c.wait > 0 {
+		c.receiptTopic = receipts.String()
+		switch {
+		case c.dryRun:
+			return nil, wait.errorf("has nothing to wait for with --dry-run")
+		case c.receiptTopic == "":
+			return nil, receipts.errorf("is required with --wait: the worker's receipts say what became of each event")
+		case c.receiptTopic == c.topic:
+			return nil, receipts.errorf("must differ from the topic published to")
+		}
 	}
 	single := text.String() != "" || custom.String() != ""
 	if single == (c.file != "") {
@@ -140,9 +161,19 @@ func (c *publishCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopTracing()
+	var await *receiptAwait
+	if c.wait > 0 {
+		// Receipts of these events come after the receipt topic's current end.
+		if await, err = newReceiptAwait(ctx, c.conn, c.receiptTopic, c.topic); err != nil {
+			return err
+		}
+	}
 	spans := startPublishSpans(ctx, tp, c.tracing.propagator, c.topic, msgs)
 	w := c.conn.Writer(c.topic)
 	w.BatchTimeout, w.BatchSize = 5*time.Millisecond, 200
+	if await != nil {
+		w.Completion = await.produced
+	}
 	defer w.Close()
 	bar := newBar(len(msgs), "publishing", c.stderr, c.bars)
 	const chunk = 200
@@ -163,10 +194,13 @@ func (c *publishCmd) Run(ctx context.Context) error {
 	_ = bar.Finish()
 	if len(msgs) == 1 {
 		fmt.Fprintf(c.stdout, "published 1 event(s) to %s (trace %s)\n", c.topic, spans[0].SpanContext().TraceID())
+	} else {
+		fmt.Fprintf(c.stdout, "published %d event(s) to %s\n", len(msgs), c.topic)
+	}
+	if await == nil {
 		return nil
 	}
-	fmt.Fprintf(c.stdout, "published %d event(s) to %s\n", len(msgs), c.topic)
-	return nil
+	return await.wait(ctx, c.wait, c.stdout)
 }
 
 // startPublishSpans starts a producer span per record and writes its trace

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,5 +102,54 @@ func committedHaveReceipts(t *testing.T, ce *crashEnv, receipts string) {
 				t.Errorf("partition %d offset %d is committed (next %d) but has no receipt", p, off, next)
 			}
 		}
+	}
+}
+
+// TestPublishWait: `publish --wait` reads the worker's receipts of the
+// events it published and says what became of each: exit 0 when all were
+// delivered (MsgSeq printed), 1 naming the dead-lettered one, 1 with a
+// hint when no worker writes receipts; 2 without a receipt topic.
+func TestPublishWait(t *testing.T) {
+	needBinary(t)
+	kc := consumertest.Start(t)
+	emu := sendertest.NewServer(sendertest.Options{AppID: 1400000001, Admin: admin, SecretKey: key,
+		Faults: sendertest.Faults{Blocked: []string{"forbidden"}}})
+	t.Cleanup(emu.Close)
+	topic := kc.Topic(t, "wait", 2)
+	env := baseEnv(kc.Brokers, topic, kc.Topic(t, "wait-dlq", 1), emu.URL)
+
+	if _, stderr, code := runCmd(t, env, "", "publish", "--text", "hi", "--wait", "5s"); code != 2 || !strings.Contains(stderr, "KAFKA_RECEIPT_TOPIC") {
+		t.Errorf("--wait without a receipt topic: exit %d, %q; want 2 naming KAFKA_RECEIPT_TOPIC", code, stderr)
+	}
+	env["KAFKA_RECEIPT_TOPIC"] = kc.Topic(t, "wait-receipts", 2)
+	w := startWorker(t, env)
+
+	out, stderr, code := runCmd(t, env, "", "publish", "--text", "doors open", "--key", "show-1", "--wait", "30s")
+	if code != 0 || !regexp.MustCompile(`partition \d offset 0 \(key show-1\): delivered, MsgSeq \d+, 1 attempt\(s\), sent \S+ after it was produced`).MatchString(out) {
+		t.Fatalf("publish --wait: exit %d\n%s\n%s", code, out, stderr)
+	}
+	var delivered sendertest.Delivery
+	for _, d := range emu.Delivered() {
+		delivered = d
+	}
+	if !strings.Contains(out, fmt.Sprintf("MsgSeq %d,", delivered.MsgSeq)) {
+		t.Errorf("publish --wait printed %q; the emulator's call had MsgSeq %d", out, delivered.MsgSeq)
+	}
+
+	lines := `{"key":"a","event":{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"fine"}}]}}
+{"key":"b","event":{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"forbidden words"}}]}}
+{"key":"c","event":{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"fine too"}}]}}`
+	out, stderr, code = runCmd(t, env, lines, "publish", "--file", "-", "--wait", "30s")
+	if code != 1 || !strings.Contains(out, "(key b): dead-lettered to "+env["KAFKA_DLQ_TOPIC"]+": content_blocked (ErrorCode 80001)") ||
+		strings.Count(out, ": delivered, MsgSeq") != 2 || !strings.Contains(out, "2 delivered, 1 dead-lettered, 0 without a receipt") ||
+		!strings.Contains(stderr, "1 of 3 event(s) not delivered") {
+		t.Errorf("publish --wait with a blocked event: exit %d\n%s\n%s", code, out, stderr)
+	}
+
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	<-w.done
+	out, stderr, code = runCmd(t, env, "", "publish", "--text", "nobody there", "--wait", "500ms")
+	if code != 1 || !strings.Contains(out, "no receipt yet") || !strings.Contains(stderr, "is a worker running with KAFKA_RECEIPT_TOPIC=") {
+		t.Errorf("publish --wait with no worker: exit %d\n%s\n%s", code, out, stderr)
 	}
 }

@@ -245,3 +245,34 @@ func TestPropagators(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishWaitSettings: --wait needs a receipt topic other than the
+// topic published to, a duration, and something to publish.
+func TestPublishWaitSettings(t *testing.T) {
+	env := validRunEnv()
+	env["KAFKA_RECEIPT_TOPIC"] = "t.receipts"
+	p, err := parsePublish(process{getenv: envOf(env)}, []string{"--text", "hi", "--wait", "30s"})
+	if err != nil || p.wait != 30*time.Second || p.receiptTopic != "t.receipts" {
+		t.Fatalf("publish --wait 30s: wait %v topic %q, %v", p.wait, p.receiptTopic, err)
+	}
+	for _, tt := range []struct {
+		set  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"KAFKA_RECEIPT_TOPIC": ""}, []string{"--wait", "5s"}, "KAFKA_RECEIPT_TOPIC (--receipt-topic): is required with --wait"},
+		{nil, []string{"--wait", "soon"}, "--wait"},
+		{nil, []string{"--wait", "5s", "--dry-run"}, "--dry-run"},
+		{map[string]string{"KAFKA_RECEIPT_TOPIC": "t"}, []string{"--wait", "5s"}, "must differ"},
+	} {
+		env := validRunEnv()
+		env["KAFKA_RECEIPT_TOPIC"] = "t.receipts"
+		for k, v := range tt.set {
+			env[k] = v
+		}
+		_, err := parsePublish(process{getenv: envOf(env)}, append([]string{"--text", "hi"}, tt.args...))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("publish %v with %v: %v; want an error containing %q", tt.args, tt.set, err, tt.want)
+		}
+	}
+}

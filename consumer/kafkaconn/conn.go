@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -245,6 +246,59 @@ func (c *Conn) readPartition(ctx context.Context, topic string, partition int, s
 		out = append(out, m)
 		if m.Offset+1 >= end {
 			return out, nil
+		}
+	}
+}
+
+// Follow reads the partitions of topic named in from, each from its offset
+// there, and hands every record to fn as it arrives (in order within a
+// partition) until fn returns false or ctx ends. It returns nil when fn
+// stopped it, ctx's error when ctx ended first, or the first read error.
+func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn func(kafka.Message) bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	records := make(chan kafka.Message)
+	failed := make(chan error, len(from))
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait() // every reader has returned and closed
+	}()
+	for p, off := range from {
+		r := c.Reader(kafka.ReaderConfig{Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+		if err := r.SetOffset(off); err != nil {
+			r.Close()
+			return fmt.Errorf("read %s/%d: %w", topic, p, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close()
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						failed <- fmt.Errorf("read %s/%d: %w", topic, p, err)
+					}
+					return
+				}
+				select {
+				case records <- m:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	for {
+		select {
+		case m := <-records:
+			if !fn(m) {
+				return nil
+			}
+		case err := <-failed:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

@@ -55,4 +55,26 @@ func TestAdminCalls(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Errorf("Committed of a group without commits = %v, %v; want none", got, err)
 	}
+
+	// Follow from the ends sees only what is produced afterwards, in order
+	// per partition, and stops when told.
+	var seen []string
+	late := []kafka.Message{{Key: []byte("a"), Value: []byte("4")}, {Key: []byte("a"), Value: []byte("5")}}
+	produced := make(chan error, 1)
+	go func() { produced <- c.Produce(ctx, "events", late...) }()
+	err = c.Follow(ctx, "events", ends, func(m kafka.Message) bool {
+		seen = append(seen, string(m.Value))
+		return len(seen) < 2
+	})
+	if perr := <-produced; perr != nil {
+		t.Fatal(perr)
+	}
+	if err != nil || len(seen) != 2 || seen[0] != "4" || seen[1] != "5" {
+		t.Errorf("Follow = %v, %v; want [4 5]", seen, err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	if err := c.Follow(short, "events", map[int]int64{0: 100, 1: 100, 2: 100}, func(kafka.Message) bool { return true }); err != context.DeadlineExceeded {
+		t.Errorf("Follow past the end until the deadline = %v, want context.DeadlineExceeded", err)
+	}
 }
