@@ -99,14 +99,14 @@ func CheckReceipts(tb testing.TB, sources, receipts []kafka.Message, deliveries 
 		if r.FirstAttemptAt != nil && r.CallAt != nil && (r.CallAt.Before(*r.FirstAttemptAt) || r.FinalAt.Before(*r.CallAt)) {
 			tb.Errorf("%s/%d@%d: times out of order: first %v call %v final %v", src.Topic, src.Partition, src.Offset, r.FirstAttemptAt, r.CallAt, r.FinalAt)
 		}
+		if r.Attempts > 1 {
+			c.Retried++
+		}
 		switch r.Outcome {
 		case wire.OutcomeDelivered:
 			c.Delivered++
 			if r.CallEvents > 1 {
 				c.Merged++
-			}
-			if r.Attempts > 1 {
-				c.Retried++
 			}
 			d, ok := bySeq[r.MsgSeq]
 			switch {
