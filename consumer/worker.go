@@ -55,6 +55,9 @@ type Config struct {
 	ReceiptTopic string
 	// Dialer dials the brokers (TLS, SASL); default kafka.DefaultDialer.
 	Dialer *kafka.Dialer
+	// Balancer places dead letters and receipts by key (KAFKA_PARTITIONER);
+	// nil is FNV-1a (kafkaconn.Balancer).
+	Balancer kafka.Balancer
 
 	// MaxWait is how long a fetch waits at the broker for new records; it
 	// bounds nothing on the delivery path (a fetch answers as soon as a
@@ -245,6 +248,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}
 	cfg.setDefaults()
 	conn := kafkaconn.New(cfg.Brokers, cfg.Dialer)
+	conn.Balancer = cfg.Balancer
 	dlq := conn.Writer(cfg.DLQTopic)
 	dlq.BatchSize = 1 // each write is awaited before its commit: flush at once
 	dlq.MaxAttempts = 10

@@ -185,7 +185,7 @@ func (c *demoCmd) Run(ctx context.Context) error {
 	outcomes := make(chan consumer.Outcome, 64)
 	group := "timbroadcast-demo"
 	w, err := consumer.New(consumer.Config{
-		Brokers: conn.Brokers, Dialer: conn.Dialer, Topic: c.topic, GroupID: group, DLQTopic: dlqTopic, ReceiptTopic: receiptTopic,
+		Brokers: conn.Brokers, Dialer: conn.Dialer, Balancer: conn.Balancer, Topic: c.topic, GroupID: group, DLQTopic: dlqTopic, ReceiptTopic: receiptTopic,
 		MaxWait: 250 * time.Millisecond, Logger: logger.Named("consumer"),
 		SessionTimeout: 6 * time.Second, DrainTimeout: 5 * time.Second,
 		OnOutcome:      func(o consumer.Outcome) { outcomes <- o },

@@ -30,6 +30,7 @@ type kafkaSettings struct {
 	mechanism, username, password, passwordFile          *setting
 	tokenFile, tokenURL, clientID, clientSecret          *setting
 	clientSecretFile, scope                              *setting
+	partitioner                                          *setting
 }
 
 func addKafkaSettings(s *settings, brokersDefault string) *kafkaSettings {
@@ -51,6 +52,8 @@ func addKafkaSettings(s *settings, brokersDefault string) *kafkaSettings {
 		clientSecret:     s.add("kafka-sasl-oauth-client-secret", "KAFKA_SASL_OAUTH_CLIENT_SECRET", "", "OAUTHBEARER: client secret (prefer the _FILE variant)"),
 		clientSecretFile: s.add("kafka-sasl-oauth-client-secret-file", "KAFKA_SASL_OAUTH_CLIENT_SECRET_FILE", "", "OAUTHBEARER: file holding the client secret"),
 		scope:            s.add("kafka-sasl-oauth-scope", "KAFKA_SASL_OAUTH_SCOPE", "", "OAUTHBEARER: scopes, comma-separated"),
+		partitioner: s.add("kafka-partitioner", "KAFKA_PARTITIONER", "", "how record keys map to partitions when producing, to match your other producers: "+
+			"fnv1a (default; kafka-go, Sarama), murmur2 (Java client, franz-go), crc32 (librdkafka, confluent-kafka-go)"),
 	}
 }
 
@@ -120,6 +123,9 @@ func (k *kafkaSettings) conn() (*kafkaconn.Conn, error) {
 	}
 	c := kafkaconn.New(brokers, d)
 	c.Secrets = sec.Secrets()
+	if c.Balancer, err = kafkaconn.Balancer(k.partitioner.String()); err != nil {
+		return nil, k.partitioner.errorf("%v", err)
+	}
 	return c, nil
 }
 

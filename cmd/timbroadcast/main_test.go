@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
@@ -286,5 +287,32 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Logf("exited %v after the second signal", time.Since(start).Round(time.Millisecond))
 	case <-time.After(10 * time.Second):
 		t.Fatal("still running 10s after the second signal")
+	}
+}
+
+// TestPublishPartitioner: with KAFKA_PARTITIONER=murmur2, publish puts each
+// key in the partition the Java client's default partitioner would (so a
+// key keeps one partition, and its order, whoever produces it).
+func TestPublishPartitioner(t *testing.T) {
+	needBinary(t)
+	kc := consumertest.Start(t)
+	topic := kc.Topic(t, "parts", 6)
+	env := map[string]string{"KAFKA_BROKERS": strings.Join(kc.Brokers, ","), "KAFKA_TOPIC": topic, "KAFKA_PARTITIONER": "murmur2"}
+	var lines []string
+	for i := range 24 {
+		lines = append(lines, fmt.Sprintf(`{"key":"room-%d","event":{"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"r%d"}}]}}`, i, i))
+	}
+	if out, stderr, code := runCmd(t, env, strings.Join(lines, "\n"), "publish", "--file", "-"); code != 0 {
+		t.Fatalf("publish: exit %d\n%s\n%s", code, out, stderr)
+	}
+	recs, err := kc.ReadAll(context.Background(), topic)
+	if err != nil || len(recs) != 24 {
+		t.Fatalf("%d records, %v", len(recs), err)
+	}
+	java := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+	for _, m := range recs {
+		if want := java.Partition(&kgo.Record{Key: m.Key}, 6); m.Partition != want {
+			t.Errorf("key %s in partition %d; the Java partitioner puts it in %d", m.Key, m.Partition, want)
+		}
 	}
 }

@@ -51,7 +51,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if c.kafkaAccess, err = k.access(p.logger); err != nil {
 		return nil, err
 	}
-	c.consumer.Brokers, c.consumer.Dialer = c.conn.Brokers, c.conn.Dialer
+	c.consumer.Brokers, c.consumer.Dialer, c.consumer.Balancer = c.conn.Brokers, c.conn.Dialer, c.conn.Balancer
 	if c.consumer.Topic, c.consumer.DLQTopic, err = t.resolve(); err != nil {
 		return nil, err
 	}

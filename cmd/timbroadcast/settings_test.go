@@ -90,6 +90,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown OTLP protocol", nil, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, nil, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 		{"unknown OTLP traces protocol", nil, map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"}, nil, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
 		{"unknown propagator", nil, map[string]string{"OTEL_PROPAGATORS": "tracecontext,zipkin"}, nil, "OTEL_PROPAGATORS"},
+		{"unknown partitioner", nil, map[string]string{"KAFKA_PARTITIONER": "random"}, nil, "KAFKA_PARTITIONER"},
 		{"stray argument", nil, nil, []string{"extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {

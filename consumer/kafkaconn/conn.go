@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,27 @@ import (
 
 // ClientID is the client id timbroadcast presents to brokers.
 const ClientID = "timbroadcast"
+
+// Partitioners are the names Balancer knows.
+var Partitioners = []string{"fnv1a", "murmur2", "crc32"}
+
+// Balancer returns the balancer a partitioner name stands for, so keys land
+// where the other producers of a topic put them: "fnv1a" (kafka-go's and
+// Sarama's hash; "" too), "murmur2" (the Java client's default, franz-go's,
+// librdkafka's murmur2_random), "crc32" (librdkafka's default
+// consistent_random, confluent-kafka-go). Records without a key are spread
+// over the partitions.
+func Balancer(name string) (kafka.Balancer, error) {
+	switch name {
+	case "", "fnv1a":
+		return &kafka.Hash{}, nil
+	case "murmur2":
+		return kafka.Murmur2Balancer{}, nil
+	case "crc32":
+		return kafka.CRC32Balancer{}, nil
+	}
+	return nil, fmt.Errorf("unknown partitioner %q (known: %s)", name, strings.Join(Partitioners, ", "))
+}
 
 // Conn reaches one Kafka cluster.
 type Conn struct {
@@ -23,6 +45,9 @@ type Conn struct {
 	// Secrets are credential values (passwords, tokens) to scrub from
 	// anything shown to people.
 	Secrets []string
+	// Balancer maps keys to partitions in Writer; nil is FNV-1a (see
+	// Balancer).
+	Balancer kafka.Balancer
 
 	transport *kafka.Transport
 	client    *kafka.Client
@@ -56,12 +81,16 @@ func (c *Conn) Client() *kafka.Client { return c.client }
 
 // Writer returns a producer for topic that waits for the acknowledgement
 // of all in-sync replicas; records with the same key go to the same
-// partition. Callers tune batching.
+// partition (chosen by c.Balancer). Callers tune batching.
 func (c *Conn) Writer(topic string) *kafka.Writer {
+	balancer := c.Balancer
+	if balancer == nil {
+		balancer = &kafka.Hash{}
+	}
 	return &kafka.Writer{
 		Addr:         kafka.TCP(c.Brokers...),
 		Topic:        topic,
-		Balancer:     &kafka.Hash{},
+		Balancer:     balancer,
 		RequiredAcks: kafka.RequireAll,
 		Transport:    c.transport,
 	}
