@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
@@ -427,4 +428,37 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 		durationSetting{k.drainTimeout, &cfg.DrainTimeout}, durationSetting{k.pauseInitial, &cfg.PauseInitial},
 		durationSetting{k.pauseMax, &cfg.PauseMax}, durationSetting{k.stuckAfter, &cfg.StuckAfter},
 		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed}, durationSetting{k.partitionWatch, &cfg.PartitionWatchInterval})
+}
+
+// waitSettings are --wait and the receipt topic it reads: publish and
+// replay wait for the worker's receipts of what they wrote.
+type waitSettings struct {
+	wait, receipts *setting
+}
+
+func addWaitSettings(s *settings) *waitSettings {
+	return &waitSettings{
+		receipts: s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "the worker's receipt topic, read by --wait"),
+		wait: s.add("wait", "", "", "wait up to this long (e.g. 30s) for every event's receipt and print its outcome; "+
+			"exit 1 unless all were delivered (needs the receipt topic)"),
+	}
+}
+
+// resolve returns how long to wait (0: not at all) and the receipt topic,
+// for events written to topic.
+func (w *waitSettings) resolve(dryRun bool, topic string) (time.Duration, string, error) {
+	d, err := w.wait.duration()
+	if err != nil || d == 0 {
+		return 0, "", err
+	}
+	receipts := w.receipts.String()
+	switch {
+	case dryRun:
+		return 0, "", w.wait.errorf("has nothing to wait for with --dry-run")
+	case receipts == "":
+		return 0, "", w.receipts.errorf("is required with --wait: the worker's receipts say what became of each event")
+	case receipts == topic:
+		return 0, "", w.receipts.errorf("must differ from the topic written to")
+	}
+	return d, receipts, nil
 }

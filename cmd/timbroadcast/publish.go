@@ -70,9 +70,7 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	ttl := s.add("ttl", "", "", "like --expires-at, relative to now (e.g. 10m)")
 	dryRun := s.boolFlag("dry-run", "validate only; publish nothing")
 	urgent := s.boolFlag("urgent", "publish to the urgent lane (KAFKA_URGENT_TOPIC): sent before any waiting bulk event")
-	receipts := s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "the worker's receipt topic, read by --wait")
-	wait := s.add("wait", "", "", "wait up to this long (e.g. 30s) for every event's receipt and print its outcome; "+
-		"exit 1 unless all were delivered (needs the receipt topic)")
+	wait := addWaitSettings(s)
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -96,19 +94,8 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
-	if c.wait, err = wait.duration(); err != nil {
+	if c.wait, c.receiptTopic, err = wait.resolve(c.dryRun, c.topic); err != nil {
 		return nil, err
-	}
-	if c.wait > 0 {
-		c.receiptTopic = receipts.String()
-		switch {
-		case c.dryRun:
-			return nil, wait.errorf("has nothing to wait for with --dry-run")
-		case c.receiptTopic == "":
-			return nil, receipts.errorf("is required with --wait: the worker's receipts say what became of each event")
-		case c.receiptTopic == c.topic:
-			return nil, receipts.errorf("must differ from the topic published to")
-		}
 	}
 	single := text.String() != "" || custom.String() != ""
 	if single == (c.file != "") {

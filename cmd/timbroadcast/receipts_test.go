@@ -114,6 +114,7 @@ func committedHaveReceipts(t *testing.T, ce *crashEnv, receipts string) {
 // events it published and says what became of each: exit 0 when all were
 // delivered (MsgSeq printed), 1 naming the dead-lettered one, 1 with a
 // hint when no worker writes receipts; 2 without a receipt topic.
+// `replay --wait` does the same for the records it replays.
 func TestPublishWait(t *testing.T) {
 	needBinary(t)
 	kc := consumertest.Start(t)
@@ -149,6 +150,14 @@ func TestPublishWait(t *testing.T) {
 		strings.Count(out, ": delivered, MsgSeq") != 2 || !strings.Contains(out, "2 delivered, 1 dead-lettered, 0 without a receipt") ||
 		!strings.Contains(stderr, "1 of 3 event(s) not delivered") {
 		t.Errorf("publish --wait with a blocked event: exit %d\n%s\n%s", code, out, stderr)
+	}
+
+	// The moderation rule is fixed: the operator replays the dead letter
+	// and waits for it.
+	emu.SetFaults(sendertest.Faults{})
+	out, stderr, code = runCmd(t, env, "", "replay", "--reason", "content_blocked", "--wait", "30s")
+	if code != 0 || !strings.Contains(out, "replayed 1 record(s)") || !regexp.MustCompile(`\(key b\): delivered, MsgSeq \d+`).MatchString(out) {
+		t.Errorf("replay --wait: exit %d\n%s\n%s", code, out, stderr)
 	}
 
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)

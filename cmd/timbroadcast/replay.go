@@ -66,9 +66,13 @@ type replayCmd struct {
 	groupID   string
 	filter    replayFilter
 	dryRun    bool
-	stdout    io.Writer
-	stderr    io.Writer
-	bars      bool
+	// wait > 0 waits that long for the receipts of the replayed events in
+	// receiptTopic.
+	wait         time.Duration
+	receiptTopic string
+	stdout       io.Writer
+	stderr       io.Writer
+	bars         bool
 }
 
 // parseReplay resolves the replay command's settings.
@@ -85,6 +89,7 @@ func parseReplay(p process, args []string) (*replayCmd, error) {
 	toOff := s.add("to-offset", "", "", "last dead-letter offset to replay")
 	dryRun := s.boolFlag("dry-run", "list what would be replayed; publish and commit nothing")
 	toUrgent := s.boolFlag("urgent", "re-publish to the urgent topic (KAFKA_URGENT_TOPIC) instead of KAFKA_TOPIC")
+	wait := addWaitSettings(s)
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -100,6 +105,9 @@ func parseReplay(p process, args []string) (*replayCmd, error) {
 		if c.main = t.urgent.String(); c.main == "" {
 			return nil, t.urgent.errorf("is required with --urgent")
 		}
+	}
+	if c.wait, c.receiptTopic, err = wait.resolve(c.dryRun, c.main); err != nil {
+		return nil, err
 	}
 	f := replayFilter{reasons: reason.list(), fromOff: -1, toOff: -1}
 	for _, cd := range code.list() {
@@ -180,9 +188,18 @@ func (c *replayCmd) Run(ctx context.Context) error {
 	fmt.Fprintf(c.stdout, "replaying %s -> %s (group %s): %d dead-letter record(s) to examine\n", dlqTopic, main, groupID, total)
 
 	var w *kafka.Writer
+	var await *receiptAwait
 	if !c.dryRun {
+		if c.wait > 0 {
+			if await, err = newReceiptAwait(ctx, c.conn, c.receiptTopic, main); err != nil {
+				return err
+			}
+		}
 		w = c.conn.Writer(main)
 		w.BatchSize = 1
+		if await != nil {
+			w.Completion = await.produced
+		}
 		defer w.Close()
 	}
 	bar := newBar(int(total), "replaying", c.stderr, c.bars)
@@ -237,7 +254,10 @@ func (c *replayCmd) Run(ctx context.Context) error {
 		verb = "would replay"
 	}
 	fmt.Fprintf(c.stdout, "%s %d record(s), skipped %d not matching the filter\n", verb, replayed, skipped)
-	return nil
+	if await == nil || replayed == 0 {
+		return nil
+	}
+	return await.wait(ctx, c.wait, c.stdout)
 }
 
 // replayRange returns, per partition, the replay group's committed offset
