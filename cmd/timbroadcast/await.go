@@ -85,9 +85,10 @@ func (a *receiptAwait) wait(ctx context.Context, d time.Duration, out io.Writer)
 		}
 		return len(got) < len(want)
 	})
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return fmt.Errorf("read receipts from %s: %w", a.receipts, err)
 	}
+	// The wait ended (or was interrupted): say what is known.
 
 	order := make([]position, 0, len(want))
 	for at := range want {
