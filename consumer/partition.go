@@ -458,7 +458,7 @@ func (p *partition) mergeNext() (err error) {
 	body, random := best.body, best.random
 	p.ahead = p.ahead[lo-1:]
 	for i := range members {
-		members[i].span = p.w.tr.event(members[i].msg, members[i].at)
+		members[i].span = p.w.eventSpan(members[i].msg, members[i].at)
 	}
 	defer func() { endMembers(err, members...) }()
 	log := p.log.With(zap.Int64("offset", m.Offset), zap.Int("events", len(members)), zap.Uint32("random", random))
@@ -479,7 +479,7 @@ func (p *partition) mergeNext() (err error) {
 // member returns the member of a fetched record, its span started at the
 // fetch.
 func (p *partition) member(it item, ev *wire.Event) member {
-	return member{msg: it.msg, ev: ev, at: it.at, span: p.w.tr.event(it.msg, it.at)}
+	return member{msg: it.msg, ev: ev, at: it.at, span: p.w.eventSpan(it.msg, it.at)}
 }
 
 // memberLog is the partition's logger for one member: its offset, Random

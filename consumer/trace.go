@@ -9,7 +9,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
@@ -36,30 +35,34 @@ const (
 )
 
 // tracing makes the worker's spans: one per event from fetch to commit
-// (its parent the W3C trace context in the record's headers), one per API
+// (Worker.eventSpan, its parent the record's trace context), one per API
 // attempt, one per dead-letter and receipt write, and for a merged call a
 // call span linked to every member. A nil *tracing makes none and costs
 // nothing.
 type tracing struct {
 	tracer trace.Tracer
-	prop   propagation.TextMapPropagator
-	group  string
 }
 
-func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator, group string) *tracing {
+func newTracing(tp trace.TracerProvider) *tracing {
 	if tp == nil {
 		return nil
 	}
-	return &tracing{tracer: tp.Tracer(TracerName), prop: prop, group: group}
+	return &tracing{tracer: tp.Tracer(TracerName)}
 }
 
-// event starts the span of one event at the time it was fetched.
-func (t *tracing) event(m kafka.Message, fetched time.Time) trace.Span {
-	if t == nil {
+// recordContext is the trace context in a record's headers, as the
+// worker's propagator reads it.
+func (w *Worker) recordContext(m kafka.Message) context.Context {
+	return w.prop.Extract(context.Background(), wire.HeaderCarrier{Headers: &m.Headers})
+}
+
+// eventSpan starts the span of one event at the time it was fetched, its
+// parent the record's trace context; nil without tracing.
+func (w *Worker) eventSpan(m kafka.Message, fetched time.Time) trace.Span {
+	if w.tr == nil {
 		return nil
 	}
-	parent := t.prop.Extract(context.Background(), wire.HeaderCarrier{Headers: &m.Headers})
-	_, span := t.tracer.Start(parent, "process "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(fetched),
+	_, span := w.tr.tracer.Start(w.recordContext(m), "process "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(fetched),
 		trace.WithAttributes(
 			semconv.MessagingSystemKafka,
 			semconv.MessagingOperationTypeProcess,
@@ -68,7 +71,7 @@ func (t *tracing) event(m kafka.Message, fetched time.Time) trace.Span {
 			semconv.MessagingDestinationPartitionID(strconv.Itoa(m.Partition)),
 			semconv.MessagingKafkaOffset(int(m.Offset)),
 			semconv.MessagingKafkaMessageKey(string(m.Key)),
-			semconv.MessagingConsumerGroupName(t.group),
+			semconv.MessagingConsumerGroupName(w.cfg.GroupID),
 			semconv.MessagingMessageBodySize(len(m.Value)),
 		))
 	return span
@@ -173,7 +176,7 @@ func (w *Worker) eventTraceFields(m member) []zap.Field {
 	if m.span != nil {
 		return traceFields(m.span)
 	}
-	sc := trace.SpanContextFromContext(w.prop.Extract(context.Background(), wire.HeaderCarrier{Headers: &m.msg.Headers}))
+	sc := trace.SpanContextFromContext(w.recordContext(m.msg))
 	if !sc.IsValid() {
 		return nil
 	}

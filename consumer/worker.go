@@ -268,7 +268,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
 	w.traceHeaders = append([]string{}, w.prop.Fields()...) // OTEL_PROPAGATORS=none: copy none
-	w.tr = newTracing(cfg.TracerProvider, w.prop, cfg.GroupID)
+	w.tr = newTracing(cfg.TracerProvider)
 	if cfg.ReceiptTopic != "" {
 		// A call's receipts go out together, after at most a millisecond
 		// of lingering (kafka-go flushes a batch when full or after

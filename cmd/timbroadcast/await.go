@@ -23,8 +23,9 @@ import (
 // ends, and says what became of each.
 type receiptAwait struct {
 	conn     *kafkaconn.Conn
-	receipts string // the receipt topic
-	topic    string // the topic published to
+	receipts string        // the receipt topic
+	d        time.Duration // how long to wait
+	topic    string        // the topic written to
 	from     map[int]int64
 	start    time.Time
 
@@ -38,12 +39,27 @@ type position struct {
 	offset    int64
 }
 
-func newReceiptAwait(ctx context.Context, conn *kafkaconn.Conn, receipts, topic string) (*receiptAwait, error) {
-	from, err := conn.Ends(ctx, receipts)
-	if err != nil {
-		return nil, configError{fmt.Errorf("KAFKA_RECEIPT_TOPIC (--receipt-topic) %s: %w", receipts, err)}
+// receiptWait is a resolved --wait: for how long, in which receipt topic;
+// zero for no wait.
+type receiptWait struct {
+	d     time.Duration
+	topic string
+}
+
+// start prepares waiting for the receipts of what out writes to topic
+// (nil when not waiting): it reads the receipt topic's end, so it comes
+// before the first write, and records where out's records go.
+func (rw receiptWait) start(ctx context.Context, conn *kafkaconn.Conn, topic string, out *kafka.Writer) (*receiptAwait, error) {
+	if rw.d == 0 {
+		return nil, nil
 	}
-	return &receiptAwait{conn: conn, receipts: receipts, topic: topic, from: from, start: time.Now()}, nil
+	from, err := conn.Ends(ctx, rw.topic)
+	if err != nil {
+		return nil, configError{fmt.Errorf("KAFKA_RECEIPT_TOPIC (--receipt-topic) %s: %w", rw.topic, err)}
+	}
+	a := &receiptAwait{conn: conn, receipts: rw.topic, d: rw.d, topic: topic, from: from, start: time.Now()}
+	out.Completion = a.produced
+	return a, nil
 }
 
 // produced is the writer's Completion: it records where events went.
@@ -62,17 +78,24 @@ func (a *receiptAwait) produced(ms []kafka.Message, err error) {
 // this many, else only those not delivered.
 const maxListed = 20
 
-// wait follows the receipt topic for up to d and prints each event's
-// outcome; it returns an error unless every event was delivered.
-func (a *receiptAwait) wait(ctx context.Context, d time.Duration, out io.Writer) error {
+// wait follows the receipt topic for up to a.d and prints each written
+// event's outcome; it returns an error unless every event was delivered.
+// A nil receiptAwait (no --wait), or nothing written, waits for nothing.
+func (a *receiptAwait) wait(ctx context.Context, out io.Writer) error {
+	if a == nil {
+		return nil
+	}
 	a.mu.Lock()
 	want := make(map[position]kafka.Message, len(a.sent))
 	for _, m := range a.sent {
 		want[position{m.Partition, m.Offset}] = m
 	}
 	a.mu.Unlock()
+	if len(want) == 0 {
+		return nil
+	}
 	got := map[position]wire.Receipt{}
-	wctx, cancel := context.WithTimeout(ctx, d)
+	wctx, cancel := context.WithTimeout(ctx, a.d)
 	defer cancel()
 	err := a.conn.Follow(wctx, a.receipts, a.from, func(m kafka.Message) bool {
 		r, err := wire.DecodeReceipt(m.Value)

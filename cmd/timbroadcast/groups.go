@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
@@ -444,21 +443,20 @@ func addWaitSettings(s *settings) *waitSettings {
 	}
 }
 
-// resolve returns how long to wait (0: not at all) and the receipt topic,
-// for events written to topic.
-func (w *waitSettings) resolve(dryRun bool, topic string) (time.Duration, string, error) {
+// resolve returns the wait for events written to topic (zero: none).
+func (w *waitSettings) resolve(dryRun bool, topic string) (receiptWait, error) {
 	d, err := w.wait.duration()
 	if err != nil || d == 0 {
-		return 0, "", err
+		return receiptWait{}, err
 	}
 	receipts := w.receipts.String()
 	switch {
 	case dryRun:
-		return 0, "", w.wait.errorf("has nothing to wait for with --dry-run")
+		return receiptWait{}, w.wait.errorf("has nothing to wait for with --dry-run")
 	case receipts == "":
-		return 0, "", w.receipts.errorf("is required with --wait: the worker's receipts say what became of each event")
+		return receiptWait{}, w.receipts.errorf("is required with --wait: the worker's receipts say what became of each event")
 	case receipts == topic:
-		return 0, "", w.receipts.errorf("must differ from the topic written to")
+		return receiptWait{}, w.receipts.errorf("must differ from the topic written to")
 	}
-	return d, receipts, nil
+	return receiptWait{d: d, topic: receipts}, nil
 }

@@ -46,10 +46,7 @@ type publishCmd struct {
 	stderr      io.Writer
 	bars        bool
 	tracing     *tracingSettings
-	// wait > 0 waits that long for the receipts of the published events
-	// in receiptTopic.
-	wait         time.Duration
-	receiptTopic string
+	wait        receiptWait // for the receipts of the published events
 }
 
 // parsePublish resolves the publish command's settings; a single event
@@ -94,7 +91,7 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
-	if c.wait, c.receiptTopic, err = wait.resolve(c.dryRun, c.topic); err != nil {
+	if c.wait, err = wait.resolve(c.dryRun, c.topic); err != nil {
 		return nil, err
 	}
 	single := text.String() != "" || custom.String() != ""
@@ -148,20 +145,14 @@ func (c *publishCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopTracing()
-	var await *receiptAwait
-	if c.wait > 0 {
-		// Receipts of these events come after the receipt topic's current end.
-		if await, err = newReceiptAwait(ctx, c.conn, c.receiptTopic, c.topic); err != nil {
-			return err
-		}
-	}
-	spans := startPublishSpans(ctx, tp, c.tracing.propagator, c.topic, msgs)
 	w := c.conn.Writer(c.topic)
 	w.BatchTimeout, w.BatchSize = 5*time.Millisecond, 200
-	if await != nil {
-		w.Completion = await.produced
-	}
 	defer w.Close()
+	await, err := c.wait.start(ctx, c.conn, c.topic, w)
+	if err != nil {
+		return err
+	}
+	spans := startPublishSpans(ctx, tp, c.tracing.propagator, c.topic, msgs)
 	bar := newBar(len(msgs), "publishing", c.stderr, c.bars)
 	const chunk = 200
 	for i := 0; i < len(msgs); i += chunk {
@@ -184,10 +175,7 @@ func (c *publishCmd) Run(ctx context.Context) error {
 	} else {
 		fmt.Fprintf(c.stdout, "published %d event(s) to %s\n", len(msgs), c.topic)
 	}
-	if await == nil {
-		return nil
-	}
-	return await.wait(ctx, c.wait, c.stdout)
+	return await.wait(ctx, c.stdout)
 }
 
 // startPublishSpans starts a producer span per record and writes its trace

@@ -66,13 +66,10 @@ type replayCmd struct {
 	groupID   string
 	filter    replayFilter
 	dryRun    bool
-	// wait > 0 waits that long for the receipts of the replayed events in
-	// receiptTopic.
-	wait         time.Duration
-	receiptTopic string
-	stdout       io.Writer
-	stderr       io.Writer
-	bars         bool
+	wait      receiptWait // for the receipts of the replayed events
+	stdout    io.Writer
+	stderr    io.Writer
+	bars      bool
 }
 
 // parseReplay resolves the replay command's settings.
@@ -106,7 +103,7 @@ func parseReplay(p process, args []string) (*replayCmd, error) {
 			return nil, t.urgent.errorf("is required with --urgent")
 		}
 	}
-	if c.wait, c.receiptTopic, err = wait.resolve(c.dryRun, c.main); err != nil {
+	if c.wait, err = wait.resolve(c.dryRun, c.main); err != nil {
 		return nil, err
 	}
 	f := replayFilter{reasons: reason.list(), fromOff: -1, toOff: -1}
@@ -190,17 +187,12 @@ func (c *replayCmd) Run(ctx context.Context) error {
 	var w *kafka.Writer
 	var await *receiptAwait
 	if !c.dryRun {
-		if c.wait > 0 {
-			if await, err = newReceiptAwait(ctx, c.conn, c.receiptTopic, main); err != nil {
-				return err
-			}
-		}
 		w = c.conn.Writer(main)
 		w.BatchSize = 1
-		if await != nil {
-			w.Completion = await.produced
-		}
 		defer w.Close()
+		if await, err = c.wait.start(ctx, c.conn, main, w); err != nil {
+			return err
+		}
 	}
 	bar := newBar(int(total), "replaying", c.stderr, c.bars)
 	replayed, skipped := 0, 0
@@ -254,10 +246,7 @@ func (c *replayCmd) Run(ctx context.Context) error {
 		verb = "would replay"
 	}
 	fmt.Fprintf(c.stdout, "%s %d record(s), skipped %d not matching the filter\n", verb, replayed, skipped)
-	if await == nil || replayed == 0 {
-		return nil
-	}
-	return await.wait(ctx, c.wait, c.stdout)
+	return await.wait(ctx, c.stdout)
 }
 
 // replayRange returns, per partition, the replay group's committed offset

@@ -253,8 +253,8 @@ func TestPublishWaitSettings(t *testing.T) {
 	env := validRunEnv()
 	env["KAFKA_RECEIPT_TOPIC"] = "t.receipts"
 	p, err := parsePublish(process{getenv: envOf(env)}, []string{"--text", "hi", "--wait", "30s"})
-	if err != nil || p.wait != 30*time.Second || p.receiptTopic != "t.receipts" {
-		t.Fatalf("publish --wait 30s: wait %v topic %q, %v", p.wait, p.receiptTopic, err)
+	if err != nil || p.wait.d != 30*time.Second || p.wait.topic != "t.receipts" {
+		t.Fatalf("publish --wait 30s: wait %v topic %q, %v", p.wait.d, p.wait.topic, err)
 	}
 	for _, tt := range []struct {
 		set  map[string]string

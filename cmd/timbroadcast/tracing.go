@@ -118,15 +118,13 @@ func (t *tracingSettings) start(ctx context.Context, log *zap.Logger) (trace.Tra
 		return nil, nil, configError{fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)}
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	switch t.otlp {
-	case "http/protobuf":
-		exp, err := otlptracehttp.New(ctx)
-		if err != nil {
-			return nil, nil, configError{fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)}
+	if t.otlp != "" {
+		var exp sdktrace.SpanExporter
+		if t.otlp == "grpc" {
+			exp, err = otlptracegrpc.New(ctx)
+		} else {
+			exp, err = otlptracehttp.New(ctx)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
-	case "grpc":
-		exp, err := otlptracegrpc.New(ctx)
 		if err != nil {
 			return nil, nil, configError{fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -240,43 +241,35 @@ func (c *Conn) ReadFrom(ctx context.Context, topic string, from map[int]int64) (
 	if err != nil {
 		return nil, err
 	}
-	parts := make([]int, 0, len(ends))
-	for p := range ends {
-		parts = append(parts, p)
+	read := map[int]int64{} // partitions with records left to read, from where
+	for p, end := range ends {
+		if start := max(from[p], starts[p]); start < end {
+			read[p] = start
+		}
 	}
-	sort.Ints(parts)
 	var out []kafka.Message
-	for _, p := range parts {
-		start := max(from[p], starts[p])
-		if start >= ends[p] {
-			continue
-		}
-		msgs, err := c.readPartition(ctx, topic, p, start, ends[p])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, msgs...)
+	if len(read) > 0 {
+		err = c.Follow(ctx, topic, maps.Clone(read), func(m kafka.Message) bool {
+			if _, ok := read[m.Partition]; !ok {
+				return true // past its end meanwhile
+			}
+			out = append(out, m)
+			if m.Offset+1 >= ends[m.Partition] {
+				delete(read, m.Partition)
+			}
+			return len(read) > 0
+		})
 	}
-	return out, nil
-}
-
-func (c *Conn) readPartition(ctx context.Context, topic string, partition int, start, end int64) ([]kafka.Message, error) {
-	r := c.Reader(kafka.ReaderConfig{Topic: topic, Partition: partition, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(start); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	var out []kafka.Message
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("read %s/%d: %w", topic, partition, err)
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Partition != out[j].Partition {
+			return out[i].Partition < out[j].Partition
 		}
-		out = append(out, m)
-		if m.Offset+1 >= end {
-			return out, nil
-		}
-	}
+		return out[i].Offset < out[j].Offset
+	})
+	return out, nil
 }
 
 // Follow reads the partitions of topic named in from, each from its offset

@@ -94,6 +94,15 @@ func originalHeaders(hs []kafka.Header) []kafka.Header {
 	return out
 }
 
+// cutInfo is the failure's Info cut to MaxInfoBytes, as dead-letter
+// headers and receipts carry it.
+func (f Failure) cutInfo() string {
+	if len(f.Info) > MaxInfoBytes {
+		return f.Info[:MaxInfoBytes]
+	}
+	return f.Info
+}
+
 // DeadLetterMessage builds the dead-letter record for m. A record replayed
 // from the dead-letter topic carries the headers of its earlier failure:
 // the new ones replace them.
@@ -103,10 +112,7 @@ func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 	if class == "" {
 		class = defaultClass
 	}
-	info := f.Info
-	if len(info) > MaxInfoBytes {
-		info = info[:MaxInfoBytes]
-	}
+	info := f.cutInfo()
 	add := func(k, v string) { headers = append(headers, kafka.Header{Key: k, Value: []byte(v)}) }
 	add(HeaderDLQReason, f.Reason)
 	add(HeaderDLQClass, class)

@@ -117,11 +117,7 @@ func (r *Receipt) SetCall(random uint32, events, attempts int, first, call time.
 
 // ReceiptDeadLetterOf returns the receipt's view of a dead-letter failure.
 func ReceiptDeadLetterOf(topic string, f Failure) *ReceiptDeadLetter {
-	info := f.Info
-	if len(info) > MaxInfoBytes {
-		info = info[:MaxInfoBytes]
-	}
-	return &ReceiptDeadLetter{Topic: topic, Reason: f.Reason, Code: f.Code, Info: info, Field: f.Field}
+	return &ReceiptDeadLetter{Topic: topic, Reason: f.Reason, Code: f.Code, Info: f.cutInfo(), Field: f.Field}
 }
 
 // ReceiptMessage returns the receipt record of event record m: keyed like
