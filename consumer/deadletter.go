@@ -11,15 +11,15 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
-// deadLetter writes the member's record to the dead-letter topic (the
-// record as wire.DeadLetterMessage builds it, or a truncated copy when it
-// is too large for the topic) with writeHeld; then writes its receipt. c is
-// the call that failed, if one was made. It returns errStopped if the send
-// context ended first.
-func (p *partition) deadLetter(log *zap.Logger, mb member, f wire.Failure, c call) error {
-	w, m := p.w, mb.msg
+// deadLetter dead-letters member m of call c: it writes the record (as
+// wire.DeadLetterMessage builds it, or a truncated copy when it is too
+// large for the topic) with writeHeld, observes the outcome, then writes
+// its receipt.
+func (p *partition) deadLetter(c *call, m *record) error {
+	w, msg, log := p.w, m.msg, p.memberLog(m)
+	f := c.failure(m)
 	f.FailedAt = w.cfg.Now()
-	full := wire.DeadLetterMessage(m, f)
+	full := wire.DeadLetterMessage(msg, f)
 	truncations := 0
 	tooBig := func(err error) []kafka.Message {
 		if !tooLarge(err) || truncations == 2 {
@@ -29,40 +29,27 @@ func (p *partition) deadLetter(log *zap.Logger, mb member, f wire.Failure, c cal
 		// what was cut, so the partition moves on.
 		truncations++
 		log.Error("dead-letter record too large for the dead-letter topic; writing a truncated copy",
-			zap.Int("original_value_bytes", len(m.Value)), zap.Int("step", truncations), zap.Error(err))
-		return []kafka.Message{wire.TruncateDeadLetter(full, m.Value, truncations)}
+			zap.Int("original_value_bytes", len(msg.Value)), zap.Int("step", truncations), zap.Error(err))
+		return []kafka.Message{wire.TruncateDeadLetter(full, msg.Value, truncations)}
 	}
-	span := w.tr.write(mb.span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
-	if err := p.writeHeld(log, "dead-letter write", w.dlq, m.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
+	span := w.tr.write(m.span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
+	if err := p.writeHeld(log, "dead-letter write", w.dlq, msg.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
 		return err
 	}
 	if truncations > 0 {
 		w.metrics.recordDeadLetterTruncated()
 	}
-	w.metrics.recordDeadLettered(f.Reason)
-	w.metrics.recordLane(m.Topic, "dead_lettered")
-	log.Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
-		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
-	if mb.span != nil {
-		mb.span.SetAttributes(AttrOutcome.String(wire.OutcomeDeadLettered), AttrReason.String(f.Reason),
-			AttrErrorCode.Int(f.Code), AttrAttempts.Int(c.attempts))
-		if f.Random != 0 {
-			mb.span.SetAttributes(AttrRandom.Int64(int64(f.Random)))
-		}
+	p.outcome(c, m, &f)
+	if w.receipts == nil {
+		return nil
 	}
-	if w.receipts != nil {
-		r := wire.ReceiptFor(m, wire.OutcomeDeadLettered, w.cfg.Now())
-		r.Random = f.Random
-		if c.events > 0 {
-			r.SetCall(c.random, c.events, c.attempts, c.first, c.at)
-		}
-		r.DeadLetter = wire.ReceiptDeadLetterOf(w.cfg.DLQTopic, f)
-		if err := p.writeReceipts(log, []member{mb}, []wire.Receipt{r}); err != nil {
-			return err
-		}
+	r := wire.ReceiptFor(msg, wire.OutcomeDeadLettered, w.cfg.Now())
+	r.Random = f.Random
+	if c.res != resultInvalid { // a call was planned for it
+		r.SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
 	}
-	p.report(m, mb.ev, Outcome{DeadLetter: &f, Attempts: f.Attempts})
-	return nil
+	r.DeadLetter = wire.ReceiptDeadLetterOf(w.cfg.DLQTopic, f)
+	return p.writeReceipts(log, []*record{m}, []wire.Receipt{r})
 }
 
 // tooLarge reports whether a write failed because the record is too large
@@ -89,10 +76,10 @@ func tooLarge(err error) bool {
 // hold's error starting with what); refused, if set, sees each refusal
 // first and may return the records to write instead, at once. spans (nil
 // ones included) record the refusals and end with the outcome. It returns
-// errStopped if the send context ended first.
+// errAbandoned (or why taking ended) if sending ended first.
 func (p *partition) writeHeld(log *zap.Logger, what string, out *kafka.Writer, offset int64, msgs []kafka.Message,
 	spans []trace.Span, refused func(error) []kafka.Message) error {
-	w, ctx := p.w, p.sendCtx
+	w, ctx := p.w, p.sending
 	endSpans := func(err error) {
 		for _, s := range spans {
 			end(s, err)
@@ -108,7 +95,7 @@ func (p *partition) writeHeld(log *zap.Logger, what string, out *kafka.Writer, o
 			return nil
 		case ctx.Err() != nil:
 			endSpans(err)
-			return errStopped
+			return p.abandoned()
 		}
 		for _, s := range spans {
 			if s != nil {
@@ -126,7 +113,7 @@ func (p *partition) writeHeld(log *zap.Logger, what string, out *kafka.Writer, o
 			zap.Int("attempt", attempt), zap.String("topic", out.Topic), zap.Error(err))
 		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
 			endSpans(err)
-			return errStopped
+			return p.abandoned()
 		}
 	}
 }

@@ -120,6 +120,21 @@ func (g *gate) probeDone(cleared bool) (pausedFor time.Duration) {
 	return pausedFor
 }
 
+// release ends a probe that sent nothing (probe false: nothing to do):
+// another caller may probe.
+func (g *gate) release(probe bool) {
+	if probe {
+		g.probeDone(false)
+	}
+}
+
+// closed reports whether the gate is paused.
+func (g *gate) closed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused
+}
+
 // state reports whether the gate is paused, since when and why.
 func (g *gate) state() (paused bool, since time.Time, cause error) {
 	g.mu.Lock()

@@ -34,6 +34,7 @@ type Metrics struct {
 	receiptFailures prometheus.Counter
 	receiptWrite    prometheus.Histogram
 	fetchErrors     *prometheus.CounterVec
+	commitErrors    *prometheus.CounterVec
 
 	stuckFn atomic.Pointer[func() (int, time.Duration)]
 
@@ -102,7 +103,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.truncated = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "timbroadcast_dead_letters_truncated_total", Help: "Dead-letter records written as a truncated copy because the full one was too large.",
 	})
-	reg.MustRegister(m.skipped, m.fetchErrors, m.truncated)
+	m.commitErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_commit_failures_total", Help: "Offset commits the broker refused, by error (each retried while the partition holds; a lost generation is not counted).",
+	}, []string{"error"})
+	reg.MustRegister(m.skipped, m.fetchErrors, m.truncated, m.commitErrors)
 	m.receipts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_receipts_total", Help: "Receipts written to the receipt topic, by outcome (delivered, dead_lettered).",
 	}, []string{"outcome"})
@@ -127,7 +131,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.lagByTP = map[string]map[int]int64{}
 	reg.MustRegister(m.laneEvents, m.laneWaiting, m.urgentDelay)
 	stuckCount := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "timbroadcast_stuck_partitions", Help: "Partitions failing on one record (send retried, dead-letter write refused) for longer than TIM_STUCK_AFTER.",
+		Name: "timbroadcast_stuck_partitions", Help: "Partitions failing on one record (send retried, dead-letter, receipt or commit refused) for longer than TIM_STUCK_AFTER.",
 	}, func() float64 { n, _ := m.stuck(); return float64(n) })
 	longest := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "timbroadcast_longest_failing_seconds", Help: "How long the partition failing the longest on one record has been failing; 0 when none is.",
@@ -263,6 +267,12 @@ func (m *Metrics) observeCommit(d time.Duration) {
 		return
 	}
 	m.commitTime.Observe(d.Seconds())
+}
+
+func (m *Metrics) recordCommitFailure(what string) {
+	if m != nil {
+		m.commitErrors.WithLabelValues(what).Inc()
+	}
 }
 
 func (m *Metrics) setAssigned(n int, released []topicPartition) {

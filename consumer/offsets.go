@@ -24,8 +24,19 @@ type kafkaClient interface {
 
 // errGenerationGone says the broker refused a commit because this member's
 // generation has ended (a rebalance): the partition stops and the worker
-// rejoins.
+// rejoins. It is the only commit error that makes the member rejoin.
 var errGenerationGone = errors.New("the consumer-group generation has ended")
+
+// generationGone reports whether a commit error says the generation is
+// over: the member must rejoin to get a new one.
+func generationGone(err error) bool {
+	for _, e := range []kafka.Error{kafka.IllegalGeneration, kafka.UnknownMemberId, kafka.RebalanceInProgress, kafka.FencedInstanceID} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
 
 // offsets commits and reads back one partition's offsets within one
 // generation: commits carry the generation and member id, so the broker
@@ -38,45 +49,121 @@ type offsets struct {
 	topic      string
 	partition  int
 	metrics    *Metrics
-	// retryWait is the first wait between reads that failed; default
-	// 100ms, doubling to 5s.
+	// retryWait is the first wait between reads or commits that failed;
+	// default 100ms, doubling to 5s.
 	retryWait time.Duration
 }
 
 // commit stores the next offset to read, with metadata (an in-flight
-// record, or ""). Transient errors are retried a few times; an error that
-// says the generation is gone wraps errGenerationGone.
-func (o *offsets) commit(next int64, metadata string) error {
+// record, or ""). A refusal that says the generation is gone is final: it
+// wraps errGenerationGone. Every other refusal (a timeout, a moving
+// coordinator, an ACL that does not allow the commit) is retried with a
+// capped backoff until ctx ends; refused, if set, sees each one first.
+// Retrying is safe: nothing moves on until the commit is stored.
+func (o *offsets) commit(ctx context.Context, next int64, metadata string, refused func(err error, attempt int)) error {
 	start := time.Now()
-	var err error
-	for attempt := range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var resp *kafka.OffsetCommitResponse
-		resp, err = o.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
-			GroupID:      o.group,
-			GenerationID: int(o.generation),
-			MemberID:     o.member,
-			Topics:       map[string][]kafka.OffsetCommit{o.topic: {{Partition: o.partition, Offset: next, Metadata: metadata}}},
-		})
-		cancel()
-		if err == nil {
-			for _, p := range resp.Topics[o.topic] {
-				if p.Error != nil {
-					err = p.Error
-				}
-			}
-		}
-		if err == nil {
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(o.wait()), backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	for attempt := 1; ; attempt++ {
+		err := o.commitOnce(ctx, next, metadata)
+		switch {
+		case err == nil:
 			o.metrics.observeCommit(time.Since(start))
 			return nil
-		}
-		var kerr kafka.Error
-		if errors.As(err, &kerr) && !kerr.Temporary() {
+		case generationGone(err):
 			return fmt.Errorf("commit offset %d: %w (%w)", next, err, errGenerationGone)
+		case ctx.Err() != nil:
+			return fmt.Errorf("commit offset %d: %w", next, ctx.Err())
 		}
-		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+		o.metrics.recordCommitFailure(commitErrorName(err))
+		if refused != nil {
+			refused(err, attempt)
+		}
+		if err := sleepCtx(ctx, bo.NextBackOff()); err != nil {
+			return fmt.Errorf("commit offset %d: %w", next, err)
+		}
 	}
-	return fmt.Errorf("commit offset %d: %w", next, err)
+}
+
+// commitOnce makes one OffsetCommit request; the error is the request's
+// or the partition's in the answer.
+func (o *offsets) commitOnce(ctx context.Context, next int64, metadata string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := o.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID:      o.group,
+		GenerationID: int(o.generation),
+		MemberID:     o.member,
+		Topics:       map[string][]kafka.OffsetCommit{o.topic: {{Partition: o.partition, Offset: next, Metadata: metadata}}},
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range resp.Topics[o.topic] {
+		if p.Error != nil {
+			return p.Error
+		}
+	}
+	return nil
+}
+
+// commitErrorName names a commit error for the metric: the Kafka error's
+// name, or "request".
+func commitErrorName(err error) string {
+	var kerr kafka.Error
+	if errors.As(err, &kerr) {
+		return kerr.Title()
+	}
+	return "request"
+}
+
+// commitHint says what an operator can do about a commit refused with
+// err, or "" when retrying is all there is to do.
+func (o *offsets) commitHint(err error) string {
+	switch {
+	case errors.Is(err, kafka.GroupAuthorizationFailed):
+		return fmt.Sprintf("the principal may not commit for consumer group %q: grant it READ on the group (kafka-acls --add --allow-principal User:<name> --operation Read --group %s)", o.group, o.group)
+	case errors.Is(err, kafka.TopicAuthorizationFailed):
+		return fmt.Sprintf("the principal may not commit offsets of topic %q: grant it READ on the topic (kafka-acls --add --allow-principal User:<name> --operation Read --topic %s)", o.topic, o.topic)
+	case errors.Is(err, kafka.OffsetMetadataTooLarge):
+		return "the broker's offset.metadata.max.bytes is below what timbroadcast records in flight (about 100 bytes): raise it"
+	}
+	return ""
+}
+
+// commit commits next (with metadata) for the partition, holding it at
+// offset at while the broker refuses: the refusal is logged (at error
+// level with what to grant when an ACL refuses it), shows as the hold's
+// failure (stuck in /readyz and the stuck metric after StuckAfter) and is
+// retried with backoff. Only a lost generation ends the partition
+// (errGenerationGone, then the member rejoins); a commit cut short by the
+// end of sending returns errAbandoned (or why taking ended).
+func (p *partition) commit(at, next int64, metadata string) error {
+	failed := false
+	err := p.offsets.commit(p.sending, next, metadata, func(err error, attempt int) {
+		if !failed {
+			failed = true
+			p.w.holds.ensure(p.tp, at)
+		}
+		p.w.holds.fail(p.tp, p.w.cfg.Now(), "offset commit refused: "+err.Error())
+		fields := []zap.Field{zap.Int64("offset", next), zap.Int("attempt", attempt), zap.Error(err)}
+		if hint := p.offsets.commitHint(err); hint != "" {
+			p.log.Error("offset commit refused; holding the partition and retrying (nothing moves on, nothing is sent twice): "+hint, fields...)
+		} else {
+			p.log.Warn("offset commit failed; holding the partition and retrying", fields...)
+		}
+	})
+	switch {
+	case err == nil:
+		if failed {
+			p.w.holds.start(p.tp, at) // the hold goes on, its failures over
+			p.log.Info("offset commit accepted again", zap.Int64("offset", next))
+		}
+		return nil
+	case errors.Is(err, errGenerationGone):
+		return err
+	}
+	return p.abandoned()
 }
 
 // read returns the committed offset (-1 for none) and the call recorded as
@@ -150,93 +237,4 @@ func (o *offsets) bounds(ctx context.Context) (start, end int64, err error) {
 		return po.FirstOffset, po.LastOffset, nil
 	}
 	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition missing from the answer", o.topic, o.partition)
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// resume finishes a call recorded as in flight by an earlier owner (or by
-// this one before a restart): the same records, the same bytes, so the
-// server's dedupe discards a resend. A call recorded as delivered is not
-// sent again: its receipts are written and it is committed. A call that
-// cannot be rebuilt byte for byte (its records were compacted away or
-// changed) is sent record by record, with a warning: never a reason to stop
-// the partition.
-func (p *partition) resume(offset int64, f wire.InFlight) (err error) {
-	log := p.log.With(zap.Int64("first_offset", offset), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
-	log.Info("resuming the call recorded as in flight", zap.Bool("delivered", f.Delivered != nil))
-	_, end, err := p.offsets.bounds(p.fetchCtx)
-	if err != nil {
-		return err
-	}
-	var got []item
-	for offset < end {
-		it, err := p.nextItem()
-		if err != nil {
-			return err
-		}
-		if it.skipTo != 0 {
-			// Positions without records: inside the call's range they are
-			// passed over; past it, or at the log end, the call ends here.
-			if it.skipTo > f.Last || it.skipTo >= end {
-				p.unread(it)
-				break
-			}
-			continue
-		}
-		m := it.msg
-		if m.Offset > f.Last {
-			p.unread(it) // the call's last records are gone (compaction)
-			break
-		}
-		got = append(got, it)
-		if m.Offset == f.Last || m.Offset+1 >= end {
-			break
-		}
-	}
-	members := make([]member, len(got))
-	errs := make([]error, len(got))
-	decoded := true
-	for i, it := range got {
-		var ev *wire.Event
-		ev, errs[i] = decode(it.msg)
-		members[i] = p.member(it, ev)
-		decoded = decoded && errs[i] == nil
-	}
-	defer func() { endMembers(err, members...) }()
-	if d := f.Delivered; d != nil && decoded && len(members) > 0 {
-		c := call{res: resultDelivered, random: f.Random, events: len(members), attempts: d.Attempts, msgSeq: d.MsgSeq,
-			first: d.FirstAttempt, at: d.Call, final: d.Final}
-		if err := p.writeReceipts(log, members, deliveredReceipts(members, c)); err != nil {
-			return err
-		}
-		return p.offsets.commit(f.Last+1, "")
-	}
-	if decoded && len(got) > 0 && got[0].msg.Offset == offset && got[len(got)-1].msg.Offset == f.Last {
-		body, random, err := p.w.build(members)
-		if err == nil && random == f.Random {
-			return p.finish(log, members, body, random, false, true)
-		}
-	}
-	log.Warn("the call recorded as in flight cannot be rebuilt byte for byte (records compacted away or changed); "+
-		"sending its surviving records one by one: if the earlier call reached the server, these events may be shown twice",
-		zap.Int("surviving_records", len(got)))
-	for i, m := range members {
-		if err := p.handle(m, errs[i], true); err != nil {
-			return err
-		}
-		if err := p.commitPast(m); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -59,7 +59,7 @@ func commitAnswers(reqs *[]*kafka.OffsetCommitRequest, errs ...error) *fakeClien
 func TestCommitCarriesGenerationAndMetadata(t *testing.T) {
 	var reqs []*kafka.OffsetCommitRequest
 	meta := wire.InFlight{Last: 12, Random: 99}.String()
-	if err := testOffsets(commitAnswers(&reqs)).commit(10, meta); err != nil {
+	if err := testOffsets(commitAnswers(&reqs)).commit(context.Background(), 10, meta, nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(reqs) != 1 {
@@ -75,7 +75,7 @@ func TestCommitCarriesGenerationAndMetadata(t *testing.T) {
 
 func TestCommitRetriesTransientErrors(t *testing.T) {
 	var reqs []*kafka.OffsetCommitRequest
-	err := testOffsets(commitAnswers(&reqs, kafka.RequestTimedOut, kafka.NotCoordinatorForGroup)).commit(5, "")
+	err := testOffsets(commitAnswers(&reqs, kafka.RequestTimedOut, kafka.NotCoordinatorForGroup)).commit(context.Background(), 5, "", nil)
 	if err != nil {
 		t.Fatalf("commit after two transient errors: %v", err)
 	}
@@ -86,12 +86,53 @@ func TestCommitRetriesTransientErrors(t *testing.T) {
 
 func TestCommitStopsWhenTheGenerationIsGone(t *testing.T) {
 	var reqs []*kafka.OffsetCommitRequest
-	err := testOffsets(commitAnswers(&reqs, kafka.IllegalGeneration)).commit(5, "")
-	if !errors.Is(err, kafka.IllegalGeneration) || !errors.Is(err, errGenerationGone) || !strings.Contains(err.Error(), "commit offset 5") {
-		t.Fatalf("commit = %v, want IllegalGeneration (generation gone) naming the offset", err)
+	for _, gone := range []kafka.Error{kafka.IllegalGeneration, kafka.UnknownMemberId, kafka.RebalanceInProgress, kafka.FencedInstanceID} {
+		reqs = nil
+		err := testOffsets(commitAnswers(&reqs, gone)).commit(context.Background(), 5, "", nil)
+		if !errors.Is(err, gone) || !errors.Is(err, errGenerationGone) || !strings.Contains(err.Error(), "commit offset 5") {
+			t.Fatalf("commit = %v, want %v (generation gone) naming the offset", err, gone)
+		}
+		if len(reqs) != 1 {
+			t.Errorf("%v: %d attempts, want 1 (a refused generation is final)", gone, len(reqs))
+		}
 	}
-	if len(reqs) != 1 {
-		t.Errorf("%d attempts, want 1 (a refused generation is final)", len(reqs))
+}
+
+// A commit an ACL refuses is not a lost generation: it is retried (the
+// partition holds) until it is accepted, each refusal seen by the hook.
+func TestCommitRefusedByACLHolds(t *testing.T) {
+	for _, refusal := range []kafka.Error{kafka.GroupAuthorizationFailed, kafka.TopicAuthorizationFailed, kafka.OffsetMetadataTooLarge} {
+		var reqs []*kafka.OffsetCommitRequest
+		var seen []error
+		o := testOffsets(commitAnswers(&reqs, refusal, refusal, refusal, refusal))
+		err := o.commit(context.Background(), 5, "", func(err error, attempt int) {
+			seen = append(seen, err)
+			if attempt != len(seen) {
+				t.Errorf("attempt %d, want %d", attempt, len(seen))
+			}
+		})
+		if err != nil {
+			t.Fatalf("%v: commit = %v, want it accepted once the refusals stop", refusal, err)
+		}
+		if len(reqs) != 5 || len(seen) != 4 || !errors.Is(seen[0], refusal) {
+			t.Errorf("%v: %d requests and %d refusals seen (%v), want 5 and 4", refusal, len(reqs), len(seen), seen)
+		}
+		if o.commitHint(refusal) == "" {
+			t.Errorf("%v: no hint for the operator", refusal)
+		}
+	}
+	// Refused until the context ends: the error says so, and is not a lost
+	// generation.
+	var reqs []*kafka.OffsetCommitRequest
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	refusals := make([]error, 1000)
+	for i := range refusals {
+		refusals[i] = kafka.GroupAuthorizationFailed
+	}
+	err := testOffsets(commitAnswers(&reqs, refusals...)).commit(ctx, 5, "", nil)
+	if err == nil || errors.Is(err, errGenerationGone) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("commit refused until the deadline = %v, want the deadline, not a lost generation", err)
 	}
 }
 

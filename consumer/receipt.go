@@ -12,9 +12,9 @@ import (
 
 // writeReceipts writes the receipts rs of members to the receipt topic in
 // one produce with writeHeld, like a dead letter: nothing is committed
-// until the receipts are written. It returns errStopped if the send context
-// ended first.
-func (p *partition) writeReceipts(log *zap.Logger, members []member, rs []wire.Receipt) error {
+// until the receipts are written. It returns errAbandoned (or why taking
+// ended) if sending ended first.
+func (p *partition) writeReceipts(log *zap.Logger, members []*record, rs []wire.Receipt) error {
 	w := p.w
 	msgs := make([]kafka.Message, len(rs))
 	for i, r := range rs {

@@ -79,7 +79,7 @@ func (w *Worker) eventSpan(m kafka.Message, fetched time.Time) trace.Span {
 
 // call starts the span of a merged call, linked to every member's span;
 // each member's span links back to it.
-func (t *tracing) call(members []member, random uint32) trace.Span {
+func (t *tracing) call(members []*record, random uint32) trace.Span {
 	if t == nil {
 		return nil
 	}
@@ -172,7 +172,7 @@ func end(span trace.Span, err error, attrs ...attribute.KeyValue) {
 // eventTraceFields are the log fields of one event's trace: its span's
 // trace_id and span_id, or with tracing off the trace_id of the trace
 // context in its headers (the one publish prints), if any.
-func (w *Worker) eventTraceFields(m member) []zap.Field {
+func (w *Worker) eventTraceFields(m *record) []zap.Field {
 	if m.span != nil {
 		return traceFields(m.span)
 	}

@@ -475,7 +475,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				wg.Add(1)
 				gen.Start(func(genCtx context.Context) {
 					defer wg.Done()
-					w.consumePartition(ctx, genCtx, gen, topic, a)
+					w.newPartition(ctx, genCtx, gen, topicPartition{topic, a.ID}).run()
 				})
 			}
 		}

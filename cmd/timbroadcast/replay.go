@@ -200,45 +200,42 @@ func (c *replayCmd) Run(ctx context.Context) error {
 		if starts[p] >= ends[p] {
 			continue
 		}
-		r := c.conn.Reader(kafka.ReaderConfig{Topic: dlqTopic, Partition: p, MaxWait: 250 * time.Millisecond})
-		if err := r.SetOffset(starts[p]); err != nil {
-			r.Close()
-			return err
-		}
-		for off := starts[p]; off < ends[p]; {
-			m, err := r.FetchMessage(ctx)
+		fetch := c.conn.Fetcher(dlqTopic, p, starts[p], 250*time.Millisecond)
+		for fetch.Next < ends[p] {
+			res, err := fetch.Fetch(ctx)
 			if err != nil {
-				r.Close()
 				return fmt.Errorf("read %s/%d: %w (replayed %d so far; rerun to resume)", dlqTopic, p, err, replayed)
 			}
-			off = m.Offset + 1
-			_ = bar.Add(1)
-			if !f.match(m) {
-				skipped++
-			} else if c.dryRun {
-				replayed++
-				fmt.Fprintf(c.stdout, "  would replay %s/%d@%d key=%q reason=%s code=%s failed-at=%s source=%s/%s@%s\n",
-					dlqTopic, p, m.Offset, m.Key, wire.Header(m, wire.HeaderDLQReason), wire.Header(m, wire.HeaderDLQCode),
-					wire.Header(m, wire.HeaderDLQFailedAt), wire.Header(m, wire.HeaderSourceTopic),
-					wire.Header(m, wire.HeaderSourcePartition), wire.Header(m, wire.HeaderSourceOffset))
-				continue
-			} else {
-				if err := w.WriteMessages(ctx, wire.ReplayMessage(m)); err != nil {
-					r.Close()
-					return fmt.Errorf("publish to %s: %w (replayed %d so far; rerun to resume)", main, err, replayed)
+			for _, m := range res.Records {
+				if m.Offset >= ends[p] {
+					break
 				}
-				replayed++
-			}
-			if !c.dryRun {
-				// The record is final for the replay: remember it, so a rerun
-				// never replays it again.
-				if err := commitStandalone(ctx, client, groupID, dlqTopic, p, off); err != nil {
-					r.Close()
-					return fmt.Errorf("commit replay progress: %w", err)
+				_ = bar.Add(1)
+				switch {
+				case !f.match(m):
+					skipped++
+				case c.dryRun:
+					replayed++
+					fmt.Fprintf(c.stdout, "  would replay %s/%d@%d key=%q reason=%s code=%s failed-at=%s source=%s/%s@%s\n",
+						dlqTopic, p, m.Offset, m.Key, wire.Header(m, wire.HeaderDLQReason), wire.Header(m, wire.HeaderDLQCode),
+						wire.Header(m, wire.HeaderDLQFailedAt), wire.Header(m, wire.HeaderSourceTopic),
+						wire.Header(m, wire.HeaderSourcePartition), wire.Header(m, wire.HeaderSourceOffset))
+					continue
+				default:
+					if err := w.WriteMessages(ctx, wire.ReplayMessage(m)); err != nil {
+						return fmt.Errorf("publish to %s: %w (replayed %d so far; rerun to resume)", main, err, replayed)
+					}
+					replayed++
+				}
+				if !c.dryRun {
+					// The record is final for the replay: remember it, so a
+					// rerun never replays it again.
+					if err := commitStandalone(ctx, client, groupID, dlqTopic, p, m.Offset+1); err != nil {
+						return fmt.Errorf("commit replay progress: %w", err)
+					}
 				}
 			}
 		}
-		r.Close()
 	}
 	_ = bar.Finish()
 	verb := "replayed"

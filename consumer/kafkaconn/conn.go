@@ -97,14 +97,6 @@ func (c *Conn) Writer(topic string) *kafka.Writer {
 	}
 }
 
-// Reader returns a reader of one partition (cfg.Topic, cfg.Partition), with
-// this Conn's brokers and dialer.
-func (c *Conn) Reader(cfg kafka.ReaderConfig) *kafka.Reader {
-	cfg.Brokers = c.Brokers
-	cfg.Dialer = c.Dialer
-	return kafka.NewReader(cfg)
-}
-
 // CreateTopic creates a topic (an existing one is fine) and waits until its
 // partitions have leaders.
 func (c *Conn) CreateTopic(ctx context.Context, name string, partitions int) error {
@@ -274,8 +266,12 @@ func (c *Conn) ReadFrom(ctx context.Context, topic string, from map[int]int64) (
 
 // Follow reads the partitions of topic named in from, each from its offset
 // there, and hands every record to fn as it arrives (in order within a
-// partition) until fn returns false or ctx ends. It returns nil when fn
-// stopped it, ctx's error when ctx ended first, or the first read error.
+// partition) until fn returns false or ctx ends. It reads like the worker,
+// through a Fetcher: committed records only, transaction markers and
+// aborted transactions passed over. An offset past a partition's end waits
+// for the log to reach it; one below its start (deleted by retention)
+// reads from the start. It returns nil when fn stopped it,
+// ctx's error when ctx ended first, or the first read error.
 func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn func(kafka.Message) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	records := make(chan kafka.Message)
@@ -283,33 +279,37 @@ func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn 
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
-		wg.Wait() // every reader has returned and closed
+		wg.Wait() // every fetch loop has returned
 	}()
 	for p, off := range from {
-		r := c.Reader(kafka.ReaderConfig{Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
-		if err := r.SetOffset(off); err != nil {
-			r.Close()
-			return fmt.Errorf("read %s/%d: %w", topic, p, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer r.Close()
+		f := c.Fetcher(topic, p, off, 100*time.Millisecond)
+		wg.Go(func() {
 			for {
-				m, err := r.FetchMessage(ctx)
+				res, err := f.Fetch(ctx)
+				var pe *PartitionError
+				if errors.As(err, &pe) && pe.Err == kafka.OffsetOutOfRange {
+					if starts, serr := c.Starts(ctx, topic); serr == nil && f.Next < starts[p] {
+						f.Next = starts[p]
+					} else if sleep(ctx, f.maxWait) != nil {
+						return
+					}
+					continue
+				}
 				if err != nil {
 					if ctx.Err() == nil {
 						failed <- fmt.Errorf("read %s/%d: %w", topic, p, err)
 					}
 					return
 				}
-				select {
-				case records <- m:
-				case <-ctx.Done():
-					return
+				for _, m := range res.Records {
+					select {
+					case records <- m:
+					case <-ctx.Done():
+						return
+					}
 				}
 			}
-		}()
+		})
 	}
 	for {
 		select {
@@ -322,5 +322,17 @@ func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn 
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

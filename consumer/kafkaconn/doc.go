@@ -1,6 +1,8 @@
 // Package kafkaconn is the one place that builds segmentio/kafka-go clients
 // for a Kafka cluster: the dialer, the transport, the admin client,
-// producers and partition readers. The worker and every command reach Kafka
+// producers, and the one fetch path every reader uses (Fetcher: committed
+// records only, on kafka-go's protocol layer; Follow and ReadFrom read
+// through it). The worker and every command reach Kafka
 // through a Conn, so a connection setting (TLS, SASL) applies to all of
 // them alike.
 //

@@ -1,4 +1,4 @@
-package consumer
+package kafkaconn
 
 import (
 	"testing"
@@ -53,13 +53,13 @@ func TestDecodeReadCommitted(t *testing.T) {
 		}}},
 		AbortedTransactions: []fetch.ResponseTransaction{{ProducerID: 8, FirstOffset: 3}},
 	}
-	f := &fetcher{topic: "t", partition: 0, next: 1}
+	f := &Fetcher{topic: "t", partition: 0, Next: 1}
 	out, err := f.decode(part)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, m := range out.records {
+	for _, m := range out.Records {
 		got = append(got, string(m.Value))
 	}
 	want := []string{"a1", "n0", "c0"} // a0 is before the fetch offset
@@ -71,10 +71,10 @@ func TestDecodeReadCommitted(t *testing.T) {
 			t.Fatalf("delivered %v, want %v", got, want)
 		}
 	}
-	if f.next != 10 || out.aborted != 3 || out.markers != 3 || out.batches != 8 {
-		t.Errorf("next %d aborted %d markers %d batches %d; want 10, 3, 3, 8", f.next, out.aborted, out.markers, out.batches)
+	if f.Next != 10 || out.Aborted != 3 || out.Markers != 3 || out.Batches != 8 {
+		t.Errorf("next %d aborted %d markers %d batches %d; want 10, 3, 3, 8", f.Next, out.Aborted, out.Markers, out.Batches)
 	}
-	if out.records[0].Offset != 1 || out.records[2].Offset != 8 || out.records[0].HighWaterMark != 20 {
-		t.Errorf("offsets %d, %d, high watermark %d", out.records[0].Offset, out.records[2].Offset, out.records[0].HighWaterMark)
+	if out.Records[0].Offset != 1 || out.Records[2].Offset != 8 || out.Records[0].HighWaterMark != 20 {
+		t.Errorf("offsets %d, %d, high watermark %d", out.Records[0].Offset, out.Records[2].Offset, out.Records[0].HighWaterMark)
 	}
 }

@@ -1,4 +1,4 @@
-package consumer
+package kafkaconn_test
 
 import (
 	"context"
@@ -15,10 +15,10 @@ import (
 )
 
 // The fetch path before (kafka-go's Reader, which the worker used until it
-// had to read committed data only) and now (fetcher on the protocol layer),
+// had to read committed data only) and now (Fetcher on the protocol layer),
 // in the same run on the same broker:
 //
-//	go test -run '^$' -bench FetchPath -benchtime 1x ./consumer
+//	go test -run '^$' -bench FetchPath -benchtime 1x ./consumer/kafkaconn
 
 // fetchBench is a topic on an in-process broker.
 func fetchBench(b *testing.B) (*kafkaconn.Conn, string) {
@@ -40,21 +40,22 @@ func fetchBench(b *testing.B) (*kafkaconn.Conn, string) {
 type readNext func(ctx context.Context) (kafka.Message, error)
 
 func viaReader(b *testing.B, conn *kafkaconn.Conn, topic string) readNext {
-	r := conn.Reader(kafka.ReaderConfig{Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: conn.Brokers, Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 10 << 20,
+		MaxWait: 100 * time.Millisecond})
 	b.Cleanup(func() { r.Close() })
 	return r.FetchMessage
 }
 
 func viaFetcher(conn *kafkaconn.Conn, topic string) readNext {
-	f := &fetcher{rt: conn.Transport(), addr: kafka.TCP(conn.Brokers...), topic: topic, maxWait: 100 * time.Millisecond, maxBytes: 10 << 20}
+	f := conn.Fetcher(topic, 0, 0, 100*time.Millisecond)
 	var buf []kafka.Message
 	return func(ctx context.Context) (kafka.Message, error) {
 		for len(buf) == 0 {
-			res, err := f.fetch(ctx)
+			res, err := f.Fetch(ctx)
 			if err != nil {
 				return kafka.Message{}, err
 			}
-			buf = res.records
+			buf = res.Records
 		}
 		m := buf[0]
 		buf = buf[1:]

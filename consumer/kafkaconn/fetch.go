@@ -1,4 +1,4 @@
-package consumer
+package kafkaconn
 
 import (
 	"context"
@@ -16,8 +16,9 @@ import (
 
 // The fetch path. kafka-go's Reader neither drops records of aborted
 // transactions (even with ReadCommitted) nor skips control batches, and it
-// retries OFFSET_OUT_OF_RANGE forever, logging skips at debug level. So the
-// worker fetches itself, on kafka-go's protocol layer (Transport.RoundTrip
+// retries OFFSET_OUT_OF_RANGE forever, logging skips at debug level. So
+// every reader of timbroadcast (the worker, Follow, ReadFrom) fetches with
+// a Fetcher, on kafka-go's protocol layer (Transport.RoundTrip
 // with protocol/fetch), the way Kafka's own consumer reads committed data:
 // isolation level read_committed (the broker returns records only up to
 // the last stable offset, so nothing of an open transaction), then the
@@ -29,40 +30,52 @@ const isolationReadCommitted = 1
 // controlAbort is the type of an ABORT transaction marker (COMMIT is 1).
 const controlAbort = 0
 
-// fetcher reads one partition from next onwards.
-type fetcher struct {
+// Fetcher reads one partition from Next onwards, committed records only.
+type Fetcher struct {
 	rt        kafka.RoundTripper
 	addr      net.Addr
 	topic     string
 	partition int
 	maxWait   time.Duration
 	maxBytes  int
-	next      int64
+	// Next is the offset the next Fetch asks for.
+	Next int64
 }
 
-// fetched is what one Fetch answered.
-type fetched struct {
-	// records are the records to deliver, in offset order.
-	records []kafka.Message
-	// aborted counts records skipped as part of aborted transactions;
-	// markers counts transaction markers (control records) passed over.
-	aborted, markers int
-	// batches is the number of record batches in the answer.
-	batches int
+// Fetcher returns a fetcher of topic's partition from offset next whose
+// requests wait at most maxWait at the broker for records to arrive.
+func (c *Conn) Fetcher(topic string, partition int, next int64, maxWait time.Duration) *Fetcher {
+	return &Fetcher{rt: c.transport, addr: kafka.TCP(c.Brokers...), topic: topic, partition: partition,
+		maxWait: maxWait, maxBytes: 10 << 20, Next: next}
 }
 
-// partitionError is a partition-level error in a Fetch answer.
-type partitionError struct {
-	err kafka.Error
+// MaxWait is how long a Fetch waits at the broker for records.
+func (f *Fetcher) MaxWait() time.Duration { return f.maxWait }
+
+// Fetched is what one Fetch answered.
+type Fetched struct {
+	// Records are the records to deliver, in offset order.
+	Records []kafka.Message
+	// Aborted counts records skipped as part of aborted transactions;
+	// Markers counts transaction markers (control records) passed over.
+	Aborted, Markers int
+	// Batches is the number of record batches in the answer.
+	Batches int
 }
 
-func (e *partitionError) Error() string { return "fetch: " + e.err.Error() }
-func (e *partitionError) Unwrap() error { return e.err }
+// PartitionError is a partition-level error in a Fetch answer
+// (OFFSET_OUT_OF_RANGE, NOT_LEADER_FOR_PARTITION, ...).
+type PartitionError struct {
+	Err kafka.Error
+}
 
-// fetch makes one Fetch request from f.next and returns the deliverable
-// records; f.next moves past everything the answer held, skipped batches
+func (e *PartitionError) Error() string { return "fetch: " + e.Err.Error() }
+func (e *PartitionError) Unwrap() error { return e.Err }
+
+// Fetch makes one Fetch request from f.Next and returns the deliverable
+// records; f.Next moves past everything the answer held, skipped batches
 // and markers included, so commits stay contiguous.
-func (f *fetcher) fetch(ctx context.Context) (*fetched, error) {
+func (f *Fetcher) Fetch(ctx context.Context) (*Fetched, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.maxWait+15*time.Second)
 	defer cancel()
 	req := &fetch.Request{
@@ -76,21 +89,21 @@ func (f *fetcher) fetch(ctx context.Context) (*fetched, error) {
 		Topics: []fetch.RequestTopic{{
 			Topic: f.topic,
 			Partitions: []fetch.RequestPartition{{
-				Partition: int32(f.partition), CurrentLeaderEpoch: -1, FetchOffset: f.next,
+				Partition: int32(f.partition), CurrentLeaderEpoch: -1, FetchOffset: f.Next,
 				LogStartOffset: -1, PartitionMaxBytes: int32(f.maxBytes),
 			}},
 		}},
 	}
 	msg, err := f.rt.RoundTrip(ctx, f.addr, req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s/%d at %d: %w", f.topic, f.partition, f.next, err)
+		return nil, fmt.Errorf("fetch %s/%d at %d: %w", f.topic, f.partition, f.Next, err)
 	}
 	resp, ok := msg.(*fetch.Response)
 	if !ok {
 		return nil, fmt.Errorf("fetch %s/%d: unexpected answer %T", f.topic, f.partition, msg)
 	}
 	if resp.ErrorCode != 0 {
-		return nil, &partitionError{err: kafka.Error(resp.ErrorCode)}
+		return nil, &PartitionError{Err: kafka.Error(resp.ErrorCode)}
 	}
 	var part *fetch.ResponsePartition
 	for i := range resp.Topics {
@@ -101,22 +114,22 @@ func (f *fetcher) fetch(ctx context.Context) (*fetched, error) {
 		}
 	}
 	if part == nil {
-		return &fetched{}, nil // nothing for us in this answer
+		return &Fetched{}, nil // nothing for us in this answer
 	}
 	if part.ErrorCode != 0 {
-		return nil, &partitionError{err: kafka.Error(part.ErrorCode)}
+		return nil, &PartitionError{Err: kafka.Error(part.ErrorCode)}
 	}
 	out, err := f.decode(part)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s/%d at %d: %w", f.topic, f.partition, f.next, err)
+		return nil, fmt.Errorf("fetch %s/%d at %d: %w", f.topic, f.partition, f.Next, err)
 	}
 	return out, nil
 }
 
 // decode walks an answer's record batches in offset order, keeping what a
 // read_committed consumer delivers.
-func (f *fetcher) decode(part *fetch.ResponsePartition) (*fetched, error) {
-	out := &fetched{}
+func (f *Fetcher) decode(part *fetch.ResponsePartition) (*Fetched, error) {
+	out := &Fetched{}
 	var batches []protocol.RecordReader
 	switch rs := part.RecordSet.Records.(type) {
 	case nil:
@@ -125,7 +138,7 @@ func (f *fetcher) decode(part *fetch.ResponsePartition) (*fetched, error) {
 	default:
 		batches = []protocol.RecordReader{rs}
 	}
-	out.batches = len(batches)
+	out.Batches = len(batches)
 
 	// Aborted transactions in first-offset order: a producer joins the
 	// aborted set when its transaction's first offset is reached, and
@@ -158,8 +171,8 @@ func (f *fetcher) decode(part *fetch.ResponsePartition) (*fetched, error) {
 				if err != nil {
 					return nil, fmt.Errorf("control record: %w", err)
 				}
-				out.markers++
-				f.next = max(f.next, cr.Offset+1)
+				out.Markers++
+				f.Next = max(f.Next, cr.Offset+1)
 				if cr.Type == controlAbort {
 					delete(aborted, batch.ProducerID)
 				}
@@ -170,8 +183,8 @@ func (f *fetcher) decode(part *fetch.ResponsePartition) (*fetched, error) {
 				if err != nil {
 					return nil, err
 				}
-				out.aborted += n
-				f.next = max(f.next, last+1)
+				out.Aborted += n
+				f.Next = max(f.Next, last+1)
 				continue
 			}
 			if err := f.take(batch, part.HighWatermark, out); err != nil {
@@ -186,8 +199,8 @@ func (f *fetcher) decode(part *fetch.ResponsePartition) (*fetched, error) {
 	return out, nil
 }
 
-// take appends a batch's records at or after f.next to out.
-func (f *fetcher) take(r protocol.RecordReader, highWater int64, out *fetched) error {
+// take appends a batch's records at or after f.Next to out.
+func (f *Fetcher) take(r protocol.RecordReader, highWater int64, out *Fetched) error {
 	for {
 		rec, err := r.ReadRecord()
 		if errors.Is(err, io.EOF) {
@@ -200,11 +213,11 @@ func (f *fetcher) take(r protocol.RecordReader, highWater int64, out *fetched) e
 		if err != nil {
 			return err
 		}
-		if m.Offset < f.next {
+		if m.Offset < f.Next {
 			continue // a batch starts before the fetch offset
 		}
-		out.records = append(out.records, m)
-		f.next = m.Offset + 1
+		out.Records = append(out.Records, m)
+		f.Next = m.Offset + 1
 	}
 }
 

@@ -1,0 +1,197 @@
+package consumer
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/dedupe"
+)
+
+// Planning: the partition's loops only decide what the next call is (its
+// members, body and Random, whether it records itself as in flight, whether
+// an earlier attempt may have reached the server); settle.go takes every
+// call to its outcome and commits.
+
+// plan waits for the next record and returns the call that delivers it:
+// the record alone (plain mode), or in merge mode the record with whatever
+// waits behind it when its slot comes.
+func (p *partition) plan() (*call, error) {
+	rec, err := p.next()
+	if err != nil {
+		return nil, err
+	}
+	c := p.lone(rec)
+	switch {
+	case rec.ev == nil:
+		// Never sent: dead-lettered as invalid.
+	case p.w.cfg.Merge && !p.expired(rec.ev):
+		// What arrives while the call waits for its slot joins it; the
+		// call is recorded in flight once packed.
+		c.record = true
+		c.pack = func() { p.pack(c) }
+	case !p.w.cfg.Merge && !rec.ev.ExpiresAt.IsZero() && !p.expired(rec.ev):
+		// Recorded in flight before its first attempt: after a crash, an
+		// event that may have reached the server is resent (and deduped),
+		// not dead-lettered as expired.
+		c.record = true
+	}
+	return c, nil
+}
+
+// lone returns the call for rec alone, its span started.
+func (p *partition) lone(rec *record) *call {
+	p.startSpan(rec)
+	c := &call{members: []*record{rec}, log: p.memberLog(rec)}
+	if rec.ev != nil {
+		c.body, c.random = rec.ev.Body, rec.ev.Message.Random
+	}
+	return c
+}
+
+// pack grows a merge call, once its slot has come, by the longest run of
+// waiting events that may join it, and of that run by the longest prefix
+// that fits (a binary search: a few encodings however many events wait, so
+// packing barely delays the call).
+func (p *partition) pack(c *call) {
+	head := c.members[0]
+	members := []*record{head}
+	limit := p.w.cfg.MergeMaxBytes
+	join := wire.NewJoiner(p.w.mergeMode())
+	join.Add(&head.ev.Message)
+	for i, estimate := 0, len(head.ev.Body); estimate <= 3*limit; i++ {
+		nx, ok := p.peekAt(i)
+		if !ok || nx.ev == nil || p.expired(nx.ev) || !join.Add(&nx.ev.Message) {
+			break
+		}
+		members = append(members, nx)
+		estimate += len(nx.ev.Body)
+	}
+	type packed struct {
+		body   []byte
+		random uint32
+	}
+	build := func(n int) (packed, bool) {
+		b, r, err := p.w.build(members[:n])
+		return packed{b, r}, err == nil && len(b) <= limit
+	}
+	best, _ := build(1) // a lone event always goes, with its own bytes
+	lo, hi := 1, len(members)
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if b, ok := build(mid); ok {
+			lo, best = mid, b
+		} else {
+			hi = mid - 1
+		}
+	}
+	p.ahead = p.ahead[lo-1:]
+	c.members, c.body, c.random = members[:lo], best.body, best.random
+	for _, m := range c.members[1:] {
+		p.startSpan(m)
+	}
+	c.log = p.log.With(zap.Int64("offset", head.msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.random))
+	if lo == 1 {
+		c.log = c.log.With(p.w.eventTraceFields(head)...)
+	}
+}
+
+// resume returns the calls that finish a call recorded as in flight by an
+// earlier owner (or by this one before a restart): the same records, the
+// same bytes, so the server's dedupe discards a resend. A call recorded as
+// delivered is not sent again: its receipts are written and it is
+// committed. A call that cannot be rebuilt byte for byte (its records were
+// compacted away or changed) is sent record by record, with a warning:
+// never a reason to stop the partition.
+func (p *partition) resume(offset int64, f wire.InFlight) ([]*call, error) {
+	log := p.log.With(zap.Int64("first_offset", offset), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
+	log.Info("resuming the call recorded as in flight", zap.Bool("delivered", f.Delivered != nil))
+	_, end, err := p.offsets.bounds(p.taking)
+	if err != nil {
+		return nil, p.ended(err)
+	}
+	var got []*record
+	for offset < end {
+		it, err := p.nextItem()
+		if err != nil {
+			return nil, err
+		}
+		if it.rec == nil {
+			// Positions without records: inside the call's range they are
+			// passed over; past it, or at the log end, the call ends here.
+			if it.skipTo > f.Last || it.skipTo >= end {
+				p.unread(it)
+				break
+			}
+			continue
+		}
+		m := it.rec.msg
+		if m.Offset > f.Last {
+			p.unread(it) // the call's last records are gone (compaction)
+			break
+		}
+		got = append(got, it.rec)
+		if m.Offset == f.Last || m.Offset+1 >= end {
+			break
+		}
+	}
+	decoded := true
+	for _, r := range got {
+		p.startSpan(r)
+		decoded = decoded && r.ev != nil
+	}
+	whole := &call{members: got, random: f.Random, attempted: true, log: log}
+	if d := f.Delivered; d != nil && decoded && len(got) > 0 {
+		whole.res, whole.msgSeq, whole.attempts = resultDelivered, d.MsgSeq, d.Attempts
+		whole.first, whole.at, whole.final = d.FirstAttempt, d.Call, d.Final
+		whole.recorded = true // receipts are written, the delivery is on record
+		return []*call{whole}, nil
+	}
+	if decoded && len(got) > 0 && got[0].msg.Offset == offset && got[len(got)-1].msg.Offset == f.Last {
+		body, random, err := p.w.build(got)
+		if err == nil && random == f.Random {
+			whole.body = body
+			return []*call{whole}, nil
+		}
+	}
+	log.Warn("the call recorded as in flight cannot be rebuilt byte for byte (records compacted away or changed); "+
+		"sending its surviving records one by one: if the earlier call reached the server, these events may be shown twice",
+		zap.Int("surviving_records", len(got)))
+	calls := make([]*call, len(got))
+	for i, r := range got {
+		calls[i] = p.lone(r)
+		calls[i].attempted = true
+	}
+	return calls, nil
+}
+
+// mergeMode is the configured way events share a call.
+func (w *Worker) mergeMode() wire.MergeMode {
+	if w.cfg.MergeEnvelope {
+		return wire.MergeEnvelope
+	}
+	return wire.MergeNative
+}
+
+// build returns the request body and Random of a call for members: a lone
+// event's own bytes, or the merge of several.
+func (w *Worker) build(members []*record) ([]byte, uint32, error) {
+	if len(members) == 1 {
+		return members[0].ev.Body, members[0].ev.Message.Random, nil
+	}
+	randoms := make([]uint32, len(members))
+	parts := make([]wire.MergePart, len(members))
+	for i, m := range members {
+		randoms[i] = m.ev.Message.Random
+		parts[i] = wire.MergePart{Key: string(m.msg.Key), Message: &m.ev.Message}
+	}
+	msg, err := wire.Merge(w.mergeMode(), parts)
+	if err != nil {
+		return nil, 0, err
+	}
+	msg.Random = dedupe.BatchRandom(randoms)
+	body, err := msg.Encode()
+	if err != nil {
+		return nil, 0, err
+	}
+	return body, msg.Random, nil
+}

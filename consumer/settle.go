@@ -1,0 +1,357 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// Settling: every call, plain, merged or resumed, goes one way, always in
+// one order: the pause gate, a pacing slot, the send; then delivered,
+// dead-lettered or split; the receipts; the commit. Spans, metrics, logs
+// and receipts observe it at its named points (observe.go): an attempt, an
+// outcome, a commit.
+
+// result is how a call ended.
+type result int
+
+const (
+	resultDelivered result = iota + 1
+	resultInvalid          // a lone record that is not an event: never sent
+	resultRejected         // the API rejected the call: *sender.Error in hand
+	resultExpired          // a lone, never-sent event expired before its turn
+	resultExhausted        // retried longer than RetryMaxElapsed: given up
+)
+
+// call is one API call for one or more records (its members, in offset
+// order), what the planner decided about it and, once settled, how it
+// ended.
+type call struct {
+	members []*record
+	body    []byte
+	random  uint32 // the call's Random
+	log     *zap.Logger
+	// attempted says an earlier attempt may have reached the server (a
+	// resumed call): it is then never dead-lettered as expired.
+	attempted bool
+	// record says to record the call as in flight (committed-offset
+	// metadata) before its first attempt.
+	record bool
+	// pack, if set, grows the call when its first slot comes (merge mode).
+	pack func()
+	// recorded says the delivery is already on record (a resumed call
+	// recorded as delivered): only its receipts and commit remain.
+	recorded bool
+
+	res      result
+	se       *sender.Error // for resultRejected and resultExhausted
+	attempts int
+	msgSeq   uint64
+	// first is the first attempt's start, at the last attempt's start,
+	// final the OK answer's arrival; zero without attempts.
+	first, at, final time.Time
+	// span is a merged call's own span, linked to its members'; nil for a
+	// lone event (its attempts are children of the event's span).
+	span trace.Span
+}
+
+// first and last are the offsets of the call's first and last records.
+func (c *call) firstOffset() int64 { return c.members[0].msg.Offset }
+func (c *call) lastOffset() int64  { return c.members[len(c.members)-1].msg.Offset }
+
+// settle takes c to its final outcome and commits past its members. It
+// returns an error only when the session must end: errRevoked, errStopping
+// or errAbandoned (nothing of the call committed), or errGenerationGone.
+func (p *partition) settle(c *call) error {
+	if c.res == 0 {
+		if c.members[0].ev == nil {
+			c.res = resultInvalid
+		} else if err := p.send(c); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.res == resultDelivered:
+		if err := p.delivered(c); err != nil {
+			return err
+		}
+		return p.commitPast(c.members...)
+	case len(c.members) == 1 || c.res == resultExhausted:
+		// A lone record invalid, rejected, expired or given up; or a
+		// merged call given up as a whole: each member is dead-lettered.
+		for _, m := range c.members {
+			if err := p.deadLetter(c, m); err != nil {
+				return err
+			}
+			if err := p.commitPast(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// A merged call the API rejects as a whole is split: each member is
+	// sent alone (recorded in flight first), and only the ones rejected
+	// alone are dead-lettered.
+	c.log.Warn("merged call rejected; sending its events one by one to find the offending ones",
+		zap.Int("code", c.se.Code), zap.String("info", c.se.Info))
+	for _, m := range c.members {
+		lc := p.lone(m)
+		lc.record = true
+		if err := p.settle(lc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send makes the call's attempts until the API answers OK or rejects it,
+// holding through retries and pauses; c.res says how it ended. Each round
+// takes its turn (the gate, then a slot), so no attempt leaves off the
+// schedule or during a pause. It returns an error when the session must
+// end first.
+func (p *partition) send(c *call) (err error) {
+	w := p.w
+	w.holds.start(p.tp, c.firstOffset())
+	defer func() {
+		if c.span != nil {
+			endCall(c.span, c, err)
+		}
+	}()
+	ctx := sender.WithTrace(p.pacing(p.sending), &sender.Trace{Attempt: func(a sender.Attempt) { p.attempt(c, a) }})
+	started := w.cfg.Now()
+	mayBeDelivered := c.attempted // a failed attempt may still have reached the server
+	for {
+		if len(c.members) == 1 && !mayBeDelivered && p.expired(c.members[0].ev) {
+			c.res = resultExpired
+			return nil
+		}
+		probe, leave, err := p.turn()
+		if err != nil {
+			return err
+		}
+		if err := p.ready(c); err != nil {
+			w.gate.release(probe)
+			return err
+		}
+		if err := sleepCtx(p.sending, time.Until(leave)); err != nil {
+			w.gate.release(probe)
+			return p.abandoned()
+		}
+		var resp *sender.Response
+		if ss, ok := w.send.(SlotSender); ok {
+			resp, err = ss.SendBodyReserved(ctx, c.body)
+		} else {
+			resp, err = w.send.SendBody(ctx, c.body)
+		}
+		var se *sender.Error
+		switch {
+		case err == nil:
+			c.attempts += resp.Attempts
+			c.res, c.msgSeq, c.final = resultDelivered, resp.MsgSeq, w.cfg.Now()
+			w.holds.done(p.tp)
+			if probe {
+				if d := w.gate.probeDone(true); d > 0 {
+					c.log.Info("sending resumed", zap.Duration("paused_for", d))
+				}
+			}
+			return nil
+		case !errors.As(err, &se):
+			// Not the sender's error type: treat as transient.
+			w.gate.release(probe)
+			c.log.Warn("send failed", zap.Error(err))
+			mayBeDelivered = true
+			if p.sending.Err() != nil || p.taking.Err() != nil {
+				return p.abandoned()
+			}
+			continue
+		}
+		c.attempts += se.Attempts
+		switch se.Class {
+		case sender.ClassReject:
+			if probe {
+				w.gate.probeDone(true)
+			}
+			c.res, c.se = resultRejected, se
+			return nil
+		case sender.ClassPause:
+			wait, started := w.gate.pause(se, se.RetryAfter)
+			fields := []zap.Field{zap.Int("code", se.Code), zap.String("info", se.Info), zap.Duration("next_probe_in", wait)}
+			if started {
+				c.log.Error("sending paused: the API refuses every event this way; nothing is dead-lettered", fields...)
+			} else if probe {
+				c.log.Warn("still paused", fields...)
+			}
+		default: // ClassRetry: the retry budget or ctx ran out; hold the record.
+			mayBeDelivered = true
+			if probe {
+				// An answer other than a pause clears it; a probe cut short
+				// by the context (revoked, stopping) proves nothing.
+				w.gate.probeDone(ctx.Err() == nil && se.Attempts > 0)
+			}
+			if ctx.Err() != nil || p.taking.Err() != nil {
+				// Stopping, or revoked: no more slots for this partition; the
+				// next owner resends the call with the same bytes.
+				return p.abandoned()
+			}
+			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(started) >= w.cfg.RetryMaxElapsed {
+				c.log.Error("giving up: retried longer than TIM_RETRY_MAX_ELAPSED; dead-lettering", zap.Error(se),
+					zap.Duration("retried_for", w.cfg.Now().Sub(started)))
+				c.res, c.se = resultExhausted, se
+				return nil
+			}
+			c.log.Warn("send still failing; holding the partition", zap.Error(se))
+		}
+	}
+}
+
+// turn waits for the call's turn: the pause gate first, then a pacing
+// slot. probe says the call is the paused gate's one probe (it must end
+// the probe); leave is when the call should leave. A pause that begins
+// while the call waits for its slot costs the slot: the call goes back to
+// the gate, so it never leaves off the schedule once the pause ends.
+func (p *partition) turn() (probe bool, leave time.Time, err error) {
+	for {
+		if probe, err = p.w.gate.acquire(p.taking); err != nil {
+			return false, time.Time{}, p.ended(err)
+		}
+		if leave, err = p.slot(p.taking); err != nil {
+			p.w.gate.release(probe)
+			return false, time.Time{}, p.ended(err)
+		}
+		if probe || !p.w.gate.closed() {
+			return probe, leave, nil
+		}
+	}
+}
+
+// ready finishes the call before its first attempt: packs a merge call and
+// records the call as in flight, once each.
+func (p *partition) ready(c *call) error {
+	if c.pack != nil {
+		c.pack()
+		c.pack = nil
+	}
+	if c.record {
+		c.record = false
+		if err := p.commit(c.firstOffset(), c.firstOffset(), wire.InFlight{Last: c.lastOffset(), Random: c.random}.String()); err != nil {
+			return err
+		}
+	}
+	if c.span == nil && len(c.members) > 1 && p.w.tr != nil {
+		c.span = p.w.tr.call(c.members, c.random)
+		c.log = c.log.With(traceFields(c.span)...)
+	}
+	return nil
+}
+
+// slot waits for the partition's next pacing slot and returns when the
+// call should leave: the call schedule's slot middle when the worker keeps
+// one, else a slot of the Sender's own pacing (or now, for a Sender that
+// paces inside SendBody). A slot is worth waiting for only while the
+// partition is ours: once it is revoked (or the worker stops) the wait
+// ends at once, so the member rejoins in time; the next owner resends the
+// call.
+func (p *partition) slot(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(p.taking, cancel)
+	defer stop()
+	if p.w.sched != nil {
+		return p.w.sched.wait(ctx, p.tp, p.urgent)
+	}
+	if ss, ok := p.w.send.(SlotSender); ok {
+		if err := ss.Reserve(ctx); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Now(), nil
+}
+
+// pacing returns ctx with the call schedule as the sender's pacing of
+// retries, when the worker keeps one: every retry waits for its slot and
+// leaves at the slot's middle.
+func (p *partition) pacing(ctx context.Context) context.Context {
+	if p.w.sched == nil {
+		return ctx
+	}
+	return sender.WithPacing(ctx, func(c context.Context) error {
+		at, err := p.slot(c)
+		if err != nil {
+			return err
+		}
+		return sleepCtx(c, time.Until(at))
+	})
+}
+
+// delivered records the delivery of c's members: their outcome and, with
+// a receipt topic, their receipts. Before writing them it records the
+// delivery in the committed-offset metadata, so an owner that takes over
+// after a crash writes the receipts instead of calling again.
+func (p *partition) delivered(c *call) error {
+	w := p.w
+	if !c.recorded {
+		p.outcome(c, nil, nil)
+		if w.receipts != nil {
+			d := wire.Delivered{MsgSeq: c.msgSeq, Attempts: c.attempts, FirstAttempt: c.first, Call: c.at, Final: c.final}
+			meta := wire.InFlight{Last: c.lastOffset(), Random: c.random, Delivered: &d}.String()
+			if err := p.commit(c.firstOffset(), c.firstOffset(), meta); err != nil {
+				return err
+			}
+		}
+	}
+	if w.receipts == nil {
+		return nil
+	}
+	rs := make([]wire.Receipt, len(c.members))
+	for i, m := range c.members {
+		rs[i] = wire.ReceiptFor(m.msg, wire.OutcomeDelivered, c.final)
+		rs[i].Random, rs[i].MsgSeq = m.ev.Message.Random, c.msgSeq
+		rs[i].SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
+	}
+	return p.writeReceipts(c.log, c.members, rs)
+}
+
+// failure is the dead-letter failure of member m of c: not an event,
+// expired before its turn, rejected by the API, or given up.
+func (c *call) failure(m *record) wire.Failure {
+	switch c.res {
+	case resultInvalid:
+		ie := m.invalid
+		return wire.Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field}
+	case resultExpired:
+		return wire.Failure{Reason: wire.ReasonExpired, Random: m.ev.Message.Random,
+			Info: "event expired at " + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
+	case resultExhausted:
+		return wire.Failure{Reason: sender.ReasonRetryExhausted, Class: sender.ClassRetry.String(), Code: c.se.Code,
+			Info:     "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + c.se.Info,
+			Attempts: c.attempts, Random: m.ev.Message.Random}
+	}
+	return wire.Failure{Reason: c.se.Reason(), Code: c.se.Code, Info: c.se.Info, Field: c.se.Field, Attempts: c.attempts,
+		Random: m.ev.Message.Random}
+}
+
+// commitPast commits past members (the last of them) and ends their
+// spans: an event's span runs from its fetch to its commit.
+func (p *partition) commitPast(members ...*record) error {
+	err := p.commit(members[0].msg.Offset, members[len(members)-1].msg.Offset+1, "")
+	p.committed(members, err)
+	return err
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
