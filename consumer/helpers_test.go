@@ -73,6 +73,7 @@ func (e *env) workerConfig() consumer.Config {
 		MaxWait: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
 		RebalanceTimeout: 5 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
 		PauseInitial: 50 * time.Millisecond, PauseMax: 200 * time.Millisecond,
+		ScheduleRefresh: 20 * time.Millisecond,
 		Logger: zaptest.NewLogger(e.t, zaptest.Level(testLogLevel())),
 	}
 }
@@ -90,6 +91,11 @@ func (e *env) start(mutate func(*consumer.Config, *sender.Config)) *runningWorke
 	ccfg, scfg := e.workerConfig(), e.senderConfig()
 	if mutate != nil {
 		mutate(&ccfg, &scfg)
+	}
+	if ccfg.AppRate == 0 {
+		// The call schedule paces, as in production: run sets AppRate to
+		// TIM_RATE.
+		ccfg.AppRate = scfg.Rate
 	}
 	client, err := sender.New(scfg)
 	if err != nil {

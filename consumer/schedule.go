@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 )
@@ -32,24 +31,6 @@ import (
 // 10023, retried. A single process is the same schedule with every slot
 // its own.
 
-// topicPartition names one partition of one of the worker's topics.
-type topicPartition struct {
-	topic     string
-	partition int
-}
-
-func (tp topicPartition) String() string { return tp.topic + "/" + strconv.Itoa(tp.partition) }
-
-// sortPartitions sorts by topic, then partition.
-func sortPartitions(ps []topicPartition) {
-	sort.Slice(ps, func(i, j int) bool {
-		if ps[i].topic != ps[j].topic {
-			return ps[i].topic < ps[j].topic
-		}
-		return ps[i].partition < ps[j].partition
-	})
-}
-
 // view is Kafka's view of the topics, the same for every member.
 type view struct {
 	urgent []topicPartition // urgent partitions with a backlog
@@ -70,12 +51,30 @@ func (v view) owners() []topicPartition {
 	return v.all
 }
 
+// pacer is what partitions need of the call schedule: a slot to call in,
+// and how each call was answered. The worker starts it (run) and tells it
+// which partitions are its own (setMine).
+type pacer interface {
+	// wait blocks until the caller may make one call for partition and
+	// returns when the call should leave; urgent callers go first.
+	wait(ctx context.Context, partition topicPartition, urgent bool) (time.Time, error)
+	// answered records whether a call was answered 10023.
+	answered(rateLimited bool)
+	// setMine records the partitions this member owns.
+	setMine(parts []topicPartition)
+	// run keeps the schedule until ctx ends.
+	run(ctx context.Context)
+}
+
+// schedule is the call schedule every member computes alike (a pacer).
 type schedule struct {
 	period  time.Duration
 	refresh time.Duration
-	now     func() time.Time
+	clock   clockwork.Clock
 	log     *zap.Logger
 	metrics *Metrics
+	// readView reads Kafka's view of the backlog (Worker.backlog).
+	readView func(context.Context) (view, error)
 
 	mu      sync.Mutex
 	view    view
@@ -100,11 +99,15 @@ type slotWaiter struct {
 // rate.
 const slotMargin = 1.01
 
-func newSchedule(rate float64, refresh time.Duration, now func() time.Time, log *zap.Logger, m *Metrics) *schedule {
+// newSchedule returns the schedule of an app whose rate is rate calls a
+// second, reading the backlog with readView every refresh or so.
+func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, readView func(context.Context) (view, error),
+	log *zap.Logger, m *Metrics) *schedule {
 	return &schedule{
-		period:  time.Duration(float64(time.Second) * slotMargin / rate),
-		refresh: refresh,
-		now:     now,
+		period:   time.Duration(float64(time.Second) * slotMargin / rate),
+		refresh:  refresh,
+		clock:    clock,
+		readView: readView,
 		log:     log,
 		metrics: m,
 		mine:    map[topicPartition]bool{},
@@ -223,13 +226,22 @@ func (s *schedule) answered(rateLimited bool) {
 	s.skip = min(1<<min(s.strikes-1, 2), 4)
 }
 
-// run grants slots until ctx ends.
+// run grants slots and keeps the view of the backlog fresh until ctx
+// ends.
 func (s *schedule) run(ctx context.Context) {
+	var loops sync.WaitGroup
+	loops.Go(func() { s.grant(ctx) })
+	loops.Go(func() { s.watch(ctx) })
+	loops.Wait()
+}
+
+// grant grants slots until ctx ends.
+func (s *schedule) grant(ctx context.Context) {
 	next := int64(0) // the first slot not yet handled
 	for {
 		s.mu.Lock()
 		share := s.shareLocked()
-		now := s.now()
+		now := s.clock.Now()
 		k := now.UnixNano() / int64(s.period)
 		if now.UnixNano()-k*int64(s.period) > int64(s.period)/2 {
 			k++ // this slot's middle has passed
@@ -253,7 +265,7 @@ func (s *schedule) run(ctx context.Context) {
 			at := s.middle(found)
 			wait = at.Sub(now) - s.lead()
 		}
-		t := time.NewTimer(max(wait, 0))
+		t := s.clock.NewTimer(max(wait, 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -261,7 +273,7 @@ func (s *schedule) run(ctx context.Context) {
 		case <-s.changed:
 			t.Stop()
 			continue
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if found < 0 {
 			continue
@@ -296,17 +308,17 @@ func (s *schedule) run(ctx context.Context) {
 	}
 }
 
-// watchBacklog refreshes Kafka's view of the backlog until ctx ends. The
+// watch refreshes Kafka's view of the backlog until ctx ends. The
 // reads are aligned to slot starts, every m slots (m·T at least the
 // refresh interval), so every member reads at the same moments, up to
 // their clocks' difference, and a view read at the start of a slot governs
 // that slot's call at its middle: members disagree only about a change that
 // lands within milliseconds of a read.
-func (w *Worker) watchBacklog(ctx context.Context, s *schedule) {
+func (s *schedule) watch(ctx context.Context) {
 	m := max(int64(1), int64((s.refresh+s.period-1)/s.period))
 	failing := false
 	for {
-		v, err := w.backlog(ctx)
+		v, err := s.readView(ctx)
 		switch {
 		case err == nil:
 			s.setView(v)
@@ -315,17 +327,17 @@ func (w *Worker) watchBacklog(ctx context.Context, s *schedule) {
 			return
 		case !failing:
 			failing = true
-			w.log.Warn("cannot read the group's backlog; keeping the last view of the call schedule", zap.Error(err))
+			s.log.Warn("cannot read the group's backlog; keeping the last view of the call schedule", zap.Error(err))
 		}
-		now := s.now().UnixNano()
+		now := s.clock.Now().UnixNano()
 		k := now/int64(s.period) + 1
 		k += (m - k%m) % m // the next slot start that is a read point
-		t := time.NewTimer(time.Duration(k*int64(s.period)-now) + time.Millisecond)
+		t := s.clock.NewTimer(time.Duration(k*int64(s.period)-now) + time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -226,7 +227,7 @@ type Worker struct {
 	prop         propagation.TextMapPropagator
 	traceHeaders []string
 	holds        *holds
-	sched        *schedule // nil: the Sender paces
+	sched        pacer // nil: the Sender paces
 	notes        notes
 	fetches      *holds // partitions whose fetches fail, at their fetch offset
 	// kafkaErr is kafka-go's last error report (a failed join, say).
@@ -280,7 +281,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}
 	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
-		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, cfg.Now, cfg.Logger.Named("schedule"), cfg.Metrics)
+		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, clockwork.NewRealClock(), w.backlog, cfg.Logger.Named("schedule"), cfg.Metrics)
 	}
 	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
@@ -440,7 +441,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer stopSchedule()
 	if w.sched != nil {
 		scheduler.Go(func() { w.sched.run(schedCtx) })
-		scheduler.Go(func() { w.watchBacklog(schedCtx, w.sched) })
 	}
 	for {
 		gen, err := cg.Next(ctx)

@@ -1,0 +1,24 @@
+package consumer
+
+import (
+	"sort"
+	"strconv"
+)
+
+// topicPartition names one partition of one of the worker's topics.
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+func (tp topicPartition) String() string { return tp.topic + "/" + strconv.Itoa(tp.partition) }
+
+// sortPartitions sorts by topic, then partition.
+func sortPartitions(ps []topicPartition) {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].topic != ps[j].topic {
+			return ps[i].topic < ps[j].topic
+		}
+		return ps[i].partition < ps[j].partition
+	})
+}
