@@ -74,7 +74,7 @@ func (e *env) workerConfig() consumer.Config {
 		RebalanceTimeout: 5 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
 		PauseInitial: 50 * time.Millisecond, PauseMax: 200 * time.Millisecond,
 		ScheduleRefresh: 20 * time.Millisecond,
-		Logger: zaptest.NewLogger(e.t, zaptest.Level(testLogLevel())),
+		Logger:          zaptest.NewLogger(e.t, zaptest.Level(testLogLevel())),
 	}
 }
 

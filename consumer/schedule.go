@@ -108,10 +108,10 @@ func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, rea
 		refresh:  refresh,
 		clock:    clock,
 		readView: readView,
-		log:     log,
-		metrics: m,
-		mine:    map[topicPartition]bool{},
-		changed: make(chan struct{}, 1),
+		log:      log,
+		metrics:  m,
+		mine:     map[topicPartition]bool{},
+		changed:  make(chan struct{}, 1),
 	}
 }
 
