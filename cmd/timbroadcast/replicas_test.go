@@ -54,7 +54,28 @@ func rateUnder(t testing.TB, limiter string, replicas, partitions, keys int, rat
 	events := int(rate*span.Seconds())*2 + 200
 	ce := replicaEnvWith(t, partitions, events, sendertest.Options{Rate: rate, Limiter: limiter}, keys,
 		map[string]string{"TIM_RATE": strconv.FormatFloat(rate, 'f', -1, 64)})
-	workers, addrs := startReplicas(t, ce.env, replicas)
+	workers := startSettled(t, ce, replicas, partitions)
+	start := ce.emu.Stats()
+	time.Sleep(span)
+	end := ce.emu.Stats()
+	stopAll(t, ce, workers)
+	r := rateResult{
+		span:     span,
+		calls:    end.Calls - start.Calls,
+		accepted: float64(end.ByCode[0]-start.ByCode[0]) / span.Seconds(),
+		limited:  end.ByCode[10023] - start.ByCode[10023],
+	}
+	t.Logf("%s limiter at %g/s, %d replica(s), %d partition(s), %d key(s): %v (%.0f%% of the rate)",
+		limiter, rate, replicas, partitions, keys, r, 100*r.accepted/rate)
+	return r
+}
+
+// startSettled starts n replicas and returns once they own every
+// partition between them, the emulator has had a call, and the first
+// schedule refreshes have passed.
+func startSettled(t testing.TB, ce *crashEnv, n, partitions int) []*worker {
+	t.Helper()
+	workers, addrs := startReplicas(t, ce.env, n)
 	deadline := time.Now().Add(30 * time.Second)
 	for settled := false; !settled; {
 		total := 0.0
@@ -68,9 +89,13 @@ func rateUnder(t testing.TB, limiter string, replicas, partitions, keys int, rat
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // past the first schedule refreshes
-	start := ce.emu.Stats()
-	time.Sleep(span)
-	end := ce.emu.Stats()
+	return workers
+}
+
+// stopAll stops the replicas with SIGTERM and checks nothing was delivered
+// twice.
+func stopAll(t testing.TB, ce *crashEnv, workers []*worker) {
+	t.Helper()
 	for _, w := range workers {
 		_ = w.cmd.Process.Signal(syscall.SIGTERM)
 		<-w.done
@@ -79,15 +104,40 @@ func rateUnder(t testing.TB, limiter string, replicas, partitions, keys int, rat
 		}
 	}
 	noneTwice(t, ce.emu)
-	r := rateResult{
-		span:     span,
-		calls:    end.Calls - start.Calls,
-		accepted: float64(end.ByCode[0]-start.ByCode[0]) / span.Seconds(),
-		limited:  end.ByCode[10023] - start.ByCode[10023],
+}
+
+// TestMergePauseKeepsTheSchedule: merge mode, three replicas under the
+// strictest limiter, an app-wide pause (10007) for 6 s and its end: the
+// probes during the pause and the calls after it all keep to the
+// schedule, so none is answered 10023. (Before the settle path took the
+// gate before the slot, a merged call that held its slot when the pause
+// began left the moment the pause ended, off the schedule.)
+func TestMergePauseKeepsTheSchedule(t *testing.T) {
+	const rate = 5.0
+	ce := replicaEnvWith(t, 6, 600, sendertest.Options{Rate: rate, Limiter: sendertest.LimiterSpacing}, 60,
+		map[string]string{"TIM_RATE": "5", "TIM_MERGE": "on", "TIM_MERGE_MAX_BYTES": "200", "PAUSE_INITIAL": "1s", "PAUSE_MAX": "2s"})
+	workers := startSettled(t, ce, 3, 6)
+	before := ce.emu.Stats()
+	ce.emu.SetFaults(sendertest.Faults{FeatureOff: true})
+	time.Sleep(6 * time.Second)
+	during := ce.emu.Stats()
+	ce.emu.SetFaults(sendertest.Faults{})
+	time.Sleep(4 * time.Second)
+	after := ce.emu.Stats()
+	stopAll(t, ce, workers)
+	limited := after.ByCode[10023] - before.ByCode[10023]
+	probes := during.ByCode[10007] - before.ByCode[10007]
+	resumed := after.ByCode[0] - during.ByCode[0]
+	t.Logf("pause of 6s: %d probes answered 10007; %d calls accepted in the 4s after; %d answered 10023", probes, resumed, limited)
+	if probes == 0 {
+		t.Fatal("no call was answered 10007: the pause did not happen")
 	}
-	t.Logf("%s limiter at %g/s, %d replica(s), %d partition(s), %d key(s): %v (%.0f%% of the rate)",
-		limiter, rate, replicas, partitions, keys, r, 100*r.accepted/rate)
-	return r
+	if resumed == 0 {
+		t.Error("no call accepted after the pause ended")
+	}
+	if limited != 0 {
+		t.Errorf("%d calls answered 10023 around the pause, want 0: calls left off the schedule", limited)
+	}
 }
 
 // checkShared asserts the replicas shared the rate: without the schedule
