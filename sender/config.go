@@ -17,7 +17,8 @@ const BroadcastPath = "v4/group_open_http_svc/send_broadcast_msg"
 // real API answers 10023 when called faster than the app's limit).
 var Unlimited = math.Inf(1)
 
-// Config configures a Client. Zero values take the documented defaults.
+// Config configures a Client. Zero values take their defaults from
+// DefaultConfig.
 type Config struct {
 	// AppID is the app's SDKAppID. Required.
 	AppID int
@@ -30,30 +31,30 @@ type Config struct {
 	// "http://127.0.0.1:8080", primary first; later ones are failover
 	// standbys. Set it, or use RegionEndpoints.
 	Endpoints []string
-	// Path is the REST path; default BroadcastPath.
+	// Path is the REST path.
 	Path string
 
-	// Rate is the number of calls per second, every attempt counted. Default 1.
+	// Rate is the number of calls per second, every attempt counted.
 	Rate float64
-	// AttemptTimeout bounds one HTTP request; default 10s. The server's
+	// AttemptTimeout bounds one HTTP request. The server's
 	// own timeout is not documented; public server SDKs wait 10 s or more.
 	// A request abandoned at the timeout may still have been delivered:
 	// its retry carries the same Random and bytes.
 	AttemptTimeout time.Duration
-	// SigLifetime is the lifetime of generated UserSigs; default 24h. They
+	// SigLifetime is the lifetime of generated UserSigs. They
 	// are renewed after 80% of it.
 	SigLifetime time.Duration
 	// RetryInitial and RetryMax bound the exponential backoff between
-	// retries; defaults 500ms and 30s.
+	// retries.
 	RetryInitial, RetryMax time.Duration
 	// MaxElapsed ends the retries of one Send with a ClassRetry error; 0
 	// retries until the context ends.
 	MaxElapsed time.Duration
 	// UnknownRetries is how often an undocumented error code is retried
-	// before the message is rejected; default 3.
+	// before the message is rejected.
 	UnknownRetries int
 	// FailbackAfter is how long the client stays on a standby endpoint
-	// before trying the primary again; default 1 minute.
+	// before trying the primary again.
 	FailbackAfter time.Duration
 
 	// HTTPClient overrides the pooled keep-alive client (tests).
@@ -90,25 +91,42 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// DefaultConfig returns the defaults of every optional setting: a zero
+// field of a Config takes its value here. The command's settings and the
+// README's configuration table show these values.
+func DefaultConfig() Config {
+	return Config{
+		Path:           BroadcastPath,
+		Rate:           1,
+		AttemptTimeout: 10 * time.Second,
+		SigLifetime:    24 * time.Hour,
+		RetryInitial:   500 * time.Millisecond,
+		RetryMax:       30 * time.Second,
+		FailbackAfter:  time.Minute,
+		UnknownRetries: 3,
+	}
+}
+
 func (c *Config) setDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+	d := DefaultConfig()
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
 		}
 	}
 	if c.Path == "" {
-		c.Path = BroadcastPath
+		c.Path = d.Path
 	}
 	if c.Rate == 0 {
-		c.Rate = 1
+		c.Rate = d.Rate
 	}
-	def(&c.AttemptTimeout, 10*time.Second)
-	def(&c.SigLifetime, 24*time.Hour)
-	def(&c.RetryInitial, 500*time.Millisecond)
-	def(&c.RetryMax, 30*time.Second)
-	def(&c.FailbackAfter, time.Minute)
+	def(&c.AttemptTimeout, d.AttemptTimeout)
+	def(&c.SigLifetime, d.SigLifetime)
+	def(&c.RetryInitial, d.RetryInitial)
+	def(&c.RetryMax, d.RetryMax)
+	def(&c.FailbackAfter, d.FailbackAfter)
 	if c.UnknownRetries == 0 {
-		c.UnknownRetries = 3
+		c.UnknownRetries = d.UnknownRetries
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

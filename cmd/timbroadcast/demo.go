@@ -76,7 +76,7 @@ type demoCmd struct {
 // demo never picks up a real app from the environment by accident; only
 // tracing follows the standard OTEL_* variables, like every command.
 func parseDemo(p process, args []string) (*demoCmd, error) {
-	s := newSettings("demo", func(string) string { return "" })
+	s := newSettings("demo", func(string) string { return "" }, p.stderr)
 	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	k.brokers.usage = "use this Kafka (host:port, comma-separated) instead of the in-process broker"

@@ -211,8 +211,9 @@ func addTopicSettings(s *settings, topicUsage, dlqUsage string) *topicSettings {
 // others.
 func (t *topicSettings) urgentTopic(topic, dlq string) (string, error) {
 	u := t.urgent.String()
-	if u != "" && (u == topic || u == dlq) {
-		return "", t.urgent.errorf("must differ from KAFKA_TOPIC and KAFKA_DLQ_TOPIC")
+	cfg := consumer.Config{Topic: topic, DLQTopic: dlq, UrgentTopic: u}
+	if err := cfg.ValidateTopics(); err != nil {
+		return "", fieldError(err, t.urgent)
 	}
 	return u, nil
 }
@@ -220,11 +221,11 @@ func (t *topicSettings) urgentTopic(topic, dlq string) (string, error) {
 // receiptTopic returns the receipt topic of setting r ("" for none),
 // checked against the topics of cfg.
 func receiptTopic(r *setting, cfg consumer.Config) (string, error) {
-	v := r.String()
-	if v != "" && (v == cfg.Topic || v == cfg.DLQTopic || v == cfg.UrgentTopic) {
-		return "", r.errorf("must differ from KAFKA_TOPIC, KAFKA_DLQ_TOPIC and KAFKA_URGENT_TOPIC")
+	cfg.ReceiptTopic = r.String()
+	if err := cfg.ValidateTopics(); err != nil {
+		return "", fieldError(err, r)
 	}
-	return v, nil
+	return cfg.ReceiptTopic, nil
 }
 
 // resolve returns the topic and the dead-letter topic (wire's default when
@@ -240,8 +241,9 @@ func (t *topicSettings) resolve() (topic, dlq string, err error) {
 	if dlq == "" {
 		dlq = wire.DeadLetterTopic(topic)
 	}
-	if dlq == topic {
-		return "", "", t.dlq.errorf("must differ from KAFKA_TOPIC")
+	cfg := consumer.Config{Topic: topic, DLQTopic: dlq}
+	if err := cfg.ValidateTopics(); err != nil {
+		return "", "", fieldError(err, t.topic, t.dlq)
 	}
 	return topic, dlq, nil
 }
@@ -309,15 +311,16 @@ type apiSettings struct {
 }
 
 func addAPISettings(s *settings) *apiSettings {
+	d := sender.DefaultConfig()
 	return &apiSettings{
 		creds:          addCredentialSettings(s, "the app's"),
 		region:         s.add("region", "TIM_REGION", "", "API region: "+strings.Join(sender.RegionNames(), ", ")+" (standby domain used on failure)"),
 		endpoint:       s.add("endpoint", "TIM_ENDPOINT", "", "explicit API base URL(s), comma-separated, primary first, e.g. http://127.0.0.1:8080 (instead of TIM_REGION)"),
-		rate:           s.add("rate", "TIM_RATE", "1", "calls per second for the app, all replicas together (1 on Pro, 5 on Pro Plus and Enterprise)"),
-		attemptTimeout: s.add("attempt-timeout", "TIM_ATTEMPT_TIMEOUT", "10s", "timeout of one HTTP request (the server's own is not documented; public SDKs wait 10s)"),
-		retryInitial:   s.add("retry-initial", "TIM_RETRY_INITIAL", "500ms", "first backoff between retries"),
-		retryMax:       s.add("retry-max", "TIM_RETRY_MAX", "30s", "longest backoff between retries"),
-		sigLifetime:    s.add("sig-lifetime", "TIM_SIG_LIFETIME", "24h", "lifetime of generated UserSigs (renewed at 80%)"),
+		rate:           s.add("rate", "TIM_RATE", strconv.FormatFloat(d.Rate, 'f', -1, 64), "calls per second for the app, all replicas together (1 on Pro, 5 on Pro Plus and Enterprise)"),
+		attemptTimeout: s.add("attempt-timeout", "TIM_ATTEMPT_TIMEOUT", durationDefault(d.AttemptTimeout), "timeout of one HTTP request (the server's own is not documented; public SDKs wait 10s)"),
+		retryInitial:   s.add("retry-initial", "TIM_RETRY_INITIAL", durationDefault(d.RetryInitial), "first backoff between retries"),
+		retryMax:       s.add("retry-max", "TIM_RETRY_MAX", durationDefault(d.RetryMax), "longest backoff between retries"),
+		sigLifetime:    s.add("sig-lifetime", "TIM_SIG_LIFETIME", durationDefault(d.SigLifetime), "lifetime of generated UserSigs (renewed at 80%)"),
 	}
 }
 
@@ -372,23 +375,25 @@ type workerSettings struct {
 }
 
 func addWorkerSettings(s *settings) *workerSettings {
+	d := consumer.DefaultConfig()
 	return &workerSettings{
 		group:            s.add("group", "KAFKA_GROUP_ID", "timbroadcast", "consumer group; replicas share it"),
 		startOffset:      s.add("start-offset", "KAFKA_START_OFFSET", "earliest", "where a partition without a committed offset starts: earliest or latest"),
-		maxWait:          s.add("fetch-max-wait", "KAFKA_FETCH_MAX_WAIT", "500ms", "longest a fetch waits at the broker (records are handed over as they arrive)"),
-		sessionTimeout:   s.add("session-timeout", "KAFKA_SESSION_TIMEOUT", "10s", "group session timeout: how soon a dead replica's partitions move"),
-		heartbeat:        s.add("heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", "1s", "group heartbeat interval"),
-		rebalanceTimeout: s.add("rebalance-timeout", "KAFKA_REBALANCE_TIMEOUT", "15s", "group rebalance timeout"),
-		joinRetry:        s.add("join-backoff", "KAFKA_JOIN_BACKOFF", "1s", "wait after a failed group join"),
-		revokeGrace:      s.add("revoke-grace", "REVOKE_GRACE", "3s", "how long an in-flight send may finish after its partition is revoked"),
-		drainTimeout:     s.add("drain-timeout", "DRAIN_TIMEOUT", "10s", "how long the in-flight send may finish at shutdown"),
-		pauseInitial:     s.add("pause-initial", "PAUSE_INITIAL", "5s", "first wait before probing the API again while paused"),
-		pauseMax:         s.add("pause-max", "PAUSE_MAX", "5m", "longest wait between probes while paused"),
+		maxWait:          s.add("fetch-max-wait", "KAFKA_FETCH_MAX_WAIT", durationDefault(d.MaxWait), "longest a fetch waits at the broker (records are handed over as they arrive)"),
+		sessionTimeout:   s.add("session-timeout", "KAFKA_SESSION_TIMEOUT", durationDefault(d.SessionTimeout), "group session timeout: how soon a dead replica's partitions move"),
+		heartbeat:        s.add("heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", durationDefault(d.HeartbeatInterval), "group heartbeat interval"),
+		rebalanceTimeout: s.add("rebalance-timeout", "KAFKA_REBALANCE_TIMEOUT", durationDefault(d.RebalanceTimeout), "group rebalance timeout"),
+		joinRetry:        s.add("join-backoff", "KAFKA_JOIN_BACKOFF", durationDefault(d.JoinGroupBackoff), "wait after a failed group join"),
+		revokeGrace:      s.add("revoke-grace", "REVOKE_GRACE", durationDefault(d.RevokeGrace), "how long an in-flight send may finish after its partition is revoked"),
+		drainTimeout:     s.add("drain-timeout", "DRAIN_TIMEOUT", durationDefault(d.DrainTimeout), "how long the in-flight send may finish at shutdown"),
+		pauseInitial:     s.add("pause-initial", "PAUSE_INITIAL", durationDefault(d.PauseInitial), "first wait before probing the API again while paused"),
+		pauseMax:         s.add("pause-max", "PAUSE_MAX", durationDefault(d.PauseMax), "longest wait between probes while paused"),
 		merge:            s.add("merge", "TIM_MERGE", "off", "on (or native): pack waiting events into one ordinary message of up to TIM_MERGE_MAX_BYTES; envelope: any sequence into one envelope element receivers unpack (README \"Merge mode\")"),
-		mergeMaxBytes:    s.add("merge-max-bytes", "TIM_MERGE_MAX_BYTES", "12000", "largest merged request body, at most 12000"),
-		partitionWatch:   s.add("partition-watch-interval", "KAFKA_PARTITION_WATCH_INTERVAL", "5s", "how often the topic's partition count is checked; added partitions are consumed within about this time"),
-		stuckAfter:       s.add("stuck-after", "TIM_STUCK_AFTER", "2m", "a partition failing on one record this long shows in /readyz and timbroadcast_stuck_partitions"),
-		retryMaxElapsed:  s.add("retry-max-elapsed", "TIM_RETRY_MAX_ELAPSED", "0", "give up an event retried this long and dead-letter it as retry_exhausted; 0 never gives up (README \"Giving up\")"),
+		mergeMaxBytes: s.add("merge-max-bytes", "TIM_MERGE_MAX_BYTES", strconv.Itoa(d.MergeMaxBytes),
+			fmt.Sprintf("largest merged request body, %d to %d", consumer.MinMergeMaxBytes, sender.MaxBodyBytes)),
+		partitionWatch:  s.add("partition-watch-interval", "KAFKA_PARTITION_WATCH_INTERVAL", durationDefault(d.PartitionWatchInterval), "how often the topic's partition count is checked; added partitions are consumed within about this time"),
+		stuckAfter:      s.add("stuck-after", "TIM_STUCK_AFTER", durationDefault(d.StuckAfter), "a partition failing on one record this long shows in /readyz and timbroadcast_stuck_partitions"),
+		retryMaxElapsed: s.add("retry-max-elapsed", "TIM_RETRY_MAX_ELAPSED", "0", "give up an event retried this long and dead-letter it as retry_exhausted; 0 never gives up (README \"Giving up\")"),
 	}
 }
 
@@ -408,8 +413,12 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 		return k.merge.errorf("%q must be off, on (native) or envelope", k.merge.val)
 	}
 	n, err := strconv.Atoi(k.mergeMaxBytes.String())
-	if err != nil || n < 200 || n > sender.MaxBodyBytes {
-		return k.mergeMaxBytes.errorf("%q must be a number of bytes between 200 and %d", k.mergeMaxBytes.val, sender.MaxBodyBytes)
+	if err != nil {
+		n = 0 // not a number: the rule's message says what is wanted
+	}
+	var fe *consumer.FieldError
+	if errors.As(consumer.ValidateMergeMaxBytes(n), &fe) {
+		return k.mergeMaxBytes.errorf("%q %s", k.mergeMaxBytes.val, fe.Msg)
 	}
 	cfg.MergeMaxBytes = n
 	switch k.startOffset.String() {

@@ -52,7 +52,7 @@ type publishCmd struct {
 // parsePublish resolves the publish command's settings; a single event
 // given by flags is validated here.
 func parsePublish(p process, args []string) (*publishCmd, error) {
-	s := newSettings("publish", p.getenv)
+	s := newSettings("publish", p.getenv, p.stderr)
 	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "")

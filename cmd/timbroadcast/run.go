@@ -35,7 +35,7 @@ func (c *runCmd) secrets() []string {
 
 // parseRun resolves the run command's settings.
 func parseRun(p process, args []string) (*runCmd, error) {
-	s := newSettings("run", p.getenv)
+	s := newSettings("run", p.getenv, p.stderr)
 	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "dead-letter topic")

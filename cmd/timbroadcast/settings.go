@@ -1,12 +1,15 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
 )
 
 // settings reads configuration from flags with environment fallbacks: a
@@ -26,9 +29,11 @@ type setting struct {
 	val                   string
 }
 
-func newSettings(name string, getenv func(string) string) *settings {
+// newSettings returns the settings of command name, read from getenv; help
+// and flag errors go to stderr.
+func newSettings(name string, getenv func(string) string, stderr io.Writer) *settings {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
+	fs.SetOutput(stderr)
 	s := &settings{fs: fs, getenv: getenv}
 	fs.Usage = func() { s.usage(name) }
 	return s
@@ -166,6 +171,43 @@ func parseDurations(ds ...durationSetting) error {
 		*d.dst = v
 	}
 	return nil
+}
+
+// durationDefault writes a default duration as a user would: 5m, not
+// 5m0s.
+func durationDefault(d time.Duration) string {
+	s := d.String()
+	s = strings.TrimSuffix(s, "m0s") + map[bool]string{true: "m"}[strings.HasSuffix(s, "m0s")]
+	s = strings.TrimSuffix(s, "h0m") + map[bool]string{true: "h"}[strings.HasSuffix(s, "h0m")]
+	return s
+}
+
+// consumerFields names the settings of consumer.Config fields that
+// consumer.FieldError may name.
+var consumerFields = map[string]string{
+	"Topic": "KAFKA_TOPIC", "DLQTopic": "KAFKA_DLQ_TOPIC", "UrgentTopic": "KAFKA_URGENT_TOPIC",
+	"ReceiptTopic": "KAFKA_RECEIPT_TOPIC", "MergeMaxBytes": "TIM_MERGE_MAX_BYTES", "GroupID": "KAFKA_GROUP_ID",
+}
+
+// fieldError renders a consumer configuration error (the rule is the
+// consumer's, written once there) with the names of the settings: the one
+// among candidates at fault, the related ones by variable.
+func fieldError(err error, candidates ...*setting) error {
+	var fe *consumer.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	for _, st := range candidates {
+		if st.env != consumerFields[fe.Field] {
+			continue
+		}
+		related := make([]string, len(fe.Related))
+		for i, r := range fe.Related {
+			related[i] = consumerFields[r]
+		}
+		return st.errorf("%s", fe.Msg+consumer.JoinAnd(related))
+	}
+	return err
 }
 
 func (st *setting) positiveFloat() (float64, error) {

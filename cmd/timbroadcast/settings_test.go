@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -61,7 +63,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no brokers", []string{"KAFKA_BROKERS"}, nil, nil, "KAFKA_BROKERS"},
 		{"bad broker", nil, map[string]string{"KAFKA_BROKERS": "localhost"}, nil, "KAFKA_BROKERS"},
 		{"no topic", []string{"KAFKA_TOPIC"}, nil, nil, "KAFKA_TOPIC"},
-		{"dlq equals topic", nil, map[string]string{"KAFKA_DLQ_TOPIC": "t"}, nil, "KAFKA_DLQ_TOPIC"},
+		{"dlq equals topic", nil, map[string]string{"KAFKA_DLQ_TOPIC": "t"}, nil, "KAFKA_DLQ_TOPIC (--dlq-topic): must differ from KAFKA_TOPIC"},
+		{"urgent equals dlq", nil, map[string]string{"KAFKA_URGENT_TOPIC": "t.dlq"}, nil, "KAFKA_URGENT_TOPIC (--urgent-topic): must differ from KAFKA_TOPIC and KAFKA_DLQ_TOPIC"},
 		{"no app id", []string{"TIM_SDKAPPID"}, nil, nil, "TIM_SDKAPPID"},
 		{"bad app id", nil, map[string]string{"TIM_SDKAPPID": "abc"}, nil, "TIM_SDKAPPID"},
 		{"no admin", []string{"TIM_ADMIN"}, nil, nil, "TIM_ADMIN"},
@@ -80,10 +83,11 @@ func TestConfigErrors(t *testing.T) {
 		{"flag wins", nil, nil, []string{"--rate=-3"}, `TIM_RATE (--rate): "-3"`},
 		{"bad duration", nil, map[string]string{"KAFKA_SESSION_TIMEOUT": "soon"}, nil, "KAFKA_SESSION_TIMEOUT"},
 		{"bad merge", nil, map[string]string{"TIM_MERGE": "maybe"}, nil, "TIM_MERGE"},
-		{"bad merge size", nil, map[string]string{"TIM_MERGE_MAX_BYTES": "20000"}, nil, "TIM_MERGE_MAX_BYTES"},
+		{"bad merge size", nil, map[string]string{"TIM_MERGE_MAX_BYTES": "20000"}, nil, `TIM_MERGE_MAX_BYTES (--merge-max-bytes): "20000" must be a number of bytes between 200 and 12000`},
+		{"merge size not a number", nil, map[string]string{"TIM_MERGE_MAX_BYTES": "12k"}, nil, `TIM_MERGE_MAX_BYTES (--merge-max-bytes): "12k" must be a number of bytes between 200 and 12000`},
 		{"bad start offset", nil, map[string]string{"KAFKA_START_OFFSET": "middle"}, nil, "KAFKA_START_OFFSET"},
 		{"bad log level", nil, map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
-		{"receipts to the source topic", nil, map[string]string{"KAFKA_RECEIPT_TOPIC": "t"}, nil, "KAFKA_RECEIPT_TOPIC"},
+		{"receipts to the source topic", nil, map[string]string{"KAFKA_RECEIPT_TOPIC": "t"}, nil, "KAFKA_RECEIPT_TOPIC (--receipt-topic): must differ from KAFKA_TOPIC, KAFKA_DLQ_TOPIC and KAFKA_URGENT_TOPIC"},
 		{"receipts to the dead-letter topic", nil, nil, []string{"--receipt-topic", "t.dlq"}, "KAFKA_RECEIPT_TOPIC (--receipt-topic)"},
 		{"unknown trace exporter", nil, map[string]string{"OTEL_TRACES_EXPORTER": "jaeger"}, nil, "OTEL_TRACES_EXPORTER"},
 		{"none with another exporter", nil, map[string]string{"OTEL_TRACES_EXPORTER": "none,otlp"}, nil, "OTEL_TRACES_EXPORTER"},
@@ -274,6 +278,46 @@ func TestPublishWaitSettings(t *testing.T) {
 		_, err := parsePublish(process{getenv: envOf(env)}, append([]string{"--text", "hi"}, tt.args...))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("publish %v with %v: %v; want an error containing %q", tt.args, tt.set, err, tt.want)
+		}
+	}
+}
+
+// TestREADMEConfigurationTable: every setting of run (as --help lists it,
+// from the one registry of settings and the components' DefaultConfig) has
+// a row in the README's configuration table, with the same default.
+func TestREADMEConfigurationTable(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{} // variable -> the row's cells
+	for _, line := range strings.Split(string(readme), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cells := strings.Split(line, " | ")
+		for _, v := range regexp.MustCompile("`([A-Z][A-Z0-9_]+)`").FindAllStringSubmatch(cells[0], -1) {
+			rows[v[1]] = cells
+		}
+	}
+	var out, help bytes.Buffer
+	if code := runMain([]string{"run", "--help"}, envOf(nil), &out, &help); code != 0 {
+		t.Fatalf("run --help: exit %d", code)
+	}
+	entry := regexp.MustCompile(`(?m)^  --(\S+) \(([A-Z0-9_]+)\)(?: \[default (.*)\])?$`)
+	found := entry.FindAllStringSubmatch(help.String(), -1)
+	if len(found) < 30 {
+		t.Fatalf("run --help lists %d settings, want the whole list:\n%s", len(found), help.String())
+	}
+	for _, f := range found {
+		flagName, env, def := f[1], f[2], f[3]
+		cells, ok := rows[env]
+		if !ok {
+			t.Errorf("%s (--%s) has no row in the README's configuration table", env, flagName)
+			continue
+		}
+		if def != "" && (len(cells) < 3 || !strings.HasPrefix(cells[2], "`"+def+"`")) {
+			t.Errorf("README: %s's default is %q, want `%s` as --help and the code say", env, cells[2], def)
 		}
 	}
 }

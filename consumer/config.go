@@ -1,0 +1,268 @@
+package consumer
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/sender"
+)
+
+// Config configures a Worker. A zero duration, StartOffset or
+// MergeMaxBytes takes its default from DefaultConfig, the one place
+// defaults are written.
+type Config struct {
+	// Brokers are the bootstrap brokers (host:port). Required.
+	Brokers []string
+	// Topic is the source topic. Required.
+	Topic string
+	// GroupID is the consumer group. Required.
+	GroupID string
+	// DLQTopic is the dead-letter topic. Required; must differ from Topic.
+	DLQTopic string
+	// UrgentTopic, if set, is a second source topic of the same format
+	// whose events take the next call slot of the app before any event of
+	// Topic, across all replicas (the urgent lane). Its dead letters go to
+	// DLQTopic too, with the source topic in their headers.
+	UrgentTopic string
+	// ReceiptTopic, if set, receives one receipt per final outcome of
+	// every event (wire.Receipt), written with acks=all before the event's
+	// offset is committed. Must differ from the source and dead-letter
+	// topics.
+	ReceiptTopic string
+	// Dialer dials the brokers (TLS, SASL); default kafka.DefaultDialer.
+	Dialer *kafka.Dialer
+	// Balancer places dead letters and receipts by key (KAFKA_PARTITIONER);
+	// nil is FNV-1a (kafkaconn.Balancer).
+	Balancer kafka.Balancer
+
+	// MaxWait is how long a fetch waits at the broker for new records; it
+	// bounds nothing on the delivery path (a fetch answers as soon as a
+	// record arrives).
+	MaxWait time.Duration
+	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the group
+	// protocol's.
+	SessionTimeout, HeartbeatInterval, RebalanceTimeout time.Duration
+	// JoinGroupBackoff is the wait after a failed join.
+	JoinGroupBackoff time.Duration
+	// RevokeGrace is how long an in-flight send may go on after its
+	// partition was revoked. An abandoned send is not
+	// committed; the next owner resends it with the same Random.
+	RevokeGrace time.Duration
+	// DrainTimeout bounds the in-flight send at shutdown.
+	DrainTimeout time.Duration
+	// PauseInitial and PauseMax bound the backoff between probes while
+	// paused.
+	PauseInitial, PauseMax time.Duration
+	// StuckAfter is how long a partition may keep failing on one record
+	// (a send retried, a dead-letter write refused) before Ready reports
+	// it and the stuck metric counts it.
+	StuckAfter time.Duration
+	// RetryMaxElapsed, if set, dead-letters an event whose call has been
+	// retried this long with reason "retry_exhausted". The Sender must
+	// return within it (sender.Config.MaxElapsed). Default 0: retry until
+	// it succeeds. See README "Giving up" for what it costs.
+	RetryMaxElapsed time.Duration
+	// StartOffset is where a partition without a committed offset starts:
+	// kafka.FirstOffset (default) or kafka.LastOffset. With LastOffset the
+	// resolved offset is committed as soon as the partition is assigned,
+	// so records produced afterwards are never skipped by a later owner.
+	StartOffset int64
+	// PartitionWatchInterval is how often the topic's partition count is
+	// checked: added partitions are assigned (and the rate share follows)
+	// within about this time.
+	PartitionWatchInterval time.Duration
+
+	// Logger is the worker's logger; default none.
+	Logger *zap.Logger
+	// Metrics records the worker's metrics; nil records none.
+	Metrics *Metrics
+	// Now is the clock (for expiry); default time.Now.
+	Now func() time.Time
+	// OnOutcome, if set, is called with every record's final outcome,
+	// before its offset is committed.
+	OnOutcome func(Outcome)
+	// TracerProvider, if set, traces every event: a span from fetch to
+	// commit whose parent is the W3C trace context of the record's
+	// headers, with a child span per API attempt, dead-letter write and
+	// receipt write; a merged call's span links its members. Nil traces
+	// nothing and costs nothing.
+	TracerProvider trace.TracerProvider
+	// Propagator reads the trace context from record headers; default
+	// W3C trace context and baggage. Traced or not, its headers (Fields)
+	// are the ones receipts copy from their events, and the trace id it
+	// reads is in the event's log lines.
+	Propagator propagation.TextMapPropagator
+
+	// AppRate is the app's call rate for all replicas together (TIM_RATE).
+	// When set (and finite), calls follow the call schedule that every
+	// member of the group computes alike (schedule.go): slots of 1/AppRate
+	// seconds, each used by one member, given to partitions with a
+	// backlog. The Sender must honour sender.WithPacing (*sender.Client
+	// does). Zero leaves pacing to the Sender.
+	AppRate float64
+	// ScheduleRefresh is how often the group's backlog is read for the
+	// call schedule.
+	ScheduleRefresh time.Duration
+
+	// Merge packs the events waiting at the head of a partition into one
+	// call when a pacing slot opens (see README "Merge mode"). The Sender
+	// must then also be a SlotSender.
+	Merge bool
+	// MergeEnvelope packs any sequence of events into one envelope element
+	// (wire.MergeEnvelope) instead of native merging (wire.MergeNative).
+	MergeEnvelope bool
+	// MergeMaxBytes caps a merged request body; default and maximum
+	// sender.MaxBodyBytes.
+	MergeMaxBytes int
+}
+
+// MinMergeMaxBytes is the smallest MergeMaxBytes: a call must hold at
+// least one ordinary event.
+const MinMergeMaxBytes = 200
+
+// DefaultConfig returns the defaults of every optional setting: a zero
+// field of a Config takes its value here. The command's settings and the
+// README's configuration table show these values.
+func DefaultConfig() Config {
+	return Config{
+		MaxWait:                500 * time.Millisecond,
+		SessionTimeout:         10 * time.Second,
+		HeartbeatInterval:      time.Second,
+		RebalanceTimeout:       15 * time.Second,
+		JoinGroupBackoff:       time.Second,
+		RevokeGrace:            3 * time.Second,
+		DrainTimeout:           10 * time.Second,
+		PauseInitial:           5 * time.Second,
+		PauseMax:               5 * time.Minute,
+		StuckAfter:             2 * time.Minute,
+		PartitionWatchInterval: 5 * time.Second,
+		ScheduleRefresh:        200 * time.Millisecond,
+		StartOffset:            kafka.FirstOffset,
+		MergeMaxBytes:          sender.MaxBodyBytes,
+	}
+}
+
+// FieldError is a configuration error: Field is at fault, Msg says why,
+// naming the Related fields, if any, at its end ("must differ from" Topic
+// and DLQTopic). Callers that read configuration from elsewhere (flags,
+// the environment) render it with their own names for the fields.
+type FieldError struct {
+	Field   string
+	Msg     string
+	Related []string
+}
+
+func (e *FieldError) Error() string {
+	return "consumer: " + e.Field + " " + e.Msg + JoinAnd(e.Related)
+}
+
+// JoinAnd joins names as "a", "a and b" or "a, b and c", after a space.
+func JoinAnd(names []string) string {
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return " " + names[0]
+	}
+	return " " + strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// ValidateTopics checks the topic rules alone: each topic set differs
+// from the others.
+func (c *Config) ValidateTopics() error {
+	switch {
+	case c.Topic == "":
+		return &FieldError{Field: "Topic", Msg: "is required"}
+	case c.DLQTopic == c.Topic:
+		return &FieldError{Field: "DLQTopic", Msg: "must differ from", Related: []string{"Topic"}}
+	case c.UrgentTopic != "" && (c.UrgentTopic == c.Topic || c.UrgentTopic == c.DLQTopic):
+		return &FieldError{Field: "UrgentTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic"}}
+	case c.ReceiptTopic != "" && (c.ReceiptTopic == c.Topic || c.ReceiptTopic == c.DLQTopic || c.ReceiptTopic == c.UrgentTopic):
+		return &FieldError{Field: "ReceiptTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic", "UrgentTopic"}}
+	}
+	return nil
+}
+
+// ValidateMergeMaxBytes checks a MergeMaxBytes.
+func ValidateMergeMaxBytes(n int) error {
+	if n < MinMergeMaxBytes || n > sender.MaxBodyBytes {
+		return &FieldError{Field: "MergeMaxBytes", Msg: fmt.Sprintf("must be a number of bytes between %d and %d", MinMergeMaxBytes, sender.MaxBodyBytes)}
+	}
+	return nil
+}
+
+// Validate checks the configuration; an error is a *FieldError naming the
+// offending field.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return &FieldError{Field: "Brokers", Msg: "is required"}
+	case c.GroupID == "":
+		return &FieldError{Field: "GroupID", Msg: "is required"}
+	case c.DLQTopic == "":
+		return &FieldError{Field: "DLQTopic", Msg: "is required"}
+	case c.StartOffset != 0 && c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset:
+		return &FieldError{Field: "StartOffset", Msg: "must be kafka.FirstOffset or kafka.LastOffset"}
+	}
+	if err := c.ValidateTopics(); err != nil {
+		return err
+	}
+	if c.MergeMaxBytes != 0 {
+		if err := ValidateMergeMaxBytes(c.MergeMaxBytes); err != nil {
+			return err
+		}
+	}
+	for name, d := range map[string]time.Duration{"MaxWait": c.MaxWait, "SessionTimeout": c.SessionTimeout,
+		"HeartbeatInterval": c.HeartbeatInterval, "RebalanceTimeout": c.RebalanceTimeout, "JoinGroupBackoff": c.JoinGroupBackoff,
+		"RevokeGrace": c.RevokeGrace, "DrainTimeout": c.DrainTimeout, "PauseInitial": c.PauseInitial, "PauseMax": c.PauseMax,
+		"StuckAfter": c.StuckAfter, "RetryMaxElapsed": c.RetryMaxElapsed, "PartitionWatchInterval": c.PartitionWatchInterval,
+		"ScheduleRefresh": c.ScheduleRefresh} {
+		if d < 0 {
+			return &FieldError{Field: name, Msg: "must not be negative"}
+		}
+	}
+	return nil
+}
+
+// setDefaults fills every zero field that has a default (DefaultConfig).
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	def(&c.MaxWait, d.MaxWait)
+	def(&c.SessionTimeout, d.SessionTimeout)
+	def(&c.HeartbeatInterval, d.HeartbeatInterval)
+	def(&c.RebalanceTimeout, d.RebalanceTimeout)
+	def(&c.JoinGroupBackoff, d.JoinGroupBackoff)
+	def(&c.RevokeGrace, d.RevokeGrace)
+	def(&c.DrainTimeout, d.DrainTimeout)
+	def(&c.PauseInitial, d.PauseInitial)
+	def(&c.PauseMax, d.PauseMax)
+	def(&c.StuckAfter, d.StuckAfter)
+	def(&c.PartitionWatchInterval, d.PartitionWatchInterval)
+	def(&c.ScheduleRefresh, d.ScheduleRefresh)
+	if c.StartOffset == 0 {
+		c.StartOffset = d.StartOffset
+	}
+	if c.MergeMaxBytes == 0 {
+		c.MergeMaxBytes = d.MergeMaxBytes
+	}
+	if c.Dialer == nil {
+		c.Dialer = kafka.DefaultDialer
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
