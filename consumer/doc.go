@@ -9,13 +9,26 @@
 // producers and operators (package wire) or message identity (package
 // dedupe).
 //
-// Files follow one record from fetch to commit:
+// Files follow one record from fetch to commit, in the order it meets
+// them:
 //
-//	worker.go      the worker's life: configuration, New, Run, readiness, rate share
-//	partition.go   one owned partition: fetching, the plain and merge loops
-//	deliver.go     one call to its final outcome: retries, pauses, outcomes
-//	deadletter.go  the dead-letter write
-//	offsets.go     commits and the in-flight record read back on resume
+//	config.go      Config, its defaults (DefaultConfig) and rules (Validate)
+//	worker.go      the worker's life: New, Run (group generations), readiness
+//	partition.go   one owned partition: its sessions, the pump that fetches
+//	               and decodes each record once (kafkaconn.Fetcher), the queue
+//	plan.go        the loops that plan calls: plain, merge (packing), resume
+//	settle.go      the one path every call takes: pause gate, slot, send;
+//	               delivered, dead-lettered or split; receipts; commit
 //	gate.go        the pause gate shared by all partitions
+//	schedule.go    the call schedule (a pacer) every member computes alike
+//	deadletter.go  the dead-letter write (writeHeld: acks=all, held retries)
+//	receipt.go     the receipt write
+//	offsets.go     commits (only a lost generation rejoins; any other
+//	               refusal holds) and the in-flight record read back on resume
+//	observe.go     the path's named points: attempt, outcome, commit (spans,
+//	               metrics, outcome logs, Config.OnOutcome)
+//	trace.go       span making (OpenTelemetry)
+//	health.go      holds, stuck partitions and notes for /readyz
 //	metrics.go     Prometheus metrics
+//	topics.go      topicPartition
 package consumer
