@@ -284,9 +284,10 @@ func TestPublishWaitSettings(t *testing.T) {
 
 // TestREADMEConfigurationTable: every setting of run (as --help lists it,
 // from the one registry of settings and the components' DefaultConfig) has
-// a row in the README's configuration table, with the same default.
+// a row in the configuration reference (deploy/README.md), with the same
+// default.
 func TestREADMEConfigurationTable(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../deploy/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,11 +314,11 @@ func TestREADMEConfigurationTable(t *testing.T) {
 		flagName, env, def := f[1], f[2], f[3]
 		cells, ok := rows[env]
 		if !ok {
-			t.Errorf("%s (--%s) has no row in the README's configuration table", env, flagName)
+			t.Errorf("%s (--%s) has no row in deploy/README.md's configuration reference", env, flagName)
 			continue
 		}
 		if def != "" && (len(cells) < 3 || !strings.HasPrefix(cells[2], "`"+def+"`")) {
-			t.Errorf("README: %s's default is %q, want `%s` as --help and the code say", env, cells[2], def)
+			t.Errorf("deploy/README.md: %s's default is %q, want `%s` as --help and the code say", env, cells[2], def)
 		}
 	}
 }

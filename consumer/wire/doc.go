@@ -66,18 +66,58 @@
 // this form as "nothing in flight" and resend the call (deduped within five
 // minutes).
 //
+// A dead letter cut to fit its topic also carries
+//
+//	timbroadcast-dlq-truncated        "true": the value was cut to 16 KiB, or
+//	                                  dropped with the producer's headers
+//	timbroadcast-dlq-original-size    the original value's length in bytes
+//	timbroadcast-dlq-original-sha256  its SHA-256, to find it in the source topic
+//
 // Receipt (schema "timbroadcast/receipt/v1"): a record of the receipt topic
 // per final outcome of an event, keyed like the event, whose value is the
 // JSON of a Receipt and whose headers are timbroadcast-receipt-schema and
 // the event's trace headers (traceparent, tracestate and baggage, or those
 // of the propagation OTEL_PROPAGATORS names). A receipt may repeat
 // after a crash; (source.topic, source.partition, source.offset) is its
-// identity.
+// identity. Its fields:
 //
-// Merge envelope (version "timbroadcast/merged/v1"): a TIMCustomElem whose
-// Ext is exactly EnvelopeExt and whose Data is the JSON of an Envelope,
-// listing the custom elements of several events in order, each with its
-// record key.
+//	schema              "timbroadcast/receipt/v1"
+//	outcome             "delivered" or "dead_lettered"
+//	random              the event's own Random (0 for a record that never decoded)
+//	call_random         the Random of the call that carried it: the event's own
+//	                    when it went alone, the merged call's otherwise
+//	msg_seq             the API's MsgSeq (delivered)
+//	attempts            API requests made for the event's call
+//	call_events         events that shared the call (1 alone; 0 without a call)
+//	produced_at         the record's timestamp
+//	first_attempt_at    the call's first request (by the replica that finished it)
+//	call_at             the request that delivered (or was rejected)
+//	final_at            the API's OK, or the dead-letter write's acknowledgement
+//	produce_to_call_ms  call_at minus produced_at
+//	source              {topic, partition, offset} of the event: its identity
+//	dead_letter         dead letters only: {topic, reason, code, info, field},
+//	                    as in the dead-letter headers
+//
+// Merge envelope v1 ("timbroadcast/merged/v1", native merge mode): a
+// TIMCustomElem whose Ext is exactly EnvelopeExt and whose Data is the JSON
+// of an Envelope, listing the custom elements of several events in order,
+// each with its record key:
+//
+//	{"MsgType":"TIMCustomElem","MsgContent":{
+//	   "Data":"{\"v\":\"timbroadcast/merged/v1\",\"events\":[{\"key\":\"rain-7\",\"Data\":\"...\"},{\"key\":\"rain-8\",\"Data\":\"...\",\"Desc\":\"...\"}]}",
+//	   "Desc":"timbroadcast merged custom elements",
+//	   "Ext":"timbroadcast/merged/v1"}}
+//
+// Merge envelope v2 ("timbroadcast/merged/v2", envelope merge mode): any
+// sequence of events of one From_Account as one custom element listing
+// every event with its key, CloudCustomData and own elements:
+//
+//	{"MsgType":"TIMCustomElem","MsgContent":{
+//	   "Data":"{\"v\":\"timbroadcast/merged/v2\",\"events\":[{\"key\":\"notice-1\",\"CloudCustomData\":\"room=1\",\"MsgBody\":[...]}, ...]}",
+//	   "Desc":"timbroadcast merged events",
+//	   "Ext":"timbroadcast/merged/v2"}}
+//
+// Unpack reads both.
 //
 // Dead-letter topic: <source topic>.dlq unless configured (DeadLetterTopic).
 package wire
