@@ -23,6 +23,12 @@ type Config struct {
 	Topic string
 	// GroupID is the consumer group. Required.
 	GroupID string
+	// GroupInstanceID, if set, makes the worker a static member of the
+	// group (KIP-345): restarted with the same id within the session
+	// timeout, it takes its partitions back without a rebalance, and it
+	// never sends LeaveGroup. Each replica needs its own id; a second
+	// process joining with it fences the first (Run returns ErrFenced).
+	GroupInstanceID string
 	// DLQTopic is the dead-letter topic. Required; must differ from Topic.
 	DLQTopic string
 	// UrgentTopic, if set, is a second source topic of the same format
@@ -189,6 +195,19 @@ func (c *Config) ValidateTopics() error {
 	return nil
 }
 
+// ValidateGroupInstanceID checks a GroupInstanceID: empty, or Kafka's rule
+// for names (at most 249 of a-z, A-Z, 0-9, '.', '_', '-').
+func ValidateGroupInstanceID(id string) error {
+	bad := len(id) > 249
+	for _, r := range id {
+		bad = bad || !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}
+	if bad {
+		return &FieldError{Field: "GroupInstanceID", Msg: "must be at most 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'"}
+	}
+	return nil
+}
+
 // ValidateMergeMaxBytes checks a MergeMaxBytes.
 func ValidateMergeMaxBytes(n int) error {
 	if n < MinMergeMaxBytes || n > sender.MaxBodyBytes {
@@ -211,6 +230,9 @@ func (c *Config) Validate() error {
 		return &FieldError{Field: "StartOffset", Msg: "must be kafka.FirstOffset or kafka.LastOffset"}
 	}
 	if err := c.ValidateTopics(); err != nil {
+		return err
+	}
+	if err := ValidateGroupInstanceID(c.GroupInstanceID); err != nil {
 		return err
 	}
 	if c.MergeMaxBytes != 0 {

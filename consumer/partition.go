@@ -94,13 +94,13 @@ type partition struct {
 }
 
 // newPartition builds the partition tp of generation gen.
-func (w *Worker) newPartition(stop, genCtx context.Context, gen *kafka.Generation, tp topicPartition) *partition {
+func (w *Worker) newPartition(stop, genCtx context.Context, gen *generation, tp topicPartition) *partition {
 	return &partition{
 		w:      w,
 		tp:     tp,
 		urgent: tp.topic == w.cfg.UrgentTopic,
-		log:    w.log.With(zap.String("topic", tp.topic), zap.Int("partition", tp.partition), zap.Int32("generation", gen.ID)),
-		offsets: &offsets{client: w.client, group: gen.GroupID, generation: gen.ID, member: gen.MemberID,
+		log:    w.log.With(zap.String("topic", tp.topic), zap.Int("partition", tp.partition), zap.Int32("generation", gen.id)),
+		offsets: &offsets{client: w.client, group: gen.group, generation: gen.id, member: gen.memberID,
 			topic: tp.topic, partition: tp.partition, metrics: w.metrics},
 		stop: stop,
 		gen:  genCtx,
@@ -109,23 +109,25 @@ func (w *Worker) newPartition(stop, genCtx context.Context, gen *kafka.Generatio
 
 // run delivers the partition's records in offset order until the worker
 // stops or the generation ends. It returns only then, or when a commit
-// says the generation is gone: kafka-go ends the generation for the whole
-// group as soon as one of its functions returns. Any other failure
-// restarts the partition in place, from its committed offset, with a
-// backoff.
-func (p *partition) run() {
+// says the generation is gone (errGenerationGone: the member must rejoin).
+// Any other failure restarts the partition in place, from its committed
+// offset, with a backoff.
+func (p *partition) run() error {
 	defer p.w.holds.done(p.tp)
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
 		err := p.session()
 		switch {
-		case p.stop.Err() != nil || p.gen.Err() != nil:
-			p.log.Info("partition released", zap.NamedError("last", err))
-			return
 		case errors.Is(err, errGenerationGone):
 			p.log.Info("the generation is gone; rejoining the group", zap.Error(err))
-			return
+			if errors.Is(err, kafka.FencedInstanceID) {
+				return ErrFenced
+			}
+			return err
+		case p.stop.Err() != nil || p.gen.Err() != nil:
+			p.log.Info("partition released", zap.NamedError("last", err))
+			return nil
 		}
 		wait := bo.NextBackOff()
 		p.log.Error("partition failed; restarting it from its committed offset", zap.Error(err), zap.Duration("in", wait))

@@ -43,6 +43,7 @@ type Worker struct {
 	gate    *gate
 	conn    *kafkaconn.Conn
 	client  kafkaClient
+	member  *member
 	dlq     *kafka.Writer
 	// receipts writes receipts; nil without a receipt topic.
 	receipts *kafka.Writer
@@ -55,10 +56,12 @@ type Worker struct {
 	sched        pacer // nil: the Sender paces
 	notes        notes
 	fetches      *holds // partitions whose fetches fail, at their fetch offset
-	// kafkaErr is kafka-go's last error report (a failed join, say).
+	// kafkaErr is the last group error (a failed join, say).
 	kafkaErr atomic.Value
 
 	joined atomic.Bool // a generation is active
+	// released are the partitions of the last generation (Run's alone).
+	released []topicPartition
 }
 
 // New returns a worker. It does not connect until Run.
@@ -84,7 +87,6 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
 		conn:    conn,
-		client:  conn.Client(),
 		dlq:     dlq,
 		holds:   newHolds(),
 		fetches: newHolds(),
@@ -93,6 +95,8 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	if w.prop == nil {
 		w.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
+	w.member = newMember(conn, cfg, w.topics(), cfg.Logger.Named("group"))
+	w.client = groupClient{Client: conn.Client(), m: w.member}
 	w.traceHeaders = append([]string{}, w.prop.Fields()...) // OTEL_PROPAGATORS=none: copy none
 	w.tr = newTracing(cfg.TracerProvider)
 	if cfg.ReceiptTopic != "" {
@@ -150,10 +154,10 @@ func (w *Worker) Paused() bool {
 	return p
 }
 
-// watchPartitions returns (ending the generation, so the group
-// rebalances and assigns them) when a source topic's partition count
-// changes; otherwise it runs until the generation ends.
-func (w *Worker) watchPartitions(genCtx context.Context) {
+// watchPartitions returns true when a source topic's partition count
+// changes (the leader then rejoins, so the group rebalances and assigns
+// them); otherwise it runs until the generation ends and returns false.
+func (w *Worker) watchPartitions(genCtx context.Context) bool {
 	counts := func() (map[string]int, error) {
 		ctx, cancel := context.WithTimeout(genCtx, 5*time.Second)
 		defer cancel()
@@ -181,13 +185,13 @@ func (w *Worker) watchPartitions(genCtx context.Context) {
 				if n != base[topic] {
 					w.log.Info("partitions changed: rebalancing the group", zap.String("topic", topic),
 						zap.Int("from", base[topic]), zap.Int("to", n))
-					return
+					return true
 				}
 			}
 		}
 		select {
 		case <-genCtx.Done():
-			return
+			return false
 		case <-t.C:
 		}
 	}
@@ -231,89 +235,49 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 
 // Run consumes until ctx ends, then drains: the in-flight send of each
 // partition finishes (bounded by DrainTimeout), final outcomes are
-// committed, and the group is left. It returns nil after a clean drain.
+// committed, and the group is left (a static member keeps its place). It
+// returns nil after a clean drain, and an error wrapping ErrFenced when
+// another process joined with this member's GroupInstanceID.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.checkTopics(ctx); err != nil {
 		return err
 	}
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                w.cfg.GroupID,
-		Brokers:           w.cfg.Brokers,
-		Dialer:            w.cfg.Dialer,
-		Topics:            w.topics(),
-		HeartbeatInterval: w.cfg.HeartbeatInterval,
-		SessionTimeout:    w.cfg.SessionTimeout,
-		RebalanceTimeout:  w.cfg.RebalanceTimeout,
-		JoinGroupBackoff:  w.cfg.JoinGroupBackoff,
-		StartOffset:       w.cfg.StartOffset,
-		Timeout:           10 * time.Second,
-		// Partition changes are watched by watchPartitions: kafka-go's own
-		// watcher shares the coordinator connection between topics and
-		// misreads answers with two topics, ending generations in a storm.
-		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
-			w.kafkaErr.Store(fmt.Sprintf(format, args...))
-			w.log.Sugar().Named("kafka").Warnf(format, args...)
-		}),
-	})
-	if err != nil {
-		return fmt.Errorf("consumer: create consumer group: %w", err)
-	}
-
-	var wg sync.WaitGroup // every partition goroutine of every generation
-	var released []topicPartition
 	var scheduler sync.WaitGroup // the call schedule, stopped after the drain
 	schedCtx, stopSchedule := context.WithCancel(context.Background())
 	defer stopSchedule()
 	if w.sched != nil {
 		scheduler.Go(func() { w.sched.run(schedCtx) })
 	}
-	for {
-		gen, err := cg.Next(ctx)
-		if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+	var fatal error
+	for ctx.Err() == nil {
+		gen, err := w.member.join(ctx)
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, ErrFenced):
+			fatal = err
+		case err != nil:
+			w.joined.Store(false)
+			w.kafkaErr.Store(err.Error())
+			w.log.Warn("joining the consumer group failed; retrying", zap.Error(err), zap.Duration("in", w.cfg.JoinGroupBackoff))
+			_ = sleepCtx(ctx, w.cfg.JoinGroupBackoff)
+			continue
+		default:
+			fatal = w.runGeneration(ctx, gen)
+		}
+		if fatal != nil {
 			break
 		}
-		if err != nil {
-			w.joined.Store(false)
-			w.log.Warn("consumer group generation failed; rejoining", zap.Error(err))
-			continue
-		}
-		// The previous generation has ended: all its partition goroutines
-		// returned before kafka-go let the next one begin.
-		var parts []topicPartition
-		for _, topic := range w.topics() {
-			for _, a := range gen.Assignments[topic] {
-				parts = append(parts, topicPartition{topic, a.ID})
-			}
-		}
-		w.metrics.setAssigned(len(parts), released)
-		released = parts
-		if w.sched != nil {
-			w.sched.setMine(parts)
-		}
-		w.joined.Store(true)
-		w.kafkaErr.Store("")
-		w.log.Info("joined consumer group generation",
-			zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Stringers("partitions", parts))
-		gen.Start(func(genCtx context.Context) { w.watchPartitions(genCtx) })
-		for _, topic := range w.topics() {
-			for _, a := range gen.Assignments[topic] {
-				wg.Add(1)
-				gen.Start(func(genCtx context.Context) {
-					defer wg.Done()
-					w.newPartition(ctx, genCtx, gen, topicPartition{topic, a.ID}).run()
-				})
-			}
-		}
 	}
-	// Drain: partitions see ctx end, finish their in-flight send and
-	// commit while the generation (and its heartbeats) still stand.
-	wg.Wait()
 	stopSchedule()
 	scheduler.Wait()
 	w.joined.Store(false)
-	err = cg.Close() // ends the generation and leaves the group
-	w.metrics.setAssigned(0, released)
-	if cerr := w.dlq.Close(); cerr != nil && err == nil {
+	w.metrics.setAssigned(0, w.released)
+	if fatal == nil {
+		w.member.leave(context.Background())
+	}
+	w.member.close()
+	var err error
+	if cerr := w.dlq.Close(); cerr != nil {
 		err = fmt.Errorf("consumer: close dead-letter writer: %w", cerr)
 	}
 	if w.receipts != nil {
@@ -321,6 +285,75 @@ func (w *Worker) Run(ctx context.Context) error {
 			err = fmt.Errorf("consumer: close receipt writer: %w", cerr)
 		}
 	}
-	w.log.Info("consumer stopped; group left")
+	if fatal != nil {
+		w.log.Error("stopped: another process joined the group with this member's group instance id", zap.Error(fatal),
+			zap.String("group_instance_id", w.cfg.GroupInstanceID))
+		return fmt.Errorf("consumer: group instance id %q: %w", w.cfg.GroupInstanceID, fatal)
+	}
+	if w.cfg.GroupInstanceID != "" {
+		w.log.Info("consumer stopped; static member: its partitions wait for it until the session timeout")
+	} else {
+		w.log.Info("consumer stopped; group left")
+	}
 	return err
+}
+
+// runGeneration consumes the partitions gen assigned until the generation
+// ends (a rebalance, a lost generation, the leader seeing new partitions)
+// or ctx ends; then every partition has drained and returned. It returns
+// ErrFenced when that ended the generation.
+func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
+	var parts []topicPartition
+	for _, topic := range w.topics() {
+		for _, p := range gen.assigned[topic] {
+			parts = append(parts, topicPartition{topic, p})
+		}
+	}
+	w.metrics.setAssigned(len(parts), w.released)
+	w.released = parts
+	if w.sched != nil {
+		w.sched.setMine(parts)
+	}
+	w.joined.Store(true)
+	w.kafkaErr.Store("")
+	w.log.Info("joined consumer group generation", zap.Int32("generation", gen.id), zap.String("member", gen.memberID),
+		zap.Bool("leader", gen.leader), zap.Stringers("partitions", parts))
+
+	// The generation's context outlives ctx: at shutdown the partitions
+	// drain and commit while heartbeats go on.
+	genCtx, end := context.WithCancelCause(context.Background())
+	defer end(nil)
+	var keep sync.WaitGroup // heartbeats and the partition watch
+	keep.Go(func() {
+		if err := w.member.heartbeats(genCtx, gen); err != nil {
+			end(err)
+		}
+	})
+	if gen.leader {
+		keep.Go(func() {
+			if w.watchPartitions(genCtx) {
+				end(errPartitionsChanged)
+			}
+		})
+	}
+	var partitions sync.WaitGroup
+	for _, tp := range parts {
+		partitions.Go(func() {
+			if err := w.newPartition(ctx, genCtx, gen, tp).run(); err != nil {
+				end(err)
+			}
+		})
+	}
+	partitions.Wait()
+	cause := context.Cause(genCtx)
+	end(nil)
+	keep.Wait()
+	w.joined.Store(false)
+	if cause != nil && !errors.Is(cause, context.Canceled) {
+		w.log.Info("the generation ended; rejoining", zap.Int32("generation", gen.id), zap.NamedError("cause", cause))
+	}
+	if errors.Is(cause, ErrFenced) {
+		return ErrFenced
+	}
+	return nil
 }

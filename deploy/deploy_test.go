@@ -29,7 +29,7 @@ func init() {
 		LOG_LEVEL EMULATOR_ADDR EMULATOR_RATE EMULATOR_DEDUPE_WINDOW EMULATOR_INTERNAL_ERROR_RATE
 		EMULATOR_BAD_GATEWAY_RATE EMULATOR_DROP_RATE EMULATOR_LATENCY TIM_MERGE TIM_MERGE_MAX_BYTES REPLAY_GROUP_ID
 		TIM_STUCK_AFTER TIM_RETRY_MAX_ELAPSED KAFKA_PARTITION_WATCH_INTERVAL EMULATOR_ANSWER EMULATOR_LIMITER EMULATOR_ACCOUNTS
-		KAFKA_RECEIPT_TOPIC OTEL_EXPORTER_OTLP_ENDPOINT OTEL_SERVICE_NAME KAFKA_PARTITIONER OTEL_PROPAGATORS`) {
+		KAFKA_RECEIPT_TOPIC OTEL_EXPORTER_OTLP_ENDPOINT OTEL_SERVICE_NAME KAFKA_PARTITIONER OTEL_PROPAGATORS KAFKA_GROUP_INSTANCE_ID`) {
 		known[k] = true
 	}
 }
@@ -128,20 +128,35 @@ func TestKubernetes(t *testing.T) {
 			kinds[kind] = doc
 		}
 	}
-	for _, k := range []string{"Deployment", "ConfigMap", "Secret", "PodDisruptionBudget", "Kustomization"} {
+	for _, k := range []string{"StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "Kustomization"} {
 		if kinds[k] == nil {
 			t.Errorf("no %s manifest", k)
 		}
 	}
-	containers, _ := get(kinds["Deployment"], "spec", "template", "spec", "containers").([]any)
+	sts := kinds["StatefulSet"]
+	if get(sts, "spec", "serviceName") != get(kinds["Service"], "metadata", "name") || get(kinds["Service"], "spec", "clusterIP") != "None" {
+		t.Error("the StatefulSet's serviceName does not name the headless Service")
+	}
+	containers, _ := get(sts, "spec", "template", "spec", "containers").([]any)
 	if len(containers) != 1 {
-		t.Fatalf("deployment has %d containers", len(containers))
+		t.Fatalf("the StatefulSet has %d containers", len(containers))
 	}
 	c := containers[0]
+	// Each pod is a static member named by its pod name.
+	instance := false
+	env, _ := get(c, "env").([]any)
+	for _, e := range env {
+		if get(e, "name") == "KAFKA_GROUP_INSTANCE_ID" && get(e, "valueFrom", "fieldRef", "fieldPath") == "metadata.name" {
+			instance = true
+		}
+	}
+	if !instance {
+		t.Error("the StatefulSet does not set KAFKA_GROUP_INSTANCE_ID from the pod name")
+	}
 	for _, p := range [][]string{{"livenessProbe", "httpGet", "path"}, {"readinessProbe", "httpGet", "path"},
 		{"resources", "limits", "memory"}, {"resources", "requests", "cpu"}} {
 		if get(c, p...) == nil {
-			t.Errorf("deployment container lacks %s", strings.Join(p, "."))
+			t.Errorf("the container lacks %s", strings.Join(p, "."))
 		}
 	}
 	if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {

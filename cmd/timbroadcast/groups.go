@@ -367,6 +367,7 @@ func (a *apiSettings) config() (sender.Config, error) {
 
 // workerSettings are the consumer-group and delivery settings of `run`.
 type workerSettings struct {
+	instanceID                                           *setting
 	group, startOffset                                   *setting
 	maxWait, sessionTimeout, heartbeat, rebalanceTimeout *setting
 	joinRetry, revokeGrace, drainTimeout                 *setting
@@ -377,7 +378,9 @@ type workerSettings struct {
 func addWorkerSettings(s *settings) *workerSettings {
 	d := consumer.DefaultConfig()
 	return &workerSettings{
-		group:            s.add("group", "KAFKA_GROUP_ID", "timbroadcast", "consumer group; replicas share it"),
+		group: s.add("group", "KAFKA_GROUP_ID", "timbroadcast", "consumer group; replicas share it"),
+		instanceID: s.add("group-instance-id", "KAFKA_GROUP_INSTANCE_ID", "", "static membership: this replica's own stable id (the pod name of a StatefulSet); "+
+			"a restart within KAFKA_SESSION_TIMEOUT takes its partitions back without a rebalance (README \"Static membership\")"),
 		startOffset:      s.add("start-offset", "KAFKA_START_OFFSET", "earliest", "where a partition without a committed offset starts: earliest or latest"),
 		maxWait:          s.add("fetch-max-wait", "KAFKA_FETCH_MAX_WAIT", durationDefault(d.MaxWait), "longest a fetch waits at the broker (records are handed over as they arrive)"),
 		sessionTimeout:   s.add("session-timeout", "KAFKA_SESSION_TIMEOUT", durationDefault(d.SessionTimeout), "group session timeout: how soon a dead replica's partitions move"),
@@ -403,6 +406,11 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 	if cfg.GroupID, err = k.group.required(); err != nil {
 		return err
 	}
+	cfg.GroupInstanceID = k.instanceID.String()
+	var fe *consumer.FieldError
+	if errors.As(consumer.ValidateGroupInstanceID(cfg.GroupInstanceID), &fe) {
+		return k.instanceID.errorf("%q %s", cfg.GroupInstanceID, fe.Msg)
+	}
 	switch k.merge.String() {
 	case "on", "true", "1", "native":
 		cfg.Merge = true
@@ -416,7 +424,7 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 	if err != nil {
 		n = 0 // not a number: the rule's message says what is wanted
 	}
-	var fe *consumer.FieldError
+	fe = nil
 	if errors.As(consumer.ValidateMergeMaxBytes(n), &fe) {
 		return k.mergeMaxBytes.errorf("%q %s", k.mergeMaxBytes.val, fe.Msg)
 	}

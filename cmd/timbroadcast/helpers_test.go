@@ -189,7 +189,7 @@ func (ce *crashEnv) check(t *testing.T) {
 	}
 }
 
-func (ce *crashEnv) waitCommitted(t *testing.T, timeout time.Duration) {
+func (ce *crashEnv) waitCommitted(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	ce.kc.WaitCommitted(t, ce.env["KAFKA_GROUP_ID"], ce.topic, timeout)
 }

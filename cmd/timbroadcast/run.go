@@ -131,8 +131,15 @@ func (c *runCmd) Run(ctx context.Context) error {
 	c.logger.Info("timbroadcast worker starting",
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
 		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
-		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("http_addr", addr))
-	return w.Run(ctx)
+		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("group_instance_id", ccfg.GroupInstanceID),
+		zap.String("http_addr", addr))
+	if err := w.Run(ctx); errors.Is(err, consumer.ErrFenced) {
+		return configError{fmt.Errorf("KAFKA_GROUP_INSTANCE_ID (--group-instance-id): %q is in use by another process that joined "+
+			"the group after this one: each replica needs its own id (%w)", ccfg.GroupInstanceID, err)}
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // serveHTTP serves /metrics, /healthz and /readyz on addr until the

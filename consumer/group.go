@@ -1,0 +1,562 @@
+package consumer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/consumer"
+	"github.com/segmentio/kafka-go/protocol/heartbeat"
+	"github.com/segmentio/kafka-go/protocol/joingroup"
+	"github.com/segmentio/kafka-go/protocol/leavegroup"
+	"github.com/segmentio/kafka-go/protocol/offsetcommit"
+	"github.com/segmentio/kafka-go/protocol/offsetfetch"
+	"github.com/segmentio/kafka-go/protocol/syncgroup"
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+)
+
+// The group member: the worker's own, on kafka-go's protocol layer,
+// because kafka-go's ConsumerGroup cannot be a static member (KIP-345: its
+// JoinGroup is v1/v2 and it always sends LeaveGroup), looks the coordinator
+// up for every request and sends heartbeats to any broker.
+//
+// The member finds the coordinator once (again only on NOT_COORDINATOR or
+// a broken connection) and sends every group request over one kept
+// connection to it: JoinGroup, SyncGroup (the leader assigns with kafka-go's
+// balancers, as before), Heartbeat, OffsetCommit, OffsetFetch, LeaveGroup.
+// With Config.GroupInstanceID it is static: a restart within the session
+// timeout gets its partitions back without a rebalance, it never sends
+// LeaveGroup, and FENCED_INSTANCE_ID (another process joined with the same
+// id) is fatal. Rebalance and generation errors rejoin; nothing else does.
+
+// ErrFenced says another process joined the group with this member's
+// group instance id: two replicas share the id. The worker stops; it never
+// rejoins in a loop against the other.
+var ErrFenced = errors.New("fenced: another member of the group joined with the same group instance id")
+
+// errRebalance ends a generation so the member rejoins: the coordinator
+// started a rebalance, or the generation is no longer current.
+var errRebalance = errors.New("the group is rebalancing")
+
+// errPartitionsChanged ends the leader's generation when a topic's
+// partition count changed, so the group rebalances and assigns them.
+var errPartitionsChanged = errors.New("a source topic's partition count changed")
+
+// generation is one generation of the group, as this member joined it.
+type generation struct {
+	id       int32
+	group    string
+	memberID string
+	leader   bool
+	// assigned are this member's partitions, by topic.
+	assigned map[string][]int
+}
+
+// member is this process's membership of the consumer group.
+type member struct {
+	conn       *kafkaconn.Conn
+	group      string
+	instanceID string // "" for a dynamic member
+	topics     []string
+	session    time.Duration
+	rebalance  time.Duration
+	heartbeat  time.Duration
+	balancers  []kafka.GroupBalancer
+	log        *zap.Logger
+
+	mu       sync.Mutex
+	coord    *kafkaconn.BrokerConn
+	memberID string
+	// finds counts coordinator lookups; joins JoinGroup requests.
+	finds, joins atomic.Int64
+}
+
+func newMember(conn *kafkaconn.Conn, cfg Config, topics []string, log *zap.Logger) *member {
+	return &member{
+		conn: conn, group: cfg.GroupID, instanceID: cfg.GroupInstanceID, topics: topics,
+		session: cfg.SessionTimeout, rebalance: cfg.RebalanceTimeout, heartbeat: cfg.HeartbeatInterval,
+		// kafka-go's ConsumerGroup offers these two, range first: a group
+		// upgraded replica by replica keeps a protocol in common.
+		balancers: []kafka.GroupBalancer{kafka.RangeGroupBalancer{}, kafka.RoundRobinGroupBalancer{}},
+		log:       log,
+	}
+}
+
+// coordinator returns the kept connection to the group's coordinator,
+// looking it up first if need be.
+func (m *member) coordinator(ctx context.Context) (*kafkaconn.BrokerConn, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.coord != nil {
+		return m.coord, nil
+	}
+	m.finds.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := m.conn.Client().FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: m.group, KeyType: kafka.CoordinatorKeyTypeConsumer})
+	if err == nil && resp.Error != nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find the coordinator of group %q: %w", m.group, err)
+	}
+	addr := fmt.Sprintf("%s:%d", resp.Coordinator.Host, resp.Coordinator.Port)
+	m.coord = m.conn.Broker(addr)
+	m.log.Debug("group coordinator found", zap.String("coordinator", addr), zap.Int("node", resp.Coordinator.NodeID))
+	return m.coord, nil
+}
+
+// lostCoordinator forgets the coordinator c (it moved, or its connection
+// broke): the next request looks it up again.
+func (m *member) lostCoordinator(c *kafkaconn.BrokerConn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.coord == c && c != nil {
+		c.Close()
+		m.coord = nil
+	}
+}
+
+// roundTrip sends req to the coordinator. A broken connection makes the
+// next request look the coordinator up again.
+func (m *member) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, error) {
+	c, err := m.coordinator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.RoundTrip(ctx, req)
+	if err != nil {
+		m.lostCoordinator(c)
+		return nil, err
+	}
+	return resp, nil
+}
+
+// roundTripVersion is roundTrip, also returning the version of the API
+// the request went out with.
+func (m *member) roundTripVersion(ctx context.Context, req protocol.Message) (protocol.Message, int16, error) {
+	c, err := m.coordinator(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := c.RoundTrip(ctx, req)
+	if err != nil {
+		m.lostCoordinator(c)
+		return nil, 0, err
+	}
+	return resp, c.Version(req.ApiKey()), nil
+}
+
+// heartbeatError is the error code of a Heartbeat answer. kafka-go's
+// heartbeat.Response declares ErrorCode before ThrottleTimeMs, but from v1
+// on the wire carries throttle_time_ms first; decoded in kafka-go's order,
+// the answer's error code lands in the low 16 bits of ThrottleTimeMs (and
+// ErrorCode holds the throttle's high bits, zero in practice). Without
+// this, every REBALANCE_IN_PROGRESS reads as success and the member is
+// dropped from the group at the rebalance timeout.
+func heartbeatError(r *heartbeat.Response, version int16) int16 {
+	if version >= 1 {
+		return int16(uint16(uint32(r.ThrottleTimeMs)))
+	}
+	return r.ErrorCode
+}
+
+// coordinatorMoved reports whether code says the coordinator is elsewhere
+// or not ready, and forgets it if so.
+func (m *member) coordinatorMoved(code int16) bool {
+	switch kafka.Error(code) {
+	case kafka.NotCoordinatorForGroup, kafka.GroupCoordinatorNotAvailable:
+		m.mu.Lock()
+		c := m.coord
+		m.mu.Unlock()
+		m.lostCoordinator(c)
+		return true
+	case kafka.GroupLoadInProgress:
+		return true
+	}
+	return false
+}
+
+func (m *member) id() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.memberID
+}
+
+func (m *member) setID(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.memberID = id
+}
+
+// subscription is this member's protocol metadata: the same bytes on every
+// join of every process of one configuration, as a static member's
+// restart without a rebalance needs.
+func (m *member) subscription() ([]joingroup.RequestProtocol, error) {
+	var out []joingroup.RequestProtocol
+	for _, b := range m.balancers {
+		ud, err := b.UserData()
+		if err != nil {
+			return nil, err
+		}
+		meta, err := protocol.Marshal(0, consumer.Subscription{Version: 0, Topics: m.topics, UserData: ud})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, joingroup.RequestProtocol{Name: b.ProtocolName(), Metadata: meta})
+	}
+	return out, nil
+}
+
+// join joins the group and returns the new generation: JoinGroup (again
+// with the member id the coordinator assigns, KIP-394), the leader's
+// assignment, SyncGroup.
+func (m *member) join(ctx context.Context) (*generation, error) {
+	protocols, err := m.subscription()
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		if attempt > 10 {
+			return nil, errors.New("join: the group kept rebalancing")
+		}
+		m.joins.Add(1)
+		// The coordinator answers a JoinGroup when the rebalance completes:
+		// up to the rebalance timeout.
+		jctx, cancel := context.WithTimeout(ctx, m.rebalance+10*time.Second)
+		msg, err := m.roundTrip(jctx, &joingroup.Request{
+			GroupID: m.group, SessionTimeoutMS: int32(m.session / time.Millisecond),
+			RebalanceTimeoutMS: int32(m.rebalance / time.Millisecond), MemberID: m.id(), GroupInstanceID: m.instanceID,
+			ProtocolType: "consumer", Protocols: protocols,
+		})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("join group %q: %w", m.group, err)
+		}
+		jr := msg.(*joingroup.Response)
+		switch code := jr.ErrorCode; kafka.Error(code) {
+		case 0:
+		case kafka.MemberIDRequired:
+			m.setID(jr.MemberID)
+			continue
+		case kafka.UnknownMemberId:
+			m.setID("")
+			continue
+		case kafka.RebalanceInProgress:
+			continue
+		case kafka.FencedInstanceID:
+			return nil, ErrFenced
+		default:
+			m.coordinatorMoved(code)
+			return nil, fmt.Errorf("join group %q: %w", m.group, kafka.Error(code))
+		}
+		m.setID(jr.MemberID)
+		gen := &generation{id: jr.GenerationID, group: m.group, memberID: jr.MemberID, leader: jr.LeaderID == jr.MemberID}
+		var assignments []syncgroup.RequestAssignment
+		if gen.leader {
+			if assignments, err = m.assign(ctx, jr.ProtocolName, jr.Members); err != nil {
+				return nil, fmt.Errorf("assign partitions: %w", err)
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, m.rebalance+10*time.Second)
+		msg, err = m.roundTrip(sctx, &syncgroup.Request{
+			GroupID: m.group, GenerationID: gen.id, MemberID: gen.memberID, GroupInstanceID: m.instanceID, Assignments: assignments,
+		})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("sync group %q: %w", m.group, err)
+		}
+		sr := msg.(*syncgroup.Response)
+		switch code := sr.ErrorCode; kafka.Error(code) {
+		case 0:
+		case kafka.RebalanceInProgress, kafka.IllegalGeneration:
+			continue
+		case kafka.UnknownMemberId:
+			m.setID("")
+			continue
+		case kafka.FencedInstanceID:
+			return nil, ErrFenced
+		default:
+			m.coordinatorMoved(code)
+			return nil, fmt.Errorf("sync group %q: %w", m.group, kafka.Error(code))
+		}
+		if gen.assigned, err = decodeAssignment(sr.Assignments); err != nil {
+			return nil, fmt.Errorf("sync group %q: %w", m.group, err)
+		}
+		return gen, nil
+	}
+}
+
+// assign runs the balancer the group chose over the members' subscriptions
+// and the topics' partitions. Members are known to the balancer by their
+// group instance id when they have one, so static members keep their
+// partitions across restarts (their member ids change).
+func (m *member) assign(ctx context.Context, protocolName string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
+	var balancer kafka.GroupBalancer
+	for _, b := range m.balancers {
+		if b.ProtocolName() == protocolName {
+			balancer = b
+		}
+	}
+	if balancer == nil {
+		return nil, fmt.Errorf("the group chose protocol %q, which this member does not offer", protocolName)
+	}
+	byName := map[string]string{} // balancer's name -> member id
+	var gms []kafka.GroupMember
+	topics := map[string]bool{}
+	for _, jm := range members {
+		var sub consumer.Subscription
+		if err := protocol.Unmarshal(jm.Metadata, metadataVersion(jm.Metadata), &sub); err != nil {
+			return nil, fmt.Errorf("member %s's subscription: %w", jm.MemberID, err)
+		}
+		name := jm.MemberID
+		if jm.GroupInstanceID != "" {
+			name = jm.GroupInstanceID
+		}
+		byName[name] = jm.MemberID
+		gms = append(gms, kafka.GroupMember{ID: name, Topics: sub.Topics, UserData: sub.UserData})
+		for _, t := range sub.Topics {
+			topics[t] = true
+		}
+	}
+	names := make([]string, 0, len(topics))
+	for t := range topics {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	md, err := m.conn.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		return nil, fmt.Errorf("read the topics' partitions: %w", err)
+	}
+	var partitions []kafka.Partition
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return nil, fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		}
+		for _, p := range t.Partitions {
+			partitions = append(partitions, kafka.Partition{Topic: t.Name, ID: p.ID})
+		}
+	}
+	var out []syncgroup.RequestAssignment
+	for name, byTopic := range balancer.AssignGroups(gms, partitions) {
+		a := consumer.Assignment{Version: 0}
+		topicNames := make([]string, 0, len(byTopic))
+		for t := range byTopic {
+			topicNames = append(topicNames, t)
+		}
+		sort.Strings(topicNames)
+		for _, t := range topicNames {
+			ps := make([]int32, len(byTopic[t]))
+			for i, p := range byTopic[t] {
+				ps[i] = int32(p)
+			}
+			a.AssignedPartitions = append(a.AssignedPartitions, consumer.TopicPartition{Topic: t, Partitions: ps})
+		}
+		b, err := protocol.Marshal(0, a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, syncgroup.RequestAssignment{MemberID: byName[name], Assignment: b})
+	}
+	return out, nil
+}
+
+// metadataVersion is the version a consumer-protocol blob starts with,
+// capped at the highest kafka-go decodes (later versions only add fields).
+func metadataVersion(b []byte) int16 {
+	if len(b) < 2 {
+		return 0
+	}
+	return min(int16(binary.BigEndian.Uint16(b)), consumer.MaxVersionSupported)
+}
+
+// decodeAssignment decodes the assignment SyncGroup returned.
+func decodeAssignment(b []byte) (map[string][]int, error) {
+	out := map[string][]int{}
+	if len(b) == 0 {
+		return out, nil // nothing assigned
+	}
+	var a consumer.Assignment
+	if err := protocol.Unmarshal(b, metadataVersion(b), &a); err != nil {
+		return nil, fmt.Errorf("decode the assignment: %w", err)
+	}
+	for _, tp := range a.AssignedPartitions {
+		for _, p := range tp.Partitions {
+			out[tp.Topic] = append(out[tp.Topic], int(p))
+		}
+	}
+	for _, ps := range out {
+		sort.Ints(ps)
+	}
+	return out, nil
+}
+
+// heartbeats keeps gen alive until ctx ends; it returns the error that
+// ended the generation: errRebalance, ErrFenced, or a session lost to
+// failing heartbeats.
+func (m *member) heartbeats(ctx context.Context, gen *generation) error {
+	t := time.NewTicker(m.heartbeat)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, max(m.heartbeat, time.Second))
+		msg, version, err := m.roundTripVersion(hctx, &heartbeat.Request{GroupID: m.group, GenerationID: gen.id, MemberID: gen.memberID,
+			GroupInstanceID: m.instanceID})
+		cancel()
+		code := int16(0)
+		if err == nil {
+			code = heartbeatError(msg.(*heartbeat.Response), version)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil && code == 0:
+			lastOK = time.Now()
+			continue
+		case err == nil && kafka.Error(code) == kafka.FencedInstanceID:
+			return ErrFenced
+		case err == nil && (kafka.Error(code) == kafka.RebalanceInProgress || kafka.Error(code) == kafka.IllegalGeneration):
+			return errRebalance
+		case err == nil && kafka.Error(code) == kafka.UnknownMemberId:
+			m.setID("")
+			return errRebalance
+		case err == nil && !m.coordinatorMoved(code):
+			m.log.Warn("heartbeat answered with an error", zap.Error(kafka.Error(code)))
+		case err != nil:
+			m.log.Warn("heartbeat failed", zap.Error(err))
+		}
+		if time.Since(lastOK) > m.session {
+			return fmt.Errorf("no heartbeat accepted for the session timeout (%s): %w", m.session, errRebalance)
+		}
+	}
+}
+
+// leave leaves the group (dynamic members only: a static member keeps its
+// place for a restart, KIP-345).
+func (m *member) leave(ctx context.Context) {
+	id := m.id()
+	if m.instanceID != "" || id == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// LeaveGroup v0 (kafkaconn caps it there): kafka-go's response type
+	// has the same field-order slip as its heartbeat's from v1 on, and a
+	// dynamic member needs nothing newer.
+	msg, err := m.roundTrip(ctx, &leavegroup.Request{GroupID: m.group, MemberID: id,
+		Members: []leavegroup.RequestMember{{MemberID: id}}})
+	if err == nil && msg.(*leavegroup.Response).ErrorCode != 0 {
+		err = kafka.Error(msg.(*leavegroup.Response).ErrorCode)
+	}
+	if err != nil {
+		m.log.Warn("leaving the group failed; its partitions move after the session timeout", zap.Error(err))
+	}
+	m.setID("")
+}
+
+// close closes the coordinator connection.
+func (m *member) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.coord != nil {
+		m.coord.Close()
+		m.coord = nil
+	}
+}
+
+// OffsetCommit commits over the coordinator connection, with this
+// member's group instance id (OffsetCommit v7).
+func (m *member) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+	req := &offsetcommit.Request{GroupID: r.GroupID, GenerationID: int32(r.GenerationID), MemberID: r.MemberID,
+		RetentionTimeMs: -1, GroupInstanceID: m.instanceID}
+	for topic, commits := range r.Topics {
+		rt := offsetcommit.RequestTopic{Name: topic}
+		for _, c := range commits {
+			rt.Partitions = append(rt.Partitions, offsetcommit.RequestPartition{PartitionIndex: int32(c.Partition),
+				CommittedOffset: c.Offset, CommittedLeaderEpoch: -1, CommittedMetadata: c.Metadata})
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	msg, err := m.roundTrip(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	out := &kafka.OffsetCommitResponse{Topics: map[string][]kafka.OffsetCommitPartition{}}
+	for _, t := range msg.(*offsetcommit.Response).Topics {
+		for _, p := range t.Partitions {
+			var perr error
+			if p.ErrorCode != 0 {
+				m.coordinatorMoved(p.ErrorCode)
+				perr = kafka.Error(p.ErrorCode)
+			}
+			out.Topics[t.Name] = append(out.Topics[t.Name], kafka.OffsetCommitPartition{Partition: int(p.PartitionIndex), Error: perr})
+		}
+	}
+	return out, nil
+}
+
+// OffsetFetch reads committed offsets over the coordinator connection.
+func (m *member) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+	req := &offsetfetch.Request{GroupID: r.GroupID}
+	for topic, parts := range r.Topics {
+		rt := offsetfetch.RequestTopic{Name: topic}
+		for _, p := range parts {
+			rt.PartitionIndexes = append(rt.PartitionIndexes, int32(p))
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	msg, err := m.roundTrip(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp := msg.(*offsetfetch.Response)
+	out := &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{}}
+	if resp.ErrorCode != 0 {
+		m.coordinatorMoved(resp.ErrorCode)
+		out.Error = kafka.Error(resp.ErrorCode)
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			var perr error
+			if p.ErrorCode != 0 {
+				m.coordinatorMoved(p.ErrorCode)
+				perr = kafka.Error(p.ErrorCode)
+			}
+			out.Topics[t.Name] = append(out.Topics[t.Name], kafka.OffsetFetchPartition{Partition: int(p.PartitionIndex),
+				CommittedOffset: p.CommittedOffset, Metadata: p.Metadata, Error: perr})
+		}
+	}
+	return out, nil
+}
+
+// groupClient is the worker's kafkaClient: metadata and log offsets from
+// the admin client, group offsets from the member over its coordinator
+// connection.
+type groupClient struct {
+	*kafka.Client
+	m *member
+}
+
+func (g groupClient) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+	return g.m.OffsetCommit(ctx, r)
+}
+
+func (g groupClient) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+	return g.m.OffsetFetch(ctx, r)
+}

@@ -1,0 +1,127 @@
+package consumer_test
+
+import (
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/sender"
+	"github.com/timbroadcast/timbroadcast/sender/sendertest"
+)
+
+// requestCounter counts the requests a kfake broker sees, by API key.
+type requestCounter struct {
+	mu sync.Mutex
+	n  map[int16]int
+}
+
+// countRequests observes every request kc's broker handles.
+func countRequests(kc *consumertest.Cluster) *requestCounter {
+	rc := &requestCounter{n: map[int16]int{}}
+	kc.Fake.ControlKey(-1, func(req kmsg.Request) (kmsg.Response, error, bool) {
+		rc.mu.Lock()
+		rc.n[req.Key()]++
+		rc.mu.Unlock()
+		return nil, nil, false // observe only
+	})
+	return rc
+}
+
+// snapshot returns the counts so far.
+func (rc *requestCounter) snapshot() map[int16]int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := map[int16]int{}
+	for k, v := range rc.n {
+		out[k] = v
+	}
+	return out
+}
+
+// since returns the counts of each key since before, and their total.
+func since(before, after map[int16]int) (map[string]int, int) {
+	out := map[string]int{}
+	total := 0
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			out[kmsg.NameForKey(k)] = d
+			total += d
+		}
+	}
+	return out, total
+}
+
+// TestCoordinatorMoves: two members heartbeat and commit on a three-broker
+// cluster whose group coordinators move five times: nothing is lost or
+// delivered twice, and the members look the coordinator up again instead
+// of rejoining (no rejoin storm).
+func TestCoordinatorMoves(t *testing.T) {
+	kc := consumertest.StartFake(t, kfake.NumBrokers(3))
+	rc := countRequests(kc)
+	e := newEnv(t, kc, 6, sendertest.Options{})
+	want := e.produceKeyed(keys, 40)
+	slow := func(_ *consumer.Config, s *sender.Config) { s.Rate = 60 }
+	e.start(slow)
+	e.start(slow)
+	waitFor(t, 30*time.Second, "first deliveries", func() bool { return e.emu.Stats().Delivered > 10 })
+	before := rc.snapshot()
+	for range 5 {
+		kc.Fake.RehashCoordinators()
+		time.Sleep(400 * time.Millisecond)
+	}
+	e.waitCommitted(2 * time.Minute)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	counts, _ := since(before, rc.snapshot())
+	t.Logf("during and after 5 coordinator moves: %v", counts)
+	if counts["JoinGroup"] > 4 {
+		t.Errorf("%d JoinGroup requests after the coordinators moved, want at most 4 (2 members, at most one rebalance): a moving coordinator must not churn the group",
+			counts["JoinGroup"])
+	}
+	if counts["FindCoordinator"] == 0 {
+		t.Error("no FindCoordinator after the coordinators moved: the members did not follow them")
+	}
+}
+
+// idleWindow is how long TestKeptConnections watches an idle worker:
+// IDLE_WINDOW_SECONDS, default 3.
+func idleWindow() time.Duration {
+	if v, err := strconv.Atoi(os.Getenv("IDLE_WINDOW_SECONDS")); err == nil && v > 0 {
+		return time.Duration(v) * time.Second
+	}
+	return 3 * time.Second
+}
+
+// TestKeptConnections: once it has started, an idle worker opens no new
+// broker connection (each begins with ApiVersions) and does not look the
+// coordinator up again: its connections are kept.
+func TestKeptConnections(t *testing.T) {
+	kc := consumertest.StartFake(t)
+	rc := countRequests(kc)
+	e := newEnv(t, kc, 6, sendertest.Options{})
+	want := e.produceKeyed(keys, 2)
+	e.start(func(c *consumer.Config, _ *sender.Config) { c.MaxWait = 500 * time.Millisecond })
+	e.waitCommitted(30 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	time.Sleep(time.Second) // past the start
+	before := rc.snapshot()
+	window := idleWindow()
+	time.Sleep(window)
+	counts, total := since(before, rc.snapshot())
+	t.Logf("idle for %v: %d requests (%.1f/s): %v", window, total, float64(total)/window.Seconds(), counts)
+	if n := counts["ApiVersions"]; n > 0 {
+		t.Errorf("%d new connections (ApiVersions) while idle, want none", n)
+	}
+	if n := counts["FindCoordinator"]; n > 0 {
+		t.Errorf("%d FindCoordinator requests while idle and the coordinator did not move, want none", n)
+	}
+	if counts["Heartbeat"] == 0 {
+		t.Error("no heartbeat while idle: the counter sees nothing")
+	}
+}
