@@ -296,7 +296,9 @@ func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn 
 					continue
 				}
 				if err != nil {
-					if ctx.Err() == nil {
+					// A read cut by ctx's deadline can fail a moment before
+					// ctx itself says it ended: that is the end, not an error.
+					if dl, ok := ctx.Deadline(); ctx.Err() == nil && (!ok || time.Now().Before(dl)) {
 						failed <- fmt.Errorf("read %s/%d: %w", topic, p, err)
 					}
 					return
