@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -123,6 +124,13 @@ type Config struct {
 	// MergeEnvelope packs any sequence of events into one envelope element
 	// (wire.MergeEnvelope) instead of native merging (wire.MergeNative).
 	MergeEnvelope bool
+	// Map, if set, maps and filters every record of both source topics
+	// with a jq program (TIM_MAP): see RecordDecoder.
+	Map *mapping.Program
+	// Schemas, if set, decodes values in the Confluent Schema Registry
+	// wire format before the mapping (KAFKA_SCHEMA_REGISTRY_URL).
+	Schemas SchemaDecoder
+
 	// MergeMaxBytes caps a merged request body; default and maximum
 	// sender.MaxBodyBytes.
 	MergeMaxBytes int

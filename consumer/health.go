@@ -106,7 +106,7 @@ func (h *holds) failing(now time.Time, after time.Duration, describe func(topicP
 // rotated password, a broker down) for longer than after.
 func (w *Worker) fetchFailures(now time.Time, after time.Duration) []string {
 	lines, _ := w.fetches.failing(now, after, func(p topicPartition, cur *hold, d time.Duration) string {
-		return fmt.Sprintf("partition %s cannot fetch for %s: %s", p, d.Round(time.Second), cur.lastError)
+		return fmt.Sprintf("partition %s cannot read records for %s: %s", p, d.Round(time.Second), cur.lastError)
 	})
 	return lines
 }

@@ -54,10 +54,20 @@ func (p *partition) attempt(c *call, a sender.Attempt) {
 	}
 }
 
-// outcome observes a final outcome: every member of c delivered (f nil),
-// or member m dead-lettered with f.
+// outcome observes a final outcome: member m filtered out by the
+// mapping, every member of c delivered (f nil), or member m dead-lettered
+// with f.
 func (p *partition) outcome(c *call, m *record, f *wire.Failure) {
 	w := p.w
+	if c.res == resultFiltered {
+		w.metrics.recordSkipped("filtered", 1)
+		c.log.Debug("record filtered out by the mapping (TIM_MAP): committed, not sent")
+		if m.span != nil {
+			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeFiltered))
+		}
+		p.report(m, Outcome{Filtered: true})
+		return
+	}
 	if f == nil {
 		for _, m := range c.members {
 			w.metrics.recordDelivered(1)
@@ -154,4 +164,7 @@ type Outcome struct {
 	Attempts int
 	// DeadLetter is the failure for a dead-lettered record.
 	DeadLetter *wire.Failure
+	// Filtered is true when the mapping (TIM_MAP) output nothing for the
+	// record: committed, never sent.
+	Filtered bool
 }

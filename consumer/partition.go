@@ -35,25 +35,54 @@ var (
 type record struct {
 	msg kafka.Message
 	at  time.Time // when it was fetched
-	// ev is the event; nil when the record is not one (invalid says why).
-	ev      *wire.Event
-	invalid *wire.InvalidEventError
+	// ev is the event; nil when the record is not one (invalid says why)
+	// or the mapping filtered it out.
+	ev       *wire.Event
+	invalid  *wire.InvalidEventError
+	filtered bool
 	// span is the event's span from fetch to commit; nil without tracing
 	// or before the record joins a call.
 	span trace.Span
 }
 
-// decodeRecord turns a fetched record into a record.
-func decodeRecord(m kafka.Message, at time.Time) *record {
-	r := &record{msg: m, at: at}
-	ev, err := wire.DecodeEvent(wire.RecordOf(m))
-	switch {
-	case err == nil:
-		r.ev = ev
-	case !errors.As(err, &r.invalid):
-		r.invalid = &wire.InvalidEventError{Reason: wire.ReasonInvalidEvent, Msg: err.Error()}
+// decode turns a fetched record into a record (RecordDecoder). A failure
+// that retrying may cure (the Schema Registry unreachable) is retried with
+// a backoff while the partition waits; it shows in /readyz and the stuck
+// metric after StuckAfter. It returns nil when ctx ended first.
+func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *record {
+	w := p.w
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	for failing := false; ; {
+		ev, filtered, err := w.decoder.Decode(ctx, m)
+		r := &record{msg: m, at: at, ev: ev, filtered: filtered}
+		var ie *wire.InvalidEventError
+		switch {
+		case err == nil:
+		case errors.As(err, &ie):
+			r.invalid = ie
+		case ctx.Err() != nil:
+			return nil
+		default:
+			if !failing {
+				failing = true
+				w.fetches.ensure(p.tp, m.Offset)
+			}
+			w.fetches.fail(p.tp, w.cfg.Now(), "decode: "+err.Error())
+			wait := bo.NextBackOff()
+			p.log.Warn("cannot decode the record yet; the partition waits and retries", zap.Int64("offset", m.Offset),
+				zap.Duration("in", wait), zap.Error(err))
+			if sleepCtx(ctx, wait) != nil {
+				return nil
+			}
+			continue
+		}
+		if failing {
+			w.fetches.done(p.tp)
+			p.log.Info("decoding works again", zap.Int64("offset", m.Offset))
+		}
+		return r
 	}
-	return r
 }
 
 // item is what the pump hands the partition: a record, or (skipTo > 0) the
@@ -317,7 +346,8 @@ func (p *partition) pump(records chan<- item) {
 		}
 		fetched := time.Now()
 		for _, m := range res.Records {
-			if !send(item{rec: decodeRecord(m, fetched)}) {
+			rec := p.decode(ctx, m, fetched)
+			if rec == nil || !send(item{rec: rec}) {
 				return
 			}
 			handed = m.Offset + 1

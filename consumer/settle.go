@@ -27,6 +27,7 @@ const (
 	resultRejected         // the API rejected the call: *sender.Error in hand
 	resultExpired          // a lone, never-sent event expired before its turn
 	resultExhausted        // retried longer than RetryMaxElapsed: given up
+	resultFiltered         // the mapping output nothing for it: never sent
 )
 
 // call is one API call for one or more records (its members, in offset
@@ -70,13 +71,23 @@ func (c *call) lastOffset() int64  { return c.members[len(c.members)-1].msg.Offs
 // or errAbandoned (nothing of the call committed), or errGenerationGone.
 func (p *partition) settle(c *call) error {
 	if c.res == 0 {
-		if c.members[0].ev == nil {
+		switch {
+		case c.members[0].filtered:
+			c.res = resultFiltered
+		case c.members[0].ev == nil:
 			c.res = resultInvalid
-		} else if err := p.send(c); err != nil {
-			return err
+		default:
+			if err := p.send(c); err != nil {
+				return err
+			}
 		}
 	}
 	switch {
+	case c.res == resultFiltered:
+		if err := p.filtered(c.members[0]); err != nil {
+			return err
+		}
+		return p.commitPast(c.members...)
 	case c.res == resultDelivered:
 		if err := p.delivered(c); err != nil {
 			return err
@@ -315,6 +326,17 @@ func (p *partition) delivered(c *call) error {
 		rs[i].SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
 	}
 	return p.writeReceipts(c.log, c.members, rs)
+}
+
+// filtered records a record the mapping filtered out: its outcome and,
+// with a receipt topic, its receipt.
+func (p *partition) filtered(m *record) error {
+	p.outcome(&call{members: []*record{m}, res: resultFiltered, log: p.memberLog(m)}, m, nil)
+	if p.w.receipts == nil {
+		return nil
+	}
+	r := wire.ReceiptFor(m.msg, wire.OutcomeFiltered, p.w.cfg.Now())
+	return p.writeReceipts(p.memberLog(m), []*record{m}, []wire.Receipt{r})
 }
 
 // failure is the dead-letter failure of member m of c: not an event,

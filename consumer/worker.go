@@ -44,6 +44,7 @@ type Worker struct {
 	conn    *kafkaconn.Conn
 	client  kafkaClient
 	member  *member
+	decoder RecordDecoder
 	dlq     *kafka.Writer
 	// receipts writes receipts; nil without a receipt topic.
 	receipts *kafka.Writer
@@ -96,6 +97,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
 	w.member = newMember(conn, cfg, w.topics(), cfg.Logger.Named("group"))
+	w.decoder = RecordDecoder{Map: cfg.Map, Schemas: cfg.Schemas}
 	w.client = groupClient{Client: conn.Client(), m: w.member}
 	w.traceHeaders = append([]string{}, w.prop.Fields()...) // OTEL_PROPAGATORS=none: copy none
 	w.tr = newTracing(cfg.TracerProvider)

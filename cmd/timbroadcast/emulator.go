@@ -27,7 +27,7 @@ type emulatorCmd struct {
 
 // parseEmulator resolves the emulator's settings.
 func parseEmulator(p process, args []string) (*emulatorCmd, error) {
-	s := newSettings("emulator", p.getenv, p.stderr)
+	s := p.settings("emulator")
 	addr := s.add("addr", "EMULATOR_ADDR", "127.0.0.1:8080", "address to listen on")
 	creds := addCredentialSettings(s, "the emulated app's")
 	rate := s.add("rate", "EMULATOR_RATE", "1", "the app's limit in calls per second (10023 above it); 0 for none")

@@ -6,6 +6,7 @@
 //	timbroadcast emulator   an emulator of the API endpoint
 //	timbroadcast publish    validate and produce announcements
 //	timbroadcast replay     re-publish dead-letter records
+//	timbroadcast map        try a mapping (TIM_MAP) on records
 //
 // Run `timbroadcast COMMAND --help` for a command's settings.
 //
@@ -41,6 +42,7 @@ Commands:
   emulator   serve an emulator of the send_broadcast_msg endpoint
   publish    validate and produce announcements (from flags or a JSON Lines file)
   replay     re-publish chosen dead-letter records to the main topic
+  map        try a mapping (TIM_MAP, Schema Registry) on records: what each would become
 
 Run 'timbroadcast COMMAND --help' for the settings of a command.
 `
@@ -57,6 +59,8 @@ type process struct {
 	stdout, stderr io.Writer
 	// terminal says stderr is a terminal (progress bars).
 	terminal bool
+	// declared collects the command's settings (process.settings).
+	declared *[]*settings
 }
 
 // commands parse their settings into a command; a settings error is
@@ -64,19 +68,26 @@ type process struct {
 var commands = map[string]func(p process, args []string) (command, error){
 	"run":      func(p process, args []string) (command, error) { return parseRun(p, args) },
 	"emulator": func(p process, args []string) (command, error) { return parseEmulator(p, args) },
+	"map":      func(p process, args []string) (command, error) { return parseMap(p, args) },
 	"demo":     func(p process, args []string) (command, error) { return parseDemo(p, args) },
 	"publish":  func(p process, args []string) (command, error) { return parsePublish(p, args) },
 	"replay":   func(p process, args []string) (command, error) { return parseReplay(p, args) },
 }
 
 func main() {
-	os.Exit(runMain(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(runMainEnv(os.Args[1:], os.Getenv, os.Environ, os.Stdout, os.Stderr))
 }
 
 // runMain runs a command and returns the process exit code: 0, 1 for a
 // failure, 2 for a configuration error. The first SIGINT or SIGTERM
 // drains; a second exits at once with 130.
 func runMain(args []string, getenv func(string) string, rawStdout, rawStderr io.Writer) int {
+	return runMainEnv(args, getenv, func() []string { return nil }, rawStdout, rawStderr)
+}
+
+// runMainEnv is runMain whose environment also lists its variables
+// (environ, as os.Environ), for the unknown-variable check.
+func runMainEnv(args []string, getenv func(string) string, environ func() []string, rawStdout, rawStderr io.Writer) int {
 	stdout, stderr := &scrubWriter{w: rawStdout}, &scrubWriter{w: rawStderr}
 	for _, name := range secretEnv {
 		stdout.add(getenv(name))
@@ -102,11 +113,17 @@ func runMain(args []string, getenv func(string) string, rawStdout, rawStderr io.
 	}
 	defer func() { _ = logger.Sync() }()
 
-	cmd, err := parse(process{getenv: getenv, logger: logger, stdout: stdout, stderr: stderr, terminal: isTerminal(rawStderr)}, rest)
+	var declared []*settings
+	cmd, err := parse(process{getenv: getenv, logger: logger, stdout: stdout, stderr: stderr, terminal: isTerminal(rawStderr),
+		declared: &declared}, rest)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case err != nil:
+		fmt.Fprintf(stderr, "timbroadcast %s: configuration error: %v\n", name, err)
+		return 2
+	}
+	if err := checkEnviron(name, declared, environ(), logger); err != nil {
 		fmt.Fprintf(stderr, "timbroadcast %s: configuration error: %v\n", name, err)
 		return 2
 	}

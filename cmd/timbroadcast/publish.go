@@ -52,7 +52,7 @@ type publishCmd struct {
 // parsePublish resolves the publish command's settings; a single event
 // given by flags is validated here.
 func parsePublish(p process, args []string) (*publishCmd, error) {
-	s := newSettings("publish", p.getenv, p.stderr)
+	s := p.settings("publish")
 	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "")
@@ -244,33 +244,56 @@ func singleEvent(text, custom, desc, from, cloud, key, expires string, ttl *sett
 	return m, nil
 }
 
-// readEventLines parses and validates a JSON Lines stream. Blank lines and
-// lines starting with # are skipped. It returns the records and, for every
-// invalid line, a message naming its number.
+// readEventLines parses and validates a JSON Lines stream (readLines,
+// then every value read as an event). It returns the records and, for
+// every invalid line, a message naming its number.
 func readEventLines(r io.Reader) ([]kafka.Message, []string, error) {
+	lines, bad, err := readLines(r)
+	if err != nil {
+		return nil, nil, err
+	}
 	var msgs []kafka.Message
+	for _, l := range lines {
+		if _, err := wire.DecodeEvent(wire.RecordOf(l.Message)); err != nil {
+			bad = append(bad, fmt.Sprintf("line %d: %v", l.line, err))
+			continue
+		}
+		msgs = append(msgs, l.Message)
+	}
+	return msgs, bad, nil
+}
+
+// line is a record read from a JSON Lines stream, with its line number.
+type line struct {
+	kafka.Message
+	line int
+}
+
+// readLines parses a JSON Lines stream of records, each a bare value or
+// an envelope ({"key":...,"event":...,"headers":...}). Blank lines and
+// lines starting with # are skipped. It returns the records and, for
+// every line that is not one, a message naming its number.
+func readLines(r io.Reader) ([]line, []string, error) {
+	var out []line
 	var bad []string
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for n := 1; sc.Scan(); n++ {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 || line[0] == '#' {
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 || text[0] == '#' {
 			continue
 		}
-		m, err := parseEventLine(line)
-		if err == nil {
-			_, err = wire.DecodeEvent(wire.RecordOf(m))
-		}
+		m, err := parseEventLine(text)
 		if err != nil {
 			bad = append(bad, fmt.Sprintf("line %d: %v", n, err))
 			continue
 		}
-		msgs = append(msgs, m)
+		out = append(out, line{Message: m, line: n})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read events: %w", err)
 	}
-	return msgs, bad, nil
+	return out, bad, nil
 }
 
 func parseEventLine(line []byte) (kafka.Message, error) {

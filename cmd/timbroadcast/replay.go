@@ -74,7 +74,7 @@ type replayCmd struct {
 
 // parseReplay resolves the replay command's settings.
 func parseReplay(p process, args []string) (*replayCmd, error) {
-	s := newSettings("replay", p.getenv, p.stderr)
+	s := p.settings("replay")
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "the main topic to re-publish to", "the dead-letter topic to read")
 	group := s.add("group", "REPLAY_GROUP_ID", "", "consumer group holding the replay's progress [default: derived from the filter]")

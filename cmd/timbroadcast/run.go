@@ -26,27 +26,29 @@ type runCmd struct {
 	httpAddr string
 	logger   *zap.Logger
 	tracing  *tracingSettings
+	mapping  *mappingSettings
 	kafkaAccess
 }
 
 func (c *runCmd) secrets() []string {
-	return append([]string{c.sender.SecretKey}, c.kafkaAccess.secrets()...)
+	return append(append([]string{c.sender.SecretKey}, c.kafkaAccess.secrets()...), c.mapping.secrets()...)
 }
 
 // parseRun resolves the run command's settings.
 func parseRun(p process, args []string) (*runCmd, error) {
-	s := newSettings("run", p.getenv, p.stderr)
+	s := p.settings("run")
 	tr := addTracingSettings(s, p)
 	k := addKafkaSettings(s, "")
 	t := addTopicSettings(s, "topic of broadcast events", "dead-letter topic")
 	ws := addWorkerSettings(s)
 	a := addAPISettings(s)
+	ms := addMappingSettings(s)
 	receipts := s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "topic receiving a receipt per final outcome of every event (optional)")
 	httpAddr := s.add("http-addr", "HTTP_ADDR", ":9090", "address serving /metrics, /healthz and /readyz; 'off' disables it")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &runCmd{logger: p.logger}
+	c := &runCmd{logger: p.logger, mapping: ms}
 	var err error
 	if c.kafkaAccess, err = k.access(p.logger); err != nil {
 		return nil, err
@@ -64,6 +66,11 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if err := ws.config(&c.consumer); err != nil {
 		return nil, err
 	}
+	d, err := ms.resolve()
+	if err != nil {
+		return nil, err
+	}
+	c.consumer.Map, c.consumer.Schemas = d.Map, d.Schemas
 	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
@@ -132,6 +139,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
 		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
 		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("group_instance_id", ccfg.GroupInstanceID),
+		zap.Bool("mapping", ccfg.Map != nil), zap.Bool("schema_registry", ccfg.Schemas != nil),
 		zap.String("http_addr", addr))
 	if err := w.Run(ctx); errors.Is(err, consumer.ErrFenced) {
 		return configError{fmt.Errorf("KAFKA_GROUP_INSTANCE_ID (--group-instance-id): %q is in use by another process that joined "+

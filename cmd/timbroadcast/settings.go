@@ -21,6 +21,9 @@ type settings struct {
 	all    []*setting
 	// tracing says the command reads the OTEL_* variables (help names them).
 	tracing bool
+	// strict is --strict-env: unknown TIM_*, KAFKA_* and OTEL_* variables
+	// are an error, not a warning.
+	strict *bool
 }
 
 // setting is one flag with its environment variable.
@@ -35,7 +38,18 @@ func newSettings(name string, getenv func(string) string, stderr io.Writer) *set
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	s := &settings{fs: fs, getenv: getenv}
+	s.strict = fs.Bool("strict-env", false, "exit 2 when a TIM_*, KAFKA_* or OTEL_* variable is not a setting of this command (else a warning)")
 	fs.Usage = func() { s.usage(name) }
+	return s
+}
+
+// settings returns the settings of command name, read from p's
+// environment, and records them for the unknown-variable check.
+func (p process) settings(name string) *settings {
+	s := newSettings(name, p.getenv, p.stderr)
+	if p.declared != nil {
+		*p.declared = append(*p.declared, s)
+	}
 	return s
 }
 

@@ -20,6 +20,15 @@ const (
 	ReasonInvalidJSON  = "invalid_json"
 	ReasonInvalidEvent = "invalid_event"
 	ReasonExpired      = "expired"
+	// ReasonMapFailed: the mapping (TIM_MAP) failed on the record or gave
+	// something that is not an event; the info header holds jq's error.
+	ReasonMapFailed = "map_failed"
+	// ReasonSchemaNotFound: the record names a Schema Registry schema id
+	// the registry does not know.
+	ReasonSchemaNotFound = "schema_not_found"
+	// ReasonDecodeFailed: the record's bytes do not decode with the schema
+	// they name.
+	ReasonDecodeFailed = "decode_failed"
 )
 
 // Event is a decoded, validated broadcast event.

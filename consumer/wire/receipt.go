@@ -16,6 +16,9 @@ const ReceiptSchema = "timbroadcast/receipt/v1"
 const (
 	OutcomeDelivered    = "delivered"
 	OutcomeDeadLettered = "dead_lettered"
+	// OutcomeFiltered: the mapping (TIM_MAP) output nothing for the
+	// record; it was committed and never sent.
+	OutcomeFiltered = "filtered"
 )
 
 // HeaderReceiptSchema is the receipt record header holding ReceiptSchema,
@@ -33,7 +36,7 @@ var TraceHeaders = []string{"traceparent", "tracestate", "baggage"}
 type Receipt struct {
 	// Schema is ReceiptSchema.
 	Schema string `json:"schema"`
-	// Outcome is OutcomeDelivered or OutcomeDeadLettered.
+	// Outcome is OutcomeDelivered, OutcomeDeadLettered or OutcomeFiltered.
 	Outcome string `json:"outcome"`
 	// Random is the event's own Random; 0 for a record that never decoded.
 	Random uint32 `json:"random"`

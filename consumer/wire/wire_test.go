@@ -428,6 +428,16 @@ func TestReceiptGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, filepath.Join("testdata", "receipt-dead-lettered.golden.json"), append(dm.Value, '\n'))
+
+	fr := wire.ReceiptFor(m, wire.OutcomeFiltered, produced.Add(5*time.Millisecond))
+	fm, err := wire.ReceiptMessage(m, fr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("testdata", "receipt-filtered.golden.json"), append(fm.Value, '\n'))
+	if back, err := wire.DecodeReceipt(fm.Value); err != nil || back.Outcome != wire.OutcomeFiltered {
+		t.Errorf("filtered receipt round trip: %+v, %v", back, err)
+	}
 	if _, err := wire.DecodeReceipt([]byte(`{"schema":"timbroadcast/receipt/v2"}`)); err == nil {
 		t.Error("a receipt of another schema decoded")
 	}

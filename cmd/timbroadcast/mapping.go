@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/mapping"
+	"github.com/timbroadcast/timbroadcast/consumer/schema"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+)
+
+// mappingSettings are how records that are not yet events become events:
+// a jq program and a Schema Registry. run and map declare them.
+type mappingSettings struct {
+	program, programFile                   *setting
+	registry, user, password, passwordFile *setting
+	registryCA                             *setting
+	passwordValue                          string // resolved, for scrubbing
+}
+
+func addMappingSettings(s *settings) *mappingSettings {
+	return &mappingSettings{
+		program: s.add("map", "TIM_MAP", "", "jq program mapping each record's value to an event, or filtering it out "+
+			"(README \"Your own events\")"),
+		programFile: s.add("map-file", "TIM_MAP_FILE", "", "file holding the jq program (instead of TIM_MAP)"),
+		registry: s.add("schema-registry-url", "KAFKA_SCHEMA_REGISTRY_URL", "", "Confluent Schema Registry URL(s), comma-separated, tried in turn: "+
+			"values in its wire format (Avro, Protobuf, JSON Schema) are decoded"),
+		user:         s.add("schema-registry-username", "KAFKA_SCHEMA_REGISTRY_USERNAME", "", "basic-auth user (Confluent Cloud: the API key)"),
+		password:     s.add("schema-registry-password", "KAFKA_SCHEMA_REGISTRY_PASSWORD", "", "basic-auth password (prefer the _FILE variant)"),
+		passwordFile: s.add("schema-registry-password-file", "KAFKA_SCHEMA_REGISTRY_PASSWORD_FILE", "", "file holding the basic-auth password"),
+		registryCA:   s.add("schema-registry-tls-ca-file", "KAFKA_SCHEMA_REGISTRY_TLS_CA_FILE", "", "PEM bundle of CAs to trust for the registry [default: the system pool]"),
+	}
+}
+
+// resolve compiles the program and builds the registry client, naming
+// the setting on error.
+func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
+	var d consumer.RecordDecoder
+	src, st := m.program.String(), m.program
+	if f := m.programFile.String(); f != "" {
+		if src != "" {
+			return d, m.programFile.errorf("and TIM_MAP are both set; set one")
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return d, m.programFile.errorf("%v", err)
+		}
+		src, st = string(b), m.programFile
+	}
+	if strings.TrimSpace(src) != "" {
+		p, err := mapping.Compile(src)
+		if err != nil {
+			return d, st.errorf("%v", err)
+		}
+		d.Map = p
+	}
+	urls := m.registry.list()
+	if len(urls) == 0 {
+		for _, o := range []*setting{m.user, m.password, m.passwordFile, m.registryCA} {
+			if o.String() != "" {
+				return d, o.errorf("is set but KAFKA_SCHEMA_REGISTRY_URL is not")
+			}
+		}
+		return d, nil
+	}
+	opts := []sr.ClientOpt{sr.URLs(urls...), sr.UserAgent("timbroadcast")}
+	password := m.password.String()
+	if f := m.passwordFile.String(); f != "" {
+		if password != "" {
+			return d, m.passwordFile.errorf("and KAFKA_SCHEMA_REGISTRY_PASSWORD are both set; set one")
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return d, m.passwordFile.errorf("%v", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	m.passwordValue = password
+	if u := m.user.String(); u != "" || password != "" {
+		opts = append(opts, sr.BasicAuth(u, password))
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if f := m.registryCA.String(); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return d, m.registryCA.errorf("%v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return d, m.registryCA.errorf("%s holds no PEM certificate", f)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	opts = append(opts, sr.HTTPClient(&http.Client{Transport: tr, Timeout: 10 * time.Second}))
+	cl, err := sr.NewClient(opts...)
+	if err != nil {
+		return d, m.registry.errorf("%v", err)
+	}
+	d.Schemas = schema.New(cl)
+	return d, nil
+}
+
+// secrets are the registry password, to scrub from output.
+func (m *mappingSettings) secrets() []string {
+	if m.passwordValue == "" {
+		return nil
+	}
+	return []string{m.passwordValue}
+}
+
+// mapCmd is `timbroadcast map`: it tries a mapping on records (from a JSON
+// Lines file or a topic) and prints, for each, the request body the worker
+// would send, "skipped", or the dead-letter reason.
+type mapCmd struct {
+	kafkaAccess
+	decoder   consumer.RecordDecoder
+	settings  *mappingSettings
+	file      string
+	fromTopic string
+	limit     int
+	stdin     io.Reader
+	stdout    io.Writer
+}
+
+func (c *mapCmd) secrets() []string { return append(c.kafkaAccess.secrets(), c.settings.secrets()...) }
+
+func parseMap(p process, args []string) (*mapCmd, error) {
+	s := p.settings("map")
+	k := addKafkaSettings(s, "")
+	ms := addMappingSettings(s)
+	file := s.add("file", "", "", "JSON Lines file of records ('-' for standard input): each line a value, or "+
+		"{\"key\":...,\"event\":<value>,\"headers\":{...}} as publish reads them")
+	from := s.add("from-topic", "", "", "read records from this Kafka topic instead (from the start of each partition)")
+	limit := s.add("limit", "", "20", "with --from-topic: at most this many records")
+	if err := s.parse(args); err != nil {
+		return nil, err
+	}
+	c := &mapCmd{settings: ms, file: file.String(), fromTopic: from.String(), stdin: os.Stdin, stdout: p.stdout}
+	var err error
+	if c.decoder, err = ms.resolve(); err != nil {
+		return nil, err
+	}
+	if c.decoder.Map == nil && c.decoder.Schemas == nil {
+		return nil, ms.program.errorf("is required: map tries a mapping (or a Schema Registry) on records")
+	}
+	switch {
+	case c.file != "" && c.fromTopic != "":
+		return nil, errors.New("--file and --from-topic are both set; set one")
+	case c.file == "" && c.fromTopic == "":
+		return nil, errors.New("say where the records are: --file FILE ('-' for standard input) or --from-topic TOPIC")
+	}
+	if _, err := fmt.Sscan(limit.String(), &c.limit); err != nil || c.limit <= 0 {
+		return nil, limit.errorf("%q is not a positive number", limit.val)
+	}
+	if c.fromTopic != "" {
+		if c.kafkaAccess, err = k.access(p.logger); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Run maps every record and prints the result; it fails (exit 1) when any
+// record would be dead-lettered.
+func (c *mapCmd) Run(ctx context.Context) error {
+	var msgs []kafka.Message
+	if c.fromTopic != "" {
+		all, err := c.conn.ReadFrom(ctx, c.fromTopic, nil)
+		if err != nil {
+			return err
+		}
+		msgs = all[:min(len(all), c.limit)]
+	} else {
+		r := c.stdin
+		if c.file != "-" {
+			f, err := os.Open(c.file)
+			if err != nil {
+				return configError{fmt.Errorf("--file: %w", err)}
+			}
+			defer f.Close()
+			r = f
+		}
+		lines, bad, err := readLines(r)
+		if err != nil {
+			return err
+		}
+		if len(bad) > 0 {
+			return configError{fmt.Errorf("--file: %s", strings.Join(bad, "; "))}
+		}
+		for _, l := range lines {
+			msgs = append(msgs, l.Message)
+		}
+	}
+	failed, skipped := 0, 0
+	for i, m := range msgs {
+		where := fmt.Sprintf("record %d", i+1)
+		if c.fromTopic != "" {
+			where = fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset)
+		}
+		if m.Key != nil {
+			where += fmt.Sprintf(" (key %s)", m.Key)
+		}
+		ev, filtered, err := c.decoder.Decode(ctx, m)
+		var ie *wire.InvalidEventError
+		switch {
+		case errors.As(err, &ie):
+			failed++
+			fmt.Fprintf(c.stdout, "%s: dead-lettered: %s: %s\n", where, ie.Reason, ie.Msg)
+		case err != nil:
+			return fmt.Errorf("%s: %w", where, err)
+		case filtered:
+			skipped++
+			fmt.Fprintf(c.stdout, "%s: skipped\n", where)
+		default:
+			fmt.Fprintf(c.stdout, "%s: %s\n", where, ev.Body)
+		}
+	}
+	fmt.Fprintf(c.stdout, "%d record(s): %d mapped, %d skipped, %d dead-lettered\n", len(msgs), len(msgs)-skipped-failed, skipped, failed)
+	if failed > 0 {
+		return fmt.Errorf("%d of %d record(s) would be dead-lettered", failed, len(msgs))
+	}
+	return nil
+}

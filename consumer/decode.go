@@ -1,0 +1,81 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer/mapping"
+	"github.com/timbroadcast/timbroadcast/consumer/schema"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+)
+
+// SchemaDecoder decodes record values in the Confluent Schema Registry
+// wire format into JSON values (*schema.Decoder implements it). A
+// *wire.InvalidEventError is the record's fault; any other error is
+// retried.
+type SchemaDecoder interface {
+	Decode(ctx context.Context, value []byte) (any, error)
+}
+
+// RecordDecoder turns a record into an event, in one place, the same way
+// for the worker and for `timbroadcast map`: a value in the Schema
+// Registry's wire format is decoded by its schema (Schemas), the result
+// (or the value read as JSON) is mapped by the program (Map), and what
+// comes out is read as an event (wire.DecodeEvent). Without either, the
+// value is the event, as before.
+type RecordDecoder struct {
+	// Map, if set, maps and filters every record (TIM_MAP).
+	Map *mapping.Program
+	// Schemas, if set, decodes Schema Registry values.
+	Schemas SchemaDecoder
+}
+
+// Decode returns the record's event; or filtered (the mapping output
+// nothing for it); or a *wire.InvalidEventError saying why the record can
+// never be one (it is dead-lettered); or another error, which retrying
+// may cure (the registry is unreachable).
+func (d RecordDecoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Event, filtered bool, err error) {
+	rec := wire.RecordOf(m)
+	if d.Map == nil && d.Schemas == nil {
+		ev, err := wire.DecodeEvent(rec)
+		return ev, false, err
+	}
+	var doc any
+	decoded := false
+	if d.Schemas != nil && schema.IsWireFormat(m.Value) {
+		if doc, err = d.Schemas.Decode(ctx, m.Value); err != nil {
+			return nil, false, err
+		}
+		decoded = true
+	}
+	switch {
+	case d.Map != nil:
+		if !decoded {
+			if doc, err = mapping.ParseJSON(m.Value); err != nil {
+				return nil, false, &wire.InvalidEventError{Reason: wire.ReasonInvalidJSON, Msg: "the value is not JSON for the mapping: " + err.Error()}
+			}
+		}
+		out, err := d.Map.Map(mapping.Input{Value: doc, Key: m.Key, Headers: rec.Headers, Topic: m.Topic, Partition: m.Partition,
+			Offset: m.Offset, Timestamp: m.Time})
+		var me *mapping.Error
+		switch {
+		case errors.As(err, &me):
+			return nil, false, &wire.InvalidEventError{Reason: wire.ReasonMapFailed, Field: "TIM_MAP", Msg: me.Msg}
+		case err != nil:
+			return nil, false, err
+		case out == nil:
+			return nil, true, nil
+		}
+		rec.Value = out
+	case decoded:
+		// Without a mapping the decoded value must be an event.
+		if rec.Value, err = json.Marshal(doc); err != nil {
+			return nil, false, &wire.InvalidEventError{Reason: wire.ReasonDecodeFailed, Msg: err.Error()}
+		}
+	}
+	ev, err = wire.DecodeEvent(rec)
+	return ev, false, err
+}

@@ -1,0 +1,239 @@
+// Package mapping turns a team's own domain events into broadcast events
+// with a jq program (TIM_MAP), run by github.com/itchyny/gojq: the program
+// filters (no output, or null: the record is skipped) and maps (one object
+// in the event format, or a string for one text element).
+//
+// A mapping must be a pure function of the record: the event's Random is
+// derived from the record's key and the mapped event, so every attempt,
+// redelivery and replay must map to the same bytes. Compile therefore
+// refuses what can answer differently for one record (now, localtime,
+// $ENV, env, input, inputs, input_filename and the like).
+//
+// It knows nothing of Kafka or of the API: it maps values.
+package mapping
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/itchyny/gojq"
+)
+
+// Variables are the names a program may use besides `.`.
+var Variables = []string{"$key", "$headers", "$topic", "$partition", "$offset", "$timestamp"}
+
+// impure lists the builtins that can answer differently for one record:
+// the time now, the host's time zone, the environment, other inputs.
+var impure = map[string]string{
+	"now":               "the current time",
+	"localtime":         "the host's time zone",
+	"strflocaltime":     "the host's time zone",
+	"$ENV":              "the process environment",
+	"env":               "the process environment",
+	"input":             "the next input",
+	"inputs":            "the other inputs",
+	"input_filename":    "the input file",
+	"input_line_number": "the input position",
+	"$__prog_args":      "the program's arguments",
+	"halt":              "halting the process",
+	"halt_error":        "halting the process",
+}
+
+// Program is a compiled mapping.
+type Program struct {
+	src  string
+	code *gojq.Code
+}
+
+// Compile parses and compiles src, refusing a program that uses an
+// unknown variable or a builtin that makes it impure.
+func Compile(src string) (*Program, error) {
+	q, err := gojq.Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("syntax: %w", err)
+	}
+	if name := impureUse(q); name != "" {
+		return nil, fmt.Errorf("uses %s (%s): a mapping must give the same event for the same record every time, "+
+			"since the event's Random is derived from it", name, impure[name])
+	}
+	code, err := gojq.Compile(q, gojq.WithVariables(Variables), gojq.WithEnvironLoader(func() []string { return nil }))
+	if err != nil {
+		return nil, err
+	}
+	return &Program{src: src, code: code}, nil
+}
+
+// impureUse returns the first impure builtin q calls (one it does not
+// define itself), or "".
+func impureUse(q *gojq.Query) string {
+	defined := map[string]bool{}
+	var called []string
+	walk(reflect.ValueOf(q), func(v any) {
+		switch n := v.(type) {
+		case *gojq.FuncDef:
+			defined[n.Name] = true
+		case *gojq.Func:
+			called = append(called, n.Name)
+		}
+	})
+	for _, name := range called {
+		if _, ok := impure[name]; ok && !defined[name] {
+			return name
+		}
+	}
+	return ""
+}
+
+// walk calls fn with every pointer to a struct reachable from v.
+func walk(v reflect.Value, fn func(any)) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return
+		}
+		if v.Elem().Kind() == reflect.Struct {
+			fn(v.Interface())
+		}
+		walk(v.Elem(), fn)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				walk(v.Field(i), fn)
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			walk(v.Index(i), fn)
+		}
+	}
+}
+
+// Input is one record as a program sees it.
+type Input struct {
+	// Value is the record's value, decoded (JSON, or a Schema Registry
+	// format turned into JSON values).
+	Value any
+	// Key is the record key; nil for a record without one.
+	Key       []byte
+	Headers   map[string][]byte
+	Topic     string
+	Partition int
+	Offset    int64
+	Timestamp time.Time
+}
+
+// Error is a record the program cannot map: a runtime error, or an output
+// that is not an event. It dead-letters the record (reason map_failed).
+type Error struct{ Msg string }
+
+func (e *Error) Error() string { return e.Msg }
+
+// Map runs the program on in. It returns the event's JSON (sorted keys,
+// so the same record always gives the same bytes), or nil when the
+// program output nothing or null (the record is skipped), or an *Error.
+func (p *Program) Map(in Input) ([]byte, error) {
+	var key any
+	if in.Key != nil {
+		key = string(in.Key)
+	}
+	headers := make(map[string]any, len(in.Headers))
+	for k, v := range in.Headers {
+		headers[k] = string(v)
+	}
+	var ts any
+	if !in.Timestamp.IsZero() {
+		ts = in.Timestamp.UTC().Format(time.RFC3339Nano)
+	}
+	iter := p.code.Run(normalize(in.Value), key, headers, in.Topic, in.Partition, int(in.Offset), ts)
+	var outs []any
+	for {
+		v, ok := iter.Next()
+		if !ok {
+			break
+		}
+		if err, ok := v.(error); ok {
+			var halt *gojq.HaltError
+			if errors.As(err, &halt) && halt.Value() == nil {
+				break
+			}
+			return nil, &Error{Msg: "jq: " + err.Error()}
+		}
+		outs = append(outs, v)
+		if len(outs) > 1 {
+			return nil, &Error{Msg: fmt.Sprintf("the program gave more than one output (%s, %s, ...); a record maps to one event or none",
+				preview(outs[0]), preview(outs[1]))}
+		}
+	}
+	if len(outs) == 0 || outs[0] == nil {
+		return nil, nil
+	}
+	switch out := outs[0].(type) {
+	case string:
+		// A string is shorthand for one text element.
+		return json.Marshal(map[string]any{"MsgBody": []any{map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": out}}}})
+	case map[string]any:
+		b, err := gojq.Marshal(out)
+		if err != nil {
+			return nil, &Error{Msg: "encode the output: " + err.Error()}
+		}
+		return b, nil
+	default:
+		return nil, &Error{Msg: fmt.Sprintf("the program gave %s (%s), want an object in the event format, a string, null or nothing",
+			gojq.TypeOf(out), preview(out))}
+	}
+}
+
+// preview is a short form of v for messages.
+func preview(v any) string {
+	s := gojq.Preview(v)
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return s
+}
+
+// normalize turns values decoded by encoding/json (json.Number) or built
+// by a schema decoder into the types gojq takes.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalize(e)
+		}
+		return x
+	case []any:
+		for i, e := range x {
+			x[i] = normalize(e)
+		}
+		return x
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return int(i)
+		}
+		f, _ := x.Float64()
+		return f
+	}
+	return v
+}
+
+// ParseJSON decodes a record value for a program: JSON, numbers kept
+// exact where they are integers.
+func ParseJSON(b []byte) (any, error) {
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("more than one JSON value")
+	}
+	return normalize(v), nil
+}
+
+// Source is the program's text.
+func (p *Program) Source() string { return p.src }

@@ -1,0 +1,106 @@
+package mapping_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/timbroadcast/timbroadcast/consumer/mapping"
+)
+
+func gift() mapping.Input {
+	v, _ := mapping.ParseJSON([]byte(`{"type":"gift","user":"u1","amount":500,"room":"r9","big":12345678901234}`))
+	return mapping.Input{Value: v, Key: []byte("g-1"), Headers: map[string][]byte{"source": []byte("shop")},
+		Topic: "gifts", Partition: 2, Offset: 41, Timestamp: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+}
+
+func TestMap(t *testing.T) {
+	tests := []struct {
+		name, prog string
+		want       string // "" for skipped
+		err        string // substring of the *mapping.Error
+	}{
+		{"object", `{MsgBody: [{MsgType: "TIMTextElem", MsgContent: {Text: "\(.user) sent \(.amount)"}}]}`,
+			`{"MsgBody":[{"MsgContent":{"Text":"u1 sent 500"},"MsgType":"TIMTextElem"}]}`, ""},
+		{"string shorthand", `"\(.user) sent a gift in \(.room)"`,
+			`{"MsgBody":[{"MsgContent":{"Text":"u1 sent a gift in r9"},"MsgType":"TIMTextElem"}]}`, ""},
+		{"variables", `"\($key) \($topic)/\($partition)@\($offset) \($timestamp) \($headers.source)"`,
+			`{"MsgBody":[{"MsgContent":{"Text":"g-1 gifts/2@41 2026-11-25T20:00:00Z shop"},"MsgType":"TIMTextElem"}]}`, ""},
+		{"big integers stay exact", `"\(.big)"`,
+			`{"MsgBody":[{"MsgContent":{"Text":"12345678901234"},"MsgType":"TIMTextElem"}]}`, ""},
+		{"filtered by select", `select(.amount > 1000) | "big gift"`, "", ""},
+		{"null skips", `null`, "", ""},
+		{"empty skips", `empty`, "", ""},
+		{"two outputs", `"a", "b"`, "", "more than one output"},
+		{"a number", `.amount`, "", "gave number"},
+		{"runtime error", `.user | tonumber`, "", "jq:"},
+		{"error()", `error("no")`, "", "jq:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := mapping.Compile(tt.prog)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := p.Map(gift())
+			if tt.err != "" {
+				var me *mapping.Error
+				if !errors.As(err, &me) || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Map = %s, %v; want a mapping error with %q", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("Map = %s, %v; want %s", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// The same record always maps to the same bytes.
+func TestMapIsStable(t *testing.T) {
+	p, err := mapping.Compile(`{MsgBody: [{MsgType: "TIMCustomElem", MsgContent: {Data: (. | tojson), Desc: .type}}], CloudCustomData: .room}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := p.Map(gift())
+	for range 20 {
+		if again, _ := p.Map(gift()); string(again) != string(first) {
+			t.Fatalf("%s then %s", first, again)
+		}
+	}
+}
+
+func TestCompileRefuses(t *testing.T) {
+	for _, prog := range []string{`now`, `{t: now}`, `$ENV.HOME`, `env.PATH`, `input`, `[inputs]`, `input_filename`,
+		`localtime`, `.a |`, `$nope`, `def f: now; f`} {
+		if _, err := mapping.Compile(prog); err == nil {
+			t.Errorf("Compile(%q) succeeded, want an error", prog)
+		}
+	}
+	// A function of its own named like an impure builtin is fine, and so
+	// is the word in a string.
+	for _, prog := range []string{`def now: 1; now`, `"now"`, `.env`, `gmtime | todate`} {
+		if _, err := mapping.Compile(prog); err != nil {
+			t.Errorf("Compile(%q) = %v, want it accepted", prog, err)
+		}
+	}
+}
+
+func BenchmarkMap(b *testing.B) {
+	p, err := mapping.Compile(`select(.type == "gift") | {MsgBody: [{MsgType: "TIMCustomElem", MsgContent: {Data: ({user, amount, room} | tojson), Desc: "gift"}}]}`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := []byte(`{"type":"gift","user":"u1","amount":500,"room":"r9","at":"2026-11-25T20:00:00Z"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		v, _ := mapping.ParseJSON(raw)
+		in := gift()
+		in.Value = v
+		if _, err := p.Map(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
