@@ -95,7 +95,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_records_skipped_total",
-		Help: "Offsets passed over without delivery, by reason: retention (deleted before delivery), log_truncated (committed offset beyond the log end), aborted_transaction, transaction_marker.",
+		Help: "Offsets passed over without delivery, by reason: retention (deleted before delivery), log_truncated (committed offset beyond the log end), aborted_transaction, transaction_marker, filtered (the mapping output nothing).",
 	}, []string{"reason"})
 	m.fetchErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_fetch_errors_total", Help: "Fetch requests that failed, by error.",

@@ -16,6 +16,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
 	"reflect"
 	"strings"
 	"time"
@@ -135,7 +137,14 @@ func (e *Error) Error() string { return e.Msg }
 // Map runs the program on in. It returns the event's JSON (sorted keys,
 // so the same record always gives the same bytes), or nil when the
 // program output nothing or null (the record is skipped), or an *Error.
-func (p *Program) Map(in Input) ([]byte, error) {
+func (p *Program) Map(in Input) (out []byte, err error) {
+	defer func() {
+		// gojq panics on a value type it does not know; a decoder bug must
+		// not stop the partition: the record is dead-lettered with why.
+		if r := recover(); r != nil {
+			out, err = nil, &Error{Msg: fmt.Sprintf("jq: %v", r)}
+		}
+	}()
 	var key any
 	if in.Key != nil {
 		key = string(in.Key)
@@ -216,6 +225,27 @@ func normalize(v any) any {
 		}
 		f, _ := x.Float64()
 		return f
+	case int64:
+		return int(x)
+	case int32:
+		return int(x)
+	case int16:
+		return int(x)
+	case int8:
+		return int(x)
+	case uint32:
+		return int(x)
+	case uint16:
+		return int(x)
+	case uint8:
+		return int(x)
+	case uint64:
+		if x <= math.MaxInt64 {
+			return int(x)
+		}
+		return new(big.Int).SetUint64(x)
+	case float32:
+		return float64(x)
 	}
 	return v
 }

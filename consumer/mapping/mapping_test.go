@@ -104,3 +104,19 @@ func BenchmarkMap(b *testing.B) {
 		}
 	}
 }
+
+// Values a schema decoder builds (int64, float32, ...) are taken, never a
+// panic.
+func TestMapDecodedTypes(t *testing.T) {
+	p, err := mapping.Compile(`{MsgBody: [{MsgType: "TIMCustomElem", MsgContent: {Data: tojson}}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := gift()
+	in.Value = map[string]any{"a": int64(5), "b": int32(6), "c": float32(1.5), "d": uint64(1 << 63), "e": []any{int64(7)}}
+	got, err := p.Map(in)
+	want := `{"MsgBody":[{"MsgContent":{"Data":"{\"a\":5,\"b\":6,\"c\":1.5,\"d\":9223372036854775808,\"e\":[7]}"},"MsgType":"TIMCustomElem"}]}`
+	if err != nil || string(got) != want {
+		t.Errorf("Map = %s, %v; want %s", got, err, want)
+	}
+}

@@ -32,7 +32,10 @@
 // Headers added to a dead-letter record (which otherwise carries the
 // original key, value and headers):
 //
-//	timbroadcast-dlq-reason     machine-readable reason (see Reason*)
+//	timbroadcast-dlq-reason     machine-readable reason (see Reason*: invalid_json,
+//	                            invalid_event, body_too_long, expired, api_rejected,
+//	                            content_blocked, unknown_error, retry_exhausted,
+//	                            map_failed, schema_not_found, decode_failed)
 //	timbroadcast-dlq-class      "reject"
 //	timbroadcast-dlq-code       API ErrorCode, 0 when the API was not called
 //	timbroadcast-dlq-info       human-readable description (at most 2,048 bytes)
@@ -82,7 +85,8 @@
 // identity. Its fields:
 //
 //	schema              "timbroadcast/receipt/v1"
-//	outcome             "delivered" or "dead_lettered"
+//	outcome             "delivered", "dead_lettered", or "filtered" (the
+//	                    mapping, TIM_MAP, output nothing for the record)
 //	random              the event's own Random (0 for a record that never decoded)
 //	call_random         the Random of the call that carried it: the event's own
 //	                    when it went alone, the merged call's otherwise
@@ -117,7 +121,17 @@
 //	   "Desc":"timbroadcast merged events",
 //	   "Ext":"timbroadcast/merged/v2"}}
 //
-// Unpack reads both.
+// Unpack reads both. A receiver in JavaScript (Chat Web SDK, the payload
+// of a TIM.TYPES.MSG_CUSTOM message) unpacks them so, each result one
+// original event:
+//
+//	function events(payload) {
+//	  const env = payload.extension.startsWith('timbroadcast/merged/') ? JSON.parse(payload.data) : null;
+//	  if (!env) return [{ elements: [{ type: 'TIMCustomElem', data: payload.data, description: payload.description, extension: payload.extension }] }];
+//	  if (env.v === 'timbroadcast/merged/v1')            // custom elements only
+//	    return env.events.map(e => ({ key: e.key, elements: [{ type: 'TIMCustomElem', data: e.Data, description: e.Desc || '', extension: e.Ext || '' }] }));
+//	  return env.events.map(e => ({ key: e.key, cloudCustomData: e.CloudCustomData || '', elements: e.MsgBody }));  // v2
+//	}
 //
 // Dead-letter topic: <source topic>.dlq unless configured (DeadLetterTopic).
 package wire
