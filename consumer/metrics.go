@@ -139,6 +139,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(stuckCount, longest)
 	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused,
 		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate)
+	// The label values known in advance start at 0, so dashboards and
+	// alerts see a series (0) before the first event, not an absent one.
+	for _, o := range []string{"delivered", "dead_lettered"} {
+		m.outcomes.WithLabelValues(o)
+		m.laneEvents.WithLabelValues("bulk", o)
+	}
+	for _, o := range []string{"delivered", "dead_lettered", "filtered"} {
+		m.receipts.WithLabelValues(o)
+	}
+	for _, r := range []string{"retention", "log_truncated", "aborted_transaction", "transaction_marker", "filtered"} {
+		m.skipped.WithLabelValues(r)
+	}
+	m.laneWaiting.WithLabelValues("bulk")
 	return m
 }
 

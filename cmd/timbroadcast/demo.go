@@ -326,6 +326,10 @@ wait:
 	if len(pending) > 0 {
 		return fmt.Errorf("demo interrupted: %d sample(s) not yet final", len(pending))
 	}
+	fmt.Fprintf(stdout, "Where to look: a worker (`timbroadcast run`) serves /metrics, /healthz and /readyz on HTTP_ADDR (:9090);\n"+
+		"  `timbroadcast status --brokers %s --topic %s --group %s` shows the group: members, lag, calls in flight\n"+
+		"  (while the demo runs: --follow); deploy/README.md \"Watching it\" has a Grafana dashboard and alert rules.\n",
+		strings.Join(conn.Brokers, ","), c.topic, group)
 	fmt.Fprintln(stdout, "Next: `timbroadcast run --help` for the worker's settings; README.md for the event format and guarantees.")
 	return nil
 }

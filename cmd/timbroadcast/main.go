@@ -7,6 +7,7 @@
 //	timbroadcast publish    validate and produce announcements
 //	timbroadcast replay     re-publish dead-letter records
 //	timbroadcast map        try a mapping (TIM_MAP) on records
+//	timbroadcast status     the group at a glance
 //
 // Run `timbroadcast COMMAND --help` for a command's settings.
 //
@@ -43,6 +44,7 @@ Commands:
   publish    validate and produce announcements (from flags or a JSON Lines file)
   replay     re-publish chosen dead-letter records to the main topic
   map        try a mapping (TIM_MAP, Schema Registry) on records: what each would become
+  status     the group at a glance: members, lag and what is in flight per partition, dead letters
 
 Run 'timbroadcast COMMAND --help' for the settings of a command.
 `
@@ -69,6 +71,7 @@ var commands = map[string]func(p process, args []string) (command, error){
 	"run":      func(p process, args []string) (command, error) { return parseRun(p, args) },
 	"emulator": func(p process, args []string) (command, error) { return parseEmulator(p, args) },
 	"map":      func(p process, args []string) (command, error) { return parseMap(p, args) },
+	"status":   func(p process, args []string) (command, error) { return parseStatus(p, args) },
 	"demo":     func(p process, args []string) (command, error) { return parseDemo(p, args) },
 	"publish":  func(p process, args []string) (command, error) { return parsePublish(p, args) },
 	"replay":   func(p process, args []string) (command, error) { return parseReplay(p, args) },

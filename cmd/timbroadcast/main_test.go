@@ -81,7 +81,8 @@ func TestDemo(t *testing.T) {
 	out := stdout.String()
 	for _, want := range []string{"5 delivered, 1 dead-lettered (1 invalid_event)", "offsets committed for every partition",
 		"5 messages delivered, 0 duplicates", "Welcome to tonight's live show!",
-		"Receipts: 6 written to timbroadcast-demo.receipts", `"schema":"timbroadcast/receipt/v1"`} {
+		"Receipts: 6 written to timbroadcast-demo.receipts", `"schema":"timbroadcast/receipt/v1"`,
+		"serves /metrics", "`timbroadcast status --brokers 127.0.0.1:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

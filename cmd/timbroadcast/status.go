@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+)
+
+// statusCmd is `timbroadcast status`: the group at a glance, from Kafka
+// alone: its members, every source partition's committed offset, end,
+// lag, owner and what is in flight (decoded from the commit metadata), and
+// the dead letters of the last hour by reason.
+type statusCmd struct {
+	kafkaAccess
+	group              string
+	topic, urgent, dlq string
+	json               bool
+	watch              time.Duration
+	stdout             io.Writer
+	now                func() time.Time
+}
+
+func parseStatus(p process, args []string) (*statusCmd, error) {
+	s := p.settings("status")
+	k := addKafkaSettings(s, "")
+	t := addTopicSettings(s, "topic of broadcast events", "dead-letter topic")
+	group := s.add("group", "KAFKA_GROUP_ID", "timbroadcast", "the workers' consumer group")
+	asJSON := s.boolFlag("json", "print one JSON document (members, partitions, dead letters) instead of tables")
+	watch := s.add("watch", "", "", "redraw every this long (e.g. 2s) until interrupted")
+	if err := s.parse(args); err != nil {
+		return nil, err
+	}
+	c := &statusCmd{json: *asJSON, stdout: p.stdout, now: time.Now}
+	var err error
+	if c.kafkaAccess, err = k.access(p.logger); err != nil {
+		return nil, err
+	}
+	if c.conn == nil {
+		return nil, k.brokers.errorf("is required (%s)", k.brokers.usage)
+	}
+	if c.group, err = group.required(); err != nil {
+		return nil, err
+	}
+	if c.topic, c.dlq, err = t.resolve(); err != nil {
+		return nil, err
+	}
+	if c.urgent, err = t.urgentTopic(c.topic, c.dlq); err != nil {
+		return nil, err
+	}
+	if c.watch, err = watch.duration(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// groupStatus is what status shows; its JSON is `status --json`.
+type groupStatus struct {
+	Group       string            `json:"group"`
+	State       string            `json:"state"`
+	At          time.Time         `json:"at"`
+	Members     []memberStatus    `json:"members"`
+	Partitions  []partitionStatus `json:"partitions"`
+	DeadLetters deadLetterSummary `json:"dead_letters_last_hour"`
+}
+
+type memberStatus struct {
+	MemberID   string   `json:"member_id"`
+	InstanceID string   `json:"instance_id,omitempty"`
+	ClientID   string   `json:"client_id"`
+	ClientHost string   `json:"client_host"`
+	Partitions []string `json:"partitions"`
+}
+
+type partitionStatus struct {
+	Topic     string          `json:"topic"`
+	Partition int             `json:"partition"`
+	Committed int64           `json:"committed"` // -1: nothing committed yet
+	End       int64           `json:"end"`
+	Lag       int64           `json:"lag"`
+	Owner     string          `json:"owner,omitempty"` // instance id, else member id
+	InFlight  *inFlightStatus `json:"in_flight,omitempty"`
+}
+
+// inFlightStatus is a call recorded in the commit metadata.
+type inFlightStatus struct {
+	FirstOffset int64  `json:"first_offset"`
+	LastOffset  int64  `json:"last_offset"`
+	Records     int64  `json:"records"`
+	Random      uint32 `json:"random"`
+	// Delivered: the API answered OK; the receipts are being written.
+	Delivered bool   `json:"delivered"`
+	MsgSeq    uint64 `json:"msg_seq,omitempty"`
+	// Since is when the delivered call was made; for a call not yet
+	// delivered, the first record's timestamp (the metadata has no time).
+	Since time.Time `json:"since,omitzero"`
+}
+
+type deadLetterSummary struct {
+	Topic    string         `json:"topic"`
+	Total    int            `json:"total"`
+	ByReason map[string]int `json:"by_reason"`
+}
+
+// errNoMember: the group has no member (exit 1).
+var errNoMember = errors.New("the group has no member: no worker is running")
+
+// Run prints the status once, or every --watch until ctx ends.
+func (c *statusCmd) Run(ctx context.Context) error {
+	if c.watch <= 0 {
+		st, err := c.collect(ctx)
+		if err != nil {
+			return err
+		}
+		c.print(st)
+		if len(st.Members) == 0 {
+			return errNoMember
+		}
+		return nil
+	}
+	for {
+		st, err := c.collect(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fmt.Fprint(c.stdout, "\033[H\033[2J") // home, clear
+		if err != nil {
+			fmt.Fprintf(c.stdout, "%s: %v\n", c.now().Format(time.TimeOnly), err)
+		} else {
+			c.print(st)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(c.watch):
+		}
+	}
+}
+
+// collect reads the status from Kafka.
+func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	g, err := c.conn.DescribeGroup(ctx, c.group)
+	if err != nil {
+		return nil, err
+	}
+	st := &groupStatus{Group: c.group, State: g.State, At: c.now().UTC(), Members: []memberStatus{}, Partitions: []partitionStatus{}}
+	owners := map[string]string{} // topic/partition -> owner
+	for _, m := range g.Members {
+		ms := memberStatus{MemberID: m.MemberID, InstanceID: m.InstanceID, ClientID: m.ClientID, ClientHost: m.ClientHost, Partitions: []string{}}
+		name := m.InstanceID
+		if name == "" {
+			name = m.MemberID
+		}
+		topics := make([]string, 0, len(m.Assigned))
+		for t := range m.Assigned {
+			topics = append(topics, t)
+		}
+		sort.Strings(topics)
+		for _, t := range topics {
+			for _, p := range m.Assigned[t] {
+				tp := fmt.Sprintf("%s/%d", t, p)
+				ms.Partitions = append(ms.Partitions, tp)
+				owners[tp] = name
+			}
+		}
+		st.Members = append(st.Members, ms)
+	}
+	topics := []string{c.topic}
+	if c.urgent != "" {
+		topics = append(topics, c.urgent)
+	}
+	for _, topic := range topics {
+		committed, err := c.conn.CommittedWithMetadata(ctx, c.group, topic)
+		if err != nil {
+			return nil, err
+		}
+		ends, err := c.conn.Ends(ctx, topic)
+		if err != nil {
+			return nil, err
+		}
+		parts := make([]int, 0, len(ends))
+		for p := range ends {
+			parts = append(parts, p)
+		}
+		sort.Ints(parts)
+		for _, p := range parts {
+			co := committed[p]
+			ps := partitionStatus{Topic: topic, Partition: p, Committed: co.Offset, End: ends[p], Owner: owners[fmt.Sprintf("%s/%d", topic, p)]}
+			from := max(co.Offset, 0)
+			ps.Lag = max(ends[p]-from, 0)
+			if f, ok := wire.ParseInFlight(co.Metadata); ok && co.Offset >= 0 && f.Last >= co.Offset {
+				in := &inFlightStatus{FirstOffset: co.Offset, LastOffset: f.Last, Records: f.Last - co.Offset + 1, Random: f.Random}
+				if d := f.Delivered; d != nil {
+					in.Delivered, in.MsgSeq, in.Since = true, d.MsgSeq, d.Call.UTC()
+				} else if m, err := c.firstRecord(ctx, topic, p, co.Offset); err == nil {
+					in.Since = m.UTC()
+				}
+				ps.InFlight = in
+			}
+			st.Partitions = append(st.Partitions, ps)
+		}
+	}
+	st.DeadLetters = deadLetterSummary{Topic: c.dlq, ByReason: map[string]int{}}
+	from, err := c.conn.OffsetsAt(ctx, c.dlq, c.now().Add(-time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	dls, err := c.conn.ReadFrom(ctx, c.dlq, from)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range dls {
+		st.DeadLetters.Total++
+		st.DeadLetters.ByReason[wire.Header(m, wire.HeaderDLQReason)]++
+	}
+	return st, nil
+}
+
+// firstRecord returns the timestamp of the record at offset.
+func (c *statusCmd) firstRecord(ctx context.Context, topic string, partition int, offset int64) (time.Time, error) {
+	res, err := c.conn.Fetcher(topic, partition, offset, 100*time.Millisecond).Fetch(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(res.Records) == 0 {
+		return time.Time{}, errors.New("no record")
+	}
+	return res.Records[0].Time, nil
+}
+
+// print writes st as tables, or as JSON with --json.
+func (c *statusCmd) print(st *groupStatus) {
+	if c.json {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+		return
+	}
+	fmt.Fprintf(c.stdout, "group %s: %s, %d member(s)\n\n", st.Group, strings.ToLower(st.State), len(st.Members))
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tINSTANCE\tHOST\tPARTITIONS")
+	for _, m := range st.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.MemberID, dash(m.InstanceID), m.ClientHost, dash(strings.Join(m.Partitions, " ")))
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(c.stdout)
+	tw = tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG\tOWNER\tIN FLIGHT")
+	var lag int64
+	for _, p := range st.Partitions {
+		lag += p.Lag
+		committed := fmt.Sprint(p.Committed)
+		if p.Committed < 0 {
+			committed = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Topic, p.Partition, committed, p.End, p.Lag, dash(p.Owner), inFlightText(p.InFlight, st.At))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(c.stdout, "\nlag %d record(s) in all\n", lag)
+	d := st.DeadLetters
+	reasons := make([]string, 0, len(d.ByReason))
+	for r, n := range d.ByReason {
+		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+	}
+	sort.Strings(reasons)
+	if d.Total == 0 {
+		fmt.Fprintf(c.stdout, "dead letters in the last hour (%s): none\n", d.Topic)
+	} else {
+		fmt.Fprintf(c.stdout, "dead letters in the last hour (%s): %d (%s)\n", d.Topic, d.Total, strings.Join(reasons, ", "))
+	}
+}
+
+func inFlightText(in *inFlightStatus, now time.Time) string {
+	if in == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("offsets %d..%d (%d record(s)), Random %d", in.FirstOffset, in.LastOffset, in.Records, in.Random)
+	switch {
+	case in.Delivered:
+		s += fmt.Sprintf(", delivered (MsgSeq %d) %s ago, receipts pending", in.MsgSeq, now.Sub(in.Since).Round(time.Millisecond))
+	case !in.Since.IsZero():
+		s += fmt.Sprintf(", first record produced %s ago", now.Sub(in.Since).Round(time.Millisecond))
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
