@@ -18,13 +18,13 @@ import (
 // Static membership (KIP-345) on the real binary: restarts without a
 // rebalance, rolling restarts, fencing.
 
-// staticEnv is a backlog for static members: 6 partitions, TIM_RATE 20,
+// staticEnv is a backlog for static members: 6 partitions, TIM_RATE 50,
 // and a session timeout of 10 s, so a restart that waited for it would
 // show.
 func staticEnv(t testing.TB, events int) *crashEnv {
 	t.Helper()
 	return replicaEnvWith(t, 6, events, sendertest.Options{}, 60, map[string]string{
-		"TIM_RATE": "20", "KAFKA_SESSION_TIMEOUT": "10s", "KAFKA_HEARTBEAT_INTERVAL": "500ms", "KAFKA_REBALANCE_TIMEOUT": "10s",
+		"TIM_RATE": "50", "KAFKA_SESSION_TIMEOUT": "10s", "KAFKA_HEARTBEAT_INTERVAL": "500ms", "KAFKA_REBALANCE_TIMEOUT": "10s",
 	})
 }
 
@@ -200,7 +200,7 @@ func BenchmarkRollingRestart(b *testing.B) {
 // the rest, nothing twice.
 func TestStaticFenced(t *testing.T) {
 	needBinary(t)
-	ce := staticEnv(t, 300)
+	ce := staticEnv(t, 150)
 	env := withInstance(ce.env, "replica-0")
 	first := startWorker(t, env)
 	deadline := time.Now().Add(30 * time.Second)

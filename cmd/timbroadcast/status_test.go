@@ -46,7 +46,7 @@ type statusDoc struct {
 // worker running it exits 1.
 func TestStatus(t *testing.T) {
 	needBinary(t)
-	ce := replicaEnvWith(t, 6, 400, sendertest.Options{Faults: sendertest.Faults{Latency: 1500 * time.Millisecond}}, 60,
+	ce := replicaEnvWith(t, 6, 200, sendertest.Options{Faults: sendertest.Faults{Latency: 1500 * time.Millisecond}}, 60,
 		map[string]string{"TIM_MERGE": "on", "TIM_MERGE_MAX_BYTES": "600", "TIM_RATE": "20"})
 	if err := ce.kc.Produce(context.Background(), ce.topic, kafka.Message{Key: []byte("bad"), Value: []byte("not json")}); err != nil {
 		t.Fatal(err)
