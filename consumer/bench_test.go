@@ -48,8 +48,17 @@ func benchEnv(b *testing.B, partitions int) *env {
 //
 //	go test -run '^$' -bench IdleLatency -benchtime 200x ./consumer
 func BenchmarkIdleLatency(b *testing.B) {
+	b.Run("unpaced", func(b *testing.B) { idleLatency(b, 0) })
+	// The call schedule at the default rate (1/s): one process owns every
+	// partition, so an idle event leaves at once.
+	b.Run("schedule-1/s", func(b *testing.B) { idleLatency(b, 1) })
+}
+
+// idleLatency measures one record at a time through a worker whose call
+// schedule runs at appRate (0: none), spacing records past the rate.
+func idleLatency(b *testing.B, appRate float64) {
 	e := benchEnv(b, 3)
-	rw := e.startBench(b)
+	rw := e.startBenchRate(b, appRate)
 	defer rw.cancel()
 	w := e.kafka.Writer(e.topic)
 	w.BatchTimeout = time.Millisecond
@@ -73,6 +82,9 @@ func BenchmarkIdleLatency(b *testing.B) {
 			time.Sleep(100 * time.Microsecond)
 		}
 		lat = append(lat, at.Sub(start))
+		if appRate > 0 {
+			time.Sleep(time.Duration(float64(time.Second) * 1.1 / appRate)) // idle: past the last call's period
+		}
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
@@ -106,14 +118,21 @@ func BenchmarkDeadLetterThroughput(b *testing.B) {
 }
 
 // startBench starts a worker with production defaults except pacing.
-func (e *env) startBench(b *testing.B) *runningWorker {
+func (e *env) startBench(b *testing.B) *runningWorker { return e.startBenchRate(b, 0) }
+
+// startBenchRate starts a worker with production defaults, paced by the
+// call schedule at appRate (0: unpaced).
+func (e *env) startBenchRate(b *testing.B, appRate float64) *runningWorker {
 	b.Helper()
 	scfg := sender.Config{AppID: appID, Admin: admin, SecretKey: key, Endpoints: []string{e.emu.URL}, Rate: sender.Unlimited}
+	if appRate > 0 {
+		scfg.Rate = appRate
+	}
 	client, err := sender.New(scfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := newBenchWorker(e, client)
+	w, err := newBenchWorkerRate(e, client, appRate)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -123,8 +142,12 @@ func (e *env) startBench(b *testing.B) *runningWorker {
 	return rw
 }
 
-func newBenchWorker(e *env, s consumer.Sender) (*consumer.Worker, error) {
-	return consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq}, s)
+func newBenchWorker(e *env, s consumer.Sender) (*consumer.Worker, error) { return newBenchWorkerRate(e, s, 0) }
+
+// newBenchWorkerRate is newBenchWorker with the call schedule at appRate
+// (0: none).
+func newBenchWorkerRate(e *env, s consumer.Sender, appRate float64) (*consumer.Worker, error) {
+	return consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq, AppRate: appRate}, s)
 }
 
 // BenchmarkMergeBacklog drains a backlog of 10,000 text events of about

@@ -28,14 +28,16 @@ import (
 // milliseconds): two calls are never closer than about T, whatever the
 // server's algorithm. A member's view of the backlog is refreshed every
 // few hundred milliseconds; a short disagreement between members costs one
-// 10023, retried. A single process is the same schedule with every slot
-// its own.
+// 10023, retried. A member that owns every partition (one process, or
+// the last replica standing) is alone: no other member can call, so it
+// paces by its own last call and an idle call leaves at once.
 
 // view is Kafka's view of the topics, the same for every member.
 type view struct {
-	urgent []topicPartition // urgent partitions with a backlog
-	bulk   []topicPartition // bulk partitions with a backlog
-	all    []topicPartition // every bulk partition
+	urgent    []topicPartition // urgent partitions with a backlog
+	bulk      []topicPartition // bulk partitions with a backlog
+	all       []topicPartition // every bulk partition
+	allUrgent []topicPartition // every urgent partition
 }
 
 // owners is the list slots are dealt from: urgent partitions with a
@@ -83,6 +85,8 @@ type schedule struct {
 	skip    int // slots to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
 	changed chan struct{}
+	// last is when the last granted call left (or was to leave).
+	last time.Time
 }
 
 type slotWaiter struct {
@@ -135,7 +139,7 @@ func (s *schedule) setMine(parts []topicPartition) {
 
 // setView records Kafka's view of the topics.
 func (s *schedule) setView(v view) {
-	for _, l := range [][]topicPartition{v.urgent, v.bulk, v.all} {
+	for _, l := range [][]topicPartition{v.urgent, v.bulk, v.all, v.allUrgent} {
 		sortPartitions(l)
 	}
 	s.mu.Lock()
@@ -151,6 +155,47 @@ func (s *schedule) ownsLocked(k int64) bool {
 		return false
 	}
 	return s.mine[owners[k%int64(len(owners))]]
+}
+
+// aloneLocked reports whether this member owns every partition of the
+// source topics: no other member can call, so it paces by its own last
+// call and an idle call leaves at once, not at a slot's middle.
+func (s *schedule) aloneLocked() bool {
+	if len(s.view.all) == 0 {
+		return false
+	}
+	for _, l := range [][]topicPartition{s.view.all, s.view.allUrgent} {
+		for _, p := range l {
+			if !s.mine[p] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// pickLocked returns the index of the waiter to grant the next call to
+// (urgent first), or -1 when the member leaves this call unused after a
+// 10023 (urgent callers never give way).
+func (s *schedule) pickLocked() int {
+	for j, w := range s.waiting {
+		if w.urgent {
+			return j
+		}
+	}
+	if s.skip > 0 {
+		s.skip--
+		return -1
+	}
+	return 0
+}
+
+// grantLocked grants waiter i a call leaving at at.
+func (s *schedule) grantLocked(i int, at time.Time) {
+	w := s.waiting[i]
+	s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
+	w.at = at
+	close(w.granted)
 }
 
 // shareLocked is this member's share of the slots, over one round.
@@ -240,6 +285,16 @@ func (s *schedule) grant(ctx context.Context) {
 	next := int64(0) // the first slot not yet handled
 	for {
 		s.mu.Lock()
+		if s.aloneLocked() {
+			wait := s.grantAloneLocked()
+			s.mu.Unlock()
+			s.metrics.setShare(1)
+			s.metrics.setRate(float64(time.Second) / float64(s.period))
+			if !s.sleep(ctx, wait) {
+				return
+			}
+			continue
+		}
 		share := s.shareLocked()
 		now := s.clock.Now()
 		k := now.UnixNano() / int64(s.period)
@@ -247,6 +302,10 @@ func (s *schedule) grant(ctx context.Context) {
 			k++ // this slot's middle has passed
 		}
 		k = max(k, next)
+		if !s.last.IsZero() {
+			// A period after the last call, whichever way it was paced.
+			k = max(k, (s.last.UnixNano()+int64(s.period)/2+int64(s.period)-1)/int64(s.period))
+		}
 		// The next slot of ours within two rounds.
 		horizon := int64(2*len(s.view.owners()) + 2)
 		found := int64(-1)
@@ -280,32 +339,51 @@ func (s *schedule) grant(ctx context.Context) {
 		}
 		s.mu.Lock()
 		if s.ownsLocked(found) && len(s.waiting) > 0 {
-			i := -1
-			for j, w := range s.waiting {
-				if w.urgent {
-					i = j
-					break
-				}
-			}
-			switch {
-			case i >= 0: // urgent events never give way
-			case s.skip > 0:
-				s.skip--
-			default:
-				i = 0
-			}
-			if i >= 0 {
-				w := s.waiting[i]
-				s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
-				w.at = s.middle(found)
-				close(w.granted)
-				s.log.Debug("slot granted", zap.Int64("slot", found), zap.Stringer("partition", w.partition),
+			if i := s.pickLocked(); i >= 0 {
+				p := s.waiting[i].partition
+				s.grantLocked(i, s.middle(found))
+				s.log.Debug("slot granted", zap.Int64("slot", found), zap.Stringer("partition", p),
 					zap.Stringers("owners", s.view.owners()))
 			}
+			s.last = s.middle(found)
 		}
 		s.mu.Unlock()
 		next = found + 1
 	}
+}
+
+// grantAloneLocked paces a member that owns every partition by its own
+// calls: the first waiter (urgent first) goes now if the last call left a
+// period ago or more. It returns how long to wait before looking again.
+func (s *schedule) grantAloneLocked() time.Duration {
+	if len(s.waiting) == 0 {
+		return s.refresh // a new waiter pokes the loop
+	}
+	now := s.clock.Now()
+	if next := s.last.Add(s.period); now.Before(next) {
+		return next.Sub(now)
+	}
+	if i := s.pickLocked(); i >= 0 {
+		s.grantLocked(i, now)
+	}
+	s.last = now // a call left, or the period is left unused after a 10023
+	return 0
+}
+
+// sleep waits d, or until the schedule changes; false when ctx ended.
+func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := s.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-s.changed:
+	case <-t.Chan():
+	}
+	return true
 }
 
 // watch refreshes Kafka's view of the backlog until ctx ends. The
@@ -364,6 +442,8 @@ func (w *Worker) backlog(ctx context.Context) (view, error) {
 			req.Topics[t.Name] = append(req.Topics[t.Name], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
 			if t.Name == w.cfg.Topic {
 				v.all = append(v.all, topicPartition{t.Name, p.ID})
+			} else {
+				v.allUrgent = append(v.allUrgent, topicPartition{t.Name, p.ID})
 			}
 		}
 	}

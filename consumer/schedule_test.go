@@ -71,8 +71,8 @@ func (h *schedHarness) waitFor(s *schedule, member int, p topicPartition, urgent
 		}
 		out <- grant{member: member, slot: (at.UnixNano() - int64(s.period)/2) / int64(s.period), part: p, granted: h.clock.Now()}
 	}()
-	for s.waiters() == before {
-		time.Sleep(time.Millisecond)
+	for s.waiters() == before && len(out) == 0 {
+		time.Sleep(time.Millisecond) // queued, or granted at once
 	}
 	return out
 }
@@ -173,8 +173,8 @@ func TestScheduleFollowsTheBacklog(t *testing.T) {
 // then 2, then 4 of its slots unused; any other answer ends the back-off.
 func TestScheduleBacksOffAfter10023(t *testing.T) {
 	h := newSchedHarness(t)
-	a := tp("t", 0)
-	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a}}, a)
+	a, b := tp("t", 0), tp("t", 1)
+	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}}, a) // another member owns b
 	prev := h.until(4, h.waitFor(s, 0, a, false))[0].slot
 	for _, tc := range []struct {
 		limited bool
@@ -193,8 +193,9 @@ func TestScheduleBacksOffAfter10023(t *testing.T) {
 // even while the member backs off after 10023.
 func TestScheduleUrgentFirst(t *testing.T) {
 	h := newSchedHarness(t)
-	bulk, urgent := tp("t", 0), tp("u", 0)
-	s := h.member(view{urgent: []topicPartition{urgent}, bulk: []topicPartition{bulk}, all: []topicPartition{bulk}}, bulk, urgent)
+	bulk, urgent, other := tp("t", 0), tp("u", 0), tp("t", 1)
+	s := h.member(view{urgent: []topicPartition{urgent}, bulk: []topicPartition{bulk}, all: []topicPartition{bulk, other},
+		allUrgent: []topicPartition{urgent}}, bulk, urgent)
 	s.answered(true) // backing off: bulk waits a slot, urgent does not
 	bc := h.waitFor(s, 0, bulk, false)
 	uc := h.waitFor(s, 0, urgent, true)
@@ -207,8 +208,8 @@ func TestScheduleUrgentFirst(t *testing.T) {
 // A grant comes a little before the slot's middle (the lead), never after.
 func TestScheduleGrantsBeforeTheMiddle(t *testing.T) {
 	h := newSchedHarness(t)
-	a := tp("t", 0)
-	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a}}, a)
+	a, b := tp("t", 0), tp("t", 1)
+	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}}, a)
 	for range 3 {
 		g := h.until(4, h.waitFor(s, 0, a, false))[0]
 		middle := s.middle(g.slot)
@@ -221,8 +222,8 @@ func TestScheduleGrantsBeforeTheMiddle(t *testing.T) {
 // A waiter whose context ends leaves the queue; the next waiter is served.
 func TestScheduleWaitCancelled(t *testing.T) {
 	h := newSchedHarness(t)
-	a := tp("t", 0)
-	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a}}, a)
+	a, b := tp("t", 0), tp("t", 1)
+	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}}, a)
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
 	go func() { _, err := s.wait(ctx, a, false); done <- err }()
@@ -237,4 +238,50 @@ func TestScheduleWaitCancelled(t *testing.T) {
 		t.Fatalf("%d waiters after the cancel, want 0", n)
 	}
 	h.until(4, h.waitFor(s, 0, a, false))
+}
+
+// A member that owns every partition is alone: nobody else can call, so
+// an idle call leaves at once (not at a slot's middle), and calls are a
+// period apart by its own clock; urgent first, and a period left unused
+// after a 10023.
+func TestScheduleAlone(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b, u := tp("t", 0), tp("t", 1), tp("u", 0)
+	s := h.member(view{all: []topicPartition{a, b}, allUrgent: []topicPartition{u}}, a, b, u)
+	start := h.clock.Now()
+	first := <-h.waitFor(s, 0, a, false)
+	if !first.granted.Equal(start) {
+		t.Fatalf("an idle call waited until %v, want it to leave at once (%v)", first.granted, start)
+	}
+	// Two more wait: the urgent one goes first, a period after the first
+	// call, then the bulk one a period later.
+	bc := h.waitFor(s, 0, b, false)
+	uc := h.waitFor(s, 0, u, true)
+	got := h.until(4, bc, uc)
+	if got[0].part != u || got[1].part != b {
+		t.Fatalf("grants %+v, want the urgent one first", got)
+	}
+	if d := got[0].granted.Sub(start); d < s.period || d > s.period+s.period/10 {
+		t.Errorf("second call %v after the first, want one period (%v)", d, s.period)
+	}
+	if d := got[1].granted.Sub(got[0].granted); d < s.period || d > s.period+s.period/10 {
+		t.Errorf("third call %v after the second, want one period", d)
+	}
+	// After a 10023 a period is left unused.
+	s.answered(true)
+	last := got[1].granted
+	g := h.until(6, h.waitFor(s, 0, a, false))[0]
+	if d := g.granted.Sub(last); d < 2*s.period {
+		t.Errorf("after a 10023 the next call came %v after the last, want at least two periods", d)
+	}
+	// Another member takes a partition: slots again, at their middles.
+	s.setMine([]topicPartition{a, u})
+	s.setView(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}, allUrgent: []topicPartition{u}})
+	g2 := h.until(6, h.waitFor(s, 0, a, false))[0]
+	if mid := s.middle(g2.slot); g2.granted.After(mid) || mid.Sub(g2.granted) > s.lead()+s.period/10 {
+		t.Errorf("not alone: granted at %v, want just before the slot's middle %v", g2.granted, mid)
+	}
+	if mid := s.middle(g2.slot); mid.Sub(g.granted) < s.period {
+		t.Errorf("the first slot call leaves %v after the last call, want at least a period", mid.Sub(g.granted))
+	}
 }
