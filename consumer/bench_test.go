@@ -142,7 +142,9 @@ func (e *env) startBenchRate(b *testing.B, appRate float64) *runningWorker {
 	return rw
 }
 
-func newBenchWorker(e *env, s consumer.Sender) (*consumer.Worker, error) { return newBenchWorkerRate(e, s, 0) }
+func newBenchWorker(e *env, s consumer.Sender) (*consumer.Worker, error) {
+	return newBenchWorkerRate(e, s, 0)
+}
 
 // newBenchWorkerRate is newBenchWorker with the call schedule at appRate
 // (0: none).
