@@ -142,12 +142,8 @@ func (e *env) startBenchRate(b *testing.B, appRate float64) *runningWorker {
 	return rw
 }
 
-func newBenchWorker(e *env, s consumer.Sender) (*consumer.Worker, error) {
-	return newBenchWorkerRate(e, s, 0)
-}
-
-// newBenchWorkerRate is newBenchWorker with the call schedule at appRate
-// (0: none).
+// newBenchWorkerRate returns a worker with production defaults, paced by
+// the call schedule at appRate (0: none).
 func newBenchWorkerRate(e *env, s consumer.Sender, appRate float64) (*consumer.Worker, error) {
 	return consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq, AppRate: appRate}, s)
 }
