@@ -99,8 +99,9 @@ func idleWindow() time.Duration {
 }
 
 // TestKeptConnections: once it has started, an idle worker opens no new
-// broker connection (each begins with ApiVersions) and does not look the
-// coordinator up again: its connections are kept.
+// broker connection (each begins with ApiVersions), does not look the
+// coordinator up again (its connections are kept) and, alone in its group,
+// polls no backlog.
 func TestKeptConnections(t *testing.T) {
 	kc := consumertest.StartFake(t)
 	rc := countRequests(kc)
@@ -123,5 +124,10 @@ func TestKeptConnections(t *testing.T) {
 	}
 	if counts["Heartbeat"] == 0 {
 		t.Error("no heartbeat while idle: the counter sees nothing")
+	}
+	// Alone in its group, the worker paces by its own calls: it reads no
+	// backlog (no ListOffsets or OffsetFetch loop) while idle.
+	if n := counts["ListOffsets"] + counts["OffsetFetch"]; n > 0 {
+		t.Errorf("%d ListOffsets/OffsetFetch requests while idle and alone, want none", n)
 	}
 }

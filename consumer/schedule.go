@@ -75,8 +75,10 @@ type schedule struct {
 	clock   clockwork.Clock
 	log     *zap.Logger
 	metrics *Metrics
-	// readView reads Kafka's view of the backlog (Worker.backlog).
-	readView func(context.Context) (view, error)
+	// readView reads Kafka's view of the topics (Worker.backlog): with
+	// backlog false, the partitions alone (no broker request: the
+	// transport's cached metadata).
+	readView func(ctx context.Context, backlog bool) (view, error)
 
 	mu      sync.Mutex
 	view    view
@@ -85,6 +87,9 @@ type schedule struct {
 	skip    int // slots to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
 	changed chan struct{}
+	// mineChanged wakes the backlog watch when the member's partitions
+	// change (a member no longer alone needs the backlog at once).
+	mineChanged chan struct{}
 	// last is when the last granted call left (or was to leave).
 	last time.Time
 }
@@ -105,7 +110,7 @@ const slotMargin = 1.01
 
 // newSchedule returns the schedule of an app whose rate is rate calls a
 // second, reading the backlog with readView every refresh or so.
-func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, readView func(context.Context) (view, error),
+func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, readView func(context.Context, bool) (view, error),
 	log *zap.Logger, m *Metrics) *schedule {
 	return &schedule{
 		period:   time.Duration(float64(time.Second) * slotMargin / rate),
@@ -135,6 +140,10 @@ func (s *schedule) setMine(parts []topicPartition) {
 	}
 	s.mu.Unlock()
 	s.poke()
+	select {
+	case s.mineChanged <- struct{}{}:
+	default:
+	}
 }
 
 // setView records Kafka's view of the topics.
@@ -386,7 +395,10 @@ func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
-// watch refreshes Kafka's view of the backlog until ctx ends. The
+// watch refreshes Kafka's view of the backlog until ctx ends. A member
+// that is alone needs no backlog (it paces by its own calls): it reads the
+// partitions alone, which costs the broker nothing, until another member
+// takes some (setMine pokes the read at once). The
 // reads are aligned to slot starts, every m slots (m·T at least the
 // refresh interval), so every member reads at the same moments, up to
 // their clocks' difference, and a view read at the start of a slot governs
@@ -396,8 +408,16 @@ func (s *schedule) watch(ctx context.Context) {
 	m := max(int64(1), int64((s.refresh+s.period-1)/s.period))
 	failing := false
 	for {
-		v, err := s.readView(ctx)
+		s.mu.Lock()
+		alone := s.aloneLocked()
+		s.mu.Unlock()
+		v, err := s.readView(ctx, !alone)
 		switch {
+		case err == nil && alone:
+			s.mu.Lock()
+			s.view.all, s.view.allUrgent = v.all, v.allUrgent
+			s.mu.Unlock()
+			failing = false
 		case err == nil:
 			s.setView(v)
 			failing = false
@@ -416,13 +436,16 @@ func (s *schedule) watch(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.Chan():
+		case <-s.mineChanged:
+			t.Stop()
 		}
 	}
 }
 
-// backlog reads the view every member reads alike: per topic, the
-// partitions whose committed offset is below their end offset.
-func (w *Worker) backlog(ctx context.Context) (view, error) {
+// backlog reads the view every member reads alike: every partition of the
+// source topics and, withBacklog, per topic the partitions whose committed
+// offset is below their end offset.
+func (w *Worker) backlog(ctx context.Context, withBacklog bool) (view, error) {
 	var v view
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -446,6 +469,9 @@ func (w *Worker) backlog(ctx context.Context) (view, error) {
 				v.allUrgent = append(v.allUrgent, topicPartition{t.Name, p.ID})
 			}
 		}
+	}
+	if !withBacklog {
+		return v, nil
 	}
 	lo, err := w.client.ListOffsets(ctx, req)
 	if err != nil {
