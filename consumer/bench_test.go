@@ -13,6 +13,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
@@ -48,17 +49,24 @@ func benchEnv(b *testing.B, partitions int) *env {
 //
 //	go test -run '^$' -bench IdleLatency -benchtime 200x ./consumer
 func BenchmarkIdleLatency(b *testing.B) {
-	b.Run("unpaced", func(b *testing.B) { idleLatency(b, 0) })
+	b.Run("unpaced", func(b *testing.B) { idleLatency(b, 0, nil) })
+	// Domain events mapped by a jq program (TIM_MAP).
+	prog, err := mapping.Compile(`"\(.user): \(.text)"`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("unpaced-mapped", func(b *testing.B) { idleLatency(b, 0, prog) })
 	// The call schedule at the default rate (1/s): one process owns every
 	// partition, so an idle event leaves at once.
-	b.Run("schedule-1/s", func(b *testing.B) { idleLatency(b, 1) })
+	b.Run("schedule-1/s", func(b *testing.B) { idleLatency(b, 1, nil) })
 }
 
 // idleLatency measures one record at a time through a worker whose call
-// schedule runs at appRate (0: none), spacing records past the rate.
-func idleLatency(b *testing.B, appRate float64) {
+// schedule runs at appRate (0: none), spacing records past the rate; with
+// prog, records are domain events the program maps.
+func idleLatency(b *testing.B, appRate float64, prog *mapping.Program) {
 	e := benchEnv(b, 3)
-	rw := e.startBenchRate(b, appRate)
+	rw := e.startBenchRate(b, appRate, prog)
 	defer rw.cancel()
 	w := e.kafka.Writer(e.topic)
 	w.BatchTimeout = time.Millisecond
@@ -69,7 +77,11 @@ func idleLatency(b *testing.B, appRate float64) {
 		i++
 		n := len(e.emu.Delivered())
 		start := time.Now()
-		if err := w.WriteMessages(context.Background(), textEvent(fmt.Sprintf("k%d", i), fmt.Sprintf("idle-%d", i))); err != nil {
+		m := textEvent(fmt.Sprintf("k%d", i), fmt.Sprintf("idle-%d", i))
+		if prog != nil {
+			m.Value = []byte(fmt.Sprintf(`{"type":"notice","user":"u%d","text":"idle-%d","room":"r1","at":"2026-11-25T20:00:00Z"}`, i, i))
+		}
+		if err := w.WriteMessages(context.Background(), m); err != nil {
 			b.Fatal(err)
 		}
 		var at time.Time
@@ -118,11 +130,12 @@ func BenchmarkDeadLetterThroughput(b *testing.B) {
 }
 
 // startBench starts a worker with production defaults except pacing.
-func (e *env) startBench(b *testing.B) *runningWorker { return e.startBenchRate(b, 0) }
+func (e *env) startBench(b *testing.B) *runningWorker { return e.startBenchRate(b, 0, nil) }
 
 // startBenchRate starts a worker with production defaults, paced by the
-// call schedule at appRate (0: unpaced).
-func (e *env) startBenchRate(b *testing.B, appRate float64) *runningWorker {
+// call schedule at appRate (0: unpaced), mapping records with prog (nil:
+// none).
+func (e *env) startBenchRate(b *testing.B, appRate float64, prog *mapping.Program) *runningWorker {
 	b.Helper()
 	scfg := sender.Config{AppID: appID, Admin: admin, SecretKey: key, Endpoints: []string{e.emu.URL}, Rate: sender.Unlimited}
 	if appRate > 0 {
@@ -132,7 +145,7 @@ func (e *env) startBenchRate(b *testing.B, appRate float64) *runningWorker {
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := newBenchWorkerRate(e, client, appRate)
+	w, err := newBenchWorkerRate(e, client, appRate, prog)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -144,8 +157,9 @@ func (e *env) startBenchRate(b *testing.B, appRate float64) *runningWorker {
 
 // newBenchWorkerRate returns a worker with production defaults, paced by
 // the call schedule at appRate (0: none).
-func newBenchWorkerRate(e *env, s consumer.Sender, appRate float64) (*consumer.Worker, error) {
-	return consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq, AppRate: appRate}, s)
+func newBenchWorkerRate(e *env, s consumer.Sender, appRate float64, prog *mapping.Program) (*consumer.Worker, error) {
+	return consumer.New(consumer.Config{Brokers: e.kafka.Brokers, Topic: e.topic, GroupID: e.group, DLQTopic: e.dlq, AppRate: appRate,
+		Map: prog}, s)
 }
 
 // BenchmarkMergeBacklog drains a backlog of 10,000 text events of about
