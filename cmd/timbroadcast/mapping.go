@@ -183,15 +183,11 @@ func (c *mapCmd) Run(ctx context.Context) error {
 		}
 		msgs = all[:min(len(all), c.limit)]
 	} else {
-		r := c.stdin
-		if c.file != "-" {
-			f, err := os.Open(c.file)
-			if err != nil {
-				return configError{fmt.Errorf("--file: %w", err)}
-			}
-			defer f.Close()
-			r = f
+		r, err := openInput(c.file, c.stdin)
+		if err != nil {
+			return err
 		}
+		defer r.Close()
 		lines, bad, err := readLines(r)
 		if err != nil {
 			return err

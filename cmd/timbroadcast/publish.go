@@ -110,17 +110,12 @@ func parsePublish(p process, args []string) (*publishCmd, error) {
 func (c *publishCmd) Run(ctx context.Context) error {
 	msgs := []kafka.Message{c.single}
 	if c.file != "" {
-		var r io.Reader = os.Stdin
-		if c.file != "-" {
-			f, err := os.Open(c.file)
-			if err != nil {
-				return configError{fmt.Errorf("--file: %w", err)}
-			}
-			defer f.Close()
-			r = f
+		r, err := openInput(c.file, os.Stdin)
+		if err != nil {
+			return err
 		}
+		defer r.Close()
 		var bad []string
-		var err error
 		msgs, bad, err = readEventLines(r)
 		if err != nil {
 			return err
@@ -242,6 +237,18 @@ func singleEvent(text, custom, desc, from, cloud, key, expires string, ttl *sett
 		return m, fmt.Errorf("invalid announcement: %w", err)
 	}
 	return m, nil
+}
+
+// openInput opens --file: the named file, or stdin for "-".
+func openInput(file string, stdin io.Reader) (io.ReadCloser, error) {
+	if file == "-" {
+		return io.NopCloser(stdin), nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, configError{fmt.Errorf("--file: %w", err)}
+	}
+	return f, nil
 }
 
 // readEventLines parses and validates a JSON Lines stream (readLines,

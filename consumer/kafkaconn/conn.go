@@ -290,8 +290,12 @@ func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn 
 				if errors.As(err, &pe) && pe.Err == kafka.OffsetOutOfRange {
 					if starts, serr := c.Starts(ctx, topic); serr == nil && f.Next < starts[p] {
 						f.Next = starts[p]
-					} else if sleep(ctx, f.maxWait) != nil {
+						continue
+					}
+					select { // past the end: wait for the log to reach it
+					case <-ctx.Done():
 						return
+					case <-time.After(f.maxWait):
 					}
 					continue
 				}
@@ -324,17 +328,5 @@ func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn 
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
