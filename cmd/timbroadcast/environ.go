@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -61,17 +60,17 @@ func checkEnviron(command string, declared []*settings, environ []string, log *z
 	sort.Strings(unknown)
 	var msgs []string
 	for _, name := range unknown {
-		msg := fmt.Sprintf("%s is not a setting of %s", name, command)
+		msg := name + " is not a setting"
 		if best := closest(name, known); best != "" {
 			msg += fmt.Sprintf("; did you mean %s?", best)
 		}
 		msgs = append(msgs, msg)
 		if !strict {
-			log.Warn(msg + " (ignored; --strict-env makes this an error)")
+			log.Warn(msg, zap.String("command", command), zap.String("note", "ignored; --strict-env makes it an error"))
 		}
 	}
 	if strict && len(msgs) > 0 {
-		return errors.New(strings.Join(msgs, "; ") + " (--strict-env)")
+		return fmt.Errorf("%s (%s --strict-env)", strings.Join(msgs, "; "), command)
 	}
 	return nil
 }

@@ -188,7 +188,7 @@ func TestUnknownVariables(t *testing.T) {
 	needBinary(t)
 	env := map[string]string{"TIM_MAP": giftProgram, "TIM_MAP_FILES": "x", "KAFKA_SCHEMA_REGISTRY_USER": "me", "OTHER": "1"}
 	_, stderr, code := runCmd(t, env, `{"type":"like"}`, "map", "--file", "-")
-	if code != 0 || !strings.Contains(stderr, "TIM_MAP_FILES is not a setting of map; did you mean TIM_MAP_FILE?") ||
+	if code != 0 || !strings.Contains(stderr, "TIM_MAP_FILES is not a setting; did you mean TIM_MAP_FILE?") ||
 		!strings.Contains(stderr, "did you mean KAFKA_SCHEMA_REGISTRY_USERNAME?") || strings.Contains(stderr, "OTHER") {
 		t.Errorf("exit %d, stderr %s; want warnings naming the closest settings", code, stderr)
 	}
