@@ -126,34 +126,20 @@ func (m *member) lostCoordinator(c *kafkaconn.BrokerConn) {
 	}
 }
 
-// roundTrip sends req to the coordinator. A broken connection makes the
-// next request look the coordinator up again.
-func (m *member) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, error) {
+// roundTrip sends req to the coordinator and returns the answer and the
+// connection it came over (its Version says how it was encoded). A broken
+// connection makes the next request look the coordinator up again.
+func (m *member) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, *kafkaconn.BrokerConn, error) {
 	c, err := m.coordinator(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	resp, err := c.RoundTrip(ctx, req)
 	if err != nil {
 		m.lostCoordinator(c)
-		return nil, err
+		return nil, nil, err
 	}
-	return resp, nil
-}
-
-// roundTripVersion is roundTrip, also returning the version of the API
-// the request went out with.
-func (m *member) roundTripVersion(ctx context.Context, req protocol.Message) (protocol.Message, int16, error) {
-	c, err := m.coordinator(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	resp, err := c.RoundTrip(ctx, req)
-	if err != nil {
-		m.lostCoordinator(c)
-		return nil, 0, err
-	}
-	return resp, c.Version(req.ApiKey()), nil
+	return resp, c, nil
 }
 
 // heartbeatError is the error code of a Heartbeat answer. kafka-go's
@@ -170,15 +156,13 @@ func heartbeatError(r *heartbeat.Response, version int16) int16 {
 	return r.ErrorCode
 }
 
-// coordinatorMoved reports whether code says the coordinator is elsewhere
-// or not ready, and forgets it if so.
-func (m *member) coordinatorMoved(code int16) bool {
+// coordinatorMoved reports whether code, answered over via, says the
+// coordinator is elsewhere or not ready, and forgets via if so (not a
+// newer coordinator another request has found meanwhile).
+func (m *member) coordinatorMoved(via *kafkaconn.BrokerConn, code int16) bool {
 	switch kafka.Error(code) {
 	case kafka.NotCoordinatorForGroup, kafka.GroupCoordinatorNotAvailable:
-		m.mu.Lock()
-		c := m.coord
-		m.mu.Unlock()
-		m.lostCoordinator(c)
+		m.lostCoordinator(via)
 		return true
 	case kafka.GroupLoadInProgress:
 		return true
@@ -233,7 +217,7 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 		// The coordinator answers a JoinGroup when the rebalance completes:
 		// up to the rebalance timeout.
 		jctx, cancel := context.WithTimeout(ctx, m.rebalance+10*time.Second)
-		msg, err := m.roundTrip(jctx, &joingroup.Request{
+		msg, via, err := m.roundTrip(jctx, &joingroup.Request{
 			GroupID: m.group, SessionTimeoutMS: int32(m.session / time.Millisecond),
 			RebalanceTimeoutMS: int32(m.rebalance / time.Millisecond), MemberID: m.id(), GroupInstanceID: m.instanceID,
 			ProtocolType: "consumer", Protocols: protocols,
@@ -256,7 +240,7 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 		case kafka.FencedInstanceID:
 			return nil, ErrFenced
 		default:
-			m.coordinatorMoved(code)
+			m.coordinatorMoved(via, code)
 			return nil, fmt.Errorf("join group %q: %w", m.group, kafka.Error(code))
 		}
 		m.setID(jr.MemberID)
@@ -268,7 +252,7 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 			}
 		}
 		sctx, cancel := context.WithTimeout(ctx, m.rebalance+10*time.Second)
-		msg, err = m.roundTrip(sctx, &syncgroup.Request{
+		msg, via, err = m.roundTrip(sctx, &syncgroup.Request{
 			GroupID: m.group, GenerationID: gen.id, MemberID: gen.memberID, GroupInstanceID: m.instanceID, Assignments: assignments,
 		})
 		cancel()
@@ -286,7 +270,7 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 		case kafka.FencedInstanceID:
 			return nil, ErrFenced
 		default:
-			m.coordinatorMoved(code)
+			m.coordinatorMoved(via, code)
 			return nil, fmt.Errorf("sync group %q: %w", m.group, kafka.Error(code))
 		}
 		if gen.assigned, err = decodeAssignment(sr.Assignments); err != nil {
@@ -416,12 +400,12 @@ func (m *member) heartbeats(ctx context.Context, gen *generation) error {
 		case <-t.C:
 		}
 		hctx, cancel := context.WithTimeout(ctx, max(m.heartbeat, time.Second))
-		msg, version, err := m.roundTripVersion(hctx, &heartbeat.Request{GroupID: m.group, GenerationID: gen.id, MemberID: gen.memberID,
+		msg, via, err := m.roundTrip(hctx, &heartbeat.Request{GroupID: m.group, GenerationID: gen.id, MemberID: gen.memberID,
 			GroupInstanceID: m.instanceID})
 		cancel()
 		code := int16(0)
 		if err == nil {
-			code = heartbeatError(msg.(*heartbeat.Response), version)
+			code = heartbeatError(msg.(*heartbeat.Response), via.Version(protocol.Heartbeat))
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -436,7 +420,7 @@ func (m *member) heartbeats(ctx context.Context, gen *generation) error {
 		case err == nil && kafka.Error(code) == kafka.UnknownMemberId:
 			m.setID("")
 			return errRebalance
-		case err == nil && !m.coordinatorMoved(code):
+		case err == nil && !m.coordinatorMoved(via, code):
 			m.log.Warn("heartbeat answered with an error", zap.Error(kafka.Error(code)))
 		case err != nil:
 			m.log.Warn("heartbeat failed", zap.Error(err))
@@ -459,7 +443,7 @@ func (m *member) leave(ctx context.Context) {
 	// LeaveGroup v0 (kafkaconn caps it there): kafka-go's response type
 	// has the same field-order slip as its heartbeat's from v1 on, and a
 	// dynamic member needs nothing newer.
-	msg, err := m.roundTrip(ctx, &leavegroup.Request{GroupID: m.group, MemberID: id,
+	msg, _, err := m.roundTrip(ctx, &leavegroup.Request{GroupID: m.group, MemberID: id,
 		Members: []leavegroup.RequestMember{{MemberID: id}}})
 	if err == nil && msg.(*leavegroup.Response).ErrorCode != 0 {
 		err = kafka.Error(msg.(*leavegroup.Response).ErrorCode)
@@ -493,7 +477,7 @@ func (m *member) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest)
 		}
 		req.Topics = append(req.Topics, rt)
 	}
-	msg, err := m.roundTrip(ctx, req)
+	msg, via, err := m.roundTrip(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -502,7 +486,7 @@ func (m *member) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest)
 		for _, p := range t.Partitions {
 			var perr error
 			if p.ErrorCode != 0 {
-				m.coordinatorMoved(p.ErrorCode)
+				m.coordinatorMoved(via, p.ErrorCode)
 				perr = kafka.Error(p.ErrorCode)
 			}
 			out.Topics[t.Name] = append(out.Topics[t.Name], kafka.OffsetCommitPartition{Partition: int(p.PartitionIndex), Error: perr})
@@ -521,21 +505,21 @@ func (m *member) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (
 		}
 		req.Topics = append(req.Topics, rt)
 	}
-	msg, err := m.roundTrip(ctx, req)
+	msg, via, err := m.roundTrip(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	resp := msg.(*offsetfetch.Response)
 	out := &kafka.OffsetFetchResponse{Topics: map[string][]kafka.OffsetFetchPartition{}}
 	if resp.ErrorCode != 0 {
-		m.coordinatorMoved(resp.ErrorCode)
+		m.coordinatorMoved(via, resp.ErrorCode)
 		out.Error = kafka.Error(resp.ErrorCode)
 	}
 	for _, t := range resp.Topics {
 		for _, p := range t.Partitions {
 			var perr error
 			if p.ErrorCode != 0 {
-				m.coordinatorMoved(p.ErrorCode)
+				m.coordinatorMoved(via, p.ErrorCode)
 				perr = kafka.Error(p.ErrorCode)
 			}
 			out.Topics[t.Name] = append(out.Topics[t.Name], kafka.OffsetFetchPartition{Partition: int(p.PartitionIndex),

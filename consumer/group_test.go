@@ -76,16 +76,18 @@ func TestCoordinatorMoves(t *testing.T) {
 		kc.Fake.RehashCoordinators()
 		time.Sleep(400 * time.Millisecond)
 	}
+	// Counted before waiting for the commits: the test's own reads of the
+	// committed offsets look the coordinator up every time (kafka.Client).
+	counts, _ := since(before, rc.snapshot())
+	t.Logf("during 5 coordinator moves: %v", counts)
 	e.waitCommitted(2 * time.Minute)
 	checkExactlyOnce(t, deliveredTexts(e.emu), want)
-	counts, _ := since(before, rc.snapshot())
-	t.Logf("during and after 5 coordinator moves: %v", counts)
 	if counts["JoinGroup"] > 4 {
-		t.Errorf("%d JoinGroup requests after the coordinators moved, want at most 4 (2 members, at most one rebalance): a moving coordinator must not churn the group",
+		t.Errorf("%d JoinGroup requests while the coordinators moved, want at most 4 (2 members, at most one rebalance): a moving coordinator must not churn the group",
 			counts["JoinGroup"])
 	}
-	if counts["FindCoordinator"] == 0 {
-		t.Error("no FindCoordinator after the coordinators moved: the members did not follow them")
+	if n := counts["FindCoordinator"]; n == 0 || n > 20 {
+		t.Errorf("%d FindCoordinator requests for 5 moves and 2 members, want some (the members follow) and at most 20 (one lookup per member and move, a few retries)", n)
 	}
 }
 
