@@ -248,13 +248,16 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	for name, d := range map[string]time.Duration{"MaxWait": c.MaxWait, "SessionTimeout": c.SessionTimeout,
-		"HeartbeatInterval": c.HeartbeatInterval, "RebalanceTimeout": c.RebalanceTimeout, "JoinGroupBackoff": c.JoinGroupBackoff,
-		"RevokeGrace": c.RevokeGrace, "DrainTimeout": c.DrainTimeout, "PauseInitial": c.PauseInitial, "PauseMax": c.PauseMax,
-		"StuckAfter": c.StuckAfter, "RetryMaxElapsed": c.RetryMaxElapsed, "PartitionWatchInterval": c.PartitionWatchInterval,
-		"ScheduleRefresh": c.ScheduleRefresh} {
-		if d < 0 {
-			return &FieldError{Field: name, Msg: "must not be negative"}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"MaxWait", c.MaxWait}, {"SessionTimeout", c.SessionTimeout}, {"HeartbeatInterval", c.HeartbeatInterval},
+		{"RebalanceTimeout", c.RebalanceTimeout}, {"JoinGroupBackoff", c.JoinGroupBackoff}, {"RevokeGrace", c.RevokeGrace},
+		{"DrainTimeout", c.DrainTimeout}, {"PauseInitial", c.PauseInitial}, {"PauseMax", c.PauseMax}, {"StuckAfter", c.StuckAfter},
+		{"RetryMaxElapsed", c.RetryMaxElapsed}, {"PartitionWatchInterval", c.PartitionWatchInterval},
+		{"ScheduleRefresh", c.ScheduleRefresh}} {
+		if d.d < 0 {
+			return &FieldError{Field: d.name, Msg: "must not be negative"}
 		}
 	}
 	return nil

@@ -2,12 +2,10 @@ package consumer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -76,8 +74,6 @@ type member struct {
 	mu       sync.Mutex
 	coord    *kafkaconn.BrokerConn
 	memberID string
-	// finds counts coordinator lookups; joins JoinGroup requests.
-	finds, joins atomic.Int64
 }
 
 func newMember(conn *kafkaconn.Conn, cfg Config, topics []string, log *zap.Logger) *member {
@@ -99,7 +95,6 @@ func (m *member) coordinator(ctx context.Context) (*kafkaconn.BrokerConn, error)
 	if m.coord != nil {
 		return m.coord, nil
 	}
-	m.finds.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := m.conn.Client().FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: m.group, KeyType: kafka.CoordinatorKeyTypeConsumer})
@@ -213,7 +208,6 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 		if attempt > 10 {
 			return nil, errors.New("join: the group kept rebalancing")
 		}
-		m.joins.Add(1)
 		// The coordinator answers a JoinGroup when the rebalance completes:
 		// up to the rebalance timeout.
 		jctx, cancel := context.WithTimeout(ctx, m.rebalance+10*time.Second)
@@ -273,7 +267,7 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 			m.coordinatorMoved(via, code)
 			return nil, fmt.Errorf("sync group %q: %w", m.group, kafka.Error(code))
 		}
-		if gen.assigned, err = decodeAssignment(sr.Assignments); err != nil {
+		if gen.assigned, err = kafkaconn.DecodeAssignment(sr.Assignments); err != nil {
 			return nil, fmt.Errorf("sync group %q: %w", m.group, err)
 		}
 		return gen, nil
@@ -298,8 +292,8 @@ func (m *member) assign(ctx context.Context, protocolName string, members []join
 	var gms []kafka.GroupMember
 	topics := map[string]bool{}
 	for _, jm := range members {
-		var sub consumer.Subscription
-		if err := protocol.Unmarshal(jm.Metadata, metadataVersion(jm.Metadata), &sub); err != nil {
+		sub, err := kafkaconn.DecodeSubscription(jm.Metadata)
+		if err != nil {
 			return nil, fmt.Errorf("member %s's subscription: %w", jm.MemberID, err)
 		}
 		name := jm.MemberID
@@ -352,36 +346,6 @@ func (m *member) assign(ctx context.Context, protocolName string, members []join
 			return nil, err
 		}
 		out = append(out, syncgroup.RequestAssignment{MemberID: byName[name], Assignment: b})
-	}
-	return out, nil
-}
-
-// metadataVersion is the version a consumer-protocol blob starts with,
-// capped at the highest kafka-go decodes (later versions only add fields).
-func metadataVersion(b []byte) int16 {
-	if len(b) < 2 {
-		return 0
-	}
-	return min(int16(binary.BigEndian.Uint16(b)), consumer.MaxVersionSupported)
-}
-
-// decodeAssignment decodes the assignment SyncGroup returned.
-func decodeAssignment(b []byte) (map[string][]int, error) {
-	out := map[string][]int{}
-	if len(b) == 0 {
-		return out, nil // nothing assigned
-	}
-	var a consumer.Assignment
-	if err := protocol.Unmarshal(b, metadataVersion(b), &a); err != nil {
-		return nil, fmt.Errorf("decode the assignment: %w", err)
-	}
-	for _, tp := range a.AssignedPartitions {
-		for _, p := range tp.Partitions {
-			out[tp.Topic] = append(out[tp.Topic], int(p))
-		}
-	}
-	for _, ps := range out {
-		sort.Ints(ps)
 	}
 	return out, nil
 }

@@ -47,13 +47,13 @@ type record struct {
 
 // decode turns a fetched record into a record (RecordDecoder). A failure
 // that retrying may cure (the Schema Registry unreachable) is retried with
-// a backoff while the partition waits; it shows in /readyz and the stuck
-// metric after StuckAfter. It returns nil when ctx ended first.
+// a backoff while the partition waits, like a failing fetch (readFailed).
+// It returns nil when ctx ended first.
 func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *record {
 	w := p.w
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
 		backoff.WithMaxElapsedTime(0))
-	for failing := false; ; {
+	for failing := false; ; failing = true {
 		ev, filtered, err := w.decoder.Decode(ctx, m)
 		r := &record{msg: m, at: at, ev: ev, filtered: filtered}
 		var ie *wire.InvalidEventError
@@ -64,15 +64,7 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 		case ctx.Err() != nil:
 			return nil
 		default:
-			if !failing {
-				failing = true
-				w.fetches.ensure(p.tp, m.Offset)
-			}
-			w.fetches.fail(p.tp, w.cfg.Now(), "decode: "+err.Error())
-			wait := bo.NextBackOff()
-			p.log.Warn("cannot decode the record yet; the partition waits and retries", zap.Int64("offset", m.Offset),
-				zap.Duration("in", wait), zap.Error(err))
-			if sleepCtx(ctx, wait) != nil {
+			if !p.readFailed(ctx, bo, m.Offset, "cannot decode the record yet; the partition waits and retries", "decode: ", err) {
 				return nil
 			}
 			continue
@@ -83,6 +75,18 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 		}
 		return r
 	}
+}
+
+// readFailed records that reading the partition at offset keeps failing
+// (a fetch, a decode): /readyz lists the partition once it has failed for
+// StuckAfter, with the last error (prefixed by what). It logs msg and
+// waits the backoff; false when ctx ended first.
+func (p *partition) readFailed(ctx context.Context, bo backoff.BackOff, offset int64, msg, what string, err error) bool {
+	p.w.fetches.ensure(p.tp, offset)
+	p.w.fetches.fail(p.tp, p.w.cfg.Now(), what+err.Error())
+	wait := bo.NextBackOff()
+	p.log.Warn(msg, zap.Int64("offset", offset), zap.Duration("in", wait), zap.Error(err))
+	return sleepCtx(ctx, wait) == nil
 }
 
 // item is what the pump hands the partition: a record, or (skipTo > 0) the
@@ -328,11 +332,7 @@ func (p *partition) pump(records chan<- item) {
 				what = pe.Err.Title()
 			}
 			w.metrics.recordFetchError(what)
-			w.fetches.ensure(p.tp, f.Next)
-			w.fetches.fail(p.tp, w.cfg.Now(), err.Error())
-			wait := bo.NextBackOff()
-			p.log.Warn("fetch failed; retrying", zap.Int64("offset", f.Next), zap.Duration("in", wait), zap.Error(err))
-			if sleepCtx(ctx, wait) != nil {
+			if !p.readFailed(ctx, bo, f.Next, "fetch failed; retrying", "", err) {
 				return
 			}
 			continue

@@ -299,7 +299,7 @@ func (s *schedule) grant(ctx context.Context) {
 			s.mu.Unlock()
 			s.metrics.setShare(1)
 			s.metrics.setRate(float64(time.Second) / float64(s.period))
-			if !s.sleep(ctx, wait) {
+			if _, alive := s.sleep(ctx, wait); !alive {
 				return
 			}
 			continue
@@ -333,17 +333,11 @@ func (s *schedule) grant(ctx context.Context) {
 			at := s.middle(found)
 			wait = at.Sub(now) - s.lead()
 		}
-		t := s.clock.NewTimer(max(wait, 0))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		fired, alive := s.sleep(ctx, wait)
+		if !alive {
 			return
-		case <-s.changed:
-			t.Stop()
-			continue
-		case <-t.Chan():
 		}
-		if found < 0 {
+		if !fired || found < 0 {
 			continue
 		}
 		s.mu.Lock()
@@ -379,20 +373,22 @@ func (s *schedule) grantAloneLocked() time.Duration {
 	return 0
 }
 
-// sleep waits d, or until the schedule changes; false when ctx ended.
-func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d, or until the schedule changes: fired says d passed,
+// alive that ctx has not ended.
+func (s *schedule) sleep(ctx context.Context, d time.Duration) (fired, alive bool) {
 	if d <= 0 {
-		return ctx.Err() == nil
+		return true, ctx.Err() == nil
 	}
 	t := s.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return false, false
 	case <-s.changed:
+		return false, true
 	case <-t.Chan():
+		return true, true
 	}
-	return true
 }
 
 // watch refreshes Kafka's view of the backlog until ctx ends. A member
@@ -411,13 +407,8 @@ func (s *schedule) watch(ctx context.Context) {
 		s.mu.Lock()
 		alone := s.aloneLocked()
 		s.mu.Unlock()
-		v, err := s.readView(ctx, !alone)
+		v, err := s.readView(ctx, !alone) // alone: the partitions, no backlog
 		switch {
-		case err == nil && alone:
-			s.mu.Lock()
-			s.view.all, s.view.allUrgent = v.all, v.allUrgent
-			s.mu.Unlock()
-			failing = false
 		case err == nil:
 			s.setView(v)
 			failing = false

@@ -84,7 +84,7 @@ func (p *partition) settle(c *call) error {
 	}
 	switch {
 	case c.res == resultFiltered:
-		if err := p.filtered(c.members[0]); err != nil {
+		if err := p.filtered(c); err != nil {
 			return err
 		}
 		return p.commitPast(c.members...)
@@ -328,15 +328,16 @@ func (p *partition) delivered(c *call) error {
 	return p.writeReceipts(c.log, c.members, rs)
 }
 
-// filtered records a record the mapping filtered out: its outcome and,
-// with a receipt topic, its receipt.
-func (p *partition) filtered(m *record) error {
-	p.outcome(&call{members: []*record{m}, res: resultFiltered, log: p.memberLog(m)}, m, nil)
+// filtered records the lone record of c that the mapping filtered out:
+// its outcome and, with a receipt topic, its receipt.
+func (p *partition) filtered(c *call) error {
+	m := c.members[0]
+	p.outcome(c, m, nil)
 	if p.w.receipts == nil {
 		return nil
 	}
 	r := wire.ReceiptFor(m.msg, wire.OutcomeFiltered, p.w.cfg.Now())
-	return p.writeReceipts(p.memberLog(m), []*record{m}, []wire.Receipt{r})
+	return p.writeReceipts(c.log, c.members, []wire.Receipt{r})
 }
 
 // failure is the dead-letter failure of member m of c: not an event,

@@ -9,7 +9,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -40,7 +39,6 @@ type BrokerConn struct {
 	pc       *protocol.Conn
 	raw      net.Conn
 	versions map[protocol.ApiKey]int16
-	dials    atomic.Int64
 }
 
 // maxVersions caps the versions a BrokerConn uses: the last version of each
@@ -63,12 +61,6 @@ var maxVersions = map[protocol.ApiKey]int16{
 // Broker returns a kept connection to the broker at addr (host:port). It
 // connects on its first request.
 func (c *Conn) Broker(addr string) *BrokerConn { return &BrokerConn{c: c, addr: addr} }
-
-// Addr is the broker's address.
-func (b *BrokerConn) Addr() string { return b.addr }
-
-// Dials is how many connections b has opened.
-func (b *BrokerConn) Dials() int64 { return b.dials.Load() }
 
 // Version is the version b uses for key, negotiated with the broker; -1
 // before the first connection or when the broker lacks the API.
@@ -146,7 +138,6 @@ func (b *BrokerConn) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.dials.Add(1)
 	if d.TLS != nil {
 		cfg := d.TLS
 		if cfg.ServerName == "" {

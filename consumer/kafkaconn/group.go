@@ -58,21 +58,10 @@ func (c *Conn) DescribeGroup(ctx context.Context, group string) (*Group, error) 
 	}
 	g := &Group{ID: rg.GroupID, State: rg.GroupState}
 	for _, m := range rg.Members {
-		gm := GroupMember{MemberID: m.MemberID, InstanceID: m.GroupInstanceID, ClientID: m.ClientID, ClientHost: m.ClientHost,
-			Assigned: map[string][]int{}}
-		if len(m.MemberAssignment) >= 2 {
-			var a consumer.Assignment
-			v := min(int16(binary.BigEndian.Uint16(m.MemberAssignment)), consumer.MaxVersionSupported)
-			if err := protocol.Unmarshal(m.MemberAssignment, v, &a); err == nil {
-				for _, tp := range a.AssignedPartitions {
-					for _, p := range tp.Partitions {
-						gm.Assigned[tp.Topic] = append(gm.Assigned[tp.Topic], int(p))
-					}
-				}
-			}
-		}
-		for _, ps := range gm.Assigned {
-			sort.Ints(ps)
+		gm := GroupMember{MemberID: m.MemberID, InstanceID: m.GroupInstanceID, ClientID: m.ClientID, ClientHost: m.ClientHost}
+		var err error
+		if gm.Assigned, err = DecodeAssignment(m.MemberAssignment); err != nil {
+			gm.Assigned = map[string][]int{} // another client's protocol: shown without partitions
 		}
 		g.Members = append(g.Members, gm)
 	}
@@ -144,4 +133,43 @@ func (c *Conn) OffsetsAt(ctx context.Context, topic string, t time.Time) (map[in
 		}
 	}
 	return at, nil
+}
+
+// protocolVersion is the version a consumer-protocol blob starts with,
+// capped at the highest kafka-go decodes (later versions only add fields).
+func protocolVersion(b []byte) int16 {
+	if len(b) < 2 {
+		return 0
+	}
+	return min(int16(binary.BigEndian.Uint16(b)), consumer.MaxVersionSupported)
+}
+
+// DecodeSubscription decodes a member's consumer-protocol subscription
+// (the protocol metadata of its JoinGroup).
+func DecodeSubscription(b []byte) (consumer.Subscription, error) {
+	var sub consumer.Subscription
+	err := protocol.Unmarshal(b, protocolVersion(b), &sub)
+	return sub, err
+}
+
+// DecodeAssignment decodes a consumer-protocol assignment (what SyncGroup
+// answers and DescribeGroups lists) into partitions by topic, sorted.
+func DecodeAssignment(b []byte) (map[string][]int, error) {
+	out := map[string][]int{}
+	if len(b) == 0 {
+		return out, nil // nothing assigned
+	}
+	var a consumer.Assignment
+	if err := protocol.Unmarshal(b, protocolVersion(b), &a); err != nil {
+		return nil, fmt.Errorf("decode the assignment: %w", err)
+	}
+	for _, tp := range a.AssignedPartitions {
+		for _, p := range tp.Partitions {
+			out[tp.Topic] = append(out[tp.Topic], int(p))
+		}
+	}
+	for _, ps := range out {
+		sort.Ints(ps)
+	}
+	return out, nil
 }

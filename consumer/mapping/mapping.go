@@ -47,7 +47,6 @@ var impure = map[string]string{
 
 // Program is a compiled mapping.
 type Program struct {
-	src  string
 	code *gojq.Code
 }
 
@@ -66,7 +65,7 @@ func Compile(src string) (*Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Program{src: src, code: code}, nil
+	return &Program{code: code}, nil
 }
 
 // impureUse returns the first impure builtin q calls (one it does not
@@ -225,27 +224,19 @@ func normalize(v any) any {
 		}
 		f, _ := x.Float64()
 		return f
-	case int64:
-		return int(x)
-	case int32:
-		return int(x)
-	case int16:
-		return int(x)
-	case int8:
-		return int(x)
-	case uint32:
-		return int(x)
-	case uint16:
-		return int(x)
-	case uint8:
-		return int(x)
-	case uint64:
-		if x <= math.MaxInt64 {
-			return int(x)
+	}
+	// Fixed-size numbers a schema decoder builds (int64, int32, float32,
+	// ...): gojq takes int, float64 and *big.Int.
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return int(rv.Int())
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uint:
+		if u := rv.Uint(); u <= math.MaxInt64 {
+			return int(u)
 		}
-		return new(big.Int).SetUint64(x)
-	case float32:
-		return float64(x)
+		return new(big.Int).SetUint64(rv.Uint())
+	case reflect.Float32:
+		return rv.Float()
 	}
 	return v
 }
@@ -264,6 +255,3 @@ func ParseJSON(b []byte) (any, error) {
 	}
 	return normalize(v), nil
 }
-
-// Source is the program's text.
-func (p *Program) Source() string { return p.src }

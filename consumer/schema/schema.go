@@ -41,9 +41,8 @@ type Registry interface {
 type Decoder struct {
 	reg Registry
 
-	mu     sync.Mutex
-	byID   map[int]*compiled
-	fetchs int
+	mu   sync.Mutex
+	byID map[int]*compiled
 }
 
 // compiled is a schema ready to decode with.
@@ -58,14 +57,6 @@ func New(reg Registry) *Decoder { return &Decoder{reg: reg, byID: map[int]*compi
 // IsWireFormat reports whether value starts like the Confluent wire
 // format: magic byte 0 and a schema id. Other values are JSON.
 func IsWireFormat(value []byte) bool { return len(value) >= 5 && value[0] == 0 }
-
-// Fetches is how many schemas (references included) were fetched from
-// the registry.
-func (d *Decoder) Fetches() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.fetchs
-}
 
 // Decode decodes value into JSON values (maps, slices, strings, numbers,
 // booleans and nil).
@@ -103,7 +94,6 @@ func (d *Decoder) schema(ctx context.Context, id int) (*compiled, error) {
 	if err != nil {
 		return nil, registryError(fmt.Sprintf("schema id %d", id), err)
 	}
-	d.fetchs++
 	refs := map[string]string{}
 	if err := d.references(ctx, s.References, refs, 0); err != nil {
 		return nil, err
@@ -140,7 +130,6 @@ func (d *Decoder) references(ctx context.Context, refs []sr.SchemaReference, int
 		if err != nil {
 			return registryError(fmt.Sprintf("reference %s (subject %s version %d)", r.Name, r.Subject, r.Version), err)
 		}
-		d.fetchs++
 		into[r.Name] = ss.Schema.Schema
 		if err := d.references(ctx, ss.References, into, depth+1); err != nil {
 			return err
