@@ -299,7 +299,7 @@ func (s *schedule) grant(ctx context.Context) {
 			s.mu.Unlock()
 			s.metrics.setShare(1)
 			s.metrics.setRate(float64(time.Second) / float64(s.period))
-			if _, alive := s.sleep(ctx, wait); !alive {
+			if !s.sleep(ctx, wait) {
 				return
 			}
 			continue
@@ -333,11 +333,17 @@ func (s *schedule) grant(ctx context.Context) {
 			at := s.middle(found)
 			wait = at.Sub(now) - s.lead()
 		}
-		fired, alive := s.sleep(ctx, wait)
-		if !alive {
+		t := s.clock.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-s.changed:
+			t.Stop()
+			continue
+		case <-t.Chan():
 		}
-		if !fired || found < 0 {
+		if found < 0 {
 			continue
 		}
 		s.mu.Lock()
@@ -373,22 +379,20 @@ func (s *schedule) grantAloneLocked() time.Duration {
 	return 0
 }
 
-// sleep waits d, or until the schedule changes: fired says d passed,
-// alive that ctx has not ended.
-func (s *schedule) sleep(ctx context.Context, d time.Duration) (fired, alive bool) {
+// sleep waits d, or until the schedule changes; false when ctx ended.
+func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
-		return true, ctx.Err() == nil
+		return ctx.Err() == nil
 	}
 	t := s.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false, false
+		return false
 	case <-s.changed:
-		return false, true
 	case <-t.Chan():
-		return true, true
 	}
+	return true
 }
 
 // watch refreshes Kafka's view of the backlog until ctx ends. A member
@@ -407,8 +411,13 @@ func (s *schedule) watch(ctx context.Context) {
 		s.mu.Lock()
 		alone := s.aloneLocked()
 		s.mu.Unlock()
-		v, err := s.readView(ctx, !alone) // alone: the partitions, no backlog
+		v, err := s.readView(ctx, !alone)
 		switch {
+		case err == nil && alone:
+			s.mu.Lock()
+			s.view.all, s.view.allUrgent = v.all, v.allUrgent
+			s.mu.Unlock()
+			failing = false
 		case err == nil:
 			s.setView(v)
 			failing = false
