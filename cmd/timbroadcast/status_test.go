@@ -47,7 +47,10 @@ type statusDoc struct {
 func TestStatus(t *testing.T) {
 	needBinary(t)
 	ce := replicaEnvWith(t, 6, 200, sendertest.Options{Faults: sendertest.Faults{Latency: 1500 * time.Millisecond}}, 60,
-		map[string]string{"TIM_MERGE": "on", "TIM_MERGE_MAX_BYTES": "600", "TIM_RATE": "20"})
+		// Static members with the static tests' group timeouts: a rebalance
+		// waits for a member whose calls take 1.5 s to drain.
+		map[string]string{"TIM_MERGE": "on", "TIM_MERGE_MAX_BYTES": "600", "TIM_RATE": "20",
+			"KAFKA_SESSION_TIMEOUT": "10s", "KAFKA_HEARTBEAT_INTERVAL": "500ms", "KAFKA_REBALANCE_TIMEOUT": "10s"})
 	if err := ce.kc.Produce(context.Background(), ce.topic, kafka.Message{Key: []byte("bad"), Value: []byte("not json")}); err != nil {
 		t.Fatal(err)
 	}
