@@ -42,6 +42,10 @@ type Config struct {
 	// offset is committed. Must differ from the source and dead-letter
 	// topics.
 	ReceiptTopic string
+	// SlotTopic is the claims log: one partition, shared by the members
+	// of the group to space their calls (schedule.go). Default
+	// Topic+".slots"; created at start when missing. Used with AppRate.
+	SlotTopic string
 	// Dialer dials the brokers (TLS, SASL); default kafka.DefaultDialer.
 	Dialer *kafka.Dialer
 	// Balancer places dead letters and receipts by key (KAFKA_PARTITIONER);
@@ -108,13 +112,14 @@ type Config struct {
 
 	// AppRate is the app's call rate for all replicas together (TIM_RATE).
 	// When set (and finite), calls follow the call schedule that every
-	// member of the group computes alike (schedule.go): slots of 1/AppRate
-	// seconds, each used by one member, given to partitions with a
-	// backlog. The Sender must honour sender.WithPacing (*sender.Client
+	// member of the group computes alike (schedule.go): calls at least
+	// 1/AppRate apart, granted through the claims log (SlotTopic) when
+	// several members share the app. The Sender must honour sender.WithPacing (*sender.Client
 	// does). Zero leaves pacing to the Sender.
 	AppRate float64
-	// ScheduleRefresh is how often the group's backlog is read for the
-	// call schedule.
+	// ScheduleRefresh is how often the source topics' partitions are
+	// read (from cached metadata) to know whether this member owns them
+	// all (then it paces alone, without the claims log).
 	ScheduleRefresh time.Duration
 
 	// Merge packs the events waiting at the head of a partition into one
@@ -199,6 +204,8 @@ func (c *Config) ValidateTopics() error {
 		return &FieldError{Field: "UrgentTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic"}}
 	case c.ReceiptTopic != "" && (c.ReceiptTopic == c.Topic || c.ReceiptTopic == c.DLQTopic || c.ReceiptTopic == c.UrgentTopic):
 		return &FieldError{Field: "ReceiptTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic", "UrgentTopic"}}
+	case c.SlotTopic != "" && (c.SlotTopic == c.Topic || c.SlotTopic == c.DLQTopic || c.SlotTopic == c.UrgentTopic || c.SlotTopic == c.ReceiptTopic):
+		return &FieldError{Field: "SlotTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic", "UrgentTopic", "ReceiptTopic"}}
 	}
 	return nil
 }
@@ -283,6 +290,9 @@ func (c *Config) setDefaults() {
 	def(&c.StuckAfter, d.StuckAfter)
 	def(&c.PartitionWatchInterval, d.PartitionWatchInterval)
 	def(&c.ScheduleRefresh, d.ScheduleRefresh)
+	if c.SlotTopic == "" {
+		c.SlotTopic = c.Topic + ".slots"
+	}
 	if c.StartOffset == 0 {
 		c.StartOffset = d.StartOffset
 	}

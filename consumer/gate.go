@@ -2,16 +2,29 @@ package consumer
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/timbroadcast/timbroadcast/sender"
 )
 
 // gate stops all sending while the API answers with pause-class errors
 // (errors every event would hit). While paused, one caller at a time is let
 // through as a probe, after a capped exponential backoff; the first probe
 // that gets any other answer opens the gate for everyone.
+//
+// With a claims log (publish set), the pause is the group's: the member
+// whose call was paused writes a pause record naming itself and its next
+// probe, every other member closes its gate on reading it and leaves the
+// probing to that member, and the probe that clears writes a resume record
+// that opens every member's gate. So the group sends one probe at a time,
+// and resumes as one. A member takes the probing over when the prober has
+// written nothing for a takeover interval past its announced probe (it
+// died, or lost its partitions).
 type gate struct {
 	mu      sync.Mutex
 	paused  bool
@@ -22,6 +35,13 @@ type gate struct {
 	bo      *backoff.ExponentialBackOff
 	changed chan struct{} // closed and replaced on every state change
 	onPause func(paused bool)
+	// publish, if set, writes pause and resume records to the claims log;
+	// member is this member's name there.
+	publish func(claimRecord)
+	member  string
+	// takeover is how long past a remote prober's announced probe this
+	// member waits before probing itself.
+	takeover time.Duration
 }
 
 func newGate(initial, maxWait time.Duration, onPause func(bool)) *gate {
@@ -99,7 +119,56 @@ func (g *gate) pause(cause error, minWait time.Duration) (time.Duration, bool) {
 	wait := max(g.bo.NextBackOff(), minWait)
 	g.next = time.Now().Add(wait)
 	g.broadcastLocked()
+	if g.publish != nil {
+		r := claimRecord{By: g.member, TS: time.Now().UnixNano(), Pause: &pauseRecord{Next: g.next.UnixNano(), Info: cause.Error()}}
+		var se *sender.Error
+		if errors.As(cause, &se) {
+			r.Pause.Code, r.Pause.Info = se.Code, se.Info
+		}
+		g.publish(r)
+	}
 	return wait, started
+}
+
+// remote applies another member's pause or resume record: a pause closes
+// the gate and leaves the probing to its writer until a takeover interval
+// past its next probe; a resume opens the gate.
+func (g *gate) remote(r claimRecord) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r.Resume {
+		if g.paused {
+			g.paused = false
+			g.cause = nil
+			if g.onPause != nil {
+				g.onPause(false)
+			}
+			g.broadcastLocked()
+		}
+		return
+	}
+	if !g.paused {
+		g.paused = true
+		g.since = time.Now()
+		g.bo.Reset()
+		if g.onPause != nil {
+			g.onPause(true)
+		}
+	}
+	g.cause = &remotePause{by: r.By, code: r.Pause.Code, info: r.Pause.Info}
+	g.next = time.Unix(0, r.Pause.Next).Add(g.takeover)
+	g.broadcastLocked()
+}
+
+// remotePause is the cause of a pause another member reported.
+type remotePause struct {
+	by   string
+	code int
+	info string
+}
+
+func (e *remotePause) Error() string {
+	return fmt.Sprintf("member %s was answered %d (%s); it probes for the group", e.by, e.code, e.info)
 }
 
 // probeDone ends a probe. If the probe got an answer other than a pause,
@@ -114,6 +183,9 @@ func (g *gate) probeDone(cleared bool) (pausedFor time.Duration) {
 		pausedFor = time.Since(g.since)
 		if g.onPause != nil {
 			g.onPause(false)
+		}
+		if g.publish != nil {
+			g.publish(claimRecord{By: g.member, TS: time.Now().UnixNano(), Resume: true})
 		}
 	}
 	g.broadcastLocked()

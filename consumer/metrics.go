@@ -35,6 +35,7 @@ type Metrics struct {
 	receiptWrite    prometheus.Histogram
 	fetchErrors     *prometheus.CounterVec
 	commitErrors    *prometheus.CounterVec
+	grants          *prometheus.CounterVec
 
 	stuckFn atomic.Pointer[func() (int, time.Duration)]
 
@@ -87,12 +88,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "timbroadcast_assigned_partitions", Help: "Partitions this worker owns in the current generation.",
 		}),
 		share: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "timbroadcast_rate_share_ratio", Help: "This member's share of the app's rate: owned / total partitions.",
+			Name: "timbroadcast_rate_share_ratio", Help: "This member's share of the app's recent calls (the claims log's recent grants); 1 when it owns every partition.",
 		}),
 		rate: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "timbroadcast_effective_rate_calls_per_second", Help: "The pacing rate in force: the share of TIM_RATE, lowered after 10023 answers.",
 		}),
 	}
+	m.grants = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_slot_grants_total",
+		Help: "This member's grants from the claims log, by use: used (a call left), unused (its caller had gone), skipped (left unused after a 10023), forfeited (read back more than half a period late).",
+	}, []string{"use"})
 	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_records_skipped_total",
 		Help: "Offsets passed over without delivery, by reason: retention (deleted before delivery), log_truncated (committed offset beyond the log end), aborted_transaction, transaction_marker, filtered (the mapping output nothing).",
@@ -138,7 +143,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, func() float64 { _, d := m.stuck(); return d.Seconds() })
 	reg.MustRegister(stuckCount, longest)
 	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused,
-		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate)
+		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate, m.grants)
 	// The label values known in advance start at 0, so dashboards and
 	// alerts see a series (0) before the first event, not an absent one.
 	for _, o := range []string{"delivered", "dead_lettered"} {
@@ -296,6 +301,12 @@ func (m *Metrics) setAssigned(n int, released []topicPartition) {
 	for _, tp := range released {
 		m.lag.DeleteLabelValues(tp.topic, strconv.Itoa(tp.partition))
 		m.setLag(tp.topic, tp.partition, -1)
+	}
+}
+
+func (m *Metrics) recordSlot(use string) {
+	if m != nil {
+		m.grants.WithLabelValues(use).Inc()
 	}
 }
 

@@ -2,55 +2,55 @@ package consumer
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jonboulle/clockwork"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 )
 
 // The call schedule. Tencent does not document its limiter (token bucket,
-// fixed or sliding window, minimum spacing), so calls from all members of
-// the group are spaced by one schedule they all compute alike, from what
-// they already share: the wall clock and Kafka.
+// fixed or sliding window, minimum spacing), so the calls of all members
+// of the group are spaced at least 1/AppRate apart by one schedule they
+// all compute alike from Kafka alone.
 //
-// Slot k is the interval [k·T, (k+1)·T) of Unix time, T = 1/AppRate. Its
-// owner is a partition: the k-th, modulo their number, of the partitions
-// with a backlog (committed offset below the end offset: every member reads
-// both from Kafka), sorted; with no backlog anywhere, partition k mod P.
-// The member that owns that partition owns the slot and makes one call at
-// the slot's middle, for whichever of its partitions is waiting (so a
-// member's idle partition lends its slots to its busy ones). Members'
-// clocks may differ by well under T/2 (NTP keeps them within
-// milliseconds): two calls are never closer than about T, whatever the
-// server's algorithm. A member's view of the backlog is refreshed every
-// few hundred milliseconds; a short disagreement between members costs one
-// 10023, retried. A member that owns every partition (one process, or
-// the last replica standing) is alone: no other member can call, so it
-// paces by its own last call and an idle call leaves at once.
+// A member that owns every partition of the source topics (one process,
+// or the last replica standing) is alone: no other member can call, so it
+// paces by its own last call and an idle call leaves at once, with no
+// broker request on the way; each call it makes is recorded in the claims
+// log (a took record, written after the call left) so a member that joins
+// later places its first call after it.
+//
+// Several members share the app through the claims log (claims.go): a
+// member with a call ready appends a claim, reads the log, and sends at
+// the grant every member computes alike for that claim. An idle call
+// leaves as soon as its claim is read back (one produce, one fetch: a few
+// milliseconds); under a backlog the grants follow each other a period
+// apart, so the group keeps the whole rate, and no member polls offsets.
+//
+// Failure modes:
+//   - A member dies holding a claim or a grant: its slot goes unused; the
+//     chain goes on.
+//   - Clock skew: grants are computed from the claimers' timestamps alike
+//     everywhere, and each member sends at a grant by its own clock, so two
+//     members' clocks apart by d bring their calls d nearer than a period
+//     (NTP keeps d to milliseconds; slotMargin absorbs 1%).
+//   - A grant read back late (a slow produce or fetch): the call leaves at
+//     once if it is at most half a period late, else the grant is
+//     forfeited and the member claims again.
+//   - The log unreachable: no member can claim, so nothing is sent (and
+//     nothing lost) until it is back; /readyz and the log say so. A lone
+//     member does not need the log to send.
 
-// view is Kafka's view of the topics, the same for every member.
+// view is the partitions of the source topics, the same for every member.
 type view struct {
-	urgent    []topicPartition // urgent partitions with a backlog
-	bulk      []topicPartition // bulk partitions with a backlog
 	all       []topicPartition // every bulk partition
 	allUrgent []topicPartition // every urgent partition
-}
-
-// owners is the list slots are dealt from: urgent partitions with a
-// backlog first (an urgent event takes the next slot of the app), else
-// bulk ones, else every bulk partition in turn.
-func (v view) owners() []topicPartition {
-	switch {
-	case len(v.urgent) > 0:
-		return v.urgent
-	case len(v.bulk) > 0:
-		return v.bulk
-	}
-	return v.all
 }
 
 // pacer is what partitions need of the call schedule: a slot to call in,
@@ -68,68 +68,127 @@ type pacer interface {
 	run(ctx context.Context)
 }
 
-// schedule is the call schedule every member computes alike (a pacer).
+// slotLog is the claims log as the schedule uses it.
+type slotLog interface {
+	// bootstrap returns the offset to read from and the chain's state just
+	// before it (the last record's snapshot; empty for an empty log).
+	bootstrap(ctx context.Context) (int64, chainState, error)
+	// read returns the records from offset from on, waiting for some.
+	read(ctx context.Context, from int64) ([]slotRecord, int64, error)
+	// append appends r and waits for all in-sync replicas.
+	append(ctx context.Context, r claimRecord) error
+}
+
+// slotRecord is one record read from the claims log.
+type slotRecord struct {
+	offset int64
+	rec    claimRecord
+	err    error // not a claims-log record
+}
+
+// schedule is the call schedule (a pacer).
 type schedule struct {
 	period  time.Duration
 	refresh time.Duration
 	clock   clockwork.Clock
 	log     *zap.Logger
 	metrics *Metrics
-	// readView reads Kafka's view of the topics (Worker.backlog): with
-	// backlog false, the partitions alone (no broker request: the
-	// transport's cached metadata).
-	readView func(ctx context.Context, backlog bool) (view, error)
+	id      string // this member in the claims log
+	slots   slotLog
+	// readView reads the source topics' partitions (cached metadata).
+	readView func(ctx context.Context) (view, error)
+	// groupPause receives other members' pause and resume records.
+	groupPause func(r claimRecord)
 
 	mu      sync.Mutex
 	view    view
 	mine    map[topicPartition]bool
 	waiting []*slotWaiter
-	skip    int // slots to leave unused after a 10023 (another sender)
+	skip    int // calls to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
 	changed chan struct{}
-	// mineChanged wakes the backlog watch when the member's partitions
-	// change (a member no longer alone needs the backlog at once).
-	mineChanged chan struct{}
-	// last is when the last granted call left (or was to leave).
+	// last is when the last call of this member left.
 	last time.Time
+	// chain is the claims log's grants; nil until the log is read.
+	chain *chain
+	seq   uint64
+	// claims are this member's claims not yet used, in order.
+	claims []*claim
+	// outbox holds records to append that are not claims (took, pause,
+	// resume), in order.
+	outbox []claimRecord
+	// logErr is why the claims log cannot be used now (nil: it can).
+	logErr error
+	wrote  chan struct{} // wakes the writer
+}
+
+// claim is one of this member's claims.
+type claim struct {
+	seq     uint64
+	urgent  bool
+	written bool      // acknowledged by the log
+	at      time.Time // when it was made (or acknowledged)
 }
 
 type slotWaiter struct {
 	partition topicPartition
 	urgent    bool
 	granted   chan struct{}
-	at        time.Time // the slot's middle: when the call should go
+	at        time.Time // when the call should leave
 }
 
-// slotMargin stretches slots by 1%: calls exactly 1/rate apart sit on the
-// edge of a sliding one-second window (the sixth call at 5/s lands exactly
-// one second after the first), where timer and network jitter decide; 1%
-// (10 ms a second) keeps them off it on a loaded host and costs 1% of the
-// rate.
+// slotMargin stretches periods by 1%: calls exactly 1/rate apart sit on
+// the edge of a sliding one-second window (the sixth call at 5/s lands
+// exactly one second after the first), where timer and network jitter
+// decide; 1% (10 ms a second) keeps them off it on a loaded host and costs
+// 1% of the rate.
 const slotMargin = 1.01
 
+// claimLost is how long a written claim may stay unread before the member
+// forgets it and claims again (the log lost it: a truncation).
+const claimLost = 10 * time.Second
+
 // newSchedule returns the schedule of an app whose rate is rate calls a
-// second, reading the backlog with readView every refresh or so.
-func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, readView func(context.Context, bool) (view, error),
-	log *zap.Logger, m *Metrics) *schedule {
+// second. slots is the claims log; readView reads the partitions every
+// refresh.
+func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, slots slotLog,
+	readView func(context.Context) (view, error), log *zap.Logger, m *Metrics) *schedule {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
 	return &schedule{
 		period:   time.Duration(float64(time.Second) * slotMargin / rate),
 		refresh:  refresh,
 		clock:    clock,
+		slots:    slots,
 		readView: readView,
 		log:      log,
 		metrics:  m,
+		id:       hex.EncodeToString(b),
 		mine:     map[topicPartition]bool{},
 		changed:  make(chan struct{}, 1),
+		wrote:    make(chan struct{}, 1),
+	}
+}
+
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
 func (s *schedule) poke() {
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
+	wake(s.changed)
+	wake(s.wrote)
 }
+
+// lead is how long before its time a call is granted: time for the
+// caller to pack and record it, so the call itself leaves on time.
+func (s *schedule) lead() time.Duration { return min(s.period/3, 150*time.Millisecond) }
+
+// horizon is how far ahead of an urgent claim grants are fixed: more
+// than the lead plus the time a claim takes to reach every member.
+func (s *schedule) horizon() time.Duration { return s.lead() + 100*time.Millisecond }
 
 // setMine records the partitions this member owns (a new generation).
 func (s *schedule) setMine(parts []topicPartition) {
@@ -140,35 +199,20 @@ func (s *schedule) setMine(parts []topicPartition) {
 	}
 	s.mu.Unlock()
 	s.poke()
-	select {
-	case s.mineChanged <- struct{}{}:
-	default:
-	}
 }
 
-// setView records Kafka's view of the topics.
+// setView records the partitions of the source topics.
 func (s *schedule) setView(v view) {
-	for _, l := range [][]topicPartition{v.urgent, v.bulk, v.all, v.allUrgent} {
-		sortPartitions(l)
-	}
+	sortPartitions(v.all)
+	sortPartitions(v.allUrgent)
 	s.mu.Lock()
 	s.view = v
 	s.mu.Unlock()
 	s.poke()
 }
 
-// ownsLocked reports whether slot k is this member's.
-func (s *schedule) ownsLocked(k int64) bool {
-	owners := s.view.owners()
-	if len(owners) == 0 {
-		return false
-	}
-	return s.mine[owners[k%int64(len(owners))]]
-}
-
 // aloneLocked reports whether this member owns every partition of the
-// source topics: no other member can call, so it paces by its own last
-// call and an idle call leaves at once, not at a slot's middle.
+// source topics.
 func (s *schedule) aloneLocked() bool {
 	if len(s.view.all) == 0 {
 		return false
@@ -207,27 +251,10 @@ func (s *schedule) grantLocked(i int, at time.Time) {
 	close(w.granted)
 }
 
-// shareLocked is this member's share of the slots, over one round.
-func (s *schedule) shareLocked() float64 {
-	n := len(s.view.owners())
-	if n == 0 {
-		return 0
-	}
-	owned := 0
-	for k := range int64(n) {
-		if s.ownsLocked(k) {
-			owned++
-		}
-	}
-	return float64(owned) / float64(n)
-}
-
-// wait blocks until the caller may make one call for partition: the
-// middle of the next slot this member owns that no earlier waiter took.
+// wait blocks until the caller may make one call for partition. It
+// returns a little before the call should leave (the lead), with that
+// time, so a caller can pack its call first; it must not send before.
 // Urgent waiters go before all others.
-//
-// It returns a little before that middle (the lead), with the middle, so a
-// caller can pack its call first; it must not send before the middle.
 func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bool) (time.Time, error) {
 	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
 	s.mu.Lock()
@@ -247,28 +274,17 @@ func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bo
 		}
 		s.mu.Unlock()
 		select {
-		case <-w.granted: // granted meanwhile: the slot goes unused
+		case <-w.granted: // granted meanwhile: the call goes unused
 		default:
 		}
 		return time.Time{}, ctx.Err()
 	}
 }
 
-// middle is when slot k's call leaves.
-func (s *schedule) middle(k int64) time.Time {
-	return time.Unix(0, k*int64(s.period)+int64(s.period)/2)
-}
-
-// lead is how long before a slot's middle it is granted: time for the
-// caller to pack and record its call, so the call itself leaves at the
-// middle whatever that took.
-func (s *schedule) lead() time.Duration { return min(s.period/3, 150*time.Millisecond) }
-
 // answered records how a call ended: a frequency-limit answer means
-// another sender uses the app too (or members disagree for a moment), so
-// this member leaves some of its slots unused (1, 2, then 4 after 10023
-// answers in a row; urgent events never wait for that); any other answer
-// ends it.
+// another sender uses the app too (or a member's clock is off), so this
+// member leaves some of its calls unused (1, 2, then 4 after 10023 answers
+// in a row; urgent events never wait for that); any other answer ends it.
 func (s *schedule) answered(rateLimited bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -280,103 +296,308 @@ func (s *schedule) answered(rateLimited bool) {
 	s.skip = min(1<<min(s.strikes-1, 2), 4)
 }
 
-// run grants slots and keeps the view of the backlog fresh until ctx
-// ends.
+// publish appends a record that is not a claim (pause, resume) to the
+// claims log, after the records already queued.
+func (s *schedule) publish(r claimRecord) {
+	s.mu.Lock()
+	s.outbox = append(s.outbox, r)
+	s.mu.Unlock()
+	wake(s.wrote)
+}
+
+// run grants calls and keeps the claims log until ctx ends.
 func (s *schedule) run(ctx context.Context) {
 	var loops sync.WaitGroup
 	loops.Go(func() { s.grant(ctx) })
 	loops.Go(func() { s.watch(ctx) })
+	loops.Go(func() { s.read(ctx) })
+	loops.Go(func() { s.write(ctx) })
 	loops.Wait()
 }
 
-// grant grants slots until ctx ends.
+// grant grants calls until ctx ends.
 func (s *schedule) grant(ctx context.Context) {
-	next := int64(0) // the first slot not yet handled
 	for {
 		s.mu.Lock()
+		var wait time.Duration
 		if s.aloneLocked() {
-			wait := s.grantAloneLocked()
-			s.mu.Unlock()
+			wait = s.grantAloneLocked()
 			s.metrics.setShare(1)
 			s.metrics.setRate(float64(time.Second) / float64(s.period))
-			if !s.sleep(ctx, wait) {
-				return
-			}
-			continue
-		}
-		share := s.shareLocked()
-		now := s.clock.Now()
-		k := now.UnixNano() / int64(s.period)
-		if now.UnixNano()-k*int64(s.period) > int64(s.period)/2 {
-			k++ // this slot's middle has passed
-		}
-		k = max(k, next)
-		if !s.last.IsZero() {
-			// A period after the last call, whichever way it was paced.
-			k = max(k, (s.last.UnixNano()+int64(s.period)/2+int64(s.period)-1)/int64(s.period))
-		}
-		// The next slot of ours within two rounds.
-		horizon := int64(2*len(s.view.owners()) + 2)
-		found := int64(-1)
-		for i := range horizon {
-			if s.ownsLocked(k + i) {
-				found = k + i
-				break
+		} else {
+			wait = s.grantClaimedLocked()
+			if s.chain != nil {
+				share := s.chain.share(s.id)
+				s.metrics.setShare(share)
+				s.metrics.setRate(share * float64(time.Second) / float64(s.period))
 			}
 		}
 		s.mu.Unlock()
-		s.metrics.setShare(share)
-		s.metrics.setRate(share * float64(time.Second) / float64(s.period))
-
-		wait := s.refresh
-		if found >= 0 {
-			at := s.middle(found)
-			wait = at.Sub(now) - s.lead()
-		}
-		t := s.clock.NewTimer(max(wait, 0))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !s.sleep(ctx, wait) {
 			return
-		case <-s.changed:
-			t.Stop()
-			continue
-		case <-t.Chan():
 		}
-		if found < 0 {
-			continue
-		}
-		s.mu.Lock()
-		if s.ownsLocked(found) && len(s.waiting) > 0 {
-			if i := s.pickLocked(); i >= 0 {
-				p := s.waiting[i].partition
-				s.grantLocked(i, s.middle(found))
-				s.log.Debug("slot granted", zap.Int64("slot", found), zap.Stringer("partition", p),
-					zap.Stringers("owners", s.view.owners()))
-			}
-			s.last = s.middle(found)
-		}
-		s.mu.Unlock()
-		next = found + 1
 	}
 }
 
 // grantAloneLocked paces a member that owns every partition by its own
 // calls: the first waiter (urgent first) goes now if the last call left a
-// period ago or more. It returns how long to wait before looking again.
+// period ago or more, and after every grant of the claims log (calls of
+// members that had partitions a moment ago). It returns how long to wait
+// before looking again.
 func (s *schedule) grantAloneLocked() time.Duration {
+	s.claims = nil // a lone member claims nothing: unused grants
 	if len(s.waiting) == 0 {
 		return s.refresh // a new waiter pokes the loop
 	}
 	now := s.clock.Now()
-	if next := s.last.Add(s.period); now.Before(next) {
+	next := s.last.Add(s.period)
+	if s.chain != nil {
+		next = maxTime(next, time.Unix(0, s.chain.end()))
+	}
+	if now.Before(next) {
 		return next.Sub(now)
 	}
 	if i := s.pickLocked(); i >= 0 {
 		s.grantLocked(i, now)
+		s.outbox = append(s.outbox, claimRecord{By: s.id, TS: now.UnixNano(), Took: true})
+		wake(s.wrote)
 	}
 	s.last = now // a call left, or the period is left unused after a 10023
 	return 0
+}
+
+// grantClaimedLocked hands this member's grants to its waiters and asks
+// the writer for the claims they need. It returns how long to wait
+// before looking again.
+func (s *schedule) grantClaimedLocked() time.Duration {
+	now := s.clock.Now()
+	wait := s.refresh
+	if s.chain != nil {
+		for i := 0; i < len(s.claims); i++ {
+			c := s.claims[i]
+			g, ok := s.chain.find(s.id, c.seq)
+			if !ok {
+				if c.written && now.Sub(c.at) > claimLost+s.period {
+					s.log.Warn("a claim was acknowledged but never read back from the claims log; claiming again",
+						zap.Uint64("claim", c.seq))
+					s.claims = append(s.claims[:i], s.claims[i+1:]...)
+					i--
+				}
+				continue
+			}
+			at := time.Unix(0, g.At)
+			if d := at.Sub(now) - s.lead(); d > 0 {
+				wait = min(wait, d)
+				continue
+			}
+			s.claims = append(s.claims[:i], s.claims[i+1:]...)
+			i--
+			if late := now.Sub(at); late > s.period/2 {
+				s.metrics.recordSlot("forfeited")
+				s.log.Debug("grant read back too late; claiming again", zap.Duration("late", late))
+				continue
+			}
+			if len(s.waiting) == 0 {
+				s.metrics.recordSlot("unused")
+				continue
+			}
+			if j := s.pickLocked(); j >= 0 {
+				s.grantLocked(j, maxTime(at, now))
+				s.metrics.recordSlot("used")
+			} else {
+				s.metrics.recordSlot("skipped")
+			}
+			s.last = maxTime(at, now)
+		}
+	}
+	if s.claimsNeededLocked() {
+		wake(s.wrote)
+	}
+	return max(wait, 0)
+}
+
+// claimsNeededLocked reports whether the waiters need a claim more: one
+// claim for the bulk waiters, one more while an urgent caller waits.
+func (s *schedule) claimsNeededLocked() bool {
+	if s.aloneLocked() || len(s.waiting) == 0 {
+		return false
+	}
+	urgentWaiting := false
+	for _, w := range s.waiting {
+		urgentWaiting = urgentWaiting || w.urgent
+	}
+	urgentClaimed := false
+	for _, c := range s.claims {
+		urgentClaimed = urgentClaimed || c.urgent
+	}
+	if urgentWaiting && !urgentClaimed {
+		return true
+	}
+	return len(s.claims) == 0
+}
+
+// write appends claims and queued records to the claims log until ctx
+// ends, retrying with a backoff while the log refuses them.
+func (s *schedule) write(ctx context.Context) {
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	for {
+		s.mu.Lock()
+		var r claimRecord
+		var c *claim
+		ok := s.chain != nil
+		switch {
+		case !ok:
+		case len(s.outbox) > 0:
+			r = s.outbox[0]
+		case s.claimsNeededLocked():
+			urgent := false
+			for _, w := range s.waiting {
+				urgent = urgent || w.urgent
+			}
+			for _, x := range s.claims {
+				urgent = urgent && !x.urgent
+			}
+			s.seq++
+			c = &claim{seq: s.seq, urgent: urgent, at: s.clock.Now()}
+			s.claims = append(s.claims, c)
+			r = claimRecord{By: s.id, Seq: c.seq, TS: c.at.UnixNano(), Urgent: urgent}
+		default:
+			ok = false
+		}
+		if ok {
+			r.State = s.chain.state()
+		}
+		s.mu.Unlock()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.wrote:
+			}
+			continue
+		}
+		err := s.slots.append(ctx, r)
+		s.mu.Lock()
+		switch {
+		case err == nil && c != nil:
+			c.written, c.at = true, s.clock.Now()
+		case err == nil:
+			s.outbox = s.outbox[1:]
+		case c != nil:
+			// Claim again with a fresh timestamp (a claim that did reach the
+			// log costs an unused grant).
+			for i, x := range s.claims {
+				if x == c {
+					s.claims = append(s.claims[:i], s.claims[i+1:]...)
+					break
+				}
+			}
+		}
+		s.setLogErrLocked(err)
+		s.mu.Unlock()
+		if err == nil {
+			bo.Reset()
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d := bo.NextBackOff()
+		s.log.Warn("cannot write to the claims log; calls wait", zap.Error(err), zap.Duration("in", d))
+		if sleepCtx(ctx, d) != nil {
+			return
+		}
+	}
+}
+
+// setLogErrLocked records whether the claims log works, logging changes.
+func (s *schedule) setLogErrLocked(err error) {
+	if err == nil && s.logErr != nil {
+		s.log.Info("the claims log works again")
+	}
+	s.logErr = err
+}
+
+// LogError is why the claims log cannot be used now; nil when it can.
+func (s *schedule) logError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.aloneLocked() {
+		return nil // a lone member sends without it
+	}
+	return s.logErr
+}
+
+// read follows the claims log until ctx ends: the grants of every claim
+// and the group's pause records.
+func (s *schedule) read(ctx context.Context) {
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	fail := func(err error, what string) bool {
+		s.mu.Lock()
+		s.setLogErrLocked(err)
+		s.mu.Unlock()
+		d := bo.NextBackOff()
+		s.log.Warn(what, zap.Error(err), zap.Duration("in", d))
+		return sleepCtx(ctx, d) == nil
+	}
+	var next int64
+	for {
+		from, st, err := s.slots.bootstrap(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			next = from
+			s.mu.Lock()
+			s.chain = newChain(s.period, s.horizon(), st)
+			s.mu.Unlock()
+			break
+		}
+		if !fail(err, "cannot read the claims log; retrying") {
+			return
+		}
+	}
+	s.poke()
+	for {
+		recs, n, err := s.slots.read(ctx, next)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if !fail(err, "cannot read the claims log; calls wait") {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		next = n
+		var group []claimRecord
+		s.mu.Lock()
+		for _, r := range recs {
+			if r.err != nil {
+				s.chain.Seen = max(s.chain.Seen, r.offset)
+				s.log.Warn("skipping a record of the claims log that is not a claim", zap.Int64("offset", r.offset), zap.Error(r.err))
+				continue
+			}
+			if s.chain.apply(r.offset, r.rec) && (r.rec.Pause != nil || r.rec.Resume) && r.rec.By != s.id {
+				group = append(group, r.rec)
+			}
+		}
+		if len(recs) > 0 {
+			s.setLogErrLocked(nil)
+		}
+		s.mu.Unlock()
+		for _, r := range group {
+			if s.groupPause != nil {
+				s.groupPause(r)
+			}
+		}
+		if len(recs) > 0 {
+			s.poke()
+		}
+	}
 }
 
 // sleep waits d, or until the schedule changes; false when ctx ended.
@@ -395,29 +616,13 @@ func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
-// watch refreshes Kafka's view of the backlog until ctx ends. A member
-// that is alone needs no backlog (it paces by its own calls): it reads the
-// partitions alone, which costs the broker nothing, until another member
-// takes some (setMine pokes the read at once). The
-// reads are aligned to slot starts, every m slots (m·T at least the
-// refresh interval), so every member reads at the same moments, up to
-// their clocks' difference, and a view read at the start of a slot governs
-// that slot's call at its middle: members disagree only about a change that
-// lands within milliseconds of a read.
+// watch reads the source topics' partitions every refresh until ctx ends
+// (from the transport's cached metadata: no broker request).
 func (s *schedule) watch(ctx context.Context) {
-	m := max(int64(1), int64((s.refresh+s.period-1)/s.period))
 	failing := false
 	for {
-		s.mu.Lock()
-		alone := s.aloneLocked()
-		s.mu.Unlock()
-		v, err := s.readView(ctx, !alone)
+		v, err := s.readView(ctx)
 		switch {
-		case err == nil && alone:
-			s.mu.Lock()
-			s.view.all, s.view.allUrgent = v.all, v.allUrgent
-			s.mu.Unlock()
-			failing = false
 		case err == nil:
 			s.setView(v)
 			failing = false
@@ -425,44 +630,28 @@ func (s *schedule) watch(ctx context.Context) {
 			return
 		case !failing:
 			failing = true
-			s.log.Warn("cannot read the group's backlog; keeping the last view of the call schedule", zap.Error(err))
+			s.log.Warn("cannot read the source topics' partitions; keeping the last ones", zap.Error(err))
 		}
-		now := s.clock.Now().UnixNano()
-		k := now/int64(s.period) + 1
-		k += (m - k%m) % m // the next slot start that is a read point
-		t := s.clock.NewTimer(time.Duration(k*int64(s.period)-now) + time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if sleepCtx(ctx, s.refresh) != nil {
 			return
-		case <-t.Chan():
-		case <-s.mineChanged:
-			t.Stop()
 		}
 	}
 }
 
-// backlog reads the view every member reads alike: every partition of the
-// source topics and, withBacklog, per topic the partitions whose committed
-// offset is below their end offset.
-func (w *Worker) backlog(ctx context.Context, withBacklog bool) (view, error) {
+// partitions reads the partitions of the source topics.
+func (w *Worker) partitions(ctx context.Context) (view, error) {
 	var v view
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	topics := w.topics()
-	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: w.topics()})
 	if err != nil {
 		return v, err
 	}
-	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-	parts := map[string][]int{}
 	for _, t := range md.Topics {
 		if t.Error != nil {
 			return v, fmt.Errorf("topic %s: %w", t.Name, t.Error)
 		}
 		for _, p := range t.Partitions {
-			parts[t.Name] = append(parts[t.Name], p.ID)
-			req.Topics[t.Name] = append(req.Topics[t.Name], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
 			if t.Name == w.cfg.Topic {
 				v.all = append(v.all, topicPartition{t.Name, p.ID})
 			} else {
@@ -470,45 +659,12 @@ func (w *Worker) backlog(ctx context.Context, withBacklog bool) (view, error) {
 			}
 		}
 	}
-	if !withBacklog {
-		return v, nil
-	}
-	lo, err := w.client.ListOffsets(ctx, req)
-	if err != nil {
-		return v, err
-	}
-	of, err := w.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: w.cfg.GroupID, Topics: parts})
-	if err == nil && of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
-		err = of.Error
-	}
-	if err != nil {
-		return v, err
-	}
-	for _, topic := range topics {
-		committed := map[int]int64{}
-		for _, po := range of.Topics[topic] {
-			if po.Error == nil {
-				committed[po.Partition] = po.CommittedOffset
-			}
-		}
-		for _, po := range lo.Topics[topic] {
-			if po.Error != nil {
-				continue
-			}
-			c, ok := committed[po.Partition]
-			if !ok || c < 0 {
-				c = po.FirstOffset
-			}
-			if c >= po.LastOffset {
-				continue
-			}
-			tp := topicPartition{topic, po.Partition}
-			if topic == w.cfg.UrgentTopic {
-				v.urgent = append(v.urgent, tp)
-			} else {
-				v.bulk = append(v.bulk, tp)
-			}
-		}
-	}
 	return v, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -3,6 +3,8 @@ package consumer
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -11,28 +13,164 @@ import (
 	"go.uber.org/zap"
 )
 
-// The call schedule's own tests run on a fake clock: slots are computed,
-// granted and stepped through without waiting for real time.
+// The call schedule's own tests: the chain of grants is a pure function of
+// the claims log; the members run on a fake clock over an in-memory claims
+// log (the Kafka one is exercised by the worker and binary tests).
 
-// schedRate makes slots of 101 ms (10/s, stretched by the 1% margin).
+// schedRate makes periods of 101 ms (10/s, stretched by the 1% margin).
 const schedRate = 10
 
 func tp(topic string, p int) topicPartition { return topicPartition{topic, p} }
 
-// schedHarness drives one or more members' schedules on one fake clock.
+const ms = int64(time.Millisecond)
+
+func bulkClaim(by string, seq uint64, ts int64) claimRecord {
+	return claimRecord{By: by, Seq: seq, TS: ts}
+}
+
+// An idle claim is granted its own timestamp; claims that come closer
+// than a period follow the previous grant a period later.
+func TestChainGrants(t *testing.T) {
+	c := newChain(100*time.Millisecond, 50*time.Millisecond, chainState{Seen: -1})
+	c.apply(0, bulkClaim("a", 1, 1000*ms))
+	c.apply(1, bulkClaim("b", 1, 1001*ms))
+	c.apply(2, bulkClaim("c", 1, 1002*ms))
+	c.apply(3, bulkClaim("a", 2, 2500*ms)) // idle again
+	want := map[string]int64{"a1": 1000, "b1": 1100, "c1": 1200, "a2": 2500}
+	for k, at := range want {
+		g, ok := c.find(k[:1], uint64(k[1]-'0'))
+		if !ok || g.At != at*ms {
+			t.Errorf("grant of %s = %d ms (found %v), want %d ms", k, g.At/ms, ok, at)
+		}
+	}
+	if c.apply(2, bulkClaim("x", 1, 0)) {
+		t.Error("a record at or before Seen applied twice")
+	}
+}
+
+// An urgent claim goes before the bulk grants at least the horizon after
+// it; nearer ones are fixed; the grants it passes move a period later. A
+// lone member's call is a fixed grant the next claims follow.
+func TestChainUrgentAndTook(t *testing.T) {
+	c := newChain(100*time.Millisecond, 50*time.Millisecond, chainState{Seen: -1})
+	c.apply(0, bulkClaim("a", 1, 1000*ms)) // 1000
+	c.apply(1, bulkClaim("b", 1, 1001*ms)) // 1100
+	c.apply(2, bulkClaim("c", 1, 1002*ms)) // 1200
+	c.apply(3, claimRecord{By: "u", Seq: 1, TS: 1060 * ms, Urgent: true})
+	got := map[string]int64{}
+	for _, g := range c.Grants {
+		got[g.By] = g.At / ms
+	}
+	// b's grant at 1100 is within the horizon (50 ms) of 1060: fixed.
+	if want := map[string]int64{"a": 1000, "b": 1100, "u": 1200, "c": 1300}; !reflect.DeepEqual(got, want) {
+		t.Errorf("grants %v, want %v", got, want)
+	}
+	c.apply(4, claimRecord{By: "l", TS: 1350 * ms, Took: true})
+	c.apply(5, bulkClaim("d", 1, 1351*ms))
+	if g, _ := c.find("d", 1); g.At != 1450*ms {
+		t.Errorf("a claim after a lone member's call at 1350 ms granted %d ms, want 1450", g.At/ms)
+	}
+}
+
+// A member that joins starts from the snapshot in the log's last record
+// and computes exactly the grants of a member that read the log from its
+// start, however far behind the snapshot's writer was.
+func TestChainJoinFromSnapshot(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	period, horizon := 100*time.Millisecond, 50*time.Millisecond
+	full := newChain(period, horizon, chainState{Seen: -1})
+	var states []chainState // full's state after each offset
+	var recs []claimRecord
+	ts := int64(1_000_000) * ms
+	for off := range 400 {
+		ts += rng.Int64N(150 * ms)
+		r := claimRecord{By: string(rune('a' + rng.IntN(3))), Seq: uint64(off), TS: ts, Urgent: rng.IntN(6) == 0,
+			Took: rng.IntN(20) == 0}
+		if off > 0 {
+			r.State = states[max(0, off-1-rng.IntN(4))] // a writer behind by up to 3 records
+		} else {
+			r.State = chainState{Seen: -1}
+		}
+		recs = append(recs, r)
+		full.apply(int64(off), r)
+		states = append(states, full.state())
+	}
+	for k := 1; k < len(recs); k += 7 {
+		st := recs[k].State
+		j := newChain(period, horizon, st)
+		for off := st.Seen + 1; off < int64(len(recs)); off++ {
+			j.apply(off, recs[off])
+		}
+		if !reflect.DeepEqual(j.Grants, full.Grants) {
+			t.Fatalf("joined at offset %d (snapshot of %d): grants differ\n joined %+v\n full   %+v", k, st.Seen, j.Grants, full.Grants)
+		}
+	}
+}
+
+// memSlots is an in-memory claims log.
+type memSlots struct {
+	mu   sync.Mutex
+	recs []claimRecord
+	more chan struct{}
+}
+
+func newMemSlots() *memSlots { return &memSlots{more: make(chan struct{})} }
+
+func (m *memSlots) bootstrap(context.Context) (int64, chainState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.recs) == 0 {
+		return 0, chainState{Seen: -1}, nil
+	}
+	st := m.recs[len(m.recs)-1].State
+	return st.Seen + 1, st, nil
+}
+
+func (m *memSlots) read(ctx context.Context, from int64) ([]slotRecord, int64, error) {
+	for {
+		m.mu.Lock()
+		n, more := int64(len(m.recs)), m.more
+		var out []slotRecord
+		for off := from; off < n; off++ {
+			out = append(out, slotRecord{offset: off, rec: m.recs[off]})
+		}
+		m.mu.Unlock()
+		if len(out) > 0 {
+			return out, n, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, from, ctx.Err()
+		case <-more:
+		}
+	}
+}
+
+func (m *memSlots) append(_ context.Context, r claimRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs = append(m.recs, r)
+	close(m.more)
+	m.more = make(chan struct{})
+	return nil
+}
+
+// schedHarness drives members' schedules on one fake clock and one
+// in-memory claims log.
 type schedHarness struct {
-	t      *testing.T
-	clock  *clockwork.FakeClock
-	ctx    context.Context
-	cancel context.CancelFunc
-	loops  sync.WaitGroup
-	n      int // members
+	t       *testing.T
+	clock   *clockwork.FakeClock
+	slots   *memSlots
+	ctx     context.Context
+	cancel  context.CancelFunc
+	loops   sync.WaitGroup
+	members []*schedule
 }
 
 func newSchedHarness(t *testing.T) *schedHarness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	h := &schedHarness{t: t, clock: clockwork.NewFakeClockAt(time.Unix(1_000_000, 0)), ctx: ctx, cancel: cancel}
+	h := &schedHarness{t: t, clock: clockwork.NewFakeClockAt(time.Unix(1_000_000, 0)), slots: newMemSlots(), ctx: ctx, cancel: cancel}
 	t.Cleanup(func() {
 		h.cancel()
 		h.loops.Wait()
@@ -40,22 +178,24 @@ func newSchedHarness(t *testing.T) *schedHarness {
 	return h
 }
 
-// member starts a member's schedule (its grant loop only: views are set by
-// the test) owning mine.
+// member starts a member's schedule owning mine of the partitions in v
+// (its grant, read and write loops; the view is set by the test).
 func (h *schedHarness) member(v view, mine ...topicPartition) *schedule {
-	s := newSchedule(schedRate, 200*time.Millisecond, h.clock, nil, zap.NewNop(), nil)
+	s := newSchedule(schedRate, 200*time.Millisecond, h.clock, h.slots, nil, zap.NewNop(), nil)
 	s.setView(v)
 	s.setMine(mine)
 	h.loops.Go(func() { s.grant(h.ctx) })
-	h.n++
+	h.loops.Go(func() { s.read(h.ctx) })
+	h.loops.Go(func() { s.write(h.ctx) })
+	h.members = append(h.members, s)
 	return s
 }
 
-// grant is one slot granted to a waiter.
+// grant is one call granted to a waiter.
 type grant struct {
 	member  int
-	slot    int64
 	part    topicPartition
+	at      time.Time // when the call leaves
 	granted time.Time // the fake time it was granted
 }
 
@@ -69,7 +209,7 @@ func (h *schedHarness) waitFor(s *schedule, member int, p topicPartition, urgent
 			close(out)
 			return
 		}
-		out <- grant{member: member, slot: (at.UnixNano() - int64(s.period)/2) / int64(s.period), part: p, granted: h.clock.Now()}
+		out <- grant{member: member, part: p, at: at, granted: h.clock.Now()}
 	}()
 	for s.waiters() == before && len(out) == 0 {
 		time.Sleep(time.Millisecond) // queued, or granted at once
@@ -77,30 +217,50 @@ func (h *schedHarness) waitFor(s *schedule, member int, p topicPartition, urgent
 	return out
 }
 
-// waiters is how many callers wait for a slot.
+// waiters is how many callers wait for a call.
 func (s *schedule) waiters() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.waiting)
 }
 
-// until steps the fake clock in tenths of a slot until every channel has
-// its grant (at most rounds slots), and returns the grants in order.
+// quiet reports whether s has nothing on its way through the claims log:
+// every claim read back, nothing queued to write, no claim needed.
+func (s *schedule) quiet() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.chain == nil || len(s.outbox) > 0 || s.claimsNeededLocked() {
+		return false
+	}
+	for _, c := range s.claims {
+		if _, ok := s.chain.find(s.id, c.seq); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// until steps the fake clock in tenths of a period, each step once every
+// member is quiet, until every channel has its grant (at most rounds
+// periods), and returns the grants in order.
 func (h *schedHarness) until(rounds int, chans ...<-chan grant) []grant {
 	h.t.Helper()
 	var got []grant
 	pending := append([]<-chan grant(nil), chans...)
 	period := time.Duration(float64(time.Second) * slotMargin / schedRate)
-	for step := 0; len(pending) > 0; step++ {
+	for step := 0; step == 0 || len(pending) > 0; step++ {
 		if step > rounds*10 {
-			h.t.Fatalf("%d waiter(s) not granted within %d slots (granted: %+v)", len(pending), rounds, got)
+			h.t.Fatalf("%d waiter(s) not granted within %d periods (granted: %+v)", len(pending), rounds, got)
 		}
-		// Every member's grant loop is waiting on its timer.
-		if err := h.clock.BlockUntilContext(h.ctx, h.n); err != nil {
+		deadline := time.Now().Add(5 * time.Second)
+		for _, s := range h.members {
+			for !s.quiet() && time.Now().Before(deadline) {
+				time.Sleep(200 * time.Microsecond)
+			}
+		}
+		if err := h.clock.BlockUntilContext(h.ctx, len(h.members)); err != nil {
 			h.t.Fatal(err)
 		}
-		h.clock.Advance(period / 10)
-		time.Sleep(200 * time.Microsecond)
 		for i := 0; i < len(pending); i++ {
 			select {
 			case g, ok := <-pending[i]:
@@ -113,109 +273,108 @@ func (h *schedHarness) until(rounds int, chans ...<-chan grant) []grant {
 			default:
 			}
 		}
+		if len(pending) > 0 {
+			h.clock.Advance(period / 10)
+			time.Sleep(200 * time.Microsecond) // let the woken goroutines run
+		}
 	}
 	return got
 }
 
-// Slots are dealt among the partitions with a backlog; a member calls only
-// in slots whose partition it owns, so two members never share a slot.
-func TestScheduleSlotOwnership(t *testing.T) {
+// Two members, two partitions: an idle call leaves at once; a second
+// member's call right after it waits a period; calls under a backlog are
+// a period apart and both members get them.
+func TestScheduleClaims(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	v := view{bulk: []topicPartition{a, b}, all: []topicPartition{a, b}}
+	v := view{all: []topicPartition{a, b}}
 	sa := h.member(v, a)
 	sb := h.member(v, b)
-	var grants []grant
-	for range 4 {
-		grants = append(grants, h.until(6, h.waitFor(sa, 0, a, false), h.waitFor(sb, 1, b, false))...)
+	start := h.clock.Now()
+	first := h.until(2, h.waitFor(sa, 0, a, false))[0]
+	if !first.at.Equal(start) || !first.granted.Equal(start) {
+		t.Fatalf("an idle call granted at %v to leave at %v, want both at once (%v)", first.granted, first.at, start)
 	}
-	slots := map[int64]int{}
-	for _, g := range grants {
-		if owner, ok := slots[g.slot]; ok {
-			t.Fatalf("slot %d granted to members %d and %d", g.slot, owner, g.member)
+	second := h.until(4, h.waitFor(sb, 1, b, false))[0]
+	if d := second.at.Sub(first.at); d != sa.period {
+		t.Errorf("the other member's call leaves %v after the first, want one period (%v)", d, sa.period)
+	}
+	var all []grant
+	for range 5 {
+		all = append(all, h.until(8, h.waitFor(sa, 0, a, false), h.waitFor(sb, 1, b, false))...)
+	}
+	byMember := map[int]int{}
+	leaves := map[time.Time]bool{}
+	for _, g := range all {
+		byMember[g.member]++
+		if leaves[g.at] {
+			t.Fatalf("two calls leave at %v", g.at)
 		}
-		slots[g.slot] = g.member
-		// The owners list is [a b]: a owns even slots, b odd ones.
-		if want := int(g.slot % 2); g.member != want {
-			t.Errorf("slot %d granted to member %d, want %d (partition %s)", g.slot, g.member, want, g.part)
+		leaves[g.at] = true
+		if g.granted.After(g.at) || g.at.Sub(g.granted) > sa.lead()+sa.period/10 {
+			t.Errorf("granted at %v for %v: want just before, within the lead", g.granted, g.at)
 		}
 	}
-	if len(grants) != 8 {
-		t.Errorf("%d grants, want 8", len(grants))
+	checkSpacing(t, all, sa.period)
+	if byMember[0] != 5 || byMember[1] != 5 {
+		t.Errorf("calls by member %v, want 5 each", byMember)
 	}
 }
 
-// When the backlog changes, so do the owners: a member whose partition
-// alone has a backlog gets every slot.
-func TestScheduleFollowsTheBacklog(t *testing.T) {
-	h := newSchedHarness(t)
-	a, b := tp("t", 0), tp("t", 1)
-	sa := h.member(view{bulk: []topicPartition{a, b}, all: []topicPartition{a, b}}, a)
-	first := h.until(4, h.waitFor(sa, 0, a, false))[0]
-	sa.setView(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}})
-	prev := first.slot
-	for range 4 {
-		g := h.until(4, h.waitFor(sa, 0, a, false))[0]
-		if g.slot != prev+1 {
-			t.Errorf("slot %d after %d, want the next one: a lone backlog owns every slot", g.slot, prev)
+// checkSpacing asserts calls leave at least period apart.
+func checkSpacing(t *testing.T, gs []grant, period time.Duration) {
+	t.Helper()
+	var at []time.Time
+	for _, g := range gs {
+		at = append(at, g.at)
+	}
+	for i := range at {
+		for j := range at {
+			if d := at[j].Sub(at[i]); i != j && d >= 0 && d < period {
+				t.Errorf("calls %v apart (%v and %v), want at least %v", d, at[i], at[j], period)
+			}
 		}
-		prev = g.slot
 	}
-	// Nothing anywhere: slots go round every bulk partition.
-	sa.setView(view{all: []topicPartition{a, b}})
-	g := h.until(4, h.waitFor(sa, 0, a, false))[0]
-	if g.slot%2 != 0 {
-		t.Errorf("idle: slot %d granted to partition 0's member, want an even one", g.slot)
+}
+
+// An urgent call goes before the bulk calls claimed before it, unless they
+// are within the horizon.
+func TestScheduleUrgentFirst(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b, u := tp("t", 0), tp("t", 1), tp("u", 0)
+	v := view{all: []topicPartition{a, b}, allUrgent: []topicPartition{u}}
+	sa := h.member(v, a)
+	sb := h.member(v, b, u)
+	h.until(2, h.waitFor(sa, 0, a, false)) // a call now: the next claims queue
+	ca := h.waitFor(sa, 0, a, false)
+	cb := h.waitFor(sb, 1, b, false)
+	h.until(0) // both claims in the log: a period and two periods ahead
+	cu := h.waitFor(sb, 1, u, true)
+	got := h.until(6, ca, cb, cu)
+	order := []topicPartition{got[0].part, got[1].part, got[2].part}
+	if want := []topicPartition{a, u, b}; !reflect.DeepEqual(order, want) {
+		t.Errorf("calls in order %v, want %v: the urgent call passes the bulk call beyond the horizon", order, want)
 	}
+	checkSpacing(t, got, sa.period)
 }
 
 // A 10023 answer means someone else uses the app: the member leaves 1,
-// then 2, then 4 of its slots unused; any other answer ends the back-off.
+// then 2, then 4 of its grants unused; any other answer ends the back-off.
 func TestScheduleBacksOffAfter10023(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}}, a) // another member owns b
-	prev := h.until(4, h.waitFor(s, 0, a, false))[0].slot
+	s := h.member(view{all: []topicPartition{a, b}}, a) // another member owns b
+	prev := h.until(4, h.waitFor(s, 0, a, false))[0].at
 	for _, tc := range []struct {
 		limited bool
 		gap     int64
 	}{{true, 2}, {true, 3}, {true, 5}, {true, 5}, {false, 1}, {false, 1}} {
 		s.answered(tc.limited)
 		g := h.until(8, h.waitFor(s, 0, a, false))[0]
-		if g.slot-prev != tc.gap {
-			t.Errorf("after answered(limited=%v): slot %d follows %d, want a gap of %d", tc.limited, g.slot, prev, tc.gap)
+		if gap := int64(g.at.Sub(prev).Round(s.period/10) / s.period); gap != tc.gap {
+			t.Errorf("after answered(limited=%v): %v after the last call, want %d periods", tc.limited, g.at.Sub(prev), tc.gap)
 		}
-		prev = g.slot
-	}
-}
-
-// Urgent waiters take the next slot before bulk ones that waited longer,
-// even while the member backs off after 10023.
-func TestScheduleUrgentFirst(t *testing.T) {
-	h := newSchedHarness(t)
-	bulk, urgent, other := tp("t", 0), tp("u", 0), tp("t", 1)
-	s := h.member(view{urgent: []topicPartition{urgent}, bulk: []topicPartition{bulk}, all: []topicPartition{bulk, other},
-		allUrgent: []topicPartition{urgent}}, bulk, urgent)
-	s.answered(true) // backing off: bulk waits a slot, urgent does not
-	bc := h.waitFor(s, 0, bulk, false)
-	uc := h.waitFor(s, 0, urgent, true)
-	got := h.until(6, bc, uc)
-	if got[0].part != urgent || got[1].part != bulk || got[0].slot >= got[1].slot {
-		t.Errorf("grants %+v, want the urgent one first, in an earlier slot", got)
-	}
-}
-
-// A grant comes a little before the slot's middle (the lead), never after.
-func TestScheduleGrantsBeforeTheMiddle(t *testing.T) {
-	h := newSchedHarness(t)
-	a, b := tp("t", 0), tp("t", 1)
-	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}}, a)
-	for range 3 {
-		g := h.until(4, h.waitFor(s, 0, a, false))[0]
-		middle := s.middle(g.slot)
-		if lead := middle.Sub(g.granted); lead < 0 || lead > s.lead()+s.period/10 {
-			t.Errorf("granted %v before the slot's middle, want between 0 and the lead %v", lead, s.lead())
-		}
+		prev = g.at
 	}
 }
 
@@ -223,7 +382,8 @@ func TestScheduleGrantsBeforeTheMiddle(t *testing.T) {
 func TestScheduleWaitCancelled(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	s := h.member(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}}, a)
+	s := h.member(view{all: []topicPartition{a, b}}, a)
+	h.until(2, h.waitFor(s, 0, a, false)) // the next call waits a period
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
 	go func() { _, err := s.wait(ctx, a, false); done <- err }()
@@ -240,48 +400,57 @@ func TestScheduleWaitCancelled(t *testing.T) {
 	h.until(4, h.waitFor(s, 0, a, false))
 }
 
-// A member that owns every partition is alone: nobody else can call, so
-// an idle call leaves at once (not at a slot's middle), and calls are a
-// period apart by its own clock; urgent first, and a period left unused
-// after a 10023.
+// A member that owns every partition is alone: an idle call leaves at
+// once with no claim, calls are a period apart by its own clock (urgent
+// first, a period unused after a 10023), and each call is recorded in the
+// claims log, so when another member takes a partition its first call
+// comes a period after the lone member's last.
 func TestScheduleAlone(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b, u := tp("t", 0), tp("t", 1), tp("u", 0)
-	s := h.member(view{all: []topicPartition{a, b}, allUrgent: []topicPartition{u}}, a, b, u)
+	v := view{all: []topicPartition{a, b}, allUrgent: []topicPartition{u}}
+	s := h.member(v, a, b, u)
 	start := h.clock.Now()
 	first := <-h.waitFor(s, 0, a, false)
-	if !first.granted.Equal(start) {
-		t.Fatalf("an idle call waited until %v, want it to leave at once (%v)", first.granted, start)
+	if !first.at.Equal(start) {
+		t.Fatalf("an idle call leaves at %v, want at once (%v)", first.at, start)
 	}
-	// Two more wait: the urgent one goes first, a period after the first
-	// call, then the bulk one a period later.
 	bc := h.waitFor(s, 0, b, false)
 	uc := h.waitFor(s, 0, u, true)
 	got := h.until(4, bc, uc)
 	if got[0].part != u || got[1].part != b {
 		t.Fatalf("grants %+v, want the urgent one first", got)
 	}
-	if d := got[0].granted.Sub(start); d < s.period || d > s.period+s.period/10 {
+	if d := got[0].at.Sub(start); d < s.period || d > s.period+s.period/10 {
 		t.Errorf("second call %v after the first, want one period (%v)", d, s.period)
 	}
-	if d := got[1].granted.Sub(got[0].granted); d < s.period || d > s.period+s.period/10 {
-		t.Errorf("third call %v after the second, want one period", d)
-	}
-	// After a 10023 a period is left unused.
 	s.answered(true)
-	last := got[1].granted
+	last := got[1].at
 	g := h.until(6, h.waitFor(s, 0, a, false))[0]
-	if d := g.granted.Sub(last); d < 2*s.period {
+	if d := g.at.Sub(last); d < 2*s.period {
 		t.Errorf("after a 10023 the next call came %v after the last, want at least two periods", d)
 	}
-	// Another member takes a partition: slots again, at their middles.
-	s.setMine([]topicPartition{a, u})
-	s.setView(view{bulk: []topicPartition{a}, all: []topicPartition{a, b}, allUrgent: []topicPartition{u}})
-	g2 := h.until(6, h.waitFor(s, 0, a, false))[0]
-	if mid := s.middle(g2.slot); g2.granted.After(mid) || mid.Sub(g2.granted) > s.lead()+s.period/10 {
-		t.Errorf("not alone: granted at %v, want just before the slot's middle %v", g2.granted, mid)
+	s.answered(false)
+	h.until(0)
+	h.slots.mu.Lock()
+	took := 0
+	for _, r := range h.slots.recs {
+		if r.Took {
+			took++
+		}
+		if !r.Took {
+			t.Errorf("a lone member wrote %+v, want only took records", r)
+		}
 	}
-	if mid := s.middle(g2.slot); mid.Sub(g.granted) < s.period {
-		t.Errorf("the first slot call leaves %v after the last call, want at least a period", mid.Sub(g.granted))
+	h.slots.mu.Unlock()
+	if took != 4 {
+		t.Errorf("%d took records, want 4 (one per call)", took)
+	}
+	// Another member takes b: its first call comes a period after g.
+	s.setMine([]topicPartition{a, u})
+	other := h.member(v, b)
+	o := h.until(6, h.waitFor(other, 1, b, false))[0]
+	if d := o.at.Sub(g.at); d < s.period {
+		t.Errorf("the new member's first call leaves %v after the lone member's last, want at least a period", d)
 	}
 }

@@ -54,7 +54,7 @@ type Worker struct {
 	prop         propagation.TextMapPropagator
 	traceHeaders []string
 	holds        *holds
-	sched        pacer // nil: the Sender paces
+	sched        *schedule // nil: the Sender paces
 	notes        notes
 	fetches      *holds // partitions whose fetches fail, at their fetch offset
 	// kafkaErr is the last group error (a failed join, say).
@@ -112,7 +112,13 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}
 	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
-		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, clockwork.NewRealClock(), w.backlog, cfg.Logger.Named("schedule"), cfg.Metrics)
+		slots := &kafkaSlots{conn: conn, topic: cfg.SlotTopic}
+		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, clockwork.NewRealClock(), slots, w.partitions,
+			cfg.Logger.Named("schedule"), cfg.Metrics)
+		w.sched.groupPause = w.gate.remote
+		w.gate.publish = w.sched.publish
+		w.gate.member = w.sched.id
+		w.gate.takeover = 2*time.Second + 2*w.sched.period
 	}
 	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
@@ -214,6 +220,11 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 	if w.cfg.ReceiptTopic != "" {
 		topics = append(topics, w.cfg.ReceiptTopic)
 	}
+	if w.sched != nil {
+		if err := w.checkSlotTopic(ctx); err != nil {
+			return err
+		}
+	}
 	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		return fmt.Errorf("consumer: read metadata from %v: %w", w.cfg.Brokers, err)
@@ -231,6 +242,29 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 			}
 			return fmt.Errorf("consumer: %s %q is not usable on %v: %v", what, t.Name, w.cfg.Brokers, t.Error)
 		}
+	}
+	return nil
+}
+
+// checkSlotTopic verifies that the claims log (SlotTopic) is a topic of
+// one partition, creating it when missing.
+func (w *Worker) checkSlotTopic(ctx context.Context) error {
+	name := w.cfg.SlotTopic
+	parts, err := w.conn.Partitions(ctx, name)
+	if err != nil && errors.Is(err, kafka.UnknownTopicOrPartition) {
+		w.log.Info("creating the claims log topic (one partition)", zap.String("topic", name))
+		if cerr := w.conn.CreateTopic(ctx, name, 1, kafka.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "3600000"}); cerr != nil {
+			return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q is missing and cannot be created on %v "+
+				"(create it with one partition, or grant CREATE on it): %w", name, w.cfg.Brokers, cerr)
+		}
+		parts, err = w.conn.Partitions(ctx, name)
+	}
+	if err != nil {
+		return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q is not usable on %v: %w", name, w.cfg.Brokers, err)
+	}
+	if len(parts) != 1 {
+		return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q has %d partitions; it needs exactly one "+
+			"(Kafka's order on one partition decides whose call goes first)", name, len(parts))
 	}
 	return nil
 }

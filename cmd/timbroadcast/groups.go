@@ -218,6 +218,19 @@ func (t *topicSettings) urgentTopic(topic, dlq string) (string, error) {
 	return u, nil
 }
 
+// slotTopic returns the claims log topic of setting r (default the
+// source topic's name plus ".slots"), checked against the topics of cfg.
+func slotTopic(r *setting, cfg consumer.Config) (string, error) {
+	cfg.SlotTopic = r.String()
+	if cfg.SlotTopic == "<topic>.slots" {
+		cfg.SlotTopic = cfg.Topic + ".slots"
+	}
+	if err := cfg.ValidateTopics(); err != nil {
+		return "", fieldError(err, r)
+	}
+	return cfg.SlotTopic, nil
+}
+
 // receiptTopic returns the receipt topic of setting r ("" for none),
 // checked against the topics of cfg.
 func receiptTopic(r *setting, cfg consumer.Config) (string, error) {

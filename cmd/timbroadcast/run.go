@@ -44,6 +44,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	a := addAPISettings(s)
 	ms := addMappingSettings(s)
 	receipts := s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "topic receiving a receipt per final outcome of every event (optional)")
+	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "claims log the replicas space their calls by (one partition; created when missing)")
 	httpAddr := s.add("http-addr", "HTTP_ADDR", ":9090", "address serving /metrics, /healthz and /readyz; 'off' disables it")
 	if err := s.parse(args); err != nil {
 		return nil, err
@@ -61,6 +62,9 @@ func parseRun(p process, args []string) (*runCmd, error) {
 		return nil, err
 	}
 	if c.consumer.ReceiptTopic, err = receiptTopic(receipts, c.consumer); err != nil {
+		return nil, err
+	}
+	if c.consumer.SlotTopic, err = slotTopic(slots, c.consumer); err != nil {
 		return nil, err
 	}
 	if err := ws.config(&c.consumer); err != nil {
@@ -137,7 +141,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	}
 	c.logger.Info("timbroadcast worker starting",
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
-		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
+		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.String("slot_topic", ccfg.SlotTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
 		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("group_instance_id", ccfg.GroupInstanceID),
 		zap.Bool("mapping", ccfg.Map != nil), zap.Bool("schema_registry", ccfg.Schemas != nil),
 		zap.String("http_addr", addr))

@@ -200,7 +200,7 @@ func durationDefault(d time.Duration) string {
 // consumer.FieldError may name.
 var consumerFields = map[string]string{
 	"Topic": "KAFKA_TOPIC", "DLQTopic": "KAFKA_DLQ_TOPIC", "UrgentTopic": "KAFKA_URGENT_TOPIC",
-	"ReceiptTopic": "KAFKA_RECEIPT_TOPIC", "MergeMaxBytes": "TIM_MERGE_MAX_BYTES", "GroupID": "KAFKA_GROUP_ID",
+	"ReceiptTopic": "KAFKA_RECEIPT_TOPIC", "SlotTopic": "KAFKA_SLOT_TOPIC", "MergeMaxBytes": "TIM_MERGE_MAX_BYTES", "GroupID": "KAFKA_GROUP_ID",
 }
 
 // fieldError renders a consumer configuration error (the rule is the

@@ -97,11 +97,11 @@ func (c *Conn) Writer(topic string) *kafka.Writer {
 	}
 }
 
-// CreateTopic creates a topic (an existing one is fine) and waits until its
-// partitions have leaders.
-func (c *Conn) CreateTopic(ctx context.Context, name string, partitions int) error {
+// CreateTopic creates a topic with configs (an existing one is fine) and
+// waits until its partitions have leaders.
+func (c *Conn) CreateTopic(ctx context.Context, name string, partitions int, configs ...kafka.ConfigEntry) error {
 	resp, err := c.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: name, NumPartitions: partitions, ReplicationFactor: -1,
+		Topic: name, NumPartitions: partitions, ReplicationFactor: -1, ConfigEntries: configs,
 	}}})
 	if err == nil {
 		if terr := resp.Errors[name]; terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {

@@ -1,0 +1,211 @@
+package consumer
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// The claims log: the call schedule of a group with several members. Each
+// member appends a claim to one single-partition topic (SlotTopic) when a
+// call of its is ready, and reads the whole log; every member computes the
+// same grants from the same records, so Kafka's order on one partition is
+// the only arbiter and no member asks another anything.
+//
+// A bulk claim with timestamp ts is granted
+//
+//	at = max(ts, at of the previous grant + T),  T = 1/AppRate
+//
+// so an idle claim is granted its own timestamp (the call leaves as soon as
+// its member has read its claim back: one produce and one fetch) and a
+// backlog keeps every grant one period after the previous one. An urgent
+// claim goes before every bulk grant that is at least horizon after its
+// timestamp (the grants after it move one period later); grants nearer
+// than horizon are fixed, as their members may already be packing the
+// call. A lone member's call (took) is recorded as a fixed grant at the
+// time it left.
+//
+// Each claim carries its writer's state of the chain as of an earlier
+// offset (Seen): a member that joins reads the log's last record and
+// starts from that state, so grants never depend on how far back a member
+// has read.
+
+// claimRecord is the value of one record of the claims log (JSON).
+type claimRecord struct {
+	// By is the member that wrote the record; Seq numbers its claims.
+	By  string `json:"by"`
+	Seq uint64 `json:"seq,omitempty"`
+	// TS is when the claim was made (Unix ns, the writer's clock).
+	TS     int64 `json:"ts"`
+	Urgent bool  `json:"urgent,omitempty"`
+	// Took records a lone member's call that left at TS; no claim.
+	Took bool `json:"took,omitempty"`
+	// Pause and Resume carry the pause gate across the group (gate.go);
+	// no claim.
+	Pause  *pauseRecord `json:"pause,omitempty"`
+	Resume bool         `json:"resume,omitempty"`
+	// State is the writer's chain as of offset State.Seen.
+	State chainState `json:"state"`
+}
+
+// pauseRecord says the writer's call was answered with a pause-class error
+// and that the writer probes the API next at Next (Unix ns).
+type pauseRecord struct {
+	Code int    `json:"code"`
+	Info string `json:"info,omitempty"`
+	Next int64  `json:"next"`
+}
+
+// slotGrant is one grant of the chain.
+type slotGrant struct {
+	By     string `json:"by"`
+	Seq    uint64 `json:"seq,omitempty"`
+	TS     int64  `json:"ts"` // the claim's timestamp
+	At     int64  `json:"at"` // when its call leaves (Unix ns)
+	Urgent bool   `json:"u,omitempty"`
+	Fixed  bool   `json:"f,omitempty"` // a lone member's call: never moves
+}
+
+// chainState is the chain as of offset Seen: the recent and future
+// grants in time order, and the latest claim timestamp applied.
+type chainState struct {
+	Seen   int64       `json:"seen"`
+	Latest int64       `json:"latest,omitempty"`
+	Grants []slotGrant `json:"grants,omitempty"`
+}
+
+// chain computes grants from the claims log, the same in every member.
+type chain struct {
+	period, horizon int64 // ns
+	chainState
+}
+
+// chainKeep is how long a grant is kept after the latest claim: long
+// enough for any claim that can still be placed before or around it.
+const chainKeep = 2 * time.Second
+
+func newChain(period, horizon time.Duration, st chainState) *chain {
+	c := &chain{period: int64(period), horizon: int64(horizon), chainState: st}
+	c.Grants = append([]slotGrant(nil), st.Grants...)
+	return c
+}
+
+// state is a copy of the chain's state, for a record's snapshot.
+func (c *chain) state() chainState {
+	st := c.chainState
+	st.Grants = append([]slotGrant(nil), c.Grants...)
+	return st
+}
+
+// apply applies the record at offset off. It returns false for a record
+// at or before Seen (already applied).
+func (c *chain) apply(off int64, r claimRecord) bool {
+	if off <= c.Seen {
+		return false
+	}
+	c.Seen = off
+	if r.Pause != nil || r.Resume {
+		return true
+	}
+	c.Latest = max(c.Latest, r.TS)
+	g := slotGrant{By: r.By, Seq: r.Seq, TS: r.TS, Urgent: r.Urgent, Fixed: r.Took}
+	switch {
+	case r.Took:
+		g.At = r.TS
+		i := sort.Search(len(c.Grants), func(i int) bool { return c.Grants[i].At > r.TS })
+		c.insert(i, g)
+	case r.Urgent:
+		i := len(c.Grants)
+		for j, x := range c.Grants {
+			if !x.Urgent && !x.Fixed && x.At >= r.TS+c.horizon {
+				i = j
+				break
+			}
+		}
+		c.insert(i, g)
+	default:
+		c.insert(len(c.Grants), g)
+	}
+	c.prune()
+	return true
+}
+
+// insert places g at i and moves the grants from i on to keep a period
+// between neighbours (a fixed grant keeps its time).
+func (c *chain) insert(i int, g slotGrant) {
+	c.Grants = append(c.Grants, slotGrant{})
+	copy(c.Grants[i+1:], c.Grants[i:])
+	c.Grants[i] = g
+	for j := i; j < len(c.Grants); j++ {
+		x := &c.Grants[j]
+		if x.Fixed {
+			continue
+		}
+		x.At = x.TS
+		if j > 0 {
+			x.At = max(x.At, c.Grants[j-1].At+c.period)
+		}
+	}
+}
+
+// prune forgets grants long past (the last one stays: the next claim is
+// placed after it).
+func (c *chain) prune() {
+	cut := c.Latest - int64(chainKeep) - c.horizon
+	n := 0
+	for n < len(c.Grants)-1 && c.Grants[n].At < cut {
+		n++
+	}
+	if n > 0 {
+		c.Grants = append(c.Grants[:0], c.Grants[n:]...)
+	}
+}
+
+// end is when the next bulk grant could leave at the earliest.
+func (c *chain) end() int64 {
+	if len(c.Grants) == 0 {
+		return 0
+	}
+	return c.Grants[len(c.Grants)-1].At + c.period
+}
+
+// find returns member by's grant for claim seq.
+func (c *chain) find(by string, seq uint64) (slotGrant, bool) {
+	for _, g := range c.Grants {
+		if g.By == by && g.Seq == seq && !g.Fixed {
+			return g, true
+		}
+	}
+	return slotGrant{}, false
+}
+
+// share is the part of the last n grants that went to member by.
+func (c *chain) share(by string) float64 {
+	if len(c.Grants) == 0 {
+		return 0
+	}
+	mine := 0
+	for _, g := range c.Grants {
+		if g.By == by {
+			mine++
+		}
+	}
+	return float64(mine) / float64(len(c.Grants))
+}
+
+func encodeClaim(r claimRecord) []byte {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // plain values only
+	}
+	return b
+}
+
+func decodeClaim(b []byte) (claimRecord, error) {
+	var r claimRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("claims log record: %w", err)
+	}
+	return r, nil
+}
