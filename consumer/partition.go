@@ -121,7 +121,8 @@ type partition struct {
 	// by RevokeGrace (DrainTimeout when stopping), so the call in flight
 	// can finish and be committed.
 	taking, sending context.Context
-	fetch           *kafkaconn.Fetcher
+	stream          *kafkaconn.Stream
+	fetch           *kafkaconn.Fetcher // the stream's: its next offset
 	records         <-chan item
 	ahead           []item // items taken from records but not yet used, in order
 }
@@ -185,6 +186,10 @@ func (p *partition) session() error {
 		stopSending()
 		unlink()
 		goroutines.Wait() // the pump and the grace watcher have returned
+		if p.stream != nil {
+			p.stream.Close()
+			p.stream = nil
+		}
 		p.w.fetches.done(p.tp)
 	}()
 	p.taking, p.sending = taking, sending
@@ -205,7 +210,8 @@ func (p *partition) session() error {
 	// The pump fetches and decodes, handing records over a channel, so
 	// merge mode can see what is waiting without blocking.
 	records := make(chan item, 64)
-	p.fetch = p.w.conn.Fetcher(p.tp.topic, p.tp.partition, start, p.w.cfg.MaxWait)
+	p.stream = p.w.fetcher.Stream(p.tp.topic, p.tp.partition, start)
+	p.fetch = p.stream.Fetcher()
 	p.records, p.ahead = records, nil
 	goroutines.Go(func() { p.pump(records) })
 
@@ -312,7 +318,7 @@ func (p *partition) pump(records chan<- item) {
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
-		res, err := f.Fetch(ctx)
+		res, err := p.stream.Fetch(ctx)
 		if ctx.Err() != nil {
 			return
 		}

@@ -55,6 +55,7 @@ type Worker struct {
 	traceHeaders []string
 	holds        *holds
 	sched        *schedule // nil: the Sender paces
+	fetcher      *kafkaconn.Mux
 	notes        notes
 	fetches      *holds // partitions whose fetches fail, at their fetch offset
 	// kafkaErr is the last group error (a failed join, say).
@@ -96,6 +97,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	if w.prop == nil {
 		w.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
+	w.fetcher = conn.Mux(cfg.MaxWait)
 	w.member = newMember(conn, cfg, w.topics(), cfg.Logger.Named("group"))
 	w.decoder = RecordDecoder{Map: cfg.Map, Schemas: cfg.Schemas}
 	w.client = groupClient{Client: conn.Client(), m: w.member}
@@ -284,6 +286,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.sched != nil {
 		scheduler.Go(func() { w.sched.run(schedCtx) })
 	}
+	scheduler.Go(func() { w.fetcher.Run(schedCtx) })
 	var fatal error
 	for ctx.Err() == nil {
 		gen, err := w.member.join(ctx)

@@ -1,0 +1,309 @@
+package kafkaconn
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol/fetch"
+)
+
+// Mux fetches many partitions with one long-polled Fetch per broker, the
+// way Kafka's own consumer does, instead of a Fetch per partition: an idle
+// member asks each broker once per max wait, whatever the number of its
+// partitions.
+//
+// Each partition has a Stream; its reader calls Stream.Fetch, which waits
+// for the partition's next records. The mux keeps one request (the main)
+// in flight per broker for every partition whose reader waits; it returns
+// as soon as any of them has records. A partition whose reader asks again
+// while the broker's main is in flight without it (its reader was busy
+// when the main left) gets a new main at once, of every waiting partition
+// of that broker; the old one's answer still counts (records already
+// delivered are skipped by offset).
+type Mux struct {
+	c        *Conn
+	maxWait  time.Duration
+	maxBytes int
+
+	mu       sync.Mutex
+	streams  map[*Stream]bool
+	main     map[int]*muxRequest // by broker id
+	leaders  map[topicPartitionKey]int
+	fresh    time.Time // when leaders were read
+	wake     chan struct{}
+	inflight sync.WaitGroup
+}
+
+type topicPartitionKey struct {
+	topic     string
+	partition int
+}
+
+type muxRequest struct {
+	streams map[*Stream]bool
+}
+
+// Stream is one partition of a Mux.
+type Stream struct {
+	m       *Mux
+	f       *Fetcher
+	waiting bool // the reader waits in Fetch
+	out     chan streamResult
+}
+
+type streamResult struct {
+	res *Fetched
+	err error
+}
+
+// Mux returns a fetch mux whose requests wait at most maxWait at the
+// broker. Run it for as long as its streams are read.
+func (c *Conn) Mux(maxWait time.Duration) *Mux {
+	return &Mux{c: c, maxWait: maxWait, maxBytes: 10 << 20, streams: map[*Stream]bool{}, main: map[int]*muxRequest{},
+		leaders: map[topicPartitionKey]int{}, wake: make(chan struct{}, 1)}
+}
+
+// Stream adds topic's partition, read from offset next; Close removes it.
+func (m *Mux) Stream(topic string, partition int, next int64) *Stream {
+	s := &Stream{m: m, f: m.c.Fetcher(topic, partition, next, m.maxWait), out: make(chan streamResult, 1)}
+	m.mu.Lock()
+	m.streams[s] = true
+	m.mu.Unlock()
+	return s
+}
+
+// Fetcher is the stream's fetcher: its Next offset (which the reader may
+// move between fetches) and MaxWait.
+func (s *Stream) Fetcher() *Fetcher { return s.f }
+
+// Close removes the stream from its mux.
+func (s *Stream) Close() {
+	s.m.mu.Lock()
+	delete(s.m.streams, s)
+	s.waiting = false
+	s.m.mu.Unlock()
+}
+
+// Fetch waits for the partition's next records from s.Fetcher().Next, as
+// Fetcher.Fetch does, until ctx ends.
+func (s *Stream) Fetch(ctx context.Context) (*Fetched, error) {
+	m := s.m
+	m.mu.Lock()
+	s.waiting = true
+	m.mu.Unlock()
+	m.poke()
+	select {
+	case r := <-s.out:
+		return r.res, r.err
+	case <-ctx.Done():
+		m.mu.Lock()
+		s.waiting = false
+		m.mu.Unlock()
+		select {
+		case r := <-s.out: // delivered meanwhile: keep what it moved
+			return r.res, r.err
+		default:
+		}
+		return nil, ctx.Err()
+	}
+}
+
+func (m *Mux) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// gather is how long the mux waits after a wake for other readers to ask
+// too (readers handed records a moment ago ask again within
+// microseconds), so they share one request.
+const gather = time.Millisecond
+
+// Run sends the requests until ctx ends, then waits for those in flight.
+func (m *Mux) Run(ctx context.Context) {
+	defer m.inflight.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		}
+		t := time.NewTimer(gather)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		m.send(ctx)
+	}
+}
+
+// send starts a main request for every broker with a waiting stream that
+// its main does not hold.
+func (m *Mux) send(ctx context.Context) {
+	m.refreshLeaders(ctx, false)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byBroker := map[int][]*Stream{}
+	for s := range m.streams {
+		if !s.waiting {
+			continue
+		}
+		b, ok := m.leaders[topicPartitionKey{s.f.topic, s.f.partition}]
+		if !ok {
+			b = -1 // unknown leader: the request's routing says why
+		}
+		byBroker[b] = append(byBroker[b], s)
+	}
+	for b, ss := range byBroker {
+		if main := m.main[b]; main != nil {
+			covered := true
+			for _, s := range ss {
+				covered = covered && main.streams[s]
+			}
+			if covered {
+				continue
+			}
+		}
+		r := &muxRequest{streams: map[*Stream]bool{}}
+		req := &fetch.Request{ReplicaID: -1, MaxWaitTime: int32(m.maxWait / time.Millisecond), MinBytes: 1,
+			MaxBytes: int32(m.maxBytes), IsolationLevel: isolationReadCommitted, SessionEpoch: -1}
+		topics := map[string]int{}
+		for _, s := range ss {
+			r.streams[s] = true
+			i, ok := topics[s.f.topic]
+			if !ok {
+				i = len(req.Topics)
+				topics[s.f.topic] = i
+				req.Topics = append(req.Topics, fetch.RequestTopic{Topic: s.f.topic})
+			}
+			req.Topics[i].Partitions = append(req.Topics[i].Partitions, fetch.RequestPartition{
+				Partition: int32(s.f.partition), CurrentLeaderEpoch: -1, FetchOffset: s.f.Next,
+				LogStartOffset: -1, PartitionMaxBytes: int32(m.maxBytes)})
+		}
+		m.main[b] = r
+		m.inflight.Go(func() { m.roundTrip(ctx, b, r, req) })
+	}
+}
+
+// roundTrip makes one request and hands each stream what the answer holds
+// for it.
+func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, req *fetch.Request) {
+	rctx, cancel := context.WithTimeout(ctx, m.maxWait+15*time.Second)
+	defer cancel()
+	msg, err := m.c.transport.RoundTrip(rctx, kafka.TCP(m.c.Brokers...), req)
+	resp, ok := msg.(*fetch.Response)
+	switch {
+	case err != nil:
+	case !ok:
+		err = fmt.Errorf("unexpected answer %T", msg)
+	case resp.ErrorCode != 0:
+		err = &PartitionError{Err: kafka.Error(resp.ErrorCode)}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	main := m.main[broker] == r
+	if main {
+		delete(m.main, broker)
+	}
+	defer m.poke()
+	if err != nil {
+		if ctx.Err() != nil || !main {
+			return // stopping, or superseded: the newer main answers
+		}
+		m.fresh = time.Time{} // routing may have moved: read the leaders again
+		for s := range r.streams {
+			m.deliverLocked(s, nil, fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, s.f.Next, err))
+		}
+		return
+	}
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		for j := range t.Partitions {
+			p := &t.Partitions[j]
+			for s := range r.streams {
+				if s.f.topic != t.Topic || s.f.partition != int(p.Partition) || !s.waiting || !m.streams[s] {
+					continue
+				}
+				if p.ErrorCode != 0 {
+					m.fresh = time.Time{}
+					m.deliverLocked(s, nil, &PartitionError{Err: kafka.Error(p.ErrorCode)})
+					continue
+				}
+				if p.HighWatermark <= s.f.Next && len(recordsOf(p)) == 0 {
+					continue // nothing new: the stream waits on
+				}
+				next := s.f.Next
+				res, err := s.f.decode(p)
+				if err != nil {
+					err = fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, next, err)
+				}
+				if err == nil && len(res.Records) == 0 && s.f.Next == next {
+					continue // a stale answer (records already delivered)
+				}
+				m.deliverLocked(s, res, err)
+			}
+		}
+	}
+}
+
+// deliverLocked hands a stream its result; it no longer waits.
+func (m *Mux) deliverLocked(s *Stream, res *Fetched, err error) {
+	s.waiting = false
+	select {
+	case s.out <- streamResult{res, err}:
+	default: // a result not taken yet (the reader gave up): keep it
+	}
+}
+
+// recordsOf is the record batches of an answer's partition.
+func recordsOf(p *fetch.ResponsePartition) []any {
+	if p.RecordSet.Records == nil {
+		return nil
+	}
+	return []any{p.RecordSet.Records}
+}
+
+// leaderTTL is how long partition leaders are trusted without an error.
+const leaderTTL = time.Minute
+
+// refreshLeaders reads the partitions' leaders (the transport's cached
+// metadata) when they are stale, or with force.
+func (m *Mux) refreshLeaders(ctx context.Context, force bool) {
+	m.mu.Lock()
+	topics := map[string]bool{}
+	for s := range m.streams {
+		if _, ok := m.leaders[topicPartitionKey{s.f.topic, s.f.partition}]; !ok {
+			force = true
+		}
+		topics[s.f.topic] = true
+	}
+	stale := force || time.Since(m.fresh) > leaderTTL
+	m.mu.Unlock()
+	if !stale || len(topics) == 0 {
+		return
+	}
+	names := make([]string, 0, len(topics))
+	for t := range topics {
+		names = append(names, t)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	md, err := m.c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		return // the requests' routing reports it
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range md.Topics {
+		for _, p := range t.Partitions {
+			m.leaders[topicPartitionKey{t.Name, p.ID}] = p.Leader.ID
+		}
+	}
+	m.fresh = time.Now()
+}
