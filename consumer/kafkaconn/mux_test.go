@@ -1,0 +1,111 @@
+package kafkaconn_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/timbroadcast/timbroadcast/consumer/embedded"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+)
+
+// TestMux: twelve partitions read through one mux on three brokers. Idle,
+// the mux asks each broker once per max wait (not once per partition);
+// a record on any partition reaches its reader at once, in order, and
+// every record is read once.
+func TestMux(t *testing.T) {
+	b, err := embedded.Start(kfake.NumBrokers(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	var fetches atomic.Int64
+	b.Fake.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		fetches.Add(1)
+		return nil, nil, false
+	})
+	c := kafkaconn.New(b.Brokers, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const parts = 12
+	if err := c.CreateTopic(ctx, "mux", parts); err != nil {
+		t.Fatal(err)
+	}
+	const maxWait = 400 * time.Millisecond
+	m := c.Mux(maxWait)
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	defer cancel()
+	loops.Go(func() { m.Run(ctx) })
+
+	type got struct {
+		partition int
+		value     string
+		at        time.Time
+	}
+	out := make(chan got, 100)
+	for p := range parts {
+		s := m.Stream("mux", p, 0)
+		loops.Go(func() {
+			defer s.Close()
+			for {
+				res, err := s.Fetch(ctx)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					t.Errorf("partition %d: %v", p, err)
+					return
+				}
+				for _, r := range res.Records {
+					out <- got{p, string(r.Value), time.Now()}
+				}
+			}
+		})
+	}
+	time.Sleep(maxWait) // every stream waiting
+	before := fetches.Load()
+	const idle = 5 * maxWait
+	time.Sleep(idle)
+	n := fetches.Load() - before
+	t.Logf("idle for %v over 3 brokers and %d partitions: %d fetches", idle, parts, n)
+	if n > 3*(int64(idle/maxWait)+1) {
+		t.Errorf("%d fetches idle, want about one per broker per max wait (%d)", n, 3*int64(idle/maxWait))
+	}
+
+	seen := map[string]bool{}
+	for i := range 30 {
+		p := i % parts
+		v := fmt.Sprintf("r%d", i)
+		start := time.Now()
+		resp, err := c.Client().Produce(ctx, &kafka.ProduceRequest{Topic: "mux", Partition: p, RequiredAcks: kafka.RequireAll,
+			Records: kafka.NewRecordReader(kafka.Record{Value: kafka.NewBytes([]byte(v))})})
+		if err != nil || resp.Error != nil {
+			t.Fatal(err, resp)
+		}
+		select {
+		case g := <-out:
+			if g.value != v || g.partition != p {
+				t.Fatalf("read %q from partition %d, want %q from %d", g.value, g.partition, v, p)
+			}
+			if d := g.at.Sub(start); d > maxWait/2 {
+				t.Errorf("record %d read %v after its produce, want at once (not at the next max wait)", i, d)
+			}
+			seen[v] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("record %q not read", v)
+		}
+	}
+	select {
+	case g := <-out:
+		t.Errorf("read %q twice or unasked", g.value)
+	case <-time.After(maxWait):
+	}
+}
