@@ -4,6 +4,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/dedupe"
 )
 
@@ -70,18 +71,33 @@ func (p *partition) pack(c *call) {
 		body   []byte
 		random uint32
 	}
-	build := func(n int) (packed, bool) {
-		b, r, err := p.w.build(members[:n])
-		return packed{b, r}, err == nil && len(b) <= limit
+	// The largest prefix within the limit, found by size alone (encoding
+	// without validating: every member was validated when decoded), then
+	// validated once; should that fail, the search runs again validating
+	// every candidate.
+	search := func(validate bool) (int, packed) {
+		build := func(n int) (packed, bool) {
+			b, r, err := p.w.build(members[:n], validate)
+			return packed{b, r}, err == nil && len(b) <= limit
+		}
+		best, _ := build(1) // a lone event always goes, with its own bytes
+		lo, hi := 1, len(members)
+		for lo < hi {
+			mid := (lo + hi + 1) / 2
+			if b, ok := build(mid); ok {
+				lo, best = mid, b
+			} else {
+				hi = mid - 1
+			}
+		}
+		return lo, best
 	}
-	best, _ := build(1) // a lone event always goes, with its own bytes
-	lo, hi := 1, len(members)
-	for lo < hi {
-		mid := (lo + hi + 1) / 2
-		if b, ok := build(mid); ok {
-			lo, best = mid, b
+	lo, best := search(false)
+	if lo > 1 {
+		if b, r, err := p.w.build(members[:lo], true); err == nil && len(b) <= limit {
+			best = packed{b, r}
 		} else {
-			hi = mid - 1
+			lo, best = search(true)
 		}
 	}
 	p.ahead = p.ahead[lo-1:]
@@ -147,7 +163,7 @@ func (p *partition) resume(offset int64, f wire.InFlight) ([]*call, error) {
 		return []*call{whole}, nil
 	}
 	if decoded && len(got) > 0 && got[0].msg.Offset == offset && got[len(got)-1].msg.Offset == f.Last {
-		body, random, err := p.w.build(got)
+		body, random, err := p.w.build(got, true)
 		if err == nil && random == f.Random {
 			whole.body = body
 			return []*call{whole}, nil
@@ -173,8 +189,9 @@ func (w *Worker) mergeMode() wire.MergeMode {
 }
 
 // build returns the request body and Random of a call for members: a lone
-// event's own bytes, or the merge of several.
-func (w *Worker) build(members []*record) ([]byte, uint32, error) {
+// event's own bytes, or the merge of several (validated as a message when
+// validate is set; the bytes are the same either way).
+func (w *Worker) build(members []*record, validate bool) ([]byte, uint32, error) {
 	if len(members) == 1 {
 		return members[0].ev.Body, members[0].ev.Message.Random, nil
 	}
@@ -189,7 +206,11 @@ func (w *Worker) build(members []*record) ([]byte, uint32, error) {
 		return nil, 0, err
 	}
 	msg.Random = dedupe.BatchRandom(randoms)
-	body, err := msg.Encode()
+	encode := msg.Encode
+	if !validate {
+		encode = func() ([]byte, error) { return sender.Marshal(msg) }
+	}
+	body, err := encode()
 	if err != nil {
 		return nil, 0, err
 	}

@@ -77,13 +77,9 @@ func (k *kafkaSettings) security() (kafkaconn.Security, error) {
 		return sec, k.tls.errorf("%q must be on or off", k.tls.val)
 	}
 	if tlsOn {
-		insecure := false
-		switch k.insecure.String() {
-		case "on", "true", "1":
-			insecure = true
-		case "", "off", "false", "0":
-		default:
-			return sec, k.insecure.errorf("%q must be on or off", k.insecure.val)
+		insecure, err := k.insecure.on()
+		if err != nil {
+			return sec, err
 		}
 		sec.TLS = &kafkaconn.TLSConfig{CAFile: k.caFile.String(), CertFile: k.certFile.String(), KeyFile: k.keyFile.String(),
 			ServerName: k.serverName.String(), InsecureSkipVerify: insecure}

@@ -35,6 +35,12 @@ func TestMain(m *testing.M) {
 		// The fast tier runs no binary: tests that need one skip.
 		os.Exit(m.Run())
 	}
+	if b := os.Getenv("TIMBROADCAST_BINARY"); b != "" {
+		// A binary built elsewhere (another version, for a benchmark's
+		// before and after).
+		binary = b
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "timbroadcast-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -24,6 +25,8 @@ type runCmd struct {
 	sender   sender.Config
 	// httpAddr serves /metrics, /healthz and /readyz; empty disables it.
 	httpAddr string
+	// pprof also serves /debug/pprof/ there.
+	pprof bool
 	logger   *zap.Logger
 	tracing  *tracingSettings
 	mapping  *mappingSettings
@@ -46,6 +49,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	receipts := s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "topic receiving a receipt per final outcome of every event (optional)")
 	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "claims log the replicas space their calls by (one partition; created when missing)")
 	httpAddr := s.add("http-addr", "HTTP_ADDR", ":9090", "address serving /metrics, /healthz and /readyz; 'off' disables it")
+	pprofOn := s.add("http-pprof", "HTTP_PPROF", "off", "on: also serve Go's profiles at /debug/pprof/ on HTTP_ADDR (heap, goroutines, CPU)")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -84,6 +88,9 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	// The client hands a send back once it has been retried this long, so
 	// the worker can give it up.
 	c.sender.MaxElapsed = c.consumer.RetryMaxElapsed
+	if c.pprof, err = pprofOn.on(); err != nil {
+		return nil, err
+	}
 	c.httpAddr = httpAddr.String()
 	if c.httpAddr == "off" {
 		c.httpAddr = ""
@@ -128,7 +135,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	defer wg.Wait()
 	addr := ""
 	if c.httpAddr != "" {
-		srv, l, err := serveHTTP(c.httpAddr, reg, w, c.logger, &wg)
+		srv, l, err := serveHTTP(c.httpAddr, c.pprof, reg, w, c.logger, &wg)
 		if err != nil {
 			return err
 		}
@@ -154,9 +161,10 @@ func (c *runCmd) Run(ctx context.Context) error {
 	return nil
 }
 
-// serveHTTP serves /metrics, /healthz and /readyz on addr until the
-// returned server is shut down; wg owns the serving goroutine.
-func serveHTTP(addr string, reg *prometheus.Registry, w *consumer.Worker, log *zap.Logger, wg *sync.WaitGroup) (*http.Server, net.Addr, error) {
+// serveHTTP serves /metrics, /healthz and /readyz (and with withPprof
+// /debug/pprof/) on addr until the returned server is shut down; wg owns
+// the serving goroutine.
+func serveHTTP(addr string, withPprof bool, reg *prometheus.Registry, w *consumer.Worker, log *zap.Logger, wg *sync.WaitGroup) (*http.Server, net.Addr, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) {
@@ -169,6 +177,13 @@ func serveHTTP(addr string, reg *prometheus.Registry, w *consumer.Worker, log *z
 		}
 		_, _ = fmt.Fprintln(rw, why)
 	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, configError{fmt.Errorf("HTTP_ADDR (--http-addr): listen on %s: %w", addr, err)}

@@ -224,6 +224,17 @@ func fieldError(err error, candidates ...*setting) error {
 	return err
 }
 
+// on reads an on/off setting (also true/false, 1/0; empty is off).
+func (st *setting) on() (bool, error) {
+	switch st.String() {
+	case "on", "true", "1":
+		return true, nil
+	case "", "off", "false", "0":
+		return false, nil
+	}
+	return false, st.errorf("%q must be on or off", st.val)
+}
+
 func (st *setting) positiveFloat() (float64, error) {
 	f, err := strconv.ParseFloat(st.String(), 64)
 	if err != nil || f <= 0 || f != f {

@@ -59,10 +59,19 @@ type streamResult struct {
 	err error
 }
 
+// A Mux's answers hold at most muxMaxBytes, muxPartitionMaxBytes per
+// partition (Kafka's consumer defaults are 50 MiB and 1 MiB): a partition
+// with a backlog holds about a mebibyte of records in memory, not ten
+// (a batch larger than that still comes whole, KIP-74).
+const (
+	muxMaxBytes          = 4 << 20
+	muxPartitionMaxBytes = 256 << 10
+)
+
 // Mux returns a fetch mux whose requests wait at most maxWait at the
 // broker. Run it for as long as its streams are read.
 func (c *Conn) Mux(maxWait time.Duration) *Mux {
-	return &Mux{c: c, maxWait: maxWait, maxBytes: 10 << 20, streams: map[*Stream]bool{}, main: map[int]*muxRequest{},
+	return &Mux{c: c, maxWait: maxWait, maxBytes: muxMaxBytes, streams: map[*Stream]bool{}, main: map[int]*muxRequest{},
 		leaders: map[topicPartitionKey]int{}, wake: make(chan struct{}, 1)}
 }
 
@@ -184,7 +193,7 @@ func (m *Mux) send(ctx context.Context) {
 			}
 			req.Topics[i].Partitions = append(req.Topics[i].Partitions, fetch.RequestPartition{
 				Partition: int32(s.f.partition), CurrentLeaderEpoch: -1, FetchOffset: s.f.Next,
-				LogStartOffset: -1, PartitionMaxBytes: int32(m.maxBytes)})
+				LogStartOffset: -1, PartitionMaxBytes: muxPartitionMaxBytes})
 		}
 		m.main[b] = r
 		m.inflight.Go(func() { m.roundTrip(ctx, b, r, req) })
