@@ -4,8 +4,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
-	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/dedupe"
+	"github.com/timbroadcast/timbroadcast/sender"
 )
 
 // Planning: the partition's loops only decide what the next call is (its

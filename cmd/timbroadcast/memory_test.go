@@ -3,9 +3,9 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
-	"os"
 	"syscall"
 	"testing"
 	"time"

@@ -26,10 +26,10 @@ type runCmd struct {
 	// httpAddr serves /metrics, /healthz and /readyz; empty disables it.
 	httpAddr string
 	// pprof also serves /debug/pprof/ there.
-	pprof bool
-	logger   *zap.Logger
-	tracing  *tracingSettings
-	mapping  *mappingSettings
+	pprof   bool
+	logger  *zap.Logger
+	tracing *tracingSettings
+	mapping *mappingSettings
 	kafkaAccess
 }
 
