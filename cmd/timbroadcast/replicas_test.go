@@ -106,38 +106,107 @@ func stopAll(t testing.TB, ce *crashEnv, workers []*worker) {
 	noneTwice(t, ce.emu)
 }
 
-// TestMergePauseKeepsTheSchedule: merge mode, three replicas under the
-// strictest limiter, an app-wide pause (10007) for 6 s and its end: the
-// probes during the pause and the calls after it all keep to the
-// schedule, so none is answered 10023. (Before the settle path took the
-// gate before the slot, a merged call that held its slot when the pause
-// began left the moment the pause ended, off the schedule.)
-func TestMergePauseKeepsTheSchedule(t *testing.T) {
+// pauseResult is what the emulator saw around an app-wide pause.
+type pauseResult struct {
+	probes   int     // calls answered 10007 during the pause
+	accepted float64 // accepted calls per second after it
+	// resumedIn is from the fault's end to the first accepted call (the
+	// prober's next probe); resumed the accepted calls per second from
+	// then on (every member back at once).
+	resumedIn time.Duration
+	resumed   float64
+	calls    int     // calls after it
+	limited  int     // calls answered 10023, during and after
+}
+
+// pauseRecovery runs three replicas in merge mode at 5/s under the
+// strictest limiter (minimum spacing), turns the app's feature off (10007,
+// a pause-class answer) for pause, then measures for after.
+func pauseRecovery(t testing.TB, pause, after time.Duration) pauseResult {
 	const rate = 5.0
-	ce := replicaEnvWith(t, 6, 600, sendertest.Options{Rate: rate, Limiter: sendertest.LimiterSpacing}, 60,
+	events := int(rate*after.Seconds())*20 + 600
+	ce := replicaEnvWith(t, 6, events, sendertest.Options{Rate: rate, Limiter: sendertest.LimiterSpacing}, 60,
 		map[string]string{"TIM_RATE": "5", "TIM_MERGE": "on", "TIM_MERGE_MAX_BYTES": "200", "PAUSE_INITIAL": "1s", "PAUSE_MAX": "2s"})
 	workers := startSettled(t, ce, 3, 6)
 	before := ce.emu.Stats()
 	ce.emu.SetFaults(sendertest.Faults{FeatureOff: true})
-	time.Sleep(6 * time.Second)
+	time.Sleep(pause)
 	during := ce.emu.Stats()
 	ce.emu.SetFaults(sendertest.Faults{})
-	time.Sleep(4 * time.Second)
-	after := ce.emu.Stats()
+	cleared := time.Now()
+	time.Sleep(after)
+	end := ce.emu.Stats()
+	endAt := time.Now()
 	stopAll(t, ce, workers)
-	limited := after.ByCode[10023] - before.ByCode[10023]
-	probes := during.ByCode[10007] - before.ByCode[10007]
-	resumed := after.ByCode[0] - during.ByCode[0]
-	t.Logf("pause of 6s: %d probes answered 10007; %d calls accepted in the 4s after; %d answered 10023", probes, resumed, limited)
-	if probes == 0 {
+	r := pauseResult{
+		probes:   during.ByCode[10007] - before.ByCode[10007],
+		accepted: float64(end.ByCode[0]-during.ByCode[0]) / after.Seconds(),
+		calls:    end.Calls - during.Calls,
+		limited:  end.ByCode[10023] - before.ByCode[10023],
+	}
+	var first time.Time
+	n := 0
+	for _, d := range ce.emu.Delivered() {
+		if d.At.After(cleared) && d.At.Before(endAt) {
+			n++
+			if first.IsZero() || d.At.Before(first) {
+				first = d.At
+			}
+		}
+	}
+	if n > 1 {
+		r.resumedIn = first.Sub(cleared)
+		r.resumed = float64(n-1) / endAt.Sub(first).Seconds()
+	}
+	t.Logf("pause of %v: %d probes answered 10007; after it %.2f accepted calls/s of %g (%.0f%%) over %v, the first %v after the fault ended, %.2f/s from then on; %d answered 10023",
+		pause, r.probes, r.accepted, rate, 100*r.accepted/rate, after, r.resumedIn.Round(time.Millisecond), r.resumed, r.limited)
+	return r
+}
+
+// TestMergePauseKeepsTheSchedule: merge mode, three replicas under the
+// strictest limiter, an app-wide pause (10007) for 6 s and its end. The
+// group probes as one (one member probes, on its backoff: 1 s, then 2 s),
+// the probes and the calls after the pause keep to the schedule (none
+// answered 10023), and every member resumes when the probe clears.
+func TestMergePauseKeepsTheSchedule(t *testing.T) {
+	r := pauseRecovery(t, 6*time.Second, 4*time.Second)
+	if r.probes == 0 {
 		t.Fatal("no call was answered 10007: the pause did not happen")
 	}
-	if resumed == 0 {
-		t.Error("no call accepted after the pause ended")
+	// One prober makes at most one probe a second here; three probing on
+	// their own made 9 to 12.
+	if r.probes > 6 {
+		t.Errorf("%d probes in a 6 s pause, want at most 6: the group should probe as one", r.probes)
 	}
-	if limited != 0 {
-		t.Errorf("%d calls answered 10023 around the pause, want 0: calls left off the schedule", limited)
+	// The first call after the pause is the prober's next probe (up to
+	// PAUSE_MAX later); from then on every member is back.
+	if r.resumedIn > 2500*time.Millisecond {
+		t.Errorf("the first call came %v after the pause ended, want within PAUSE_MAX (2s)", r.resumedIn)
 	}
+	if r.resumed < 0.8*5 {
+		t.Errorf("%.2f calls/s accepted once the probe cleared, want at least 4: the members resume together", r.resumed)
+	}
+	if r.limited != 0 {
+		t.Errorf("%d calls answered 10023 around the pause, want 0: calls left off the schedule", r.limited)
+	}
+}
+
+// BenchmarkPauseRecovery measures an app-wide pause of 10 s and the 20 s
+// after it (merge mode, three replicas, 5/s, minimum-spacing limiter):
+// probes during the pause, the part of the rate used after it, and the
+// part of the calls answered 10023.
+//
+//	go test -run '^$' -bench PauseRecovery -benchtime 1x ./cmd/timbroadcast
+func BenchmarkPauseRecovery(b *testing.B) {
+	var r pauseResult
+	for range b.N {
+		r = pauseRecovery(b, 10*time.Second, 20*time.Second)
+	}
+	b.ReportMetric(float64(r.probes), "probes")
+	b.ReportMetric(100*r.accepted/5, "%rate-after")
+	b.ReportMetric(float64(r.resumedIn.Milliseconds()), "first-call-ms")
+	b.ReportMetric(100*float64(r.limited)/float64(max(r.calls, 1)), "%10023")
+	b.ReportMetric(0, "ns/op")
 }
 
 // checkShared asserts the replicas shared the rate: without the schedule
