@@ -115,8 +115,8 @@ type pauseResult struct {
 	// then on (every member back at once).
 	resumedIn time.Duration
 	resumed   float64
-	calls    int     // calls after it
-	limited  int     // calls answered 10023, during and after
+	calls     int // calls after it
+	limited   int // calls answered 10023, during and after
 }
 
 // pauseRecovery runs three replicas in merge mode at 5/s under the
