@@ -15,12 +15,16 @@
 //	config.go      Config, its defaults (DefaultConfig) and rules (Validate)
 //	worker.go      the worker's life: New, Run (group generations), readiness
 //	partition.go   one owned partition: its sessions, the pump that fetches
-//	               and decodes each record once (kafkaconn.Fetcher), the queue
+//	               (a kafkaconn.Mux stream: one long poll per broker for all
+//	               partitions) and decodes each record once, the queue
 //	plan.go        the loops that plan calls: plain, merge (packing), resume
 //	settle.go      the one path every call takes: pause gate, slot, send;
 //	               delivered, dead-lettered or split; receipts; commit
 //	gate.go        the pause gate shared by all partitions
-//	schedule.go    the call schedule (a pacer) every member computes alike
+//	schedule.go    the call schedule every member computes alike:
+//	               alone, paced by its own calls; else through the claims log
+//	claims.go      the claims log's records and the chain of grants
+//	slotlog.go     the claims log on its single-partition topic
 //	deadletter.go  the dead-letter write (writeHeld: acks=all, held retries)
 //	receipt.go     the receipt write
 //	offsets.go     commits (only a lost generation rejoins; any other

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,5 +253,37 @@ func BenchmarkIdleReplicas(b *testing.B) {
 				g.stop()
 			}
 		})
+	}
+}
+
+// TestSlotTopic: the claims log is created at start when missing (one
+// partition), and a claims log of several partitions is refused at start,
+// naming the setting.
+func TestSlotTopic(t *testing.T) {
+	kc := consumertest.StartFake(t)
+	e := newEnv(t, kc, 2, sendertest.Options{})
+	rw := e.start(nil)
+	waitFor(t, 30*time.Second, "the claims log created", func() bool {
+		parts, err := kc.Partitions(context.Background(), e.topic+".slots")
+		return err == nil && len(parts) == 1
+	})
+	rw.stop(t)
+
+	bad := kc.Topic(t, "slots", 3)
+	cfg := e.workerConfig()
+	cfg.SlotTopic, cfg.AppRate = bad, 1
+	client, err := sender.New(e.senderConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := consumer.New(cfg, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = w.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "KAFKA_SLOT_TOPIC") || !strings.Contains(err.Error(), "3 partitions") {
+		t.Fatalf("Run with a claims log of 3 partitions = %v, want an error naming KAFKA_SLOT_TOPIC and its 3 partitions", err)
 	}
 }

@@ -53,21 +53,6 @@ type view struct {
 	allUrgent []topicPartition // every urgent partition
 }
 
-// pacer is what partitions need of the call schedule: a slot to call in,
-// and how each call was answered. The worker starts it (run) and tells it
-// which partitions are its own (setMine).
-type pacer interface {
-	// wait blocks until the caller may make one call for partition and
-	// returns when the call should leave; urgent callers go first.
-	wait(ctx context.Context, partition topicPartition, urgent bool) (time.Time, error)
-	// answered records whether a call was answered 10023.
-	answered(rateLimited bool)
-	// setMine records the partitions this member owns.
-	setMine(parts []topicPartition)
-	// run keeps the schedule until ctx ends.
-	run(ctx context.Context)
-}
-
 // slotLog is the claims log as the schedule uses it.
 type slotLog interface {
 	// bootstrap returns the offset to read from and the chain's state just
@@ -86,7 +71,9 @@ type slotRecord struct {
 	err    error // not a claims-log record
 }
 
-// schedule is the call schedule (a pacer).
+// schedule is the call schedule: partitions wait for a call (wait) and
+// report how it was answered (answered); the worker starts it (run) and
+// tells it which partitions are this member's (setMine).
 type schedule struct {
 	period  time.Duration
 	refresh time.Duration
@@ -519,7 +506,8 @@ func (s *schedule) setLogErrLocked(err error) {
 	s.logErr = err
 }
 
-// LogError is why the claims log cannot be used now; nil when it can.
+// logError is why the claims log cannot be used now; nil when it can
+// (or when a lone member does not need it).
 func (s *schedule) logError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -142,6 +142,11 @@ func (w *Worker) Ready() (bool, string) {
 	}
 	var why []string
 	why = append(why, w.fetchFailures(w.cfg.Now(), w.cfg.StuckAfter)...)
+	if w.sched != nil {
+		if err := w.sched.logError(); err != nil {
+			why = append(why, fmt.Sprintf("the claims log (KAFKA_SLOT_TOPIC %s) is unusable, so no call can be granted: %v", w.cfg.SlotTopic, err))
+		}
+	}
 	if paused, since, cause := w.gate.state(); paused {
 		why = append(why, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause))
 	}

@@ -65,6 +65,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no topic", []string{"KAFKA_TOPIC"}, nil, nil, "KAFKA_TOPIC"},
 		{"dlq equals topic", nil, map[string]string{"KAFKA_DLQ_TOPIC": "t"}, nil, "KAFKA_DLQ_TOPIC (--dlq-topic): must differ from KAFKA_TOPIC"},
 		{"urgent equals dlq", nil, map[string]string{"KAFKA_URGENT_TOPIC": "t.dlq"}, nil, "KAFKA_URGENT_TOPIC (--urgent-topic): must differ from KAFKA_TOPIC and KAFKA_DLQ_TOPIC"},
+		{"slot topic equals dlq", nil, map[string]string{"KAFKA_SLOT_TOPIC": "t.dlq"}, nil, "KAFKA_SLOT_TOPIC (--slot-topic): must differ from KAFKA_TOPIC"},
+		{"bad pprof", nil, map[string]string{"HTTP_PPROF": "maybe"}, nil, "HTTP_PPROF"},
 		{"no app id", []string{"TIM_SDKAPPID"}, nil, nil, "TIM_SDKAPPID"},
 		{"bad app id", nil, map[string]string{"TIM_SDKAPPID": "abc"}, nil, "TIM_SDKAPPID"},
 		{"no admin", []string{"TIM_ADMIN"}, nil, nil, "TIM_ADMIN"},
