@@ -98,6 +98,9 @@ type schedule struct {
 	last time.Time
 	// chain is the claims log's grants; nil until the log is read.
 	chain *chain
+	// share is this member's part of the group's recent calls (a moving
+	// average over the claims log's grants).
+	share float64
 	seq   uint64
 	// claims are this member's claims not yet used, in order.
 	claims []*claim
@@ -130,6 +133,9 @@ type slotWaiter struct {
 // decide; 1% (10 ms a second) keeps them off it on a loaded host and costs
 // 1% of the rate.
 const slotMargin = 1.01
+
+// shareWindow is the number of recent grants the share averages over.
+const shareWindow = 20
 
 // claimLost is how long a written claim may stay unread before the member
 // forgets it and claims again (the log lost it: a truncation).
@@ -313,11 +319,8 @@ func (s *schedule) grant(ctx context.Context) {
 			s.metrics.setRate(float64(time.Second) / float64(s.period))
 		} else {
 			wait = s.grantClaimedLocked()
-			if s.chain != nil {
-				share := s.chain.share(s.id)
-				s.metrics.setShare(share)
-				s.metrics.setRate(share * float64(time.Second) / float64(s.period))
-			}
+			s.metrics.setShare(s.share)
+			s.metrics.setRate(s.share * float64(time.Second) / float64(s.period))
 		}
 		s.mu.Unlock()
 		if !s.sleep(ctx, wait) {
@@ -569,8 +572,20 @@ func (s *schedule) read(ctx context.Context) {
 				s.log.Warn("skipping a record of the claims log that is not a claim", zap.Int64("offset", r.offset), zap.Error(r.err))
 				continue
 			}
-			if s.chain.apply(r.offset, r.rec) && (r.rec.Pause != nil || r.rec.Resume) && r.rec.By != s.id {
-				group = append(group, r.rec)
+			if !s.chain.apply(r.offset, r.rec) {
+				continue
+			}
+			switch {
+			case r.rec.Pause != nil || r.rec.Resume:
+				if r.rec.By != s.id {
+					group = append(group, r.rec)
+				}
+			default: // a claim or a lone member's call
+				mine := 0.0
+				if r.rec.By == s.id {
+					mine = 1
+				}
+				s.share += (mine - s.share) / shareWindow
 			}
 		}
 		if len(recs) > 0 {

@@ -35,13 +35,20 @@ func TestChainGrants(t *testing.T) {
 	c.apply(0, bulkClaim("a", 1, 1000*ms))
 	c.apply(1, bulkClaim("b", 1, 1001*ms))
 	c.apply(2, bulkClaim("c", 1, 1002*ms))
-	c.apply(3, bulkClaim("a", 2, 2500*ms)) // idle again
-	want := map[string]int64{"a1": 1000, "b1": 1100, "c1": 1200, "a2": 2500}
-	for k, at := range want {
-		g, ok := c.find(k[:1], uint64(k[1]-'0'))
-		if !ok || g.At != at*ms {
-			t.Errorf("grant of %s = %d ms (found %v), want %d ms", k, g.At/ms, ok, at)
+	check := func(want map[string]int64) {
+		t.Helper()
+		for k, at := range want {
+			g, ok := c.find(k[:1], uint64(k[1]-'0'))
+			if !ok || g.At != at*ms {
+				t.Errorf("grant of %s = %d ms (found %v), want %d ms", k, g.At/ms, ok, at)
+			}
 		}
+	}
+	check(map[string]int64{"a1": 1000, "b1": 1100, "c1": 1200})
+	c.apply(3, bulkClaim("a", 2, 5000*ms)) // idle again
+	check(map[string]int64{"a2": 5000})
+	if len(c.Grants) != 1 {
+		t.Errorf("%d grants kept after an idle claim, want 1: grants long past are pruned", len(c.Grants))
 	}
 	if c.apply(2, bulkClaim("x", 1, 0)) {
 		t.Error("a record at or before Seen applied twice")
