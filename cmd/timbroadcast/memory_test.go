@@ -128,3 +128,26 @@ func delivered(ce *crashEnv) int {
 	}
 	return n
 }
+
+// TestPprof: with HTTP_PPROF=on the worker serves Go's profiles next to
+// /metrics (a heap profile go tool pprof reads, an index of the others on
+// an unknown name); off, by default, it serves none.
+func TestPprof(t *testing.T) {
+	ce := newCrashEnv(t, 1, 1, sendertest.Options{}, map[string]string{"HTTP_PPROF": "on"})
+	addr := waitHTTPAddr(t, startWorker(t, ce.env))
+	heap := get(t, "http://"+addr+"/debug/pprof/heap")
+	if len(heap) < 2 || heap[0] != 0x1f || heap[1] != 0x8b {
+		t.Errorf("heap profile is not a gzipped profile: %q", heap[:min(len(heap), 20)])
+	}
+	if text := get(t, "http://"+addr+"/debug/pprof/goroutine?debug=1"); !strings.Contains(text, "goroutine profile") {
+		t.Errorf("goroutine?debug=1 = %.80q, want the text profile", text)
+	}
+	if code, body := status(t, "http://"+addr+"/debug/pprof/nope"); code != 404 || !strings.Contains(body, "heap") {
+		t.Errorf("unknown profile: %d %q, want 404 listing the known ones", code, body)
+	}
+	ce.env["HTTP_PPROF"] = "off"
+	off := waitHTTPAddr(t, startWorker(t, ce.env))
+	if code, _ := status(t, "http://"+off+"/debug/pprof/heap"); code != 404 {
+		t.Errorf("HTTP_PPROF=off: /debug/pprof/heap answered %d, want 404", code)
+	}
+}
