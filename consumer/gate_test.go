@@ -94,3 +94,62 @@ func TestGateFailedProbeLetsAnotherProbe(t *testing.T) {
 		t.Fatalf("next acquire = %v, %v; want another probe", probe, err)
 	}
 }
+
+// With a claims log the pause is the group's: a member's pause and resume
+// are published; another member's pause record closes the gate and leaves
+// the probing to its writer until a takeover interval past the probe it
+// announced; its resume record opens the gate.
+func TestGateGroupPause(t *testing.T) {
+	var mu sync.Mutex
+	var published []claimRecord
+	g := newGate(20*time.Millisecond, 40*time.Millisecond, nil)
+	g.member, g.takeover = "me", 30*time.Millisecond
+	g.publish = func(r claimRecord) {
+		mu.Lock()
+		published = append(published, r)
+		mu.Unlock()
+	}
+
+	// Another member was paused and probes in 50 ms: nobody here gets
+	// through before that plus the takeover interval.
+	start := time.Now()
+	g.remote(claimRecord{By: "other", Pause: &pauseRecord{Code: 10007, Info: "off", Next: start.Add(50 * time.Millisecond).UnixNano()}})
+	if paused, _, cause := g.state(); !paused || cause == nil {
+		t.Fatal("another member's pause record did not close the gate")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Millisecond)
+	_, err := g.acquire(ctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("acquire while the other member probes = %v, want to wait", err)
+	}
+	// It fell silent: this member takes the probing over.
+	probe, err := g.acquire(context.Background())
+	if err != nil || !probe {
+		t.Fatalf("acquire past the takeover = %v, %v; want the probe", probe, err)
+	}
+	if d := time.Since(start); d < 80*time.Millisecond {
+		t.Errorf("took the probing over after %v, want after the announced probe plus the takeover (80ms)", d)
+	}
+	// Its probe clears: the resume is published for the group.
+	g.probeDone(true)
+	mu.Lock()
+	if len(published) != 1 || !published[0].Resume || published[0].By != "me" {
+		t.Errorf("published %+v, want one resume by me", published)
+	}
+	mu.Unlock()
+
+	// This member's own pause is published with its next probe; another
+	// member's resume opens the gate.
+	g.pause(errors.New("paused"), 0)
+	mu.Lock()
+	last := published[len(published)-1]
+	mu.Unlock()
+	if last.Pause == nil || last.By != "me" || last.Pause.Next <= time.Now().UnixNano() {
+		t.Errorf("published %+v, want a pause by me with its next probe ahead", last)
+	}
+	g.remote(claimRecord{By: "other", Resume: true})
+	if paused, _, _ := g.state(); paused {
+		t.Error("another member's resume record did not open the gate")
+	}
+}
