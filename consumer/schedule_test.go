@@ -461,3 +461,45 @@ func TestScheduleAlone(t *testing.T) {
 		t.Errorf("the new member's first call leaves %v after the lone member's last, want at least a period", d)
 	}
 }
+
+// skewedClock is a fake clock whose Now is off by skew.
+type skewedClock struct {
+	*clockwork.FakeClock
+	skew time.Duration
+}
+
+func (c skewedClock) Now() time.Time { return c.FakeClock.Now().Add(c.skew) }
+
+// Clock skew: members compute the same grants from the claimers'
+// timestamps, and each sends at a grant by its own clock, so a member
+// whose clock is ahead by d calls d early in true time: two calls of
+// different members are never closer than a period less the skew, and
+// neither claims nor calls are lost.
+func TestScheduleClockSkew(t *testing.T) {
+	const skew = 30 * time.Millisecond
+	h := newSchedHarness(t)
+	a, b := tp("t", 0), tp("t", 1)
+	v := view{all: []topicPartition{a, b}}
+	sa := h.member(v, a)
+	sb := newSchedule(schedRate, 200*time.Millisecond, skewedClock{h.clock, skew}, h.slots, nil, zap.NewNop(), nil)
+	sb.setView(v)
+	sb.setMine([]topicPartition{b})
+	h.loops.Go(func() { sb.grant(h.ctx) })
+	h.loops.Go(func() { sb.read(h.ctx) })
+	h.loops.Go(func() { sb.write(h.ctx) })
+	h.members = append(h.members, sb)
+	var got []grant
+	for range 5 {
+		got = append(got, h.until(8, h.waitFor(sa, 0, a, false), h.waitFor(sb, 1, b, false))...)
+	}
+	// True time of each call: member 1's grant times are by its clock.
+	for i := range got {
+		if got[i].member == 1 {
+			got[i].at = got[i].at.Add(-skew)
+		}
+	}
+	checkSpacing(t, got, sa.period-skew)
+	if len(got) != 10 {
+		t.Errorf("%d calls, want 10", len(got))
+	}
+}
