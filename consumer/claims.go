@@ -82,10 +82,10 @@ type chain struct {
 }
 
 // chainKeep is how long a grant is kept after the latest claim (plus the
-// horizon): long enough for any claim that can still be placed before or
-// around it, short enough to keep every record's snapshot small (a few
-// dozen grants at 50 calls/s). The last grant is always kept.
-const chainKeep = 500 * time.Millisecond
+// horizon): long enough for a claim stamped by a clock a little behind,
+// short enough to keep every record's snapshot small (about fifteen
+// grants at 50 calls/s). The last grant is always kept.
+const chainKeep = 250 * time.Millisecond
 
 func newChain(period, horizon time.Duration, st chainState) *chain {
 	c := &chain{period: int64(period), horizon: int64(horizon), chainState: st}
@@ -152,16 +152,20 @@ func (c *chain) insert(i int, g slotGrant) {
 }
 
 // prune forgets grants long past (the last one stays: the next claim is
-// placed after it).
+// placed after it), and a lone member's calls followed by another of its
+// calls (only the latest bounds what comes next). Every member prunes
+// alike, so grants stay the same everywhere.
 func (c *chain) prune() {
 	cut := c.Latest - int64(chainKeep) - c.horizon
-	n := 0
-	for n < len(c.Grants)-1 && c.Grants[n].At < cut {
-		n++
+	kept := c.Grants[:0]
+	for i, g := range c.Grants {
+		last := i == len(c.Grants)-1
+		if !last && (g.At < cut || g.Fixed && c.Grants[i+1].Fixed) {
+			continue
+		}
+		kept = append(kept, g)
 	}
-	if n > 0 {
-		c.Grants = append(c.Grants[:0], c.Grants[n:]...)
-	}
+	c.Grants = kept
 }
 
 // end is when the next bulk grant could leave at the earliest.

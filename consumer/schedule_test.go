@@ -453,6 +453,11 @@ func TestScheduleAlone(t *testing.T) {
 	if took != 4 {
 		t.Errorf("%d took records, want 4 (one per call)", took)
 	}
+	h.slots.mu.Lock()
+	if n := len(h.slots.recs[len(h.slots.recs)-1].State.Grants); n > 1 {
+		t.Errorf("a took record's snapshot holds %d grants, want at most 1: a lone member's earlier calls are pruned", n)
+	}
+	h.slots.mu.Unlock()
 	// Another member takes b: its first call comes a period after g.
 	s.setMine([]topicPartition{a, u})
 	other := h.member(v, b)

@@ -260,7 +260,10 @@ func (w *Worker) checkSlotTopic(ctx context.Context) error {
 	parts, err := w.conn.Partitions(ctx, name)
 	if err != nil && errors.Is(err, kafka.UnknownTopicOrPartition) {
 		w.log.Info("creating the claims log topic (one partition)", zap.String("topic", name))
-		if cerr := w.conn.CreateTopic(ctx, name, 1, kafka.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "3600000"}); cerr != nil {
+		// Members need the last records alone: ten minutes of them, in
+		// segments of ten minutes so retention can delete them.
+		if cerr := w.conn.CreateTopic(ctx, name, 1, kafka.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "600000"},
+			kafka.ConfigEntry{ConfigName: "segment.ms", ConfigValue: "600000"}); cerr != nil {
 			return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q is missing and cannot be created on %v "+
 				"(create it with one partition, or grant CREATE on it): %w", name, w.cfg.Brokers, cerr)
 		}
