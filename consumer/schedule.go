@@ -104,7 +104,10 @@ type schedule struct {
 	seq   uint64
 	// claims are this member's claims not yet used, in order.
 	claims []*claim
-	// outbox holds records to append that are not claims (took, pause,
+	// took is a lone member's latest call not yet recorded (zero: none):
+	// only the latest matters, so a slow log never holds a queue of them.
+	took time.Time
+	// outbox holds records to append that are not claims (pause,
 	// resume), in order.
 	outbox []claimRecord
 	// logErr is why the claims log cannot be used now (nil: it can).
@@ -349,7 +352,7 @@ func (s *schedule) grantAloneLocked() time.Duration {
 	}
 	if i := s.pickLocked(); i >= 0 {
 		s.grantLocked(i, now)
-		s.outbox = append(s.outbox, claimRecord{By: s.id, TS: now.UnixNano(), Took: true})
+		s.took = now
 		wake(s.wrote)
 	}
 	s.last = now // a call left, or the period is left unused after a 10023
@@ -440,6 +443,8 @@ func (s *schedule) write(ctx context.Context) {
 		case !ok:
 		case len(s.outbox) > 0:
 			r = s.outbox[0]
+		case !s.took.IsZero():
+			r = claimRecord{By: s.id, TS: s.took.UnixNano(), Took: true}
 		case s.claimsNeededLocked():
 			urgent := false
 			for _, w := range s.waiting {
@@ -472,6 +477,10 @@ func (s *schedule) write(ctx context.Context) {
 		switch {
 		case err == nil && c != nil:
 			c.written, c.at = true, s.clock.Now()
+		case err == nil && r.Took:
+			if s.took.UnixNano() == r.TS {
+				s.took = time.Time{} // no later call meanwhile
+			}
 		case err == nil:
 			s.outbox = s.outbox[1:]
 		case c != nil:
