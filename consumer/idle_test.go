@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
@@ -257,8 +259,9 @@ func BenchmarkIdleReplicas(b *testing.B) {
 }
 
 // TestSlotTopic: the claims log is created at start when missing (one
-// partition), and a claims log of several partitions is refused at start,
-// naming the setting.
+// partition); a claims log of several partitions is refused at start,
+// naming the setting; and when it cannot be created (no CREATE ACL) a
+// worker alone still delivers everything.
 func TestSlotTopic(t *testing.T) {
 	kc := consumertest.StartFake(t)
 	e := newEnv(t, kc, 2, sendertest.Options{})
@@ -285,5 +288,24 @@ func TestSlotTopic(t *testing.T) {
 	err = w.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "KAFKA_SLOT_TOPIC") || !strings.Contains(err.Error(), "3 partitions") {
 		t.Fatalf("Run with a claims log of 3 partitions = %v, want an error naming KAFKA_SLOT_TOPIC and its 3 partitions", err)
+	}
+
+	refused := newEnv(t, kc, 2, sendertest.Options{})
+	kc.Fake.ControlKey(int16(kmsg.CreateTopics), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.Fake.KeepControl()
+		resp := req.(*kmsg.CreateTopicsRequest).ResponseKind().(*kmsg.CreateTopicsResponse)
+		for _, rt := range req.(*kmsg.CreateTopicsRequest).Topics {
+			st := kmsg.NewCreateTopicsResponseTopic()
+			st.Topic, st.ErrorCode = rt.Topic, kerr.TopicAuthorizationFailed.Code
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	want := refused.produceKeyed(keys, 2)
+	refused.start(nil)
+	refused.waitCommitted(30 * time.Second)
+	checkExactlyOnce(t, deliveredTexts(refused.emu), want)
+	if _, err := kc.Partitions(context.Background(), refused.topic+".slots"); err == nil {
+		t.Error("the claims log exists: its creation was not refused, the case is not tested")
 	}
 }

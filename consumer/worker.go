@@ -254,7 +254,11 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 }
 
 // checkSlotTopic verifies that the claims log (SlotTopic) is a topic of
-// one partition, creating it when missing.
+// one partition, creating it when missing. A claims log of several
+// partitions is a configuration error. One that is missing and cannot be
+// created (no CREATE permission) is logged as an error and the worker
+// runs on: alone it needs no claims log; with other members its calls wait
+// for the log, and /readyz says so.
 func (w *Worker) checkSlotTopic(ctx context.Context) error {
 	name := w.cfg.SlotTopic
 	parts, err := w.conn.Partitions(ctx, name)
@@ -264,13 +268,16 @@ func (w *Worker) checkSlotTopic(ctx context.Context) error {
 		// segments of ten minutes so retention can delete them.
 		if cerr := w.conn.CreateTopic(ctx, name, 1, kafka.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "600000"},
 			kafka.ConfigEntry{ConfigName: "segment.ms", ConfigValue: "600000"}); cerr != nil {
-			return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q is missing and cannot be created on %v "+
-				"(create it with one partition, or grant CREATE on it): %w", name, w.cfg.Brokers, cerr)
+			w.log.Error("the claims log topic (KAFKA_SLOT_TOPIC) is missing and cannot be created: create it with one partition, "+
+				"or grant the worker CREATE on it; until then a worker alone sends, and workers sharing the group's partitions wait",
+				zap.String("topic", name), zap.Error(cerr))
+			return nil
 		}
 		parts, err = w.conn.Partitions(ctx, name)
 	}
 	if err != nil {
-		return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q is not usable on %v: %w", name, w.cfg.Brokers, err)
+		w.log.Error("the claims log topic (KAFKA_SLOT_TOPIC) is not usable yet", zap.String("topic", name), zap.Error(err))
+		return nil
 	}
 	if len(parts) != 1 {
 		return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q has %d partitions; it needs exactly one "+
