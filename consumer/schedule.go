@@ -120,6 +120,7 @@ type claim struct {
 	seq     uint64
 	urgent  bool
 	written bool      // acknowledged by the log
+	read    bool      // read back from the log
 	at      time.Time // when it was made (or acknowledged)
 }
 
@@ -370,6 +371,14 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 			c := s.claims[i]
 			g, ok := s.chain.find(s.id, c.seq)
 			if !ok {
+				if c.read {
+					// Read back but pruned already: its grant was long past
+					// (a very late read).
+					s.claims = append(s.claims[:i], s.claims[i+1:]...)
+					i--
+					s.metrics.recordSlot("forfeited")
+					continue
+				}
 				if c.written && now.Sub(c.at) > claimLost+s.period {
 					s.log.Warn("a claim was acknowledged but never read back from the claims log; claiming again",
 						zap.Uint64("claim", c.seq))
@@ -593,6 +602,11 @@ func (s *schedule) read(ctx context.Context) {
 				mine := 0.0
 				if r.rec.By == s.id {
 					mine = 1
+					for _, c := range s.claims {
+						if c.seq == r.rec.Seq && !r.rec.Took {
+							c.read = true
+						}
+					}
 				}
 				s.share += (mine - s.share) / shareWindow
 			}

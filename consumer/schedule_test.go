@@ -508,3 +508,21 @@ func TestScheduleClockSkew(t *testing.T) {
 		t.Errorf("%d calls, want 10", len(got))
 	}
 }
+
+// A claim read back so late that its grant was already pruned is
+// forfeited at once and claimed again, not waited for.
+func TestScheduleClaimPrunedBeforeUse(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b := tp("t", 0), tp("t", 1)
+	s := h.member(view{all: []topicPartition{a, b}}, a)
+	h.until(2, h.waitFor(s, 0, a, false)) // the log is read
+	s.mu.Lock()
+	s.claims = append(s.claims, &claim{seq: 99, written: true, read: true, at: h.clock.Now()})
+	s.grantClaimedLocked()
+	left := len(s.claims)
+	s.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d claims kept, want the pruned one dropped", left)
+	}
+	h.until(4, h.waitFor(s, 0, a, false)) // and the next call is granted
+}
