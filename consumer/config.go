@@ -117,9 +117,9 @@ type Config struct {
 	// several members share the app. The Sender must honour sender.WithPacing (*sender.Client
 	// does). Zero leaves pacing to the Sender.
 	AppRate float64
-	// ScheduleRefresh is how often the source topics' partitions are
-	// read (from cached metadata) to know whether this member owns them
-	// all (then it paces alone, without the claims log).
+	// ScheduleRefresh is the longest the call schedule sleeps when
+	// nothing wakes it (a new waiter, a record of the claims log): a
+	// backstop.
 	ScheduleRefresh time.Duration
 
 	// Merge packs the events waiting at the head of a partition into one
@@ -195,6 +195,7 @@ func JoinAnd(names []string) string {
 // ValidateTopics checks the topic rules alone: each topic set differs
 // from the others.
 func (c *Config) ValidateTopics() error {
+	slot := c.SlotTopicOrDefault()
 	switch {
 	case c.Topic == "":
 		return &FieldError{Field: "Topic", Msg: "is required"}
@@ -204,10 +205,19 @@ func (c *Config) ValidateTopics() error {
 		return &FieldError{Field: "UrgentTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic"}}
 	case c.ReceiptTopic != "" && (c.ReceiptTopic == c.Topic || c.ReceiptTopic == c.DLQTopic || c.ReceiptTopic == c.UrgentTopic):
 		return &FieldError{Field: "ReceiptTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic", "UrgentTopic"}}
-	case c.SlotTopic != "" && (c.SlotTopic == c.Topic || c.SlotTopic == c.DLQTopic || c.SlotTopic == c.UrgentTopic || c.SlotTopic == c.ReceiptTopic):
+	case slot == c.Topic || slot == c.DLQTopic || slot == c.UrgentTopic || slot == c.ReceiptTopic:
 		return &FieldError{Field: "SlotTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic", "UrgentTopic", "ReceiptTopic"}}
 	}
 	return nil
+}
+
+// SlotTopicOrDefault is SlotTopic, or its default: the source topic's
+// name plus ".slots".
+func (c *Config) SlotTopicOrDefault() string {
+	if c.SlotTopic == "" {
+		return c.Topic + ".slots"
+	}
+	return c.SlotTopic
 }
 
 // ValidateGroupInstanceID checks a GroupInstanceID: empty, or Kafka's rule
@@ -290,9 +300,7 @@ func (c *Config) setDefaults() {
 	def(&c.StuckAfter, d.StuckAfter)
 	def(&c.PartitionWatchInterval, d.PartitionWatchInterval)
 	def(&c.ScheduleRefresh, d.ScheduleRefresh)
-	if c.SlotTopic == "" {
-		c.SlotTopic = c.Topic + ".slots"
-	}
+	c.SlotTopic = c.SlotTopicOrDefault()
 	if c.StartOffset == 0 {
 		c.StartOffset = d.StartOffset
 	}

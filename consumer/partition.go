@@ -122,7 +122,6 @@ type partition struct {
 	// can finish and be committed.
 	taking, sending context.Context
 	stream          *kafkaconn.Stream
-	fetch           *kafkaconn.Fetcher // the stream's: its next offset
 	records         <-chan item
 	ahead           []item // items taken from records but not yet used, in order
 }
@@ -211,7 +210,6 @@ func (p *partition) session() error {
 	// merge mode can see what is waiting without blocking.
 	records := make(chan item, 64)
 	p.stream = p.w.fetcher.Stream(p.tp.topic, p.tp.partition, start)
-	p.fetch = p.stream.Fetcher()
 	p.records, p.ahead = records, nil
 	goroutines.Go(func() { p.pump(records) })
 
@@ -305,7 +303,7 @@ func (p *partition) startOffset() (int64, error) {
 // /readyz.
 func (p *partition) pump(records chan<- item) {
 	defer close(records)
-	w, f, ctx := p.w, p.fetch, p.taking
+	w, f, ctx := p.w, p.stream.Fetcher(), p.taking
 	handed := f.Next // the offset after the last item handed over
 	send := func(it item) bool {
 		select {
@@ -377,7 +375,7 @@ func (p *partition) pump(records chan<- item) {
 // outOfRange moves the fetcher back inside the log when its offset is
 // outside; it reports whether it moved it.
 func (p *partition) outOfRange() bool {
-	w, f, log := p.w, p.fetch, p.log
+	w, f, log := p.w, p.stream.Fetcher(), p.log
 	first, last, err := p.offsets.bounds(p.taking)
 	if err != nil {
 		log.Warn("offset out of range and the log's bounds cannot be read; retrying", zap.Error(err))

@@ -82,8 +82,6 @@ type schedule struct {
 	metrics *Metrics
 	id      string // this member in the claims log
 	slots   slotLog
-	// readView reads the source topics' partitions (cached metadata).
-	readView func(ctx context.Context) (view, error)
 	// groupPause receives other members' pause and resume records.
 	groupPause func(r claimRecord)
 
@@ -146,24 +144,22 @@ const shareWindow = 20
 const claimLost = 10 * time.Second
 
 // newSchedule returns the schedule of an app whose rate is rate calls a
-// second. slots is the claims log; readView reads the partitions every
-// refresh.
-func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, slots slotLog,
-	readView func(context.Context) (view, error), log *zap.Logger, m *Metrics) *schedule {
+// second. slots is the claims log; refresh bounds how long the grant loop
+// sleeps when nothing wakes it.
+func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, slots slotLog, log *zap.Logger, m *Metrics) *schedule {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return &schedule{
-		period:   time.Duration(float64(time.Second) * slotMargin / rate),
-		refresh:  refresh,
-		clock:    clock,
-		slots:    slots,
-		readView: readView,
-		log:      log,
-		metrics:  m,
-		id:       hex.EncodeToString(b),
-		mine:     map[topicPartition]bool{},
-		changed:  make(chan struct{}, 1),
-		wrote:    make(chan struct{}, 1),
+		period:  time.Duration(float64(time.Second) * slotMargin / rate),
+		refresh: refresh,
+		clock:   clock,
+		slots:   slots,
+		log:     log,
+		metrics: m,
+		id:      hex.EncodeToString(b),
+		mine:    map[topicPartition]bool{},
+		changed: make(chan struct{}, 1),
+		wrote:   make(chan struct{}, 1),
 	}
 }
 
@@ -198,7 +194,8 @@ func (s *schedule) setMine(parts []topicPartition) {
 	s.poke()
 }
 
-// setView records the partitions of the source topics.
+// setView records the partitions of the source topics (read once a
+// generation: a change of their number makes a new generation).
 func (s *schedule) setView(v view) {
 	sortPartitions(v.all)
 	sortPartitions(v.allUrgent)
@@ -306,7 +303,6 @@ func (s *schedule) publish(r claimRecord) {
 func (s *schedule) run(ctx context.Context) {
 	var loops sync.WaitGroup
 	loops.Go(func() { s.grant(ctx) })
-	loops.Go(func() { s.watch(ctx) })
 	loops.Go(func() { s.read(ctx) })
 	loops.Go(func() { s.write(ctx) })
 	loops.Wait()
@@ -640,28 +636,6 @@ func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.Chan():
 	}
 	return true
-}
-
-// watch reads the source topics' partitions every refresh until ctx ends
-// (from the transport's cached metadata: no broker request).
-func (s *schedule) watch(ctx context.Context) {
-	failing := false
-	for {
-		v, err := s.readView(ctx)
-		switch {
-		case err == nil:
-			s.setView(v)
-			failing = false
-		case ctx.Err() != nil:
-			return
-		case !failing:
-			failing = true
-			s.log.Warn("cannot read the source topics' partitions; keeping the last ones", zap.Error(err))
-		}
-		if sleepCtx(ctx, s.refresh) != nil {
-			return
-		}
-	}
 }
 
 // partitions reads the partitions of the source topics.

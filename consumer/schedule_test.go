@@ -188,7 +188,7 @@ func newSchedHarness(t *testing.T) *schedHarness {
 // member starts a member's schedule owning mine of the partitions in v
 // (its grant, read and write loops; the view is set by the test).
 func (h *schedHarness) member(v view, mine ...topicPartition) *schedule {
-	s := newSchedule(schedRate, 200*time.Millisecond, h.clock, h.slots, nil, zap.NewNop(), nil)
+	s := newSchedule(schedRate, 200*time.Millisecond, h.clock, h.slots, zap.NewNop(), nil)
 	s.setView(v)
 	s.setMine(mine)
 	h.loops.Go(func() { s.grant(h.ctx) })
@@ -486,7 +486,7 @@ func TestScheduleClockSkew(t *testing.T) {
 	a, b := tp("t", 0), tp("t", 1)
 	v := view{all: []topicPartition{a, b}}
 	sa := h.member(v, a)
-	sb := newSchedule(schedRate, 200*time.Millisecond, skewedClock{h.clock, skew}, h.slots, nil, zap.NewNop(), nil)
+	sb := newSchedule(schedRate, 200*time.Millisecond, skewedClock{h.clock, skew}, h.slots, zap.NewNop(), nil)
 	sb.setView(v)
 	sb.setMine([]topicPartition{b})
 	h.loops.Go(func() { sb.grant(h.ctx) })

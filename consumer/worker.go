@@ -115,8 +115,8 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
 		slots := &kafkaSlots{conn: conn, topic: cfg.SlotTopic}
-		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, clockwork.NewRealClock(), slots, w.partitions,
-			cfg.Logger.Named("schedule"), cfg.Metrics)
+		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, clockwork.NewRealClock(), slots, cfg.Logger.Named("schedule"),
+			cfg.Metrics)
 		w.sched.groupPause = w.gate.remote
 		w.gate.publish = w.sched.publish
 		w.gate.member = w.sched.id
@@ -366,6 +366,11 @@ func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
 	w.metrics.setAssigned(len(parts), w.released)
 	w.released = parts
 	if w.sched != nil {
+		if v, err := w.partitions(ctx); err == nil {
+			w.sched.setView(v)
+		} else {
+			w.log.Warn("cannot read the source topics' partitions; the call schedule keeps the last ones", zap.Error(err))
+		}
 		w.sched.setMine(parts)
 	}
 	w.joined.Store(true)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 
@@ -214,17 +213,17 @@ func (t *topicSettings) urgentTopic(topic, dlq string) (string, error) {
 	return u, nil
 }
 
-// slotTopic returns the claims log topic of setting r (default the
-// source topic's name plus ".slots"), checked against the topics of cfg.
+// slotTopic returns the claims log topic of setting r (its default,
+// "<topic>.slots" in the help, is the consumer's), checked against the
+// topics of cfg.
 func slotTopic(r *setting, cfg consumer.Config) (string, error) {
-	cfg.SlotTopic = r.String()
-	if cfg.SlotTopic == "<topic>.slots" {
-		cfg.SlotTopic = cfg.Topic + ".slots"
+	if cfg.SlotTopic = r.String(); cfg.SlotTopic == "<topic>.slots" {
+		cfg.SlotTopic = ""
 	}
 	if err := cfg.ValidateTopics(); err != nil {
 		return "", fieldError(err, r)
 	}
-	return cfg.SlotTopic, nil
+	return cfg.SlotTopicOrDefault(), nil
 }
 
 // receiptTopic returns the receipt topic of setting r ("" for none),
@@ -292,22 +291,14 @@ func (c *credentialSettings) resolve() (appID int, admin, key string, err error)
 
 // secretKey resolves TIM_SECRET_KEY / TIM_SECRET_KEY_FILE: exactly one.
 func (c *credentialSettings) secretKey() (string, error) {
-	key, file := c.key, c.keyFile
+	key, from, err := orFile(c.key, c.keyFile)
 	switch {
-	case key.String() != "" && file.String() != "":
-		return "", errors.New("TIM_SECRET_KEY (--secret-key) and TIM_SECRET_KEY_FILE (--secret-key-file) are both set; set one")
-	case key.String() != "":
-		return key.String(), nil
-	case file.String() != "":
-		b, err := os.ReadFile(file.String())
-		if err != nil {
-			return "", file.errorf("cannot read the key file: %v", err)
-		}
-		k := strings.TrimSpace(string(b))
-		if k == "" {
-			return "", file.errorf("the key file %s is empty", file.String())
-		}
-		return k, nil
+	case err != nil:
+		return "", err
+	case from == c.keyFile && strings.TrimSpace(key) == "":
+		return "", from.errorf("the key file %s is empty", from.String())
+	case from != nil:
+		return strings.TrimSpace(key), nil
 	}
 	return "", errors.New("TIM_SECRET_KEY (--secret-key) or TIM_SECRET_KEY_FILE (--secret-key-file) is required: the app's secret key from the Chat console")
 }

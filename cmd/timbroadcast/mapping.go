@@ -48,16 +48,9 @@ func addMappingSettings(s *settings) *mappingSettings {
 // the setting on error.
 func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
 	var d consumer.RecordDecoder
-	src, st := m.program.String(), m.program
-	if f := m.programFile.String(); f != "" {
-		if src != "" {
-			return d, m.programFile.errorf("and TIM_MAP are both set; set one")
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return d, m.programFile.errorf("%v", err)
-		}
-		src, st = string(b), m.programFile
+	src, st, err := orFile(m.program, m.programFile)
+	if err != nil {
+		return d, err
 	}
 	if strings.TrimSpace(src) != "" {
 		p, err := mapping.Compile(src)
@@ -76,17 +69,11 @@ func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
 		return d, nil
 	}
 	opts := []sr.ClientOpt{sr.URLs(urls...), sr.UserAgent("timbroadcast")}
-	password := m.password.String()
-	if f := m.passwordFile.String(); f != "" {
-		if password != "" {
-			return d, m.passwordFile.errorf("and KAFKA_SCHEMA_REGISTRY_PASSWORD are both set; set one")
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return d, m.passwordFile.errorf("%v", err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
+	password, _, err := orFile(m.password, m.passwordFile)
+	if err != nil {
+		return d, err
 	}
+	password = strings.TrimRight(password, "\r\n")
 	m.passwordValue = password
 	if u := m.user.String(); u != "" || password != "" {
 		opts = append(opts, sr.BasicAuth(u, password))

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
 
@@ -60,13 +58,13 @@ func BenchmarkPeakRSS(b *testing.B) {
 					}
 				}
 				deadline := time.Now().Add(5 * time.Minute)
-				for first := true; delivered(ce) < len(ce.want); {
-					if first && delivered(ce) > 0 {
+				for first := true; len(deliveredTextsOf(ce.emu)) < len(ce.want); {
+					if first && len(deliveredTextsOf(ce.emu)) > 0 {
 						first = false
 						profile(".first.heap")
 					}
 					if time.Now().After(deadline) {
-						b.Fatalf("%d of %d events delivered after 5 minutes", delivered(ce), len(ce.want))
+						b.Fatalf("%d of %d events delivered after 5 minutes", len(deliveredTextsOf(ce.emu)), len(ce.want))
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
@@ -113,20 +111,6 @@ func procStatus(path string) map[string]float64 {
 		}
 	}
 	return out
-}
-
-// delivered counts the text elements the emulator received.
-func delivered(ce *crashEnv) int {
-	n := 0
-	for _, d := range ce.emu.Delivered() {
-		for _, el := range d.Elements() {
-			var c sender.TextElem
-			if json.Unmarshal(el.MsgContent, &c) == nil {
-				n++
-			}
-		}
-	}
-	return n
 }
 
 // TestPprof: with HTTP_PPROF=on the worker serves Go's profiles next to

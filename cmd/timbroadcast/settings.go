@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -222,6 +223,26 @@ func fieldError(err error, candidates ...*setting) error {
 		return st.errorf("%s", fe.Msg+consumer.JoinAnd(related))
 	}
 	return err
+}
+
+// orFile resolves a value given either directly (value) or in a file
+// (file, a ..._FILE setting): at most one of the two. It returns the value
+// (a file's content as read) and the setting that gave it; "" and nil when
+// neither is set.
+func orFile(value, file *setting) (string, *setting, error) {
+	switch {
+	case file.String() == "" && value.String() == "":
+		return "", nil, nil
+	case file.String() == "":
+		return value.String(), value, nil
+	case value.String() != "":
+		return "", nil, file.errorf("and %s are both set; set one", value.name())
+	}
+	b, err := os.ReadFile(file.String())
+	if err != nil {
+		return "", nil, file.errorf("%v", err)
+	}
+	return string(b), file, nil
 }
 
 // on reads an on/off setting (also true/false, 1/0; empty is off).

@@ -244,7 +244,7 @@ func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, req *fet
 					m.deliverLocked(s, nil, &PartitionError{Err: kafka.Error(p.ErrorCode)})
 					continue
 				}
-				if p.HighWatermark <= s.f.Next && len(recordsOf(p)) == 0 {
+				if p.HighWatermark <= s.f.Next && p.RecordSet.Records == nil {
 					continue // nothing new: the stream waits on
 				}
 				next := s.f.Next
@@ -268,14 +268,6 @@ func (m *Mux) deliverLocked(s *Stream, res *Fetched, err error) {
 	case s.out <- streamResult{res, err}:
 	default: // a result not taken yet (the reader gave up): keep it
 	}
-}
-
-// recordsOf is the record batches of an answer's partition.
-func recordsOf(p *fetch.ResponsePartition) []any {
-	if p.RecordSet.Records == nil {
-		return nil
-	}
-	return []any{p.RecordSet.Records}
 }
 
 // leaderTTL is how long partition leaders are trusted without an error.
