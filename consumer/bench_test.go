@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -167,13 +168,31 @@ func newBenchWorkerRate(e *env, s consumer.Sender, appRate float64, prog *mappin
 // the emulator and worker run at 50 calls/s, and events/s is also reported
 // scaled to 1 call/s (events per call × 1). The lower bound of calls is the
 // events' total element bytes / 12,000, rounded up; packing efficiency is
-// the mean request body over the 12,000-byte limit.
+// the mean request body over the 12,000-byte limit. It runs twice: on the
+// in-process broker as it is, and with every Fetch answered 30 ms late, as
+// a remote broker would (what a partition reads ahead must cover that).
 //
 //	go test -run '^$' -bench MergeBacklog -benchtime 1x ./consumer
 func BenchmarkMergeBacklog(b *testing.B) {
+	for _, rtt := range []time.Duration{0, 30 * time.Millisecond} {
+		b.Run(fmt.Sprintf("fetch-latency-%s", rtt), func(b *testing.B) { mergeBacklog(b, rtt) })
+	}
+}
+
+// mergeBacklog drains the backlog with every Fetch answered latency late
+// (a remote broker), so that a partition's read-ahead shows.
+func mergeBacklog(b *testing.B, latency time.Duration) {
 	const n, rateCPS = 10000, 50.0
 	for b.Loop() {
 		e := benchEnv(b, 1)
+		if latency > 0 {
+			fake := e.kafka.Fake
+			fake.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+				fake.KeepControl()
+				fake.SleepControl(func() { time.Sleep(latency) })
+				return nil, nil, false
+			})
+		}
 		var msgs []kafka.Message
 		elementBytes := 0
 		for i := range n {
