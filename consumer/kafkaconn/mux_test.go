@@ -109,3 +109,57 @@ func TestMux(t *testing.T) {
 	case <-time.After(maxWait):
 	}
 }
+
+// TestMuxBatchOverLimit: a record batch larger than what an answer holds
+// for one partition (64 KiB) comes whole (KIP-74), so a partition whose
+// producer batches big events never stalls on it, and the next batch
+// follows.
+func TestMuxBatchOverLimit(t *testing.T) {
+	b, err := embedded.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	c := kafkaconn.New(b.Brokers, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.CreateTopic(ctx, "big", 1); err != nil {
+		t.Fatal(err)
+	}
+	const perBatch, size = 40, 8 << 10 // 320 KiB a batch
+	for batch := range 2 {
+		var recs []kafka.Record
+		for i := range perBatch {
+			v := fmt.Sprintf("b%d-r%02d-%s", batch, i, make([]byte, size))
+			recs = append(recs, kafka.Record{Value: kafka.NewBytes([]byte(v))})
+		}
+		resp, err := c.Client().Produce(ctx, &kafka.ProduceRequest{Topic: "big", Partition: 0, RequiredAcks: kafka.RequireAll,
+			Records: kafka.NewRecordReader(recs...)})
+		if err != nil || resp.Error != nil {
+			t.Fatal(err, resp)
+		}
+	}
+	m := c.Mux(200 * time.Millisecond)
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	defer cancel()
+	loops.Go(func() { m.Run(ctx) })
+	s := m.Stream("big", 0, 0)
+	defer s.Close()
+	var next int64
+	for answers := 0; next < 2*perBatch; answers++ {
+		res, err := s.Fetch(ctx)
+		if err != nil {
+			t.Fatalf("after %d records: %v", next, err)
+		}
+		if answers == 0 && len(res.Records) < perBatch {
+			t.Errorf("first answer holds %d records, want the whole first batch (%d)", len(res.Records), perBatch)
+		}
+		for _, r := range res.Records {
+			if r.Offset != next || len(r.Value) < size {
+				t.Fatalf("record at offset %d (%d bytes), want offset %d", r.Offset, len(r.Value), next)
+			}
+			next++
+		}
+	}
+}
