@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
-	"github.com/timbroadcast/timbroadcast/consumer/embedded"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -95,6 +94,9 @@ func parseDemo(p process, args []string) (*demoCmd, error) {
 		c.logger = c.logger.WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
 	}
 	c.kafkaAccess = kafkaAccess{settings: k, log: c.logger}
+	if !k.given() && !embeddedBuilt {
+		return nil, errors.New("--brokers: the in-process broker is not in this build (built with -tags noembedded or lean); give --brokers host:port to run the demo against your Kafka")
+	}
 	if k.given() {
 		if c.kafkaAccess, err = k.access(c.logger); err != nil {
 			return nil, err
@@ -134,13 +136,13 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		}
 		kafkaDesc = "your broker at " + strings.Join(conn.Brokers, ",")
 	} else {
-		b, err := embedded.Start()
+		brokers, stop, err := startEmbedded()
 		if err != nil {
 			return err
 		}
-		defer b.Close()
-		conn = kafkaconn.New(b.Brokers, nil)
-		kafkaDesc = "in-process Kafka-protocol broker (kfake) at " + strings.Join(b.Brokers, ",")
+		defer stop()
+		conn = kafkaconn.New(brokers, nil)
+		kafkaDesc = "in-process Kafka-protocol broker (kfake) at " + strings.Join(brokers, ",")
 	}
 	dlqTopic := wire.DeadLetterTopic(c.topic)
 	receiptTopic := c.topic + ".receipts"

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,27 +47,63 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	buildDir = dir
 	binary = filepath.Join(dir, "timbroadcast")
-	args := []string{"build", "-o", binary}
-	env := os.Environ()
-	if raceEnabled {
-		args = append(args, "-race")
-	} else {
-		// As deploy/Dockerfile and make build build it, so that what the
-		// benchmarks measure (memory above all) is the binary users run.
-		args = append(args, "-trimpath", "-ldflags", "-s -w")
-		env = append(env, "CGO_ENABLED=0")
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Env = env
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := build(binary, raceEnabled); err != nil {
 		fmt.Fprintln(os.Stderr, "build timbroadcast:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// buildDir holds the binaries TestMain builds ("" with TIMBROADCAST_BINARY
+// or -short).
+var buildDir string
+
+// build builds the binary at path, with the race detector or else as
+// deploy/Dockerfile and make build build it (static, stripped), so that
+// what the benchmarks measure (memory above all) is the binary users run.
+func build(path string, race bool, tags ...string) error {
+	args := []string{"build", "-o", path}
+	env := os.Environ()
+	if race {
+		args = append(args, "-race")
+	} else {
+		args = append(args, "-trimpath", "-ldflags", "-s -w")
+		env = append(env, "CGO_ENABLED=0")
+	}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd.Run()
+}
+
+var lean struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// leanBinary is the binary built with the tag lean (make build-lean),
+// built once; it skips where TestMain built no binary.
+func leanBinary(tb testing.TB) string {
+	tb.Helper()
+	if buildDir == "" {
+		tb.Skip("builds the lean binary: not with TIMBROADCAST_BINARY or in the fast tier (go test -short)")
+	}
+	lean.once.Do(func() {
+		lean.path = filepath.Join(buildDir, "timbroadcast-lean")
+		lean.err = build(lean.path, false, "lean")
+	})
+	if lean.err != nil {
+		tb.Fatalf("build with -tags lean: %v", lean.err)
+	}
+	return lean.path
 }
 
 const (
@@ -88,7 +125,12 @@ func baseEnv(brokers []string, topic, dlq, endpoint string) map[string]string {
 }
 
 func command(ctx context.Context, env map[string]string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, binary, args...)
+	return commandOf(ctx, binary, env, args...)
+}
+
+// commandOf is command for another build of the binary (bin).
+func commandOf(ctx context.Context, bin string, env map[string]string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -105,8 +147,14 @@ type worker struct {
 
 func startWorker(t testing.TB, env map[string]string) *worker {
 	t.Helper()
+	return startWorkerOf(t, binary, env)
+}
+
+// startWorkerOf is startWorker for another build of the binary (bin).
+func startWorkerOf(t testing.TB, bin string, env map[string]string) *worker {
+	t.Helper()
 	w := &worker{logs: &consumertest.SyncBuffer{}, done: make(chan error, 1)}
-	w.cmd = command(context.Background(), env, "run")
+	w.cmd = commandOf(context.Background(), bin, env, "run")
 	w.cmd.Stdout, w.cmd.Stderr = io.Discard, w.logs
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -248,10 +296,16 @@ func get(t testing.TB, url string) string {
 
 func runCmd(t *testing.T, env map[string]string, stdin string, args ...string) (string, string, int) {
 	t.Helper()
+	return runCmdOf(t, binary, env, stdin, args...)
+}
+
+// runCmdOf is runCmd for another build of the binary (bin).
+func runCmdOf(t *testing.T, bin string, env map[string]string, stdin string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := command(ctx, env, args...)
+	cmd := commandOf(ctx, bin, env, args...)
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &stdout, &stderr, strings.NewReader(stdin)
 	err := cmd.Run()
 	code := 0

@@ -25,7 +25,8 @@ import (
 // figure includes the test process.) TIMBROADCAST_BINARY=path measures
 // another build. RSS_PROFILE_DIR=dir also saves heap profiles of each run
 // there (HTTP_PPROF), taken at the first call and when all events are
-// delivered, for go tool pprof.
+// delivered, for go tool pprof. The lean/ cases measure the build with
+// the tag lean (make build-lean).
 func BenchmarkPeakRSS(b *testing.B) {
 	for _, c := range []struct {
 		name   string
@@ -34,8 +35,14 @@ func BenchmarkPeakRSS(b *testing.B) {
 	}{
 		{"90-events", 15, map[string]string{}},
 		{"20000-merge-backlog", 3334, map[string]string{"TIM_MERGE": "on"}},
+		{"lean/90-events", 15, map[string]string{}},
+		{"lean/20000-merge-backlog", 3334, map[string]string{"TIM_MERGE": "on"}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
+			bin := binary
+			if strings.HasPrefix(c.name, "lean/") {
+				bin = leanBinary(b)
+			}
 			var peak, anon, file float64
 			for range b.N {
 				c.extra["TIM_RATE"] = "50"
@@ -44,7 +51,7 @@ func BenchmarkPeakRSS(b *testing.B) {
 					c.extra["HTTP_PPROF"] = "on"
 				}
 				ce := newCrashEnv(b, 3, c.perKey, sendertest.Options{}, c.extra)
-				w := startWorker(b, ce.env)
+				w := startWorkerOf(b, bin, ce.env)
 				addr := waitHTTPAddr(b, w)
 				status := fmt.Sprintf("/proc/%d/status", w.cmd.Process.Pid)
 				if _, err := os.Stat(status); err != nil {
@@ -52,7 +59,7 @@ func BenchmarkPeakRSS(b *testing.B) {
 				}
 				profile := func(name string) {
 					if dir != "" {
-						if err := os.WriteFile(dir+"/"+c.name+name, []byte(get(b, "http://"+addr+"/debug/pprof/heap")), 0o644); err != nil {
+						if err := os.WriteFile(dir+"/"+strings.ReplaceAll(c.name, "/", "-")+name, []byte(get(b, "http://"+addr+"/debug/pprof/heap")), 0o644); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -10,8 +10,6 @@ import (
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -97,6 +95,16 @@ func (g *tracingGroup) resolve() (*tracingSettings, error) {
 	default:
 		return nil, fmt.Errorf("%s: %q is not one of http/protobuf (default), grpc", name, proto)
 	}
+	if !otlpBuilt {
+		asked := "OTEL_TRACES_EXPORTER"
+		if exporters == "" {
+			asked = "OTEL_EXPORTER_OTLP_ENDPOINT"
+			if p.getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
+				asked = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+			}
+		}
+		return nil, fmt.Errorf("%s: the OTLP exporters are not in this build (built with -tags nootlp or lean); console is, or use a build without them", asked)
+	}
 	return t, nil
 }
 
@@ -119,12 +127,7 @@ func (t *tracingSettings) start(ctx context.Context, log *zap.Logger) (trace.Tra
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if t.otlp != "" {
-		var exp sdktrace.SpanExporter
-		if t.otlp == "grpc" {
-			exp, err = otlptracegrpc.New(ctx)
-		} else {
-			exp, err = otlptracehttp.New(ctx)
-		}
+		exp, err := newOTLPExporter(ctx, t.otlp)
 		if err != nil {
 			return nil, nil, configError{fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)}
 		}

@@ -13,10 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/aws_msk_iam_v2"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"golang.org/x/oauth2"
@@ -221,16 +219,7 @@ func (s *SASLConfig) mechanism() (sasl.Mechanism, error) {
 	case MechanismOAuthBearer:
 		return s.oauth()
 	case MechanismAWSMSKIAM:
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		awsCfg, err := config.LoadDefaultConfig(ctx)
-		if err != nil {
-			return nil, fieldErr("Mechanism", "AWS_MSK_IAM: cannot load AWS credentials (the default chain, AWS_REGION): %v", err)
-		}
-		if awsCfg.Region == "" {
-			return nil, fieldErr("Mechanism", "AWS_MSK_IAM needs AWS_REGION")
-		}
-		return aws_msk_iam_v2.NewMechanism(awsCfg), nil
+		return awsMSKIAM()
 	case "":
 		return nil, fieldErr("Mechanism", "is required with SASL settings (one of %s)", strings.Join(Mechanisms, ", "))
 	}

@@ -1,3 +1,5 @@
+//go:build !noprotobuf && !lean
+
 package schema
 
 import (
@@ -64,6 +66,3 @@ func messageAt(fd protoreflect.FileDescriptor, index []int) (protoreflect.Messag
 	}
 	return md, nil
 }
-
-// decodeJSON decodes a JSON Schema value: the payload is JSON.
-func decodeJSON(payload []byte, _ []int) (any, error) { return mapping.ParseJSON(payload) }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -147,3 +148,6 @@ func registryError(what string, err error) error {
 	}
 	return fmt.Errorf("schema registry: %s: %w", what, err)
 }
+
+// decodeJSON decodes a JSON Schema value: the payload is JSON.
+func decodeJSON(payload []byte, _ []int) (any, error) { return mapping.ParseJSON(payload) }

@@ -1,0 +1,52 @@
+//go:build !noprotobuf && !lean
+
+package schema_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/bufbuild/protocompile"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+)
+
+func TestDecodeProtobufWithReference(t *testing.T) {
+	reg := consumertest.NewRegistry(t)
+	reg.Add(10, "PROTOBUF", "money-value", MoneyProto)
+	reg.Add(11, "PROTOBUF", "gifts-value", GiftProto, consumertest.RegistryRef{Name: "money.proto", Subject: "money-value", Version: 1})
+	// Build a Gift with the compiled descriptors.
+	c := protocompile.Compiler{Resolver: &protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(
+		map[string]string{"gift.proto": GiftProto, "money.proto": MoneyProto})}}
+	files, err := c.Compile(context.Background(), "gift.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gd := files[0].Messages().ByName("Gift")
+	msg := dynamicpb.NewMessage(gd)
+	msg.Set(gd.Fields().ByName("user"), protoreflect.ValueOfString("u1"))
+	money := dynamicpb.NewMessage(gd.Fields().ByName("amount").Message())
+	money.Set(money.Descriptor().Fields().ByName("units"), protoreflect.ValueOfInt64(500))
+	money.Set(money.Descriptor().Fields().ByName("currency"), protoreflect.ValueOfString("CNY"))
+	msg.Set(gd.Fields().ByName("amount"), protoreflect.ValueOfMessage(money))
+	msg.Set(gd.Fields().ByName("big"), protoreflect.ValueOfInt64(12345678901234))
+	payload, err := proto.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDecoder(t, reg)
+	v, err := d.Decode(context.Background(), wireFormat(t, 11, []int{1}, payload)) // Gift is the second message
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"amount":{"currency":"CNY","units":"500"},"big":"12345678901234","user":"u1"}`
+	if got := asJSON(v); got != want {
+		t.Errorf("decoded %s, want %s (protojson: 64-bit integers as strings)", got, want)
+	}
+	if reg.Fetches(11) != 1 {
+		t.Errorf("schema 11 fetched %d times", reg.Fetches(11))
+	}
+}
