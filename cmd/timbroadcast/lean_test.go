@@ -24,7 +24,8 @@ import (
 // AWS_MSK_IAM, the demo without --brokers), and a record of a Protobuf
 // schema is dead-lettered as decode_failed, naming the build. Everything
 // else works: the console exporter, and events through the Schema
-// Registry (Avro) mapped and delivered.
+// Registry (Avro) mapped and delivered. The start log lists what the
+// build leaves out.
 func TestLeanBuild(t *testing.T) {
 	needBinary(t)
 	bin := leanBinary(t)
@@ -96,6 +97,9 @@ func TestLeanBuild(t *testing.T) {
 	if len(dl) != 1 || wire.Header(dl[0], wire.HeaderDLQReason) != wire.ReasonDecodeFailed ||
 		!strings.Contains(wire.Header(dl[0], wire.HeaderDLQInfo), "lean") {
 		t.Errorf("dead letters %v, want the Protobuf record as decode_failed naming the build", dl)
+	}
+	if !strings.Contains(w.logs.String(), `"left_out_of_build":["otlp","aws_msk_iam","protobuf_schemas","embedded_broker"]`) {
+		t.Errorf("the start log does not list the parts left out; logs:\n%s", w.logs.String())
 	}
 	if !strings.Contains(w.logs.String(), `"SpanContext"`) {
 		t.Errorf("no span on the console with OTEL_TRACES_EXPORTER=console; logs:\n%s", w.logs.String())

@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/schema"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -153,7 +155,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.String("slot_topic", ccfg.SlotTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
 		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("group_instance_id", ccfg.GroupInstanceID),
 		zap.Bool("mapping", ccfg.Map != nil), zap.Bool("schema_registry", ccfg.Schemas != nil),
-		zap.String("http_addr", addr))
+		zap.String("http_addr", addr), zap.Strings("left_out_of_build", leftOut()))
 	if err := w.Run(ctx); errors.Is(err, consumer.ErrFenced) {
 		return configError{fmt.Errorf("KAFKA_GROUP_INSTANCE_ID (--group-instance-id): %q is in use by another process that joined "+
 			"the group after this one: each replica needs its own id (%w)", ccfg.GroupInstanceID, err)}
@@ -161,6 +163,21 @@ func (c *runCmd) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// leftOut names the parts this build leaves out (the tags lean, nootlp,
+// nomskiam, noprotobuf, noembedded).
+func leftOut() []string {
+	out := []string{}
+	for _, p := range []struct {
+		name  string
+		built bool
+	}{{"otlp", otlpBuilt}, {"aws_msk_iam", kafkaconn.MSKIAMBuilt}, {"protobuf_schemas", schema.ProtobufBuilt}, {"embedded_broker", embeddedBuilt}} {
+		if !p.built {
+			out = append(out, p.name)
+		}
+	}
+	return out
 }
 
 // serveProfile serves Go's profiles at /debug/pprof/NAME (heap, allocs,

@@ -11,6 +11,10 @@ import (
 	"github.com/segmentio/kafka-go/sasl/aws_msk_iam_v2"
 )
 
+// MSKIAMBuilt reports whether this build has AWS_MSK_IAM (not with the
+// tag nomskiam or lean).
+const MSKIAMBuilt = true
+
 // awsMSKIAM is the AWS_MSK_IAM mechanism, signed with the credentials of
 // the AWS SDK's default chain (environment, shared files, web identity,
 // container and instance roles) in AWS_REGION.

@@ -18,6 +18,10 @@ import (
 // mainFile is the name the registry's schema text is compiled under.
 const mainFile = "timbroadcast-registry-schema.proto"
 
+// ProtobufBuilt reports whether this build decodes Protobuf schemas (not
+// with the tag noprotobuf or lean).
+const ProtobufBuilt = true
+
 // compileProtobuf compiles the .proto text of a schema (and the files its
 // references name) into a decoder; the message index chooses the message.
 func compileProtobuf(ctx context.Context, text string, refs map[string]string) (*compiled, error) {

@@ -7,6 +7,10 @@ import (
 	"errors"
 )
 
+// ProtobufBuilt reports whether this build decodes Protobuf schemas (not
+// with the tag noprotobuf or lean).
+const ProtobufBuilt = false
+
 // compileProtobuf is left out of this build (tag noprotobuf or lean, which
 // spares the binary protocompile and protobuf reflection: 2.8 MB of
 // resident memory). A record of a Protobuf schema is dead-lettered as
