@@ -16,7 +16,8 @@ import (
 // VmHWM, read until it exits) delivering 90 events, and draining a 20,000
 // event backlog in merge mode, at TIM_RATE=50 on three partitions. It
 // reports the peak and its parts when delivery ended: anonymous memory
-// (heap, stacks) and file-backed pages (the binary's code and data):
+// (heap, stacks) and file-backed pages (the binary's code and data), and
+// the CPU time the worker used in all:
 //
 //	go test -run '^$' -bench PeakRSS -benchtime 1x ./cmd/timbroadcast
 //
@@ -43,7 +44,7 @@ func BenchmarkPeakRSS(b *testing.B) {
 			if strings.HasPrefix(c.name, "lean/") {
 				bin = leanBinary(b)
 			}
-			var peak, anon, file float64
+			var peak, anon, file, cpu float64
 			for range b.N {
 				c.extra["TIM_RATE"] = "50"
 				dir := os.Getenv("RSS_PROFILE_DIR")
@@ -91,9 +92,12 @@ func BenchmarkPeakRSS(b *testing.B) {
 						time.Sleep(time.Millisecond)
 					}
 				}
-				b.Logf("%s: %d events, peak RSS %.1f MB (at the end: %.1f MB anonymous, %.1f MB file-backed)",
-					c.name, len(ce.want), peak, anon, file)
+				st := w.cmd.ProcessState
+				cpu = float64(st.UserTime()+st.SystemTime()) / float64(time.Millisecond)
+				b.Logf("%s: %d events, peak RSS %.1f MB (at the end: %.1f MB anonymous, %.1f MB file-backed), %.0f ms CPU",
+					c.name, len(ce.want), peak, anon, file, cpu)
 			}
+			b.ReportMetric(cpu, "cpu-ms")
 			b.ReportMetric(peak, "peak-MB")
 			b.ReportMetric(anon, "anon-MB")
 			b.ReportMetric(file, "file-MB")
