@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/timbroadcast/timbroadcast/consumer/embedded"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
@@ -14,12 +15,7 @@ import (
 // TestAdminCalls runs the admin calls against the in-process broker (a
 // real Kafka-protocol server over TCP, started in milliseconds).
 func TestAdminCalls(t *testing.T) {
-	b, err := embedded.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	c := kafkaconn.New(b.Brokers, nil)
+	c, _ := startBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -77,4 +73,16 @@ func TestAdminCalls(t *testing.T) {
 	if err := c.Follow(short, "events", map[int]int64{0: 100, 1: 100, 2: 100}, func(kafka.Message) bool { return true }); err != context.DeadlineExceeded {
 		t.Errorf("Follow past the end until the deadline = %v, want context.DeadlineExceeded", err)
 	}
+}
+
+// startBroker starts an in-process broker (kfake with opts) for the test
+// and returns a connection to it, and the broker.
+func startBroker(tb testing.TB, opts ...kfake.Opt) (*kafkaconn.Conn, *embedded.Broker) {
+	tb.Helper()
+	b, err := embedded.Start(opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(b.Close)
+	return kafkaconn.New(b.Brokers, nil), b
 }

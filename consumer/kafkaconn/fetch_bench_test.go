@@ -10,7 +10,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/timbroadcast/timbroadcast/consumer/embedded"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 )
 
@@ -23,12 +22,7 @@ import (
 // fetchBench is a topic on an in-process broker.
 func fetchBench(b *testing.B) (*kafkaconn.Conn, string) {
 	b.Helper()
-	br, err := embedded.Start()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(br.Close)
-	conn := kafkaconn.New(br.Brokers, nil)
+	conn, _ := startBroker(b)
 	topic := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	if err := conn.CreateTopic(context.Background(), topic, 1); err != nil {
 		b.Fatal(err)

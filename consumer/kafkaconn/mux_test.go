@@ -11,9 +11,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/timbroadcast/timbroadcast/consumer/embedded"
-	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 )
 
 // TestMux: twelve partitions read through one mux on three brokers. Idle,
@@ -21,17 +18,12 @@ import (
 // a record on any partition reaches its reader at once, in order, and
 // every record is read once.
 func TestMux(t *testing.T) {
-	b, err := embedded.Start(kfake.NumBrokers(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	c, b := startBroker(t, kfake.NumBrokers(3))
 	var fetches atomic.Int64
 	b.Fake.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
 		fetches.Add(1)
 		return nil, nil, false
 	})
-	c := kafkaconn.New(b.Brokers, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const parts = 12
@@ -115,12 +107,7 @@ func TestMux(t *testing.T) {
 // producer batches big events never stalls on it, and the next batch
 // follows.
 func TestMuxBatchOverLimit(t *testing.T) {
-	b, err := embedded.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	c := kafkaconn.New(b.Brokers, nil)
+	c, _ := startBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.CreateTopic(ctx, "big", 1); err != nil {
