@@ -15,6 +15,12 @@
 // environment variables, then defaults; groups.go declares the ones shared
 // between commands) into an xCmd value, whose Run(ctx) does the work.
 // Configuration is read here and nowhere else.
+//
+// Build tags leave parts out for a smaller process (deploy/README, Memory):
+// nootlp (the OTLP exporters), nomskiam (AWS_MSK_IAM), noprotobuf
+// (Protobuf schemas), noembedded (the demo's in-process broker), and lean
+// for all four (make build-lean). A build refuses what it lacks at start,
+// naming the setting; the start log lists it (left_out_of_build).
 package main
 
 import (
