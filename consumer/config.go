@@ -277,6 +277,32 @@ func (c *Config) Validate() error {
 			return &FieldError{Field: d.name, Msg: "must not be negative"}
 		}
 	}
+	return c.ValidateTimeouts()
+}
+
+// ValidateTimeouts checks how the group's timeouts relate (a zero field
+// counts as its default): heartbeats come more often than the session
+// times out, and a member gives up a moved partition (RevokeGrace, then
+// its commit) within the rebalance timeout; a member slower than that
+// misses the rebalance, is dropped from the group and joins again, over
+// and over.
+func (c *Config) ValidateTimeouts() error {
+	d := DefaultConfig()
+	or := func(v, dv time.Duration) time.Duration {
+		if v == 0 {
+			return dv
+		}
+		return v
+	}
+	if hb, session := or(c.HeartbeatInterval, d.HeartbeatInterval), or(c.SessionTimeout, d.SessionTimeout); hb >= session {
+		return &FieldError{Field: "HeartbeatInterval", Msg: fmt.Sprintf("(%s) must be shorter than the session timeout (%s), a third of it is usual: lower it or raise", hb, session),
+			Related: []string{"SessionTimeout"}}
+	}
+	if grace, rebalance := or(c.RevokeGrace, d.RevokeGrace), or(c.RebalanceTimeout, d.RebalanceTimeout); grace+time.Second > rebalance {
+		return &FieldError{Field: "RevokeGrace", Msg: fmt.Sprintf("(%s) must be at least a second shorter than the rebalance timeout (%s), "+
+			"or a member still finishing a moved partition's call misses the rebalance and is dropped from the group: lower it or raise", grace, rebalance),
+			Related: []string{"RebalanceTimeout"}}
+	}
 	return nil
 }
 

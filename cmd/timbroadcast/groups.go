@@ -437,13 +437,16 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 	default:
 		return k.startOffset.errorf("%q must be earliest or latest", k.startOffset.val)
 	}
-	return parseDurations(
+	if err := parseDurations(
 		durationSetting{k.maxWait, &cfg.MaxWait}, durationSetting{k.sessionTimeout, &cfg.SessionTimeout},
 		durationSetting{k.heartbeat, &cfg.HeartbeatInterval}, durationSetting{k.rebalanceTimeout, &cfg.RebalanceTimeout},
 		durationSetting{k.joinRetry, &cfg.JoinGroupBackoff}, durationSetting{k.revokeGrace, &cfg.RevokeGrace},
 		durationSetting{k.drainTimeout, &cfg.DrainTimeout}, durationSetting{k.pauseInitial, &cfg.PauseInitial},
 		durationSetting{k.pauseMax, &cfg.PauseMax}, durationSetting{k.stuckAfter, &cfg.StuckAfter},
-		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed}, durationSetting{k.partitionWatch, &cfg.PartitionWatchInterval})
+		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed}, durationSetting{k.partitionWatch, &cfg.PartitionWatchInterval}); err != nil {
+		return err
+	}
+	return fieldError(cfg.ValidateTimeouts(), k.heartbeat, k.revokeGrace)
 }
 
 // waitSettings are --wait and the receipt topic it reads: publish and

@@ -202,6 +202,8 @@ func durationDefault(d time.Duration) string {
 var consumerFields = map[string]string{
 	"Topic": "KAFKA_TOPIC", "DLQTopic": "KAFKA_DLQ_TOPIC", "UrgentTopic": "KAFKA_URGENT_TOPIC",
 	"ReceiptTopic": "KAFKA_RECEIPT_TOPIC", "SlotTopic": "KAFKA_SLOT_TOPIC", "MergeMaxBytes": "TIM_MERGE_MAX_BYTES", "GroupID": "KAFKA_GROUP_ID",
+	"HeartbeatInterval": "KAFKA_HEARTBEAT_INTERVAL", "SessionTimeout": "KAFKA_SESSION_TIMEOUT",
+	"RevokeGrace": "REVOKE_GRACE", "RebalanceTimeout": "KAFKA_REBALANCE_TIMEOUT",
 }
 
 // fieldError renders a consumer configuration error (the rule is the
