@@ -280,13 +280,32 @@ func (c *Config) Validate() error {
 	return c.ValidateTimeouts()
 }
 
-// ValidateTimeouts checks how the group's timeouts relate (a zero field
-// counts as its default): heartbeats come more often than the session
-// times out, and a member gives up a moved partition (RevokeGrace, then
-// its commit) within the rebalance timeout; a member slower than that
-// misses the rebalance, is dropped from the group and joins again, over
-// and over.
+// ValidateTimeouts checks how the group's timeouts relate: heartbeats
+// come more often than the session times out, and a member gives up a
+// moved partition (RevokeGrace, then its commit and its rejoin) within the
+// rebalance timeout; a member slower than that misses the rebalance, is
+// dropped from the group and joins again, over and over. A zero
+// HeartbeatInterval or RevokeGrace takes a default that fits the others
+// (groupTimeouts), so only values set on both sides can conflict.
 func (c *Config) ValidateTimeouts() error {
+	session, heartbeat, rebalance, grace := c.groupTimeouts()
+	if heartbeat >= session {
+		return &FieldError{Field: "HeartbeatInterval", Msg: fmt.Sprintf("(%s) must be shorter than the session timeout (%s), a third of it is usual: lower it or raise", heartbeat, session),
+			Related: []string{"SessionTimeout"}}
+	}
+	if grace*3 > rebalance*2 {
+		return &FieldError{Field: "RevokeGrace", Msg: fmt.Sprintf("(%s) must be at most two thirds of the rebalance timeout (%s), "+
+			"or a member still finishing a moved partition's call misses the rebalance and is dropped from the group: lower it or raise", grace, rebalance),
+			Related: []string{"RebalanceTimeout"}}
+	}
+	return nil
+}
+
+// groupTimeouts are the session timeout, heartbeat interval, rebalance
+// timeout and revoke grace in effect: a zero takes its default, and the
+// defaults of the heartbeat and the grace shrink to a third of the
+// session and rebalance timeouts when those are set shorter.
+func (c *Config) groupTimeouts() (session, heartbeat, rebalance, grace time.Duration) {
 	d := DefaultConfig()
 	or := func(v, dv time.Duration) time.Duration {
 		if v == 0 {
@@ -294,16 +313,10 @@ func (c *Config) ValidateTimeouts() error {
 		}
 		return v
 	}
-	if hb, session := or(c.HeartbeatInterval, d.HeartbeatInterval), or(c.SessionTimeout, d.SessionTimeout); hb >= session {
-		return &FieldError{Field: "HeartbeatInterval", Msg: fmt.Sprintf("(%s) must be shorter than the session timeout (%s), a third of it is usual: lower it or raise", hb, session),
-			Related: []string{"SessionTimeout"}}
-	}
-	if grace, rebalance := or(c.RevokeGrace, d.RevokeGrace), or(c.RebalanceTimeout, d.RebalanceTimeout); grace+time.Second > rebalance {
-		return &FieldError{Field: "RevokeGrace", Msg: fmt.Sprintf("(%s) must be at least a second shorter than the rebalance timeout (%s), "+
-			"or a member still finishing a moved partition's call misses the rebalance and is dropped from the group: lower it or raise", grace, rebalance),
-			Related: []string{"RebalanceTimeout"}}
-	}
-	return nil
+	session, rebalance = or(c.SessionTimeout, d.SessionTimeout), or(c.RebalanceTimeout, d.RebalanceTimeout)
+	heartbeat = or(c.HeartbeatInterval, min(d.HeartbeatInterval, session/3))
+	grace = or(c.RevokeGrace, min(d.RevokeGrace, rebalance/3))
+	return session, heartbeat, rebalance, grace
 }
 
 // setDefaults fills every zero field that has a default (DefaultConfig).
@@ -315,11 +328,8 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.MaxWait, d.MaxWait)
-	def(&c.SessionTimeout, d.SessionTimeout)
-	def(&c.HeartbeatInterval, d.HeartbeatInterval)
-	def(&c.RebalanceTimeout, d.RebalanceTimeout)
+	c.SessionTimeout, c.HeartbeatInterval, c.RebalanceTimeout, c.RevokeGrace = c.groupTimeouts()
 	def(&c.JoinGroupBackoff, d.JoinGroupBackoff)
-	def(&c.RevokeGrace, d.RevokeGrace)
 	def(&c.DrainTimeout, d.DrainTimeout)
 	def(&c.PauseInitial, d.PauseInitial)
 	def(&c.PauseMax, d.PauseMax)

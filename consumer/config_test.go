@@ -29,6 +29,13 @@ func TestConfigValidate(t *testing.T) {
 		{"merge too large", func(c *consumer.Config) { c.MergeMaxBytes = 12001 }, "MergeMaxBytes", nil},
 		{"merge default", func(c *consumer.Config) { c.MergeMaxBytes = 0 }, "", nil},
 		{"negative duration", func(c *consumer.Config) { c.StuckAfter = -time.Second }, "StuckAfter", nil},
+		{"heartbeat as long as the session", func(c *consumer.Config) { c.HeartbeatInterval, c.SessionTimeout = time.Second, time.Second },
+			"HeartbeatInterval", []string{"SessionTimeout"}},
+		{"grace as long as the rebalance timeout", func(c *consumer.Config) { c.RevokeGrace, c.RebalanceTimeout = 3 * time.Second, 3 * time.Second },
+			"RevokeGrace", []string{"RebalanceTimeout"}},
+		// Defaults that would conflict fit what is set: a third of it.
+		{"short session, default heartbeat", func(c *consumer.Config) { c.SessionTimeout = time.Second }, "", nil},
+		{"short rebalance timeout, default grace", func(c *consumer.Config) { c.RebalanceTimeout = time.Second }, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -384,10 +384,10 @@ func addWorkerSettings(s *settings) *workerSettings {
 		startOffset:      s.add("start-offset", "KAFKA_START_OFFSET", "earliest", "where a partition without a committed offset starts: earliest or latest"),
 		maxWait:          s.add("fetch-max-wait", "KAFKA_FETCH_MAX_WAIT", durationDefault(d.MaxWait), "longest a fetch waits at the broker (records are handed over as they arrive)"),
 		sessionTimeout:   s.add("session-timeout", "KAFKA_SESSION_TIMEOUT", durationDefault(d.SessionTimeout), "group session timeout: how soon a dead replica's partitions move"),
-		heartbeat:        s.add("heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", durationDefault(d.HeartbeatInterval), "group heartbeat interval"),
+		heartbeat:        s.add("heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", durationDefault(d.HeartbeatInterval), "group heartbeat interval (by default at most a third of the session timeout)"),
 		rebalanceTimeout: s.add("rebalance-timeout", "KAFKA_REBALANCE_TIMEOUT", durationDefault(d.RebalanceTimeout), "group rebalance timeout"),
 		joinRetry:        s.add("join-backoff", "KAFKA_JOIN_BACKOFF", durationDefault(d.JoinGroupBackoff), "wait after a failed group join"),
-		revokeGrace:      s.add("revoke-grace", "REVOKE_GRACE", durationDefault(d.RevokeGrace), "how long an in-flight send may finish after its partition is revoked"),
+		revokeGrace:      s.add("revoke-grace", "REVOKE_GRACE", durationDefault(d.RevokeGrace), "how long an in-flight send may finish after its partition is revoked (by default at most a third of the rebalance timeout)"),
 		drainTimeout:     s.add("drain-timeout", "DRAIN_TIMEOUT", durationDefault(d.DrainTimeout), "how long the in-flight send may finish at shutdown"),
 		pauseInitial:     s.add("pause-initial", "PAUSE_INITIAL", durationDefault(d.PauseInitial), "first wait before probing the API again while paused"),
 		pauseMax:         s.add("pause-max", "PAUSE_MAX", durationDefault(d.PauseMax), "longest wait between probes while paused"),
@@ -445,6 +445,14 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 		durationSetting{k.pauseMax, &cfg.PauseMax}, durationSetting{k.stuckAfter, &cfg.StuckAfter},
 		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed}, durationSetting{k.partitionWatch, &cfg.PartitionWatchInterval}); err != nil {
 		return err
+	}
+	// Left to their defaults, the heartbeat and the grace fit the session
+	// and rebalance timeouts set (consumer.Config.ValidateTimeouts).
+	if !k.heartbeat.given {
+		cfg.HeartbeatInterval = 0
+	}
+	if !k.revokeGrace.given {
+		cfg.RevokeGrace = 0
 	}
 	return fieldError(cfg.ValidateTimeouts(), k.heartbeat, k.revokeGrace)
 }

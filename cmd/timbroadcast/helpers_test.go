@@ -119,7 +119,7 @@ func baseEnv(brokers []string, topic, dlq, endpoint string) map[string]string {
 		"KAFKA_DLQ_TOPIC": dlq, "TIM_SDKAPPID": appID, "TIM_ADMIN": admin, "TIM_SECRET_KEY": key,
 		"TIM_ENDPOINT": endpoint, "TIM_RATE": "200", "HTTP_ADDR": "127.0.0.1:0", "LOG_LEVEL": "info",
 		"TIM_RETRY_INITIAL": "5ms", "TIM_RETRY_MAX": "50ms",
-		"KAFKA_SESSION_TIMEOUT": "1s", "KAFKA_HEARTBEAT_INTERVAL": "200ms", "KAFKA_REBALANCE_TIMEOUT": "3s", "REVOKE_GRACE": "1s",
+		"KAFKA_SESSION_TIMEOUT": "1s", "KAFKA_HEARTBEAT_INTERVAL": "200ms", "KAFKA_REBALANCE_TIMEOUT": "3s",
 		"KAFKA_JOIN_BACKOFF": "200ms", "KAFKA_FETCH_MAX_WAIT": "100ms", "PAUSE_INITIAL": "50ms", "PAUSE_MAX": "200ms",
 	}
 }

@@ -31,6 +31,7 @@ type settings struct {
 type setting struct {
 	flag, env, def, usage string
 	val                   string
+	given                 bool // by flag or variable, not the default
 }
 
 // newSettings returns the settings of command name, read from getenv; help
@@ -79,11 +80,12 @@ func (s *settings) parse(args []string) error {
 	s.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for _, st := range s.all {
 		if set[st.flag] {
+			st.given = true
 			continue
 		}
 		if st.env != "" {
 			if v, ok := lookup(s.getenv, st.env); ok {
-				st.val = v
+				st.val, st.given = v, true
 				continue
 			}
 		}

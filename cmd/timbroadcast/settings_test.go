@@ -98,7 +98,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown propagator", nil, map[string]string{"OTEL_PROPAGATORS": "tracecontext,zipkin"}, nil, "OTEL_PROPAGATORS"},
 		{"unknown partitioner", nil, map[string]string{"KAFKA_PARTITIONER": "random"}, nil, "KAFKA_PARTITIONER"},
 		{"heartbeat not under the session timeout", nil, map[string]string{"KAFKA_HEARTBEAT_INTERVAL": "20s"}, nil, "KAFKA_HEARTBEAT_INTERVAL (--heartbeat-interval): (20s) must be shorter than the session timeout (10s), a third of it is usual: lower it or raise KAFKA_SESSION_TIMEOUT"},
-		{"revoke grace not under the rebalance timeout", nil, map[string]string{"REVOKE_GRACE": "5s", "KAFKA_REBALANCE_TIMEOUT": "5s"}, nil, "REVOKE_GRACE (--revoke-grace): (5s) must be at least a second shorter than the rebalance timeout (5s)"},
+		{"revoke grace not under the rebalance timeout", nil, map[string]string{"REVOKE_GRACE": "5s", "KAFKA_REBALANCE_TIMEOUT": "5s"}, nil, "REVOKE_GRACE (--revoke-grace): (5s) must be at most two thirds of the rebalance timeout (5s)"},
 		{"stray argument", nil, nil, []string{"extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {
