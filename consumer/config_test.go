@@ -31,7 +31,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative duration", func(c *consumer.Config) { c.StuckAfter = -time.Second }, "StuckAfter", nil},
 		{"heartbeat as long as the session", func(c *consumer.Config) { c.HeartbeatInterval, c.SessionTimeout = time.Second, time.Second },
 			"HeartbeatInterval", []string{"SessionTimeout"}},
-		{"grace as long as the rebalance timeout", func(c *consumer.Config) { c.RevokeGrace, c.RebalanceTimeout = 3 * time.Second, 3 * time.Second },
+		{"grace as long as the rebalance timeout", func(c *consumer.Config) { c.RevokeGrace, c.RebalanceTimeout = 3*time.Second, 3*time.Second },
 			"RevokeGrace", []string{"RebalanceTimeout"}},
 		// Defaults that would conflict fit what is set: a third of it.
 		{"short session, default heartbeat", func(c *consumer.Config) { c.SessionTimeout = time.Second }, "", nil},
