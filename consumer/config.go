@@ -286,9 +286,9 @@ func (c *Config) Validate() error {
 // rebalance timeout; a member slower than that misses the rebalance, is
 // dropped from the group and joins again, over and over. A zero
 // HeartbeatInterval or RevokeGrace takes a default that fits the others
-// (groupTimeouts), so only values set on both sides can conflict.
+// (GroupTimeouts), so only values set on both sides can conflict.
 func (c *Config) ValidateTimeouts() error {
-	session, heartbeat, rebalance, grace := c.groupTimeouts()
+	session, heartbeat, rebalance, grace := c.GroupTimeouts()
 	if heartbeat >= session {
 		return &FieldError{Field: "HeartbeatInterval", Msg: fmt.Sprintf("(%s) must be shorter than the session timeout (%s), a third of it is usual: lower it or raise", heartbeat, session),
 			Related: []string{"SessionTimeout"}}
@@ -301,11 +301,11 @@ func (c *Config) ValidateTimeouts() error {
 	return nil
 }
 
-// groupTimeouts are the session timeout, heartbeat interval, rebalance
+// GroupTimeouts are the session timeout, heartbeat interval, rebalance
 // timeout and revoke grace in effect: a zero takes its default, and the
 // defaults of the heartbeat and the grace shrink to a third of the
 // session and rebalance timeouts when those are set shorter.
-func (c *Config) groupTimeouts() (session, heartbeat, rebalance, grace time.Duration) {
+func (c *Config) GroupTimeouts() (session, heartbeat, rebalance, grace time.Duration) {
 	d := DefaultConfig()
 	or := func(v, dv time.Duration) time.Duration {
 		if v == 0 {
@@ -328,7 +328,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.MaxWait, d.MaxWait)
-	c.SessionTimeout, c.HeartbeatInterval, c.RebalanceTimeout, c.RevokeGrace = c.groupTimeouts()
+	c.SessionTimeout, c.HeartbeatInterval, c.RebalanceTimeout, c.RevokeGrace = c.GroupTimeouts()
 	def(&c.JoinGroupBackoff, d.JoinGroupBackoff)
 	def(&c.DrainTimeout, d.DrainTimeout)
 	def(&c.PauseInitial, d.PauseInitial)

@@ -454,7 +454,11 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 	if !k.revokeGrace.given {
 		cfg.RevokeGrace = 0
 	}
-	return fieldError(cfg.ValidateTimeouts(), k.heartbeat, k.revokeGrace)
+	if err := fieldError(cfg.ValidateTimeouts(), k.heartbeat, k.revokeGrace); err != nil {
+		return err
+	}
+	cfg.SessionTimeout, cfg.HeartbeatInterval, cfg.RebalanceTimeout, cfg.RevokeGrace = cfg.GroupTimeouts()
+	return nil
 }
 
 // waitSettings are --wait and the receipt topic it reads: publish and

@@ -23,6 +23,28 @@ func validRunEnv() map[string]string {
 	}
 }
 
+// TestGroupTimeoutDefaults: a heartbeat and a revoke grace left to their
+// defaults fit short session and rebalance timeouts (a third of each); set
+// by the user, they are kept.
+func TestGroupTimeoutDefaults(t *testing.T) {
+	env := validRunEnv()
+	env["KAFKA_SESSION_TIMEOUT"], env["KAFKA_REBALANCE_TIMEOUT"] = "900ms", "3s"
+	c, err := parseRun(process{getenv: envOf(env)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb, g := c.consumer.HeartbeatInterval, c.consumer.RevokeGrace; hb != 300*time.Millisecond || g != time.Second {
+		t.Errorf("heartbeat %v, grace %v; want 300ms and 1s (a third of the timeouts set)", hb, g)
+	}
+	env["KAFKA_HEARTBEAT_INTERVAL"], env["REVOKE_GRACE"] = "100ms", "1.5s"
+	if c, err = parseRun(process{getenv: envOf(env)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if hb, g := c.consumer.HeartbeatInterval, c.consumer.RevokeGrace; hb != 100*time.Millisecond || g != 1500*time.Millisecond {
+		t.Errorf("heartbeat %v, grace %v; want the values set (100ms, 1.5s)", hb, g)
+	}
+}
+
 func TestSettingsPrecedence(t *testing.T) {
 	env := validRunEnv()
 	env["KAFKA_SESSION_TIMEOUT"] = "7s"
