@@ -38,9 +38,7 @@ func BenchmarkRecordDecode(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var h sr.ConfluentHeader
-	avroValue, _ := h.AppendEncode(nil, 1, nil)
-	avroValue = append(avroValue, payload...)
+	avroValue := consumertest.RegistryValue(b, 1, nil, payload)
 	cases := []struct {
 		name  string
 		d     consumer.RecordDecoder

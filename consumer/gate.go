@@ -105,15 +105,7 @@ func (g *gate) acquire(ctx context.Context) (probe bool, err error) {
 func (g *gate) pause(cause error, minWait time.Duration) (time.Duration, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	started := !g.paused
-	if started {
-		g.paused = true
-		g.since = time.Now()
-		g.bo.Reset()
-		if g.onPause != nil {
-			g.onPause(true)
-		}
-	}
+	started := g.closeLocked()
 	g.cause = cause
 	g.probing = false
 	wait := max(g.bo.NextBackOff(), minWait)
@@ -130,6 +122,31 @@ func (g *gate) pause(cause error, minWait time.Duration) (time.Duration, bool) {
 	return wait, started
 }
 
+// closeLocked closes an open gate (its backoff starts over); it reports
+// whether the gate was open.
+func (g *gate) closeLocked() bool {
+	if g.paused {
+		return false
+	}
+	g.paused = true
+	g.since = time.Now()
+	g.bo.Reset()
+	if g.onPause != nil {
+		g.onPause(true)
+	}
+	return true
+}
+
+// openLocked opens a closed gate and returns how long it was closed.
+func (g *gate) openLocked() time.Duration {
+	g.paused = false
+	g.cause = nil
+	if g.onPause != nil {
+		g.onPause(false)
+	}
+	return time.Since(g.since)
+}
+
 // remote applies another member's pause or resume record: a pause closes
 // the gate and leaves the probing to its writer until a takeover interval
 // past its next probe; a resume opens the gate.
@@ -138,23 +155,12 @@ func (g *gate) remote(r claimRecord) {
 	defer g.mu.Unlock()
 	if r.Resume {
 		if g.paused {
-			g.paused = false
-			g.cause = nil
-			if g.onPause != nil {
-				g.onPause(false)
-			}
+			g.openLocked()
 			g.broadcastLocked()
 		}
 		return
 	}
-	if !g.paused {
-		g.paused = true
-		g.since = time.Now()
-		g.bo.Reset()
-		if g.onPause != nil {
-			g.onPause(true)
-		}
-	}
+	g.closeLocked()
 	g.cause = &remotePause{by: r.By, code: r.Pause.Code, info: r.Pause.Info}
 	g.next = time.Unix(0, r.Pause.Next).Add(g.takeover)
 	g.broadcastLocked()
@@ -178,12 +184,7 @@ func (g *gate) probeDone(cleared bool) (pausedFor time.Duration) {
 	defer g.mu.Unlock()
 	g.probing = false
 	if cleared && g.paused {
-		g.paused = false
-		g.cause = nil
-		pausedFor = time.Since(g.since)
-		if g.onPause != nil {
-			g.onPause(false)
-		}
+		pausedFor = g.openLocked()
 		if g.publish != nil {
 			g.publish(claimRecord{By: g.member, TS: time.Now().UnixNano(), Resume: true})
 		}

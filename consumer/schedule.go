@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -240,7 +241,7 @@ func (s *schedule) pickLocked() int {
 // grantLocked grants waiter i a call leaving at at.
 func (s *schedule) grantLocked(i int, at time.Time) {
 	w := s.waiting[i]
-	s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
+	s.waiting = slices.Delete(s.waiting, i, i+1)
 	w.at = at
 	close(w.granted)
 }
@@ -260,12 +261,7 @@ func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bo
 		return w.at, nil
 	case <-ctx.Done():
 		s.mu.Lock()
-		for i, x := range s.waiting {
-			if x == w {
-				s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
-				break
-			}
-		}
+		s.waiting = slices.DeleteFunc(s.waiting, func(x *slotWaiter) bool { return x == w })
 		s.mu.Unlock()
 		select {
 		case <-w.granted: // granted meanwhile: the call goes unused
@@ -370,7 +366,7 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 				if c.read {
 					// Read back but pruned already: its grant was long past
 					// (a very late read).
-					s.claims = append(s.claims[:i], s.claims[i+1:]...)
+					s.claims = slices.Delete(s.claims, i, i+1)
 					i--
 					s.metrics.recordSlot("forfeited")
 					continue
@@ -378,7 +374,7 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 				if c.written && now.Sub(c.at) > claimLost+s.period {
 					s.log.Warn("a claim was acknowledged but never read back from the claims log; claiming again",
 						zap.Uint64("claim", c.seq))
-					s.claims = append(s.claims[:i], s.claims[i+1:]...)
+					s.claims = slices.Delete(s.claims, i, i+1)
 					i--
 				}
 				continue
@@ -388,7 +384,7 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 				wait = min(wait, d)
 				continue
 			}
-			s.claims = append(s.claims[:i], s.claims[i+1:]...)
+			s.claims = slices.Delete(s.claims, i, i+1)
 			i--
 			if late := now.Sub(at); late > s.period/2 {
 				s.metrics.recordSlot("forfeited")
@@ -408,30 +404,25 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 			s.last = maxTime(at, now)
 		}
 	}
-	if s.claimsNeededLocked() {
+	if need, _ := s.claimNeededLocked(); need {
 		wake(s.wrote)
 	}
 	return max(wait, 0)
 }
 
-// claimsNeededLocked reports whether the waiters need a claim more: one
-// claim for the bulk waiters, one more while an urgent caller waits.
-func (s *schedule) claimsNeededLocked() bool {
+// claimNeededLocked reports whether the waiters need a claim more, and
+// whether it is urgent: one claim for the bulk waiters, one more (urgent)
+// while an urgent caller waits.
+func (s *schedule) claimNeededLocked() (need, urgent bool) {
 	if s.aloneLocked() || len(s.waiting) == 0 {
-		return false
+		return false, false
 	}
-	urgentWaiting := false
-	for _, w := range s.waiting {
-		urgentWaiting = urgentWaiting || w.urgent
-	}
-	urgentClaimed := false
-	for _, c := range s.claims {
-		urgentClaimed = urgentClaimed || c.urgent
-	}
+	urgentWaiting := slices.ContainsFunc(s.waiting, func(w *slotWaiter) bool { return w.urgent })
+	urgentClaimed := slices.ContainsFunc(s.claims, func(c *claim) bool { return c.urgent })
 	if urgentWaiting && !urgentClaimed {
-		return true
+		return true, true
 	}
-	return len(s.claims) == 0
+	return len(s.claims) == 0, false
 }
 
 // write appends claims and queued records to the claims log until ctx
@@ -444,20 +435,14 @@ func (s *schedule) write(ctx context.Context) {
 		var r claimRecord
 		var c *claim
 		ok := s.chain != nil
+		need, urgent := s.claimNeededLocked()
 		switch {
 		case !ok:
 		case len(s.outbox) > 0:
 			r = s.outbox[0]
 		case !s.took.IsZero():
 			r = claimRecord{By: s.id, TS: s.took.UnixNano(), Took: true}
-		case s.claimsNeededLocked():
-			urgent := false
-			for _, w := range s.waiting {
-				urgent = urgent || w.urgent
-			}
-			for _, x := range s.claims {
-				urgent = urgent && !x.urgent
-			}
+		case need:
 			s.seq++
 			c = &claim{seq: s.seq, urgent: urgent, at: s.clock.Now()}
 			s.claims = append(s.claims, c)
@@ -491,12 +476,7 @@ func (s *schedule) write(ctx context.Context) {
 		case c != nil:
 			// Claim again with a fresh timestamp (a claim that did reach the
 			// log costs an unused grant).
-			for i, x := range s.claims {
-				if x == c {
-					s.claims = append(s.claims[:i], s.claims[i+1:]...)
-					break
-				}
-			}
+			s.claims = slices.DeleteFunc(s.claims, func(x *claim) bool { return x == c })
 		}
 		s.setLogErrLocked(err)
 		s.mu.Unlock()

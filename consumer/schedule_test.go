@@ -236,7 +236,7 @@ func (s *schedule) waiters() int {
 func (s *schedule) quiet() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.chain == nil || len(s.outbox) > 0 || !s.took.IsZero() || s.claimsNeededLocked() {
+	if need, _ := s.claimNeededLocked(); s.chain == nil || len(s.outbox) > 0 || !s.took.IsZero() || need {
 		return false
 	}
 	for _, c := range s.claims {

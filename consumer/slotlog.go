@@ -43,13 +43,10 @@ func (k *kafkaSlots) bootstrap(ctx context.Context) (int64, chainState, error) {
 	if err != nil {
 		return 0, chainState{}, err
 	}
-	var last *kafka.Message
-	for i := range res.Records {
-		last = &res.Records[i]
-	}
-	if last == nil {
+	if len(res.Records) == 0 {
 		return end, chainState{Seen: end - 1}, nil // a transaction marker: nothing to start from
 	}
+	last := res.Records[len(res.Records)-1]
 	r, err := decodeClaim(last.Value)
 	if err != nil {
 		return last.Offset + 1, chainState{Seen: last.Offset}, nil

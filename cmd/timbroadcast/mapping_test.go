@@ -11,7 +11,6 @@ import (
 
 	"github.com/hamba/avro/v2"
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
@@ -217,9 +216,7 @@ func TestSchemaRegistryEndToEnd(t *testing.T) {
 		"TIM_MAP": `if .note then "gift from \(.user): \(.note.string)" elif .count then "\(.user) liked \(.count) times" else .text end`,
 	})
 	hdr := func(id int, index []int, payload []byte) []byte {
-		var h sr.ConfluentHeader
-		b, _ := h.AppendEncode(nil, id, index)
-		return append(b, payload...)
+		return consumertest.RegistryValue(t, id, index, payload)
 	}
 	gift, err := avro.Marshal(avro.MustParse(avroSchema), map[string]any{"user": "ann", "amount": int64(5), "note": "hi"})
 	if err != nil {

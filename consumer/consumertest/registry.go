@@ -9,7 +9,22 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/sr"
 )
+
+// RegistryValue is a record value in the registry's wire format: magic
+// byte 0, schema id, the Protobuf message indexes (index; nil for other
+// schema types), then payload.
+func RegistryValue(tb testing.TB, id int, index []int, payload []byte) []byte {
+	tb.Helper()
+	var h sr.ConfluentHeader
+	b, err := h.AppendEncode(nil, id, index)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return append(b, payload...)
+}
 
 // Registry is a Confluent Schema Registry served in-process over real
 // HTTP, speaking the part of its documented REST API timbroadcast reads:

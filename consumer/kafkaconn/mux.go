@@ -24,9 +24,8 @@ import (
 // of that broker; the old one's answer still counts (records already
 // delivered are skipped by offset).
 type Mux struct {
-	c        *Conn
-	maxWait  time.Duration
-	maxBytes int
+	c       *Conn
+	maxWait time.Duration
 
 	mu       sync.Mutex
 	streams  map[*Stream]bool
@@ -42,8 +41,10 @@ type topicPartitionKey struct {
 	partition int
 }
 
+// muxRequest is one Fetch in flight: the streams it asks for, by
+// partition.
 type muxRequest struct {
-	streams map[*Stream]bool
+	streams map[topicPartitionKey]*Stream
 }
 
 // Stream is one partition of a Mux.
@@ -53,6 +54,9 @@ type Stream struct {
 	waiting bool // the reader waits in Fetch
 	out     chan streamResult
 }
+
+// key is the stream's partition.
+func (s *Stream) key() topicPartitionKey { return topicPartitionKey{s.f.topic, s.f.partition} }
 
 type streamResult struct {
 	res *Fetched
@@ -75,7 +79,7 @@ const (
 // Mux returns a fetch mux whose requests wait at most maxWait at the
 // broker. Run it for as long as its streams are read.
 func (c *Conn) Mux(maxWait time.Duration) *Mux {
-	return &Mux{c: c, maxWait: maxWait, maxBytes: muxMaxBytes, streams: map[*Stream]bool{}, main: map[int]*muxRequest{},
+	return &Mux{c: c, maxWait: maxWait, streams: map[*Stream]bool{}, main: map[int]*muxRequest{},
 		leaders: map[topicPartitionKey]int{}, wake: make(chan struct{}, 1)}
 }
 
@@ -159,7 +163,7 @@ func (m *Mux) Run(ctx context.Context) {
 // send starts a main request for every broker with a waiting stream that
 // its main does not hold.
 func (m *Mux) send(ctx context.Context) {
-	m.refreshLeaders(ctx, false)
+	m.refreshLeaders(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	byBroker := map[int][]*Stream{}
@@ -167,7 +171,7 @@ func (m *Mux) send(ctx context.Context) {
 		if !s.waiting {
 			continue
 		}
-		b, ok := m.leaders[topicPartitionKey{s.f.topic, s.f.partition}]
+		b, ok := m.leaders[s.key()]
 		if !ok {
 			b = -1 // unknown leader: the request's routing says why
 		}
@@ -177,18 +181,18 @@ func (m *Mux) send(ctx context.Context) {
 		if main := m.main[b]; main != nil {
 			covered := true
 			for _, s := range ss {
-				covered = covered && main.streams[s]
+				covered = covered && main.streams[s.key()] == s
 			}
 			if covered {
 				continue
 			}
 		}
-		r := &muxRequest{streams: map[*Stream]bool{}}
+		r := &muxRequest{streams: map[topicPartitionKey]*Stream{}}
 		req := &fetch.Request{ReplicaID: -1, MaxWaitTime: int32(m.maxWait / time.Millisecond), MinBytes: 1,
-			MaxBytes: int32(m.maxBytes), IsolationLevel: isolationReadCommitted, SessionEpoch: -1}
+			MaxBytes: muxMaxBytes, IsolationLevel: isolationReadCommitted, SessionEpoch: -1}
 		topics := map[string]int{}
 		for _, s := range ss {
-			r.streams[s] = true
+			r.streams[s.key()] = s
 			i, ok := topics[s.f.topic]
 			if !ok {
 				i = len(req.Topics)
@@ -230,7 +234,7 @@ func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, req *fet
 			return // stopping, or superseded: the newer main answers
 		}
 		m.fresh = time.Time{} // routing may have moved: read the leaders again
-		for s := range r.streams {
+		for _, s := range r.streams {
 			m.deliverLocked(s, nil, fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, s.f.Next, err))
 		}
 		return
@@ -239,28 +243,27 @@ func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, req *fet
 		t := &resp.Topics[i]
 		for j := range t.Partitions {
 			p := &t.Partitions[j]
-			for s := range r.streams {
-				if s.f.topic != t.Topic || s.f.partition != int(p.Partition) || !s.waiting || !m.streams[s] {
-					continue
-				}
-				if p.ErrorCode != 0 {
-					m.fresh = time.Time{}
-					m.deliverLocked(s, nil, &PartitionError{Err: kafka.Error(p.ErrorCode)})
-					continue
-				}
-				if p.HighWatermark <= s.f.Next && p.RecordSet.Records == nil {
-					continue // nothing new: the stream waits on
-				}
-				next := s.f.Next
-				res, err := s.f.decode(p)
-				if err != nil {
-					err = fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, next, err)
-				}
-				if err == nil && len(res.Records) == 0 && s.f.Next == next {
-					continue // a stale answer (records already delivered)
-				}
-				m.deliverLocked(s, res, err)
+			s := r.streams[topicPartitionKey{t.Topic, int(p.Partition)}]
+			if s == nil || !s.waiting || !m.streams[s] {
+				continue
 			}
+			if p.ErrorCode != 0 {
+				m.fresh = time.Time{}
+				m.deliverLocked(s, nil, &PartitionError{Err: kafka.Error(p.ErrorCode)})
+				continue
+			}
+			if p.HighWatermark <= s.f.Next && p.RecordSet.Records == nil {
+				continue // nothing new: the stream waits on
+			}
+			next := s.f.Next
+			res, err := s.f.decode(p)
+			if err != nil {
+				err = fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, next, err)
+			}
+			if err == nil && len(res.Records) == 0 && s.f.Next == next {
+				continue // a stale answer (records already delivered)
+			}
+			m.deliverLocked(s, res, err)
 		}
 	}
 }
@@ -278,12 +281,13 @@ func (m *Mux) deliverLocked(s *Stream, res *Fetched, err error) {
 const leaderTTL = time.Minute
 
 // refreshLeaders reads the partitions' leaders (the transport's cached
-// metadata) when they are stale, or with force.
-func (m *Mux) refreshLeaders(ctx context.Context, force bool) {
+// metadata) when they are stale or a stream's leader is unknown.
+func (m *Mux) refreshLeaders(ctx context.Context) {
 	m.mu.Lock()
 	topics := map[string]bool{}
+	force := false
 	for s := range m.streams {
-		if _, ok := m.leaders[topicPartitionKey{s.f.topic, s.f.partition}]; !ok {
+		if _, ok := m.leaders[s.key()]; !ok {
 			force = true
 		}
 		topics[s.f.topic] = true

@@ -38,7 +38,7 @@ func TestDecodeProtobufWithReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newDecoder(t, reg)
-	v, err := d.Decode(context.Background(), wireFormat(t, 11, []int{1}, payload)) // Gift is the second message
+	v, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 11, []int{1}, payload)) // Gift is the second message
 	if err != nil {
 		t.Fatal(err)
 	}

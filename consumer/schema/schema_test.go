@@ -41,16 +41,6 @@ const MoneyProto = `syntax = "proto3";
 package shop;
 message Money { int64 units = 1; string currency = 2; }`
 
-func wireFormat(t testing.TB, id int, index []int, payload []byte) []byte {
-	t.Helper()
-	var h sr.ConfluentHeader
-	b, err := h.AppendEncode(nil, id, index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(b, payload...)
-}
-
 func newDecoder(t testing.TB, reg *consumertest.Registry) *schema.Decoder {
 	t.Helper()
 	cl, err := sr.NewClient(sr.URLs(reg.URL))
@@ -71,7 +61,7 @@ func TestDecodeAvro(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newDecoder(t, reg)
-	v, err := d.Decode(context.Background(), wireFormat(t, 1, nil, payload))
+	v, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 1, nil, payload))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +70,11 @@ func TestDecodeAvro(t *testing.T) {
 		t.Errorf("decoded %s, want %s (Avro's JSON encoding)", got, want)
 	}
 	// Cached: a second record of the same schema fetches nothing.
-	if _, err := d.Decode(context.Background(), wireFormat(t, 1, nil, payload)); err != nil || reg.Fetches(1) != 1 {
+	if _, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 1, nil, payload)); err != nil || reg.Fetches(1) != 1 {
 		t.Errorf("second decode: %v, schema fetched %d times, want once", err, reg.Fetches(1))
 	}
 	// Bytes that do not decode with the schema.
-	_, err = d.Decode(context.Background(), wireFormat(t, 1, nil, []byte{0x02}))
+	_, err = d.Decode(context.Background(), consumertest.RegistryValue(t, 1, nil, []byte{0x02}))
 	var ie *wire.InvalidEventError
 	if !errors.As(err, &ie) || ie.Reason != wire.ReasonDecodeFailed {
 		t.Errorf("bad bytes: %v, want decode_failed", err)
@@ -94,7 +84,7 @@ func TestDecodeAvro(t *testing.T) {
 func TestDecodeJSONSchema(t *testing.T) {
 	reg := consumertest.NewRegistry(t)
 	reg.Add(20, "JSON", "", `{"type":"object"}`)
-	v, err := newDecoder(t, reg).Decode(context.Background(), wireFormat(t, 20, nil, []byte(`{"user":"u1","amount":500}`)))
+	v, err := newDecoder(t, reg).Decode(context.Background(), consumertest.RegistryValue(t, 20, nil, []byte(`{"user":"u1","amount":500}`)))
 	if err != nil || asJSON(v) != `{"amount":500,"user":"u1"}` {
 		t.Errorf("decoded %s, %v", asJSON(v), err)
 	}
@@ -104,7 +94,7 @@ func TestRegistryFailures(t *testing.T) {
 	reg := consumertest.NewRegistry(t)
 	d := newDecoder(t, reg)
 	// An id the registry does not know: dead-lettered.
-	_, err := d.Decode(context.Background(), wireFormat(t, 99, nil, []byte("x")))
+	_, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 99, nil, []byte("x")))
 	var ie *wire.InvalidEventError
 	if !errors.As(err, &ie) || ie.Reason != wire.ReasonSchemaNotFound {
 		t.Fatalf("unknown id: %v, want schema_not_found", err)
@@ -112,17 +102,17 @@ func TestRegistryFailures(t *testing.T) {
 	// Down: an error to retry, not a dead letter; then it works.
 	reg.Add(1, "AVRO", "", GiftAvro)
 	reg.Down(true)
-	_, err = d.Decode(context.Background(), wireFormat(t, 1, nil, []byte{}))
+	_, err = d.Decode(context.Background(), consumertest.RegistryValue(t, 1, nil, []byte{}))
 	if err == nil || errors.As(err, &ie) {
 		t.Fatalf("registry down: %v, want a transient error", err)
 	}
 	reg.Down(false)
 	payload, _ := avro.Marshal(avro.MustParse(GiftAvro), map[string]any{"user": "u", "amount": int64(1), "note": nil, "kind": "FLOWER",
 		"at": time.UnixMilli(0), "raw": []byte{}})
-	if _, err := d.Decode(context.Background(), wireFormat(t, 1, nil, payload)); err != nil {
+	if _, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 1, nil, payload)); err != nil {
 		t.Fatalf("after the registry came back: %v", err)
 	}
-	if !schema.IsWireFormat(wireFormat(t, 1, nil, nil)) || schema.IsWireFormat([]byte(`{"MsgBody":[]}`)) {
+	if !schema.IsWireFormat(consumertest.RegistryValue(t, 1, nil, nil)) || schema.IsWireFormat([]byte(`{"MsgBody":[]}`)) {
 		t.Error("IsWireFormat")
 	}
 }
