@@ -9,6 +9,10 @@ import (
 	"github.com/hamba/avro/v2"
 )
 
+// avroAPI decodes with byte and allocation limits on top of checkAvro's
+// walk: no string, bytes or slice larger than a record may be.
+var avroAPI = avro.Config{MaxByteSliceSize: 16 << 20, MaxSliceAllocSize: avroMaxValues}.Freeze()
+
 // compileAvro parses an Avro schema (its named references parsed first,
 // into one cache) into a decoder.
 func compileAvro(text string, refs map[string]string) (*compiled, error) {
@@ -23,8 +27,11 @@ func compileAvro(text string, refs map[string]string) (*compiled, error) {
 		return nil, err
 	}
 	return &compiled{decode: func(payload []byte, _ []int) (any, error) {
+		if err := checkAvro(s, payload); err != nil {
+			return nil, err
+		}
 		var v any
-		if err := avro.Unmarshal(s, payload, &v); err != nil {
+		if err := avroAPI.Unmarshal(s, payload, &v); err != nil {
 			return nil, err
 		}
 		return avroJSON(s, v), nil
