@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime/debug"
 
 	"github.com/segmentio/kafka-go"
 
@@ -31,13 +33,30 @@ type RecordDecoder struct {
 	Map *mapping.Program
 	// Schemas, if set, decodes Schema Registry values.
 	Schemas SchemaDecoder
+	// OnPanic, if set, sees a panic in decoding or mapping (its value and
+	// stack) before the record is reported as decode_failed.
+	OnPanic func(value any, stack []byte)
 }
 
 // Decode returns the record's event; or filtered (the mapping output
 // nothing for it); or a *wire.InvalidEventError saying why the record can
 // never be one (it is dead-lettered); or another error, which retrying
 // may cure (the registry is unreachable).
+//
+// A panic anywhere in it (a decoder's or the mapping's bug, met by one
+// record) is that record's failure, decode_failed, never a crash of the
+// process that every next owner would meet again.
 func (d RecordDecoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Event, filtered bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if d.OnPanic != nil {
+				d.OnPanic(r, debug.Stack())
+			}
+			ev, filtered = nil, false
+			err = &wire.InvalidEventError{Reason: wire.ReasonDecodeFailed,
+				Msg: fmt.Sprintf("decoding or mapping the record panicked (the stack is in the worker's log): %v", r)}
+		}
+	}()
 	rec := wire.RecordOf(m)
 	if d.Map == nil && d.Schemas == nil {
 		ev, err := wire.DecodeEvent(rec)

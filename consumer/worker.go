@@ -99,7 +99,10 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}
 	w.fetcher = conn.Mux(cfg.MaxWait)
 	w.member = newMember(conn, cfg, w.topics(), cfg.Logger.Named("group"))
-	w.decoder = RecordDecoder{Map: cfg.Map, Schemas: cfg.Schemas}
+	w.decoder = RecordDecoder{Map: cfg.Map, Schemas: cfg.Schemas, OnPanic: func(v any, stack []byte) {
+		w.log.Error("decoding a record panicked: the record is dead-lettered as decode_failed",
+			zap.Any("panic", v), zap.ByteString("stack", stack))
+	}}
 	w.client = groupClient{Client: conn.Client(), m: w.member}
 	w.traceHeaders = append([]string{}, w.prop.Fields()...) // OTEL_PROPAGATORS=none: copy none
 	w.tr = newTracing(cfg.TracerProvider)

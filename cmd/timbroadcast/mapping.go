@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 // a jq program and a Schema Registry. run and map declare them.
 type mappingSettings struct {
 	program, programFile                   *setting
+	timeout, maxOutput                     *setting
 	registry, user, password, passwordFile *setting
 	registryCA                             *setting
 	passwordValue                          string // resolved, for scrubbing
@@ -35,6 +37,10 @@ func addMappingSettings(s *settings) *mappingSettings {
 		program: s.add("map", "TIM_MAP", "", "jq program mapping each record's value to an event, or filtering it out "+
 			"(README \"Your own events\")"),
 		programFile: s.add("map-file", "TIM_MAP_FILE", "", "file holding the jq program (instead of TIM_MAP)"),
+		timeout: s.add("map-timeout", "TIM_MAP_TIMEOUT", durationDefault(mapping.DefaultTimeout),
+			"longest the mapping may run on one record; a record it runs longer on is dead-lettered map_failed"),
+		maxOutput: s.add("map-max-output-bytes", "TIM_MAP_MAX_OUTPUT_BYTES", strconv.Itoa(mapping.DefaultMaxOutputBytes),
+			"largest output the mapping may give for one record; a larger one is dead-lettered map_failed"),
 		registry: s.add("schema-registry-url", "KAFKA_SCHEMA_REGISTRY_URL", "", "Confluent Schema Registry URL(s), comma-separated, tried in turn: "+
 			"values in its wire format (Avro, Protobuf, JSON Schema) are decoded"),
 		user:         s.add("schema-registry-username", "KAFKA_SCHEMA_REGISTRY_USERNAME", "", "basic-auth user (Confluent Cloud: the API key)"),
@@ -56,6 +62,15 @@ func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
 		p, err := mapping.Compile(src)
 		if err != nil {
 			return d, st.errorf("%v", err)
+		}
+		if p.Timeout, err = m.timeout.duration(); err != nil {
+			return d, err
+		}
+		if p.Timeout == 0 {
+			return d, m.timeout.errorf("must be more than 0")
+		}
+		if p.MaxOutputBytes, err = strconv.Atoi(m.maxOutput.String()); err != nil || p.MaxOutputBytes < 1 {
+			return d, m.maxOutput.errorf("%q is not a positive number of bytes", m.maxOutput.val)
 		}
 		d.Map = p
 	}
@@ -90,7 +105,8 @@ func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	opts = append(opts, sr.HTTPClient(&http.Client{Transport: tr, Timeout: 10 * time.Second}))
+	opts = append(opts, sr.HTTPClient(&http.Client{Transport: schema.LimitAnswers(tr, 0), Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}))
 	cl, err := sr.NewClient(opts...)
 	if err != nil {
 		return d, m.registry.errorf("%v", err)

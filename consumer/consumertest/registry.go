@@ -42,6 +42,8 @@ type Registry struct {
 	byID     map[int]registrySchema
 	subjects map[string]map[int]int // subject -> version -> id
 	fetches  map[int]int            // GET /schemas/ids/{id} answered
+	asked    map[int]int            // GET /schemas/ids/{id} received, known or not
+	stalls   map[int]chan struct{}
 	down     bool
 }
 
@@ -61,7 +63,8 @@ type registrySchema struct {
 // NewRegistry starts a registry, closed when the test ends.
 func NewRegistry(tb testing.TB) *Registry {
 	tb.Helper()
-	r := &Registry{byID: map[int]registrySchema{}, subjects: map[string]map[int]int{}, fetches: map[int]int{}}
+	r := &Registry{byID: map[int]registrySchema{}, subjects: map[string]map[int]int{}, fetches: map[int]int{},
+		asked: map[int]int{}, stalls: map[int]chan struct{}{}}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	r.URL = r.srv.URL
 	tb.Cleanup(r.srv.Close)
@@ -99,7 +102,37 @@ func (r *Registry) Fetches(id int) int {
 	return r.fetches[id]
 }
 
+// Stall holds every answer for schema id until release is closed, as a
+// registry slow on one request.
+func (r *Registry) Stall(id int, release chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stalls[id] = release
+}
+
+// Asked is how often schema id was asked for, known or not.
+func (r *Registry) Asked(id int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.asked[id]
+}
+
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
+	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	if len(parts) == 3 && parts[0] == "schemas" && parts[1] == "ids" {
+		id, _ := strconv.Atoi(parts[2])
+		r.mu.Lock()
+		r.asked[id]++
+		stall := r.stalls[id]
+		r.mu.Unlock()
+		if stall != nil {
+			select {
+			case <-stall:
+			case <-req.Context().Done():
+				return
+			}
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w.Header().Set("Content-Type", "application/vnd.schemaregistry.v1+json")
@@ -117,7 +150,6 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	switch {
 	case req.Method == http.MethodGet && len(parts) == 3 && parts[0] == "schemas" && parts[1] == "ids":
 		id, _ := strconv.Atoi(parts[2])

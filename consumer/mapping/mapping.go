@@ -13,6 +13,8 @@
 package mapping
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,9 +47,27 @@ var impure = map[string]string{
 	"halt_error":        "halting the process",
 }
 
+// A program runs on record data a producer chose, so how long it runs and
+// how much it writes depend on that data (last(range(.n)) with n = 10^15):
+// each run is bounded by a deadline and its output by a size.
+const (
+	// DefaultTimeout is a run's deadline when none is set: thousands of
+	// times what a mapping of one event takes.
+	DefaultTimeout = 500 * time.Millisecond
+	// DefaultMaxOutputBytes caps a run's output: an event's request body
+	// is at most 12,000 bytes, so an output this large is never one.
+	DefaultMaxOutputBytes = 64 << 10
+)
+
 // Program is a compiled mapping.
 type Program struct {
 	code *gojq.Code
+	// Timeout bounds one run (DefaultTimeout when zero); a run past it is
+	// an *Error naming the limit.
+	Timeout time.Duration
+	// MaxOutputBytes bounds one run's output (DefaultMaxOutputBytes when
+	// zero).
+	MaxOutputBytes int
 }
 
 // Compile parses and compiles src, refusing a program that uses an
@@ -156,7 +176,10 @@ func (p *Program) Map(in Input) (out []byte, err error) {
 	if !in.Timestamp.IsZero() {
 		ts = in.Timestamp.UTC().Format(time.RFC3339Nano)
 	}
-	iter := p.code.Run(normalize(in.Value), key, headers, in.Topic, in.Partition, int(in.Offset), ts)
+	timeout := cmp.Or(p.Timeout, DefaultTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	iter := p.code.RunWithContext(ctx, normalize(in.Value), key, headers, in.Topic, in.Partition, int(in.Offset), ts)
 	var outs []any
 	for {
 		v, ok := iter.Next()
@@ -165,10 +188,14 @@ func (p *Program) Map(in Input) (out []byte, err error) {
 		}
 		if err, ok := v.(error); ok {
 			var halt *gojq.HaltError
-			if errors.As(err, &halt) && halt.Value() == nil {
-				break
+			switch {
+			case errors.As(err, &halt) && halt.Value() == nil:
+			case errors.Is(err, context.DeadlineExceeded):
+				return nil, &Error{Msg: fmt.Sprintf("the program ran longer than its limit of %v per record (TIM_MAP_TIMEOUT)", timeout)}
+			default:
+				return nil, &Error{Msg: "jq: " + err.Error()}
 			}
-			return nil, &Error{Msg: "jq: " + err.Error()}
+			break
 		}
 		outs = append(outs, v)
 		if len(outs) > 1 {
@@ -179,8 +206,18 @@ func (p *Program) Map(in Input) (out []byte, err error) {
 	if len(outs) == 0 || outs[0] == nil {
 		return nil, nil
 	}
+	limit := cmp.Or(p.MaxOutputBytes, DefaultMaxOutputBytes)
+	tooLarge := func(b []byte) ([]byte, error) {
+		if len(b) > limit {
+			return nil, &Error{Msg: fmt.Sprintf("the program's output is %d bytes, over its limit of %d (TIM_MAP_MAX_OUTPUT_BYTES)", len(b), limit)}
+		}
+		return b, nil
+	}
 	switch out := outs[0].(type) {
 	case string:
+		if len(out) > limit {
+			return tooLarge([]byte(out))
+		}
 		// A string is shorthand for one text element.
 		return json.Marshal(map[string]any{"MsgBody": []any{map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": out}}}})
 	case map[string]any:
@@ -188,7 +225,7 @@ func (p *Program) Map(in Input) (out []byte, err error) {
 		if err != nil {
 			return nil, &Error{Msg: "encode the output: " + err.Error()}
 		}
-		return b, nil
+		return tooLarge(b)
 	default:
 		return nil, &Error{Msg: fmt.Sprintf("the program gave %s (%s), want an object in the event format, a string, null or nothing",
 			gojq.TypeOf(out), preview(out))}

@@ -120,3 +120,38 @@ func TestMapDecodedTypes(t *testing.T) {
 		t.Errorf("Map = %s, %v; want %s", got, err, want)
 	}
 }
+
+// TestMapBounds: a program whose work depends on the record (n = 10^15)
+// ends at its deadline, and an output over the size limit is refused;
+// both are *mapping.Error naming the limit.
+func TestMapBounds(t *testing.T) {
+	v, _ := mapping.ParseJSON([]byte(`{"n":1000000000000000,"s":"x"}`))
+	in := mapping.Input{Value: v}
+	runaway, err := mapping.Compile(`"\(last(range(.n)))"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runaway.Timeout = 50 * time.Millisecond
+	start := time.Now()
+	_, err = runaway.Map(in)
+	var me *mapping.Error
+	if !errors.As(err, &me) || !strings.Contains(err.Error(), "TIM_MAP_TIMEOUT") {
+		t.Fatalf("got %v, want a mapping error naming TIM_MAP_TIMEOUT", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the runaway ran %v", d)
+	}
+	big, err := mapping.Compile(`.s * 100000`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.MaxOutputBytes = 1000
+	if _, err := big.Map(in); !errors.As(err, &me) || !strings.Contains(err.Error(), "TIM_MAP_MAX_OUTPUT_BYTES") {
+		t.Fatalf("got %v, want a mapping error naming TIM_MAP_MAX_OUTPUT_BYTES", err)
+	}
+	obj, _ := mapping.Compile(`{MsgBody: [{MsgType: "TIMTextElem", MsgContent: {Text: (.s * 100000)}}]}`)
+	obj.MaxOutputBytes = 1000
+	if _, err := obj.Map(in); !errors.As(err, &me) || !strings.Contains(err.Error(), "over its limit of 1000") {
+		t.Fatalf("got %v, want the output limit", err)
+	}
+}

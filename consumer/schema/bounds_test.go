@@ -3,6 +3,9 @@ package schema_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/hamba/avro/v2"
 
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/schema"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -109,4 +113,76 @@ func FuzzDecodeAvro(f *testing.F) {
 			t.Fatalf("a payload's fault must be an InvalidEventError: %v", err)
 		}
 	})
+}
+
+// TestRegistryLookups: a registry slow on one id does not hold decoding of
+// another; decodes of one id share one request; an unknown id is asked
+// for once, not once per record.
+func TestRegistryLookups(t *testing.T) {
+	reg := consumertest.NewRegistry(t)
+	const rec = `{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}`
+	reg.Add(1, "AVRO", "", rec)
+	reg.Add(2, "AVRO", "", rec)
+	release := make(chan struct{})
+	reg.Stall(1, release)
+	d := newDecoder(t, reg)
+	payload := append(zigzag(2), 'h', 'i')
+	slow := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 1, nil, payload))
+			slow <- err
+		}()
+	}
+	for reg.Asked(1) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if v, err := d.Decode(ctx, consumertest.RegistryValue(t, 2, nil, payload)); err != nil || asJSON(v) != `{"s":"hi"}` {
+		t.Fatalf("id 2 while id 1 is slow: got %s, %v", asJSON(v), err)
+	}
+	close(release)
+	for range 3 {
+		if err := <-slow; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := reg.Asked(1); n != 1 {
+		t.Errorf("id 1 asked for %d times by 3 concurrent decodes, want 1", n)
+	}
+	for range 50 {
+		_, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 99, nil, payload))
+		var ie *wire.InvalidEventError
+		if !errors.As(err, &ie) || ie.Reason != wire.ReasonSchemaNotFound {
+			t.Fatalf("got %v, want schema_not_found", err)
+		}
+	}
+	if n := reg.Asked(99); n != 1 {
+		t.Errorf("an unknown id asked for %d times by 50 records, want 1", n)
+	}
+}
+
+// TestLimitAnswers: an answer over the cap fails to read (the record waits
+// and retries); one within it reads whole.
+func TestLimitAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(strings.Repeat("x", 1000)))
+	}))
+	defer srv.Close()
+	for _, c := range []struct {
+		max     int64
+		wantErr bool
+	}{{999, true}, {1000, false}, {5000, false}} {
+		cl := &http.Client{Transport: schema.LimitAnswers(http.DefaultTransport, c.max)}
+		resp, err := cl.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if (err != nil) != c.wantErr || (err == nil && len(b) != 1000) {
+			t.Errorf("max %d: read %d bytes, %v", c.max, len(b), err)
+		}
+	}
 }

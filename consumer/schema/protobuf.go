@@ -15,6 +15,10 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 )
 
+// protoMaxDepth caps how deep a Protobuf value's messages nest (the
+// library's default is 10,000).
+const protoMaxDepth = 64
+
 // mainFile is the name the registry's schema text is compiled under.
 const mainFile = "timbroadcast-registry-schema.proto"
 
@@ -42,7 +46,7 @@ func compileProtobuf(ctx context.Context, text string, refs map[string]string) (
 			return nil, err
 		}
 		msg := dynamicpb.NewMessage(md)
-		if err := proto.Unmarshal(payload, msg); err != nil {
+		if err := (proto.UnmarshalOptions{RecursionLimit: protoMaxDepth}).Unmarshal(payload, msg); err != nil {
 			return nil, err
 		}
 		b, err := protojson.Marshal(msg)

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
 
@@ -39,11 +40,35 @@ type Registry interface {
 }
 
 // Decoder decodes values in the Confluent wire format.
+//
+// Lookups of different ids never wait on each other: each id has its own
+// entry, and one lookup of it is in flight at a time (every other decode
+// of that id waits for it). An id the registry does not know, or whose
+// schema does not compile, is remembered as such for UnknownTTL, so random
+// ids in hostile records cost one registry request each per UnknownTTL,
+// not one per record; and at most MaxUnknown of them are kept.
 type Decoder struct {
 	reg Registry
+	now func() time.Time
 
 	mu   sync.Mutex
-	byID map[int]*compiled
+	byID map[int]*entry
+}
+
+// UnknownTTL is how long an id the registry did not know (or a schema that
+// did not compile) is answered from memory before it is asked again.
+const UnknownTTL = time.Minute
+
+// MaxUnknown bounds the ids remembered as unknown.
+const MaxUnknown = 10000
+
+// entry is one schema id: ready once its lookup ended, then either a
+// compiled schema or the record's fault.
+type entry struct {
+	ready chan struct{}
+	c     *compiled
+	fault error     // an *wire.InvalidEventError, for every record naming the id
+	until time.Time // when a fault is forgotten
 }
 
 // compiled is a schema ready to decode with.
@@ -53,7 +78,9 @@ type compiled struct {
 }
 
 // New returns a decoder reading schemas from reg.
-func New(reg Registry) *Decoder { return &Decoder{reg: reg, byID: map[int]*compiled{}} }
+func New(reg Registry) *Decoder {
+	return &Decoder{reg: reg, now: time.Now, byID: map[int]*entry{}}
+}
 
 // IsWireFormat reports whether value starts like the Confluent wire
 // format: magic byte 0 and a schema id. Other values are JSON.
@@ -84,13 +111,85 @@ func (d *Decoder) Decode(ctx context.Context, value []byte) (any, error) {
 	return v, nil
 }
 
-// schema returns the compiled schema id, fetching it once.
+// schema returns the compiled schema id, fetching it once: lookups of
+// one id share one request, lookups of others go on meanwhile.
 func (d *Decoder) schema(ctx context.Context, id int) (*compiled, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, ok := d.byID[id]; ok {
-		return c, nil
+	for {
+		d.mu.Lock()
+		e, ok := d.byID[id]
+		if ok && e.fault != nil && d.now().After(e.until) {
+			delete(d.byID, id)
+			ok = false
+		}
+		if !ok {
+			e = &entry{ready: make(chan struct{})}
+			d.byID[id] = e
+			d.mu.Unlock()
+			return d.lookup(ctx, id, e)
+		}
+		d.mu.Unlock()
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if e.c != nil || e.fault != nil {
+			return e.c, e.fault
+		}
+		// The lookup failed in a way a retry may cure (the entry is gone):
+		// look it up again, or wait for whoever does.
 	}
+}
+
+// lookup fetches and compiles id into e, then wakes who waits for it. A
+// failure a retry may cure leaves no entry behind (the waiters look again)
+// and is returned to the caller alone.
+func (d *Decoder) lookup(ctx context.Context, id int, e *entry) (*compiled, error) {
+	c, err := d.fetch(ctx, id)
+	d.mu.Lock()
+	var ie *wire.InvalidEventError
+	switch {
+	case err == nil:
+		e.c = c
+	case errors.As(err, &ie):
+		e.fault, e.until = err, d.now().Add(UnknownTTL)
+		d.pruneUnknownLocked()
+	default:
+		delete(d.byID, id)
+	}
+	d.mu.Unlock()
+	close(e.ready)
+	return c, err
+}
+
+// pruneUnknownLocked drops expired faults, then the oldest, while more
+// than MaxUnknown are kept.
+func (d *Decoder) pruneUnknownLocked() {
+	now, n := d.now(), 0
+	for id, e := range d.byID {
+		if e.fault != nil {
+			if now.After(e.until) {
+				delete(d.byID, id)
+			} else {
+				n++
+			}
+		}
+	}
+	for n > MaxUnknown {
+		oldest, at := -1, time.Time{}
+		for id, e := range d.byID {
+			if e.fault != nil && (oldest < 0 || e.until.Before(at)) {
+				oldest, at = id, e.until
+			}
+		}
+		delete(d.byID, oldest)
+		n--
+	}
+}
+
+// fetch reads id and the schemas it references from the registry and
+// compiles it.
+func (d *Decoder) fetch(ctx context.Context, id int) (*compiled, error) {
 	s, err := d.reg.SchemaByID(ctx, id)
 	if err != nil {
 		return nil, registryError(fmt.Sprintf("schema id %d", id), err)
@@ -114,7 +213,6 @@ func (d *Decoder) schema(ctx context.Context, id int) (*compiled, error) {
 		return nil, &wire.InvalidEventError{Reason: wire.ReasonDecodeFailed, Msg: fmt.Sprintf("schema %d: %v", id, err)}
 	}
 	c.kind = s.Type
-	d.byID[id] = c
 	return c, nil
 }
 
