@@ -49,6 +49,8 @@ type Conn struct {
 	// Balancer maps keys to partitions in Writer; nil is FNV-1a (see
 	// Balancer).
 	Balancer kafka.Balancer
+	// Limits bound what a fetch decodes (zero fields: DefaultLimits).
+	Limits Limits
 
 	transport *kafka.Transport
 	client    *kafka.Client

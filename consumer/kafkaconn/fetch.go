@@ -2,15 +2,11 @@ package kafkaconn
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"sort"
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/fetch"
 )
 
@@ -38,6 +34,7 @@ type Fetcher struct {
 	partition int
 	maxWait   time.Duration
 	maxBytes  int
+	lim       Limits
 	// Next is the offset the next Fetch asks for.
 	Next int64
 }
@@ -46,7 +43,7 @@ type Fetcher struct {
 // requests wait at most maxWait at the broker for records to arrive.
 func (c *Conn) Fetcher(topic string, partition int, next int64, maxWait time.Duration) *Fetcher {
 	return &Fetcher{rt: c.transport, addr: kafka.TCP(c.Brokers...), topic: topic, partition: partition,
-		maxWait: maxWait, maxBytes: 10 << 20, Next: next}
+		maxWait: maxWait, maxBytes: 10 << 20, lim: c.Limits.orDefault(), Next: next}
 }
 
 // MaxWait is how long a Fetch waits at the broker for records.
@@ -56,11 +53,17 @@ func (f *Fetcher) MaxWait() time.Duration { return f.maxWait }
 type Fetched struct {
 	// Records are the records to deliver, in offset order.
 	Records []kafka.Message
+	// Oversized are the records over the Limits, not kept, in offset
+	// order (between Records by offset): the caller dead-letters them.
+	Oversized []Oversized
 	// Aborted counts records skipped as part of aborted transactions;
 	// Markers counts transaction markers (control records) passed over.
 	Aborted, Markers int
 	// Batches is the number of record batches in the answer.
 	Batches int
+	// BudgetFull says records were left for a later fetch because the
+	// Budget was spent: wait for it (Budget.Wait) before fetching again.
+	BudgetFull bool
 }
 
 // PartitionError is a partition-level error in a Fetch answer
@@ -94,180 +97,28 @@ func (f *Fetcher) Fetch(ctx context.Context) (*Fetched, error) {
 			}},
 		}},
 	}
-	msg, err := f.rt.RoundTrip(ctx, f.addr, req)
+	msg, err := f.rt.RoundTrip(ctx, f.addr, &fetchExchange{req: req, lim: f.lim})
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s/%d at %d: %w", f.topic, f.partition, f.Next, err)
 	}
-	resp, ok := msg.(*fetch.Response)
+	resp, ok := msg.(*answer)
 	if !ok {
 		return nil, fmt.Errorf("fetch %s/%d: unexpected answer %T", f.topic, f.partition, msg)
 	}
-	if resp.ErrorCode != 0 {
-		return nil, &PartitionError{Err: kafka.Error(resp.ErrorCode)}
+	if resp.errorCode != 0 {
+		return nil, &PartitionError{Err: kafka.Error(resp.errorCode)}
 	}
-	var part *fetch.ResponsePartition
-	for i := range resp.Topics {
-		for j := range resp.Topics[i].Partitions {
-			if p := &resp.Topics[i].Partitions[j]; resp.Topics[i].Topic == f.topic && int(p.Partition) == f.partition {
-				part = p
-			}
-		}
-	}
-	if part == nil {
-		return &Fetched{}, nil // nothing for us in this answer
-	}
-	if part.ErrorCode != 0 {
-		return nil, &PartitionError{Err: kafka.Error(part.ErrorCode)}
-	}
-	out, err := f.decode(part)
-	if err != nil {
-		return nil, fmt.Errorf("fetch %s/%d at %d: %w", f.topic, f.partition, f.Next, err)
-	}
-	return out, nil
-}
-
-// decode walks an answer's record batches in offset order, keeping what a
-// read_committed consumer delivers.
-func (f *Fetcher) decode(part *fetch.ResponsePartition) (*Fetched, error) {
-	out := &Fetched{}
-	var batches []protocol.RecordReader
-	switch rs := part.RecordSet.Records.(type) {
-	case nil:
-	case *protocol.RecordStream:
-		batches = rs.Records
-	default:
-		batches = []protocol.RecordReader{rs}
-	}
-	out.Batches = len(batches)
-
-	// Aborted transactions in first-offset order: a producer joins the
-	// aborted set when its transaction's first offset is reached, and
-	// leaves it at its ABORT marker.
-	pending := append([]fetch.ResponseTransaction(nil), part.AbortedTransactions...)
-	sort.Slice(pending, func(i, j int) bool { return pending[i].FirstOffset < pending[j].FirstOffset })
-	aborted := map[int64]bool{}
-
-	for _, b := range batches {
-		var base int64
-		switch batch := b.(type) {
-		case *protocol.RecordBatch:
-			base = batch.BaseOffset
-		case *protocol.ControlBatch:
-			base = batch.BaseOffset
-		case *protocol.MessageSet:
-			base = batch.BaseOffset
-		}
-		for len(pending) > 0 && pending[0].FirstOffset <= base {
-			aborted[pending[0].ProducerID] = true
-			pending = pending[1:]
-		}
-		switch batch := b.(type) {
-		case *protocol.ControlBatch:
-			for {
-				cr, err := batch.ReadControlRecord()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return nil, fmt.Errorf("control record: %w", err)
-				}
-				out.Markers++
-				f.Next = max(f.Next, cr.Offset+1)
-				if cr.Type == controlAbort {
-					delete(aborted, batch.ProducerID)
-				}
-			}
-		case *protocol.RecordBatch:
-			if batch.Attributes.Transactional() && aborted[batch.ProducerID] {
-				n, last, err := drain(batch)
-				if err != nil {
-					return nil, err
-				}
-				out.Aborted += n
-				f.Next = max(f.Next, last+1)
+	for _, t := range resp.topics {
+		for _, p := range t.partitions {
+			if t.name != f.topic || int(p.partition) != f.partition {
 				continue
 			}
-			if err := f.take(batch, part.HighWatermark, out); err != nil {
-				return nil, err
+			if p.errorCode != 0 {
+				return nil, &PartitionError{Err: kafka.Error(p.errorCode)}
 			}
-		default:
-			if err := f.take(b, part.HighWatermark, out); err != nil {
-				return nil, err
-			}
+			f.Next = max(f.Next, p.next)
+			return &p.fetched, nil
 		}
 	}
-	return out, nil
-}
-
-// take appends a batch's records at or after f.Next to out.
-func (f *Fetcher) take(r protocol.RecordReader, highWater int64, out *Fetched) error {
-	for {
-		rec, err := r.ReadRecord()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read record: %w", err)
-		}
-		m, err := message(rec, f.topic, f.partition, highWater)
-		if err != nil {
-			return err
-		}
-		if m.Offset < f.Next {
-			continue // a batch starts before the fetch offset
-		}
-		out.Records = append(out.Records, m)
-		f.Next = m.Offset + 1
-	}
-}
-
-// drain reads a skipped batch to its end: its record count and last
-// offset.
-func drain(r protocol.RecordReader) (n int, last int64, err error) {
-	last = -1
-	for {
-		rec, err := r.ReadRecord()
-		if errors.Is(err, io.EOF) {
-			return n, last, nil
-		}
-		if err != nil {
-			return n, last, fmt.Errorf("read record: %w", err)
-		}
-		closeBytes(rec)
-		n++
-		last = max(last, rec.Offset)
-	}
-}
-
-// message copies a protocol record into a kafka.Message.
-func message(rec *protocol.Record, topic string, partition int, highWater int64) (kafka.Message, error) {
-	defer closeBytes(rec)
-	key, err := protocol.ReadAll(rec.Key)
-	if err != nil {
-		return kafka.Message{}, fmt.Errorf("read key: %w", err)
-	}
-	value, err := protocol.ReadAll(rec.Value)
-	if err != nil {
-		return kafka.Message{}, fmt.Errorf("read value: %w", err)
-	}
-	var headers []kafka.Header
-	if len(rec.Headers) > 0 {
-		headers = make([]kafka.Header, len(rec.Headers))
-		for i, h := range rec.Headers {
-			headers[i] = kafka.Header{Key: h.Key, Value: append([]byte(nil), h.Value...)}
-		}
-	}
-	return kafka.Message{
-		Topic: topic, Partition: partition, Offset: rec.Offset, HighWaterMark: highWater,
-		Key: key, Value: value, Headers: headers, Time: rec.Time,
-	}, nil
-}
-
-func closeBytes(rec *protocol.Record) {
-	if rec.Key != nil {
-		rec.Key.Close()
-	}
-	if rec.Value != nil {
-		rec.Value.Close()
-	}
+	return &Fetched{}, nil // nothing for us in this answer
 }

@@ -26,6 +26,7 @@ import (
 type Mux struct {
 	c       *Conn
 	maxWait time.Duration
+	budget  *Budget
 
 	mu       sync.Mutex
 	streams  map[*Stream]bool
@@ -77,9 +78,11 @@ const (
 )
 
 // Mux returns a fetch mux whose requests wait at most maxWait at the
-// broker. Run it for as long as its streams are read.
-func (c *Conn) Mux(maxWait time.Duration) *Mux {
-	return &Mux{c: c, maxWait: maxWait, streams: map[*Stream]bool{}, main: map[int]*muxRequest{},
+// broker and keep records only as budget (if not nil) takes them: the
+// streams' readers release each record's RecordBytes when they are done
+// with it. Run it for as long as its streams are read.
+func (c *Conn) Mux(maxWait time.Duration, budget *Budget) *Mux {
+	return &Mux{c: c, maxWait: maxWait, budget: budget, streams: map[*Stream]bool{}, main: map[int]*muxRequest{},
 		leaders: map[topicPartitionKey]int{}, wake: make(chan struct{}, 1)}
 }
 
@@ -96,12 +99,20 @@ func (m *Mux) Stream(topic string, partition int, next int64) *Stream {
 // move between fetches) and MaxWait.
 func (s *Stream) Fetcher() *Fetcher { return s.f }
 
-// Close removes the stream from its mux.
+// Close removes the stream from its mux; a result it was handed and did
+// not take gives its records back to the budget.
 func (s *Stream) Close() {
 	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
 	delete(s.m.streams, s)
 	s.waiting = false
-	s.m.mu.Unlock()
+	select {
+	case r := <-s.out:
+		if r.res != nil {
+			s.m.releaseLocked(r.res.Records)
+		}
+	default:
+	}
 }
 
 // Fetch waits for the partition's next records from s.Fetcher().Next, as
@@ -204,23 +215,25 @@ func (m *Mux) send(ctx context.Context) {
 				LogStartOffset: -1, PartitionMaxBytes: muxPartitionMaxBytes})
 		}
 		m.main[b] = r
-		m.inflight.Go(func() { m.roundTrip(ctx, b, r, req) })
+		x := &fetchExchange{req: req, lim: m.c.Limits.orDefault(), budget: m.budget}
+		m.inflight.Go(func() { m.roundTrip(ctx, b, r, x) })
 	}
 }
 
 // roundTrip makes one request and hands each stream what the answer holds
-// for it.
-func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, req *fetch.Request) {
+// for it. Records kept for a stream that no longer waits for them are
+// given back to the budget.
+func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, x *fetchExchange) {
 	rctx, cancel := context.WithTimeout(ctx, m.maxWait+15*time.Second)
 	defer cancel()
-	msg, err := m.c.transport.RoundTrip(rctx, kafka.TCP(m.c.Brokers...), req)
-	resp, ok := msg.(*fetch.Response)
+	msg, err := m.c.transport.RoundTrip(rctx, kafka.TCP(m.c.Brokers...), x)
+	resp, ok := msg.(*answer)
 	switch {
 	case err != nil:
 	case !ok:
 		err = fmt.Errorf("unexpected answer %T", msg)
-	case resp.ErrorCode != 0:
-		err = &PartitionError{Err: kafka.Error(resp.ErrorCode)}
+	case resp.errorCode != 0:
+		err = &PartitionError{Err: kafka.Error(resp.errorCode)}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -235,45 +248,67 @@ func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, req *fet
 		}
 		m.fresh = time.Time{} // routing may have moved: read the leaders again
 		for _, s := range r.streams {
-			m.deliverLocked(s, nil, fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, s.f.Next, err))
+			m.deliverLocked(s, nil, fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, s.f.Next, err), 0)
 		}
 		return
 	}
-	for i := range resp.Topics {
-		t := &resp.Topics[i]
-		for j := range t.Partitions {
-			p := &t.Partitions[j]
-			s := r.streams[topicPartitionKey{t.Topic, int(p.Partition)}]
+	for i := range resp.topics {
+		t := &resp.topics[i]
+		for j := range t.partitions {
+			p := &t.partitions[j]
+			s := r.streams[topicPartitionKey{t.name, int(p.partition)}]
 			if s == nil || !s.waiting || !m.streams[s] {
+				m.releaseLocked(p.fetched.Records)
 				continue
 			}
-			if p.ErrorCode != 0 {
+			if p.errorCode != 0 {
 				m.fresh = time.Time{}
-				m.deliverLocked(s, nil, &PartitionError{Err: kafka.Error(p.ErrorCode)})
+				m.deliverLocked(s, nil, &PartitionError{Err: kafka.Error(p.errorCode)}, 0)
 				continue
 			}
-			if p.HighWatermark <= s.f.Next && p.RecordSet.Records == nil {
+			if p.highWatermark <= s.f.Next && !p.hasData {
 				continue // nothing new: the stream waits on
 			}
-			next := s.f.Next
-			res, err := s.f.decode(p)
-			if err != nil {
-				err = fmt.Errorf("fetch %s/%d at %d: %w", s.f.topic, s.f.partition, next, err)
+			asked := x.from(t.name, int(p.partition))
+			if asked != s.f.Next {
+				// The reader moved meanwhile (an answer to an older request):
+				// what it holds may be stale.
+				m.releaseLocked(p.fetched.Records)
+				continue
 			}
-			if err == nil && len(res.Records) == 0 && s.f.Next == next {
-				continue // a stale answer (records already delivered)
+			res := &p.fetched
+			if len(res.Records) == 0 && len(res.Oversized) == 0 && p.next == asked && !res.BudgetFull {
+				continue // nothing to deliver (records already delivered)
 			}
-			m.deliverLocked(s, res, err)
+			m.deliverLocked(s, res, nil, p.next)
 		}
 	}
 }
 
-// deliverLocked hands a stream its result; it no longer waits.
-func (m *Mux) deliverLocked(s *Stream, res *Fetched, err error) {
+// releaseLocked gives the budget back for records not delivered.
+func (m *Mux) releaseLocked(ms []kafka.Message) {
+	if m.budget == nil {
+		return
+	}
+	for _, rec := range ms {
+		m.budget.Release(RecordBytes(rec))
+	}
+}
+
+// Budget is the mux's budget (nil: none).
+func (m *Mux) Budget() *Budget { return m.budget }
+
+// deliverLocked hands a stream its result, and moves its fetcher to next
+// (the offset after what res held); it no longer waits.
+func (m *Mux) deliverLocked(s *Stream, res *Fetched, err error, next int64) {
 	s.waiting = false
 	select {
 	case s.out <- streamResult{res, err}:
+		s.f.Next = max(s.f.Next, next)
 	default: // a result not taken yet (the reader gave up): keep it
+		if res != nil {
+			m.releaseLocked(res.Records)
+		}
 	}
 }
 

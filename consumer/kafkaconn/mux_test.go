@@ -31,7 +31,7 @@ func TestMux(t *testing.T) {
 		t.Fatal(err)
 	}
 	const maxWait = 400 * time.Millisecond
-	m := c.Mux(maxWait)
+	m := c.Mux(maxWait, nil)
 	var loops sync.WaitGroup
 	defer loops.Wait()
 	defer cancel()
@@ -126,7 +126,7 @@ func TestMuxBatchOverLimit(t *testing.T) {
 			t.Fatal(err, resp)
 		}
 	}
-	m := c.Mux(200 * time.Millisecond)
+	m := c.Mux(200*time.Millisecond, nil)
 	var loops sync.WaitGroup
 	defer loops.Wait()
 	defer cancel()
