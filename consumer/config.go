@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
@@ -139,7 +140,22 @@ type Config struct {
 	// MergeMaxBytes caps a merged request body; default and maximum
 	// sender.MaxBodyBytes.
 	MergeMaxBytes int
+
+	// MaxRecordBytes caps one fetched record (key, value, headers): a
+	// larger one is dead-lettered too_large, as a copy naming its topic,
+	// partition and offset. MaxBatchBytes caps one record batch as sent
+	// (compressed) and, 16 times over, what it may expand to
+	// (kafkaconn.Limits).
+	MaxRecordBytes, MaxBatchBytes int
+	// BufferBytes bounds the bytes of records the worker holds between
+	// their fetch and their commit, all partitions together
+	// (kafkaconn.RecordBytes each): the fetches wait for room.
+	BufferBytes int64
 }
+
+// DefaultBufferBytes is BufferBytes's default: thousands of ordinary
+// events, and eight records of the largest size.
+const DefaultBufferBytes = 32 << 20
 
 // MinMergeMaxBytes is the smallest MergeMaxBytes: a call must hold at
 // least one ordinary event.
@@ -164,6 +180,9 @@ func DefaultConfig() Config {
 		ScheduleRefresh:        200 * time.Millisecond,
 		StartOffset:            kafka.FirstOffset,
 		MergeMaxBytes:          sender.MaxBodyBytes,
+		MaxRecordBytes:         kafkaconn.DefaultMaxRecordBytes,
+		MaxBatchBytes:          kafkaconn.DefaultMaxBatchBytes,
+		BufferBytes:            DefaultBufferBytes,
 	}
 }
 
@@ -220,6 +239,38 @@ func (c *Config) SlotTopicOrDefault() string {
 	return c.SlotTopic
 }
 
+// limits are MaxRecordBytes, MaxBatchBytes and BufferBytes, each zero
+// one at its default (a batch at least a record, a buffer at least two).
+func (c *Config) limits() (record, batch int, buffer int64) {
+	d := DefaultConfig()
+	record, batch, buffer = c.MaxRecordBytes, c.MaxBatchBytes, c.BufferBytes
+	if record == 0 {
+		record = d.MaxRecordBytes
+	}
+	if batch == 0 {
+		batch = max(d.MaxBatchBytes, record)
+	}
+	if buffer == 0 {
+		buffer = max(d.BufferBytes, 2*int64(record))
+	}
+	return record, batch, buffer
+}
+
+// ValidateLimits checks MaxRecordBytes, MaxBatchBytes and BufferBytes
+// against each other, their defaults filled in.
+func (c *Config) ValidateLimits() error {
+	record, batch, buffer := c.limits()
+	switch {
+	case record < 1<<10:
+		return &FieldError{Field: "MaxRecordBytes", Msg: "must be at least 1024 bytes"}
+	case batch < record:
+		return &FieldError{Field: "MaxBatchBytes", Msg: "must be at least", Related: []string{"MaxRecordBytes"}}
+	case buffer < 2*int64(record):
+		return &FieldError{Field: "BufferBytes", Msg: "must be at least twice", Related: []string{"MaxRecordBytes"}}
+	}
+	return nil
+}
+
 // ValidateGroupInstanceID checks a GroupInstanceID: empty, or Kafka's rule
 // for names (at most 249 of a-z, A-Z, 0-9, '.', '_', '-').
 func ValidateGroupInstanceID(id string) error {
@@ -264,6 +315,9 @@ func (c *Config) Validate() error {
 		if err := ValidateMergeMaxBytes(c.MergeMaxBytes); err != nil {
 			return err
 		}
+	}
+	if err := c.ValidateLimits(); err != nil {
+		return err
 	}
 	for _, d := range []struct {
 		name string
@@ -343,6 +397,7 @@ func (c *Config) setDefaults() {
 	if c.MergeMaxBytes == 0 {
 		c.MergeMaxBytes = d.MergeMaxBytes
 	}
+	c.MaxRecordBytes, c.MaxBatchBytes, c.BufferBytes = c.limits()
 	if c.Dialer == nil {
 		c.Dialer = kafka.DefaultDialer
 	}

@@ -155,6 +155,7 @@ func (p *partition) commit(at, next int64, metadata string) error {
 	})
 	switch {
 	case err == nil:
+		p.held.committed(next)
 		if failed {
 			p.w.holds.start(p.tp, at) // the hold goes on, its failures over
 			p.log.Info("offset commit accepted again", zap.Int64("offset", next))

@@ -77,6 +77,22 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 	}
 }
 
+// oversized is the record for a record (or a run of them) the fetch did
+// not keep because it is over a limit: it is dead-lettered too_large, a
+// copy with nothing of the record but where it is (topic, partition,
+// offsets) and its size, and the records after it flow on.
+func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *record {
+	m := kafka.Message{Topic: p.tp.topic, Partition: p.tp.partition, Offset: o.Offset, Time: o.Time}
+	where := fmt.Sprintf("offset %d", o.Offset)
+	if o.Last > o.Offset {
+		where = fmt.Sprintf("offsets %d to %d", o.Offset, o.Last)
+	}
+	msg := fmt.Sprintf("%s: not read; the record is at %s/%d %s", o.Limit, p.tp.topic, p.tp.partition, where)
+	p.log.Warn("record over a limit: dead-lettering a copy that says where it is", zap.Int64("offset", o.Offset),
+		zap.Int64("last_offset", o.Last), zap.Int64("bytes", o.Bytes), zap.String("limit", o.Limit))
+	return &record{msg: m, at: at, invalid: &wire.InvalidEventError{Reason: wire.ReasonTooLarge, Msg: msg}}
+}
+
 // readFailed records that reading the partition at offset keeps failing
 // (a fetch, a decode): /readyz lists the partition once it has failed for
 // StuckAfter, with the last error (prefixed by what). It logs msg and
@@ -122,6 +138,7 @@ type partition struct {
 	// can finish and be committed.
 	taking, sending context.Context
 	stream          *kafkaconn.Stream
+	held            *heldBytes // of the worker's BufferBytes
 	records         <-chan item
 	ahead           []item // items taken from records but not yet used, in order
 }
@@ -189,6 +206,7 @@ func (p *partition) session() error {
 			p.stream.Close()
 			p.stream = nil
 		}
+		p.held.releaseAll()
 		p.w.fetches.done(p.tp)
 	}()
 	p.taking, p.sending = taking, sending
@@ -210,6 +228,7 @@ func (p *partition) session() error {
 	// merge mode can see what is waiting without blocking.
 	records := make(chan item, 64)
 	p.stream = p.w.fetcher.Stream(p.tp.topic, p.tp.partition, start)
+	p.held = newHeldBytes(p.w.fetcher.Budget())
 	p.records, p.ahead = records, nil
 	goroutines.Go(func() { p.pump(records) })
 
@@ -317,6 +336,9 @@ func (p *partition) pump(records chan<- item) {
 		backoff.WithMaxElapsedTime(0))
 	for {
 		res, err := p.stream.Fetch(ctx)
+		if res != nil {
+			p.held.add(res.Records)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -349,12 +371,22 @@ func (p *partition) pump(records chan<- item) {
 			p.log.Debug("skipped records of aborted transactions", zap.Int("records", res.Aborted))
 		}
 		fetched := time.Now()
-		for _, m := range res.Records {
-			rec := p.decode(ctx, m, fetched)
-			if rec == nil || !send(item{rec: rec}) {
+		over := res.Oversized
+		for i := 0; i < len(res.Records) || len(over) > 0; {
+			var rec *record
+			if len(over) > 0 && (i == len(res.Records) || over[0].Offset < res.Records[i].Offset) {
+				rec = p.oversized(over[0], fetched)
+				over = over[1:]
+			} else {
+				if rec = p.decode(ctx, res.Records[i], fetched); rec == nil {
+					return
+				}
+				i++
+			}
+			if !send(item{rec: rec}) {
 				return
 			}
-			handed = m.Offset + 1
+			handed = rec.msg.Offset + 1
 		}
 		if f.Next > handed {
 			if !send(item{skipTo: f.Next}) {
@@ -362,7 +394,15 @@ func (p *partition) pump(records chan<- item) {
 			}
 			handed = f.Next
 		}
-		if len(res.Records) == 0 && res.Batches > 0 && res.Aborted == 0 && res.Markers == 0 {
+		if res.BudgetFull {
+			// The worker holds BufferBytes of records: fetch again once the
+			// record that did not fit fits.
+			if w.fetcher.Budget().Wait(ctx, res.BudgetNeed) != nil {
+				return
+			}
+			continue
+		}
+		if len(res.Records) == 0 && len(res.Oversized) == 0 && res.Batches > 0 && res.Aborted == 0 && res.Markers == 0 {
 			// Batches with nothing at or after the fetch offset (a compacted
 			// batch's tail): wait instead of asking again at once.
 			if sleepCtx(ctx, f.MaxWait()) != nil {

@@ -80,6 +80,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	cfg.setDefaults()
 	conn := kafkaconn.New(cfg.Brokers, cfg.Dialer)
 	conn.Balancer = cfg.Balancer
+	conn.Limits = kafkaconn.Limits{MaxRecordBytes: cfg.MaxRecordBytes, MaxBatchBytes: cfg.MaxBatchBytes}
 	dlq := conn.Writer(cfg.DLQTopic)
 	dlq.BatchSize = 1 // each write is awaited before its commit: flush at once
 	dlq.MaxAttempts = 10
@@ -97,7 +98,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	if w.prop == nil {
 		w.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
-	w.fetcher = conn.Mux(cfg.MaxWait)
+	w.fetcher = conn.Mux(cfg.MaxWait, kafkaconn.NewBudget(cfg.BufferBytes))
 	w.member = newMember(conn, cfg, w.topics(), cfg.Logger.Named("group"))
 	w.decoder = RecordDecoder{Map: cfg.Map, Schemas: cfg.Schemas, OnPanic: func(v any, stack []byte) {
 		w.log.Error("decoding a record panicked: the record is dead-lettered as decode_failed",

@@ -302,7 +302,7 @@ func readSet(r *frameReader, setLeft *int64, p *partitionAnswer, pending []fetch
 	out := &p.fetched
 	for *setLeft > 0 {
 		if k.budgetFull {
-			out.BudgetFull = true
+			out.BudgetFull, out.BudgetNeed = true, k.need
 			return r.discard(setLeft)
 		}
 		b, err := readBatch(r, setLeft, p.next, k, *first, enter)
@@ -340,11 +340,15 @@ func readSet(r *frameReader, setLeft *int64, p *partitionAnswer, pending []fetch
 		}
 		if b.cut {
 			out.BudgetFull = out.BudgetFull || k.budgetFull
+			out.BudgetNeed = k.need
 			p.next = max(p.next, b.cutAt)
 			return r.discard(setLeft)
 		}
 		p.next = max(p.next, b.last+1)
 	}
 	out.BudgetFull = out.BudgetFull || (k.budgetFull && len(out.Records) == 0)
+	if out.BudgetFull {
+		out.BudgetNeed = k.need
+	}
 	return nil
 }

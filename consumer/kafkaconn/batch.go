@@ -144,8 +144,10 @@ type keeper struct {
 	left int64
 	// budget, if set, is taken for every kept record.
 	budget *Budget
-	// budgetFull says a record was not kept for want of budget.
+	// budgetFull says a record was not kept for want of budget; need is
+	// that record's size.
 	budgetFull bool
+	need       int64
 }
 
 // answerKeepBytes is what one answer keeps at most (at least one record of
@@ -160,7 +162,7 @@ func (k *keeper) take(n int64, first bool) bool {
 		return false
 	}
 	if k.budget != nil && !k.budget.TryTake(n) {
-		k.budgetFull = true
+		k.budgetFull, k.need = true, n
 		return false
 	}
 	k.left -= n

@@ -62,8 +62,10 @@ type Fetched struct {
 	// Batches is the number of record batches in the answer.
 	Batches int
 	// BudgetFull says records were left for a later fetch because the
-	// Budget was spent: wait for it (Budget.Wait) before fetching again.
+	// Budget was spent: wait for BudgetNeed bytes of it (Budget.Wait)
+	// before fetching again.
 	BudgetFull bool
+	BudgetNeed int64
 }
 
 // PartitionError is a partition-level error in a Fetch answer

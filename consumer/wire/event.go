@@ -29,6 +29,10 @@ const (
 	// ReasonDecodeFailed: the record's bytes do not decode with the schema
 	// they name.
 	ReasonDecodeFailed = "decode_failed"
+	// ReasonTooLarge: the record (or its batch) is over a limit of the
+	// worker (KAFKA_MAX_RECORD_BYTES, KAFKA_MAX_BATCH_BYTES); the dead
+	// letter holds where it is, not the record.
+	ReasonTooLarge = "too_large"
 )
 
 // Event is a decoded, validated broadcast event.
