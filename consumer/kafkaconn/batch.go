@@ -451,7 +451,7 @@ func readRecords(b *batch, in *bufio.Reader, count int32, firstTS, from int64, k
 			// Within its length, but its headers cost more held than sent.
 			b.oversized = append(b.oversized, Oversized{Offset: offset, Last: offset, Bytes: n,
 				Limit: fmt.Sprintf("a record of %d bytes held, over the limit of %d (KAFKA_MAX_RECORD_BYTES)", n, k.lim.MaxRecordBytes),
-				Time: at})
+				Time:  at})
 			continue
 		}
 		if !k.take(RecordBytes(m), first && len(b.records) == 0) {
