@@ -22,7 +22,7 @@ func (p *partition) deadLetter(c *call, m *record) error {
 	full := wire.DeadLetterMessage(msg, f)
 	truncations := 0
 	tooBig := func(err error) []kafka.Message {
-		if !tooLarge(err) || truncations == 2 {
+		if !tooLarge(err) || truncations == wire.TruncateSteps {
 			return nil
 		}
 		// It can never be written as it is: write a smaller copy that says

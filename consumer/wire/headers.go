@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -50,6 +51,9 @@ const (
 	sourceHeaderPrefix = "timbroadcast-source-"
 	// MaxInfoBytes caps the dead-letter info header.
 	MaxInfoBytes = 2048
+	// MaxFieldBytes caps the dead-letter field header (a field's name comes
+	// from the record: a producer may write a name of megabytes).
+	MaxFieldBytes = 256
 	// TimeLayout is the layout of the dead-letter time headers.
 	TimeLayout   = time.RFC3339Nano
 	defaultClass = "reject"
@@ -94,14 +98,46 @@ func originalHeaders(hs []kafka.Header) []kafka.Header {
 	return out
 }
 
+// MaxKeyBytes is the longest record key a receipt or the last dead-letter
+// step copies; a longer key is replaced by KeyDigest.
+const MaxKeyBytes = 1024
+
+// Cut returns s cut to at most n bytes on a character boundary, marked
+// with the original length when cut: outside text in a header, a receipt
+// or a log line is bounded wherever it is written.
+func Cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	mark := fmt.Sprintf("...(%d bytes)", len(s))
+	keep := max(n-len(mark), 0)
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	return s[:keep] + mark
+}
+
+// KeyDigest is what stands for a key longer than MaxKeyBytes: its SHA-256
+// (the key's bytes can be found again in the source by its coordinates).
+func KeyDigest(key []byte) []byte {
+	sum := sha256.Sum256(key)
+	return []byte("sha256:" + hex.EncodeToString(sum[:]))
+}
+
+// boundKey is key, or its KeyDigest when longer than MaxKeyBytes.
+func boundKey(key []byte) []byte {
+	if len(key) > MaxKeyBytes {
+		return KeyDigest(key)
+	}
+	return key
+}
+
 // cutInfo is the failure's Info cut to MaxInfoBytes, as dead-letter
 // headers and receipts carry it.
-func (f Failure) cutInfo() string {
-	if len(f.Info) > MaxInfoBytes {
-		return f.Info[:MaxInfoBytes]
-	}
-	return f.Info
-}
+func (f Failure) cutInfo() string { return Cut(f.Info, MaxInfoBytes) }
+
+// cutField is the failure's Field cut to MaxFieldBytes.
+func (f Failure) cutField() string { return Cut(f.Field, MaxFieldBytes) }
 
 // DeadLetterMessage builds the dead-letter record for m. A record replayed
 // from the dead-letter topic carries the headers of its earlier failure:
@@ -119,7 +155,7 @@ func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 	add(HeaderDLQCode, strconv.Itoa(f.Code))
 	add(HeaderDLQInfo, info)
 	if f.Field != "" {
-		add(HeaderDLQField, f.Field)
+		add(HeaderDLQField, f.cutField())
 	}
 	add(HeaderDLQAttempts, strconv.Itoa(f.Attempts))
 	add(HeaderDLQFailedAt, f.FailedAt.UTC().Format(TimeLayout))
@@ -138,12 +174,18 @@ func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 // could ever be sent (12,000 bytes), far less than any topic's limit.
 const TruncatedValueBytes = 16 << 10
 
+// TruncateSteps is the number of steps of TruncateDeadLetter: the last
+// one fits any topic that takes records of a few kilobytes.
+const TruncateSteps = 3
+
 // TruncateDeadLetter returns a smaller copy of a dead-letter record that
 // the dead-letter topic refused as too large. Step 1 cuts the value to
-// TruncatedValueBytes; step 2 (and later) also drops the value, the
-// producer's headers and cuts the key to 256 bytes. Both keep the
-// dead-letter headers and add HeaderDLQTruncated, HeaderDLQOriginalSize
-// and HeaderDLQOriginalSHA256 of the original value.
+// TruncatedValueBytes; step 2 also drops the value, the producer's headers
+// and cuts the key to 256 bytes; step 3 (the last: a record of about a
+// kilobyte) keeps only the reason, class, code, a short info and where the
+// record is (the source headers), with the key replaced by its KeyDigest.
+// Each adds HeaderDLQTruncated, HeaderDLQOriginalSize and
+// HeaderDLQOriginalSHA256 of the original value.
 func TruncateDeadLetter(dl kafka.Message, original []byte, step int) kafka.Message {
 	sum := sha256.Sum256(original)
 	out := kafka.Message{Key: dl.Key, Value: dl.Value}
@@ -158,10 +200,27 @@ func TruncateDeadLetter(dl kafka.Message, original []byte, step int) kafka.Messa
 			out.Key = out.Key[:256]
 		}
 	}
+	if step >= 3 {
+		out.Key = nil
+		if len(dl.Key) > 0 {
+			out.Key = KeyDigest(dl.Key)
+		}
+	}
 	for _, h := range dl.Headers {
 		ours := strings.HasPrefix(h.Key, dlqHeaderPrefix) || strings.HasPrefix(h.Key, sourceHeaderPrefix)
 		if h.Key == HeaderDLQTruncated || h.Key == HeaderDLQOriginalSize || h.Key == HeaderDLQOriginalSHA256 {
 			continue
+		}
+		if step >= 3 {
+			switch h.Key {
+			case HeaderDLQInfo:
+				h.Value = []byte(Cut(string(h.Value), 256))
+			case HeaderDLQField:
+				h.Value = []byte(Cut(string(h.Value), 64))
+			}
+			if len(h.Value) > 256 { // nothing of ours is longer
+				continue
+			}
 		}
 		if ours || step < 2 {
 			out.Headers = append(out.Headers, h)

@@ -120,12 +120,18 @@ func (r *Receipt) SetCall(random uint32, events, attempts int, first, call time.
 
 // ReceiptDeadLetterOf returns the receipt's view of a dead-letter failure.
 func ReceiptDeadLetterOf(topic string, f Failure) *ReceiptDeadLetter {
-	return &ReceiptDeadLetter{Topic: topic, Reason: f.Reason, Code: f.Code, Info: f.cutInfo(), Field: f.Field}
+	return &ReceiptDeadLetter{Topic: topic, Reason: f.Reason, Code: f.Code, Info: f.cutInfo(), Field: f.cutField()}
 }
 
+// MaxTraceHeaderBytes is the longest trace header a receipt copies (the
+// W3C limit of tracestate is 512 characters): a longer one is left out.
+const MaxTraceHeaderBytes = 512
+
 // ReceiptMessage returns the receipt record of event record m: keyed like
-// m, carrying m's trace headers (those named in traceHeaders, matched
-// case-insensitively; nil means TraceHeaders) and HeaderReceiptSchema.
+// m (by its KeyDigest when longer than MaxKeyBytes, so a receipt always
+// fits), carrying m's trace headers (those named in traceHeaders, matched
+// case-insensitively; nil means TraceHeaders; none longer than
+// MaxTraceHeaderBytes) and HeaderReceiptSchema.
 func ReceiptMessage(m kafka.Message, r Receipt, traceHeaders []string) (kafka.Message, error) {
 	if traceHeaders == nil {
 		traceHeaders = TraceHeaders
@@ -137,12 +143,12 @@ func ReceiptMessage(m kafka.Message, r Receipt, traceHeaders []string) (kafka.Me
 	headers := []kafka.Header{{Key: HeaderReceiptSchema, Value: []byte(ReceiptSchema)}}
 	for _, h := range m.Headers {
 		for _, name := range traceHeaders {
-			if strings.EqualFold(h.Key, name) {
+			if strings.EqualFold(h.Key, name) && len(h.Value) <= MaxTraceHeaderBytes {
 				headers = append(headers, kafka.Header{Key: name, Value: h.Value})
 			}
 		}
 	}
-	return kafka.Message{Key: m.Key, Value: value, Headers: headers}, nil
+	return kafka.Message{Key: boundKey(m.Key), Value: value, Headers: headers}, nil
 }
 
 // DecodeReceipt parses a receipt record's value, refusing another schema.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -455,5 +456,43 @@ func TestHeaderCarrier(t *testing.T) {
 	}
 	if keys := c.Keys(); len(keys) != 2 || keys[0] != "x" {
 		t.Errorf("Keys = %v", keys)
+	}
+}
+
+// TestBoundedCopies: a field name or key of megabytes never makes a dead
+// letter or receipt that cannot be written: the field header is cut, the
+// last truncation step is about a kilobyte whatever the record held, and
+// a receipt's key is a digest past MaxKeyBytes.
+func TestBoundedCopies(t *testing.T) {
+	huge := strings.Repeat("é", 1<<20) // 2 MiB, cut on a character boundary
+	m := kafka.Message{Topic: "t", Partition: 1, Offset: 7, Key: []byte(huge), Value: []byte(huge),
+		Headers: []kafka.Header{{Key: huge, Value: []byte(huge)}, {Key: "traceparent", Value: []byte(huge)}}}
+	f := wire.Failure{Reason: wire.ReasonInvalidEvent, Field: huge, Info: huge}
+	dl := wire.DeadLetterMessage(m, f)
+	if v := wire.Header(dl, wire.HeaderDLQField); len(v) > wire.MaxFieldBytes || !utf8.ValidString(v) || !strings.Contains(v, "bytes)") {
+		t.Errorf("field header of %d bytes: %.40q", len(v), v)
+	}
+	last := wire.TruncateDeadLetter(dl, m.Value, wire.TruncateSteps)
+	size := len(last.Key) + len(last.Value)
+	for _, h := range last.Headers {
+		size += len(h.Key) + len(h.Value)
+	}
+	if size > 2048 {
+		t.Errorf("the last truncation step is %d bytes", size)
+	}
+	if wire.Header(last, wire.HeaderSourceOffset) != "7" || wire.Header(last, wire.HeaderDLQReason) != wire.ReasonInvalidEvent ||
+		!strings.HasPrefix(string(last.Key), "sha256:") {
+		t.Errorf("the last step lost where the record is: %+v", last.Headers)
+	}
+	r, err := wire.ReceiptMessage(m, wire.ReceiptFor(m, wire.OutcomeDelivered, time.Now()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Key) != string(wire.KeyDigest(m.Key)) || len(r.Headers) != 1 {
+		t.Errorf("receipt key %.20q, %d headers", r.Key, len(r.Headers))
+	}
+	short := kafka.Message{Key: []byte("k")}
+	if r, _ := wire.ReceiptMessage(short, wire.ReceiptFor(short, wire.OutcomeDelivered, time.Now()), nil); string(r.Key) != "k" {
+		t.Errorf("a short key is kept: %q", r.Key)
 	}
 }
