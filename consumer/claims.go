@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
 // The claims log: the call schedule of a group with several members. Each
@@ -194,10 +197,66 @@ func encodeClaim(r claimRecord) []byte {
 	return b
 }
 
+// decodeClaim reads a claims-log record, refusing one out of bounds.
 func decodeClaim(b []byte) (claimRecord, error) {
 	var r claimRecord
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("claims log record: %w", err)
 	}
+	if err := r.check(time.Now()); err != nil {
+		return claimRecord{}, fmt.Errorf("claims log record by %q ignored: %w", cutOutside(r.By, 64), err)
+	}
+	if r.Pause != nil {
+		r.Pause.Info = cutOutside(r.Pause.Info, 512)
+	}
 	return r, nil
+}
+
+// The claims log is written by our members, and by anything else with
+// write access to it: a record is obeyed only within bounds no member of
+// ours leaves, so a record stamped a century ahead cannot hold every call
+// of the group, nor a snapshot of a million grants fill a member's memory.
+const (
+	// claimSkewMax bounds how far from this member's clock a record's
+	// times may be: clocks of members differ by milliseconds; only a
+	// record out of bounds is judged differently by two members.
+	claimSkewMax = time.Hour
+	// claimMaxGrants bounds a snapshot: a few dozen at 50 calls/s.
+	claimMaxGrants = 10000
+	// claimMaxID bounds a member id (Kafka's member ids are ~60 bytes).
+	claimMaxID = 512
+)
+
+// check reports why r is out of bounds, if it is.
+func (r claimRecord) check(now time.Time) error {
+	hi := now.Add(claimSkewMax).UnixNano()
+	switch {
+	case len(r.By) > claimMaxID:
+		return fmt.Errorf("a member id of %d bytes", len(r.By))
+	case r.TS > hi:
+		return fmt.Errorf("timestamp %s, more than %v after this member's clock", time.Unix(0, r.TS).UTC().Format(time.RFC3339), claimSkewMax)
+	case r.Pause != nil && (r.Pause.Next > hi || r.Pause.Next < 0):
+		return fmt.Errorf("a pause until %s, more than %v from now", time.Unix(0, r.Pause.Next).UTC().Format(time.RFC3339), claimSkewMax)
+	case len(r.State.Grants) > claimMaxGrants:
+		return fmt.Errorf("a snapshot of %d grants (at most %d)", len(r.State.Grants), claimMaxGrants)
+	case r.State.Latest > hi:
+		return fmt.Errorf("a snapshot whose latest claim is more than %v ahead", claimSkewMax)
+	}
+	for _, g := range r.State.Grants {
+		if g.At > hi || g.TS > hi || len(g.By) > claimMaxID {
+			return fmt.Errorf("a snapshot grant at %s, more than %v from now", time.Unix(0, g.At).UTC().Format(time.RFC3339), claimSkewMax)
+		}
+	}
+	return nil
+}
+
+// cutOutside bounds text from outside for logs and /readyz: at most n
+// bytes, control characters escaped.
+func cutOutside(s string, n int) string {
+	return wire.Cut(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s), n)
 }

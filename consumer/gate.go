@@ -150,7 +150,17 @@ func (g *gate) openLocked() time.Duration {
 // remote applies another member's pause or resume record: a pause closes
 // the gate and leaves the probing to its writer until a takeover interval
 // past its next probe; a resume opens the gate.
-func (g *gate) remote(r claimRecord) {
+//
+// A pause whose next probe is further than PAUSE_MAX (and a second) from
+// now is not one of our members' (they probe at least that often): it is
+// not obeyed, and the error says why.
+func (g *gate) remote(r claimRecord) error {
+	if r.Pause != nil {
+		if limit := time.Now().Add(g.bo.MaxInterval + time.Second); time.Unix(0, r.Pause.Next).After(limit) {
+			return fmt.Errorf("a pause record by %q announces its next probe at %s, later than PAUSE_MAX (%v) from now: not obeyed",
+				cutOutside(r.By, 64), time.Unix(0, r.Pause.Next).UTC().Format(time.RFC3339), g.bo.MaxInterval)
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if r.Resume {
@@ -158,12 +168,15 @@ func (g *gate) remote(r claimRecord) {
 			g.openLocked()
 			g.broadcastLocked()
 		}
-		return
+		return nil
 	}
 	g.closeLocked()
 	g.cause = &remotePause{by: r.By, code: r.Pause.Code, info: r.Pause.Info}
+	// A probe announced later than PAUSE_MAX from now is not waited for
+	// (the record is not ours to trust that far): this member probes then.
 	g.next = time.Unix(0, r.Pause.Next).Add(g.takeover)
 	g.broadcastLocked()
+	return nil
 }
 
 // remotePause is the cause of a pause another member reported.

@@ -233,6 +233,13 @@ func (p *partition) session() error {
 	goroutines.Go(func() { p.pump(records) })
 
 	var calls []*call
+	if inflight != nil && (inflight.Last < committed || inflight.Last-committed >= maxInFlightSpan) {
+		p.log.Warn("ignoring the in-flight record in the group's committed-offset metadata: its range is out of bounds "+
+			"(not written by timbroadcast, or damaged); the partition goes on from its committed offset",
+			zap.String("group", p.w.cfg.GroupID), zap.Int64("committed", committed), zap.Int64("last_offset", inflight.Last),
+			zap.Int64("max_span", maxInFlightSpan))
+		inflight = nil
+	}
 	if inflight != nil {
 		if calls, err = p.resume(committed, *inflight); err != nil {
 			return err
@@ -251,6 +258,12 @@ func (p *partition) session() error {
 		calls = []*call{c}
 	}
 }
+
+// maxInFlightSpan bounds the offsets an in-flight record may span: a
+// merged call holds at most 12,000 bytes of events (a few hundred), and
+// transaction markers between them; metadata claiming more is ignored, so
+// it cannot make a member buffer the log.
+const maxInFlightSpan = 10000
 
 // graceWatch ends sending RevokeGrace (DrainTimeout when stopping) after
 // taking ended, unless the session ended first.

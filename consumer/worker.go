@@ -121,7 +121,11 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		slots := &kafkaSlots{conn: conn, topic: cfg.SlotTopic}
 		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, clockwork.NewRealClock(), slots, cfg.Logger.Named("schedule"),
 			cfg.Metrics)
-		w.sched.groupPause = w.gate.remote
+		w.sched.groupPause = func(r claimRecord) {
+			if err := w.gate.remote(r); err != nil {
+				w.log.Warn("claims log: ignoring a record out of bounds", zap.String("topic", cfg.SlotTopic), zap.Error(err))
+			}
+		}
 		w.gate.publish = w.sched.publish
 		w.gate.member = w.sched.id
 		w.gate.takeover = 2*time.Second + 2*w.sched.period

@@ -373,6 +373,7 @@ type workerSettings struct {
 	joinRetry, revokeGrace, drainTimeout                 *setting
 	pauseInitial, pauseMax, merge, mergeMaxBytes         *setting
 	stuckAfter, retryMaxElapsed, partitionWatch          *setting
+	maxRecordBytes, maxBatchBytes, bufferBytes           *setting
 }
 
 func addWorkerSettings(s *settings) *workerSettings {
@@ -397,6 +398,12 @@ func addWorkerSettings(s *settings) *workerSettings {
 		partitionWatch:  s.add("partition-watch-interval", "KAFKA_PARTITION_WATCH_INTERVAL", durationDefault(d.PartitionWatchInterval), "how often the topic's partition count is checked; added partitions are consumed within about this time"),
 		stuckAfter:      s.add("stuck-after", "TIM_STUCK_AFTER", durationDefault(d.StuckAfter), "a partition failing on one record this long shows in /readyz and timbroadcast_stuck_partitions"),
 		retryMaxElapsed: s.add("retry-max-elapsed", "TIM_RETRY_MAX_ELAPSED", "0", "give up an event retried this long and dead-letter it as retry_exhausted; 0 never gives up (README \"Giving up\")"),
+		maxRecordBytes: s.add("max-record-bytes", "KAFKA_MAX_RECORD_BYTES", strconv.Itoa(d.MaxRecordBytes),
+			"largest record read (key, value, headers); a larger one is dead-lettered too_large naming where it is"),
+		maxBatchBytes: s.add("max-batch-bytes", "KAFKA_MAX_BATCH_BYTES", strconv.Itoa(d.MaxBatchBytes),
+			"largest record batch read as sent (compressed); it may expand to 16 times this. A larger one is dead-lettered too_large"),
+		bufferBytes: s.add("buffer-bytes", "TIM_BUFFER_BYTES", strconv.FormatInt(d.BufferBytes, 10),
+			"most bytes of records held between fetch and commit, all partitions together (README \"Limits\")"),
 	}
 }
 
@@ -429,6 +436,20 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 		return k.mergeMaxBytes.errorf("%q %s", k.mergeMaxBytes.val, fe.Msg)
 	}
 	cfg.MergeMaxBytes = n
+	for _, b := range []struct {
+		st  *setting
+		dst *int
+	}{{k.maxRecordBytes, &cfg.MaxRecordBytes}, {k.maxBatchBytes, &cfg.MaxBatchBytes}} {
+		if *b.dst, err = strconv.Atoi(b.st.String()); err != nil || *b.dst < 1 {
+			return b.st.errorf("%q is not a positive number of bytes", b.st.val)
+		}
+	}
+	if cfg.BufferBytes, err = strconv.ParseInt(k.bufferBytes.String(), 10, 64); err != nil || cfg.BufferBytes < 1 {
+		return k.bufferBytes.errorf("%q is not a positive number of bytes", k.bufferBytes.val)
+	}
+	if err := fieldError(cfg.ValidateLimits(), k.maxRecordBytes, k.maxBatchBytes, k.bufferBytes); err != nil {
+		return err
+	}
 	switch k.startOffset.String() {
 	case "earliest":
 		cfg.StartOffset = kafka.FirstOffset

@@ -206,6 +206,12 @@ func (c *replayCmd) Run(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("read %s/%d: %w (replayed %d so far; rerun to resume)", dlqTopic, p, err, replayed)
 			}
+			for _, o := range res.Oversized {
+				if o.Offset < ends[p] {
+					skipped++
+					fmt.Fprintf(c.stderr, "  skipped %s/%d@%d..%d: %s (replay reads records up to the default limits)\n", dlqTopic, p, o.Offset, o.Last, o.Limit)
+				}
+			}
 			for _, m := range res.Records {
 				if m.Offset >= ends[p] {
 					break

@@ -206,6 +206,7 @@ var consumerFields = map[string]string{
 	"ReceiptTopic": "KAFKA_RECEIPT_TOPIC", "SlotTopic": "KAFKA_SLOT_TOPIC", "MergeMaxBytes": "TIM_MERGE_MAX_BYTES", "GroupID": "KAFKA_GROUP_ID",
 	"HeartbeatInterval": "KAFKA_HEARTBEAT_INTERVAL", "SessionTimeout": "KAFKA_SESSION_TIMEOUT",
 	"RevokeGrace": "REVOKE_GRACE", "RebalanceTimeout": "KAFKA_REBALANCE_TIMEOUT",
+	"MaxRecordBytes": "KAFKA_MAX_RECORD_BYTES", "MaxBatchBytes": "KAFKA_MAX_BATCH_BYTES", "BufferBytes": "TIM_BUFFER_BYTES",
 }
 
 // fieldError renders a consumer configuration error (the rule is the
