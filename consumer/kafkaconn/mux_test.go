@@ -3,6 +3,8 @@ package kafkaconn_test
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +13,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 )
 
 // TestMux: twelve partitions read through one mux on three brokers. Idle,
@@ -148,5 +153,66 @@ func TestMuxBatchOverLimit(t *testing.T) {
 			}
 			next++
 		}
+	}
+}
+
+// TestFetchPoisonOverTCP: batches a hostile producer can write, on a real
+// broker connection: a zstd batch of a few tens of kilobytes holding a
+// 1 GiB record, one holding a 32 MiB record between two good ones, and a
+// good batch after them. Every good record is read, the big ones come back
+// as Oversized naming their offsets and limits, and reading allocates far
+// less than either claims.
+func TestFetchPoisonOverTCP(t *testing.T) {
+	c, _ := startBroker(t)
+	ctx := context.Background()
+	if err := c.CreateTopic(ctx, "poison", 1); err != nil {
+		t.Fatal(err)
+	}
+	cl := &consumertest.Cluster{Conn: c}
+	for _, recs := range [][]consumertest.BatchRecord{
+		{{Value: []byte("before")}, {ZeroValue: 1 << 30}},
+		{{Value: []byte("a")}, {ZeroValue: 32 << 20}, {Value: []byte("c")}},
+		{{Value: []byte("after")}},
+	} {
+		b, err := consumertest.RecordBatch(consumertest.CodecZstdRLE, recs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 64<<10 {
+			t.Fatalf("the bomb batch is %d bytes", len(b))
+		}
+		if err := cl.ProduceBatch(ctx, "poison", 0, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Limits a quarter of the defaults: the 1 GiB record is read up to
+	// the expansion limit (64 MiB here), quickly under the race detector.
+	c.Limits = kafkaconn.Limits{MaxRecordBytes: 1 << 20, MaxBatchBytes: 4 << 20}
+	f := c.Fetcher("poison", 0, 0, 100*time.Millisecond)
+	var got []string
+	var over []kafkaconn.Oversized
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for f.Next < 6 {
+		res, err := f.Fetch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Records {
+			got = append(got, string(m.Value))
+		}
+		over = append(over, res.Oversized...)
+	}
+	runtime.ReadMemStats(&after)
+	if strings.Join(got, ",") != "before,a,c,after" {
+		t.Errorf("read %v, want before, a, c, after", got)
+	}
+	if len(over) != 2 || over[0].Offset != 1 || over[1].Offset != 3 || over[1].Last != 3 ||
+		!strings.Contains(over[1].Limit, "KAFKA_MAX_RECORD_BYTES") {
+		t.Errorf("oversized %+v, want offsets 1 and 3", over)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Errorf("reading allocated %d MiB", alloc>>20)
 	}
 }
