@@ -38,6 +38,9 @@ func TestClaimsBounds(t *testing.T) {
 	if err := g.remote(claimRecord{By: "x", Pause: &pauseRecord{Code: 10007, Next: now.Add(time.Hour).UnixNano()}}); err == nil || g.closed() {
 		t.Errorf("a pause an hour ahead with PAUSE_MAX 5s: %v, closed %v; want refused, open", err, g.closed())
 	}
+	if err := g.remote(claimRecord{By: "x", Pause: &pauseRecord{Code: 70050, Next: now.Add(50 * time.Second).UnixNano()}}); err != nil || !g.closed() {
+		t.Errorf("a pause of a minute for 70050: %v, closed %v; want obeyed", err, g.closed())
+	}
 	if err := g.remote(claimRecord{By: "x", Pause: &pauseRecord{Code: 10007, Next: now.Add(3 * time.Second).UnixNano()}}); err != nil || !g.closed() {
 		t.Errorf("a pause within PAUSE_MAX: %v, closed %v; want obeyed", err, g.closed())
 	}

@@ -151,12 +151,14 @@ func (g *gate) openLocked() time.Duration {
 // the gate and leaves the probing to its writer until a takeover interval
 // past its next probe; a resume opens the gate.
 //
-// A pause whose next probe is further than PAUSE_MAX (and a second) from
-// now is not one of our members' (they probe at least that often): it is
-// not obeyed, and the error says why.
+// A pause whose next probe is further from now than our members wait
+// (PAUSE_MAX with its jitter, or a minute past it for a code that asks for
+// a minute, such as 70050) is not obeyed, and the error says why: this
+// member probes itself when its own pause says so.
 func (g *gate) remote(r claimRecord) error {
 	if r.Pause != nil {
-		if limit := time.Now().Add(g.bo.MaxInterval + time.Second); time.Unix(0, r.Pause.Next).After(limit) {
+		longest := max(g.bo.MaxInterval*3/2, g.bo.MaxInterval+time.Minute)
+		if limit := time.Now().Add(longest); time.Unix(0, r.Pause.Next).After(limit) {
 			return fmt.Errorf("a pause record by %q announces its next probe at %s, later than PAUSE_MAX (%v) from now: not obeyed",
 				cutOutside(r.By, 64), time.Unix(0, r.Pause.Next).UTC().Format(time.RFC3339), g.bo.MaxInterval)
 		}

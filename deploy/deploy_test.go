@@ -170,3 +170,24 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 }
+
+// TestDeploySafeToCopy: compose publishes every port on 127.0.0.1 only
+// (its Kafka is plaintext and unauthenticated), and the Kubernetes Service
+// stays cluster-internal.
+func TestDeploySafeToCopy(t *testing.T) {
+	docs := decodeAll(t, "compose.yaml")
+	services, _ := docs[0]["services"].(map[string]any)
+	for name, s := range services {
+		ports, _ := get(s, "ports").([]any)
+		for _, p := range ports {
+			if ps, _ := p.(string); !strings.HasPrefix(ps, "127.0.0.1:") {
+				t.Errorf("compose service %s publishes %q on every interface; want 127.0.0.1:...", name, p)
+			}
+		}
+	}
+	for _, doc := range decodeAll(t, filepath.Join("k8s", "service.yaml")) {
+		if typ, _ := get(doc, "spec", "type").(string); typ == "LoadBalancer" || typ == "NodePort" {
+			t.Errorf("the Service is of type %s: the worker's port must stay cluster-internal", typ)
+		}
+	}
+}

@@ -95,7 +95,10 @@ func (b *BrokerConn) RoundTrip(ctx context.Context, req protocol.Message) (proto
 		deadline = time.Time{}
 	}
 	_ = b.pc.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = b.raw.SetDeadline(time.Unix(1, 0)) }) // unblock at once
+	// Unblock at once when ctx ends. The connection is captured: the
+	// function may still run after closeLocked has dropped b.raw.
+	raw := b.raw
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	resp, err := b.pc.RoundTrip(req)
 	interrupted := !stop()
 	if err != nil {

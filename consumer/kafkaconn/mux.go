@@ -302,10 +302,12 @@ func (m *Mux) Budget() *Budget { return m.budget }
 // (the offset after what res held); it no longer waits.
 func (m *Mux) deliverLocked(s *Stream, res *Fetched, err error, next int64) {
 	s.waiting = false
+	prev := s.f.Next
+	s.f.Next = max(s.f.Next, next) // before the send: the reader reads it after receiving
 	select {
 	case s.out <- streamResult{res, err}:
-		s.f.Next = max(s.f.Next, next)
 	default: // a result not taken yet (the reader gave up): keep it
+		s.f.Next = prev
 		if res != nil {
 			m.releaseLocked(res.Records)
 		}
