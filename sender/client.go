@@ -46,6 +46,10 @@ func New(cfg Config) (*Client, error) {
 		tr.IdleConnTimeout = 90 * time.Second
 		hc = &http.Client{Transport: tr}
 	}
+	// No redirect is followed, whoever built the client.
+	own := *hc
+	own.CheckRedirect = noRedirect
+	hc = &own
 	return &Client{
 		cfg:     cfg,
 		http:    hc,
