@@ -53,7 +53,7 @@ func New(cfg Config) (*Client, error) {
 	return &Client{
 		cfg:     cfg,
 		http:    hc,
-		signer:  newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SigLifetime),
+		signer:  newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SecretKeyFunc, cfg.SigLifetime),
 		limiter: rate.NewLimiter(limitFor(cfg.Rate), 1),
 		log:     cfg.Logger,
 		ceiling: cfg.Rate,

@@ -35,13 +35,13 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (*Re
 	start := time.Now()
 	res, err := c.http.Do(req)
 	if err != nil {
-		return nil, 0, time.Since(start), redact(target, err, sig, c.cfg.SecretKey)
+		return nil, 0, time.Since(start), redact(target, err, append(c.signer.keys(), sig)...)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	latency := time.Since(start)
 	if err != nil {
-		return nil, res.StatusCode, latency, redact(target, err, sig, c.cfg.SecretKey)
+		return nil, res.StatusCode, latency, redact(target, err, append(c.signer.keys(), sig)...)
 	}
 	if res.StatusCode >= 300 && res.StatusCode < 400 {
 		// Never followed (the client refuses every redirect): the request
