@@ -105,6 +105,12 @@ type Config struct {
 	// receipt write; a merged call's span links its members. Nil traces
 	// nothing and costs nothing.
 	TracerProvider trace.TracerProvider
+	// TraceLinkRecord makes a record's trace context a link of the event's
+	// span instead of its parent, so the worker's sampler alone decides
+	// (TIM_TRACE_RECORD_CONTEXT=link). By default it is the parent, and a
+	// parent-based sampler (the default, parentbased_always_on) follows
+	// the producer's sampling decision.
+	TraceLinkRecord bool
 	// Propagator reads the trace context from record headers; default
 	// W3C trace context and baggage. Traced or not, its headers (Fields)
 	// are the ones receipts copy from their events, and the trace id it

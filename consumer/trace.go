@@ -62,7 +62,8 @@ func (w *Worker) eventSpan(m kafka.Message, fetched time.Time) trace.Span {
 	if w.tr == nil {
 		return nil
 	}
-	_, span := w.tr.tracer.Start(w.recordContext(m), "process "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(fetched),
+	parent := w.recordContext(m)
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(fetched),
 		trace.WithAttributes(
 			semconv.MessagingSystemKafka,
 			semconv.MessagingOperationTypeProcess,
@@ -70,11 +71,32 @@ func (w *Worker) eventSpan(m kafka.Message, fetched time.Time) trace.Span {
 			semconv.MessagingDestinationName(m.Topic),
 			semconv.MessagingDestinationPartitionID(strconv.Itoa(m.Partition)),
 			semconv.MessagingKafkaOffset(int(m.Offset)),
-			semconv.MessagingKafkaMessageKey(string(m.Key)),
+			semconv.MessagingKafkaMessageKey(spanKey(m.Key)),
 			semconv.MessagingConsumerGroupName(w.cfg.GroupID),
 			semconv.MessagingMessageBodySize(len(m.Value)),
-		))
+		)}
+	if w.cfg.TraceLinkRecord {
+		// The producer's trace context is a link, not the parent: the
+		// worker's own sampler decides, whatever the record says.
+		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+		}
+		parent = context.Background()
+	}
+	_, span := w.tr.tracer.Start(parent, "process "+m.Topic, opts...)
 	return span
+}
+
+// MaxSpanKeyBytes bounds a record key as a span attribute: a longer key is
+// given as its SHA-256 ("sha256:<hex>"), so a span never carries a
+// producer's megabytes.
+const MaxSpanKeyBytes = 128
+
+func spanKey(key []byte) string {
+	if len(key) > MaxSpanKeyBytes {
+		return string(wire.KeyDigest(key))
+	}
+	return string(key)
 }
 
 // call starts the span of a merged call, linked to every member's span;

@@ -146,7 +146,7 @@ func (w *Worker) Ready() (bool, string) {
 		if e, ok := w.kafkaErr.Load().(string); ok && e != "" {
 			why += " (last Kafka error: " + e + ")"
 		}
-		return false, why
+		return false, readyText([]string{why})
 	}
 	var why []string
 	why = append(why, w.fetchFailures(w.cfg.Now(), w.cfg.StuckAfter)...)
@@ -166,9 +166,23 @@ func (w *Worker) Ready() (bool, string) {
 		notes[i] = "note: " + n
 	}
 	if len(why) > 0 {
-		return false, strings.Join(append(why, notes...), "\n")
+		return false, readyText(append(why, notes...))
 	}
-	return true, strings.Join(append([]string{"ok"}, notes...), "\n")
+	return true, readyText(append([]string{"ok"}, notes...))
+}
+
+// readyText joins /readyz lines, each bounded and its control characters
+// escaped (they carry outside text: registry answers, the claims log's
+// pause records, Kafka errors), at most readyMaxLines of them.
+func readyText(lines []string) string {
+	const readyMaxLines, readyMaxLine = 50, 1024
+	if n := len(lines); n > readyMaxLines {
+		lines = append(lines[:readyMaxLines-1:readyMaxLines-1], fmt.Sprintf("... and %d more", n-readyMaxLines+1))
+	}
+	for i, l := range lines {
+		lines[i] = cutOutside(l, readyMaxLine)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Paused reports whether sending is paused.

@@ -46,10 +46,14 @@ func New(cfg Config) (*Client, error) {
 		tr.IdleConnTimeout = 90 * time.Second
 		hc = &http.Client{Transport: tr}
 	}
+	// No redirect is followed, whoever built the client.
+	own := *hc
+	own.CheckRedirect = noRedirect
+	hc = &own
 	return &Client{
 		cfg:     cfg,
 		http:    hc,
-		signer:  newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SigLifetime),
+		signer:  newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SecretKeyFunc, cfg.SigLifetime),
 		limiter: rate.NewLimiter(limitFor(cfg.Rate), 1),
 		log:     cfg.Logger,
 		ceiling: cfg.Rate,

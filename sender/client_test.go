@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -493,5 +494,33 @@ func TestFrequencyLimitCodesSlowPacing(t *testing.T) {
 		if slowed := rates[0] < 100; slowed != tt.slows {
 			t.Errorf("code %d: rate after it %v; want slowed %v", tt.code, rates[0], tt.slows)
 		}
+	}
+}
+
+// TestRedirectNotFollowed: a 307 (or 308, 302) from the endpoint is never
+// followed, so the UserSig and the body go nowhere else; the send pauses
+// with a message naming the redirect's host and what to fix.
+func TestRedirectNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	defer target.Close()
+	for _, code := range []int{http.StatusTemporaryRedirect, http.StatusPermanentRedirect, http.StatusFound} {
+		redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL+"/steal?usersig=x", code)
+		}))
+		c := newClient(t, fastConfig(redirector.URL))
+		_, err := c.Send(context.Background(), textMessage(1, "hi"))
+		redirector.Close()
+		var se *sender.Error
+		if !errors.As(err, &se) || se.Class != sender.ClassPause || se.HTTPStatus != code ||
+			!strings.Contains(se.Info, "redirects are never followed") || !strings.Contains(se.Info, strings.TrimPrefix(target.URL, "http://")) {
+			t.Errorf("HTTP %d: got %v, want a pause naming the redirect", code, err)
+		}
+		if strings.Contains(err.Error(), "steal") {
+			t.Errorf("HTTP %d: the error carries the redirect's path: %q", code, err)
+		}
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect was followed %d times", n)
 	}
 }

@@ -24,8 +24,14 @@ type Config struct {
 	AppID int
 	// Admin is the app administrator's identifier. Required.
 	Admin string
-	// SecretKey is the app's secret key, used to generate UserSig. Required.
+	// SecretKey is the app's secret key, used to generate UserSig. Required
+	// (the key at start, when SecretKeyFunc is set).
 	SecretKey string
+	// SecretKeyFunc, if set, returns the app's secret key now: a key
+	// rotated while the process runs (a file read again when it changes)
+	// takes effect on the next signature, and a signature the server
+	// refuses asks it again before the refusal counts.
+	SecretKeyFunc func() (string, error)
 
 	// Endpoints are base URLs such as "https://adminapisgp.im.qcloud.com" or
 	// "http://127.0.0.1:8080", primary first; later ones are failover

@@ -96,21 +96,24 @@ func (c *Client) failover(failed string) {
 // UserSig in clear text, and the REST API is served over HTTPS only.
 func CheckEndpoint(ep string) error {
 	u, err := url.Parse(ep)
+	if err == nil && u.User != nil {
+		return fmt.Errorf("endpoint %q carries credentials (user:password@): the API takes none there; remove them", u.Redacted())
+	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("endpoint %q is not an https base URL such as https://adminapisgp.im.qcloud.com", ep)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("endpoint %q must not carry a query or fragment", ep)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && !IsLoopback(u.Hostname()) {
 		return fmt.Errorf("endpoint %q uses http to a non-loopback host: the UserSig would travel in clear text; use https (http is accepted only for 127.0.0.0/8, ::1 and localhost)", ep)
 	}
 	return nil
 }
 
-// isLoopback reports whether host is a loopback address or localhost
+// IsLoopback reports whether host is a loopback address or localhost
 // (resolved by no one: a name other than localhost is not trusted).
-func isLoopback(host string) bool {
+func IsLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

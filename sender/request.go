@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -34,13 +35,19 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (*Re
 	start := time.Now()
 	res, err := c.http.Do(req)
 	if err != nil {
-		return nil, 0, time.Since(start), redact(target, err, sig, c.cfg.SecretKey)
+		return nil, 0, time.Since(start), redact(target, err, append(c.signer.keys(), sig)...)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	latency := time.Since(start)
 	if err != nil {
-		return nil, res.StatusCode, latency, redact(target, err, sig, c.cfg.SecretKey)
+		return nil, res.StatusCode, latency, redact(target, err, append(c.signer.keys(), sig)...)
+	}
+	if res.StatusCode >= 300 && res.StatusCode < 400 {
+		// Never followed (the client refuses every redirect): the request
+		// carries the UserSig, and a 307/308 would send it and the body
+		// wherever it points, http:// included.
+		return nil, res.StatusCode, latency, &RedirectError{Status: res.StatusCode, Location: redirectHost(res.Header.Get("Location"))}
 	}
 	if res.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, res.Body)
@@ -52,6 +59,46 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (*Re
 	}
 	return resp, res.StatusCode, latency, nil
 }
+
+// RedirectError is a 3xx answer: the endpoint (or something on the way)
+// redirects. Every request would get it, so it pauses the worker.
+type RedirectError struct {
+	Status int
+	// Location is the redirect's scheme and host ("" if none or
+	// unreadable), never its path or query.
+	Location string
+}
+
+func (e *RedirectError) Error() string {
+	to := ""
+	if e.Location != "" {
+		to = " to " + e.Location
+	}
+	return fmt.Sprintf("HTTP %d: the endpoint redirects%s; redirects are never followed (the request carries the UserSig): "+
+		"set TIM_ENDPOINT or TIM_REGION to the API's own address", e.Status, to)
+}
+
+// redirectHost is a Location header's scheme and host, bounded and
+// printable ("" when it has none).
+func redirectHost(loc string) string {
+	u, err := url.Parse(loc)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	out := u.Scheme + "://" + u.Host
+	if len(out) > 120 {
+		out = out[:120]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, out)
+}
+
+// noRedirect is every client's CheckRedirect.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // requestError is a failed HTTP request, naming the target without its
 // query.

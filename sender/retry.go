@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -47,7 +48,11 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited, Start: start, Number: attempts}
 
 		var rule codeRule
+		var redirect *RedirectError
 		switch {
+		case errors.As(err, &redirect):
+			last = &Error{Class: ClassPause, HTTPStatus: status, Info: redirect.Error(), Err: err}
+			rule = codeRule{act: actPause}
 		case err != nil && ctx.Err() != nil:
 			c.observe(ctx, att)
 			return nil, c.ended(last, attempts, ctx.Err())

@@ -15,18 +15,28 @@ type signer struct {
 	appID    int
 	admin    string
 	key      string
+	keyFn    func() (string, error) // nil: key never changes
 	lifetime time.Duration
 	now      func() time.Time
 
 	mu      sync.Mutex
+	oldKey  string // the key before the last rotation
 	sig     string
 	prev    string // the signature last dropped by invalidate
 	renewAt time.Time
 	gen     uint64 // incremented on every renewal
 }
 
-func newSigner(appID int, admin, key string, lifetime time.Duration) *signer {
-	return &signer{appID: appID, admin: admin, key: key, lifetime: lifetime, now: time.Now}
+func newSigner(appID int, admin, key string, keyFn func() (string, error), lifetime time.Duration) *signer {
+	return &signer{appID: appID, admin: admin, key: key, keyFn: keyFn, lifetime: lifetime, now: time.Now}
+}
+
+// keys are the keys the signer knows, for redaction: the current one and
+// the one before a rotation.
+func (s *signer) keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return []string{s.key, s.oldKey}
 }
 
 // get returns a valid signature and its generation number.
@@ -34,6 +44,16 @@ func (s *signer) get() (string, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	if s.keyFn != nil {
+		key, err := s.keyFn()
+		if err != nil {
+			return "", 0, fmt.Errorf("read the secret key: %w", err)
+		}
+		if key != s.key {
+			// Rotated: the next signature is made with the new key.
+			s.oldKey, s.key, s.sig, s.prev = s.key, key, "", ""
+		}
+	}
 	if s.sig == "" || !now.Before(s.renewAt) {
 		secs := int(s.lifetime / time.Second)
 		if secs < 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -29,12 +30,17 @@ type kafkaSettings struct {
 	mechanism, username, password, passwordFile          *setting
 	tokenFile, tokenURL, clientID, clientSecret          *setting
 	clientSecretFile, scope                              *setting
+	saslPlaintext                                        *setting
 	partitioner                                          *setting
+	// warnings are said once the command's logger is there (access).
+	warnings []string
 }
 
 func addKafkaSettings(s *settings, brokersDefault string) *kafkaSettings {
 	return &kafkaSettings{
-		brokers:          s.add("brokers", "KAFKA_BROKERS", brokersDefault, "Kafka bootstrap brokers, comma-separated host:port"),
+		brokers: s.add("brokers", "KAFKA_BROKERS", brokersDefault, "Kafka bootstrap brokers, comma-separated host:port"),
+		saslPlaintext: s.add("kafka-sasl-plaintext", "KAFKA_SASL_PLAINTEXT", "off", "on: allow PLAIN, OAUTHBEARER or AWS_MSK_IAM credentials over a connection "+
+			"without TLS, which sends the password or token in clear (a network you trust; warns at every start)"),
 		tls:              s.add("kafka-tls", "KAFKA_TLS", "", "on/off: TLS to the brokers [default: off, on when any KAFKA_TLS_* file is set]"),
 		caFile:           s.add("kafka-tls-ca-file", "KAFKA_TLS_CA_FILE", "", "PEM bundle of CAs to trust [default: the system pool]"),
 		certFile:         s.add("kafka-tls-cert-file", "KAFKA_TLS_CERT_FILE", "", "client certificate (PEM) for mutual TLS"),
@@ -93,6 +99,25 @@ func (k *kafkaSettings) security() (kafkaconn.Security, error) {
 			break
 		}
 	}
+	allow, err := k.saslPlaintext.on()
+	if err != nil {
+		return sec, err
+	}
+	if sec.SASL != nil && sec.TLS == nil {
+		switch mech := strings.ToUpper(k.mechanism.String()); mech {
+		case "PLAIN", "OAUTHBEARER", "AWS_MSK_IAM":
+			if !allow {
+				return sec, k.tls.errorf("is off, and KAFKA_SASL_MECHANISM=%s would send the password or token in clear: "+
+					"turn TLS on (KAFKA_TLS=on, KAFKA_TLS_CA_FILE), or set KAFKA_SASL_PLAINTEXT=on for a network you trust", mech)
+			}
+			k.warnings = append(k.warnings, "KAFKA_SASL_PLAINTEXT is on: "+mech+" credentials cross the network in clear (KAFKA_TLS is off)")
+		case "SCRAM-SHA-256", "SCRAM-SHA-512":
+			k.warnings = append(k.warnings, "KAFKA_TLS is off: SCRAM sends no password, but the records and the session "+
+				"cross the network unencrypted and the broker is not authenticated")
+		}
+	} else if allow && sec.SASL != nil {
+		k.warnings = append(k.warnings, "KAFKA_SASL_PLAINTEXT is on but unused: TLS is on")
+	}
 	return sec, nil
 }
 
@@ -136,6 +161,11 @@ type kafkaAccess struct {
 // name, not connecting).
 func (k *kafkaSettings) access(log *zap.Logger) (kafkaAccess, error) {
 	c, err := k.conn()
+	if err == nil {
+		for _, w := range k.warnings {
+			log.Warn(w)
+		}
+	}
 	return kafkaAccess{settings: k, conn: c, log: log}, err
 }
 
@@ -301,6 +331,29 @@ func (c *credentialSettings) secretKey() (string, error) {
 		return strings.TrimSpace(key), nil
 	}
 	return "", errors.New("TIM_SECRET_KEY (--secret-key) or TIM_SECRET_KEY_FILE (--secret-key-file) is required: the app's secret key from the Chat console")
+}
+
+// watchKey makes cfg read TIM_SECRET_KEY_FILE again whenever the file
+// changes (a key rotated without a restart); each key read is taught to
+// the scrubbers of p's output first. Without the file it does nothing.
+func (c *credentialSettings) watchKey(p process, cfg *sender.Config) error {
+	path := c.keyFile.String()
+	if path == "" {
+		return nil
+	}
+	learn := func(v string) {
+		for _, w := range []io.Writer{p.stdout, p.stderr} {
+			if sw, ok := w.(*scrubWriter); ok {
+				sw.add(v)
+			}
+		}
+	}
+	f, err := newSecretFile(path, learn)
+	if err != nil {
+		return c.keyFile.errorf("%v", err)
+	}
+	cfg.SecretKeyFunc = f.get
+	return nil
 }
 
 // apiSettings are the TIM_* settings of the commands that call the API.

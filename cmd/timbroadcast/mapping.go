@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 	"github.com/timbroadcast/timbroadcast/consumer/schema"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
 )
 
 // mappingSettings are how records that are not yet events become events:
@@ -90,8 +92,37 @@ func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
 	}
 	password = strings.TrimRight(password, "\r\n")
 	m.passwordValue = password
-	if u := m.user.String(); u != "" || password != "" {
-		opts = append(opts, sr.BasicAuth(u, password))
+	basic := m.user.String() != "" || password != ""
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			return d, m.registry.errorf("%q is not an http(s) URL", redactURL(raw))
+		case u.User != nil:
+			return d, m.registry.errorf("%q carries credentials: set KAFKA_SCHEMA_REGISTRY_USERNAME and "+
+				"KAFKA_SCHEMA_REGISTRY_PASSWORD_FILE instead (a URL is printed in logs and /readyz)", u.Redacted())
+		case basic && u.Scheme == "http" && !sender.IsLoopback(u.Hostname()):
+			return d, m.registry.errorf("%q is http://, and basic auth would send the password in clear: use https "+
+				"(http is accepted with credentials only for loopback addresses)", u.Redacted())
+		}
+	}
+	var auth func(*http.Request)
+	if basic {
+		user := m.user.String()
+		auth = func(r *http.Request) { r.SetBasicAuth(user, password) }
+		if path := m.passwordFile.String(); path != "" {
+			// Read again whenever the file changes: a rotated password is
+			// used from the next request on, without a restart.
+			f, err := newSecretFile(path, func(v string) { m.passwordValue = v })
+			if err != nil {
+				return d, m.passwordFile.errorf("%v", err)
+			}
+			auth = func(r *http.Request) {
+				if pw, err := f.get(); err == nil {
+					r.SetBasicAuth(user, pw)
+				}
+			}
+		}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if f := m.registryCA.String(); f != "" {
@@ -105,7 +136,11 @@ func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	opts = append(opts, sr.HTTPClient(&http.Client{Transport: schema.LimitAnswers(tr, 0), Timeout: 10 * time.Second,
+	var rt http.RoundTripper = tr
+	if auth != nil {
+		rt = authTransport{rt: tr, auth: auth}
+	}
+	opts = append(opts, sr.HTTPClient(&http.Client{Transport: schema.LimitAnswers(rt, 0), Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}))
 	cl, err := sr.NewClient(opts...)
 	if err != nil {
@@ -113,6 +148,29 @@ func (m *mappingSettings) resolve() (consumer.RecordDecoder, error) {
 	}
 	d.Schemas = schema.New(cl)
 	return d, nil
+}
+
+// authTransport sets each request's credentials as it leaves.
+type authTransport struct {
+	rt   http.RoundTripper
+	auth func(*http.Request)
+}
+
+func (t authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	t.auth(r)
+	return t.rt.RoundTrip(r)
+}
+
+// redactURL is raw with any password replaced, for messages.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		return "[REDACTED]" + raw[i:]
+	}
+	return raw
 }
 
 // secrets are the registry password, to scrub from output.
@@ -209,14 +267,14 @@ func (c *mapCmd) Run(ctx context.Context) error {
 			where = fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset)
 		}
 		if m.Key != nil {
-			where += fmt.Sprintf(" (key %s)", m.Key)
+			where += fmt.Sprintf(" (key %s)", printable(wire.Cut(string(m.Key), 256)))
 		}
 		ev, filtered, err := c.decoder.Decode(ctx, m)
 		var ie *wire.InvalidEventError
 		switch {
 		case errors.As(err, &ie):
 			failed++
-			fmt.Fprintf(c.stdout, "%s: dead-lettered: %s: %s\n", where, ie.Reason, ie.Msg)
+			fmt.Fprintf(c.stdout, "%s: dead-lettered: %s: %s\n", where, ie.Reason, printable(ie.Msg))
 		case err != nil:
 			return fmt.Errorf("%s: %w", where, err)
 		case filtered:

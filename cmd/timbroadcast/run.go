@@ -34,6 +34,8 @@ type runCmd struct {
 	logger  *zap.Logger
 	tracing *tracingSettings
 	mapping *mappingSettings
+	// scrub knows the secrets, for what /readyz serves.
+	scrub *scrubWriter
 	kafkaAccess
 }
 
@@ -54,10 +56,13 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "claims log the replicas space their calls by (one partition; created when missing)")
 	httpAddr := s.add("http-addr", "HTTP_ADDR", ":9090", "address serving /metrics, /healthz and /readyz; 'off' disables it")
 	pprofOn := s.add("http-pprof", "HTTP_PPROF", "off", "on: also serve Go's profiles at /debug/pprof/ on HTTP_ADDR (heap, goroutines, CPU)")
+	recordContext := s.add("trace-record-context", "TIM_TRACE_RECORD_CONTEXT", "parent", "parent: a record's trace context is its event span's "+
+		"parent, and a parent-based sampler follows the producer's decision; link: it is a link, and the worker's sampler alone decides")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
 	c := &runCmd{logger: p.logger, mapping: ms}
+	c.scrub, _ = p.stderr.(*scrubWriter)
 	var err error
 	if c.kafkaAccess, err = k.access(p.logger); err != nil {
 		return nil, err
@@ -86,7 +91,17 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
+	switch recordContext.String() {
+	case "parent":
+	case "link":
+		c.consumer.TraceLinkRecord = true
+	default:
+		return nil, recordContext.errorf("%q must be parent or link", recordContext.val)
+	}
 	if c.sender, err = a.config(); err != nil {
+		return nil, err
+	}
+	if err := a.creds.watchKey(p, &c.sender); err != nil {
 		return nil, err
 	}
 	// The client hands a send back once it has been retried this long, so
@@ -139,7 +154,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	defer wg.Wait()
 	addr := ""
 	if c.httpAddr != "" {
-		srv, l, err := serveHTTP(c.httpAddr, c.pprof, reg, w, c.logger, &wg)
+		srv, l, err := serveHTTP(c.httpAddr, c.pprof, reg, w, c.scrub.text, c.logger, &wg)
 		if err != nil {
 			return err
 		}
@@ -180,6 +195,9 @@ func leftOut() []string {
 	return out
 }
 
+// maxProfile is the longest CPU profile /debug/pprof/profile takes.
+const maxProfile = 30 * time.Second
+
 // serveProfile serves Go's profiles at /debug/pprof/NAME (heap, allocs,
 // goroutine, block, mutex, threadcreate; ?debug=1 for text) and a CPU
 // profile at /debug/pprof/profile?seconds=N, for go tool pprof. (Written
@@ -193,6 +211,7 @@ func serveProfile(rw http.ResponseWriter, r *http.Request) {
 		if err != nil || secs <= 0 {
 			secs = 30
 		}
+		secs = min(secs, int(maxProfile/time.Second)) // a profile cannot hold the server for hours
 		rw.Header().Set("Content-Type", "application/octet-stream")
 		if err := pprof.StartCPUProfile(rw); err != nil {
 			http.Error(rw, err.Error(), http.StatusInternalServerError)
@@ -224,7 +243,14 @@ func serveProfile(rw http.ResponseWriter, r *http.Request) {
 // serveHTTP serves /metrics, /healthz and /readyz (and with withPprof
 // /debug/pprof/) on addr until the returned server is shut down; wg owns
 // the serving goroutine.
-func serveHTTP(addr string, withPprof bool, reg *prometheus.Registry, w *consumer.Worker, log *zap.Logger, wg *sync.WaitGroup) (*http.Server, net.Addr, error) {
+//
+// Its limits: a request's headers within 5 s, the whole request within
+// 10 s, an answer within a minute (a CPU profile is at most maxProfile),
+// idle connections closed after two minutes. /readyz serves the worker's
+// reasons (each bounded, control characters escaped, by the consumer)
+// with every secret scrubbed.
+func serveHTTP(addr string, withPprof bool, reg *prometheus.Registry, w *consumer.Worker, scrub func(string) string,
+	log *zap.Logger, wg *sync.WaitGroup) (*http.Server, net.Addr, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) {
@@ -232,10 +258,12 @@ func serveHTTP(addr string, withPprof bool, reg *prometheus.Registry, w *consume
 	})
 	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
 		ready, why := w.Ready()
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		rw.Header().Set("X-Content-Type-Options", "nosniff")
 		if !ready {
 			rw.WriteHeader(http.StatusServiceUnavailable)
 		}
-		_, _ = fmt.Fprintln(rw, why)
+		_, _ = fmt.Fprintln(rw, scrub(why))
 	})
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", serveProfile)
@@ -244,7 +272,8 @@ func serveHTTP(addr string, withPprof bool, reg *prometheus.Registry, w *consume
 	if err != nil {
 		return nil, nil, configError{fmt.Errorf("HTTP_ADDR (--http-addr): listen on %s: %w", addr, err)}
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: maxProfile + 30*time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	wg.Go(func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("HTTP server failed", zap.Error(err))

@@ -35,16 +35,31 @@ func (s *scrubWriter) add(values ...string) {
 func (s *scrubWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, err := s.w.Write(s.scrubLocked(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (s *scrubWriter) scrubLocked(p []byte) []byte {
 	out := p
 	for _, sec := range s.secrets {
 		if bytes.Contains(out, sec) {
 			out = bytes.ReplaceAll(out, sec, []byte("[REDACTED]"))
 		}
 	}
-	if _, err := s.w.Write(out); err != nil {
-		return 0, err
+	return out
+}
+
+// text is t with every secret the writer knows replaced: for what is
+// served rather than written (/readyz).
+func (s *scrubWriter) text(t string) string {
+	if s == nil {
+		return t
 	}
-	return len(p), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return string(s.scrubLocked([]byte(t)))
 }
 
 // secretHolder is a command that knows its credentials.

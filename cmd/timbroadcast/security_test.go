@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,9 +10,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -251,6 +254,176 @@ func TestSecretsNeverShown(t *testing.T) {
 	for name, v := range secrets {
 		if strings.Contains(out, v) {
 			t.Errorf("%s's value appears in the output", name)
+		}
+	}
+}
+
+// TestSASLOverPlaintext: credentials that would cross the network in
+// clear (PLAIN, OAUTHBEARER) refuse to start without TLS, naming
+// KAFKA_TLS; KAFKA_SASL_PLAINTEXT=on allows it with a warning; SCRAM
+// without TLS starts with a warning.
+func TestSASLOverPlaintext(t *testing.T) {
+	needBinary(t)
+	base := baseEnv([]string{"127.0.0.1:1"}, "t", "t.dlq", "http://127.0.0.1:1")
+	base["KAFKA_SASL_USERNAME"], base["KAFKA_SASL_PASSWORD"] = "alice", "plain-password-31"
+	for _, c := range []struct {
+		env      map[string]string
+		code     int
+		contains string
+	}{
+		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN"}, 2, "KAFKA_TLS"},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "OAUTHBEARER", "KAFKA_SASL_OAUTH_TOKEN_FILE": "/dev/null"}, 2, "KAFKA_TLS"},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_PLAINTEXT": "on"}, -1, "credentials cross the network in clear"},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}, -1, "SCRAM sends no password"},
+	} {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for k, v := range c.env {
+			env[k] = v
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		var stderr bytes.Buffer
+		cmd := command(ctx, env, "run")
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if (c.code >= 0 && code != c.code) || !strings.Contains(stderr.String(), c.contains) {
+			t.Errorf("%v: exit %d, stderr %.400q; want %d and %q", c.env, code, stderr.String(), c.code, c.contains)
+		}
+		if strings.Contains(stderr.String(), "plain-password-31") {
+			t.Errorf("%v: the password is in the output", c.env)
+		}
+	}
+}
+
+// TestKeyRotation: the app's key is rotated while events flow (the
+// console's new key, written to TIM_SECRET_KEY_FILE the way the kubelet
+// updates a Secret: a new file renamed over the old): the same process
+// signs with the new key, every event is delivered once, and neither key
+// appears in its logs at debug.
+func TestKeyRotation(t *testing.T) {
+	needBinary(t)
+	ce := newCrashEnv(t, 1, 5, sendertest.Options{}, map[string]string{"LOG_LEVEL": "debug"})
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	writeKey := func(k string) {
+		tmp := filepath.Join(dir, "key.new")
+		if err := os.WriteFile(tmp, []byte(k+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, keyFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKey(key)
+	delete(ce.env, "TIM_SECRET_KEY")
+	ce.env["TIM_SECRET_KEY_FILE"] = keyFile
+	w := startWorker(t, ce.env)
+	ce.waitCommitted(t, time.Minute)
+
+	const newKey = "rotated-secret-key-5e9d01"
+	ce.emu.SetSecretKey(newKey)
+	writeKey(newKey)
+	var more []kafka.Message
+	for i := range 5 {
+		text := fmt.Sprintf("after-%d", i)
+		more = append(more, kafka.Message{Key: []byte("r"), Value: textEvent(t, text, nil)})
+		ce.want = append(ce.want, text)
+	}
+	if err := ce.kc.Produce(context.Background(), ce.topic, more...); err != nil {
+		t.Fatal(err)
+	}
+	ce.waitCommitted(t, time.Minute)
+	alive(t, w)
+	ce.check(t)
+	dl, _ := ce.kc.ReadAll(context.Background(), ce.env["KAFKA_DLQ_TOPIC"])
+	if len(dl) != 0 {
+		t.Errorf("%d dead letters, want none", len(dl))
+	}
+	for _, k := range []string{key, newKey} {
+		if strings.Contains(w.logs.String(), k) {
+			t.Errorf("a key (%.6s...) appears in the logs", k)
+		}
+	}
+}
+
+// TestSecretsEverySurface: with the app's key, a Kafka password and a
+// registry password set, a worker that delivers, dead-letters and writes
+// receipts, logs at debug with console spans, then is paused by a refused
+// signature shows none of them, nor any UserSig it sent, on any surface:
+// its logs and spans, /readyz, /metrics, receipts, dead-letter records and
+// `status --json`.
+func TestSecretsEverySurface(t *testing.T) {
+	needBinary(t)
+	reg := consumertest.NewRegistry(t)
+	reg.User, reg.Password = "reg-user", "registry-password-61c3"
+	ce := newCrashEnv(t, 1, 3, sendertest.Options{}, map[string]string{"LOG_LEVEL": "debug", "OTEL_TRACES_EXPORTER": "console",
+		"KAFKA_SCHEMA_REGISTRY_URL": reg.URL, "KAFKA_SCHEMA_REGISTRY_USERNAME": "reg-user",
+		"KAFKA_SCHEMA_REGISTRY_PASSWORD": reg.Password, "KAFKA_SASL_OAUTH_CLIENT_SECRET": "unused-oauth-secret-88aa"})
+	receipts := ce.kc.Topic(t, "receipts", 1)
+	ce.env["KAFKA_RECEIPT_TOPIC"] = receipts
+	if err := ce.kc.Produce(context.Background(), ce.topic, kafka.Message{Key: []byte("bad"), Value: []byte(`{"MsgBody":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	// The OAuth secret alone (no mechanism) is refused at start; drop it
+	// for the run, keep its value for the search.
+	delete(ce.env, "KAFKA_SASL_OAUTH_CLIENT_SECRET")
+	w := startWorker(t, ce.env)
+	addr := waitHTTPAddr(t, w)
+	ce.waitCommitted(t, time.Minute)
+	// Now the key is rotated on the server only: every call is refused
+	// and the worker pauses, naming the code in /readyz.
+	ce.emu.SetSecretKey("a-key-the-worker-does-not-have")
+	if err := ce.kc.Produce(context.Background(), ce.topic, kafka.Message{Key: []byte("k"), Value: textEvent(t, "held", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	var readyz string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, body := status(t, "http://"+addr+"/readyz"); code == 503 && strings.Contains(body, "paused") {
+			readyz = body
+			break
+		}
+	}
+	if readyz == "" {
+		t.Fatal("the worker did not pause on the refused signature")
+	}
+	surfaces := map[string]string{"/readyz": readyz, "/metrics": get(t, "http://"+addr+"/metrics")}
+	js, _, _ := runCmd(t, ce.env, "", "status", "--json")
+	surfaces["status --json"] = js
+	for _, topic := range []string{receipts, ce.env["KAFKA_DLQ_TOPIC"]} {
+		ms, err := ce.kc.ReadAll(context.Background(), topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, m := range ms {
+			b.Write(m.Key)
+			b.Write(m.Value)
+			for _, h := range m.Headers {
+				b.WriteString(h.Key)
+				b.Write(h.Value)
+			}
+		}
+		surfaces[topic] = b.String()
+	}
+	_ = w.cmd.Process.Kill()
+	<-w.done
+	surfaces["logs and spans"] = w.logs.String()
+	if !strings.Contains(surfaces["logs and spans"], `"SpanContext"`) {
+		t.Error("no span was exported to the logs")
+	}
+	secrets := append([]string{key, reg.Password, "unused-oauth-secret-88aa"}, ce.emu.Signatures()...)
+	for name, text := range surfaces {
+		for _, s := range secrets {
+			if s != "" && strings.Contains(text, s) {
+				t.Errorf("%s shows a secret (%.8s...)", name, s)
+			}
 		}
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -237,6 +239,17 @@ func (c *statusCmd) firstRecord(ctx context.Context, topic string, partition int
 	return res.Records[0].Time, nil
 }
 
+// printable is s with what a terminal would act on (control characters,
+// DEL, C1 controls, invalid UTF-8) escaped as Go escapes; s itself when it
+// holds none.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError }) {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
+}
+
 // print writes st as tables, or as JSON with --json.
 func (c *statusCmd) print(st *groupStatus) {
 	if c.json {
@@ -249,7 +262,10 @@ func (c *statusCmd) print(st *groupStatus) {
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tINSTANCE\tHOST\tPARTITIONS")
 	for _, m := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.MemberID, dash(m.InstanceID), m.ClientHost, dash(strings.Join(m.Partitions, " ")))
+		// Member and instance ids and hosts are chosen by any client with
+		// the group's ACL: escaped, so none can act on the terminal.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", printable(m.MemberID), printable(dash(m.InstanceID)), printable(m.ClientHost),
+			dash(strings.Join(m.Partitions, " ")))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(c.stdout)
@@ -262,14 +278,15 @@ func (c *statusCmd) print(st *groupStatus) {
 		if p.Committed < 0 {
 			committed = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Topic, p.Partition, committed, p.End, p.Lag, dash(p.Owner), inFlightText(p.InFlight, st.At))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Topic, p.Partition, committed, p.End, p.Lag, printable(dash(p.Owner)),
+			inFlightText(p.InFlight, st.At))
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(c.stdout, "\nlag %d record(s) in all\n", lag)
 	d := st.DeadLetters
 	reasons := make([]string, 0, len(d.ByReason))
 	for r, n := range d.ByReason {
-		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+		reasons = append(reasons, fmt.Sprintf("%s %d", printable(wire.Cut(r, 64)), n))
 	}
 	sort.Strings(reasons)
 	if d.Total == 0 {

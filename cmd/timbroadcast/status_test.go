@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
@@ -127,5 +129,45 @@ func TestStatus(t *testing.T) {
 	env["KAFKA_GROUP_ID"] = "nobody-here"
 	if out, stderr, code := runCmd(t, env, "", "status"); code != 1 || !strings.Contains(stderr, "no member") {
 		t.Errorf("status of an empty group: exit %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+// TestStatusEscapesMembers: a member of the group whose instance id and
+// client id hold terminal escape sequences (any client with the group's
+// ACL chooses them) is shown escaped: `status` prints no raw ESC, and its
+// JSON carries the id intact, escaped as JSON escapes it.
+func TestStatusEscapesMembers(t *testing.T) {
+	needBinary(t)
+	ce := newCrashEnv(t, 1, 1, sendertest.Options{}, nil)
+	const hostile = "\x1b[2J\x1b]0;owned\x07x"
+	cl, err := kgo.NewClient(kgo.SeedBrokers(ce.kc.Brokers...), kgo.ConsumerGroup(ce.env["KAFKA_GROUP_ID"]),
+		kgo.ConsumeTopics(ce.topic), kgo.InstanceID(hostile), kgo.ClientID(hostile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	var polling sync.WaitGroup
+	defer polling.Wait()
+	defer cancel()
+	polling.Go(func() { // polling joins the group and keeps the member in it
+		for ctx.Err() == nil {
+			cl.PollFetches(ctx)
+		}
+	})
+	var out string
+	for ctx.Err() == nil {
+		out, _, _ = runCmd(t, ce.env, "", "status")
+		if strings.Contains(out, `\x1b[2J`) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.ContainsRune(out, 0x1b) || strings.ContainsRune(out, 0x07) || !strings.Contains(out, `\x1b[2J`) {
+		t.Errorf("status printed %q; want the member's ids escaped", out)
+	}
+	js, _, _ := runCmd(t, ce.env, "", "status", "--json")
+	if strings.ContainsRune(js, 0x1b) || !strings.Contains(js, `\u001b[2J`) {
+		t.Errorf("status --json printed %q; want the ids JSON-escaped", js)
 	}
 }

@@ -296,10 +296,25 @@ func (s *SASLConfig) oauth() (sasl.Mechanism, error) {
 		if hc == nil {
 			hc = &http.Client{Timeout: 10 * time.Second}
 		}
-		cc := clientcredentials.Config{ClientID: s.OAuthClientID, ClientSecret: cs, TokenURL: s.OAuthTokenURL, Scopes: s.OAuthScopes}
-		ts := oauth2.ReuseTokenSourceWithExpiry(nil, cc.TokenSource(context.WithValue(context.Background(), oauth2.HTTPClient, hc)), time.Minute)
+		source := func(secret string) oauth2.TokenSource {
+			cc := clientcredentials.Config{ClientID: s.OAuthClientID, ClientSecret: secret, TokenURL: s.OAuthTokenURL, Scopes: s.OAuthScopes}
+			return oauth2.ReuseTokenSourceWithExpiry(nil, cc.TokenSource(context.WithValue(context.Background(), oauth2.HTTPClient, hc)), time.Minute)
+		}
+		var mu sync.Mutex
+		ts := source(cs)
 		return &OAuthBearer{Token: func(context.Context) (string, error) {
-			tok, err := ts.Token()
+			mu.Lock()
+			if s.OAuthClientSecretFile != "" {
+				// Read at every connection: a rotated client secret is used
+				// for the next token (the cached one stays good until it
+				// expires).
+				if now, err := secret("", s.OAuthClientSecretFile, "OAuthClientSecretFile"); err == nil && now != cs {
+					cs, ts = now, source(now)
+				}
+			}
+			cur := ts
+			mu.Unlock()
+			tok, err := cur.Token()
 			if err != nil {
 				return "", fieldErr("OAuthTokenURL", "cannot get a token from %s: %v", s.OAuthTokenURL, redactOAuth(err))
 			}

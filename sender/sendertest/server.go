@@ -238,6 +238,26 @@ func (s *Server) Close() {
 	}
 }
 
+// Signatures returns every UserSig the server has seen, for tests that
+// check none of them leaks.
+func (s *Server) Signatures() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.sigsSeen))
+	for sig := range s.sigsSeen {
+		out = append(out, sig)
+	}
+	return out
+}
+
+// SetSecretKey rotates the app's key, as the Chat console does: from now
+// on only signatures made with key verify.
+func (s *Server) SetSecretKey(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.SecretKey = key
+}
+
 // SetFaults replaces the injected faults.
 func (s *Server) SetFaults(f Faults) {
 	s.mu.Lock()
@@ -508,11 +528,12 @@ func (s *Server) checkQuery(r *http.Request) (int, string) {
 	s.mu.Lock()
 	expired := s.expiredSig[sig]
 	s.sigsSeen[sig] = true
+	key := s.opts.SecretKey
 	s.mu.Unlock()
 	if expired {
 		return sender.CodeSigExpired, "UserSig expired"
 	}
-	switch err := tencentyun.VerifyUserSig(appID, s.opts.SecretKey, q.Get("identifier"), sig, time.Now()); {
+	switch err := tencentyun.VerifyUserSig(appID, key, q.Get("identifier"), sig, time.Now()); {
 	case err == nil:
 	case errors.Is(err, tencentyun.ErrExpired):
 		return sender.CodeSigExpired, "UserSig expired"
