@@ -409,10 +409,15 @@ func (p *partition) pump(records chan<- item) {
 		}
 		if res.BudgetFull {
 			// The worker holds BufferBytes of records: fetch again once the
-			// record that did not fit fits.
+			// record that did not fit fits. A wait longer than StuckAfter
+			// shows in /readyz and the stuck metric like any other.
+			w.fetches.ensure(p.tp, f.Next)
+			w.fetches.fail(p.tp, w.cfg.Now(), fmt.Sprintf("waiting for room in TIM_BUFFER_BYTES (%d bytes) for a record of %d bytes",
+				w.fetcher.Budget().Size(), res.BudgetNeed))
 			if w.fetcher.Budget().Wait(ctx, res.BudgetNeed) != nil {
 				return
 			}
+			w.fetches.done(p.tp)
 			continue
 		}
 		if len(res.Records) == 0 && len(res.Oversized) == 0 && res.Batches > 0 && res.Aborted == 0 && res.Markers == 0 {

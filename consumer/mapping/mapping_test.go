@@ -155,3 +155,27 @@ func TestMapBounds(t *testing.T) {
 		t.Fatalf("got %v, want the output limit", err)
 	}
 }
+
+// FuzzMap: any record value, parsed and mapped by a program that walks
+// it, maps or fails as the record's fault (a *mapping.Error), never
+// panics, within its time limit.
+func FuzzMap(f *testing.F) {
+	f.Add([]byte(`{"type":"gift","user":"u1","amount":500}`))
+	f.Add([]byte(`{"n":[1,{"a":null}],"s":"\u0000"}`))
+	p, err := mapping.Compile(`if type == "object" then (.. | strings? // empty) as $s | "\($s)" else {MsgBody: [{MsgType: "TIMTextElem", MsgContent: {Text: tostring}}]} end`)
+	if err != nil {
+		f.Fatal(err)
+	}
+	p.Timeout = 100 * time.Millisecond
+	f.Fuzz(func(t *testing.T, value []byte) {
+		v, err := mapping.ParseJSON(value)
+		if err != nil {
+			return
+		}
+		_, err = p.Map(mapping.Input{Value: v, Key: value})
+		var me *mapping.Error
+		if err != nil && !errors.As(err, &me) {
+			t.Fatalf("Map failed with %T: %v", err, err)
+		}
+	})
+}

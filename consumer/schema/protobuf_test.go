@@ -4,6 +4,7 @@ package schema_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/bufbuild/protocompile"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
 func TestDecodeProtobufWithReference(t *testing.T) {
@@ -49,4 +51,24 @@ func TestDecodeProtobufWithReference(t *testing.T) {
 	if reg.Fetches(11) != 1 {
 		t.Errorf("schema 11 fetched %d times", reg.Fetches(11))
 	}
+}
+
+// FuzzDecodeProtobuf: any payload and message index under a schema with
+// nested, repeated and recursive messages decodes or fails as the record's
+// fault, never panics.
+func FuzzDecodeProtobuf(f *testing.F) {
+	const s = `syntax = "proto3"; package t;
+message Node { string name = 1; repeated Node kids = 2; map<string, int64> m = 3; bytes b = 4; oneof o { double d = 5; bool x = 6; } }`
+	f.Add([]byte{0x0a, 0x02, 'h', 'i', 0x12, 0x00}, uint8(0))
+	f.Add([]byte{0x12, 0x02, 0x12, 0x00}, uint8(1))
+	reg := consumertest.NewRegistry(f)
+	reg.Add(1, "PROTOBUF", "", s)
+	d := newDecoder(f, reg)
+	f.Fuzz(func(t *testing.T, payload []byte, index uint8) {
+		_, err := d.Decode(context.Background(), consumertest.RegistryValue(t, 1, []int{int(index % 3)}, payload))
+		var ie *wire.InvalidEventError
+		if err != nil && !errors.As(err, &ie) {
+			t.Fatalf("a payload's fault must be an InvalidEventError: %v", err)
+		}
+	})
 }
