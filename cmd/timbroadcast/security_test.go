@@ -427,3 +427,34 @@ func TestSecretsEverySurface(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistryURLRefusals: a registry URL carrying credentials is refused
+// naming the _FILE setting to use instead, without printing the password;
+// basic auth over http:// is refused except to loopback.
+func TestRegistryURLRefusals(t *testing.T) {
+	needBinary(t)
+	env := baseEnv([]string{"127.0.0.1:1"}, "t", "t.dlq", "http://127.0.0.1:1")
+	for _, c := range []struct {
+		extra map[string]string
+		want  string
+	}{
+		{map[string]string{"KAFKA_SCHEMA_REGISTRY_URL": "https://key:url-password-77f1@registry.example.com"}, "KAFKA_SCHEMA_REGISTRY_PASSWORD_FILE"},
+		{map[string]string{"KAFKA_SCHEMA_REGISTRY_URL": "http://registry.example.com", "KAFKA_SCHEMA_REGISTRY_USERNAME": "key",
+			"KAFKA_SCHEMA_REGISTRY_PASSWORD": "url-password-77f1"}, "basic auth would send the password in clear"},
+	} {
+		e := map[string]string{}
+		for k, v := range env {
+			e[k] = v
+		}
+		for k, v := range c.extra {
+			e[k] = v
+		}
+		_, stderr, code := runCmd(t, e, "", "run")
+		if code != 2 || !strings.Contains(stderr, "KAFKA_SCHEMA_REGISTRY_URL") || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, %q; want 2 naming KAFKA_SCHEMA_REGISTRY_URL and %q", c.extra, code, stderr, c.want)
+		}
+		if strings.Contains(stderr, "url-password-77f1") {
+			t.Errorf("%v: the password is printed", c.extra)
+		}
+	}
+}
