@@ -104,7 +104,11 @@ func (k *kafkaSettings) security() (kafkaconn.Security, error) {
 		return sec, err
 	}
 	if sec.SASL != nil && sec.TLS == nil {
-		switch mech := strings.ToUpper(k.mechanism.String()); mech {
+		mech := strings.ToUpper(k.mechanism.String())
+		if mech == "AWS_MSK_IAM" && !kafkaconn.MSKIAMBuilt {
+			mech = "" // the dialer says this build lacks it
+		}
+		switch mech {
 		case "PLAIN", "OAUTHBEARER", "AWS_MSK_IAM":
 			if !allow {
 				return sec, k.tls.errorf("is off, and KAFKA_SASL_MECHANISM=%s would send the password or token in clear: "+
