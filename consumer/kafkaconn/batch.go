@@ -293,15 +293,23 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// byteStream is what records are read from: a batch's payload, or its
+// decompression.
+type byteStream interface {
+	io.Reader
+	io.ByteReader
+}
+
 // decompressor returns the records of a batch payload as a stream that
-// fails once it has produced MaxExpansion*MaxBatchBytes.
-func decompressor(codec int16, raw []byte, lim Limits) (*bufio.Reader, func(), error) {
+// fails once it has produced MaxExpansion*MaxBatchBytes. An uncompressed
+// payload is read where it is (most batches: no buffer per batch).
+func decompressor(codec int16, raw []byte, lim Limits) (byteStream, func(), error) {
 	limit := int64(MaxExpansion) * int64(lim.MaxBatchBytes)
 	var r io.Reader
 	closeFn := func() {}
 	switch codec {
 	case 0:
-		r = bytes.NewReader(raw)
+		return bytes.NewReader(raw), closeFn, nil
 	case 1:
 		z, err := gzip.NewReader(bytes.NewReader(raw))
 		if err != nil {
@@ -323,7 +331,7 @@ func decompressor(codec int16, raw []byte, lim Limits) (*bufio.Reader, func(), e
 	default:
 		return nil, nil, fmt.Errorf("compression codec %d", codec)
 	}
-	return bufio.NewReaderSize(&countingReader{r: r, limit: limit}, 32<<10), closeFn, nil
+	return bufio.NewReaderSize(&countingReader{r: r, limit: limit}, 8<<10), closeFn, nil
 }
 
 // snappyReader reads Kafka's snappy payloads: xerial-framed blocks (the
@@ -394,7 +402,7 @@ func (s *snappyReader) Read(p []byte) (int, error) {
 
 // readControl reads a control batch's records: each key is a version and
 // a type (0 ABORT, 1 COMMIT).
-func readControl(b *batch, in *bufio.Reader, count int32) error {
+func readControl(b *batch, in byteStream, count int32) error {
 	for range count {
 		rec, err := readRecordBody(in, 1<<10)
 		if err != nil {
@@ -413,7 +421,7 @@ func readControl(b *batch, in *bufio.Reader, count int32) error {
 
 // readRecords reads a data batch's records at or after from, keeping what
 // the keeper allows.
-func readRecords(b *batch, in *bufio.Reader, count int32, firstTS, from int64, k *keeper, first bool) error {
+func readRecords(b *batch, in byteStream, count int32, firstTS, from int64, k *keeper, first bool) error {
 	for i := int32(0); i < count; i++ {
 		rec, err := readRecordBody(in, int64(k.lim.MaxRecordBytes))
 		if errors.Is(err, errExpansion) {
@@ -489,7 +497,7 @@ type recordBody struct {
 
 // readRecordBody reads one record: its length, then, within it, the
 // fields. A record longer than maxBytes is passed over as it streams.
-func readRecordBody(in *bufio.Reader, maxBytes int64) (recordBody, error) {
+func readRecordBody(in byteStream, maxBytes int64) (recordBody, error) {
 	var rec recordBody
 	length, err := binary.ReadVarint(in)
 	if err != nil {
