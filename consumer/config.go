@@ -153,6 +153,14 @@ type Config struct {
 	// (compressed) and, 16 times over, what it may expand to
 	// (kafkaconn.Limits).
 	MaxRecordBytes, MaxBatchBytes int
+	// MaxAge, if set, dead-letters as expired an event older than this by
+	// its record timestamp when its turn comes (TIM_MAX_AGE), like one
+	// past its own expiry header: offsets reset or a new group starting at
+	// the earliest offset never broadcast old announcements. Such events
+	// are recorded in flight before their first attempt (one more offset
+	// commit per call), so one that may have reached the server is resent
+	// after a crash, never dead-lettered.
+	MaxAge time.Duration
 	// BufferBytes bounds the bytes of records the worker holds between
 	// their fetch and their commit, all partitions together
 	// (kafkaconn.RecordBytes each): the fetches wait for room.

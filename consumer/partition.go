@@ -40,6 +40,8 @@ type record struct {
 	ev       *wire.Event
 	invalid  *wire.InvalidEventError
 	filtered bool
+	// aged says ev.ExpiresAt is the record's timestamp plus MaxAge.
+	aged bool
 	// span is the event's span from fetch to commit; nil without tracing
 	// or before the record joins a call.
 	span trace.Span
@@ -56,6 +58,14 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 	for failing := false; ; failing = true {
 		ev, filtered, err := w.decoder.Decode(ctx, m)
 		r := &record{msg: m, at: at, ev: ev, filtered: filtered}
+		if ev != nil && w.cfg.MaxAge > 0 && !m.Time.IsZero() {
+			// Never stale: an event older than MaxAge by its record
+			// timestamp when its turn comes is dead-lettered as expired,
+			// like one past its own expiry header.
+			if limit := m.Time.Add(w.cfg.MaxAge); ev.ExpiresAt.IsZero() || limit.Before(ev.ExpiresAt) {
+				ev.ExpiresAt, r.aged = limit, true
+			}
+		}
 		var ie *wire.InvalidEventError
 		switch {
 		case err == nil:

@@ -348,6 +348,11 @@ func (c *call) failure(m *record) wire.Failure {
 		ie := m.invalid
 		return wire.Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field}
 	case resultExpired:
+		if m.aged {
+			return wire.Failure{Reason: wire.ReasonExpired, Random: m.ev.Message.Random, Field: "TIM_MAX_AGE",
+				Info: "event older than TIM_MAX_AGE by its record timestamp " + m.msg.Time.UTC().Format(time.RFC3339) +
+					" when its turn came (" + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + ")"}
+		}
 		return wire.Failure{Reason: wire.ReasonExpired, Random: m.ev.Message.Random,
 			Info: "event expired at " + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
 	case resultExhausted:

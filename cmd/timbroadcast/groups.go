@@ -431,6 +431,7 @@ type workerSettings struct {
 	pauseInitial, pauseMax, merge, mergeMaxBytes         *setting
 	stuckAfter, retryMaxElapsed, partitionWatch          *setting
 	maxRecordBytes, maxBatchBytes, bufferBytes           *setting
+	maxAge                                               *setting
 }
 
 func addWorkerSettings(s *settings) *workerSettings {
@@ -459,6 +460,8 @@ func addWorkerSettings(s *settings) *workerSettings {
 			"largest record read (key, value, headers); a larger one is dead-lettered too_large naming where it is"),
 		maxBatchBytes: s.add("max-batch-bytes", "KAFKA_MAX_BATCH_BYTES", strconv.Itoa(d.MaxBatchBytes),
 			"largest record batch read as sent (compressed); it may expand to 16 times this. A larger one is dead-lettered too_large"),
+		maxAge: s.add("max-age", "TIM_MAX_AGE", "0", "dead-letter as expired an event older than this by its record timestamp when its turn "+
+			"comes (e.g. 1h); 0 never does"),
 		bufferBytes: s.add("buffer-bytes", "TIM_BUFFER_BYTES", strconv.FormatInt(d.BufferBytes, 10),
 			"most bytes of records held between fetch and commit, all partitions together (README \"Limits\")"),
 	}
@@ -521,7 +524,8 @@ func (k *workerSettings) config(cfg *consumer.Config) error {
 		durationSetting{k.joinRetry, &cfg.JoinGroupBackoff}, durationSetting{k.revokeGrace, &cfg.RevokeGrace},
 		durationSetting{k.drainTimeout, &cfg.DrainTimeout}, durationSetting{k.pauseInitial, &cfg.PauseInitial},
 		durationSetting{k.pauseMax, &cfg.PauseMax}, durationSetting{k.stuckAfter, &cfg.StuckAfter},
-		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed}, durationSetting{k.partitionWatch, &cfg.PartitionWatchInterval}); err != nil {
+		durationSetting{k.retryMaxElapsed, &cfg.RetryMaxElapsed}, durationSetting{k.partitionWatch, &cfg.PartitionWatchInterval},
+		durationSetting{k.maxAge, &cfg.MaxAge}); err != nil {
 		return err
 	}
 	// Left to their defaults, the heartbeat and the grace fit the session

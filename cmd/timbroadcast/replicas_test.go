@@ -178,10 +178,12 @@ func TestMergePauseKeepsTheSchedule(t *testing.T) {
 	if r.probes > 6 {
 		t.Errorf("%d probes in a 6 s pause, want at most 6: the group should probe as one", r.probes)
 	}
-	// The first call after the pause is the prober's next probe (up to
-	// PAUSE_MAX later); from then on every member is back.
-	if r.resumedIn > 2500*time.Millisecond {
-		t.Errorf("the first call came %v after the pause ended, want within PAUSE_MAX (2s)", r.resumedIn)
+	// The first call after the pause is the prober's next probe: up to
+	// PAUSE_MAX later, and the backoff's jitter (±50%) can make that 1.5
+	// times PAUSE_MAX (a 2.77 s wait was seen); from then on every member
+	// is back.
+	if r.resumedIn > 3200*time.Millisecond {
+		t.Errorf("the first call came %v after the pause ended, want within PAUSE_MAX (2s) and its jitter (3s)", r.resumedIn)
 	}
 	if r.resumed < 0.8*5 {
 		t.Errorf("%.2f calls/s accepted once the probe cleared, want at least 4: the members resume together", r.resumed)
