@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
@@ -251,12 +250,5 @@ func (r claimRecord) check(now time.Time) error {
 }
 
 // cutOutside bounds text from outside for logs and /readyz: at most n
-// bytes, control characters escaped.
-func cutOutside(s string, n int) string {
-	return wire.Cut(strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return '?'
-		}
-		return r
-	}, s), n)
-}
+// bytes, what a terminal would act on escaped.
+func cutOutside(s string, n int) string { return wire.Cut(wire.Printable(s), n) }

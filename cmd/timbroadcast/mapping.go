@@ -267,14 +267,14 @@ func (c *mapCmd) Run(ctx context.Context) error {
 			where = fmt.Sprintf("%s/%d@%d", m.Topic, m.Partition, m.Offset)
 		}
 		if m.Key != nil {
-			where += fmt.Sprintf(" (key %s)", printable(wire.Cut(string(m.Key), 256)))
+			where += fmt.Sprintf(" (key %s)", wire.Printable(wire.Cut(string(m.Key), 256)))
 		}
 		ev, filtered, err := c.decoder.Decode(ctx, m)
 		var ie *wire.InvalidEventError
 		switch {
 		case errors.As(err, &ie):
 			failed++
-			fmt.Fprintf(c.stdout, "%s: dead-lettered: %s: %s\n", where, ie.Reason, printable(ie.Msg))
+			fmt.Fprintf(c.stdout, "%s: dead-lettered: %s: %s\n", where, ie.Reason, wire.Printable(ie.Msg))
 		case err != nil:
 			return fmt.Errorf("%s: %w", where, err)
 		case filtered:

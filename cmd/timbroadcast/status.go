@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -239,17 +237,6 @@ func (c *statusCmd) firstRecord(ctx context.Context, topic string, partition int
 	return res.Records[0].Time, nil
 }
 
-// printable is s with what a terminal would act on (control characters,
-// DEL, C1 controls, invalid UTF-8) escaped as Go escapes; s itself when it
-// holds none.
-func printable(s string) string {
-	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError }) {
-		return s
-	}
-	q := strconv.QuoteToGraphic(s)
-	return q[1 : len(q)-1]
-}
-
 // print writes st as tables, or as JSON with --json.
 func (c *statusCmd) print(st *groupStatus) {
 	if c.json {
@@ -264,7 +251,7 @@ func (c *statusCmd) print(st *groupStatus) {
 	for _, m := range st.Members {
 		// Member and instance ids and hosts are chosen by any client with
 		// the group's ACL: escaped, so none can act on the terminal.
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", printable(m.MemberID), printable(dash(m.InstanceID)), printable(m.ClientHost),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", wire.Printable(m.MemberID), wire.Printable(dash(m.InstanceID)), wire.Printable(m.ClientHost),
 			dash(strings.Join(m.Partitions, " ")))
 	}
 	_ = tw.Flush()
@@ -278,7 +265,7 @@ func (c *statusCmd) print(st *groupStatus) {
 		if p.Committed < 0 {
 			committed = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Topic, p.Partition, committed, p.End, p.Lag, printable(dash(p.Owner)),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Topic, p.Partition, committed, p.End, p.Lag, wire.Printable(dash(p.Owner)),
 			inFlightText(p.InFlight, st.At))
 	}
 	_ = tw.Flush()
@@ -286,7 +273,7 @@ func (c *statusCmd) print(st *groupStatus) {
 	d := st.DeadLetters
 	reasons := make([]string, 0, len(d.ByReason))
 	for r, n := range d.ByReason {
-		reasons = append(reasons, fmt.Sprintf("%s %d", printable(wire.Cut(r, 64)), n))
+		reasons = append(reasons, fmt.Sprintf("%s %d", wire.Printable(wire.Cut(r, 64)), n))
 	}
 	sort.Strings(reasons)
 	if d.Total == 0 {

@@ -30,22 +30,6 @@ type fetchExchange struct {
 
 var correlation atomic.Int32
 
-// from is the offset the request asked topic's partition from (-1: not
-// asked).
-func (x *fetchExchange) from(topic string, partition int) int64 {
-	for _, t := range x.req.Topics {
-		if t.Topic != topic {
-			continue
-		}
-		for _, p := range t.Partitions {
-			if int(p.Partition) == partition {
-				return p.FetchOffset
-			}
-		}
-	}
-	return -1
-}
-
 func (x *fetchExchange) ApiKey() protocol.ApiKey { return protocol.Fetch }
 
 // Broker routes the request to its partitions' leader.
@@ -108,9 +92,10 @@ type partitionAnswer struct {
 	highWatermark int64
 	// hasData says the answer held bytes for the partition.
 	hasData bool
-	// fetched is what to deliver; next the offset after everything the
-	// answer held (skipped batches and markers included), or where it was
-	// cut.
+	// from is the offset the request asked for (-1: not asked); fetched
+	// is what to deliver; next the offset after everything the answer held
+	// (skipped batches and markers included), or where it was cut.
+	from    int64
 	fetched Fetched
 	next    int64
 }
@@ -262,7 +247,10 @@ func readAnswer(r *frameReader, x *fetchExchange) (*answer, error) {
 				return nil, formatErr("a record set of %d bytes with %d left in the answer", setLeft, r.remain)
 			}
 			off, asked := from[topicPartitionKey{t.name, int(p.partition)}]
-			p.next = off
+			p.next, p.from = off, -1
+			if asked {
+				p.from = off
+			}
 			if setLeft > 0 {
 				p.hasData = true
 				if !asked || p.errorCode != 0 {

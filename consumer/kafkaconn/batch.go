@@ -56,17 +56,6 @@ func DefaultLimits() Limits {
 	return Limits{MaxRecordBytes: DefaultMaxRecordBytes, MaxBatchBytes: DefaultMaxBatchBytes}
 }
 
-// Validate checks the limits, naming the field at fault.
-func (l Limits) Validate() error {
-	switch {
-	case l.MaxRecordBytes < 1<<10:
-		return errors.New("MaxRecordBytes must be at least 1024")
-	case l.MaxBatchBytes < l.MaxRecordBytes:
-		return errors.New("MaxBatchBytes must be at least MaxRecordBytes")
-	}
-	return nil
-}
-
 func (l Limits) orDefault() Limits {
 	d := DefaultLimits()
 	if l.MaxRecordBytes <= 0 {
@@ -148,6 +137,12 @@ type keeper struct {
 	// that record's size.
 	budgetFull bool
 	need       int64
+}
+
+// recordOver is the Oversized of one record of n bytes at offset.
+func (k *keeper) recordOver(offset, n int64, at time.Time) Oversized {
+	return Oversized{Offset: offset, Last: offset, Bytes: n, Time: at,
+		Limit: fmt.Sprintf("a record of %d bytes, over the limit of %d (KAFKA_MAX_RECORD_BYTES)", n, k.lim.MaxRecordBytes)}
 }
 
 // answerKeepBytes is what one answer keeps at most (at least one record of
@@ -449,20 +444,17 @@ func readRecords(b *batch, in byteStream, count int32, firstTS, from int64, k *k
 		}
 		at := millis(firstTS + rec.timestampDelta)
 		if rec.tooLarge {
-			b.oversized = append(b.oversized, Oversized{Offset: offset, Last: offset, Bytes: rec.length,
-				Limit: fmt.Sprintf("a record of %d bytes, over the limit of %d (KAFKA_MAX_RECORD_BYTES)", rec.length, k.lim.MaxRecordBytes),
-				Time:  at})
+			b.oversized = append(b.oversized, k.recordOver(offset, rec.length, at))
 			continue
 		}
 		m := kafka.Message{Offset: offset, Key: rec.key, Value: rec.value, Headers: rec.headers, Time: at}
-		if n := RecordBytes(m); n > int64(k.lim.MaxRecordBytes) {
+		n := RecordBytes(m)
+		if n > int64(k.lim.MaxRecordBytes) {
 			// Within its length, but its headers cost more held than sent.
-			b.oversized = append(b.oversized, Oversized{Offset: offset, Last: offset, Bytes: n,
-				Limit: fmt.Sprintf("a record of %d bytes held, over the limit of %d (KAFKA_MAX_RECORD_BYTES)", n, k.lim.MaxRecordBytes),
-				Time:  at})
+			b.oversized = append(b.oversized, k.recordOver(offset, n, at))
 			continue
 		}
-		if !k.take(RecordBytes(m), first && len(b.records) == 0) {
+		if !k.take(n, first && len(b.records) == 0) {
 			b.cut, b.cutAt = true, offset
 			return nil
 		}
@@ -653,9 +645,8 @@ func readMessageSet(r *frameReader, setLeft *int64, offset, body int64, magic by
 			return b, nil
 		}
 		if n := RecordBytes(m); n > int64(k.lim.MaxRecordBytes) {
-			b.oversized = append(b.oversized, Oversized{Offset: offset, Last: offset, Bytes: n, Time: m.Time,
-				Limit: fmt.Sprintf("a record of %d bytes, over the limit of %d (KAFKA_MAX_RECORD_BYTES)", n, k.lim.MaxRecordBytes)})
-		} else if k.take(RecordBytes(m), first) {
+			b.oversized = append(b.oversized, k.recordOver(offset, n, m.Time))
+		} else if k.take(n, first) {
 			b.records = append(b.records, m)
 		} else {
 			b.cut, b.cutAt = true, offset

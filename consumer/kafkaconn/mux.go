@@ -269,15 +269,14 @@ func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, x *fetch
 			if p.highWatermark <= s.f.Next && !p.hasData {
 				continue // nothing new: the stream waits on
 			}
-			asked := x.from(t.name, int(p.partition))
-			if asked != s.f.Next {
+			if p.from != s.f.Next {
 				// The reader moved meanwhile (an answer to an older request):
 				// what it holds may be stale.
 				m.releaseLocked(p.fetched.Records)
 				continue
 			}
 			res := &p.fetched
-			if len(res.Records) == 0 && len(res.Oversized) == 0 && p.next == asked && !res.BudgetFull {
+			if len(res.Records) == 0 && len(res.Oversized) == 0 && p.next == p.from && !res.BudgetFull {
 				continue // nothing to deliver (records already delivered)
 			}
 			m.deliverLocked(s, res, nil, p.next)

@@ -117,6 +117,18 @@ func Cut(s string, n int) string {
 	return s[:keep] + mark
 }
 
+// Printable is s with what a terminal would act on (control characters,
+// DEL, C1 controls, invalid UTF-8) escaped as Go escapes; s itself when it
+// holds none. Text from outside (member ids, keys, a registry's answer)
+// goes through it before it reaches a screen.
+func Printable(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError }) {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
+}
+
 // KeyDigest is what stands for a key longer than MaxKeyBytes: its SHA-256
 // (the key's bytes can be found again in the source by its coordinates).
 func KeyDigest(key []byte) []byte {
