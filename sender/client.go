@@ -111,6 +111,9 @@ type Attempt struct {
 	Number int
 	// Info is the API's ErrorInfo, if it answered one.
 	Info string
+	// Uncertain says the attempt's outcome is unknown: the request went
+	// out and no answer proved it undelivered (see Uncertain).
+	Uncertain bool
 }
 
 // Trace receives the attempts of the sends made with its context, like

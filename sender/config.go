@@ -59,6 +59,14 @@ type Config struct {
 	// UnknownRetries is how often an undocumented error code is retried
 	// before the message is rejected.
 	UnknownRetries int
+	// DedupeWindow is how long the server discards a resend of a message
+	// (same Random, same bytes): five minutes, documented. A retry later
+	// than RetryWindow after an attempt with an unknown outcome could show
+	// the message twice.
+	DedupeWindow time.Duration
+	// UnknownOutcome says what happens once the window has passed:
+	// UnknownDeadLetter (fail with ReasonOutcomeUnknown) or UnknownResend.
+	UnknownOutcome UnknownPolicy
 	// FailbackAfter is how long the client stays on a standby endpoint
 	// before trying the primary again.
 	FailbackAfter time.Duration
@@ -88,6 +96,14 @@ func (c *Config) Validate() error {
 		return errors.New("sender: durations must not be negative")
 	case c.UnknownRetries < 0:
 		return errors.New("sender: UnknownRetries must not be negative")
+	case c.DedupeWindow < 0:
+		return errors.New("sender: DedupeWindow must not be negative")
+	}
+	cc := *c
+	cc.setDefaults()
+	if cc.RetryWindow() <= 0 {
+		return fmt.Errorf("sender: DedupeWindow (%s) leaves no time to retry after the attempt timeout (%s) and its margin: "+
+			"it must exceed the attempt timeout by more than a tenth of itself", cc.DedupeWindow, cc.AttemptTimeout)
 	}
 	for _, ep := range c.Endpoints {
 		if err := CheckEndpoint(ep); err != nil {
@@ -110,6 +126,7 @@ func DefaultConfig() Config {
 		RetryMax:       30 * time.Second,
 		FailbackAfter:  time.Minute,
 		UnknownRetries: 3,
+		DedupeWindow:   5 * time.Minute,
 	}
 }
 
@@ -123,6 +140,7 @@ func (c *Config) setDefaults() {
 	if c.Path == "" {
 		c.Path = d.Path
 	}
+	def(&c.DedupeWindow, d.DedupeWindow)
 	if c.Rate == 0 {
 		c.Rate = d.Rate
 	}

@@ -89,6 +89,10 @@ type codeRule struct {
 	minPause time.Duration
 	// meaning is the documented meaning, for logs and /readyz.
 	meaning string
+	// unsure says the answer does not prove the message was not
+	// delivered: a server-side timeout or internal error may come after
+	// the message went out (see Uncertain).
+	unsure bool
 }
 
 // errorTable classifies every ErrorCode that Tencent Cloud Chat documents
@@ -99,11 +103,11 @@ type codeRule struct {
 // (https://www.tencentcloud.com/document/product/1047/44242).
 var errorTable = map[int]codeRule{
 	// Retry: transient on the server's side.
-	10002: {act: actRetry, meaning: "internal server error"},
-	60013: {act: actRetry, meaning: "internal server timeout"},
-	60014: {act: actRetry, meaning: "internal server timeout"},
-	70169: {act: actRetry, meaning: "internal server timeout"},
-	70500: {act: actRetry, meaning: "internal server error"},
+	10002: {act: actRetry, unsure: true, meaning: "internal server error"},
+	60013: {act: actRetry, unsure: true, meaning: "internal server timeout"},
+	60014: {act: actRetry, unsure: true, meaning: "internal server timeout"},
+	70169: {act: actRetry, unsure: true, meaning: "internal server timeout"},
+	70500: {act: actRetry, unsure: true, meaning: "internal server error"},
 	// Retry, and slow down: frequency limits.
 	10006: {act: actRetry, rateLimit: true, meaning: "operation frequency limit"},
 	10023: {act: actRetry, rateLimit: true, meaning: "send frequency limit"},
@@ -112,7 +116,7 @@ var errorTable = map[int]codeRule{
 	60018: {act: actRetry, rateLimit: true, meaning: "request frequency limit"},
 	60019: {act: actRetry, rateLimit: true, meaning: "request frequency limit"},
 	// Retry a few times, then pause.
-	60008: {act: actRetryBounded, meaning: "service timeout or malformed HTTP request"},
+	60008: {act: actRetryBounded, unsure: true, meaning: "service timeout or malformed HTTP request"},
 	// Signatures.
 	70001: {act: actRenewSig, meaning: "UserSig expired"},
 	70052: {act: actRenewSig, meaning: "UserSig expired"},
@@ -158,7 +162,7 @@ func classify(code int) codeRule {
 	if r, ok := errorTable[code]; ok {
 		return r
 	}
-	return codeRule{act: actUnknown, meaning: "undocumented error code"}
+	return codeRule{act: actUnknown, unsure: true, meaning: "undocumented error code"}
 }
 
 // IsRateLimit reports whether an ErrorCode is a documented frequency
@@ -190,6 +194,9 @@ type Error struct {
 	// RetryAfter, for a pause, is the least wait before the next probe
 	// (70050: locked out for a minute).
 	RetryAfter time.Duration
+	// UncertainSince, for ReasonOutcomeUnknown, is the start of the first
+	// attempt whose answer never proved the message undelivered.
+	UncertainSince time.Time
 }
 
 func (e *Error) Error() string {
@@ -221,6 +228,10 @@ const (
 	ReasonUnknownError   = "unknown_error"
 	// ReasonRetryExhausted: retried longer than the configured budget.
 	ReasonRetryExhausted = "retry_exhausted"
+	// ReasonOutcomeUnknown: an attempt may have been delivered (its answer
+	// never came) and the server's dedupe window has passed since: sending
+	// again could show the message twice (Error.UncertainSince).
+	ReasonOutcomeUnknown = "outcome_unknown"
 )
 
 // Reason is a short machine-readable reason for dead-letter records and
@@ -230,6 +241,8 @@ func (e *Error) Reason() string {
 	switch {
 	case e.Class != ClassReject:
 		return e.Class.String()
+	case !e.UncertainSince.IsZero():
+		return ReasonOutcomeUnknown
 	case e.Code == CodeBodyTooLong:
 		return ReasonBodyTooLong
 	case e.Field != "":

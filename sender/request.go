@@ -9,15 +9,18 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // do makes one HTTP request. Errors are redacted: they never contain the
-// query string (which carries the UserSig).
-func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (*Response, int, time.Duration, error) {
+// query string (which carries the UserSig). written says the whole request
+// went out on a connection: a failure after that may have been delivered.
+func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (resp *Response, status int, latency time.Duration, written bool, err error) {
 	q := url.Values{}
 	q.Set("sdkappid", strconv.Itoa(c.cfg.AppID))
 	q.Set("identifier", c.cfg.Admin)
@@ -29,35 +32,39 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (*Re
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, target+"?"+q.Encode(), bytes.NewReader(body))
 	if err != nil {
-		return nil, 0, 0, &requestError{target: target, cause: errors.New("cannot build request")}
+		return nil, 0, 0, false, &requestError{target: target, cause: errors.New("cannot build request")}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(wrote.Load() || i.Err == nil) },
+	}))
 	start := time.Now()
 	res, err := c.http.Do(req)
 	if err != nil {
-		return nil, 0, time.Since(start), redact(target, err, append(c.signer.keys(), sig)...)
+		return nil, 0, time.Since(start), wrote.Load(), redact(target, err, append(c.signer.keys(), sig)...)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	latency := time.Since(start)
+	latency = time.Since(start)
 	if err != nil {
-		return nil, res.StatusCode, latency, redact(target, err, append(c.signer.keys(), sig)...)
+		return nil, res.StatusCode, latency, true, redact(target, err, append(c.signer.keys(), sig)...)
 	}
 	if res.StatusCode >= 300 && res.StatusCode < 400 {
 		// Never followed (the client refuses every redirect): the request
 		// carries the UserSig, and a 307/308 would send it and the body
 		// wherever it points, http:// included.
-		return nil, res.StatusCode, latency, &RedirectError{Status: res.StatusCode, Location: redirectHost(res.Header.Get("Location"))}
+		return nil, res.StatusCode, latency, true, &RedirectError{Status: res.StatusCode, Location: redirectHost(res.Header.Get("Location"))}
 	}
 	if res.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, res.Body)
-		return nil, res.StatusCode, latency, nil
+		return nil, res.StatusCode, latency, true, nil
 	}
-	resp, err := DecodeResponse(b)
+	resp, err = DecodeResponse(b)
 	if err != nil {
-		return nil, res.StatusCode, latency, &requestError{target: target, cause: err}
+		return nil, res.StatusCode, latency, true, &requestError{target: target, cause: err}
 	}
-	return resp, res.StatusCode, latency, nil
+	return resp, res.StatusCode, latency, true, nil
 }
 
 // RedirectError is a 3xx answer: the endpoint (or something on the way)

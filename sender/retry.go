@@ -26,6 +26,10 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		sigExpiries int // 70001/70052 answers in a row
 		last        *Error
 	)
+	uncertain := uncertainFrom(ctx)
+	if uncertain == nil {
+		uncertain = &Uncertain{}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, c.ended(last, attempts, err)
@@ -37,6 +41,10 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 			}
 		}
 		waited := time.Since(waitStart)
+		if since := uncertain.Since(); !since.IsZero() && c.cfg.UnknownOutcome == UnknownDeadLetter &&
+			time.Since(since) >= c.cfg.RetryWindow() {
+			return nil, c.outcomeUnknown(last, since, attempts)
+		}
 		sig, sigGen, err := c.signer.get()
 		if err != nil {
 			return nil, &Error{Class: ClassPause, Info: "cannot generate UserSig", Err: err, Attempts: attempts}
@@ -44,7 +52,7 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		endpoint := c.endpoint()
 		attempts++
 		start := time.Now()
-		resp, status, latency, err := c.do(ctx, endpoint, sig, body)
+		resp, status, latency, written, err := c.do(ctx, endpoint, sig, body)
 		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited, Start: start, Number: attempts}
 
 		var rule codeRule
@@ -54,6 +62,9 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 			last = &Error{Class: ClassPause, HTTPStatus: status, Info: redirect.Error(), Err: err}
 			rule = codeRule{act: actPause}
 		case err != nil && ctx.Err() != nil:
+			if att.Uncertain = written; written {
+				uncertain.Mark(start)
+			}
 			c.observe(ctx, att)
 			return nil, c.ended(last, attempts, ctx.Err())
 		case err != nil:
@@ -80,11 +91,15 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 			att.Code, att.Info = resp.ErrorCode, resp.ErrorInfo
 			c.adapt(rule.rateLimit)
 		}
+		if att.Uncertain = unsure(written, status, err, rule); att.Uncertain {
+			uncertain.Mark(start)
+		}
 		c.observe(ctx, att)
 		c.log.Warn("send_broadcast_msg attempt failed",
 			zap.String("endpoint", endpoint), zap.Int("attempt", attempts),
 			zap.Int("code", last.Code), zap.Int("http_status", status),
-			zap.String("info", last.Info), zap.String("meaning", rule.meaning), zap.NamedError("cause", last.Err))
+			zap.String("info", last.Info), zap.String("meaning", rule.meaning), zap.Bool("outcome_unknown", att.Uncertain),
+			zap.NamedError("cause", last.Err))
 
 		if rule.act != actRenewSig {
 			sigExpiries = 0
