@@ -39,6 +39,9 @@ type BrokerConn struct {
 	pc       *protocol.Conn
 	raw      net.Conn
 	versions map[protocol.ApiKey]int16
+	// offered is the highest version the broker offers of each API, before
+	// the caps of maxVersions (raw exchanges pick their own).
+	offered map[protocol.ApiKey]int16
 }
 
 // maxVersions caps the versions a BrokerConn uses: the last version of each
@@ -167,9 +170,10 @@ func (b *BrokerConn) connect(ctx context.Context) error {
 	if av.ErrorCode != 0 {
 		return fmt.Errorf("ApiVersions: %w", kafka.Error(av.ErrorCode))
 	}
-	versions := map[protocol.ApiKey]int16{}
+	versions, offered := map[protocol.ApiKey]int16{}, map[protocol.ApiKey]int16{}
 	for _, k := range av.ApiKeys {
 		key := protocol.ApiKey(k.ApiKey)
+		offered[key] = k.MaxVersion
 		v := key.SelectVersion(k.MinVersion, k.MaxVersion)
 		if limit, ok := maxVersions[key]; ok && v > limit {
 			v = limit
@@ -188,7 +192,7 @@ func (b *BrokerConn) connect(ctx context.Context) error {
 		}
 	}
 	_ = pc.SetDeadline(time.Time{})
-	b.pc, b.raw, b.versions, ok = pc, raw, versions, true
+	b.pc, b.raw, b.versions, b.offered, ok = pc, raw, versions, offered, true
 	return nil
 }
 

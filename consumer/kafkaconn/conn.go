@@ -54,6 +54,11 @@ type Conn struct {
 
 	transport *kafka.Transport
 	client    *kafka.Client
+
+	// ids asks for topic ids (TopicIDs), one request at a time.
+	idsOnce sync.Once
+	idsMu   sync.Mutex
+	ids     *BrokerConn
 }
 
 // New returns a Conn for brokers. A nil dialer is kafka.DefaultDialer

@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -495,4 +496,52 @@ func TestBoundedCopies(t *testing.T) {
 	if r, _ := wire.ReceiptMessage(short, wire.ReceiptFor(short, wire.OutcomeDelivered, time.Now()), nil); string(r.Key) != "k" {
 		t.Errorf("a short key is kept: %q", r.Key)
 	}
+}
+
+func TestWatermarkFormat(t *testing.T) {
+	w := wire.Watermark{V: wire.DeliveredVersion, App: "1400000001", Topic: "events", TopicID: "AAECAwQFBgcICQoLDA0ODw",
+		Partition: 3, Next: 9007199254740993, At: 1764111600123, By: "timbroadcast-7f9c"}
+	golden(t, filepath.Join("testdata", "delivered-watermark.golden"), []byte(w.Key()+"\n"+string(w.Encode())+"\n"))
+	p := w
+	p.Pending = &wire.Pending{First: 9007199254740993, Last: 9007199254740995, Random: 4294967295, UnknownSince: 1764111600001}
+	golden(t, filepath.Join("testdata", "delivered-pending.golden"), []byte(p.Key()+"\n"+string(p.Encode())+"\n"))
+	r := wire.Watermark{V: 1, App: "1400000001", Topic: "events", Partition: 0, Next: 120, Reset: wire.ResetForget, At: 1764111600123, By: "forget"}
+	golden(t, filepath.Join("testdata", "delivered-forget.golden"), []byte(r.Key()+"\n"+string(r.Encode())+"\n"))
+	for _, e := range []wire.Watermark{w, p, r} {
+		got, err := wire.ParseWatermark([]byte(e.Key()), e.Encode())
+		if err != nil || string(got.Encode()) != string(e.Encode()) {
+			t.Errorf("round trip of %s: %s, %v", e.Encode(), got.Encode(), err)
+		}
+	}
+	// A reader ignores fields it does not know.
+	if got, err := wire.ParseWatermark([]byte(w.Key()), []byte(`{"v":1,"app":"1400000001","topic":"events","partition":3,"next":5,"at":1,"epoch":9}`)); err != nil || got.Next != 5 {
+		t.Errorf("an entry with an unknown field: %+v, %v", got, err)
+	}
+	for name, value := range map[string]string{
+		"newer version": `{"v":2,"app":"1400000001","topic":"events","partition":3,"next":5}`,
+		"key mismatch":  `{"v":1,"app":"1400000001","topic":"events","partition":4,"next":5}`,
+		"negative next": `{"v":1,"app":"1400000001","topic":"events","partition":3,"next":-5}`,
+		"bad reset":     `{"v":1,"app":"1400000001","topic":"events","partition":3,"next":5,"reset":"x"}`,
+		"bad pending":   `{"v":1,"app":"1400000001","topic":"events","partition":3,"next":5,"pending":{"first":9,"last":2}}`,
+		"not json":      `tb1 5 7`,
+		"too large":     `{"v":1,"app":"1400000001","topic":"events","partition":3,"next":5,"by":"` + strings.Repeat("x", 5000) + `"}`,
+	} {
+		if _, err := wire.ParseWatermark([]byte(w.Key()), []byte(value)); err == nil {
+			t.Errorf("%s: ParseWatermark accepted %.80s", name, value)
+		}
+	}
+	if _, err := wire.ParseWatermark([]byte(w.Key()), []byte(`{"v":2}`)); !errors.Is(err, wire.ErrUnknownVersion) {
+		t.Errorf("a newer version: %v, want ErrUnknownVersion", err)
+	}
+}
+
+func FuzzParseWatermark(f *testing.F) {
+	w := wire.Watermark{V: 1, App: "1", Topic: "t", Partition: 0, Next: 3, Pending: &wire.Pending{First: 3, Last: 4}}
+	f.Add([]byte(w.Key()), w.Encode())
+	f.Fuzz(func(t *testing.T, key, value []byte) {
+		got, err := wire.ParseWatermark(key, value)
+		if err == nil && (got.Key() != string(key) || got.Next < 0) {
+			t.Fatalf("accepted %q as %+v", value, got)
+		}
+	})
 }
