@@ -165,7 +165,29 @@ type Config struct {
 	// their fetch and their commit, all partitions together
 	// (kafkaconn.RecordBytes each): the fetches wait for room.
 	BufferBytes int64
+
+	// DeliveredTopic is the delivered log (KAFKA_DELIVERED_TOPIC): a
+	// compacted topic of one partition where every delivery is recorded
+	// before its commit, outside the consumer group, so a record read
+	// again by a new group, after offsets were reset or expired, or by a
+	// second deployment is not sent again (delivered.go). Default: the
+	// source topic's name plus ".delivered"; DeliveredOff turns it off.
+	DeliveredTopic string
+	// App names the destination app in the delivered log's keys (the
+	// SDKAppID), so two apps reading one topic never share an entry;
+	// default "default".
+	App string
+	// DedupeWindow is how long the server discards a resend
+	// (TIM_DEDUPE_WINDOW, default 5m). The delivered log is read again
+	// before sending a record older than half of it when the last read is
+	// older than a quarter of it.
+	DedupeWindow time.Duration
 }
+
+// DeliveredOff as Config.DeliveredTopic turns the delivered log off: only
+// the group's committed offsets and the server's five-minute dedupe keep
+// an event from being shown twice.
+const DeliveredOff = "off"
 
 // DefaultBufferBytes is BufferBytes's default: thousands of ordinary
 // events, and eight records of the largest size.
@@ -197,6 +219,8 @@ func DefaultConfig() Config {
 		MaxRecordBytes:         kafkaconn.DefaultMaxRecordBytes,
 		MaxBatchBytes:          kafkaconn.DefaultMaxBatchBytes,
 		BufferBytes:            DefaultBufferBytes,
+		DedupeWindow:           5 * time.Minute,
+		App:                    "default",
 	}
 }
 
@@ -241,7 +265,21 @@ func (c *Config) ValidateTopics() error {
 	case slot == c.Topic || slot == c.DLQTopic || slot == c.UrgentTopic || slot == c.ReceiptTopic:
 		return &FieldError{Field: "SlotTopic", Msg: "must differ from", Related: []string{"Topic", "DLQTopic", "UrgentTopic", "ReceiptTopic"}}
 	}
+	if d := c.DeliveredTopicOrDefault(); d != DeliveredOff &&
+		(d == c.Topic || d == c.DLQTopic || d == c.UrgentTopic || d == c.ReceiptTopic || d == slot) {
+		return &FieldError{Field: "DeliveredTopic", Msg: "must differ from",
+			Related: []string{"Topic", "DLQTopic", "UrgentTopic", "ReceiptTopic", "SlotTopic"}}
+	}
 	return nil
+}
+
+// DeliveredTopicOrDefault is DeliveredTopic, or its default: the source
+// topic's name plus ".delivered".
+func (c *Config) DeliveredTopicOrDefault() string {
+	if c.DeliveredTopic == "" {
+		return c.Topic + ".delivered"
+	}
+	return c.DeliveredTopic
 }
 
 // SlotTopicOrDefault is SlotTopic, or its default: the source topic's
@@ -318,6 +356,10 @@ func (c *Config) Validate() error {
 		return &FieldError{Field: "DLQTopic", Msg: "is required"}
 	case c.StartOffset != 0 && c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset:
 		return &FieldError{Field: "StartOffset", Msg: "must be kafka.FirstOffset or kafka.LastOffset"}
+	case c.DedupeWindow < 0:
+		return &FieldError{Field: "DedupeWindow", Msg: "must not be negative"}
+	case len(c.App) > 64 || strings.ContainsAny(c.App, "/ \t\n"):
+		return &FieldError{Field: "App", Msg: "must be at most 64 bytes without '/' or spaces"}
 	}
 	if err := c.ValidateTopics(); err != nil {
 		return err
@@ -405,6 +447,11 @@ func (c *Config) setDefaults() {
 	def(&c.PartitionWatchInterval, d.PartitionWatchInterval)
 	def(&c.ScheduleRefresh, d.ScheduleRefresh)
 	c.SlotTopic = c.SlotTopicOrDefault()
+	c.DeliveredTopic = c.DeliveredTopicOrDefault()
+	def(&c.DedupeWindow, d.DedupeWindow)
+	if c.App == "" {
+		c.App = d.App
+	}
 	if c.StartOffset == 0 {
 		c.StartOffset = d.StartOffset
 	}

@@ -291,6 +291,12 @@ func TestSlotTopic(t *testing.T) {
 	}
 
 	refused := newEnv(t, kc, 2, sendertest.Options{})
+	noLog := newEnv(t, kc, 1, sendertest.Options{})
+	// The delivered log exists (its own refusal is below): only the
+	// claims log cannot be created.
+	if err := kc.CreateTopic(context.Background(), refused.topic+".delivered", 1); err != nil {
+		t.Fatal(err)
+	}
 	kc.Fake.ControlKey(int16(kmsg.CreateTopics), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		kc.Fake.KeepControl()
 		resp := req.(*kmsg.CreateTopicsRequest).ResponseKind().(*kmsg.CreateTopicsResponse)
@@ -307,5 +313,16 @@ func TestSlotTopic(t *testing.T) {
 	checkExactlyOnce(t, deliveredTexts(refused.emu), want)
 	if _, err := kc.Partitions(context.Background(), refused.topic+".slots"); err == nil {
 		t.Error("the claims log exists: its creation was not refused, the case is not tested")
+	}
+
+	// Without a delivered log the worker would show events again after a
+	// new group or a reset: it refuses to start, naming the setting.
+	w, err = consumer.New(noLog.workerConfig(), client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = w.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "KAFKA_DELIVERED_TOPIC") {
+		t.Fatalf("Run without a delivered log that can be created = %v, want an error naming KAFKA_DELIVERED_TOPIC", err)
 	}
 }

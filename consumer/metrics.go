@@ -29,6 +29,7 @@ type Metrics struct {
 	share           prometheus.Gauge
 	rate            prometheus.Gauge
 	skipped         *prometheus.CounterVec
+	watermarkResets *prometheus.CounterVec
 	truncated       prometheus.Counter
 	receipts        *prometheus.CounterVec
 	receiptFailures prometheus.Counter
@@ -100,7 +101,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"use"})
 	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_records_skipped_total",
-		Help: "Offsets passed over without delivery, by reason: retention (deleted before delivery), log_truncated (committed offset beyond the log end), aborted_transaction, transaction_marker, filtered (the mapping output nothing).",
+		Help: "Offsets passed over without delivery, by reason: retention (deleted before delivery), log_truncated (committed offset beyond the log end), aborted_transaction, transaction_marker, filtered (the mapping output nothing), already_delivered (below what the delivered log says was delivered: committed, not sent).",
 	}, []string{"reason"})
 	m.fetchErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_fetch_errors_total", Help: "Fetch requests that failed, by error.",
@@ -111,7 +112,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.commitErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_commit_failures_total", Help: "Offset commits the broker refused, by error (each retried while the partition holds; a lost generation is not counted).",
 	}, []string{"error"})
-	reg.MustRegister(m.skipped, m.fetchErrors, m.truncated, m.commitErrors)
+	m.watermarkResets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_delivered_log_resets_total",
+		Help: "Delivered-log entries that did not apply at a session start, by reason: topic_recreated (the source topic's id changed) or log_truncated (the log ended below the entry: lowered to the log end).",
+	}, []string{"reason"})
+	reg.MustRegister(m.skipped, m.fetchErrors, m.truncated, m.commitErrors, m.watermarkResets)
 	m.receipts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "timbroadcast_receipts_total", Help: "Receipts written to the receipt topic, by outcome (delivered, dead_lettered).",
 	}, []string{"outcome"})
@@ -124,7 +129,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	reg.MustRegister(m.receipts, m.receiptFailures, m.receiptWrite)
 	m.laneEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "timbroadcast_lane_events_total", Help: "Events by lane (urgent, bulk) and final outcome (delivered, dead_lettered).",
+		Name: "timbroadcast_lane_events_total", Help: "Events by lane (urgent, bulk) and final outcome (delivered, dead_lettered, already_delivered).",
 	}, []string{"lane", "outcome"})
 	m.laneWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "timbroadcast_lane_waiting_records", Help: "Records waiting in this member's partitions, by lane.",
@@ -339,6 +344,14 @@ func (m *Metrics) stuck() (int, time.Duration) {
 func (m *Metrics) recordSkipped(reason string, n int64) {
 	if m != nil && n > 0 {
 		m.skipped.WithLabelValues(reason).Add(float64(n))
+	}
+}
+
+// recordWatermarkReset counts a delivered-log entry that did not apply
+// (topic_recreated) or was lowered (log_truncated).
+func (m *Metrics) recordWatermarkReset(reason string) {
+	if m != nil {
+		m.watermarkResets.WithLabelValues(reason).Inc()
 	}
 }
 

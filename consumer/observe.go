@@ -52,6 +52,10 @@ func (p *partition) attempt(c *call, a sender.Attempt) {
 	if w.sched != nil && a.Code >= 0 {
 		w.sched.answered(sender.IsRateLimit(a.Code))
 	}
+	if a.Uncertain && !c.unknownRecorded {
+		c.unknownRecorded = true
+		p.recordUnknown(c, c.uncertain.Since())
+	}
 }
 
 // outcome observes a final outcome: member m filtered out by the
@@ -167,4 +171,8 @@ type Outcome struct {
 	// Filtered is true when the mapping (TIM_MAP) output nothing for the
 	// record: committed, never sent.
 	Filtered bool
+	// AlreadyDelivered is true when the delivered log says the record was
+	// delivered before (another group, offsets reset or expired):
+	// committed, not sent again.
+	AlreadyDelivered bool
 }

@@ -239,3 +239,25 @@ func (o *offsets) bounds(ctx context.Context) (start, end int64, err error) {
 	}
 	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition missing from the answer", o.topic, o.partition)
 }
+
+// offsetAt returns the first offset whose record timestamp is at or after
+// t (-1 when there is none: every record is older).
+func (o *offsets) offsetAt(ctx context.Context, t time.Time) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := o.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		o.topic: {kafka.TimeOffsetOf(o.partition, t)},
+	}})
+	if err != nil {
+		return 0, fmt.Errorf("list offsets of %s/%d at %s: %w", o.topic, o.partition, t, err)
+	}
+	for _, po := range resp.Topics[o.topic] {
+		if po.Partition == o.partition && po.Error == nil {
+			for off := range po.Offsets {
+				return off, nil
+			}
+			return -1, nil
+		}
+	}
+	return 0, fmt.Errorf("list offsets of %s/%d at %s: partition missing from the answer", o.topic, o.partition, t)
+}

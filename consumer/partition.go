@@ -151,6 +151,13 @@ type partition struct {
 	held            *heldBytes // of the worker's BufferBytes
 	records         <-chan item
 	ahead           []item // items taken from records but not yet used, in order
+
+	// The delivered log (delivered.go): records below floor were
+	// delivered already; topicID is the source topic's id as the session
+	// began; readSince is the least start of the log read a session needs.
+	floor     int64
+	topicID   string
+	readSince time.Time
 }
 
 // newPartition builds the partition tp of generation gen.
@@ -162,8 +169,9 @@ func (w *Worker) newPartition(stop, genCtx context.Context, gen *generation, tp 
 		log:    w.log.With(zap.String("topic", tp.topic), zap.Int("partition", tp.partition), zap.Int32("generation", gen.id)),
 		offsets: &offsets{client: w.client, group: gen.group, generation: gen.id, member: gen.memberID,
 			topic: tp.topic, partition: tp.partition, metrics: w.metrics},
-		stop: stop,
-		gen:  genCtx,
+		stop:      stop,
+		gen:       genCtx,
+		readSince: time.Now(),
 	}
 }
 
@@ -233,6 +241,9 @@ func (p *partition) session() error {
 		}
 	}
 	p.log.Debug("partition starting", zap.Int64("offset", start))
+	if p.floor, err = p.deliveredFloor(start); err != nil {
+		return err
+	}
 
 	// The pump fetches and decodes, handing records over a channel, so
 	// merge mode can see what is waiting without blocking.
@@ -248,6 +259,11 @@ func (p *partition) session() error {
 			"(not written by timbroadcast, or damaged); the partition goes on from its committed offset",
 			zap.String("group", p.w.cfg.GroupID), zap.Int64("committed", committed), zap.Int64("last_offset", inflight.Last),
 			zap.Int64("max_span", maxInFlightSpan))
+		inflight = nil
+	}
+	if inflight != nil && inflight.Delivered == nil && inflight.Last < p.floor {
+		p.log.Info("the call recorded as in flight was delivered (delivered log): committed without sending",
+			zap.Int64("last_offset", inflight.Last), zap.Uint32("random", inflight.Random))
 		inflight = nil
 	}
 	if inflight != nil {
@@ -327,6 +343,7 @@ func (p *partition) startOffset() (int64, error) {
 		return 0, p.ended(err)
 	}
 	if p.w.cfg.StartOffset != kafka.LastOffset {
+		p.warnOld(first, last)
 		return first, nil
 	}
 	if err := p.commit(last, last, ""); err != nil {
@@ -334,6 +351,33 @@ func (p *partition) startOffset() (int64, error) {
 	}
 	p.log.Info("no committed offset: starting at the log end (KAFKA_START_OFFSET=latest), committed", zap.Int64("offset", last))
 	return last, nil
+}
+
+// warnOld warns when a partition without a committed offset (a new group,
+// offsets expired or deleted) starts at its earliest offset and holds
+// records older than a day: they will be read, and each is sent unless
+// the delivered log knows it (or TIM_MAX_AGE expires it).
+func (p *partition) warnOld(first, end int64) {
+	if first >= end {
+		return
+	}
+	dayAgo, err := p.offsets.offsetAt(p.taking, p.w.cfg.Now().Add(-24*time.Hour))
+	if err != nil || dayAgo <= first {
+		return
+	}
+	if dayAgo < 0 || dayAgo > end {
+		dayAgo = end // every record is older than a day
+	}
+	fields := []zap.Field{zap.String("group", p.w.cfg.GroupID), zap.Int64("from_offset", first), zap.Int64("older_than_a_day", dayAgo-first)}
+	if p.w.delivered != nil {
+		p.log.Warn("no committed offset (a new group, or its offsets expired): starting at the earliest offset "+
+			"(KAFKA_START_OFFSET=earliest) of a partition holding records older than a day; what the delivered log "+
+			"(KAFKA_DELIVERED_TOPIC) knows as delivered is skipped, the rest is sent (TIM_MAX_AGE bounds the age of what is sent)", fields...)
+	} else {
+		p.log.Warn("no committed offset (a new group, or its offsets expired): starting at the earliest offset "+
+			"(KAFKA_START_OFFSET=earliest) of a partition holding records older than a day, with the delivered log off: "+
+			"every one of them is sent again (set TIM_MAX_AGE, or KAFKA_START_OFFSET=latest)", fields...)
+	}
 }
 
 // pump fetches the partition into records until taking ends, decoding each

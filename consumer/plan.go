@@ -21,6 +21,9 @@ func (p *partition) plan() (*call, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rec.msg.Offset < p.freshFloor(rec) {
+		return p.already(rec), nil
+	}
 	c := p.lone(rec)
 	switch {
 	case rec.ev == nil:
@@ -37,6 +40,30 @@ func (p *partition) plan() (*call, error) {
 		c.record = true
 	}
 	return c, nil
+}
+
+// maxAlready is how many records below the delivered log's watermark are
+// committed at once.
+const maxAlready = 500
+
+// already returns the "call" of rec and of the records waiting behind it
+// that are below the delivered log's watermark too: never sent, committed
+// together as already delivered.
+func (p *partition) already(rec *record) *call {
+	members := []*record{rec}
+	for i := 0; len(members) < maxAlready; i++ {
+		nx, ok := p.peekAt(i)
+		if !ok || nx.msg.Offset >= p.floor {
+			break
+		}
+		members = append(members, nx)
+	}
+	p.ahead = p.ahead[len(members)-1:]
+	for _, m := range members {
+		p.startSpan(m)
+	}
+	log := p.log.With(zap.Int64("offset", rec.msg.Offset))
+	return &call{members: members, res: resultAlready, log: log}
 }
 
 // lone returns the call for rec alone, its span started.

@@ -28,6 +28,11 @@ const (
 	resultExpired          // a lone, never-sent event expired before its turn
 	resultExhausted        // retried longer than RetryMaxElapsed: given up
 	resultFiltered         // the mapping output nothing for it: never sent
+	// resultUnknown: an attempt's outcome stayed unknown past the
+	// server's dedupe window; resending could show it twice.
+	resultUnknown
+	// resultAlready: below the delivered log's watermark; never sent.
+	resultAlready
 )
 
 // call is one API call for one or more records (its members, in offset
@@ -49,6 +54,12 @@ type call struct {
 	// recorded says the delivery is already on record (a resumed call
 	// recorded as delivered): only its receipts and commit remain.
 	recorded bool
+	// uncertain follows the call's attempts with an unknown outcome, from
+	// this member's and, through the delivered log, an earlier owner's;
+	// unknownChecked says the delivered log was asked, unknownRecorded
+	// that this member recorded one there.
+	uncertain                       sender.Uncertain
+	unknownChecked, unknownRecorded bool
 
 	res      result
 	se       *sender.Error // for resultRejected and resultExhausted
@@ -83,6 +94,11 @@ func (p *partition) settle(c *call) error {
 		}
 	}
 	switch {
+	case c.res == resultAlready:
+		if err := p.alreadyDelivered(c); err != nil {
+			return err
+		}
+		return p.commitPast(c.members...)
 	case c.res == resultFiltered:
 		if err := p.filtered(c); err != nil {
 			return err
@@ -93,9 +109,11 @@ func (p *partition) settle(c *call) error {
 			return err
 		}
 		return p.commitPast(c.members...)
-	case len(c.members) == 1 || c.res == resultExhausted:
+	case len(c.members) == 1 || c.res == resultExhausted || c.res == resultUnknown:
 		// A lone record invalid, rejected, expired or given up; or a
-		// merged call given up as a whole: each member is dead-lettered.
+		// merged call given up as a whole or whose outcome is unknown
+		// (sent one by one, its events would be shown again): each
+		// member is dead-lettered.
 		for _, m := range c.members {
 			if err := p.deadLetter(c, m); err != nil {
 				return err
@@ -135,6 +153,7 @@ func (p *partition) send(c *call) (err error) {
 		}
 	}()
 	ctx := sender.WithTrace(p.pacing(p.sending), &sender.Trace{Attempt: func(a sender.Attempt) { p.attempt(c, a) }})
+	ctx = sender.WithUncertain(ctx, &c.uncertain)
 	started := w.cfg.Now()
 	mayBeDelivered := c.attempted // a failed attempt may still have reached the server
 	for {
@@ -149,6 +168,17 @@ func (p *partition) send(c *call) (err error) {
 		if err := p.ready(c); err != nil {
 			w.gate.release(probe)
 			return err
+		}
+		if !c.unknownChecked {
+			// An earlier owner's attempt whose outcome stayed unknown
+			// counts: resend only while the server still dedupes it.
+			c.unknownChecked = true
+			if since := p.unknownSince(c); !since.IsZero() {
+				c.uncertain.Mark(since)
+				c.attempted, mayBeDelivered = true, true
+				c.log.Info("an earlier attempt of this call had an unknown outcome (delivered log): resent only within the dedupe window",
+					zap.Time("unknown_since", since))
+			}
 		}
 		if err := sleepCtx(p.sending, time.Until(leave)); err != nil {
 			w.gate.release(probe)
@@ -189,6 +219,11 @@ func (p *partition) send(c *call) (err error) {
 				w.gate.probeDone(true)
 			}
 			c.res, c.se = resultRejected, se
+			if se.Reason() == sender.ReasonOutcomeUnknown {
+				c.res = resultUnknown
+				c.log.Error("outcome unknown past the server's dedupe window: dead-lettering instead of resending (it may have been shown once)",
+					zap.Time("unknown_since", se.UncertainSince), zap.Int("attempts", c.attempts))
+			}
 			return nil
 		case sender.ClassPause:
 			wait, started := w.gate.pause(se, se.RetryAfter)
@@ -306,6 +341,9 @@ func (p *partition) pacing(ctx context.Context) context.Context {
 // after a crash writes the receipts instead of calling again.
 func (p *partition) delivered(c *call) error {
 	w := p.w
+	if err := p.recordDelivered(c); err != nil {
+		return err
+	}
 	if !c.recorded {
 		p.outcome(c, nil, nil)
 		if w.receipts != nil {
@@ -324,6 +362,35 @@ func (p *partition) delivered(c *call) error {
 		rs[i] = wire.ReceiptFor(m.msg, wire.OutcomeDelivered, c.final)
 		rs[i].Random, rs[i].MsgSeq = m.ev.Message.Random, c.msgSeq
 		rs[i].SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
+	}
+	return p.writeReceipts(c.log, c.members, rs)
+}
+
+// alreadyDelivered records the members of c, below the delivered log's
+// watermark: their outcome (metric, one log line, Config.OnOutcome) and,
+// with a receipt topic, their receipts. They are never sent.
+func (p *partition) alreadyDelivered(c *call) error {
+	w := p.w
+	w.metrics.recordSkipped("already_delivered", int64(len(c.members)))
+	c.log.Info("already delivered (delivered log): committed without sending", zap.Int("records", len(c.members)),
+		zap.Int64("last_offset", c.lastOffset()), zap.Int64("delivered_watermark", p.floor))
+	for _, m := range c.members {
+		w.metrics.recordLane(m.msg.Topic, wire.OutcomeAlreadyDelivered)
+		if m.span != nil {
+			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeAlreadyDelivered))
+		}
+		p.report(m, Outcome{AlreadyDelivered: true})
+	}
+	if w.receipts == nil {
+		return nil
+	}
+	now := w.cfg.Now()
+	rs := make([]wire.Receipt, len(c.members))
+	for i, m := range c.members {
+		rs[i] = wire.ReceiptFor(m.msg, wire.OutcomeAlreadyDelivered, now)
+		if m.ev != nil {
+			rs[i].Random = m.ev.Message.Random
+		}
 	}
 	return p.writeReceipts(c.log, c.members, rs)
 }
@@ -355,6 +422,9 @@ func (c *call) failure(m *record) wire.Failure {
 		}
 		return wire.Failure{Reason: wire.ReasonExpired, Random: m.ev.Message.Random,
 			Info: "event expired at " + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
+	case resultUnknown:
+		return wire.Failure{Reason: sender.ReasonOutcomeUnknown, Class: sender.ClassReject.String(), Code: c.se.Code,
+			Info: c.se.Info, Attempts: c.attempts, Random: m.ev.Message.Random}
 	case resultExhausted:
 		return wire.Failure{Reason: sender.ReasonRetryExhausted, Class: sender.ClassRetry.String(), Code: c.se.Code,
 			Info:     "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + c.se.Info,

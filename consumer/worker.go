@@ -48,6 +48,8 @@ type Worker struct {
 	dlq     *kafka.Writer
 	// receipts writes receipts; nil without a receipt topic.
 	receipts *kafka.Writer
+	// delivered is the delivered log; nil when off (DeliveredOff).
+	delivered *deliveredLog
 	tr       *tracing // nil: no tracing
 	// prop reads records' trace context (Config.Propagator); its headers,
 	// traceHeaders, are copied to receipts.
@@ -115,6 +117,10 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.receipts.BatchSize = 100
 		w.receipts.BatchTimeout = time.Millisecond
 		w.receipts.MaxAttempts = 10
+	}
+	if cfg.DeliveredTopic != DeliveredOff {
+		w.delivered = newDeliveredLog(conn, cfg)
+		w.delivered.by = cfg.GroupID
 	}
 	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
@@ -254,6 +260,14 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 			return err
 		}
 	}
+	if w.delivered != nil {
+		if err := w.delivered.check(ctx); err != nil {
+			return err
+		}
+	} else {
+		w.log.Warn("the delivered log is off (KAFKA_DELIVERED_TOPIC=off): a new group id, offsets reset or expired, or a second " +
+			"deployment on this topic shows again every event delivered more than five minutes before")
+	}
 	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		return fmt.Errorf("consumer: read metadata from %v: %w", w.cfg.Brokers, err)
@@ -359,6 +373,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.receipts != nil {
 		if cerr := w.receipts.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("consumer: close receipt writer: %w", cerr)
+		}
+	}
+	if w.delivered != nil {
+		if cerr := w.delivered.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("consumer: close delivered log writer: %w", cerr)
 		}
 	}
 	if fatal != nil {

@@ -270,6 +270,19 @@ func receiptTopic(r *setting, cfg consumer.Config) (string, error) {
 	return cfg.ReceiptTopic, nil
 }
 
+// deliveredTopic returns the delivered log topic of setting r (its
+// default, "<topic>.delivered" in the help, is the consumer's; "off" turns
+// it off), checked against the topics of cfg.
+func deliveredTopic(r *setting, cfg consumer.Config) (string, error) {
+	if cfg.DeliveredTopic = r.String(); cfg.DeliveredTopic == "<topic>.delivered" {
+		cfg.DeliveredTopic = ""
+	}
+	if err := cfg.ValidateTopics(); err != nil {
+		return "", fieldError(err, r)
+	}
+	return cfg.DeliveredTopicOrDefault(), nil
+}
+
 // resolve returns the topic and the dead-letter topic (wire's default when
 // unset).
 func (t *topicSettings) resolve() (topic, dlq string, err error) {

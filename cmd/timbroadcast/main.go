@@ -6,6 +6,7 @@
 //	timbroadcast emulator   an emulator of the API endpoint
 //	timbroadcast publish    validate and produce announcements
 //	timbroadcast replay     re-publish dead-letter records
+//	timbroadcast forget     forget deliveries from an offset on, to broadcast them again on purpose
 //	timbroadcast map        try a mapping (TIM_MAP) on records
 //	timbroadcast status     the group at a glance
 //
@@ -49,6 +50,7 @@ Commands:
   emulator   serve an emulator of the send_broadcast_msg endpoint
   publish    validate and produce announcements (from flags or a JSON Lines file)
   replay     re-publish chosen dead-letter records to the main topic
+  forget     forget what the delivered log remembers from an offset (or time) on, to broadcast it again
   map        try a mapping (TIM_MAP, Schema Registry) on records: what each would become
   status     the group at a glance: members, lag and what is in flight per partition, dead letters
 
@@ -81,6 +83,7 @@ var commands = map[string]func(p process, args []string) (command, error){
 	"demo":     func(p process, args []string) (command, error) { return parseDemo(p, args) },
 	"publish":  func(p process, args []string) (command, error) { return parsePublish(p, args) },
 	"replay":   func(p process, args []string) (command, error) { return parseReplay(p, args) },
+	"forget":   func(p process, args []string) (command, error) { return parseForget(p, args) },
 }
 
 func main() {

@@ -54,6 +54,14 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	ms := addMappingSettings(s)
 	receipts := s.add("receipt-topic", "KAFKA_RECEIPT_TOPIC", "", "topic receiving a receipt per final outcome of every event (optional)")
 	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "claims log the replicas space their calls by (one partition; created when missing)")
+	delivered := s.add("delivered-topic", "KAFKA_DELIVERED_TOPIC", "<topic>.delivered", "delivered log: what was delivered, kept outside the "+
+		"consumer group, so a new group id or offsets reset or expired never show an event again (compacted, one partition; created "+
+		"when missing); off turns it off (README \"Delivery guarantees\")")
+	dedupeWindow := s.add("dedupe-window", "TIM_DEDUPE_WINDOW", durationDefault(sender.DefaultConfig().DedupeWindow),
+		"how long the server discards a resend of an event (documented: five minutes); after an attempt whose answer never came, "+
+			"retries are made only within it")
+	unknownOutcome := s.add("unknown-outcome", "TIM_UNKNOWN_OUTCOME", "dead-letter", "what happens once TIM_DEDUPE_WINDOW has passed "+
+		"since an attempt whose answer never came: dead-letter (reason outcome_unknown) or resend (it may be shown twice)")
 	httpAddr := s.add("http-addr", "HTTP_ADDR", ":9090", "address serving /metrics, /healthz and /readyz; 'off' disables it")
 	pprofOn := s.add("http-pprof", "HTTP_PPROF", "off", "on: also serve Go's profiles at /debug/pprof/ on HTTP_ADDR (heap, goroutines, CPU)")
 	recordContext := s.add("trace-record-context", "TIM_TRACE_RECORD_CONTEXT", "parent", "parent: a record's trace context is its event span's "+
@@ -80,6 +88,9 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if c.consumer.SlotTopic, err = slotTopic(slots, c.consumer); err != nil {
 		return nil, err
 	}
+	if c.consumer.DeliveredTopic, err = deliveredTopic(delivered, c.consumer); err != nil {
+		return nil, err
+	}
 	if err := ws.config(&c.consumer); err != nil {
 		return nil, err
 	}
@@ -103,6 +114,17 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	}
 	if err := a.creds.watchKey(p, &c.sender); err != nil {
 		return nil, err
+	}
+	c.consumer.App = strconv.Itoa(c.sender.AppID)
+	if c.sender.DedupeWindow, err = dedupeWindow.duration(); err != nil {
+		return nil, err
+	}
+	c.consumer.DedupeWindow = c.sender.DedupeWindow
+	if c.sender.UnknownOutcome, err = sender.ParseUnknownPolicy(unknownOutcome.String()); err != nil {
+		return nil, unknownOutcome.errorf("%q must be dead-letter or resend", unknownOutcome.val)
+	}
+	if err := c.sender.Validate(); err != nil {
+		return nil, dedupeWindow.errorf("%v (TIM_ATTEMPT_TIMEOUT is %s)", err, c.sender.AttemptTimeout)
 	}
 	// The client hands a send back once it has been retried this long, so
 	// the worker can give it up.

@@ -203,7 +203,7 @@ func durationDefault(d time.Duration) string {
 // consumer.FieldError may name.
 var consumerFields = map[string]string{
 	"Topic": "KAFKA_TOPIC", "DLQTopic": "KAFKA_DLQ_TOPIC", "UrgentTopic": "KAFKA_URGENT_TOPIC",
-	"ReceiptTopic": "KAFKA_RECEIPT_TOPIC", "SlotTopic": "KAFKA_SLOT_TOPIC", "MergeMaxBytes": "TIM_MERGE_MAX_BYTES", "GroupID": "KAFKA_GROUP_ID",
+	"ReceiptTopic": "KAFKA_RECEIPT_TOPIC", "SlotTopic": "KAFKA_SLOT_TOPIC", "DeliveredTopic": "KAFKA_DELIVERED_TOPIC", "MergeMaxBytes": "TIM_MERGE_MAX_BYTES", "GroupID": "KAFKA_GROUP_ID",
 	"HeartbeatInterval": "KAFKA_HEARTBEAT_INTERVAL", "SessionTimeout": "KAFKA_SESSION_TIMEOUT",
 	"RevokeGrace": "REVOKE_GRACE", "RebalanceTimeout": "KAFKA_REBALANCE_TIMEOUT",
 	"MaxRecordBytes": "KAFKA_MAX_RECORD_BYTES", "MaxBatchBytes": "KAFKA_MAX_BATCH_BYTES", "BufferBytes": "TIM_BUFFER_BYTES",

@@ -337,3 +337,25 @@ func (c *Conn) Follow(ctx context.Context, topic string, from map[int]int64, fn 
 		}
 	}
 }
+
+// TopicConfig returns the value of one configuration of topic ("" when
+// the broker reports none).
+func (c *Conn) TopicConfig(ctx context.Context, topic, name string) (string, error) {
+	resp, err := c.client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{name},
+	}}})
+	if err != nil {
+		return "", fmt.Errorf("describe the configuration of %s: %w", topic, err)
+	}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return "", fmt.Errorf("describe the configuration of %s: %w", topic, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName == name {
+				return e.ConfigValue, nil
+			}
+		}
+	}
+	return "", nil
+}

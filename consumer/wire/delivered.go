@@ -136,3 +136,22 @@ func ParseWatermark(key, value []byte) (Watermark, error) {
 	}
 	return w, nil
 }
+
+// Apply returns the entry of a key after e, the next entry of that key
+// in log order, is applied to w (the zero Watermark when there was none):
+// a reset sets Next, any other entry raises it; an entry of another topic
+// id replaces w (the topic was created again). The pending call goes with
+// the entry that carries it and is dropped once Next has passed it.
+func (w Watermark) Apply(e Watermark) Watermark {
+	if w.V == 0 || e.Reset != "" || (w.TopicID != e.TopicID && w.TopicID != "" && e.TopicID != "") {
+		return e
+	}
+	if e.TopicID == "" {
+		e.TopicID = w.TopicID
+	}
+	e.Next = max(e.Next, w.Next)
+	if e.Pending != nil && e.Pending.Last < e.Next {
+		e.Pending = nil
+	}
+	return e
+}

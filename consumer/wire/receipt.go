@@ -19,6 +19,10 @@ const (
 	// OutcomeFiltered: the mapping (TIM_MAP) output nothing for the
 	// record; it was committed and never sent.
 	OutcomeFiltered = "filtered"
+	// OutcomeAlreadyDelivered: the delivered log says the record was
+	// delivered before (by another group, or before its offsets were reset
+	// or expired); it was committed and not sent again.
+	OutcomeAlreadyDelivered = "already_delivered"
 )
 
 // HeaderReceiptSchema is the receipt record header holding ReceiptSchema,
@@ -36,7 +40,8 @@ var TraceHeaders = []string{"traceparent", "tracestate", "baggage"}
 type Receipt struct {
 	// Schema is ReceiptSchema.
 	Schema string `json:"schema"`
-	// Outcome is OutcomeDelivered, OutcomeDeadLettered or OutcomeFiltered.
+	// Outcome is OutcomeDelivered, OutcomeDeadLettered, OutcomeFiltered or
+	// OutcomeAlreadyDelivered.
 	Outcome string `json:"outcome"`
 	// Random is the event's own Random; 0 for a record that never decoded.
 	Random uint32 `json:"random"`

@@ -545,3 +545,36 @@ func FuzzParseWatermark(f *testing.F) {
 		}
 	})
 }
+
+// TestWatermarkApply pins how readers combine the entries of one key.
+func TestWatermarkApply(t *testing.T) {
+	at := func(next int64, id, reset string, pending *wire.Pending) wire.Watermark {
+		return wire.Watermark{V: 1, App: "1", Topic: "t", TopicID: id, Next: next, Reset: reset, Pending: pending}
+	}
+	p := &wire.Pending{First: 10, Last: 12, Random: 7, UnknownSince: 1}
+	for _, tc := range []struct {
+		name     string
+		entries  []wire.Watermark
+		want     int64
+		wantID   string
+		wantPend bool
+	}{
+		{"raises", []wire.Watermark{at(5, "a", "", nil), at(9, "a", "", nil)}, 9, "a", false},
+		{"a late lower write lowers nothing", []wire.Watermark{at(9, "a", "", nil), at(5, "a", "", nil)}, 9, "a", false},
+		{"forget lowers", []wire.Watermark{at(9, "a", "", nil), at(3, "a", wire.ResetForget, nil)}, 3, "a", false},
+		{"truncation lowers", []wire.Watermark{at(9, "a", "", nil), at(4, "a", wire.ResetLogTruncated, nil)}, 4, "a", false},
+		{"a new topic id replaces", []wire.Watermark{at(9, "a", "", nil), at(2, "b", "", nil)}, 2, "b", false},
+		{"no id keeps the known one", []wire.Watermark{at(9, "a", "", nil), at(11, "", "", nil)}, 11, "a", false},
+		{"pending kept", []wire.Watermark{at(10, "a", "", nil), at(10, "a", "", p)}, 10, "a", true},
+		{"pending passed", []wire.Watermark{at(13, "a", "", nil), at(10, "a", "", p)}, 13, "a", false},
+		{"delivery clears pending", []wire.Watermark{at(10, "a", "", p), at(13, "a", "", nil)}, 13, "a", false},
+	} {
+		var w wire.Watermark
+		for _, e := range tc.entries {
+			w = w.Apply(e)
+		}
+		if w.Next != tc.want || w.TopicID != tc.wantID || (w.Pending != nil) != tc.wantPend {
+			t.Errorf("%s: next %d id %q pending %v; want %d %q %v", tc.name, w.Next, w.TopicID, w.Pending != nil, tc.want, tc.wantID, tc.wantPend)
+		}
+	}
+}
