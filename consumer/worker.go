@@ -50,7 +50,7 @@ type Worker struct {
 	receipts *kafka.Writer
 	// delivered is the delivered log; nil when off (DeliveredOff).
 	delivered *deliveredLog
-	tr       *tracing // nil: no tracing
+	tr        *tracing // nil: no tracing
 	// prop reads records' trace context (Config.Propagator); its headers,
 	// traceHeaders, are copied to receipts.
 	prop         propagation.TextMapPropagator
