@@ -67,6 +67,11 @@ type Faults struct {
 	// message is delivered) and then drops the connection without an
 	// answer.
 	DropAfterProcessRate float64 `json:"drop_after_process_rate"`
+	// DropContaining processes every call whose body contains one of these
+	// strings (a valid message is delivered, once within the dedupe
+	// window) and drops the connection without an answer: a proxy that
+	// loses the answers of one event for as long as the fault lasts.
+	DropContaining []string `json:"drop_containing"`
 	// Latency delays every answer.
 	Latency time.Duration `json:"latency"`
 	// FeatureOff answers 10007 to every call, as when broadcast messaging is
@@ -375,6 +380,9 @@ func (s *Server) serveBroadcast(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	drop := next == CodeDrop || roll(f.DropAfterProcessRate)
+	for _, word := range f.DropContaining {
+		drop = drop || (word != "" && bytes.Contains(body, []byte(word)))
+	}
 	s.mu.Unlock()
 
 	if f.Latency > 0 {
