@@ -64,6 +64,11 @@ type topicIDAt struct {
 	at time.Time
 }
 
+// truncationSkew is how much later than a delivered-log entry a record's
+// timestamp must be for the record to count as produced after it (clocks
+// of producers and workers differ a little).
+const truncationSkew = time.Second
+
 // topicIDTTL is how long a topic's id is taken as known: a session start
 // asks again after it (a rebalance starts every partition at once).
 const topicIDTTL = 10 * time.Second
@@ -321,18 +326,26 @@ func (p *partition) deliveredFloor(start int64) (int64, error) {
 		return 0, p.ended(err)
 	}
 	if end < e.Next {
+		// What the log holds now was delivered, unless it was produced
+		// after the entry was written (a topic created again on a broker
+		// without topic ids): those records are new.
+		floor := end
+		if newer, err := p.offsets.offsetAt(p.taking, time.UnixMilli(e.At).Add(truncationSkew)); err == nil && newer >= 0 && newer < floor {
+			floor = newer
+		}
 		p.log.Error("the partition's log ends below what the delivered log says was delivered: records were lost (an unclean "+
-			"leader election, or the topic created again on a broker without topic ids); offsets from the log end on hold new "+
-			"records and are delivered", zap.Int64("log_end", end), zap.Int64("delivered_watermark", e.Next))
+			"leader election, or the topic created again on a broker without topic ids); the records it holds from before the "+
+			"last delivery recorded are taken as delivered, those after are delivered", zap.Int64("log_end", end),
+			zap.Int64("delivered_watermark", e.Next), zap.Int64("lowered_to", floor), zap.Time("last_recorded_at", time.UnixMilli(e.At)))
 		p.w.notes.add(p.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
-			p.tp, end, e.Next, end))
+			p.tp, end, e.Next, floor))
 		p.w.metrics.recordWatermarkReset(wire.ResetLogTruncated)
-		lowered := d.watermark(p.tp, p.topicID, end, wire.ResetLogTruncated, nil)
+		lowered := d.watermark(p.tp, p.topicID, floor, wire.ResetLogTruncated, nil)
 		if err := p.writeHeld(p.log, "delivered log write", d.writer, start, []kafka.Message{d.message(lowered)}, nil, nil); err != nil {
 			return 0, err
 		}
 		d.written(lowered)
-		return end, nil
+		return floor, nil
 	}
 	if start < e.Next {
 		p.log.Info("records from the start offset on were delivered already (delivered log): they are committed as "+

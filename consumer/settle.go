@@ -169,6 +169,13 @@ func (p *partition) send(c *call) (err error) {
 			w.gate.release(probe)
 			return err
 		}
+		if c.lastOffset() < p.freshFloor(c.members[0]) {
+			// Delivered meanwhile by another deployment (the call waited
+			// long, a pause say): not sent.
+			w.gate.release(probe)
+			c.res = resultAlready
+			return nil
+		}
 		if !c.unknownChecked {
 			// An earlier owner's attempt whose outcome stayed unknown
 			// counts: resend only while the server still dedupes it.

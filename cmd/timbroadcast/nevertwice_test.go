@@ -125,7 +125,7 @@ func TestNeverTwiceOffsets(t *testing.T) {
 			ce.env["KAFKA_GROUP_ID"] += "-renamed"
 		}},
 		{"offsets reset to the earliest", nil, resetToEarliest},
-		{"offsets reset, receipts and the urgent path's identities", map[string]string{"TIM_MERGE": "envelope"}, resetToEarliest},
+		{"offsets reset in envelope merge mode", map[string]string{"TIM_MERGE": "envelope"}, resetToEarliest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ce := neverTwiceEnv(t, 2, tc.extra)
@@ -146,6 +146,55 @@ func TestNeverTwiceOffsets(t *testing.T) {
 				t.Errorf("dead letters %v, want none", dl)
 			}
 		})
+	}
+}
+
+// TestNeverTwiceUrgentAndReceipts: the urgent lane's records are
+// remembered by their own topic's offsets, and each record not sent again
+// gets a receipt saying already_delivered.
+func TestNeverTwiceUrgentAndReceipts(t *testing.T) {
+	needBinary(t)
+	ce := neverTwiceEnv(t, 2, nil)
+	ctx := context.Background()
+	urgent := ce.kc.Topic(t, "urgent", 1)
+	receipts := ce.kc.Topic(t, "receipts", 1)
+	ce.env["KAFKA_URGENT_TOPIC"], ce.env["KAFKA_RECEIPT_TOPIC"] = urgent, receipts
+	var msgs []kafka.Message
+	for i := range 4 {
+		text := fmt.Sprintf("urgent-%d", i)
+		v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(text)}})
+		msgs = append(msgs, kafka.Message{Key: []byte("u"), Value: v})
+		ce.want = append(ce.want, text)
+	}
+	if err := ce.kc.Produce(ctx, urgent, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	group := ce.env["KAFKA_GROUP_ID"]
+	deliverAll(t, ce)
+	ce.kc.WaitCommitted(t, group, urgent, 10*time.Second)
+
+	ce.env["KAFKA_GROUP_ID"] += "-renamed"
+	w := startWorker(t, ce.env)
+	ce.waitCommitted(t, 60*time.Second)
+	ce.kc.WaitCommitted(t, ce.env["KAFKA_GROUP_ID"], urgent, 30*time.Second)
+	w.stop(t)
+	ce.check(t)
+	all, err := ce.kc.ReadAll(ctx, receipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	already := map[string]int{} // topic -> already_delivered receipts
+	for _, m := range all {
+		var r wire.Receipt
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Outcome == wire.OutcomeAlreadyDelivered {
+			already[r.Source.Topic]++
+		}
+	}
+	if already[ce.topic] != 30 || already[urgent] != 4 {
+		t.Errorf("already_delivered receipts by topic %v, want 30 of %s and 4 of %s", already, ce.topic, urgent)
 	}
 }
 

@@ -1,0 +1,162 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+	"github.com/timbroadcast/timbroadcast/sender"
+	"github.com/timbroadcast/timbroadcast/sender/sendertest"
+)
+
+// writeEntry writes a delivered-log entry for partition 0 of e's topic,
+// of the topic's current id, creating the log first.
+func writeEntry(t *testing.T, e *env, next int64) {
+	t.Helper()
+	ctx := context.Background()
+	log := e.topic + ".delivered"
+	if err := e.kafka.CreateTopic(ctx, log, 1); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := e.kafka.TopicIDs(ctx, []string{e.topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := wire.Watermark{V: wire.DeliveredVersion, App: consumer.DefaultConfig().App, Topic: e.topic, TopicID: ids[e.topic].String(),
+		Next: next, At: time.Now().UnixMilli(), By: "test"}
+	if err := e.kafka.Produce(ctx, log, kafka.Message{Key: []byte(w.Key()), Value: w.Encode()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lastEntry returns the entry of partition 0 of e's topic as the log's
+// readers compute it.
+func lastEntry(t *testing.T, e *env) wire.Watermark {
+	t.Helper()
+	msgs, err := e.kafka.ReadAll(context.Background(), e.topic+".delivered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w wire.Watermark
+	for _, m := range msgs {
+		if x, err := wire.ParseWatermark(m.Key, m.Value); err == nil && x.Partition == 0 {
+			w = w.Apply(x)
+		}
+	}
+	return w
+}
+
+func produceTexts(t *testing.T, e *env, prefix string, n int) []string {
+	t.Helper()
+	var texts []string
+	var msgs []kafka.Message
+	for i := range n {
+		text := fmt.Sprintf("%s-%d", prefix, i)
+		texts = append(texts, text)
+		msgs = append(msgs, textEvent("k", text))
+	}
+	if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	return texts
+}
+
+// TestDeliveredLogTruncated: a log that ends below the delivered log's
+// watermark is not skipped silently. What it held before the last
+// delivery recorded is taken as delivered (a truncation after an unclean
+// leader election keeps delivered records), what was produced after is
+// delivered (a topic created again on a broker without topic ids); the
+// watermark is lowered for good (reset log_truncated), so records produced
+// later are delivered too.
+func TestDeliveredLogTruncated(t *testing.T) {
+	kc := consumertest.Start(t)
+	t.Run("the records it holds were delivered", func(t *testing.T) {
+		e := newEnv(t, kc, 1, sendertest.Options{})
+		produceTexts(t, e, "old", 10)
+		writeEntry(t, e, 1000)
+		rw := e.start(nil)
+		e.waitCommitted(30 * time.Second)
+		if got := len(e.emu.Delivered()); got != 0 {
+			t.Fatalf("%d of the surviving records sent again, want none", got)
+		}
+		if w := lastEntry(t, e); w.Reset != wire.ResetLogTruncated || w.Next != 10 {
+			t.Errorf("entry after the check: %+v, want lowered to 10 (log_truncated)", w)
+		}
+		want := produceTexts(t, e, "new", 5)
+		e.waitCommitted(30 * time.Second)
+		rw.stop(t)
+		checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	})
+	t.Run("records produced after the last delivery are new", func(t *testing.T) {
+		e := newEnv(t, kc, 1, sendertest.Options{})
+		writeEntry(t, e, 1000)
+		time.Sleep(1100 * time.Millisecond) // past the entry's time and the skew allowed
+		want := produceTexts(t, e, "recreated", 10)
+		rw := e.start(nil)
+		e.waitCommitted(30 * time.Second)
+		rw.stop(t)
+		checkExactlyOnce(t, deliveredTexts(e.emu), want)
+		if w := lastEntry(t, e); w.Next != 10 {
+			t.Errorf("entry after the deliveries: %+v, want next 10", w)
+		}
+	})
+}
+
+// TestDeliveredLogSecondDeployment: two deployments (two groups) on one
+// topic for one app: the second, started after the first delivered
+// everything, sends none of it again; the first's deliveries reach the
+// second's view of the log before old records are sent.
+func TestDeliveredLogSecondDeployment(t *testing.T) {
+	e := newEnv(t, consumertest.Start(t), 2, sendertest.Options{})
+	want := e.produceKeyed([]string{"a", "b", "c"}, 5)
+	first := e.start(nil)
+	e.waitCommitted(30 * time.Second)
+	first.stop(t)
+	second := e.start(func(c *consumer.Config, _ *sender.Config) { c.GroupID += "-second" })
+	waitFor(t, 30*time.Second, "the second group committed", func() bool {
+		c, err := e.kafka.Committed(context.Background(), e.group+"-second", e.topic)
+		return err == nil && c[0]+c[1] == int64(len(want))
+	})
+	second.stop(t)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+}
+
+// TestDeliveredLogWhileWaiting: a deployment whose calls wait (paused by
+// its API) while another deployment delivers the same records learns of
+// those deliveries before it sends, once the records are older than half
+// the dedupe window: it sends none of them.
+func TestDeliveredLogWhileWaiting(t *testing.T) {
+	e := newEnv(t, consumertest.Start(t), 1, sendertest.Options{})
+	const window = 600 * time.Millisecond
+	paused := sendertest.NewServer(sendertest.Options{AppID: appID, Admin: admin, SecretKey: key, DedupeWindow: window,
+		Faults: sendertest.Faults{FeatureOff: true}})
+	t.Cleanup(paused.Close)
+	want := produceTexts(t, e, "shared", 5)
+	second := e.start(func(c *consumer.Config, s *sender.Config) {
+		// Its own claims log: a pause of its emulator is not the first's.
+		c.GroupID, c.SlotTopic = c.GroupID+"-second", c.Topic+".slots-second"
+		c.DedupeWindow, s.DedupeWindow, s.AttemptTimeout = window, window, 100*time.Millisecond
+		s.Endpoints = []string{paused.URL}
+	})
+	waitFor(t, 30*time.Second, "the second deployment paused", func() bool { return paused.Stats().ByCode[10007] > 0 })
+	first := e.start(nil)
+	e.waitCommitted(30 * time.Second)
+	first.stop(t)
+	time.Sleep(window) // the records are now older than half the window, the second's view older than a quarter
+	paused.SetFaults(sendertest.Faults{})
+	waitFor(t, 30*time.Second, "the second group committed", func() bool {
+		c, err := e.kafka.Committed(context.Background(), e.group+"-second", e.topic)
+		return err == nil && c[0] == int64(len(want))
+	})
+	second.stop(t)
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+	if got := len(paused.Delivered()); got != 0 {
+		t.Errorf("the second deployment sent %d events the first had delivered, want none", got)
+	}
+}
