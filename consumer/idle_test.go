@@ -241,12 +241,19 @@ func BenchmarkIdleReplicas(b *testing.B) {
 			const partitions = 24
 			for range b.N {
 				g := startIdleGroup(b, c.replicas, partitions, c.rate)
+				g.idleLatencies(b, 2, partitions, c.gap) // every replica's first call: sessions started, logs read
+				before, calls := g.rc.snapshot(), g.emu.Stats().Calls
 				lat := g.idleLatencies(b, 20, partitions, c.gap)
+				perCall, total := since(before, g.rc.snapshot())
+				calls = g.emu.Stats().Calls - calls
 				g.bursts(b, 10, partitions, time.Duration(3.5*float64(time.Second)/c.rate))
 				st := g.emu.Stats()
 				counts, perSec := g.idleRequests(10 * time.Second)
-				b.Logf("%s: idle p50 %v max %v; %d of %d calls answered 10023; idle requests/s per replica %.2f: %v",
-					c.name, lat[len(lat)/2], lat[len(lat)-1], st.ByCode[10023], st.Calls, perSec/float64(c.replicas), counts)
+				b.Logf("%s: idle p50 %v max %v; %d of %d calls answered 10023; idle requests/s per replica %.2f: %v; "+
+					"broker requests per idle call %.1f (all replicas): %v",
+					c.name, lat[len(lat)/2], lat[len(lat)-1], st.ByCode[10023], st.Calls, perSec/float64(c.replicas), counts,
+					float64(total)/float64(calls), perCall)
+				b.ReportMetric(float64(total)/float64(calls), "req/call")
 				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 				b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 				b.ReportMetric(100*float64(st.ByCode[10023])/float64(st.Calls), "%10023")
