@@ -174,7 +174,8 @@ func (d *deliveredLog) read(ctx context.Context, from int64) (int64, []wire.Wate
 	from, end := max(from, starts[0]), ends[0]
 	var out []wire.Watermark
 	f := d.conn.Fetcher(d.topic, 0, from, 0)
-	for f.Next < end {
+	for stalls := 0; f.Next < end && stalls < 3; {
+		before := f.Next
 		res, err := f.Fetch(ctx)
 		var pe *kafkaconn.PartitionError
 		if errors.As(err, &pe) && pe.Err == kafka.OffsetOutOfRange {
@@ -187,6 +188,10 @@ func (d *deliveredLog) read(ctx context.Context, from int64) (int64, []wire.Wate
 		}
 		if err != nil {
 			return from, nil, err
+		}
+		if f.Next == before && len(res.Records) == 0 {
+			stalls++ // nothing more to read below the end (an empty answer): stop after a few
+			continue
 		}
 		for _, m := range res.Records {
 			if m.Offset >= end {
@@ -202,7 +207,9 @@ func (d *deliveredLog) read(ctx context.Context, from int64) (int64, []wire.Wate
 			}
 		}
 	}
-	return max(f.Next, end), out, nil
+	// Records at and after end were not applied: the next read starts
+	// there (or where a stalled read stopped).
+	return min(f.Next, end), out, nil
 }
 
 // applyLocked applies one entry in log order (wire.Watermark.Apply).

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -158,5 +161,34 @@ func TestDeliveredLogWhileWaiting(t *testing.T) {
 	checkExactlyOnce(t, deliveredTexts(e.emu), want)
 	if got := len(paused.Delivered()); got != 0 {
 		t.Errorf("the second deployment sent %d events the first had delivered, want none", got)
+	}
+}
+
+// TestOldRecordsWarning: a new group starting at the earliest offset of a
+// partition that holds records older than a day says so at start; one
+// whose records are all recent does not.
+func TestOldRecordsWarning(t *testing.T) {
+	kc := consumertest.Start(t)
+	for _, tc := range []struct {
+		name string
+		age  time.Duration
+		want bool
+	}{{"two days old", 48 * time.Hour, true}, {"recent", time.Minute, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, kc, 1, sendertest.Options{})
+			m := textEvent("k", "old")
+			m.Time = time.Now().Add(-tc.age)
+			if err := e.kafka.Produce(context.Background(), e.topic, m, textEvent("k", "new")); err != nil {
+				t.Fatal(err)
+			}
+			core, logs := observer.New(zapcore.WarnLevel)
+			rw := e.start(func(c *consumer.Config, _ *sender.Config) { c.Logger = zap.New(core) })
+			e.waitCommitted(30 * time.Second)
+			rw.stop(t)
+			got := logs.FilterMessageSnippet("holding records older than a day").Len()
+			if (got > 0) != tc.want {
+				t.Errorf("%d warnings about records older than a day, want them: %v", got, tc.want)
+			}
+		})
 	}
 }

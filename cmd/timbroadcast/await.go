@@ -104,7 +104,12 @@ func (a *receiptAwait) wait(ctx context.Context, out io.Writer) error {
 		}
 		at := position{r.Source.Partition, r.Source.Offset}
 		if _, ok := want[at]; ok {
-			got[at] = r // a repeated receipt (after a worker's crash) says the same
+			// A repeated receipt (after a worker's crash) says the same; an
+			// already_delivered one (another group read it later) says no
+			// more than the first.
+			if prev, seen := got[at]; !seen || prev.Outcome == wire.OutcomeAlreadyDelivered {
+				got[at] = r
+			}
 		}
 		return len(got) < len(want)
 	})
@@ -130,12 +135,12 @@ func (a *receiptAwait) wait(ctx context.Context, out io.Writer) error {
 		switch {
 		case !ok:
 			missing++
-		case r.Outcome == wire.OutcomeDelivered:
+		case r.Outcome == wire.OutcomeDelivered || r.Outcome == wire.OutcomeAlreadyDelivered:
 			delivered++
 		default:
 			dead++
 		}
-		if len(order) <= maxListed || (!(ok && r.Outcome == wire.OutcomeDelivered) && listed < maxListed) {
+		if len(order) <= maxListed || (!(ok && (r.Outcome == wire.OutcomeDelivered || r.Outcome == wire.OutcomeAlreadyDelivered)) && listed < maxListed) {
 			listed++
 			fmt.Fprintf(out, "%s: %s\n", describeEvent(want[at]), describeOutcome(r, ok))
 		}
@@ -177,6 +182,9 @@ func describeOutcome(r wire.Receipt, ok bool) string {
 			fmt.Fprintf(&b, ", sent %v after it was produced", (time.Duration(*r.ProduceToCallMillis * float64(time.Millisecond))).Round(time.Millisecond))
 		}
 		return b.String()
+	}
+	if r.Outcome == wire.OutcomeAlreadyDelivered {
+		return "delivered before (the delivered log knew it); not sent again"
 	}
 	if r.Outcome == wire.OutcomeDeadLettered {
 		b.WriteString("dead-lettered")

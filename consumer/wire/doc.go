@@ -35,7 +35,8 @@
 //	timbroadcast-dlq-reason     machine-readable reason (see Reason*: invalid_json,
 //	                            invalid_event, body_too_long, expired, api_rejected,
 //	                            content_blocked, unknown_error, retry_exhausted,
-//	                            map_failed, schema_not_found, decode_failed)
+//	                            outcome_unknown, map_failed, schema_not_found,
+//	                            decode_failed, too_large)
 //	timbroadcast-dlq-class      "reject"
 //	timbroadcast-dlq-code       API ErrorCode, 0 when the API was not called
 //	timbroadcast-dlq-info       human-readable description (at most 2,048 bytes)
@@ -69,6 +70,35 @@
 // this form as "nothing in flight" and resend the call (deduped within five
 // minutes).
 //
+// The in-flight record carries nothing more: the time of a call's first
+// attempt whose outcome is unknown goes into the delivered log (below), so
+// a release that reads only "tb1 <last> <Random>" keeps reading every
+// record this one writes exactly as it did.
+//
+// Delivered log (entry version 1; Watermark): a compacted topic of one
+// partition whose records are keyed
+//
+//	tb1/<SDKAppID>/<source topic>/<partition>
+//
+// and hold the JSON of a Watermark, for example
+//
+//	{"v":1,"app":"1400000001","topic":"events","topic_id":"AAECAwQFBgcICQoLDA0ODw",
+//	 "partition":3,"next":120,"at":1764111600123,"by":"timbroadcast"}
+//
+// Every record of the partition before "next" has had its final outcome
+// (it was delivered, or recorded by an earlier delivery); whoever reads
+// the record again (a new group, offsets reset or expired) commits it
+// without sending. Readers apply the entries of a key in log order
+// (Watermark.Apply): an entry raises next, one with "reset" ("forget",
+// "log_truncated") sets it, one of another "topic_id" replaces the entry
+// (the topic was created again). "pending" ({"first","last","random",
+// "unknown_since"}) is a call at next whose first attempt with an unknown
+// outcome started at unknown_since (Unix milliseconds): the next sender
+// resends it only within the server's dedupe window of that time. A reader
+// ignores fields it does not know; "v" is raised only when an older reader
+// would misread "next", and a reader meeting a "v" it does not know uses
+// nothing of that entry.
+//
 // A dead letter cut to fit its topic also carries
 //
 //	timbroadcast-dlq-truncated        "true": the value was cut to 16 KiB, or
@@ -85,8 +115,10 @@
 // identity. Its fields:
 //
 //	schema              "timbroadcast/receipt/v1"
-//	outcome             "delivered", "dead_lettered", or "filtered" (the
-//	                    mapping, TIM_MAP, output nothing for the record)
+//	outcome             "delivered", "dead_lettered", "filtered" (the
+//	                    mapping, TIM_MAP, output nothing for the record), or
+//	                    "already_delivered" (the delivered log says it was
+//	                    delivered before: committed, not sent again)
 //	random              the event's own Random (0 for a record that never decoded)
 //	call_random         the Random of the call that carried it: the event's own
 //	                    when it went alone, the merged call's otherwise
