@@ -9,6 +9,7 @@
 //	timbroadcast forget     forget deliveries from an offset on, to broadcast them again on purpose
 //	timbroadcast map        try a mapping (TIM_MAP) on records
 //	timbroadcast status     the group at a glance
+//	timbroadcast version    the release of this binary
 //
 // Run `timbroadcast COMMAND --help` for a command's settings.
 //
@@ -29,10 +30,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -53,6 +56,7 @@ Commands:
   forget     forget what the delivered log remembers from an offset (or time) on, to broadcast it again
   map        try a mapping (TIM_MAP, Schema Registry) on records: what each would become
   status     the group at a glance: members, lag and what is in flight per partition, dead letters
+  version    the release of this binary
 
 Run 'timbroadcast COMMAND --help' for the settings of a command.
 `
@@ -84,7 +88,12 @@ var commands = map[string]func(p process, args []string) (command, error){
 	"publish":  func(p process, args []string) (command, error) { return parsePublish(p, args) },
 	"replay":   func(p process, args []string) (command, error) { return parseReplay(p, args) },
 	"forget":   func(p process, args []string) (command, error) { return parseForget(p, args) },
+	"version":  func(p process, args []string) (command, error) { return parseVersion(p, args) },
 }
+
+// setClientID names this release in the Kafka client id, once per process
+// (before any connection).
+var setClientID sync.Once
 
 func main() {
 	os.Exit(runMainEnv(os.Args[1:], os.Getenv, os.Environ, os.Stdout, os.Stderr))
@@ -113,6 +122,10 @@ func runMainEnv(args []string, getenv func(string) string, environ func() []stri
 		return 0
 	}
 	name, rest := args[0], args[1:]
+	if name == "--version" {
+		name = "version"
+	}
+	setClientID.Do(func() { kafkaconn.ClientID = clientID() })
 	parse, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(stderr, "timbroadcast: unknown command %q\n\n%s", name, usage)

@@ -147,6 +147,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := consumer.NewMetrics(reg)
+	registerBuildInfo(reg)
 
 	scfg := c.sender
 	scfg.Logger = c.logger.Named("sender")
@@ -187,7 +188,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 			_ = srv.Shutdown(sctx)
 		}()
 	}
-	c.logger.Info("timbroadcast worker starting",
+	c.logger.Info("timbroadcast worker starting", zap.String("version", version),
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
 		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.String("slot_topic", ccfg.SlotTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
 		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("group_instance_id", ccfg.GroupInstanceID),

@@ -72,10 +72,14 @@ type groupStatus struct {
 }
 
 type memberStatus struct {
-	MemberID   string   `json:"member_id"`
-	InstanceID string   `json:"instance_id,omitempty"`
-	ClientID   string   `json:"client_id"`
-	ClientHost string   `json:"client_host"`
+	MemberID   string `json:"member_id"`
+	InstanceID string `json:"instance_id,omitempty"`
+	ClientID   string `json:"client_id"`
+	ClientHost string `json:"client_host"`
+	// Version is the member's release, read from its client id
+	// ("timbroadcast-<version>"); "" for another client or a release
+	// before 0.9.0.
+	Version    string   `json:"version,omitempty"`
 	Partitions []string `json:"partitions"`
 }
 
@@ -156,6 +160,9 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 	owners := map[string]string{} // topic/partition -> owner
 	for _, m := range g.Members {
 		ms := memberStatus{MemberID: m.MemberID, InstanceID: m.InstanceID, ClientID: m.ClientID, ClientHost: m.ClientHost, Partitions: []string{}}
+		if v, ok := strings.CutPrefix(m.ClientID, "timbroadcast-"); ok {
+			ms.Version = wire.Cut(v, 64)
+		}
 		name := m.InstanceID
 		if name == "" {
 			name = m.MemberID
@@ -247,12 +254,13 @@ func (c *statusCmd) print(st *groupStatus) {
 	}
 	fmt.Fprintf(c.stdout, "group %s: %s, %d member(s)\n\n", st.Group, strings.ToLower(st.State), len(st.Members))
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tINSTANCE\tHOST\tPARTITIONS")
+	fmt.Fprintln(tw, "MEMBER\tINSTANCE\tVERSION\tHOST\tPARTITIONS")
 	for _, m := range st.Members {
-		// Member and instance ids and hosts are chosen by any client with
-		// the group's ACL: escaped, so none can act on the terminal.
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", wire.Printable(m.MemberID), wire.Printable(dash(m.InstanceID)), wire.Printable(m.ClientHost),
-			dash(strings.Join(m.Partitions, " ")))
+		// Member and instance ids, client ids and hosts are chosen by any
+		// client with the group's ACL: escaped, so none can act on the
+		// terminal.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", wire.Printable(m.MemberID), wire.Printable(dash(m.InstanceID)), wire.Printable(dash(m.Version)),
+			wire.Printable(m.ClientHost), dash(strings.Join(m.Partitions, " ")))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(c.stdout)

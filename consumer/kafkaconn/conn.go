@@ -13,8 +13,10 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// ClientID is the client id timbroadcast presents to brokers.
-const ClientID = "timbroadcast"
+// ClientID is the client id timbroadcast presents to brokers. A command
+// sets it once, before its first Conn, to name its release
+// ("timbroadcast-0.9.0"): `status` shows it per member.
+var ClientID = "timbroadcast"
 
 // Partitioners are the names Balancer knows.
 var Partitioners = []string{"fnv1a", "murmur2", "crc32"}
