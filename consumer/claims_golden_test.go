@@ -18,11 +18,11 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // to it. It is an oracle for any release: a member of another version
 // must compute the same grants from the same records.
 type grantCase struct {
-	Name     string            `json:"name"`
-	PeriodNs int64             `json:"period_ns"`
-	Horizon  int64             `json:"horizon_ns"`
-	Records  []string          `json:"records"` // each record's value, byte for byte
-	Grants   []grantAt         `json:"grants"`
+	Name     string    `json:"name"`
+	PeriodNs int64     `json:"period_ns"`
+	Horizon  int64     `json:"horizon_ns"`
+	Records  []string  `json:"records"` // each record's value, byte for byte
+	Grants   []grantAt `json:"grants"`
 }
 
 // grantAt is a claim's grant after the records up to Offset (the claim's
