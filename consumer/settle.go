@@ -342,15 +342,13 @@ func (p *partition) pacing(ctx context.Context) context.Context {
 	})
 }
 
-// delivered records the delivery of c's members: their outcome and, with
-// a receipt topic, their receipts. Before writing them it records the
-// delivery in the committed-offset metadata, so an owner that takes over
-// after a crash writes the receipts instead of calling again.
+// delivered records the delivery of c's members: their outcome, the
+// delivered log and, with a receipt topic, their receipts. Before writing
+// them it records the delivery in the committed-offset metadata, so an
+// owner that takes over after a crash writes the receipts instead of
+// calling again.
 func (p *partition) delivered(c *call) error {
 	w := p.w
-	if err := p.recordDelivered(c); err != nil {
-		return err
-	}
 	if !c.recorded {
 		p.outcome(c, nil, nil)
 		if w.receipts != nil {
@@ -360,6 +358,12 @@ func (p *partition) delivered(c *call) error {
 				return err
 			}
 		}
+	}
+	// After the delivery's metadata (so an owner taking over after a crash
+	// writes its receipts as delivered, not already_delivered), before the
+	// commit.
+	if err := p.recordDelivered(c); err != nil {
+		return err
 	}
 	if w.receipts == nil {
 		return nil
