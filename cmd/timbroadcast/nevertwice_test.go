@@ -114,6 +114,7 @@ func deadLetters(t *testing.T, ce *crashEnv) map[string][]kafka.Message {
 // moved back: none is shown again; each is committed as already_delivered.
 func TestNeverTwiceOffsets(t *testing.T) {
 	needBinary(t)
+	t.Parallel() // each has its own broker and emulator; most of it is waiting out the window
 	for _, tc := range []struct {
 		name  string
 		extra map[string]string
@@ -128,6 +129,7 @@ func TestNeverTwiceOffsets(t *testing.T) {
 		{"offsets reset in envelope merge mode", map[string]string{"TIM_MERGE": "envelope"}, resetToEarliest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ce := neverTwiceEnv(t, 2, tc.extra)
 			deliverAll(t, ce)
 			tc.again(t, ce)
@@ -154,6 +156,7 @@ func TestNeverTwiceOffsets(t *testing.T) {
 // gets a receipt saying already_delivered.
 func TestNeverTwiceUrgentAndReceipts(t *testing.T) {
 	needBinary(t)
+	t.Parallel() // each has its own broker and emulator; most of it is waiting out the window
 	ce := neverTwiceEnv(t, 2, nil)
 	ctx := context.Background()
 	urgent := ce.kc.Topic(t, "urgent", 1)
@@ -206,6 +209,7 @@ func TestNeverTwiceUrgentAndReceipts(t *testing.T) {
 // everything is committed.
 func TestNeverTwiceLostAnswer(t *testing.T) {
 	needBinary(t)
+	t.Parallel() // each has its own broker and emulator; most of it is waiting out the window
 	lost := "a-0" // the first event of key a: its answers are dropped
 	check := func(t *testing.T, ce *crashEnv, w *worker) {
 		t.Helper()
@@ -228,6 +232,7 @@ func TestNeverTwiceLostAnswer(t *testing.T) {
 	}
 
 	t.Run("the worker keeps retrying", func(t *testing.T) {
+		t.Parallel()
 		ce := neverTwiceEnv(t, 1, nil)
 		ce.emu.SetFaults(sendertest.Faults{DropContaining: []string{lost}})
 		w := startWorker(t, ce.env)
@@ -236,6 +241,7 @@ func TestNeverTwiceLostAnswer(t *testing.T) {
 	})
 
 	t.Run("the worker is killed and back after the window", func(t *testing.T) {
+		t.Parallel()
 		ce := neverTwiceEnv(t, 1, nil)
 		ce.emu.SetFaults(sendertest.Faults{DropContaining: []string{lost}})
 		w := startWorker(t, ce.env)
@@ -257,6 +263,7 @@ func TestNeverTwiceLostAnswer(t *testing.T) {
 // delivered log remembers the old topic's offsets.
 func TestNeverTwiceTopicRecreated(t *testing.T) {
 	needBinary(t)
+	t.Parallel() // each has its own broker and emulator; most of it is waiting out the window
 	ce := neverTwiceEnv(t, 2, nil)
 	deliverAll(t, ce)
 	ctx := context.Background()
@@ -300,6 +307,7 @@ func TestNeverTwiceTopicRecreated(t *testing.T) {
 // and they are sent again; the ones not forgotten are not.
 func TestForget(t *testing.T) {
 	needBinary(t)
+	t.Parallel() // each has its own broker and emulator; most of it is waiting out the window
 	ce := neverTwiceEnv(t, 1, nil)
 	deliverAll(t, ce)
 	out, errOut, code := runCmd(t, ce.env, "", "forget", "--from-offset", "25")
