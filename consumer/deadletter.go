@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"errors"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/trace"
@@ -68,52 +67,4 @@ func tooLarge(err error) bool {
 		}
 	}
 	return false
-}
-
-// writeHeld writes msgs with out and waits for the acknowledgement of all
-// in-sync replicas. A refused write is retried with a capped backoff while
-// the partition holds offset (it shows as stuck after StuckAfter, the
-// hold's error starting with what); refused, if set, sees each refusal
-// first and may return the records to write instead, at once. spans (nil
-// ones included) record the refusals and end with the outcome. It returns
-// errAbandoned (or why taking ended) if sending ended first.
-func (p *partition) writeHeld(log *zap.Logger, what string, out *kafka.Writer, offset int64, msgs []kafka.Message,
-	spans []trace.Span, refused func(error) []kafka.Message) error {
-	w, ctx := p.w, p.sending
-	endSpans := func(err error) {
-		for _, s := range spans {
-			end(s, err)
-		}
-	}
-	w.holds.ensure(p.tp, offset)
-	for attempt := 1; ; attempt++ {
-		err := out.WriteMessages(ctx, msgs...)
-		switch {
-		case err == nil:
-			endSpans(nil)
-			w.holds.done(p.tp)
-			return nil
-		case ctx.Err() != nil:
-			endSpans(err)
-			return p.abandoned()
-		}
-		for _, s := range spans {
-			if s != nil {
-				s.RecordError(err)
-			}
-		}
-		if refused != nil {
-			if again := refused(err); again != nil {
-				msgs = again
-				continue
-			}
-		}
-		w.holds.fail(p.tp, w.cfg.Now(), what+": "+err.Error())
-		log.Error(what+" failed; retrying (the offset is committed only after it succeeds)",
-			zap.Int("attempt", attempt), zap.String("topic", out.Topic), zap.Error(err))
-		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
-			endSpans(err)
-			return p.abandoned()
-		}
-	}
 }

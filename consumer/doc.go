@@ -18,6 +18,9 @@
 //	               (a kafkaconn.Mux stream: one long poll per broker for all
 //	               partitions) and decodes each record once, the queue
 //	plan.go        the loops that plan calls: plain, merge (packing), resume
+//	delivered.go   the delivered log: read at a session's start (records
+//	               below it are committed as already_delivered), written
+//	               after every delivery, pending unknown outcomes
 //	settle.go      the one path every call takes: pause gate, slot, send;
 //	               delivered, dead-lettered or split; receipts; commit
 //	gate.go        the pause gate shared by all partitions
@@ -25,14 +28,16 @@
 //	               alone, paced by its own calls; else through the claims log
 //	claims.go      the claims log's records and the chain of grants
 //	slotlog.go     the claims log on its single-partition topic
-//	deadletter.go  the dead-letter write (writeHeld: acks=all, held retries)
+//	deadletter.go  the dead-letter write
+//	write.go       writeHeld: every write before a commit (acks=all, held retries)
 //	receipt.go     the receipt write
 //	offsets.go     commits (only a lost generation rejoins; any other
 //	               refusal holds) and the in-flight record read back on resume
 //	observe.go     the path's named points: attempt, outcome, commit (spans,
 //	               metrics, outcome logs, Config.OnOutcome)
 //	trace.go       span making (OpenTelemetry)
-//	health.go      holds, stuck partitions and notes for /readyz
+//	health.go      holds (sends stuck), read failures, notes for /readyz
+//	wait.go        sleepCtx
 //	metrics.go     Prometheus metrics
 //	topics.go      topicPartition
 package consumer

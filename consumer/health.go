@@ -101,11 +101,30 @@ func (h *holds) failing(now time.Time, after time.Duration, describe func(topicP
 	return lines, longest
 }
 
-// fetchFailures describes the partitions whose fetches (tracked in
-// Worker.fetches, holds of their fetch offset) have kept failing (a
+// readFailures tracks, per partition, reading that keeps failing before
+// any record is taken (a fetch refused, a decode the Schema Registry
+// cannot serve, the delivered log unreadable, a wait for room in
+// TIM_BUFFER_BYTES): at the offset the partition reads from, since when,
+// and the last error. It is kept apart from the holds of records being
+// sent, which say what a partition's send is stuck on.
+type readFailures struct{ h *holds }
+
+func newReadFailures() *readFailures { return &readFailures{h: newHolds()} }
+
+// fail records that reading partition at offset failed at with what.
+func (r *readFailures) fail(partition topicPartition, offset int64, at time.Time, what string) {
+	r.h.ensure(partition, offset)
+	r.h.fail(partition, at, what)
+}
+
+// ok records that reading partition works (again), or that it is no
+// longer owned.
+func (r *readFailures) ok(partition topicPartition) { r.h.done(partition) }
+
+// lines describes the partitions whose reading has kept failing (a
 // rotated password, a broker down) for longer than after.
-func (w *Worker) fetchFailures(now time.Time, after time.Duration) []string {
-	lines, _ := w.fetches.failing(now, after, func(p topicPartition, cur *hold, d time.Duration) string {
+func (r *readFailures) lines(now time.Time, after time.Duration) []string {
+	lines, _ := r.h.failing(now, after, func(p topicPartition, cur *hold, d time.Duration) string {
 		return fmt.Sprintf("partition %s cannot read records for %s: %s", p, d.Round(time.Second), cur.lastError)
 	})
 	return lines

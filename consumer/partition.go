@@ -80,7 +80,7 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 			continue
 		}
 		if failing {
-			w.fetches.done(p.tp)
+			w.reads.ok(p.tp)
 			p.log.Info("decoding works again", zap.Int64("offset", m.Offset))
 		}
 		return r
@@ -108,8 +108,7 @@ func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *record {
 // StuckAfter, with the last error (prefixed by what). It logs msg and
 // waits the backoff; false when ctx ended first.
 func (p *partition) readFailed(ctx context.Context, bo backoff.BackOff, offset int64, msg, what string, err error) bool {
-	p.w.fetches.ensure(p.tp, offset)
-	p.w.fetches.fail(p.tp, p.w.cfg.Now(), what+err.Error())
+	p.w.reads.fail(p.tp, offset, p.w.cfg.Now(), what+err.Error())
 	wait := bo.NextBackOff()
 	p.log.Warn(msg, zap.Int64("offset", offset), zap.Duration("in", wait), zap.Error(err))
 	return sleepCtx(ctx, wait) == nil
@@ -214,21 +213,21 @@ func (p *partition) session() error {
 	taking, stopTaking := context.WithCancel(p.gen)
 	unlink := context.AfterFunc(p.stop, stopTaking)
 	sending, stopSending := context.WithCancel(context.Background())
-	var goroutines sync.WaitGroup
+	var pumpAndGrace sync.WaitGroup // the pump and the grace watcher
 	defer func() {
 		stopTaking()
 		stopSending()
 		unlink()
-		goroutines.Wait() // the pump and the grace watcher have returned
+		pumpAndGrace.Wait()
 		if p.stream != nil {
 			p.stream.Close()
 			p.stream = nil
 		}
 		p.held.releaseAll()
-		p.w.fetches.done(p.tp)
+		p.w.reads.ok(p.tp)
 	}()
 	p.taking, p.sending = taking, sending
-	goroutines.Go(func() { p.graceWatch(stopSending) })
+	pumpAndGrace.Go(func() { p.graceWatch(stopSending) })
 
 	committed, inflight, err := p.offsets.read(taking, p.log)
 	if err != nil {
@@ -251,7 +250,7 @@ func (p *partition) session() error {
 	p.stream = p.w.fetcher.Stream(p.tp.topic, p.tp.partition, start)
 	p.held = newHeldBytes(p.w.fetcher.Budget())
 	p.records, p.ahead = records, nil
-	goroutines.Go(func() { p.pump(records) })
+	pumpAndGrace.Go(func() { p.pump(records) })
 
 	var calls []*call
 	if inflight != nil && (inflight.Last < committed || inflight.Last-committed >= maxInFlightSpan) {
@@ -431,7 +430,7 @@ func (p *partition) pump(records chan<- item) {
 			continue
 		}
 		bo.Reset()
-		w.fetches.done(p.tp)
+		w.reads.ok(p.tp)
 		w.metrics.recordSkipped("aborted_transaction", int64(res.Aborted))
 		w.metrics.recordSkipped("transaction_marker", int64(res.Markers))
 		if res.Aborted > 0 {
@@ -465,13 +464,12 @@ func (p *partition) pump(records chan<- item) {
 			// The worker holds BufferBytes of records: fetch again once the
 			// record that did not fit fits. A wait longer than StuckAfter
 			// shows in /readyz and the stuck metric like any other.
-			w.fetches.ensure(p.tp, f.Next)
-			w.fetches.fail(p.tp, w.cfg.Now(), fmt.Sprintf("waiting for room in TIM_BUFFER_BYTES (%d bytes) for a record of %d bytes",
+			w.reads.fail(p.tp, f.Next, w.cfg.Now(), fmt.Sprintf("waiting for room in TIM_BUFFER_BYTES (%d bytes) for a record of %d bytes",
 				w.fetcher.Budget().Size(), res.BudgetNeed))
 			if w.fetcher.Budget().Wait(ctx, res.BudgetNeed) != nil {
 				return
 			}
-			w.fetches.done(p.tp)
+			w.reads.ok(p.tp)
 			continue
 		}
 		if len(res.Records) == 0 && len(res.Oversized) == 0 && res.Batches > 0 && res.Aborted == 0 && res.Markers == 0 {

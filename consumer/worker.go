@@ -59,7 +59,7 @@ type Worker struct {
 	sched        *schedule // nil: the Sender paces
 	fetcher      *kafkaconn.Mux
 	notes        notes
-	fetches      *holds // partitions whose fetches fail, at their fetch offset
+	reads        *readFailures // partitions whose reading fails, at their read offset
 	// kafkaErr is the last group error (a failed join, say).
 	kafkaErr atomic.Value
 
@@ -94,7 +94,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		conn:    conn,
 		dlq:     dlq,
 		holds:   newHolds(),
-		fetches: newHolds(),
+		reads:   newReadFailures(),
 		prop:    cfg.Propagator,
 	}
 	if w.prop == nil {
@@ -155,7 +155,7 @@ func (w *Worker) Ready() (bool, string) {
 		return false, readyText([]string{why})
 	}
 	var why []string
-	why = append(why, w.fetchFailures(w.cfg.Now(), w.cfg.StuckAfter)...)
+	why = append(why, w.reads.lines(w.cfg.Now(), w.cfg.StuckAfter)...)
 	if w.sched != nil {
 		if err := w.sched.logError(); err != nil {
 			why = append(why, fmt.Sprintf("the claims log (KAFKA_SLOT_TOPIC %s) is unusable, so no call can be granted: %v", w.cfg.SlotTopic, err))
@@ -331,13 +331,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.checkTopics(ctx); err != nil {
 		return err
 	}
-	var scheduler sync.WaitGroup // the call schedule, stopped after the drain
+	var scheduleAndFetch sync.WaitGroup // the call schedule and the fetch mux, stopped after the drain
 	schedCtx, stopSchedule := context.WithCancel(context.Background())
 	defer stopSchedule()
 	if w.sched != nil {
-		scheduler.Go(func() { w.sched.run(schedCtx) })
+		scheduleAndFetch.Go(func() { w.sched.run(schedCtx) })
 	}
-	scheduler.Go(func() { w.fetcher.Run(schedCtx) })
+	scheduleAndFetch.Go(func() { w.fetcher.Run(schedCtx) })
 	var fatal error
 	for ctx.Err() == nil {
 		gen, err := w.member.join(ctx)
@@ -359,7 +359,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 	stopSchedule()
-	scheduler.Wait()
+	scheduleAndFetch.Wait()
 	w.joined.Store(false)
 	w.metrics.setAssigned(0, w.released)
 	if fatal == nil {
@@ -423,14 +423,14 @@ func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
 	// drain and commit while heartbeats go on.
 	genCtx, end := context.WithCancelCause(context.Background())
 	defer end(nil)
-	var keep sync.WaitGroup // heartbeats and the partition watch
-	keep.Go(func() {
+	var heartbeatAndWatch sync.WaitGroup // heartbeats and the partition watch
+	heartbeatAndWatch.Go(func() {
 		if err := w.member.heartbeats(genCtx, gen); err != nil {
 			end(err)
 		}
 	})
 	if gen.leader {
-		keep.Go(func() {
+		heartbeatAndWatch.Go(func() {
 			if w.watchPartitions(genCtx) {
 				end(errPartitionsChanged)
 			}
@@ -447,7 +447,7 @@ func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
 	partitions.Wait()
 	cause := context.Cause(genCtx)
 	end(nil)
-	keep.Wait()
+	heartbeatAndWatch.Wait()
 	w.joined.Store(false)
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		w.log.Info("the generation ended; rejoining", zap.Int32("generation", gen.id), zap.NamedError("cause", cause))
