@@ -209,7 +209,7 @@ func TestNeverTwiceUrgentAndReceipts(t *testing.T) {
 // everything is committed.
 func TestNeverTwiceLostAnswer(t *testing.T) {
 	needBinary(t)
-	t.Parallel() // each has its own broker and emulator; most of it is waiting out the window
+	t.Parallel()  // each has its own broker and emulator; most of it is waiting out the window
 	lost := "a-0" // the first event of key a: its answers are dropped
 	check := func(t *testing.T, ce *crashEnv, w *worker) {
 		t.Helper()
