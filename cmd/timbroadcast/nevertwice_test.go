@@ -338,6 +338,34 @@ func TestForget(t *testing.T) {
 	if twice != 5 || len(got) != len(ce.want) {
 		t.Errorf("%d events shown twice, want the 5 forgotten ones (offsets 25 to 29); %d distinct", twice, len(got))
 	}
+	// By time: nothing was produced after now, so nothing is forgotten.
+	out, errOut, code = runCmd(t, ce.env, "", "forget", "--from-time", time.Now().UTC().Format(time.RFC3339), "--dry-run")
+	if code != 0 || !strings.Contains(out, "nothing to forget") {
+		t.Errorf("forget --from-time now: exit %d, %q %q; want nothing to forget", code, out, errOut)
+	}
+}
+
+// TestDeliveredLogOff: with KAFKA_DELIVERED_TOPIC=off every start warns
+// that a new group or a reset shows events again, and it does: the
+// documented cost of turning it off.
+func TestDeliveredLogOff(t *testing.T) {
+	needBinary(t)
+	t.Parallel()
+	ce := neverTwiceEnv(t, 1, map[string]string{"KAFKA_DELIVERED_TOPIC": "off"})
+	deliverAll(t, ce)
+	ce.env["KAFKA_GROUP_ID"] += "-renamed"
+	w := startWorker(t, ce.env)
+	ce.waitCommitted(t, 60*time.Second)
+	w.stop(t)
+	if !strings.Contains(w.logs.String(), "KAFKA_DELIVERED_TOPIC=off") {
+		t.Errorf("no start warning names KAFKA_DELIVERED_TOPIC=off:\n%.2000s", w.logs.String())
+	}
+	if n := len(ce.emu.Delivered()); n != 2*len(ce.want) {
+		t.Errorf("%d showings, want every event twice (%d) with the log off", n, 2*len(ce.want))
+	}
+	if _, err := ce.kc.Partitions(context.Background(), ce.topic+".delivered"); err == nil {
+		t.Error("the delivered log topic was created although it is off")
+	}
 }
 
 // waitFor polls cond until it holds, failing t after timeout.
