@@ -317,6 +317,16 @@ func TestForget(t *testing.T) {
 	if !strings.Contains(out, "forgot deliveries of offsets 25 to 29") {
 		t.Errorf("forget printed %q", out)
 	}
+	js, _, code := runCmd(t, ce.env, "", "status", "--json") // exit 1: the group has no member now
+	var st struct {
+		Partitions []struct {
+			Partition int   `json:"partition"`
+			Delivered int64 `json:"delivered"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal([]byte(js), &st); code == 2 || err != nil || len(st.Partitions) != 1 || st.Partitions[0].Delivered != 25 {
+		t.Errorf("status after forget: exit %d, %v, %s; want partition 0 delivered up to 25", code, err, js)
+	}
 	resetToEarliest(t, ce)
 	w := startWorker(t, ce.env)
 	ce.waitCommitted(t, 60*time.Second)

@@ -22,10 +22,13 @@ type statusCmd struct {
 	kafkaAccess
 	group              string
 	topic, urgent, dlq string
-	json               bool
-	watch              time.Duration
-	stdout             io.Writer
-	now                func() time.Time
+	// delivered is the delivered log ("" when off), app the SDKAppID whose
+	// entries to show ("": the only app in the log, if one).
+	delivered, app string
+	json           bool
+	watch          time.Duration
+	stdout         io.Writer
+	now            func() time.Time
 }
 
 func parseStatus(p process, args []string) (*statusCmd, error) {
@@ -35,6 +38,8 @@ func parseStatus(p process, args []string) (*statusCmd, error) {
 	group := s.add("group", "KAFKA_GROUP_ID", "timbroadcast", "the workers' consumer group")
 	asJSON := s.boolFlag("json", "print one JSON document (members, partitions, dead letters) instead of tables")
 	watch := s.add("watch", "", "", "redraw every this long (e.g. 2s) until interrupted")
+	delivered := s.add("delivered-topic", "KAFKA_DELIVERED_TOPIC", "<topic>.delivered", "the workers' delivered log: what each partition delivered up to; off hides it")
+	app := s.add("sdkappid", "TIM_SDKAPPID", "", "the app whose deliveries to show [default: the only one in the delivered log]")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -57,6 +62,12 @@ func parseStatus(p process, args []string) (*statusCmd, error) {
 	}
 	if c.watch, err = watch.duration(); err != nil {
 		return nil, err
+	}
+	switch c.delivered, c.app = delivered.String(), app.String(); c.delivered {
+	case "<topic>.delivered", "":
+		c.delivered = c.topic + ".delivered"
+	case "off":
+		c.delivered = ""
 	}
 	return c, nil
 }
@@ -91,6 +102,10 @@ type partitionStatus struct {
 	Lag       int64           `json:"lag"`
 	Owner     string          `json:"owner,omitempty"` // instance id, else member id
 	InFlight  *inFlightStatus `json:"in_flight,omitempty"`
+	// Delivered is the delivered log's record for the partition: every
+	// record before it was delivered (a new group or a reset skips them);
+	// -1 for none.
+	Delivered int64 `json:"delivered"`
 }
 
 // inFlightStatus is a call recorded in the commit metadata.
@@ -185,6 +200,7 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 	if c.urgent != "" {
 		topics = append(topics, c.urgent)
 	}
+	delivered := c.deliveredLog(ctx)
 	for _, topic := range topics {
 		committed, err := c.conn.CommittedWithMetadata(ctx, c.group, topic)
 		if err != nil {
@@ -201,7 +217,11 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 		sort.Ints(parts)
 		for _, p := range parts {
 			co := committed[p]
-			ps := partitionStatus{Topic: topic, Partition: p, Committed: co.Offset, End: ends[p], Owner: owners[fmt.Sprintf("%s/%d", topic, p)]}
+			ps := partitionStatus{Topic: topic, Partition: p, Committed: co.Offset, End: ends[p], Owner: owners[fmt.Sprintf("%s/%d", topic, p)],
+				Delivered: -1}
+			if next, ok := delivered[fmt.Sprintf("%s/%d", topic, p)]; ok {
+				ps.Delivered = next
+			}
 			from := max(co.Offset, 0)
 			ps.Lag = max(ends[p]-from, 0)
 			if f, ok := wire.ParseInFlight(co.Metadata); ok && co.Offset >= 0 && f.Last >= co.Offset {
@@ -265,7 +285,7 @@ func (c *statusCmd) print(st *groupStatus) {
 	_ = tw.Flush()
 	fmt.Fprintln(c.stdout)
 	tw = tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG\tOWNER\tIN FLIGHT")
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG\tDELIVERED\tOWNER\tIN FLIGHT")
 	var lag int64
 	for _, p := range st.Partitions {
 		lag += p.Lag
@@ -273,8 +293,12 @@ func (c *statusCmd) print(st *groupStatus) {
 		if p.Committed < 0 {
 			committed = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Topic, p.Partition, committed, p.End, p.Lag, wire.Printable(dash(p.Owner)),
-			inFlightText(p.InFlight, st.At))
+		delivered := "-"
+		if p.Delivered >= 0 {
+			delivered = fmt.Sprint(p.Delivered)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Topic, p.Partition, committed, p.End, p.Lag, delivered,
+			wire.Printable(dash(p.Owner)), inFlightText(p.InFlight, st.At))
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(c.stdout, "\nlag %d record(s) in all\n", lag)
@@ -289,6 +313,40 @@ func (c *statusCmd) print(st *groupStatus) {
 	} else {
 		fmt.Fprintf(c.stdout, "dead letters in the last hour (%s): %d (%s)\n", d.Topic, d.Total, strings.Join(reasons, ", "))
 	}
+}
+
+// deliveredLog reads the delivered log's entries of c.app (or of its
+// only app) by "topic/partition"; none when it is off, missing or
+// unreadable (status shows what it can).
+func (c *statusCmd) deliveredLog(ctx context.Context) map[string]int64 {
+	out := map[string]int64{}
+	if c.delivered == "" {
+		return out
+	}
+	msgs, err := c.conn.ReadFrom(ctx, c.delivered, nil)
+	if err != nil {
+		return out
+	}
+	entries := map[string]wire.Watermark{}
+	apps := map[string]bool{}
+	for _, m := range msgs {
+		if e, err := wire.ParseWatermark(m.Key, m.Value); err == nil {
+			entries[e.Key()] = entries[e.Key()].Apply(e)
+			apps[e.App] = true
+		}
+	}
+	app := c.app
+	if app == "" && len(apps) == 1 {
+		for a := range apps {
+			app = a
+		}
+	}
+	for _, e := range entries {
+		if e.App == app {
+			out[fmt.Sprintf("%s/%d", e.Topic, e.Partition)] = e.Next
+		}
+	}
+	return out
 }
 
 func inFlightText(in *inFlightStatus, now time.Time) string {
