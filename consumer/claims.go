@@ -33,8 +33,25 @@ import (
 // starts from that state, so grants never depend on how far back a member
 // has read.
 
+// claimsVersion is the version of the claims records this release writes
+// (claimRecord.V).
+//
+// The claims record is a contract between the members of a group, which
+// may run two releases during a rolling upgrade; every member must compute
+// the same grants from the same records. Readers ignore fields they do not
+// know. A record without "v" is version 1 (releases before 0.9.0 wrote
+// none). A writer of a later version must keep the version-1 fields true
+// for a version-1 reader (by, seq, ts, urgent, took, pause, resume,
+// state), so a reader that meets a version it does not know applies the
+// record by those fields, and warns once that a newer release shares the
+// log. A change the version-1 fields cannot carry needs two releases: the
+// first reads it, the second writes it. Pinned by TestGrantOracle.
+const claimsVersion = 1
+
 // claimRecord is the value of one record of the claims log (JSON).
 type claimRecord struct {
+	// V is the writer's claimsVersion (0 from releases before 0.9.0: 1).
+	V int `json:"v,omitempty"`
 	// By is the member that wrote the record; Seq numbers its claims.
 	By  string `json:"by"`
 	Seq uint64 `json:"seq,omitempty"`
@@ -189,6 +206,7 @@ func (c *chain) find(by string, seq uint64) (slotGrant, bool) {
 }
 
 func encodeClaim(r claimRecord) []byte {
+	r.V = claimsVersion
 	b, err := json.Marshal(r)
 	if err != nil {
 		panic(err) // plain values only

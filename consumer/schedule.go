@@ -86,13 +86,16 @@ type schedule struct {
 	// groupPause receives other members' pause and resume records.
 	groupPause func(r claimRecord)
 
-	mu      sync.Mutex
-	view    view
-	mine    map[topicPartition]bool
-	waiting []*slotWaiter
-	skip    int // calls to leave unused after a 10023 (another sender)
-	strikes int // 10023 answers in a row
-	changed chan struct{}
+	mu sync.Mutex
+	// newerSeen says a record of a newer claims version was met (warned
+	// once).
+	newerSeen bool
+	view      view
+	mine      map[topicPartition]bool
+	waiting   []*slotWaiter
+	skip      int // calls to leave unused after a 10023 (another sender)
+	strikes   int // 10023 answers in a row
+	changed   chan struct{}
 	// last is when the last call of this member left.
 	last time.Time
 	// chain is the claims log's grants; nil until the log is read.
@@ -565,6 +568,12 @@ func (s *schedule) read(ctx context.Context) {
 				s.chain.Seen = max(s.chain.Seen, r.offset)
 				s.log.Warn("skipping a record of the claims log that is not a claim", zap.Int64("offset", r.offset), zap.Error(r.err))
 				continue
+			}
+			if r.rec.V > claimsVersion && !s.newerSeen {
+				s.newerSeen = true
+				s.log.Warn("the claims log holds records of a newer release: applied by the fields this release knows "+
+					"(rolling upgrade in progress? upgrade this member too)", zap.Int("version", r.rec.V), zap.Int("known", claimsVersion),
+					zap.String("by", cutOutside(r.rec.By, 64)))
 			}
 			if !s.chain.apply(r.offset, r.rec) {
 				continue

@@ -165,5 +165,26 @@
 //	  return env.events.map(e => ({ key: e.key, cloudCustomData: e.CloudCustomData || '', elements: e.MsgBody }));  // v2
 //	}
 //
+// Formats other releases read. Three formats are read by other releases
+// of the worker during a rolling upgrade or after one, each with a version
+// and a rule for what a reader does with a version or field it does not
+// know, each pinned by goldens:
+//
+//	in-flight record    tag "tb1" (above); a reader that does not know a
+//	                    tag takes the metadata as nothing in flight;
+//	                    testdata/in-flight*.golden
+//	delivered log       "v" 1 (above); unknown fields are ignored, an entry
+//	                    of an unknown "v" is not used;
+//	                    testdata/delivered-*.golden
+//	claims record       "v" 1 (none before 0.9.0: read as 1), the consumer
+//	                    package's claims log; unknown fields are ignored, a
+//	                    record of a later version is applied by its
+//	                    version-1 fields (its writer keeps them true), with
+//	                    a warning; consumer/testdata/grants.golden.json pins
+//	                    the bytes and the grants every member computes
+//
+// TestRollingUpgrade (cmd/timbroadcast) runs the previous release and this
+// one in one group, both ways.
+//
 // Dead-letter topic: <source topic>.dlq unless configured (DeadLetterTopic).
 package wire
