@@ -130,6 +130,44 @@ func BenchmarkDeadLetterThroughput(b *testing.B) {
 	}
 }
 
+// BenchmarkAlreadyDelivered measures how fast a new group (or offsets
+// reset to the earliest) passes over records the delivered log says were
+// delivered: 10,000 events over 3 partitions are delivered by one group,
+// then a second group reads them all again and commits each as
+// already_delivered without sending. It reports records/s of the second
+// pass and checks that nothing was sent again.
+//
+//	go test -run '^$' -bench AlreadyDelivered -benchtime 1x ./consumer
+func BenchmarkAlreadyDelivered(b *testing.B) {
+	const n = 10000
+	for b.Loop() {
+		e := benchEnv(b, 3)
+		var msgs []kafka.Message
+		for i := range n {
+			msgs = append(msgs, textEvent(fmt.Sprintf("k%d", i), fmt.Sprintf("event-%d", i)))
+		}
+		if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+			b.Fatal(err)
+		}
+		first := e.startBench(b)
+		e.kafka.WaitCommitted(b, e.group, e.topic, time.Hour)
+		first.cancel()
+		<-first.done
+		sent := len(e.emu.Delivered())
+		e.group += "-again"
+		start := time.Now()
+		again := e.startBench(b)
+		e.kafka.WaitCommitted(b, e.group, e.topic, time.Hour)
+		elapsed := time.Since(start)
+		again.cancel()
+		<-again.done
+		if got := len(e.emu.Delivered()); got != sent {
+			b.Fatalf("the second group sent %d events again", got-sent)
+		}
+		b.ReportMetric(n/elapsed.Seconds(), "records/s")
+	}
+}
+
 // startBench starts a worker with production defaults except pacing.
 func (e *env) startBench(b *testing.B) *runningWorker { return e.startBenchRate(b, 0, nil) }
 
