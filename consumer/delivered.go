@@ -249,15 +249,14 @@ func (d *deliveredLog) topicID(ctx context.Context, topic string) string {
 	return ids[topic].String()
 }
 
-// watermark builds the entry that records next for tp (raised, never
-// lowered, unless reset is set) with pending.
+// watermark builds the entry that records next for tp with pending, as
+// readers will see it applied to what is known (wire.Watermark.Apply:
+// raised, never lowered, unless reset is set).
 func (d *deliveredLog) watermark(tp topicPartition, topicID string, next int64, reset string, pending *wire.Pending) wire.Watermark {
 	e := wire.Watermark{V: wire.DeliveredVersion, App: d.app, Topic: tp.topic, TopicID: topicID, Partition: tp.partition,
 		Next: next, Reset: reset, Pending: pending, At: time.Now().UnixMilli(), By: d.by}
-	if old, ok := d.entry(tp); ok && reset == "" && (old.TopicID == topicID || old.TopicID == "" || topicID == "") {
-		e.Next = max(e.Next, old.Next)
-	}
-	return e
+	old, _ := d.entry(tp)
+	return old.Apply(e)
 }
 
 // message is e as a record of the log.
@@ -319,7 +318,7 @@ func (p *partition) deliveredFloor(start int64) (int64, error) {
 	if !ok || e.Next <= 0 {
 		return -1, nil
 	}
-	if e.TopicID != "" && p.topicID != "" && e.TopicID != p.topicID {
+	if !e.SameTopic(p.topicID) {
 		p.log.Warn("the source topic was deleted and created again under its name (its id changed): what the delivered log "+
 			"remembers of the old topic does not apply, and every record of the new one is delivered",
 			zap.String("remembered_topic_id", e.TopicID), zap.String("topic_id", p.topicID), zap.Int64("old_watermark", e.Next))
@@ -429,7 +428,7 @@ func (p *partition) freshFloor(rec *record) int64 {
 		p.log.Warn("cannot read the delivered log again; going by what was read before", zap.Error(err))
 		return p.floor
 	}
-	if e, ok := d.entry(p.tp); ok && (e.TopicID == p.topicID || e.TopicID == "" || p.topicID == "") {
+	if e, ok := d.entry(p.tp); ok && e.SameTopic(p.topicID) {
 		p.floor = max(p.floor, e.Next)
 	}
 	return p.floor

@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -136,15 +137,9 @@ func (c *forgetCmd) Run(ctx context.Context) error {
 			}
 		}
 	}
-	records, err := conn.ReadFrom(ctx, c.log, nil)
+	entries, err := readDelivered(ctx, conn, c.log)
 	if err != nil {
-		return fmt.Errorf("forget: read the delivered log %s: %w", c.log, err)
-	}
-	entries := map[string]wire.Watermark{}
-	for _, m := range records {
-		if e, err := wire.ParseWatermark(m.Key, m.Value); err == nil {
-			entries[e.Key()] = entries[e.Key()].Apply(e)
-		}
+		return fmt.Errorf("forget: %w", err)
 	}
 	ids, err := conn.TopicIDs(ctx, []string{c.topic})
 	if err != nil {
@@ -177,4 +172,21 @@ func (c *forgetCmd) Run(ctx context.Context) error {
 		"  kafka-consumer-groups --bootstrap-server <brokers> --group <KAFKA_GROUP_ID> --topic %s --reset-offsets --to-offset <offset> --execute\n"+
 		"then start the workers.\n", strings.TrimSpace(c.topic))
 	return nil
+}
+
+// readDelivered reads the whole delivered log topic and returns its
+// entries by key as the workers compute them (wire.Watermark.Apply in log
+// order); records that are not entries are passed over.
+func readDelivered(ctx context.Context, conn *kafkaconn.Conn, topic string) (map[string]wire.Watermark, error) {
+	records, err := conn.ReadFrom(ctx, topic, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the delivered log %s: %w", topic, err)
+	}
+	entries := map[string]wire.Watermark{}
+	for _, m := range records {
+		if e, err := wire.ParseWatermark(m.Key, m.Value); err == nil {
+			entries[e.Key()] = entries[e.Key()].Apply(e)
+		}
+	}
+	return entries, nil
 }

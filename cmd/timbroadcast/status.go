@@ -323,17 +323,13 @@ func (c *statusCmd) deliveredLog(ctx context.Context) map[string]int64 {
 	if c.delivered == "" {
 		return out
 	}
-	msgs, err := c.conn.ReadFrom(ctx, c.delivered, nil)
+	entries, err := readDelivered(ctx, c.conn, c.delivered)
 	if err != nil {
 		return out
 	}
-	entries := map[string]wire.Watermark{}
 	apps := map[string]bool{}
-	for _, m := range msgs {
-		if e, err := wire.ParseWatermark(m.Key, m.Value); err == nil {
-			entries[e.Key()] = entries[e.Key()].Apply(e)
-			apps[e.App] = true
-		}
+	for _, e := range entries {
+		apps[e.App] = true
 	}
 	app := c.app
 	if app == "" && len(apps) == 1 {

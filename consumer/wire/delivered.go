@@ -143,7 +143,7 @@ func ParseWatermark(key, value []byte) (Watermark, error) {
 // id replaces w (the topic was created again). The pending call goes with
 // the entry that carries it and is dropped once Next has passed it.
 func (w Watermark) Apply(e Watermark) Watermark {
-	if w.V == 0 || e.Reset != "" || (w.TopicID != e.TopicID && w.TopicID != "" && e.TopicID != "") {
+	if w.V == 0 || e.Reset != "" || !w.SameTopic(e.TopicID) {
 		return e
 	}
 	if e.TopicID == "" {
@@ -154,4 +154,10 @@ func (w Watermark) Apply(e Watermark) Watermark {
 		e.Pending = nil
 	}
 	return e
+}
+
+// SameTopic reports whether the entry is of the topic whose id is id: the
+// ids are equal, or either is unknown ("": a broker before Kafka 2.8).
+func (w Watermark) SameTopic(id string) bool {
+	return w.TopicID == id || w.TopicID == "" || id == ""
 }
