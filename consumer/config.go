@@ -202,9 +202,9 @@ const MinMergeMaxBytes = 200
 // README's configuration table show these values.
 func DefaultConfig() Config {
 	return Config{
-		MaxWait:                500 * time.Millisecond,
+		MaxWait:                5 * time.Second,
 		SessionTimeout:         10 * time.Second,
-		HeartbeatInterval:      time.Second,
+		HeartbeatInterval:      3 * time.Second,
 		RebalanceTimeout:       15 * time.Second,
 		JoinGroupBackoff:       time.Second,
 		RevokeGrace:            3 * time.Second,

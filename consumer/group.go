@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go/protocol/heartbeat"
 	"github.com/segmentio/kafka-go/protocol/joingroup"
 	"github.com/segmentio/kafka-go/protocol/leavegroup"
+	meta "github.com/segmentio/kafka-go/protocol/metadata"
 	"github.com/segmentio/kafka-go/protocol/offsetcommit"
 	"github.com/segmentio/kafka-go/protocol/offsetfetch"
 	"github.com/segmentio/kafka-go/protocol/syncgroup"
@@ -135,6 +136,42 @@ func (m *member) roundTrip(ctx context.Context, req protocol.Message) (protocol.
 		return nil, nil, err
 	}
 	return resp, c, nil
+}
+
+// partitions returns the partition ids of topics, asked of the
+// coordinator over the kept connection rather than read from the
+// transport's cache (kept for minutes while nothing fails): the leader's
+// assignment, its watch for added partitions and the schedule's view see
+// a topic's partitions as the cluster has them now.
+func (m *member) partitions(ctx context.Context, topics []string) (map[string][]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, _, err := m.roundTrip(ctx, &meta.Request{TopicNames: topics})
+	if err != nil {
+		return nil, fmt.Errorf("read the partitions of %v: %w", topics, err)
+	}
+	resp, ok := msg.(*meta.Response)
+	if !ok {
+		return nil, fmt.Errorf("read the partitions of %v: unexpected answer %T", topics, msg)
+	}
+	out := map[string][]int{}
+	for _, t := range resp.Topics {
+		if t.ErrorCode != 0 {
+			return nil, fmt.Errorf("topic %s: %w", t.Name, kafka.Error(t.ErrorCode))
+		}
+		ids := make([]int, 0, len(t.Partitions))
+		for _, p := range t.Partitions {
+			ids = append(ids, int(p.PartitionIndex))
+		}
+		sort.Ints(ids)
+		out[t.Name] = ids
+	}
+	for _, t := range topics {
+		if _, ok := out[t]; !ok {
+			return nil, fmt.Errorf("topic %s: %w", t, kafka.UnknownTopicOrPartition)
+		}
+	}
+	return out, nil
 }
 
 // heartbeatError is the error code of a Heartbeat answer. kafka-go's
@@ -311,19 +348,14 @@ func (m *member) assign(ctx context.Context, protocolName string, members []join
 		names = append(names, t)
 	}
 	sort.Strings(names)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	md, err := m.conn.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	byTopic, err := m.partitions(ctx, names)
 	if err != nil {
-		return nil, fmt.Errorf("read the topics' partitions: %w", err)
+		return nil, err
 	}
 	var partitions []kafka.Partition
-	for _, t := range md.Topics {
-		if t.Error != nil {
-			return nil, fmt.Errorf("topic %s: %w", t.Name, t.Error)
-		}
-		for _, p := range t.Partitions {
-			partitions = append(partitions, kafka.Partition{Topic: t.Name, ID: p.ID})
+	for _, t := range names {
+		for _, id := range byTopic[t] {
+			partitions = append(partitions, kafka.Partition{Topic: t, ID: id})
 		}
 	}
 	var out []syncgroup.RequestAssignment

@@ -72,9 +72,10 @@ func startIdleGroup(tb testing.TB, n, partitions int, rate float64) *idleGroup {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		// Production defaults but the group's timeouts (a quick start).
+		// Production defaults (the fetch wait, the session and heartbeat)
+		// but the rebalance timeout: a quick start.
 		w, err := consumer.New(consumer.Config{Brokers: kc.Brokers, Topic: g.topic, GroupID: "g-" + g.topic, DLQTopic: g.topic + ".dlq",
-			AppRate: rate, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, RebalanceTimeout: 5 * time.Second,
+			AppRate: rate, RebalanceTimeout: 5 * time.Second,
 			Metrics: consumer.NewMetrics(reg), Logger: zap.NewNop()}, client)
 		if err != nil {
 			tb.Fatal(err)

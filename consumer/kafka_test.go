@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -390,4 +391,34 @@ func TestCompressedBatches(t *testing.T) {
 	e.start(nil)
 	e.waitCommitted(30 * time.Second)
 	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+}
+
+// TestLeadersMove: on three brokers whose partition leaders all move five
+// times while a backlog is delivered (the source, dead-letter, receipt,
+// claims and delivered logs' partitions alike), every event has one
+// receipt, each good one is delivered once, the malformed ones are
+// dead-lettered, and all is committed. The transport keeps its metadata for
+// minutes (kafkaconn.MetadataTTL): a request that meets a moved leader
+// reads it again at once, or this stalls until the timed refresh.
+func TestLeadersMove(t *testing.T) {
+	kc := consumertest.StartFake(t, kfake.NumBrokers(3))
+	e := newEnv(t, kc, 6, sendertest.Options{})
+	receipts := kc.Topic(t, "receipts", 2)
+	if err := kc.Produce(context.Background(), e.topic, receiptEvents(80)...); err != nil {
+		t.Fatal(err)
+	}
+	e.start(func(c *consumer.Config, s *sender.Config) {
+		c.ReceiptTopic = receipts
+		s.Rate = 25
+	})
+	waitFor(t, 30*time.Second, "first deliveries", func() bool { return e.emu.Stats().Delivered > 5 })
+	for range 5 {
+		kc.Fake.ShufflePartitionLeaders()
+		time.Sleep(300 * time.Millisecond)
+	}
+	e.waitCommitted(60 * time.Second)
+	c := checkReceiptTopic(t, e, receipts, true)
+	if c.Events != 80 || c.DeadLettered != 11 {
+		t.Errorf("counts %+v: want 80 events, the 11 malformed dead-lettered", c)
+	}
 }

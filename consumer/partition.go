@@ -474,8 +474,8 @@ func (p *partition) pump(records chan<- item) {
 		}
 		if len(res.Records) == 0 && len(res.Oversized) == 0 && res.Batches > 0 && res.Aborted == 0 && res.Markers == 0 {
 			// Batches with nothing at or after the fetch offset (a compacted
-			// batch's tail): wait instead of asking again at once.
-			if sleepCtx(ctx, f.MaxWait()) != nil {
+			// batch's tail): wait a little instead of asking again at once.
+			if sleepCtx(ctx, min(f.MaxWait(), 500*time.Millisecond)) != nil {
 				return
 			}
 		}

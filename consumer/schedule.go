@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jonboulle/clockwork"
-	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 )
 
@@ -630,21 +628,16 @@ func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
 // partitions reads the partitions of the source topics.
 func (w *Worker) partitions(ctx context.Context) (view, error) {
 	var v view
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: w.topics()})
+	byTopic, err := w.member.partitions(ctx, w.topics())
 	if err != nil {
 		return v, err
 	}
-	for _, t := range md.Topics {
-		if t.Error != nil {
-			return v, fmt.Errorf("topic %s: %w", t.Name, t.Error)
-		}
-		for _, p := range t.Partitions {
-			if t.Name == w.cfg.Topic {
-				v.all = append(v.all, topicPartition{t.Name, p.ID})
+	for _, t := range w.topics() {
+		for _, id := range byTopic[t] {
+			if t == w.cfg.Topic {
+				v.all = append(v.all, topicPartition{t, id})
 			} else {
-				v.allUrgent = append(v.allUrgent, topicPartition{t.Name, p.ID})
+				v.allUrgent = append(v.allUrgent, topicPartition{t, id})
 			}
 		}
 	}

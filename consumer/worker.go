@@ -202,17 +202,13 @@ func (w *Worker) Paused() bool {
 // them); otherwise it runs until the generation ends and returns false.
 func (w *Worker) watchPartitions(genCtx context.Context) bool {
 	counts := func() (map[string]int, error) {
-		ctx, cancel := context.WithTimeout(genCtx, 5*time.Second)
-		defer cancel()
-		md, err := w.client.Metadata(ctx, &kafka.MetadataRequest{Topics: w.topics()})
+		byTopic, err := w.member.partitions(genCtx, w.topics())
 		if err != nil {
 			return nil, err
 		}
 		out := map[string]int{}
-		for _, t := range md.Topics {
-			if t.Error == nil {
-				out[t.Name] = len(t.Partitions)
-			}
+		for t, ids := range byTopic {
+			out[t] = len(ids)
 		}
 		return out, nil
 	}

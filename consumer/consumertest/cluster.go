@@ -154,11 +154,15 @@ func (c *Cluster) ReadAll(ctx context.Context, topic string) ([]kafka.Message, e
 func (c *Cluster) WaitCommitted(tb testing.TB, group, topic string, timeout time.Duration) {
 	tb.Helper()
 	ctx := context.Background()
+	deadline := time.Now().Add(timeout)
 	ends, err := c.Ends(ctx, topic)
+	for err != nil && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // a leader moved: the metadata is read again
+		ends, err = c.Ends(ctx, topic)
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}
-	deadline := time.Now().Add(timeout)
 	for {
 		got, err := c.Committed(ctx, group, topic)
 		done := err == nil

@@ -54,8 +54,9 @@ type Conn struct {
 	// Limits bound what a fetch decodes (zero fields: DefaultLimits).
 	Limits Limits
 
-	transport *kafka.Transport
-	client    *kafka.Client
+	transport  *kafka.Transport
+	client     *kafka.Client
+	rediscover rediscovery
 
 	// ids asks for topic ids (TopicIDs), one request at a time.
 	idsOnce sync.Once
@@ -74,17 +75,22 @@ func New(brokers []string, dialer *kafka.Dialer) *Conn {
 		SASL:     dialer.SASLMechanism,
 		TLS:      dialer.TLS,
 		ClientID: ClientID,
+		// Read again at once when routing moves (Rediscover).
+		MetadataTTL: MetadataTTL,
 	}
-	return &Conn{
+	c := &Conn{
 		Brokers:   append([]string(nil), brokers...),
 		Dialer:    dialer,
 		transport: t,
-		client:    &kafka.Client{Addr: kafka.TCP(brokers...), Transport: t, Timeout: 10 * time.Second},
 	}
+	c.client = &kafka.Client{Addr: kafka.TCP(brokers...), Transport: c.Transport(), Timeout: 10 * time.Second}
+	return c
 }
 
-// Transport is the transport shared by the admin client and producers.
-func (c *Conn) Transport() *kafka.Transport { return c.transport }
+// Transport is the round tripper shared by the admin client, producers
+// and fetches: kafka-go's transport, whose cached metadata is read again
+// when a request shows that routing moved (see Rediscover).
+func (c *Conn) Transport() kafka.RoundTripper { return router{c} }
 
 // Client is the admin client (metadata, offsets, group offsets).
 func (c *Conn) Client() *kafka.Client { return c.client }
@@ -102,7 +108,7 @@ func (c *Conn) Writer(topic string) *kafka.Writer {
 		Topic:        topic,
 		Balancer:     balancer,
 		RequiredAcks: kafka.RequireAll,
-		Transport:    c.transport,
+		Transport:    c.Transport(),
 	}
 }
 

@@ -86,3 +86,49 @@ func startBroker(tb testing.TB, opts ...kfake.Opt) (*kafkaconn.Conn, *embedded.B
 	tb.Cleanup(b.Close)
 	return kafkaconn.New(b.Brokers, nil), b
 }
+
+// TestRediscover: the transport keeps its metadata for minutes, yet a
+// write, a read of the offsets and a fetch each succeed right after the
+// partition's leader moved to another broker: the first refusal reads the
+// metadata again (once, not per request).
+func TestRediscover(t *testing.T) {
+	c, b := startBroker(t, kfake.NumBrokers(3))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.CreateTopic(ctx, "moving", 1); err != nil {
+		t.Fatal(err)
+	}
+	w := c.Writer("moving")
+	defer w.Close()
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+	leader := b.Fake.LeaderFor("moving", 0)
+	if err := b.Fake.MoveTopicPartition("moving", 0, (leader+1)%3); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("after")}); err != nil {
+		t.Fatalf("a write after the leader moved: %v", err)
+	}
+	if n := c.Rediscoveries(); n != 1 {
+		t.Errorf("%d metadata reads forced, want 1 (the refused write's)", n)
+	}
+	if err := b.Fake.MoveTopicPartition("moving", 0, (leader+2)%3); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the least time between two forced reads
+	var ends map[int]int64
+	var err error
+	for range 2 { // the first answer names the old leader
+		if ends, err = c.Ends(ctx, "moving"); err == nil {
+			break
+		}
+	}
+	if err != nil || ends[0] != 2 {
+		t.Fatalf("end offsets after the leader moved = %v, %v; want 2 at the second try", ends, err)
+	}
+	got, err := c.ReadFrom(ctx, "moving", map[int]int64{0: 0})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("read after the leader moved: %d records, %v; want 2", len(got), err)
+	}
+}

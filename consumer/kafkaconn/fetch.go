@@ -42,7 +42,7 @@ type Fetcher struct {
 // Fetcher returns a fetcher of topic's partition from offset next whose
 // requests wait at most maxWait at the broker for records to arrive.
 func (c *Conn) Fetcher(topic string, partition int, next int64, maxWait time.Duration) *Fetcher {
-	return &Fetcher{rt: c.transport, addr: kafka.TCP(c.Brokers...), topic: topic, partition: partition,
+	return &Fetcher{rt: c.Transport(), addr: kafka.TCP(c.Brokers...), topic: topic, partition: partition,
 		maxWait: maxWait, maxBytes: 10 << 20, lim: c.Limits.orDefault(), Next: next}
 }
 

@@ -226,7 +226,7 @@ func (m *Mux) send(ctx context.Context) {
 func (m *Mux) roundTrip(ctx context.Context, broker int, r *muxRequest, x *fetchExchange) {
 	rctx, cancel := context.WithTimeout(ctx, m.maxWait+15*time.Second)
 	defer cancel()
-	msg, err := m.c.transport.RoundTrip(rctx, kafka.TCP(m.c.Brokers...), x)
+	msg, err := m.c.Transport().RoundTrip(rctx, kafka.TCP(m.c.Brokers...), x)
 	resp, ok := msg.(*answer)
 	switch {
 	case err != nil:
