@@ -1,11 +1,11 @@
-// Package consumer owns Kafka for timbroadcast: consumer-group membership,
-// per-partition order, offset commits, the dead-letter producer, rebalances
+// Package consumer owns Kafka for timbroadcast: per-partition order, offset commits, the dead-letter producer, rebalances
 // and shutdown. It turns each record into an event (package wire), hands it
 // to a Sender, and commits the record's offset only once its outcome is
 // final: the API answered OK, or the dead-letter write was acknowledged by
 // all in-sync replicas.
 //
-// It does not own the API (package sender), the formats it shares with
+// It does not own the group membership (package group: join,
+// heartbeats, offsets' commit and fetch, fencing), the API (package sender), the formats it shares with
 // producers and operators (package wire) or message identity (package
 // dedupe).
 //
@@ -13,7 +13,7 @@
 // them:
 //
 //	config.go      Config, its defaults (DefaultConfig) and rules (Validate)
-//	worker.go      the worker's life: New, Run (group generations), readiness
+//	worker.go      the worker's life: New, Run (a group.Member's generations), readiness
 //	partition.go   one owned partition: its sessions, the pump that fetches
 //	               (a kafkaconn.Mux stream: one long poll per broker for all
 //	               partitions) and decodes each record once, the queue

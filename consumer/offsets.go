@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -260,4 +261,20 @@ func (o *offsets) offsetAt(ctx context.Context, t time.Time) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("list offsets of %s/%d at %s: partition missing from the answer", o.topic, o.partition, t)
+}
+
+// groupClient is the worker's kafkaClient: metadata and log offsets from
+// the admin client, group offsets from the member over its coordinator
+// connection.
+type groupClient struct {
+	*kafka.Client
+	m *group.Member
+}
+
+func (g groupClient) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+	return g.m.OffsetCommit(ctx, r)
+}
+
+func (g groupClient) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+	return g.m.OffsetFetch(ctx, r)
 }

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -160,13 +161,13 @@ type partition struct {
 }
 
 // newPartition builds the partition tp of generation gen.
-func (w *Worker) newPartition(stop, genCtx context.Context, gen *generation, tp topicPartition) *partition {
+func (w *Worker) newPartition(stop, genCtx context.Context, gen *group.Generation, tp topicPartition) *partition {
 	return &partition{
 		w:      w,
 		tp:     tp,
 		urgent: tp.topic == w.cfg.UrgentTopic,
-		log:    w.log.With(zap.String("topic", tp.topic), zap.Int("partition", tp.partition), zap.Int32("generation", gen.id)),
-		offsets: &offsets{client: w.client, group: gen.group, generation: gen.id, member: gen.memberID,
+		log:    w.log.With(zap.String("topic", tp.topic), zap.Int("partition", tp.partition), zap.Int32("generation", gen.ID)),
+		offsets: &offsets{client: w.client, group: gen.Group, generation: gen.ID, member: gen.MemberID,
 			topic: tp.topic, partition: tp.partition, metrics: w.metrics},
 		stop:      stop,
 		gen:       genCtx,

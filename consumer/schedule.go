@@ -628,7 +628,7 @@ func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
 // partitions reads the partitions of the source topics.
 func (w *Worker) partitions(ctx context.Context) (view, error) {
 	var v view
-	byTopic, err := w.member.partitions(ctx, w.topics())
+	byTopic, err := w.member.Partitions(ctx, w.topics())
 	if err != nil {
 		return v, err
 	}

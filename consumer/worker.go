@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
@@ -43,7 +44,7 @@ type Worker struct {
 	gate    *gate
 	conn    *kafkaconn.Conn
 	client  kafkaClient
-	member  *member
+	member  *group.Member
 	decoder RecordDecoder
 	dlq     *kafka.Writer
 	// receipts writes receipts; nil without a receipt topic.
@@ -101,7 +102,9 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
 	w.fetcher = conn.Mux(cfg.MaxWait, kafkaconn.NewBudget(cfg.BufferBytes))
-	w.member = newMember(conn, cfg, w.topics(), cfg.Logger.Named("group"))
+	w.member = group.New(conn, group.Config{Group: cfg.GroupID, InstanceID: cfg.GroupInstanceID, Topics: w.topics(),
+		SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+		Logger: cfg.Logger.Named("group")})
 	w.decoder = RecordDecoder{Map: cfg.Map, Schemas: cfg.Schemas, OnPanic: func(v any, stack []byte) {
 		w.log.Error("decoding a record panicked: the record is dead-lettered as decode_failed",
 			zap.Any("panic", v), zap.ByteString("stack", stack))
@@ -202,7 +205,7 @@ func (w *Worker) Paused() bool {
 // them); otherwise it runs until the generation ends and returns false.
 func (w *Worker) watchPartitions(genCtx context.Context) bool {
 	counts := func() (map[string]int, error) {
-		byTopic, err := w.member.partitions(genCtx, w.topics())
+		byTopic, err := w.member.Partitions(genCtx, w.topics())
 		if err != nil {
 			return nil, err
 		}
@@ -336,7 +339,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	scheduleAndFetch.Go(func() { w.fetcher.Run(schedCtx) })
 	var fatal error
 	for ctx.Err() == nil {
-		gen, err := w.member.join(ctx)
+		gen, err := w.member.Join(ctx)
 		switch {
 		case ctx.Err() != nil:
 		case errors.Is(err, ErrFenced):
@@ -359,9 +362,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.joined.Store(false)
 	w.metrics.setAssigned(0, w.released)
 	if fatal == nil {
-		w.member.leave(context.Background())
+		w.member.Leave(context.Background())
 	}
-	w.member.close()
+	w.member.Close()
 	var err error
 	if cerr := w.dlq.Close(); cerr != nil {
 		err = fmt.Errorf("consumer: close dead-letter writer: %w", cerr)
@@ -393,10 +396,10 @@ func (w *Worker) Run(ctx context.Context) error {
 // ends (a rebalance, a lost generation, the leader seeing new partitions)
 // or ctx ends; then every partition has drained and returned. It returns
 // ErrFenced when that ended the generation.
-func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
+func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error {
 	var parts []topicPartition
 	for _, topic := range w.topics() {
-		for _, p := range gen.assigned[topic] {
+		for _, p := range gen.Assigned[topic] {
 			parts = append(parts, topicPartition{topic, p})
 		}
 	}
@@ -412,8 +415,8 @@ func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
 	}
 	w.joined.Store(true)
 	w.kafkaErr.Store("")
-	w.log.Info("joined consumer group generation", zap.Int32("generation", gen.id), zap.String("member", gen.memberID),
-		zap.Bool("leader", gen.leader), zap.Stringers("partitions", parts))
+	w.log.Info("joined consumer group generation", zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID),
+		zap.Bool("leader", gen.Leader), zap.Stringers("partitions", parts))
 
 	// The generation's context outlives ctx: at shutdown the partitions
 	// drain and commit while heartbeats go on.
@@ -421,11 +424,11 @@ func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
 	defer end(nil)
 	var heartbeatAndWatch sync.WaitGroup // heartbeats and the partition watch
 	heartbeatAndWatch.Go(func() {
-		if err := w.member.heartbeats(genCtx, gen); err != nil {
+		if err := w.member.Heartbeats(genCtx, gen); err != nil {
 			end(err)
 		}
 	})
-	if gen.leader {
+	if gen.Leader {
 		heartbeatAndWatch.Go(func() {
 			if w.watchPartitions(genCtx) {
 				end(errPartitionsChanged)
@@ -446,10 +449,19 @@ func (w *Worker) runGeneration(ctx context.Context, gen *generation) error {
 	heartbeatAndWatch.Wait()
 	w.joined.Store(false)
 	if cause != nil && !errors.Is(cause, context.Canceled) {
-		w.log.Info("the generation ended; rejoining", zap.Int32("generation", gen.id), zap.NamedError("cause", cause))
+		w.log.Info("the generation ended; rejoining", zap.Int32("generation", gen.ID), zap.NamedError("cause", cause))
 	}
 	if errors.Is(cause, ErrFenced) {
 		return ErrFenced
 	}
 	return nil
 }
+
+// ErrFenced says another process joined the group with this member's
+// group instance id: two replicas share the id. The worker stops; it never
+// rejoins in a loop against the other.
+var ErrFenced = group.ErrFenced
+
+// errPartitionsChanged ends the leader's generation when a topic's
+// partition count changed, so the group rebalances and assigns them.
+var errPartitionsChanged = errors.New("a source topic's partition count changed")

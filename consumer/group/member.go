@@ -1,4 +1,4 @@
-package consumer
+package group
 
 import (
 	"context"
@@ -23,45 +23,44 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 )
 
-// The group member: the worker's own, on kafka-go's protocol layer,
-// because kafka-go's ConsumerGroup cannot be a static member (KIP-345: its
-// JoinGroup is v1/v2 and it always sends LeaveGroup), looks the coordinator
-// up for every request and sends heartbeats to any broker.
-//
-// The member finds the coordinator once (again only on NOT_COORDINATOR or
-// a broken connection) and sends every group request over one kept
-// connection to it: JoinGroup, SyncGroup (the leader assigns with kafka-go's
-// balancers, as before), Heartbeat, OffsetCommit, OffsetFetch, LeaveGroup.
-// With Config.GroupInstanceID it is static: a restart within the session
-// timeout gets its partitions back without a rebalance, it never sends
-// LeaveGroup, and FENCED_INSTANCE_ID (another process joined with the same
-// id) is fatal. Rebalance and generation errors rejoin; nothing else does.
-
 // ErrFenced says another process joined the group with this member's
 // group instance id: two replicas share the id. The worker stops; it never
 // rejoins in a loop against the other.
 var ErrFenced = errors.New("fenced: another member of the group joined with the same group instance id")
 
-// errRebalance ends a generation so the member rejoins: the coordinator
+// ErrRebalance ends a generation so the member rejoins: the coordinator
 // started a rebalance, or the generation is no longer current.
-var errRebalance = errors.New("the group is rebalancing")
+var ErrRebalance = errors.New("the group is rebalancing")
 
-// errPartitionsChanged ends the leader's generation when a topic's
-// partition count changed, so the group rebalances and assigns them.
-var errPartitionsChanged = errors.New("a source topic's partition count changed")
-
-// generation is one generation of the group, as this member joined it.
-type generation struct {
-	id       int32
-	group    string
-	memberID string
-	leader   bool
-	// assigned are this member's partitions, by topic.
-	assigned map[string][]int
+// Generation is one generation of the group, as this member joined it.
+type Generation struct {
+	ID       int32
+	Group    string
+	MemberID string
+	// Leader is whether this member assigned the generation's partitions.
+	Leader bool
+	// Assigned are this member's partitions, by topic.
+	Assigned map[string][]int
 }
 
-// member is this process's membership of the consumer group.
-type member struct {
+// Config is a member's group and how it keeps its place there.
+type Config struct {
+	// Group is the group id.
+	Group string
+	// InstanceID makes the member static (KIP-345); "" is a dynamic one.
+	InstanceID string
+	// Topics are the topics the member subscribes to.
+	Topics []string
+	// SessionTimeout, RebalanceTimeout and HeartbeatInterval are the group
+	// protocol's.
+	SessionTimeout, RebalanceTimeout, HeartbeatInterval time.Duration
+	// Logger logs what the member does; nil logs nothing.
+	Logger *zap.Logger
+}
+
+// Member is this process's membership of the consumer group. Its methods
+// may be called from several goroutines.
+type Member struct {
 	conn       *kafkaconn.Conn
 	group      string
 	instanceID string // "" for a dynamic member
@@ -77,9 +76,15 @@ type member struct {
 	memberID string
 }
 
-func newMember(conn *kafkaconn.Conn, cfg Config, topics []string, log *zap.Logger) *member {
-	return &member{
-		conn: conn, group: cfg.GroupID, instanceID: cfg.GroupInstanceID, topics: topics,
+// New returns a member of cfg.Group that reaches the cluster over conn;
+// it joins at Join.
+func New(conn *kafkaconn.Conn, cfg Config) *Member {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Member{
+		conn: conn, group: cfg.Group, instanceID: cfg.InstanceID, topics: cfg.Topics,
 		session: cfg.SessionTimeout, rebalance: cfg.RebalanceTimeout, heartbeat: cfg.HeartbeatInterval,
 		// kafka-go's ConsumerGroup offers these two, range first: a group
 		// upgraded replica by replica keeps a protocol in common.
@@ -90,7 +95,7 @@ func newMember(conn *kafkaconn.Conn, cfg Config, topics []string, log *zap.Logge
 
 // coordinator returns the kept connection to the group's coordinator,
 // looking it up first if need be.
-func (m *member) coordinator(ctx context.Context) (*kafkaconn.BrokerConn, error) {
+func (m *Member) coordinator(ctx context.Context) (*kafkaconn.BrokerConn, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.coord != nil {
@@ -113,7 +118,7 @@ func (m *member) coordinator(ctx context.Context) (*kafkaconn.BrokerConn, error)
 
 // lostCoordinator forgets the coordinator c (it moved, or its connection
 // broke): the next request looks it up again.
-func (m *member) lostCoordinator(c *kafkaconn.BrokerConn) {
+func (m *Member) lostCoordinator(c *kafkaconn.BrokerConn) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.coord == c && c != nil {
@@ -125,7 +130,7 @@ func (m *member) lostCoordinator(c *kafkaconn.BrokerConn) {
 // roundTrip sends req to the coordinator and returns the answer and the
 // connection it came over (its Version says how it was encoded). A broken
 // connection makes the next request look the coordinator up again.
-func (m *member) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, *kafkaconn.BrokerConn, error) {
+func (m *Member) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, *kafkaconn.BrokerConn, error) {
 	c, err := m.coordinator(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -138,12 +143,12 @@ func (m *member) roundTrip(ctx context.Context, req protocol.Message) (protocol.
 	return resp, c, nil
 }
 
-// partitions returns the partition ids of topics, asked of the
+// Partitions returns the partition ids of topics, asked of the
 // coordinator over the kept connection rather than read from the
 // transport's cache (kept for minutes while nothing fails): the leader's
 // assignment, its watch for added partitions and the schedule's view see
 // a topic's partitions as the cluster has them now.
-func (m *member) partitions(ctx context.Context, topics []string) (map[string][]int, error) {
+func (m *Member) Partitions(ctx context.Context, topics []string) (map[string][]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	msg, _, err := m.roundTrip(ctx, &meta.Request{TopicNames: topics})
@@ -191,7 +196,7 @@ func heartbeatError(r *heartbeat.Response, version int16) int16 {
 // coordinatorMoved reports whether code, answered over via, says the
 // coordinator is elsewhere or not ready, and forgets via if so (not a
 // newer coordinator another request has found meanwhile).
-func (m *member) coordinatorMoved(via *kafkaconn.BrokerConn, code int16) bool {
+func (m *Member) coordinatorMoved(via *kafkaconn.BrokerConn, code int16) bool {
 	switch kafka.Error(code) {
 	case kafka.NotCoordinatorForGroup, kafka.GroupCoordinatorNotAvailable:
 		m.lostCoordinator(via)
@@ -202,13 +207,13 @@ func (m *member) coordinatorMoved(via *kafkaconn.BrokerConn, code int16) bool {
 	return false
 }
 
-func (m *member) id() string {
+func (m *Member) id() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.memberID
 }
 
-func (m *member) setID(id string) {
+func (m *Member) setID(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.memberID = id
@@ -217,7 +222,7 @@ func (m *member) setID(id string) {
 // subscription is this member's protocol metadata: the same bytes on every
 // join of every process of one configuration, as a static member's
 // restart without a rebalance needs.
-func (m *member) subscription() ([]joingroup.RequestProtocol, error) {
+func (m *Member) subscription() ([]joingroup.RequestProtocol, error) {
 	var out []joingroup.RequestProtocol
 	for _, b := range m.balancers {
 		ud, err := b.UserData()
@@ -233,10 +238,10 @@ func (m *member) subscription() ([]joingroup.RequestProtocol, error) {
 	return out, nil
 }
 
-// join joins the group and returns the new generation: JoinGroup (again
+// Join joins the group and returns the new generation: JoinGroup (again
 // with the member id the coordinator assigns, KIP-394), the leader's
 // assignment, SyncGroup.
-func (m *member) join(ctx context.Context) (*generation, error) {
+func (m *Member) Join(ctx context.Context) (*Generation, error) {
 	protocols, err := m.subscription()
 	if err != nil {
 		return nil, err
@@ -275,16 +280,16 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 			return nil, fmt.Errorf("join group %q: %w", m.group, kafka.Error(code))
 		}
 		m.setID(jr.MemberID)
-		gen := &generation{id: jr.GenerationID, group: m.group, memberID: jr.MemberID, leader: jr.LeaderID == jr.MemberID}
+		gen := &Generation{ID: jr.GenerationID, Group: m.group, MemberID: jr.MemberID, Leader: jr.LeaderID == jr.MemberID}
 		var assignments []syncgroup.RequestAssignment
-		if gen.leader {
+		if gen.Leader {
 			if assignments, err = m.assign(ctx, jr.ProtocolName, jr.Members); err != nil {
 				return nil, fmt.Errorf("assign partitions: %w", err)
 			}
 		}
 		sctx, cancel := context.WithTimeout(ctx, m.rebalance+10*time.Second)
 		msg, via, err = m.roundTrip(sctx, &syncgroup.Request{
-			GroupID: m.group, GenerationID: gen.id, MemberID: gen.memberID, GroupInstanceID: m.instanceID, Assignments: assignments,
+			GroupID: m.group, GenerationID: gen.ID, MemberID: gen.MemberID, GroupInstanceID: m.instanceID, Assignments: assignments,
 		})
 		cancel()
 		if err != nil {
@@ -304,7 +309,7 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 			m.coordinatorMoved(via, code)
 			return nil, fmt.Errorf("sync group %q: %w", m.group, kafka.Error(code))
 		}
-		if gen.assigned, err = kafkaconn.DecodeAssignment(sr.Assignments); err != nil {
+		if gen.Assigned, err = kafkaconn.DecodeAssignment(sr.Assignments); err != nil {
 			return nil, fmt.Errorf("sync group %q: %w", m.group, err)
 		}
 		return gen, nil
@@ -315,7 +320,7 @@ func (m *member) join(ctx context.Context) (*generation, error) {
 // and the topics' partitions. Members are known to the balancer by their
 // group instance id when they have one, so static members keep their
 // partitions across restarts (their member ids change).
-func (m *member) assign(ctx context.Context, protocolName string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
+func (m *Member) assign(ctx context.Context, protocolName string, members []joingroup.ResponseMember) ([]syncgroup.RequestAssignment, error) {
 	var balancer kafka.GroupBalancer
 	for _, b := range m.balancers {
 		if b.ProtocolName() == protocolName {
@@ -348,7 +353,7 @@ func (m *member) assign(ctx context.Context, protocolName string, members []join
 		names = append(names, t)
 	}
 	sort.Strings(names)
-	byTopic, err := m.partitions(ctx, names)
+	byTopic, err := m.Partitions(ctx, names)
 	if err != nil {
 		return nil, err
 	}
@@ -382,10 +387,10 @@ func (m *member) assign(ctx context.Context, protocolName string, members []join
 	return out, nil
 }
 
-// heartbeats keeps gen alive until ctx ends; it returns the error that
-// ended the generation: errRebalance, ErrFenced, or a session lost to
+// Heartbeats keeps gen alive until ctx ends; it returns the error that
+// ended the generation: ErrRebalance, ErrFenced, or a session lost to
 // failing heartbeats.
-func (m *member) heartbeats(ctx context.Context, gen *generation) error {
+func (m *Member) Heartbeats(ctx context.Context, gen *Generation) error {
 	t := time.NewTicker(m.heartbeat)
 	defer t.Stop()
 	lastOK := time.Now()
@@ -396,7 +401,7 @@ func (m *member) heartbeats(ctx context.Context, gen *generation) error {
 		case <-t.C:
 		}
 		hctx, cancel := context.WithTimeout(ctx, max(m.heartbeat, time.Second))
-		msg, via, err := m.roundTrip(hctx, &heartbeat.Request{GroupID: m.group, GenerationID: gen.id, MemberID: gen.memberID,
+		msg, via, err := m.roundTrip(hctx, &heartbeat.Request{GroupID: m.group, GenerationID: gen.ID, MemberID: gen.MemberID,
 			GroupInstanceID: m.instanceID})
 		cancel()
 		code := int16(0)
@@ -412,24 +417,24 @@ func (m *member) heartbeats(ctx context.Context, gen *generation) error {
 		case err == nil && kafka.Error(code) == kafka.FencedInstanceID:
 			return ErrFenced
 		case err == nil && (kafka.Error(code) == kafka.RebalanceInProgress || kafka.Error(code) == kafka.IllegalGeneration):
-			return errRebalance
+			return ErrRebalance
 		case err == nil && kafka.Error(code) == kafka.UnknownMemberId:
 			m.setID("")
-			return errRebalance
+			return ErrRebalance
 		case err == nil && !m.coordinatorMoved(via, code):
 			m.log.Warn("heartbeat answered with an error", zap.Error(kafka.Error(code)))
 		case err != nil:
 			m.log.Warn("heartbeat failed", zap.Error(err))
 		}
 		if time.Since(lastOK) > m.session {
-			return fmt.Errorf("no heartbeat accepted for the session timeout (%s): %w", m.session, errRebalance)
+			return fmt.Errorf("no heartbeat accepted for the session timeout (%s): %w", m.session, ErrRebalance)
 		}
 	}
 }
 
-// leave leaves the group (dynamic members only: a static member keeps its
+// Leave leaves the group (dynamic members only: a static member keeps its
 // place for a restart, KIP-345).
-func (m *member) leave(ctx context.Context) {
+func (m *Member) Leave(ctx context.Context) {
 	id := m.id()
 	if m.instanceID != "" || id == "" {
 		return
@@ -450,8 +455,8 @@ func (m *member) leave(ctx context.Context) {
 	m.setID("")
 }
 
-// close closes the coordinator connection.
-func (m *member) close() {
+// Close closes the coordinator connection.
+func (m *Member) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.coord != nil {
@@ -462,7 +467,7 @@ func (m *member) close() {
 
 // OffsetCommit commits over the coordinator connection, with this
 // member's group instance id (OffsetCommit v7).
-func (m *member) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+func (m *Member) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
 	req := &offsetcommit.Request{GroupID: r.GroupID, GenerationID: int32(r.GenerationID), MemberID: r.MemberID,
 		RetentionTimeMs: -1, GroupInstanceID: m.instanceID}
 	for topic, commits := range r.Topics {
@@ -492,7 +497,7 @@ func (m *member) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest)
 }
 
 // OffsetFetch reads committed offsets over the coordinator connection.
-func (m *member) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
+func (m *Member) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
 	req := &offsetfetch.Request{GroupID: r.GroupID}
 	for topic, parts := range r.Topics {
 		rt := offsetfetch.RequestTopic{Name: topic}
@@ -523,20 +528,4 @@ func (m *member) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (
 		}
 	}
 	return out, nil
-}
-
-// groupClient is the worker's kafkaClient: metadata and log offsets from
-// the admin client, group offsets from the member over its coordinator
-// connection.
-type groupClient struct {
-	*kafka.Client
-	m *member
-}
-
-func (g groupClient) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
-	return g.m.OffsetCommit(ctx, r)
-}
-
-func (g groupClient) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
-	return g.m.OffsetFetch(ctx, r)
 }
