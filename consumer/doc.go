@@ -5,7 +5,8 @@
 // all in-sync replicas.
 //
 // It does not own the group membership (package group: join,
-// heartbeats, offsets' commit and fetch, fencing), the API (package sender), the formats it shares with
+// heartbeats, offsets' commit and fetch, fencing), the call schedule and
+// pause gate the group shares (package schedule), the API (package sender), the formats it shares with
 // producers and operators (package wire) or message identity (package
 // dedupe).
 //
@@ -21,13 +22,9 @@
 //	delivered.go   the delivered log: read at a session's start (records
 //	               below it are committed as already_delivered), written
 //	               after every delivery, pending unknown outcomes
-//	settle.go      the one path every call takes: pause gate, slot, send;
-//	               delivered, dead-lettered or split; receipts; commit
-//	gate.go        the pause gate shared by all partitions
-//	schedule.go    the call schedule every member computes alike:
-//	               alone, paced by its own calls; else through the claims log
-//	claims.go      the claims log's records and the chain of grants
-//	slotlog.go     the claims log on its single-partition topic
+//	settle.go      the one path every call takes: a turn of the call
+//	               schedule (package schedule: pause gate, slot), send; delivered,
+//	               dead-lettered or split; receipts; commit
 //	deadletter.go  the dead-letter write
 //	write.go       writeHeld: every write before a commit (acks=all, held retries)
 //	receipt.go     the receipt write

@@ -327,6 +327,16 @@ func (m *Metrics) setRate(r float64) {
 	}
 }
 
+// scheduleMetrics shows what the call schedule does (schedule.Observer).
+type scheduleMetrics struct{ m *Metrics }
+
+func (o scheduleMetrics) Paused(p bool)   { o.m.setPaused(p) }
+func (o scheduleMetrics) Slot(use string) { o.m.recordSlot(use) }
+func (o scheduleMetrics) Share(share, rate float64) {
+	o.m.setShare(share)
+	o.m.setRate(rate)
+}
+
 // bindStuck sets where the stuck gauges read from.
 func (m *Metrics) bindStuck(f func() (int, time.Duration)) {
 	if m != nil {

@@ -49,8 +49,8 @@ func (p *partition) attempt(c *call, a sender.Attempt) {
 	if a.Code != sender.CodeOK {
 		w.holds.fail(p.tp, a.Start, attemptError(a))
 	}
-	if w.sched != nil && a.Code >= 0 {
-		w.sched.answered(sender.IsRateLimit(a.Code))
+	if a.Code >= 0 {
+		w.sched.Answered(sender.IsRateLimit(a.Code))
 	}
 	if a.Uncertain && !c.unknownRecorded {
 		c.unknownRecorded = true

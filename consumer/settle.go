@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
@@ -152,7 +153,23 @@ func (p *partition) send(c *call) (err error) {
 			endCall(c.span, c, err)
 		}
 	}()
-	ctx := sender.WithTrace(p.pacing(p.sending), &sender.Trace{Attempt: func(a sender.Attempt) { p.attempt(c, a) }})
+	// A retry inside a turn waits for a slot of the schedule, when it
+	// keeps slots, and leaves at it.
+	var turn *schedule.Turn
+	ctx := p.sending
+	if w.sched.Paced() {
+		ctx = sender.WithPacing(ctx, func(c context.Context) error {
+			c, cancel := context.WithCancel(c)
+			defer cancel()
+			defer context.AfterFunc(p.taking, cancel)() // revoked: the next owner resends
+			at, err := turn.Retry(c)
+			if err != nil {
+				return err
+			}
+			return sleepCtx(c, time.Until(at))
+		})
+	}
+	ctx = sender.WithTrace(ctx, &sender.Trace{Attempt: func(a sender.Attempt) { p.attempt(c, a) }})
 	ctx = sender.WithUncertain(ctx, &c.uncertain)
 	started := w.cfg.Now()
 	mayBeDelivered := c.attempted // a failed attempt may still have reached the server
@@ -161,18 +178,19 @@ func (p *partition) send(c *call) (err error) {
 			c.res = resultExpired
 			return nil
 		}
-		probe, leave, err := p.turn()
+		t, err := w.sched.Take(p.taking, p.tp.sched(), p.urgent)
 		if err != nil {
-			return err
+			return p.ended(err)
 		}
+		turn = t
 		if err := p.ready(c); err != nil {
-			w.gate.release(probe)
+			t.Released()
 			return err
 		}
 		if c.lastOffset() < p.freshFloor(c.members[0]) {
 			// Delivered meanwhile by another deployment (the call waited
 			// long, a pause say): not sent.
-			w.gate.release(probe)
+			t.Released()
 			c.res = resultAlready
 			return nil
 		}
@@ -187,8 +205,8 @@ func (p *partition) send(c *call) (err error) {
 					zap.Time("unknown_since", since))
 			}
 		}
-		if err := sleepCtx(p.sending, time.Until(leave)); err != nil {
-			w.gate.release(probe)
+		if err := sleepCtx(p.sending, time.Until(t.Leave)); err != nil {
+			t.Released()
 			return p.abandoned()
 		}
 		var resp *sender.Response
@@ -203,15 +221,13 @@ func (p *partition) send(c *call) (err error) {
 			c.attempts += resp.Attempts
 			c.res, c.msgSeq, c.final = resultDelivered, resp.MsgSeq, w.cfg.Now()
 			w.holds.done(p.tp)
-			if probe {
-				if d := w.gate.probeDone(true); d > 0 {
-					c.log.Info("sending resumed", zap.Duration("paused_for", d))
-				}
+			if d := t.Sent(); d > 0 {
+				c.log.Info("sending resumed", zap.Duration("paused_for", d))
 			}
 			return nil
 		case !errors.As(err, &se):
 			// Not the sender's error type: treat as transient.
-			w.gate.release(probe)
+			t.Released()
 			c.log.Warn("send failed", zap.Error(err))
 			mayBeDelivered = true
 			if p.sending.Err() != nil || p.taking.Err() != nil {
@@ -222,9 +238,7 @@ func (p *partition) send(c *call) (err error) {
 		c.attempts += se.Attempts
 		switch se.Class {
 		case sender.ClassReject:
-			if probe {
-				w.gate.probeDone(true)
-			}
+			t.Sent()
 			c.res, c.se = resultRejected, se
 			if se.Reason() == sender.ReasonOutcomeUnknown {
 				c.res = resultUnknown
@@ -233,19 +247,21 @@ func (p *partition) send(c *call) (err error) {
 			}
 			return nil
 		case sender.ClassPause:
-			wait, started := w.gate.pause(se, se.RetryAfter)
+			wait, started := t.Paused(se, se.RetryAfter)
 			fields := []zap.Field{zap.Int("code", se.Code), zap.String("info", se.Info), zap.Duration("next_probe_in", wait)}
 			if started {
 				c.log.Error("sending paused: the API refuses every event this way; nothing is dead-lettered", fields...)
-			} else if probe {
+			} else if t.Probe() {
 				c.log.Warn("still paused", fields...)
 			}
 		default: // ClassRetry: the retry budget or ctx ran out; hold the record.
 			mayBeDelivered = true
-			if probe {
-				// An answer other than a pause clears it; a probe cut short
-				// by the context (revoked, stopping) proves nothing.
-				w.gate.probeDone(ctx.Err() == nil && se.Attempts > 0)
+			// An answer other than a pause clears a probe; a probe cut short
+			// by the context (revoked, stopping) proves nothing.
+			if ctx.Err() == nil && se.Attempts > 0 {
+				t.Sent()
+			} else {
+				t.Released()
 			}
 			if ctx.Err() != nil || p.taking.Err() != nil {
 				// Stopping, or revoked: no more slots for this partition; the
@@ -259,26 +275,6 @@ func (p *partition) send(c *call) (err error) {
 				return nil
 			}
 			c.log.Warn("send still failing; holding the partition", zap.Error(se))
-		}
-	}
-}
-
-// turn waits for the call's turn: the pause gate first, then a pacing
-// slot. probe says the call is the paused gate's one probe (it must end
-// the probe); leave is when the call should leave. A pause that begins
-// while the call waits for its slot costs the slot: the call goes back to
-// the gate, so it never leaves off the schedule once the pause ends.
-func (p *partition) turn() (probe bool, leave time.Time, err error) {
-	for {
-		if probe, err = p.w.gate.acquire(p.taking); err != nil {
-			return false, time.Time{}, p.ended(err)
-		}
-		if leave, err = p.slot(p.taking); err != nil {
-			p.w.gate.release(probe)
-			return false, time.Time{}, p.ended(err)
-		}
-		if probe || !p.w.gate.closed() {
-			return probe, leave, nil
 		}
 	}
 }
@@ -301,45 +297,6 @@ func (p *partition) ready(c *call) error {
 		c.log = c.log.With(traceFields(c.span)...)
 	}
 	return nil
-}
-
-// slot waits for the partition's next pacing slot and returns when the
-// call should leave: the call schedule's slot middle when the worker keeps
-// one, else a slot of the Sender's own pacing (or now, for a Sender that
-// paces inside SendBody). A slot is worth waiting for only while the
-// partition is ours: once it is revoked (or the worker stops) the wait
-// ends at once, so the member rejoins in time; the next owner resends the
-// call.
-func (p *partition) slot(ctx context.Context) (time.Time, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(p.taking, cancel)
-	defer stop()
-	if p.w.sched != nil {
-		return p.w.sched.wait(ctx, p.tp, p.urgent)
-	}
-	if ss, ok := p.w.send.(SlotSender); ok {
-		if err := ss.Reserve(ctx); err != nil {
-			return time.Time{}, err
-		}
-	}
-	return time.Now(), nil
-}
-
-// pacing returns ctx with the call schedule as the sender's pacing of
-// retries, when the worker keeps one: every retry waits for its slot and
-// leaves at the slot's middle.
-func (p *partition) pacing(ctx context.Context) context.Context {
-	if p.w.sched == nil {
-		return ctx
-	}
-	return sender.WithPacing(ctx, func(c context.Context) error {
-		at, err := p.slot(c)
-		if err != nil {
-			return err
-		}
-		return sleepCtx(c, time.Until(at))
-	})
 }
 
 // delivered records the delivery of c's members: their outcome, the

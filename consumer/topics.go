@@ -3,6 +3,8 @@ package consumer
 import (
 	"sort"
 	"strconv"
+
+	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 )
 
 // topicPartition names one partition of one of the worker's topics.
@@ -12,6 +14,11 @@ type topicPartition struct {
 }
 
 func (tp topicPartition) String() string { return tp.topic + "/" + strconv.Itoa(tp.partition) }
+
+// sched is tp as the call schedule names it.
+func (tp topicPartition) sched() schedule.Partition {
+	return schedule.Partition{Topic: tp.topic, Partition: tp.partition}
+}
 
 // sortPartitions sorts by topic, then partition.
 func sortPartitions(ps []topicPartition) {

@@ -10,13 +10,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/schedule"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -41,7 +42,6 @@ type Worker struct {
 	send    Sender
 	log     *zap.Logger
 	metrics *Metrics
-	gate    *gate
 	conn    *kafkaconn.Conn
 	client  kafkaClient
 	member  *group.Member
@@ -57,10 +57,12 @@ type Worker struct {
 	prop         propagation.TextMapPropagator
 	traceHeaders []string
 	holds        *holds
-	sched        *schedule // nil: the Sender paces
-	fetcher      *kafkaconn.Mux
-	notes        notes
-	reads        *readFailures // partitions whose reading fails, at their read offset
+	// sched is the call schedule: the pause gate and, with an AppRate, the
+	// slots the group shares through the claims log.
+	sched   *schedule.Schedule
+	fetcher *kafkaconn.Mux
+	notes   notes
+	reads   *readFailures // partitions whose reading fails, at their read offset
 	// kafkaErr is the last group error (a failed join, say).
 	kafkaErr atomic.Value
 
@@ -125,20 +127,15 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.delivered = newDeliveredLog(conn, cfg)
 		w.delivered.by = cfg.GroupID
 	}
-	w.gate = newGate(cfg.PauseInitial, cfg.PauseMax, cfg.Metrics.setPaused)
+	sc := schedule.Config{Rate: cfg.AppRate, Refresh: cfg.ScheduleRefresh, PauseInitial: cfg.PauseInitial, PauseMax: cfg.PauseMax,
+		Logger: cfg.Logger.Named("schedule"), Observer: scheduleMetrics{cfg.Metrics}}
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
-		slots := &kafkaSlots{conn: conn, topic: cfg.SlotTopic}
-		w.sched = newSchedule(cfg.AppRate, cfg.ScheduleRefresh, clockwork.NewRealClock(), slots, cfg.Logger.Named("schedule"),
-			cfg.Metrics)
-		w.sched.groupPause = func(r claimRecord) {
-			if err := w.gate.remote(r); err != nil {
-				w.log.Warn("claims log: ignoring a record out of bounds", zap.String("topic", cfg.SlotTopic), zap.Error(err))
-			}
-		}
-		w.gate.publish = w.sched.publish
-		w.gate.member = w.sched.id
-		w.gate.takeover = 2*time.Second + 2*w.sched.period
+		sc.Log = schedule.NewKafkaLog(conn, cfg.SlotTopic)
 	}
+	if ss, ok := s.(SlotSender); ok {
+		sc.Pace = ss.Reserve // no AppRate: the Sender's own pacing
+	}
+	w.sched = schedule.New(sc)
 	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
 		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
@@ -159,12 +156,12 @@ func (w *Worker) Ready() (bool, string) {
 	}
 	var why []string
 	why = append(why, w.reads.lines(w.cfg.Now(), w.cfg.StuckAfter)...)
-	if w.sched != nil {
-		if err := w.sched.logError(); err != nil {
+	if w.sched.Paced() {
+		if err := w.sched.LogError(); err != nil {
 			why = append(why, fmt.Sprintf("the claims log (KAFKA_SLOT_TOPIC %s) is unusable, so no call can be granted: %v", w.cfg.SlotTopic, err))
 		}
 	}
-	if paused, since, cause := w.gate.state(); paused {
+	if paused, since, cause := w.sched.Paused(); paused {
 		why = append(why, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause))
 	}
 	if s := w.stuckSummary(); s != "" {
@@ -189,14 +186,14 @@ func readyText(lines []string) string {
 		lines = append(lines[:readyMaxLines-1:readyMaxLines-1], fmt.Sprintf("... and %d more", n-readyMaxLines+1))
 	}
 	for i, l := range lines {
-		lines[i] = cutOutside(l, readyMaxLine)
+		lines[i] = wire.Cut(wire.Printable(l), readyMaxLine)
 	}
 	return strings.Join(lines, "\n")
 }
 
 // Paused reports whether sending is paused.
 func (w *Worker) Paused() bool {
-	p, _, _ := w.gate.state()
+	p, _, _ := w.sched.Paused()
 	return p
 }
 
@@ -239,6 +236,25 @@ func (w *Worker) watchPartitions(genCtx context.Context) bool {
 	}
 }
 
+// partitions reads the partitions of the source topics (bulk, urgent),
+// as the cluster has them now.
+func (w *Worker) partitions(ctx context.Context) (all, urgent []schedule.Partition, err error) {
+	byTopic, err := w.member.Partitions(ctx, w.topics())
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, t := range w.topics() {
+		for _, id := range byTopic[t] {
+			if t == w.cfg.Topic {
+				all = append(all, schedule.Partition{Topic: t, Partition: id})
+			} else {
+				urgent = append(urgent, schedule.Partition{Topic: t, Partition: id})
+			}
+		}
+	}
+	return all, urgent, nil
+}
+
 // topics returns the source topics: the bulk topic, then the urgent one.
 func (w *Worker) topics() []string {
 	if w.cfg.UrgentTopic != "" {
@@ -254,9 +270,9 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 	if w.cfg.ReceiptTopic != "" {
 		topics = append(topics, w.cfg.ReceiptTopic)
 	}
-	if w.sched != nil {
-		if err := w.checkSlotTopic(ctx); err != nil {
-			return err
+	if w.sched.Paced() {
+		if err := schedule.EnsureLog(ctx, w.conn, w.cfg.SlotTopic, w.log); err != nil {
+			return fmt.Errorf("consumer: %w", err)
 		}
 	}
 	if w.delivered != nil {
@@ -288,39 +304,6 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 	return nil
 }
 
-// checkSlotTopic verifies that the claims log (SlotTopic) is a topic of
-// one partition, creating it when missing. A claims log of several
-// partitions is a configuration error. One that is missing and cannot be
-// created (no CREATE permission) is logged as an error and the worker
-// runs on: alone it needs no claims log; with other members its calls wait
-// for the log, and /readyz says so.
-func (w *Worker) checkSlotTopic(ctx context.Context) error {
-	name := w.cfg.SlotTopic
-	parts, err := w.conn.Partitions(ctx, name)
-	if err != nil && errors.Is(err, kafka.UnknownTopicOrPartition) {
-		w.log.Info("creating the claims log topic (one partition)", zap.String("topic", name))
-		// Members need the last records alone: ten minutes of them, in
-		// segments of ten minutes so retention can delete them.
-		if cerr := w.conn.CreateTopic(ctx, name, 1, kafka.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "600000"},
-			kafka.ConfigEntry{ConfigName: "segment.ms", ConfigValue: "600000"}); cerr != nil {
-			w.log.Error("the claims log topic (KAFKA_SLOT_TOPIC) is missing and cannot be created: create it with one partition, "+
-				"or grant the worker CREATE on it; until then a worker alone sends, and workers sharing the group's partitions wait",
-				zap.String("topic", name), zap.Error(cerr))
-			return nil
-		}
-		parts, err = w.conn.Partitions(ctx, name)
-	}
-	if err != nil {
-		w.log.Error("the claims log topic (KAFKA_SLOT_TOPIC) is not usable yet", zap.String("topic", name), zap.Error(err))
-		return nil
-	}
-	if len(parts) != 1 {
-		return fmt.Errorf("consumer: claims log topic (KAFKA_SLOT_TOPIC) %q has %d partitions; it needs exactly one "+
-			"(Kafka's order on one partition decides whose call goes first)", name, len(parts))
-	}
-	return nil
-}
-
 // Run consumes until ctx ends, then drains: the in-flight send of each
 // partition finishes (bounded by DrainTimeout), final outcomes are
 // committed, and the group is left (a static member keeps its place). It
@@ -333,9 +316,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var scheduleAndFetch sync.WaitGroup // the call schedule and the fetch mux, stopped after the drain
 	schedCtx, stopSchedule := context.WithCancel(context.Background())
 	defer stopSchedule()
-	if w.sched != nil {
-		scheduleAndFetch.Go(func() { w.sched.run(schedCtx) })
-	}
+	scheduleAndFetch.Go(func() { w.sched.Run(schedCtx) })
 	scheduleAndFetch.Go(func() { w.fetcher.Run(schedCtx) })
 	var fatal error
 	for ctx.Err() == nil {
@@ -405,13 +386,17 @@ func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error
 	}
 	w.metrics.setAssigned(len(parts), w.released)
 	w.released = parts
-	if w.sched != nil {
-		if v, err := w.partitions(ctx); err == nil {
-			w.sched.setView(v)
+	if w.sched.Paced() {
+		if all, urgent, err := w.partitions(ctx); err == nil {
+			w.sched.SetView(all, urgent)
 		} else {
 			w.log.Warn("cannot read the source topics' partitions; the call schedule keeps the last ones", zap.Error(err))
 		}
-		w.sched.setMine(parts)
+		mine := make([]schedule.Partition, len(parts))
+		for i, tp := range parts {
+			mine[i] = tp.sched()
+		}
+		w.sched.SetMine(mine)
 	}
 	w.joined.Store(true)
 	w.kafkaErr.Store("")

@@ -146,6 +146,11 @@ func (c *Conn) CreateTopic(ctx context.Context, name string, partitions int, con
 // Partitions returns the partition ids of topic, sorted.
 func (c *Conn) Partitions(ctx context.Context, topic string) ([]int, error) {
 	md, err := c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err == nil && len(md.Topics) == 1 && errors.Is(md.Topics[0].Error, kafka.UnknownTopicOrPartition) {
+		// Unknown to the cached metadata, which the answer had read again
+		// (Rediscover): created since, perhaps by another client.
+		md, err = c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/listoffsets"
+	meta "github.com/segmentio/kafka-go/protocol/metadata"
 	"github.com/segmentio/kafka-go/protocol/produce"
 )
 
@@ -66,9 +67,17 @@ func routingCode(code int16) bool {
 }
 
 // movedInAnswer reports whether an answer names a partition whose leader
-// moved (fetch, produce and list offsets).
+// moved (fetch, produce and list offsets), or a metadata answer (from the
+// cache) names a topic or partition it does not know: created since, by
+// another client perhaps.
 func movedInAnswer(resp protocol.Message) bool {
 	switch r := resp.(type) {
+	case *meta.Response:
+		for _, t := range r.Topics {
+			if t.ErrorCode == int16(kafka.UnknownTopicOrPartition) {
+				return true
+			}
+		}
 	case *answer:
 		if routingCode(r.errorCode) {
 			return true

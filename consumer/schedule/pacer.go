@@ -1,4 +1,4 @@
-package consumer
+package schedule
 
 import (
 	"context"
@@ -48,12 +48,13 @@ import (
 
 // view is the partitions of the source topics, the same for every member.
 type view struct {
-	all       []topicPartition // every bulk partition
-	allUrgent []topicPartition // every urgent partition
+	all       []Partition // every bulk partition
+	allUrgent []Partition // every urgent partition
 }
 
-// slotLog is the claims log as the schedule uses it.
-type slotLog interface {
+// ClaimsLog is the claims log as the schedule uses it: NewKafkaLog's, or
+// a test's in memory.
+type ClaimsLog interface {
 	// bootstrap returns the offset to read from and the chain's state just
 	// before it (the last record's snapshot; empty for an empty log).
 	bootstrap(ctx context.Context) (int64, chainState, error)
@@ -73,14 +74,14 @@ type slotRecord struct {
 // schedule is the call schedule: partitions wait for a call (wait) and
 // report how it was answered (answered); the worker starts it (run) and
 // tells it which partitions are this member's (setMine).
-type schedule struct {
+type pacer struct {
 	period  time.Duration
 	refresh time.Duration
 	clock   clockwork.Clock
 	log     *zap.Logger
-	metrics *Metrics
+	obs     Observer
 	id      string // this member in the claims log
-	slots   slotLog
+	slots   ClaimsLog
 	// groupPause receives other members' pause and resume records.
 	groupPause func(r claimRecord)
 
@@ -89,7 +90,7 @@ type schedule struct {
 	// once).
 	newerSeen bool
 	view      view
-	mine      map[topicPartition]bool
+	mine      map[Partition]bool
 	waiting   []*slotWaiter
 	skip      int // calls to leave unused after a 10023 (another sender)
 	strikes   int // 10023 answers in a row
@@ -125,7 +126,7 @@ type claim struct {
 }
 
 type slotWaiter struct {
-	partition topicPartition
+	partition Partition
 	urgent    bool
 	granted   chan struct{}
 	at        time.Time // when the call should leave
@@ -148,18 +149,21 @@ const claimLost = 10 * time.Second
 // newSchedule returns the schedule of an app whose rate is rate calls a
 // second. slots is the claims log; refresh bounds how long the grant loop
 // sleeps when nothing wakes it.
-func newSchedule(rate float64, refresh time.Duration, clock clockwork.Clock, slots slotLog, log *zap.Logger, m *Metrics) *schedule {
+func newPacer(rate float64, refresh time.Duration, clock clockwork.Clock, slots ClaimsLog, log *zap.Logger, obs Observer) *pacer {
+	if obs == nil {
+		obs = noObserver{}
+	}
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	return &schedule{
+	return &pacer{
 		period:  time.Duration(float64(time.Second) * slotMargin / rate),
 		refresh: refresh,
 		clock:   clock,
 		slots:   slots,
 		log:     log,
-		metrics: m,
+		obs:     obs,
 		id:      hex.EncodeToString(b),
-		mine:    map[topicPartition]bool{},
+		mine:    map[Partition]bool{},
 		changed: make(chan struct{}, 1),
 		wrote:   make(chan struct{}, 1),
 	}
@@ -172,23 +176,23 @@ func wake(ch chan struct{}) {
 	}
 }
 
-func (s *schedule) poke() {
+func (s *pacer) poke() {
 	wake(s.changed)
 	wake(s.wrote)
 }
 
 // lead is how long before its time a call is granted: time for the
 // caller to pack and record it, so the call itself leaves on time.
-func (s *schedule) lead() time.Duration { return min(s.period/3, 150*time.Millisecond) }
+func (s *pacer) lead() time.Duration { return min(s.period/3, 150*time.Millisecond) }
 
 // horizon is how far ahead of an urgent claim grants are fixed: more
 // than the lead plus the time a claim takes to reach every member.
-func (s *schedule) horizon() time.Duration { return s.lead() + 100*time.Millisecond }
+func (s *pacer) horizon() time.Duration { return s.lead() + 100*time.Millisecond }
 
 // setMine records the partitions this member owns (a new generation).
-func (s *schedule) setMine(parts []topicPartition) {
+func (s *pacer) setMine(parts []Partition) {
 	s.mu.Lock()
-	s.mine = map[topicPartition]bool{}
+	s.mine = map[Partition]bool{}
 	for _, p := range parts {
 		s.mine[p] = true
 	}
@@ -198,7 +202,7 @@ func (s *schedule) setMine(parts []topicPartition) {
 
 // setView records the partitions of the source topics (read once a
 // generation: a change of their number makes a new generation).
-func (s *schedule) setView(v view) {
+func (s *pacer) setView(v view) {
 	sortPartitions(v.all)
 	sortPartitions(v.allUrgent)
 	s.mu.Lock()
@@ -209,11 +213,11 @@ func (s *schedule) setView(v view) {
 
 // aloneLocked reports whether this member owns every partition of the
 // source topics.
-func (s *schedule) aloneLocked() bool {
+func (s *pacer) aloneLocked() bool {
 	if len(s.view.all) == 0 {
 		return false
 	}
-	for _, l := range [][]topicPartition{s.view.all, s.view.allUrgent} {
+	for _, l := range [][]Partition{s.view.all, s.view.allUrgent} {
 		for _, p := range l {
 			if !s.mine[p] {
 				return false
@@ -226,7 +230,7 @@ func (s *schedule) aloneLocked() bool {
 // pickLocked returns the index of the waiter to grant the next call to
 // (urgent first), or -1 when the member leaves this call unused after a
 // 10023 (urgent callers never give way).
-func (s *schedule) pickLocked() int {
+func (s *pacer) pickLocked() int {
 	for j, w := range s.waiting {
 		if w.urgent {
 			return j
@@ -240,7 +244,7 @@ func (s *schedule) pickLocked() int {
 }
 
 // grantLocked grants waiter i a call leaving at at.
-func (s *schedule) grantLocked(i int, at time.Time) {
+func (s *pacer) grantLocked(i int, at time.Time) {
 	w := s.waiting[i]
 	s.waiting = slices.Delete(s.waiting, i, i+1)
 	w.at = at
@@ -251,7 +255,7 @@ func (s *schedule) grantLocked(i int, at time.Time) {
 // returns a little before the call should leave (the lead), with that
 // time, so a caller can pack its call first; it must not send before.
 // Urgent waiters go before all others.
-func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bool) (time.Time, error) {
+func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (time.Time, error) {
 	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, w)
@@ -276,7 +280,7 @@ func (s *schedule) wait(ctx context.Context, partition topicPartition, urgent bo
 // another sender uses the app too (or a member's clock is off), so this
 // member leaves some of its calls unused (1, 2, then 4 after 10023 answers
 // in a row; urgent events never wait for that); any other answer ends it.
-func (s *schedule) answered(rateLimited bool) {
+func (s *pacer) answered(rateLimited bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !rateLimited {
@@ -289,7 +293,7 @@ func (s *schedule) answered(rateLimited bool) {
 
 // publish appends a record that is not a claim (pause, resume) to the
 // claims log, after the records already queued.
-func (s *schedule) publish(r claimRecord) {
+func (s *pacer) publish(r claimRecord) {
 	s.mu.Lock()
 	s.outbox = append(s.outbox, r)
 	s.mu.Unlock()
@@ -297,7 +301,7 @@ func (s *schedule) publish(r claimRecord) {
 }
 
 // run grants calls and keeps the claims log until ctx ends.
-func (s *schedule) run(ctx context.Context) {
+func (s *pacer) run(ctx context.Context) {
 	var loops sync.WaitGroup
 	loops.Go(func() { s.grant(ctx) })
 	loops.Go(func() { s.read(ctx) })
@@ -306,18 +310,16 @@ func (s *schedule) run(ctx context.Context) {
 }
 
 // grant grants calls until ctx ends.
-func (s *schedule) grant(ctx context.Context) {
+func (s *pacer) grant(ctx context.Context) {
 	for {
 		s.mu.Lock()
 		var wait time.Duration
 		if s.aloneLocked() {
 			wait = s.grantAloneLocked()
-			s.metrics.setShare(1)
-			s.metrics.setRate(float64(time.Second) / float64(s.period))
+			s.obs.Share(1, float64(time.Second)/float64(s.period))
 		} else {
 			wait = s.grantClaimedLocked()
-			s.metrics.setShare(s.share)
-			s.metrics.setRate(s.share * float64(time.Second) / float64(s.period))
+			s.obs.Share(s.share, s.share*float64(time.Second)/float64(s.period))
 		}
 		s.mu.Unlock()
 		if !s.sleep(ctx, wait) {
@@ -331,7 +333,7 @@ func (s *schedule) grant(ctx context.Context) {
 // period ago or more, and after every grant of the claims log (calls of
 // members that had partitions a moment ago). It returns how long to wait
 // before looking again.
-func (s *schedule) grantAloneLocked() time.Duration {
+func (s *pacer) grantAloneLocked() time.Duration {
 	s.claims = nil // a lone member claims nothing: unused grants
 	if len(s.waiting) == 0 {
 		return s.refresh // a new waiter pokes the loop
@@ -356,7 +358,7 @@ func (s *schedule) grantAloneLocked() time.Duration {
 // grantClaimedLocked hands this member's grants to its waiters and asks
 // the writer for the claims they need. It returns how long to wait
 // before looking again.
-func (s *schedule) grantClaimedLocked() time.Duration {
+func (s *pacer) grantClaimedLocked() time.Duration {
 	now := s.clock.Now()
 	wait := s.refresh
 	if s.chain != nil {
@@ -369,7 +371,7 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 					// (a very late read).
 					s.claims = slices.Delete(s.claims, i, i+1)
 					i--
-					s.metrics.recordSlot("forfeited")
+					s.obs.Slot("forfeited")
 					continue
 				}
 				if c.written && now.Sub(c.at) > claimLost+s.period {
@@ -388,19 +390,19 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 			s.claims = slices.Delete(s.claims, i, i+1)
 			i--
 			if late := now.Sub(at); late > s.period/2 {
-				s.metrics.recordSlot("forfeited")
+				s.obs.Slot("forfeited")
 				s.log.Debug("grant read back too late; claiming again", zap.Duration("late", late))
 				continue
 			}
 			if len(s.waiting) == 0 {
-				s.metrics.recordSlot("unused")
+				s.obs.Slot("unused")
 				continue
 			}
 			if j := s.pickLocked(); j >= 0 {
 				s.grantLocked(j, maxTime(at, now))
-				s.metrics.recordSlot("used")
+				s.obs.Slot("used")
 			} else {
-				s.metrics.recordSlot("skipped")
+				s.obs.Slot("skipped")
 			}
 			s.last = maxTime(at, now)
 		}
@@ -414,7 +416,7 @@ func (s *schedule) grantClaimedLocked() time.Duration {
 // claimNeededLocked reports whether the waiters need a claim more, and
 // whether it is urgent: one claim for the bulk waiters, one more (urgent)
 // while an urgent caller waits.
-func (s *schedule) claimNeededLocked() (need, urgent bool) {
+func (s *pacer) claimNeededLocked() (need, urgent bool) {
 	if s.aloneLocked() || len(s.waiting) == 0 {
 		return false, false
 	}
@@ -428,7 +430,7 @@ func (s *schedule) claimNeededLocked() (need, urgent bool) {
 
 // write appends claims and queued records to the claims log until ctx
 // ends, retrying with a backoff while the log refuses them.
-func (s *schedule) write(ctx context.Context) {
+func (s *pacer) write(ctx context.Context) {
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
@@ -497,7 +499,7 @@ func (s *schedule) write(ctx context.Context) {
 }
 
 // setLogErrLocked records whether the claims log works, logging changes.
-func (s *schedule) setLogErrLocked(err error) {
+func (s *pacer) setLogErrLocked(err error) {
 	if err == nil && s.logErr != nil {
 		s.log.Info("the claims log works again")
 	}
@@ -506,7 +508,7 @@ func (s *schedule) setLogErrLocked(err error) {
 
 // logError is why the claims log cannot be used now; nil when it can
 // (or when a lone member does not need it).
-func (s *schedule) logError() error {
+func (s *pacer) logError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.aloneLocked() {
@@ -517,7 +519,7 @@ func (s *schedule) logError() error {
 
 // read follows the claims log until ctx ends: the grants of every claim
 // and the group's pause records.
-func (s *schedule) read(ctx context.Context) {
+func (s *pacer) read(ctx context.Context) {
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	fail := func(err error, what string) bool {
@@ -610,7 +612,7 @@ func (s *schedule) read(ctx context.Context) {
 }
 
 // sleep waits d, or until the schedule changes; false when ctx ended.
-func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
+func (s *pacer) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
@@ -623,25 +625,6 @@ func (s *schedule) sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.Chan():
 	}
 	return true
-}
-
-// partitions reads the partitions of the source topics.
-func (w *Worker) partitions(ctx context.Context) (view, error) {
-	var v view
-	byTopic, err := w.member.Partitions(ctx, w.topics())
-	if err != nil {
-		return v, err
-	}
-	for _, t := range w.topics() {
-		for _, id := range byTopic[t] {
-			if t == w.cfg.Topic {
-				v.all = append(v.all, topicPartition{t, id})
-			} else {
-				v.allUrgent = append(v.allUrgent, topicPartition{t, id})
-			}
-		}
-	}
-	return v, nil
 }
 
 func maxTime(a, b time.Time) time.Time {

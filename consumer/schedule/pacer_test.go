@@ -1,4 +1,4 @@
-package consumer
+package schedule
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 // schedRate makes periods of 101 ms (10/s, stretched by the 1% margin).
 const schedRate = 10
 
-func tp(topic string, p int) topicPartition { return topicPartition{topic, p} }
+func tp(topic string, p int) Partition { return Partition{topic, p} }
 
 const ms = int64(time.Millisecond)
 
@@ -171,7 +171,7 @@ type schedHarness struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	loops   sync.WaitGroup
-	members []*schedule
+	members []*pacer
 }
 
 func newSchedHarness(t *testing.T) *schedHarness {
@@ -187,8 +187,8 @@ func newSchedHarness(t *testing.T) *schedHarness {
 
 // member starts a member's schedule owning mine of the partitions in v
 // (its grant, read and write loops; the view is set by the test).
-func (h *schedHarness) member(v view, mine ...topicPartition) *schedule {
-	s := newSchedule(schedRate, 200*time.Millisecond, h.clock, h.slots, zap.NewNop(), nil)
+func (h *schedHarness) member(v view, mine ...Partition) *pacer {
+	s := newPacer(schedRate, 200*time.Millisecond, h.clock, h.slots, zap.NewNop(), nil)
 	s.setView(v)
 	s.setMine(mine)
 	h.loops.Go(func() { s.grant(h.ctx) })
@@ -201,13 +201,13 @@ func (h *schedHarness) member(v view, mine ...topicPartition) *schedule {
 // grant is one call granted to a waiter.
 type grant struct {
 	member  int
-	part    topicPartition
+	part    Partition
 	at      time.Time // when the call leaves
 	granted time.Time // the fake time it was granted
 }
 
 // waitFor registers a waiter on s and returns a channel with its grant.
-func (h *schedHarness) waitFor(s *schedule, member int, p topicPartition, urgent bool) <-chan grant {
+func (h *schedHarness) waitFor(s *pacer, member int, p Partition, urgent bool) <-chan grant {
 	out := make(chan grant, 1)
 	before := s.waiters()
 	go func() {
@@ -225,7 +225,7 @@ func (h *schedHarness) waitFor(s *schedule, member int, p topicPartition, urgent
 }
 
 // waiters is how many callers wait for a call.
-func (s *schedule) waiters() int {
+func (s *pacer) waiters() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.waiting)
@@ -233,7 +233,7 @@ func (s *schedule) waiters() int {
 
 // quiet reports whether s has nothing on its way through the claims log:
 // every claim read back, nothing queued to write, no claim needed.
-func (s *schedule) quiet() bool {
+func (s *pacer) quiet() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if need, _ := s.claimNeededLocked(); s.chain == nil || len(s.outbox) > 0 || !s.took.IsZero() || need {
@@ -294,7 +294,7 @@ func (h *schedHarness) until(rounds int, chans ...<-chan grant) []grant {
 func TestScheduleClaims(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	v := view{all: []topicPartition{a, b}}
+	v := view{all: []Partition{a, b}}
 	sa := h.member(v, a)
 	sb := h.member(v, b)
 	start := h.clock.Now()
@@ -349,7 +349,7 @@ func checkSpacing(t *testing.T, gs []grant, period time.Duration) {
 func TestScheduleUrgentFirst(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b, u := tp("t", 0), tp("t", 1), tp("u", 0)
-	v := view{all: []topicPartition{a, b}, allUrgent: []topicPartition{u}}
+	v := view{all: []Partition{a, b}, allUrgent: []Partition{u}}
 	sa := h.member(v, a)
 	sb := h.member(v, b, u)
 	h.until(2, h.waitFor(sa, 0, a, false)) // a call now: the next claims queue
@@ -358,8 +358,8 @@ func TestScheduleUrgentFirst(t *testing.T) {
 	h.until(0) // both claims in the log: a period and two periods ahead
 	cu := h.waitFor(sb, 1, u, true)
 	got := h.until(6, ca, cb, cu)
-	order := []topicPartition{got[0].part, got[1].part, got[2].part}
-	if want := []topicPartition{a, u, b}; !reflect.DeepEqual(order, want) {
+	order := []Partition{got[0].part, got[1].part, got[2].part}
+	if want := []Partition{a, u, b}; !reflect.DeepEqual(order, want) {
 		t.Errorf("calls in order %v, want %v: the urgent call passes the bulk call beyond the horizon", order, want)
 	}
 	checkSpacing(t, got, sa.period)
@@ -370,7 +370,7 @@ func TestScheduleUrgentFirst(t *testing.T) {
 func TestScheduleBacksOffAfter10023(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	s := h.member(view{all: []topicPartition{a, b}}, a) // another member owns b
+	s := h.member(view{all: []Partition{a, b}}, a) // another member owns b
 	prev := h.until(4, h.waitFor(s, 0, a, false))[0].at
 	for _, tc := range []struct {
 		limited bool
@@ -389,7 +389,7 @@ func TestScheduleBacksOffAfter10023(t *testing.T) {
 func TestScheduleWaitCancelled(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	s := h.member(view{all: []topicPartition{a, b}}, a)
+	s := h.member(view{all: []Partition{a, b}}, a)
 	h.until(2, h.waitFor(s, 0, a, false)) // the next call waits a period
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
@@ -415,7 +415,7 @@ func TestScheduleWaitCancelled(t *testing.T) {
 func TestScheduleAlone(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b, u := tp("t", 0), tp("t", 1), tp("u", 0)
-	v := view{all: []topicPartition{a, b}, allUrgent: []topicPartition{u}}
+	v := view{all: []Partition{a, b}, allUrgent: []Partition{u}}
 	s := h.member(v, a, b, u)
 	start := h.clock.Now()
 	first := <-h.waitFor(s, 0, a, false)
@@ -459,7 +459,7 @@ func TestScheduleAlone(t *testing.T) {
 	}
 	h.slots.mu.Unlock()
 	// Another member takes b: its first call comes a period after g.
-	s.setMine([]topicPartition{a, u})
+	s.setMine([]Partition{a, u})
 	other := h.member(v, b)
 	o := h.until(6, h.waitFor(other, 1, b, false))[0]
 	if d := o.at.Sub(g.at); d < s.period {
@@ -484,11 +484,11 @@ func TestScheduleClockSkew(t *testing.T) {
 	const skew = 30 * time.Millisecond
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	v := view{all: []topicPartition{a, b}}
+	v := view{all: []Partition{a, b}}
 	sa := h.member(v, a)
-	sb := newSchedule(schedRate, 200*time.Millisecond, skewedClock{h.clock, skew}, h.slots, zap.NewNop(), nil)
+	sb := newPacer(schedRate, 200*time.Millisecond, skewedClock{h.clock, skew}, h.slots, zap.NewNop(), nil)
 	sb.setView(v)
-	sb.setMine([]topicPartition{b})
+	sb.setMine([]Partition{b})
 	h.loops.Go(func() { sb.grant(h.ctx) })
 	h.loops.Go(func() { sb.read(h.ctx) })
 	h.loops.Go(func() { sb.write(h.ctx) })
@@ -514,7 +514,7 @@ func TestScheduleClockSkew(t *testing.T) {
 func TestScheduleClaimPrunedBeforeUse(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
-	s := h.member(view{all: []topicPartition{a, b}}, a)
+	s := h.member(view{all: []Partition{a, b}}, a)
 	h.until(2, h.waitFor(s, 0, a, false)) // the log is read
 	s.mu.Lock()
 	s.claims = append(s.claims, &claim{seq: 99, written: true, read: true, at: h.clock.Now()})

@@ -1,0 +1,258 @@
+package schedule
+
+import (
+	"context"
+	"math"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.uber.org/zap"
+)
+
+// Partition names one partition of a source topic.
+type Partition struct {
+	Topic     string
+	Partition int
+}
+
+func (p Partition) String() string { return p.Topic + "/" + strconv.Itoa(p.Partition) }
+
+// sortPartitions sorts by topic, then partition.
+func sortPartitions(ps []Partition) {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].Topic != ps[j].Topic {
+			return ps[i].Topic < ps[j].Topic
+		}
+		return ps[i].Partition < ps[j].Partition
+	})
+}
+
+// Observer sees what the schedule does (metrics). Its methods must not
+// block.
+type Observer interface {
+	// Paused says whether sending is paused now.
+	Paused(paused bool)
+	// Slot counts a grant of this member: "used", "unused" (nobody
+	// waited), "skipped" (left unused after a 10023) or "forfeited" (read
+	// back too late).
+	Slot(use string)
+	// Share is this member's part of the group's recent calls and the
+	// rate it makes (calls a second).
+	Share(share, rate float64)
+}
+
+type noObserver struct{}
+
+func (noObserver) Paused(bool)            {}
+func (noObserver) Slot(string)            {}
+func (noObserver) Share(float64, float64) {}
+
+// Config configures a Schedule.
+type Config struct {
+	// Rate is the app's limit (calls a second) that the group shares
+	// through the claims log. Zero (or +Inf) keeps no schedule: the pause
+	// gate alone, and each turn's time comes from Pace.
+	Rate float64
+	// Log is the claims log; required with a Rate (NewKafkaLog).
+	Log ClaimsLog
+	// Pace, without a Rate, waits for the caller's own pacing (a sender
+	// that paces itself) and may be nil (calls leave at once).
+	Pace func(ctx context.Context) error
+	// Refresh bounds how long the grant loop sleeps when nothing wakes it.
+	Refresh time.Duration
+	// PauseInitial and PauseMax bound the backoff between probes while
+	// paused.
+	PauseInitial, PauseMax time.Duration
+	// Clock is the slots' clock; nil is the real one.
+	Clock clockwork.Clock
+	// Logger logs the claims log's troubles; nil logs nothing.
+	Logger *zap.Logger
+	// Observer sees pauses and grants; nil sees nothing.
+	Observer Observer
+}
+
+// Schedule decides when each call of this member leaves: the pause gate
+// first (while the API refuses every call, one probe at a time), then a
+// slot of the app's rate shared by the group. A caller takes a turn
+// (Take), makes its call, and ends the turn exactly once: Sent, Paused or
+// Released.
+type Schedule struct {
+	gate  *gate
+	slots *pacer // nil without a Rate
+	pace  func(ctx context.Context) error
+	log   *zap.Logger
+}
+
+// New returns the schedule cfg describes; Run runs it.
+func New(cfg Config) *Schedule {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = noObserver{}
+	}
+	s := &Schedule{gate: newGate(cfg.PauseInitial, cfg.PauseMax, obs.Paused), pace: cfg.Pace, log: log}
+	if cfg.Rate > 0 && !math.IsInf(cfg.Rate, 1) {
+		clock := cfg.Clock
+		if clock == nil {
+			clock = clockwork.NewRealClock()
+		}
+		p := newPacer(cfg.Rate, cfg.Refresh, clock, cfg.Log, log, obs)
+		p.groupPause = func(r claimRecord) {
+			if err := s.gate.remote(r); err != nil {
+				log.Warn("claims log: ignoring a record out of bounds", zap.Error(err))
+			}
+		}
+		s.gate.publish, s.gate.member = p.publish, p.id
+		s.gate.takeover = 2*time.Second + 2*p.period
+		s.slots = p
+	}
+	return s
+}
+
+// Paced reports whether the schedule keeps slots of a rate (through the
+// claims log), rather than the pause gate alone.
+func (s *Schedule) Paced() bool { return s.slots != nil }
+
+// Run keeps the slots (grants, the claims log) until ctx ends. Without a
+// Rate it returns at once.
+func (s *Schedule) Run(ctx context.Context) {
+	if s.slots != nil {
+		s.slots.run(ctx)
+	}
+}
+
+// SetView records every partition of the source topics (bulk and urgent),
+// the same for every member: read once a generation.
+func (s *Schedule) SetView(all, urgent []Partition) {
+	if s.slots != nil {
+		s.slots.setView(view{all: append([]Partition(nil), all...), allUrgent: append([]Partition(nil), urgent...)})
+	}
+}
+
+// SetMine records the partitions this member owns (a new generation).
+func (s *Schedule) SetMine(parts []Partition) {
+	if s.slots != nil {
+		s.slots.setMine(parts)
+	}
+}
+
+// Answered records how an attempt was answered: a frequency-limit answer
+// (rateLimited) means another sender uses the app too, so this member
+// leaves some of its slots unused; any other answer ends that.
+func (s *Schedule) Answered(rateLimited bool) {
+	if s.slots != nil {
+		s.slots.answered(rateLimited)
+	}
+}
+
+// LogError is why the claims log cannot be used now; nil when it can, or
+// when this member needs none (alone, or no Rate).
+func (s *Schedule) LogError() error {
+	if s.slots == nil {
+		return nil
+	}
+	return s.slots.logError()
+}
+
+// Paused reports whether sending is paused, since when and why.
+func (s *Schedule) Paused() (paused bool, since time.Time, cause error) { return s.gate.state() }
+
+// Turn is one call's turn: when it leaves, and whether it is the paused
+// gate's one probe. It ends exactly once, by Sent, Paused or Released;
+// later ends do nothing.
+type Turn struct {
+	s         *Schedule
+	partition Partition
+	urgent    bool
+	probe     bool
+	ended     bool
+	// Leave is when the call should leave (not before).
+	Leave time.Time
+}
+
+// Take waits for partition's next turn (urgent turns go before all
+// others): the gate open, or this caller the paused gate's one probe; then
+// a slot. A pause that begins while the caller waits for its slot costs
+// the slot: the caller goes back to the gate, so no call leaves off the
+// schedule once a pause ends. The error is ctx's when it ended first.
+func (s *Schedule) Take(ctx context.Context, partition Partition, urgent bool) (*Turn, error) {
+	for {
+		probe, err := s.gate.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		t := &Turn{s: s, partition: partition, urgent: urgent, probe: probe}
+		if t.Leave, err = t.slot(ctx); err != nil {
+			s.gate.release(probe)
+			return nil, err
+		}
+		if probe || !s.gate.closed() {
+			return t, nil
+		}
+	}
+}
+
+// slot waits for the turn's slot: the schedule's, else the caller's own
+// pacing (or now).
+func (t *Turn) slot(ctx context.Context) (time.Time, error) {
+	if t.s.slots != nil {
+		return t.s.slots.wait(ctx, t.partition, t.urgent)
+	}
+	if t.s.pace != nil {
+		if err := t.s.pace(ctx); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Now(), nil
+}
+
+// Retry waits for one more slot inside the turn, for an attempt that
+// retries the call (the gate was passed), and returns when it leaves.
+func (t *Turn) Retry(ctx context.Context) (time.Time, error) { return t.slot(ctx) }
+
+// Probe reports whether the turn is the paused gate's one probe.
+func (t *Turn) Probe() bool { return t.probe }
+
+// end reports whether the turn was still open, and ends it.
+func (t *Turn) end() bool {
+	if t == nil || t.ended {
+		return false
+	}
+	t.ended = true
+	return true
+}
+
+// Sent ends the turn with an answer of the API other than a pause (OK, a
+// rejection, or a retryable answer that came back): a probe's answer opens
+// the gate for every member. It returns how long sending was paused when
+// this opened the gate, else zero.
+func (t *Turn) Sent() (pausedFor time.Duration) {
+	if !t.end() || !t.probe {
+		return 0
+	}
+	return t.s.gate.probeDone(true)
+}
+
+// Paused ends the turn with a pause-class answer (cause): the gate closes
+// for every member, and its next probe comes after the backoff, not
+// before minWait. It returns the wait before the next probe and whether
+// this answer started the pause.
+func (t *Turn) Paused(cause error, minWait time.Duration) (wait time.Duration, started bool) {
+	if !t.end() {
+		return 0, false
+	}
+	return t.s.gate.pause(cause, minWait)
+}
+
+// Released ends the turn without an answer (nothing sent, the call cut
+// short, a network failure): another caller may probe.
+func (t *Turn) Released() {
+	if t.end() {
+		t.s.gate.release(t.probe)
+	}
+}
