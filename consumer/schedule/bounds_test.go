@@ -45,3 +45,31 @@ func TestClaimsBounds(t *testing.T) {
 		t.Errorf("a pause within PAUSE_MAX: %v, closed %v; want obeyed", err, g.closed())
 	}
 }
+
+// FuzzDecodeClaim: any bytes in the claims log decode to a record within
+// bounds or a short error, and a decoded record applies to a chain (and
+// its snapshot to a new one) without a panic.
+func FuzzDecodeClaim(f *testing.F) {
+	now := time.Now().UnixNano()
+	f.Add(encodeClaim(claimRecord{V: claimsVersion, By: "m1", Seq: 1, TS: now}))
+	f.Add(encodeClaim(claimRecord{By: "m2", TS: now, Urgent: true, State: chainState{Seen: 3, Latest: now,
+		Grants: []slotGrant{{By: "m1", Seq: 1, TS: now, At: now}}}}))
+	f.Add(encodeClaim(claimRecord{By: "m3", TS: now, Pause: &pauseRecord{Code: 10007, Info: "off", Next: now + 1e9}}))
+	f.Add([]byte(`{"v":2,"by":"x","ts":1,"state":{"seen":-5,"grants":[{"at":-1}]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeClaim(b)
+		if err != nil {
+			if len(err.Error()) > 400 {
+				t.Errorf("an error of %d bytes", len(err.Error()))
+			}
+			return
+		}
+		if len(r.By) > 512 || len(r.State.Grants) > 10_000 {
+			t.Errorf("decoded out of bounds: by %d bytes, %d grants", len(r.By), len(r.State.Grants))
+		}
+		c := newChain(100*time.Millisecond, 250*time.Millisecond, chainState{Seen: -1})
+		c.apply(0, r)
+		c.apply(1, r)
+		newChain(100*time.Millisecond, 250*time.Millisecond, r.State).apply(r.State.Seen+1, r)
+	})
+}

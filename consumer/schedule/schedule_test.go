@@ -1,0 +1,76 @@
+package schedule
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// recorder is an Observer that keeps what it saw.
+type recorder struct{ paused []bool }
+
+func (r *recorder) Paused(p bool)          { r.paused = append(r.paused, p) }
+func (r *recorder) Slot(string)            {}
+func (r *recorder) Share(float64, float64) {}
+
+// TestTurns: without a rate a turn leaves after the caller's own pacing;
+// a turn answered with a pause closes the gate (the observer sees it) and
+// the next turn is the one probe, after the backoff; a probe released
+// without an answer lets another caller probe; a probe that is sent opens
+// the gate; a turn ends once (a second end changes nothing).
+func TestTurns(t *testing.T) {
+	paced := 0
+	obs := &recorder{}
+	s := New(Config{PauseInitial: 20 * time.Millisecond, PauseMax: 40 * time.Millisecond, Observer: obs,
+		Pace: func(context.Context) error { paced++; return nil }})
+	if s.Paced() {
+		t.Fatal("a schedule without a rate keeps slots")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p := Partition{Topic: "t", Partition: 0}
+	turn, err := s.Take(ctx, p, false)
+	if err != nil || turn.Probe() || paced != 1 || time.Since(turn.Leave) > time.Second {
+		t.Fatalf("open gate: %+v, %v, paced %d; want a turn now, after the caller's pacing", turn, err, paced)
+	}
+	wait, started := turn.Paused(errors.New("10007"), 0)
+	if !started || wait <= 0 {
+		t.Fatalf("Paused = %v, %v; want the pause started with a wait", wait, started)
+	}
+	if again, started := turn.Paused(errors.New("again"), time.Hour); again != 0 || started {
+		t.Error("a second end of a turn changed the gate")
+	}
+	if paused, _, cause := s.Paused(); !paused || cause.Error() != "10007" {
+		t.Fatalf("after a pause: paused %v (%v)", paused, cause)
+	}
+
+	probe, err := s.Take(ctx, p, false)
+	if err != nil || !probe.Probe() {
+		t.Fatalf("the turn after the backoff = %+v, %v; want the probe", probe, err)
+	}
+	// While the probe is out nobody else gets a turn.
+	short, stop := context.WithTimeout(ctx, 60*time.Millisecond)
+	if _, err := s.Take(short, p, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second caller during the probe = %v, want to wait", err)
+	}
+	stop()
+	probe.Released()
+	probe.Sent() // ended already: must not open the gate
+	if paused, _, _ := s.Paused(); !paused {
+		t.Fatal("a released probe opened the gate")
+	}
+	second, err := s.Take(ctx, p, true)
+	if err != nil || !second.Probe() {
+		t.Fatalf("after a released probe: %+v, %v; want another probe", second, err)
+	}
+	if d := second.Sent(); d <= 0 {
+		t.Errorf("the probe's answer opened the gate after %v, want the pause's length", d)
+	}
+	if paused, _, _ := s.Paused(); paused {
+		t.Fatal("a sent probe did not open the gate")
+	}
+	if len(obs.paused) != 2 || !obs.paused[0] || obs.paused[1] {
+		t.Errorf("the observer saw %v, want [true false]", obs.paused)
+	}
+}
