@@ -30,9 +30,9 @@
 //	receipt.go     the receipt write
 //	offsets.go     commits (only a lost generation rejoins; any other
 //	               refusal holds) and the in-flight record read back on resume
-//	observe.go     the path's named points: attempt, outcome, commit (spans,
-//	               metrics, outcome logs, Config.OnOutcome)
-//	trace.go       span making (OpenTelemetry)
+//	observe.go     the path's named points: attempt, outcome, commit, and
+//	               what each makes (spans, metrics, outcome logs,
+//	               Config.OnOutcome)
 //	health.go      holds (sends stuck), read failures, notes for /readyz
 //	wait.go        sleepCtx
 //	metrics.go     Prometheus metrics

@@ -47,7 +47,7 @@ func TestGroupTimeoutDefaults(t *testing.T) {
 
 func TestSettingsPrecedence(t *testing.T) {
 	env := validRunEnv()
-	env["KAFKA_SESSION_TIMEOUT"] = "7s"
+	env["KAFKA_SESSION_TIMEOUT"] = "12s"
 	env["DRAIN_TIMEOUT"] = "3s"
 	c, err := parseRun(process{getenv: envOf(env)}, []string{"--drain-timeout=4s"})
 	if err != nil {
@@ -56,11 +56,11 @@ func TestSettingsPrecedence(t *testing.T) {
 	if got := c.consumer.DrainTimeout; got != 4*time.Second {
 		t.Errorf("DrainTimeout %v: the flag (4s) must win over DRAIN_TIMEOUT (3s)", got)
 	}
-	if got := c.consumer.SessionTimeout; got != 7*time.Second {
-		t.Errorf("SessionTimeout %v: KAFKA_SESSION_TIMEOUT (7s) must win over the default", got)
+	if got := c.consumer.SessionTimeout; got != 12*time.Second {
+		t.Errorf("SessionTimeout %v: KAFKA_SESSION_TIMEOUT (12s) must win over the default", got)
 	}
-	if got := c.consumer.HeartbeatInterval; got != time.Second {
-		t.Errorf("HeartbeatInterval %v: want the default 1s", got)
+	if got := c.consumer.HeartbeatInterval; got != 3*time.Second {
+		t.Errorf("HeartbeatInterval %v: want the default 3s (under a third of the session timeout)", got)
 	}
 	if c.consumer.GroupID != "timbroadcast" || c.httpAddr != ":9090" || c.sender.Rate != 200 {
 		t.Errorf("defaults: group %q http %q rate %v", c.consumer.GroupID, c.httpAddr, c.sender.Rate)
