@@ -26,6 +26,23 @@ func assigned(gen *group.Generation, topic string) []int {
 	return out
 }
 
+// joined is a Join's outcome.
+type joined struct {
+	gen *group.Generation
+	err error
+}
+
+// joinAsync joins m in the background (a join answers once every member
+// has joined) and returns its outcome.
+func joinAsync(ctx context.Context, m *group.Member) <-chan joined {
+	out := make(chan joined, 1)
+	go func() {
+		g, err := m.Join(ctx)
+		out <- joined{g, err}
+	}()
+	return out
+}
+
 // TestMembers: a member alone gets every partition; a second member's join
 // ends the first's generation at its next heartbeat (ErrRebalance); both
 // join the next generation and split the partitions; after the second
@@ -70,12 +87,7 @@ func TestMembers(t *testing.T) {
 	go func() { ended <- a.Heartbeats(hctx, gen) }()
 	b := group.New(kc.Conn, config("g-"+topic, topic, ""))
 	defer b.Close()
-	type joined struct {
-		gen *group.Generation
-		err error
-	}
-	bj := make(chan joined, 1)
-	go func() { g, err := b.Join(ctx); bj <- joined{g, err} }()
+	bj := joinAsync(ctx, b)
 	if err := <-ended; !errors.Is(err, group.ErrRebalance) {
 		t.Fatalf("the first member's heartbeats ended with %v, want ErrRebalance", err)
 	}
@@ -121,12 +133,7 @@ func TestStaticMember(t *testing.T) {
 	a := group.New(kc.Conn, config("g-"+topic, topic, "a"))
 	defer a.Close()
 	b := group.New(kc.Conn, config("g-"+topic, topic, "b"))
-	type joined struct {
-		gen *group.Generation
-		err error
-	}
-	aj := make(chan joined, 1)
-	go func() { g, err := a.Join(ctx); aj <- joined{g, err} }()
+	aj := joinAsync(ctx, a)
 	genB, err := b.Join(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +146,7 @@ func TestStaticMember(t *testing.T) {
 	if genA.ID != genB.ID {
 		// The first to join may have seen a generation alone: both join
 		// the next one.
-		go func() { g, err := a.Join(ctx); aj <- joined{g, err} }()
+		aj = joinAsync(ctx, a)
 		if genB, err = b.Join(ctx); err != nil {
 			t.Fatal(err)
 		}
