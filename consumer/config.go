@@ -44,7 +44,7 @@ type Config struct {
 	// topics.
 	ReceiptTopic string
 	// SlotTopic is the claims log: one partition, shared by the members
-	// of the group to space their calls (schedule.go). Default
+	// of the group to space their calls (package schedule). Default
 	// Topic+".slots"; created at start when missing. Used with AppRate.
 	SlotTopic string
 	// Dialer dials the brokers (TLS, SASL); default kafka.DefaultDialer.
@@ -119,7 +119,7 @@ type Config struct {
 
 	// AppRate is the app's call rate for all replicas together (TIM_RATE).
 	// When set (and finite), calls follow the call schedule that every
-	// member of the group computes alike (schedule.go): calls at least
+	// member of the group computes alike (package schedule): calls at least
 	// 1/AppRate apart, granted through the claims log (SlotTopic) when
 	// several members share the app. The Sender must honour sender.WithPacing (*sender.Client
 	// does). Zero leaves pacing to the Sender.

@@ -176,12 +176,12 @@
 //	delivered log       "v" 1 (above); unknown fields are ignored, an entry
 //	                    of an unknown "v" is not used;
 //	                    testdata/delivered-*.golden
-//	claims record       "v" 1 (none before 0.9.0: read as 1), the consumer
-//	                    package's claims log; unknown fields are ignored, a
+//	claims record       "v" 1 (none before 0.9.0: read as 1), package
+//	                    schedule's claims log; unknown fields are ignored, a
 //	                    record of a later version is applied by its
 //	                    version-1 fields (its writer keeps them true), with
-//	                    a warning; consumer/testdata/grants.golden.json pins
-//	                    the bytes and the grants every member computes
+//	                    a warning; consumer/schedule/testdata/grants.golden.json
+//	                    pins the bytes and the grants every member computes
 //
 // TestRollingUpgrade (cmd/timbroadcast) runs the previous release and this
 // one in one group, both ways.
