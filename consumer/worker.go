@@ -311,6 +311,12 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 // another process joined with this member's GroupInstanceID.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.checkTopics(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Stopped while checking (SIGTERM at start): nothing began,
+			// nothing to drain; the check did not fail.
+			w.log.Info("consumer stopped before it started", zap.NamedError("check", err))
+			return nil
+		}
 		return err
 	}
 	var scheduleAndFetch sync.WaitGroup // the call schedule and the fetch mux, stopped after the drain

@@ -130,32 +130,35 @@ func TestStaticMember(t *testing.T) {
 	topic := kc.Topic(t, "static", 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// a joins alone; b's join ends a's generation (seen by its heartbeat);
+	// both join the next one, which is then stable.
 	a := group.New(kc.Conn, config("g-"+topic, topic, "a"))
 	defer a.Close()
-	b := group.New(kc.Conn, config("g-"+topic, topic, "b"))
-	aj := joinAsync(ctx, a)
-	genB, err := b.Join(ctx)
+	first, err := a.Join(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	ja := <-aj
-	if ja.err != nil {
-		t.Fatal(ja.err)
-	}
-	genA := ja.gen
-	if genA.ID != genB.ID {
-		// The first to join may have seen a generation alone: both join
-		// the next one.
-		aj = joinAsync(ctx, a)
-		if genB, err = b.Join(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ja = <-aj
-		genA = ja.gen
 	}
 	hctx, stop := context.WithCancel(ctx)
 	defer stop()
 	ended := make(chan error, 1)
+	go func() { ended <- a.Heartbeats(hctx, first) }()
+	b := group.New(kc.Conn, config("g-"+topic, topic, "b"))
+	bj := joinAsync(ctx, b)
+	if err := <-ended; !errors.Is(err, group.ErrRebalance) {
+		t.Fatalf("the first member's heartbeats ended with %v, want ErrRebalance", err)
+	}
+	genA, err := a.Join(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb := <-bj
+	if jb.err != nil {
+		t.Fatal(jb.err)
+	}
+	genB := jb.gen
+	if genA.ID != genB.ID {
+		t.Fatalf("a in generation %d, b in %d; want one", genA.ID, genB.ID)
+	}
 	go func() { ended <- a.Heartbeats(hctx, genA) }()
 
 	// b restarts: a new process, the same instance id, no LeaveGroup.
