@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/group"
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -221,24 +222,7 @@ func (o *offsets) readOnce(ctx context.Context) (int64, *wire.InFlight, error) {
 // bounds returns the partition's log start offset and end offset (the high
 // watermark).
 func (o *offsets) bounds(ctx context.Context) (start, end int64, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := o.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
-		o.topic: {kafka.FirstOffsetOf(o.partition), kafka.LastOffsetOf(o.partition)},
-	}})
-	if err != nil {
-		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", o.topic, o.partition, err)
-	}
-	for _, po := range resp.Topics[o.topic] {
-		if po.Partition != o.partition {
-			continue
-		}
-		if po.Error != nil {
-			return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", o.topic, o.partition, po.Error)
-		}
-		return po.FirstOffset, po.LastOffset, nil
-	}
-	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition missing from the answer", o.topic, o.partition)
+	return kafkaconn.Bounds(ctx, o.client, o.topic, o.partition)
 }
 
 // offsetAt returns the first offset whose record timestamp is at or after

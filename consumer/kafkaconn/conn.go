@@ -143,6 +143,34 @@ func (c *Conn) CreateTopic(ctx context.Context, name string, partitions int, con
 	}
 }
 
+// OffsetLister lists log offsets: a *kafka.Client, or a test's.
+type OffsetLister interface {
+	ListOffsets(context.Context, *kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error)
+}
+
+// Bounds returns a partition's log start offset and its end offset (the
+// high watermark), asked of client in one request.
+func Bounds(ctx context.Context, client OffsetLister, topic string, partition int) (start, end int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)},
+	}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, err)
+	}
+	for _, po := range resp.Topics[topic] {
+		if po.Partition != partition {
+			continue
+		}
+		if po.Error != nil {
+			return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, po.Error)
+		}
+		return po.FirstOffset, po.LastOffset, nil
+	}
+	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition missing from the answer", topic, partition)
+}
+
 // Partitions returns the partition ids of topic, sorted.
 func (c *Conn) Partitions(ctx context.Context, topic string) ([]int, error) {
 	md, err := c.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})

@@ -62,32 +62,10 @@ type kafkaSlots struct {
 	fetch *kafkaconn.Fetcher
 }
 
-// bounds returns the log's first offset and its end.
-func (k *kafkaSlots) bounds(ctx context.Context) (first, end int64, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := k.conn.Client().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
-		k.topic: {kafka.FirstOffsetOf(0), kafka.LastOffsetOf(0)},
-	}})
-	if err != nil {
-		return 0, 0, fmt.Errorf("list offsets of the claims log %s: %w", k.topic, err)
-	}
-	for _, po := range resp.Topics[k.topic] {
-		if po.Partition != 0 {
-			continue
-		}
-		if po.Error != nil {
-			return 0, 0, fmt.Errorf("list offsets of the claims log %s: %w", k.topic, po.Error)
-		}
-		return po.FirstOffset, po.LastOffset, nil
-	}
-	return 0, 0, fmt.Errorf("list offsets of the claims log %s: partition 0 missing from the answer", k.topic)
-}
-
 // bootstrap reads the log's last record: its writer's chain state tells
 // where to start.
 func (k *kafkaSlots) bootstrap(ctx context.Context) (int64, chainState, error) {
-	first, end, err := k.bounds(ctx)
+	first, end, err := kafkaconn.Bounds(ctx, k.conn.Client(), k.topic, 0)
 	if err != nil {
 		return 0, chainState{}, err
 	}
