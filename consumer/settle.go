@@ -169,7 +169,10 @@ func (p *partition) send(c *call) (err error) {
 			return sleepCtx(c, time.Until(at))
 		})
 	}
-	ctx = sender.WithTrace(ctx, &sender.Trace{Attempt: func(a sender.Attempt) { p.attempt(c, a) }})
+	ctx = sender.WithTrace(ctx, &sender.Trace{
+		Leaving: func(at time.Time) { turn.Left(at) },
+		Attempt: func(a sender.Attempt) { p.attempt(c, a) },
+	})
 	ctx = sender.WithUncertain(ctx, &c.uncertain)
 	started := w.cfg.Now()
 	mayBeDelivered := c.attempted // a failed attempt may still have reached the server

@@ -120,6 +120,10 @@ type Attempt struct {
 // net/http/httptrace: a caller follows its own call (for stuck detection,
 // or a span per attempt) while Config.Observe sees every call.
 type Trace struct {
+	// Leaving, if set, is called right before every HTTP attempt's
+	// request is made, with its start (Attempt.Start): a caller that
+	// paces by its own calls spaces the next one from there.
+	Leaving func(start time.Time)
 	// Attempt is called after every HTTP attempt of the send.
 	Attempt func(Attempt)
 }

@@ -524,3 +524,47 @@ func TestRedirectNotFollowed(t *testing.T) {
 		t.Errorf("the redirect was followed %d times", n)
 	}
 }
+
+// TestTraceLeaving: a send's Trace hears of every attempt right before
+// its request is made (Leaving, with the attempt's Start) and again after
+// it (Attempt), so a caller that paces by its own calls can space the next
+// one from the real departure.
+func TestTraceLeaving(t *testing.T) {
+	emu := newEmulator(t, sendertest.Options{Faults: sendertest.Faults{Codes: []int{10002, 10002}}})
+	var mu sync.Mutex
+	var arrived []time.Time
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrived = append(arrived, time.Now())
+		mu.Unlock()
+		emu.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	c := newClient(t, fastConfig(proxy.URL))
+	var leaving, starts []time.Time
+	ctx := sender.WithTrace(context.Background(), &sender.Trace{
+		Leaving: func(at time.Time) { leaving = append(leaving, at) },
+		Attempt: func(a sender.Attempt) {
+			if len(leaving) != a.Number {
+				t.Errorf("attempt %d reported after %d departures, want as many", a.Number, len(leaving))
+			}
+			starts = append(starts, a.Start)
+		},
+	})
+	if _, err := c.Send(ctx, textMessage(8, "leaving")); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(leaving) != 3 || len(starts) != 3 || len(arrived) != 3 {
+		t.Fatalf("%d departures, %d attempts, %d requests at the server; want 3 each", len(leaving), len(starts), len(arrived))
+	}
+	for i := range leaving {
+		if !leaving[i].Equal(starts[i]) {
+			t.Errorf("attempt %d: departure %v, start %v; want the same", i+1, leaving[i], starts[i])
+		}
+		if leaving[i].After(arrived[i]) {
+			t.Errorf("attempt %d: departure reported after the server had the request", i+1)
+		}
+	}
+}

@@ -52,6 +52,9 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 		endpoint := c.endpoint()
 		attempts++
 		start := time.Now()
+		if tr := traceFrom(ctx); tr != nil && tr.Leaving != nil {
+			tr.Leaving(start)
+		}
 		resp, status, latency, written, err := c.do(ctx, endpoint, sig, body)
 		att := Attempt{Endpoint: endpoint, Code: -1, HTTPStatus: status, Err: err, Latency: latency, PacingWait: waited, Start: start, Number: attempts}
 

@@ -343,16 +343,41 @@ func (s *pacer) grantAloneLocked() time.Duration {
 	if s.chain != nil {
 		next = maxTime(next, time.Unix(0, s.chain.end()))
 	}
-	if now.Before(next) {
-		return next.Sub(now)
+	if d := next.Sub(now) - s.lead(); d > 0 {
+		return d
 	}
+	// Granted the lead early, so the caller packs and records its call
+	// before it leaves; an idle call (next already past) leaves at once.
+	at := maxTime(now, next)
 	if i := s.pickLocked(); i >= 0 {
-		s.grantLocked(i, now)
-		s.took = now
+		s.grantLocked(i, at)
+		s.took = at
 		wake(s.wrote)
 	}
-	s.last = now // a call left, or the period is left unused after a 10023
+	s.last = at // a call leaves, or the period is left unused after a 10023
 	return 0
+}
+
+// left records that a granted call's attempt left at at (Turn.Left). A
+// lone member paces by its own calls, so the next one is a period after
+// the latest departure, not after the grant: time the caller spent after
+// its grant (a slow in-flight record, a loaded host) never brings two
+// calls nearer than a period at the server. A member sharing the app
+// sends at the grants of the claims log, which a late departure cannot
+// move.
+func (s *pacer) left(at time.Time) {
+	s.mu.Lock()
+	later := at.After(s.last)
+	if later {
+		s.last = at
+		if !s.took.IsZero() && at.After(s.took) {
+			s.took = at // not written yet: record when it really left
+		}
+	}
+	s.mu.Unlock()
+	if later {
+		s.poke()
+	}
 }
 
 // grantClaimedLocked hands this member's grants to its waiters and asks

@@ -526,3 +526,29 @@ func TestScheduleClaimPrunedBeforeUse(t *testing.T) {
 	}
 	h.until(4, h.waitFor(s, 0, a, false)) // and the next call is granted
 }
+
+// A lone member under a backlog grants each call the lead before it
+// leaves (time to pack and record it), and spaces the next call a period
+// after the latest departure it was told of (Turn.Left), not after the
+// grant: a call that left late (a slow in-flight record on a loaded host)
+// does not bring the next one nearer than a period at the server.
+func TestScheduleAloneSpacesFromDeparture(t *testing.T) {
+	h := newSchedHarness(t)
+	a := tp("t", 0)
+	s := h.member(view{all: []Partition{a}}, a)
+	first := <-h.waitFor(s, 0, a, false)
+	late := first.at.Add(300 * time.Millisecond)
+	s.left(late) // the request was made 300 ms after its grant
+	g := h.until(20, h.waitFor(s, 0, a, false))[0]
+	if d := g.at.Sub(late); d < s.period {
+		t.Errorf("the next call leaves %v after the late departure, want at least a period (%v)", d, s.period)
+	}
+	if d := g.at.Sub(g.granted); d < s.lead()-s.period/10 {
+		t.Errorf("a backlogged call was granted %v before it leaves, want about the lead (%v)", d, s.lead())
+	}
+	s.left(g.at.Add(-time.Millisecond)) // an earlier report moves nothing
+	n := h.until(20, h.waitFor(s, 0, a, false))[0]
+	if d := n.at.Sub(g.at); d < s.period || d > s.period+s.period/10 {
+		t.Errorf("a call on time is followed %v later, want one period (%v)", d, s.period)
+	}
+}

@@ -215,6 +215,16 @@ func (t *Turn) slot(ctx context.Context) (time.Time, error) {
 // retries the call (the gate was passed), and returns when it leaves.
 func (t *Turn) Retry(ctx context.Context) (time.Time, error) { return t.slot(ctx) }
 
+// Left records that an attempt of the turn's call left at at (its request
+// was made). A member alone spaces its next call a period after it, so
+// the time between a grant and the request never brings two calls nearer
+// than a period; the sender reports it (sender.Trace.Leaving).
+func (t *Turn) Left(at time.Time) {
+	if t != nil && t.s.slots != nil {
+		t.s.slots.left(at)
+	}
+}
+
 // Probe reports whether the turn is the paused gate's one probe.
 func (t *Turn) Probe() bool { return t.probe }
 
