@@ -343,18 +343,18 @@ func (s *pacer) grantAloneLocked() time.Duration {
 	if s.chain != nil {
 		next = maxTime(next, time.Unix(0, s.chain.end()))
 	}
-	if d := next.Sub(now) - s.lead(); d > 0 {
-		return d
+	if now.Before(next) {
+		return next.Sub(now)
 	}
-	// Granted the lead early, so the caller packs and records its call
-	// before it leaves; an idle call (next already past) leaves at once.
-	at := maxTime(now, next)
+	// Granted when it may leave, not a lead before: an urgent caller that
+	// comes meanwhile still takes the slot (Left moves the next one when
+	// packing and recording the call delay the request).
 	if i := s.pickLocked(); i >= 0 {
-		s.grantLocked(i, at)
-		s.took = at
+		s.grantLocked(i, now)
+		s.took = now
 		wake(s.wrote)
 	}
-	s.last = at // a call leaves, or the period is left unused after a 10023
+	s.last = now // a call leaves, or the period is left unused after a 10023
 	return 0
 }
 
