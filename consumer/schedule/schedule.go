@@ -218,7 +218,9 @@ func (t *Turn) Retry(ctx context.Context) (time.Time, error) { return t.slot(ctx
 // Left records that an attempt of the turn's call left at at (its request
 // was made). A member alone spaces its next call a period after it, so
 // the time between a grant and the request never brings two calls nearer
-// than a period; the sender reports it (sender.Trace.Leaving).
+// than a period; the sender reports it (sender.Trace.Leaving). at is read
+// on the schedule's Clock's terms: a worker's is the real clock, as the
+// sender's is.
 func (t *Turn) Left(at time.Time) {
 	if t != nil && t.s.slots != nil {
 		t.s.slots.left(at)
