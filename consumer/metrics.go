@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/timbroadcast/timbroadcast/consumer/schedule"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -20,6 +22,7 @@ type Metrics struct {
 	retries         prometheus.Counter
 	deadLettered    *prometheus.CounterVec
 	paused          prometheus.Gauge
+	held            *prometheus.GaugeVec
 	pacingWait      prometheus.Histogram
 	apiLatency      prometheus.Histogram
 	commitTime      prometheus.Histogram
@@ -70,6 +73,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		paused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "timbroadcast_paused", Help: "1 while sending is paused on an error every event would hit.",
 		}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "timbroadcast_operator_paused",
+			Help: "1 while an operator holds the app's calls (timbroadcast pause), labelled with who, why and until when " +
+				"(RFC 3339, or \"resumed\": until timbroadcast resume). No series when not paused.",
+		}, []string{"by", "reason", "until"}),
 		pacingWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "timbroadcast_pacing_wait_seconds", Help: "Time each attempt waited for its pacing slot.", Buckets: latency,
 		}),
@@ -147,7 +155,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "timbroadcast_longest_failing_seconds", Help: "How long the partition failing the longest on one record has been failing; 0 when none is.",
 	}, func() float64 { _, d := m.stuck(); return d.Seconds() })
 	reg.MustRegister(stuckCount, longest)
-	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused,
+	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused, m.held,
 		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate, m.grants)
 	// The label values known in advance start at 0, so dashboards and
 	// alerts see a series (0) before the first event, not an absent one.
@@ -274,6 +282,22 @@ func (m *Metrics) recordDeadLettered(reason string) {
 	m.deadLettered.WithLabelValues(reason).Inc()
 }
 
+// setHeld shows an operator's hold: one series while held, none after.
+func (m *Metrics) setHeld(held bool, h schedule.Hold) {
+	if m == nil {
+		return
+	}
+	m.held.Reset()
+	if !held {
+		return
+	}
+	until := "resumed"
+	if !h.Until.IsZero() {
+		until = h.Until.UTC().Format(time.RFC3339)
+	}
+	m.held.WithLabelValues(wire.Cut(h.By, 128), wire.Cut(h.Reason, 128), until).Set(1)
+}
+
 func (m *Metrics) setPaused(p bool) {
 	if m == nil {
 		return
@@ -330,7 +354,10 @@ func (m *Metrics) setRate(r float64) {
 // scheduleMetrics shows what the call schedule does (schedule.Observer).
 type scheduleMetrics struct{ m *Metrics }
 
-func (o scheduleMetrics) Paused(p bool)   { o.m.setPaused(p) }
+func (o scheduleMetrics) Paused(p bool) { o.m.setPaused(p) }
+func (o scheduleMetrics) Held(held bool, h schedule.Hold) {
+	o.m.setHeld(held, h)
+}
 func (o scheduleMetrics) Slot(use string) { o.m.recordSlot(use) }
 func (o scheduleMetrics) Share(share, rate float64) {
 	o.m.setShare(share)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,10 @@ type Worker struct {
 	holds        *holds
 	// sched is the call schedule: the pause gate and, with an AppRate, the
 	// slots the group shares through the claims log.
-	sched   *schedule.Schedule
+	sched *schedule.Schedule
+	// claims is the claims log the schedule shares with the group; nil
+	// without an AppRate.
+	claims  *schedule.Log
 	fetcher *kafkaconn.Mux
 	notes   notes
 	reads   *readFailures // partitions whose reading fails, at their read offset
@@ -127,15 +131,22 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.delivered = newDeliveredLog(conn, cfg)
 		w.delivered.by = cfg.GroupID
 	}
-	sc := schedule.Config{Rate: cfg.AppRate, Refresh: cfg.ScheduleRefresh, PauseInitial: cfg.PauseInitial, PauseMax: cfg.PauseMax,
+	app, _ := strconv.ParseUint(cfg.App, 10, 64) // "default" (no SDKAppID): 0, records naming no app
+	sc := schedule.Config{App: app, Rate: cfg.AppRate, Refresh: cfg.ScheduleRefresh, PauseInitial: cfg.PauseInitial, PauseMax: cfg.PauseMax,
 		Logger: cfg.Logger.Named("schedule"), Observer: scheduleMetrics{cfg.Metrics}}
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
-		sc.Log = schedule.NewKafkaLog(conn, cfg.SlotTopic)
+		w.claims = schedule.NewLog(schedule.LogConfig{Store: schedule.NewKafkaLog(conn, cfg.SlotTopic), DefaultApp: app,
+			Logger: cfg.Logger.Named("schedule")})
+		sc.Log = w.claims
 	}
 	if ss, ok := s.(SlotSender); ok {
 		sc.Pace = ss.Reserve // no AppRate: the Sender's own pacing
 	}
-	w.sched = schedule.New(sc)
+	sched, err := schedule.New(sc)
+	if err != nil {
+		return nil, err
+	}
+	w.sched = sched
 	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
 		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
@@ -164,6 +175,11 @@ func (w *Worker) Ready() (bool, string) {
 	if paused, since, cause := w.sched.Paused(); paused {
 		why = append(why, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause))
 	}
+	var held []string
+	if h, ok := w.sched.Held(); ok {
+		// On purpose: the worker is healthy, so still ready.
+		held = append(held, "note: "+holdLine(h))
+	}
 	if s := w.stuckSummary(); s != "" {
 		why = append(why, s)
 	}
@@ -172,9 +188,9 @@ func (w *Worker) Ready() (bool, string) {
 		notes[i] = "note: " + n
 	}
 	if len(why) > 0 {
-		return false, readyText(append(why, notes...))
+		return false, readyText(append(append(why, held...), notes...))
 	}
-	return true, readyText(append([]string{"ok"}, notes...))
+	return true, readyText(append(append([]string{"ok"}, held...), notes...))
 }
 
 // readyText joins /readyz lines, each bounded and its control characters
@@ -190,6 +206,23 @@ func readyText(lines []string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// holdLine describes an operator's hold for people.
+func holdLine(h schedule.Hold) string {
+	until := "until resumed (timbroadcast resume)"
+	if !h.Until.IsZero() {
+		until = "until " + h.Until.UTC().Format(time.RFC3339)
+	}
+	line := fmt.Sprintf("paused by an operator (%s) since %s, %s", h.By, h.Since.UTC().Format(time.RFC3339), until)
+	if h.Reason != "" {
+		line += ": " + h.Reason
+	}
+	return line
+}
+
+// Held returns the operator's hold of the app in force, if any
+// (timbroadcast pause).
+func (w *Worker) Held() (schedule.Hold, bool) { return w.sched.Held() }
 
 // Paused reports whether sending is paused.
 func (w *Worker) Paused() bool {
@@ -322,6 +355,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	var scheduleAndFetch sync.WaitGroup // the call schedule and the fetch mux, stopped after the drain
 	schedCtx, stopSchedule := context.WithCancel(context.Background())
 	defer stopSchedule()
+	if w.claims != nil {
+		scheduleAndFetch.Go(func() { w.claims.Run(schedCtx) })
+	}
 	scheduleAndFetch.Go(func() { w.sched.Run(schedCtx) })
 	scheduleAndFetch.Go(func() { w.fetcher.Run(schedCtx) })
 	var fatal error

@@ -317,6 +317,7 @@ func readSet(r *frameReader, setLeft *int64, p *partitionAnswer, pending []fetch
 				m := &b.records[i]
 				m.Topic, m.Partition, m.HighWaterMark = topic, int(p.partition), p.highWatermark
 				out.Records = append(out.Records, *m)
+				out.BrokerTime = append(out.BrokerTime, b.logAppend)
 				i++
 			} else {
 				out.Oversized = append(out.Oversized, b.oversized[j])

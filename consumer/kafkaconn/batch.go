@@ -99,6 +99,9 @@ type batch struct {
 	producerID int64
 	// transactional and control are the batch attributes.
 	transactional, control bool
+	// logAppend says the broker stamped the batch (timestamp type
+	// LogAppendTime): every record's time is the batch's max timestamp.
+	logAppend bool
 	// aborts counts the ABORT markers of a control batch, markers all its
 	// control records.
 	aborts, markers int
@@ -220,10 +223,17 @@ func readBatchV2(r *frameReader, setLeft *int64, base, body, from int64, k *keep
 	attrs := int16(binary.BigEndian.Uint16(covered[0:2]))
 	lastDelta := int32(binary.BigEndian.Uint32(covered[2:6]))
 	firstTS := int64(binary.BigEndian.Uint64(covered[6:14]))
+	maxTS := int64(binary.BigEndian.Uint64(covered[14:22]))
 	producerID := int64(binary.BigEndian.Uint64(covered[22:30]))
 	count := int32(binary.BigEndian.Uint32(covered[36:40]))
 	b := &batch{base: base, last: base + int64(max(lastDelta, 0)), producerID: producerID,
-		transactional: attrs&0x10 != 0, control: attrs&0x20 != 0}
+		transactional: attrs&0x10 != 0, control: attrs&0x20 != 0, logAppend: attrs&0x08 != 0}
+	if b.logAppend {
+		// Kafka's rule (DefaultRecordBatch): the records of a LogAppendTime
+		// batch all carry the broker's time, its max timestamp; their
+		// deltas are the producer's and mean nothing.
+		firstTS = maxTS
+	}
 	payload := body - (batchHeaderAfterLength - 5)
 	if count < 0 || int64(count) > payload {
 		return nil, formatErr("record batch at offset %d: %d records in %d bytes", base, count, payload)
@@ -443,6 +453,9 @@ func readRecords(b *batch, in byteStream, count int32, firstTS, from int64, k *k
 			continue
 		}
 		at := millis(firstTS + rec.timestampDelta)
+		if b.logAppend {
+			at = millis(firstTS)
+		}
 		if rec.tooLarge {
 			b.oversized = append(b.oversized, k.recordOver(offset, rec.length, at))
 			continue

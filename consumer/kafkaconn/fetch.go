@@ -53,6 +53,10 @@ func (f *Fetcher) MaxWait() time.Duration { return f.maxWait }
 type Fetched struct {
 	// Records are the records to deliver, in offset order.
 	Records []kafka.Message
+	// BrokerTime says, for each of Records, that its Time is the broker's
+	// (a topic with message.timestamp.type=LogAppendTime), not what its
+	// producer wrote.
+	BrokerTime []bool
 	// Oversized are the records over the Limits, not kept, in offset
 	// order (between Records by offset): the caller dead-letters them.
 	Oversized []Oversized

@@ -21,12 +21,12 @@ func TestClaimsBounds(t *testing.T) {
 		"a megabyte member id":      {By: strings.Repeat("m", 1<<20), TS: now.UnixNano()},
 	}
 	for name, r := range bad {
-		if _, err := decodeClaim(encodeClaim(r)); err == nil || len(err.Error()) > 300 {
+		if _, err := decodeClaim(encodeClaim(r), now, false); err == nil || len(err.Error()) > 300 {
 			t.Errorf("%s: decoded (%v), want a short refusal", name, err)
 		}
 	}
 	ok := claimRecord{By: "m1", TS: now.UnixNano(), Pause: &pauseRecord{Code: 10007, Info: "off\x1b[2J" + strings.Repeat("i", 4000), Next: now.Add(time.Second).UnixNano()}}
-	got, err := decodeClaim(encodeClaim(ok))
+	got, err := decodeClaim(encodeClaim(ok), now, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,8 +56,11 @@ func FuzzDecodeClaim(f *testing.F) {
 		Grants: []slotGrant{{By: "m1", Seq: 1, TS: now, At: now}}}}))
 	f.Add(encodeClaim(claimRecord{By: "m3", TS: now, Pause: &pauseRecord{Code: 10007, Info: "off", Next: now + 1e9}}))
 	f.Add([]byte(`{"v":2,"by":"x","ts":1,"state":{"seen":-5,"grants":[{"at":-1}]}}`))
+	f.Add([]byte(`{"v":2,"app":7,"by":"x","ts":1,"hold":{"by":"op","reason":"r","for_ms":60000},"pause":{"next":1},"state":{"seen":-1,"hold":{"by":"a","since":5,"until":-3}}}`))
+	f.Add([]byte(`{"v":2,"app":7,"by":"x","ts":1,"release":true,"resume":true,"state":{"seen":-1}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decodeClaim(b)
+		stamped := len(b)%2 == 0
+		r, err := decodeClaim(b, time.Unix(0, now), stamped)
 		if err != nil {
 			if len(err.Error()) > 400 {
 				t.Errorf("an error of %d bytes", len(err.Error()))
@@ -68,8 +71,11 @@ func FuzzDecodeClaim(f *testing.F) {
 			t.Errorf("decoded out of bounds: by %d bytes, %d grants", len(r.By), len(r.State.Grants))
 		}
 		c := newChain(100*time.Millisecond, 250*time.Millisecond, chainState{Seen: -1})
-		c.apply(0, r)
-		c.apply(1, r)
-		newChain(100*time.Millisecond, 250*time.Millisecond, r.State).apply(r.State.Seen+1, r)
+		c.apply(0, r, 0)
+		c.apply(1, r, now)
+		fromSnapshot(100*time.Millisecond, 250*time.Millisecond, r.State, now).apply(r.State.Seen+1, r, now)
+		if c.Hold != nil && c.Hold.Until != 0 && c.Hold.Until-c.Hold.Last > holdMaxMs*int64(time.Millisecond) {
+			t.Errorf("a hold of %v", time.Duration(c.Hold.Until-c.Hold.Last))
+		}
 	})
 }

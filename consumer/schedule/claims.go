@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -46,16 +47,38 @@ import (
 // record by those fields, and warns once that a newer release shares the
 // log. A change the version-1 fields cannot carry needs two releases: the
 // first reads it, the second writes it. Pinned by TestGrantOracle.
-const claimsVersion = 1
+//
+// Version 2 (0.11.0) adds:
+//   - app: the SDKAppID whose chain the record belongs to (a record
+//     without it belongs to the reader's default app, TIM_SDKAPPID);
+//   - hold and release: an operator's pause of the app (timbroadcast
+//     pause / resume). A hold record also carries pause (and a release
+//     record resume), so a version-1 reader treats it as a pause of the
+//     group, never as a claim;
+//   - state.hold: the app's hold as of the snapshot.
+//
+// and reads "ts" on the broker's clock: a version-2 writer stamps its
+// claims with its estimate of the broker's time (clock.go), and a reader
+// takes a record's time from the broker's stamp (the topic's
+// message.timestamp.type=LogAppendTime), keeping the writer's "ts" only
+// within claimAhead after it and claimBehind before it (stamp). A writer
+// whose clock is an hour off, or a record written by hand an hour ahead,
+// moves the chain by claimAhead at most. On a log the broker does not
+// stamp (CreateTime), "ts" is read as version 1 reads it.
+const claimsVersion = 2
 
 // claimRecord is the value of one record of the claims log (JSON).
 type claimRecord struct {
 	// V is the writer's claimsVersion (0 from releases before 0.9.0: 1).
 	V int `json:"v,omitempty"`
+	// App is the SDKAppID of the chain the record belongs to (version 2;
+	// 0: the reader's default app).
+	App uint64 `json:"app,omitempty"`
 	// By is the member that wrote the record; Seq numbers its claims.
 	By  string `json:"by"`
 	Seq uint64 `json:"seq,omitempty"`
-	// TS is when the claim was made (Unix ns, the writer's clock).
+	// TS is when the claim was made (Unix ns): the writer's estimate of
+	// the broker's clock (version 1: the writer's clock).
 	TS     int64 `json:"ts"`
 	Urgent bool  `json:"urgent,omitempty"`
 	// Took records a lone member's call that left at TS; no claim.
@@ -64,6 +87,10 @@ type claimRecord struct {
 	// no claim.
 	Pause  *pauseRecord `json:"pause,omitempty"`
 	Resume bool         `json:"resume,omitempty"`
+	// Hold is an operator's pause of the app (version 2; Pause is set
+	// too, for version-1 readers); Release ends it (Resume is set too).
+	Hold    *holdRecord `json:"hold,omitempty"`
+	Release bool        `json:"release,omitempty"`
 	// State is the writer's chain as of offset State.Seen.
 	State chainState `json:"state"`
 }
@@ -76,22 +103,50 @@ type pauseRecord struct {
 	Next int64  `json:"next"`
 }
 
+// holdRecord is an operator's pause of an app: no member calls for it
+// until a release, or until its time is up.
+type holdRecord struct {
+	// By and Reason say who paused the app and why.
+	By     string `json:"by"`
+	Reason string `json:"reason,omitempty"`
+	// ForMs is how long the hold lasts from the record's time (ms; 0:
+	// until a release).
+	ForMs int64 `json:"for_ms,omitempty"`
+	// Since and Until (Unix ns on the broker's clock), when set, are the
+	// hold's own: a member that renews a hold (holdRenew) keeps them.
+	Since int64 `json:"since,omitempty"`
+	Until int64 `json:"until,omitempty"`
+}
+
 // slotGrant is one grant of the chain.
 type slotGrant struct {
 	By     string `json:"by"`
 	Seq    uint64 `json:"seq,omitempty"`
-	TS     int64  `json:"ts"` // the claim's timestamp
+	TS     int64  `json:"ts"` // the claim's time, as applied (stamp)
 	At     int64  `json:"at"` // when its call leaves (Unix ns)
 	Urgent bool   `json:"u,omitempty"`
 	Fixed  bool   `json:"f,omitempty"` // a lone member's call: never moves
 }
 
 // chainState is the chain as of offset Seen: the recent and future
-// grants in time order, and the latest claim timestamp applied.
+// grants in time order, the latest claim time applied, and the app's
+// hold.
 type chainState struct {
 	Seen   int64       `json:"seen"`
 	Latest int64       `json:"latest,omitempty"`
 	Grants []slotGrant `json:"grants,omitempty"`
+	Hold   *holdState  `json:"hold,omitempty"`
+}
+
+// holdState is an app's hold as the chain keeps it (times in Unix ns on
+// the broker's clock; Until 0: until a release).
+type holdState struct {
+	By     string `json:"by"`
+	Reason string `json:"reason,omitempty"`
+	Since  int64  `json:"since"`
+	Until  int64  `json:"until,omitempty"`
+	// Last is the time of the latest record that set it (renewals).
+	Last int64 `json:"last"`
 }
 
 // chain computes grants from the claims log, the same in every member.
@@ -106,40 +161,108 @@ type chain struct {
 // grants at 50 calls/s). The last grant is always kept.
 const chainKeep = 250 * time.Millisecond
 
+// claimBehind is how far before the broker's stamp a record's own time is
+// kept: a claim waits in its writer's queue (a slow produce, retries) at
+// most this long; an earlier time is read as claimBehind before the stamp.
+// A time before the stamp moves no other member's grant.
+const claimBehind = 10 * time.Second
+
+// snapshotAhead bounds how many periods after its record's stamp a
+// snapshot's grants may lie: the claims outstanding in a group (two per
+// member at most). Grants beyond it are not taken from a snapshot.
+const snapshotAhead = 128
+
 func newChain(period, horizon time.Duration, st chainState) *chain {
 	c := &chain{period: int64(period), horizon: int64(horizon), chainState: st}
 	c.Grants = append([]slotGrant(nil), st.Grants...)
+	if st.Hold != nil {
+		h := *st.Hold
+		c.Hold = &h
+	}
 	return c
+}
+
+// fromSnapshot is the chain of a snapshot read from a record the broker
+// stamped at stamp (Unix ns; 0: not stamped): grants and times after what
+// any member of ours writes are left out, so a record forged with grants
+// an hour ahead holds nobody.
+func fromSnapshot(period, horizon time.Duration, st chainState, stamp int64) *chain {
+	if stamp > 0 {
+		limit := stamp + snapshotAhead*int64(period)
+		kept := st.Grants[:0:0]
+		for _, g := range st.Grants {
+			if g.At <= limit && g.TS <= stamp+int64(claimAhead(period)) {
+				kept = append(kept, g)
+			}
+		}
+		st.Grants = kept
+		st.Latest = min(st.Latest, stamp+int64(claimAhead(period)))
+		if st.Hold != nil && st.Hold.Since > stamp+int64(claimAhead(period)) {
+			st.Hold = nil
+		}
+	}
+	return newChain(period, horizon, st)
+}
+
+// claimAhead is how far after the broker's stamp a record's own time is
+// kept: a writer's estimate of the broker's clock errs by a fraction of a
+// round trip, and more costs the chain at most this, a quarter period
+// (25 ms at most).
+func claimAhead(period time.Duration) time.Duration {
+	return max(min(period/4, 25*time.Millisecond), time.Millisecond)
+}
+
+// stamp is the time the chain reads for r, stamped by the broker at
+// stamp (Unix ns; 0: not stamped, a CreateTime log): the writer's own
+// time, kept within claimBehind before the stamp and claimAhead after it.
+func (c *chain) stamp(r claimRecord, stamp int64) int64 {
+	if stamp <= 0 {
+		return r.TS
+	}
+	return min(max(r.TS, stamp-int64(claimBehind)), stamp+int64(claimAhead(time.Duration(c.period))))
 }
 
 // state is a copy of the chain's state, for a record's snapshot.
 func (c *chain) state() chainState {
 	st := c.chainState
 	st.Grants = append([]slotGrant(nil), c.Grants...)
+	if c.Hold != nil {
+		h := *c.Hold
+		st.Hold = &h
+	}
 	return st
 }
 
-// apply applies the record at offset off. It returns false for a record
-// at or before Seen (already applied).
-func (c *chain) apply(off int64, r claimRecord) bool {
+// apply applies the record at offset off, stamped by the broker at stamp
+// (Unix ns; 0: not stamped). It returns false for a record at or before
+// Seen (already applied).
+func (c *chain) apply(off int64, r claimRecord, stamp int64) bool {
 	if off <= c.Seen {
 		return false
 	}
 	c.Seen = off
-	if r.Pause != nil || r.Resume {
+	ts := c.stamp(r, stamp)
+	switch {
+	case r.Hold != nil:
+		c.applyHold(r, ts)
+		return true
+	case r.Release:
+		c.Hold = nil
+		return true
+	case r.Pause != nil || r.Resume:
 		return true
 	}
-	c.Latest = max(c.Latest, r.TS)
-	g := slotGrant{By: r.By, Seq: r.Seq, TS: r.TS, Urgent: r.Urgent, Fixed: r.Took}
+	c.Latest = max(c.Latest, ts)
+	g := slotGrant{By: r.By, Seq: r.Seq, TS: ts, Urgent: r.Urgent, Fixed: r.Took}
 	switch {
 	case r.Took:
-		g.At = r.TS
-		i := sort.Search(len(c.Grants), func(i int) bool { return c.Grants[i].At > r.TS })
+		g.At = ts
+		i := sort.Search(len(c.Grants), func(i int) bool { return c.Grants[i].At > ts })
 		c.insert(i, g)
 	case r.Urgent:
 		i := len(c.Grants)
 		for j, x := range c.Grants {
-			if !x.Urgent && !x.Fixed && x.At >= r.TS+c.horizon {
+			if !x.Urgent && !x.Fixed && x.At >= ts+c.horizon {
 				i = j
 				break
 			}
@@ -151,6 +274,25 @@ func (c *chain) apply(off int64, r claimRecord) bool {
 	c.prune()
 	return true
 }
+
+// applyHold applies an operator's hold read at ts (the record's time): a
+// new hold, or a renewal that keeps its Since and Until.
+func (c *chain) applyHold(r claimRecord, ts int64) {
+	h := &holdState{By: r.Hold.By, Reason: r.Hold.Reason, Since: ts, Last: ts}
+	if r.Hold.ForMs > 0 {
+		h.Until = ts + min(r.Hold.ForMs, holdMaxMs)*int64(time.Millisecond)
+	}
+	if r.Hold.Since > 0 && r.Hold.Since <= ts {
+		h.Since = r.Hold.Since // a renewal: the hold began then
+	}
+	if r.Hold.Until > 0 && r.Hold.ForMs == 0 {
+		h.Until = min(r.Hold.Until, ts+holdMaxMs*int64(time.Millisecond))
+	}
+	c.Hold = h
+}
+
+// holdMaxMs bounds a hold's length (a year): longer is until a release.
+const holdMaxMs = int64(365 * 24 * time.Hour / time.Millisecond)
 
 // insert places g at i and moves the grants from i on to keep a period
 // between neighbours (a fixed grant keeps its time).
@@ -214,17 +356,27 @@ func encodeClaim(r claimRecord) []byte {
 	return b
 }
 
-// decodeClaim reads a claims-log record, refusing one out of bounds.
-func decodeClaim(b []byte) (claimRecord, error) {
+// decodeClaim reads a claims-log record, refusing one out of bounds. ref
+// is the time its bounds are judged from: the broker's stamp when the
+// broker stamped it, else this member's clock.
+func decodeClaim(b []byte, ref time.Time, stamped bool) (claimRecord, error) {
 	var r claimRecord
 	if err := json.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("claims log record: %w", err)
 	}
-	if err := r.check(time.Now()); err != nil {
+	if err := r.check(ref, stamped); err != nil {
 		return claimRecord{}, fmt.Errorf("claims log record by %q ignored: %w", cutOutside(r.By, 64), err)
 	}
 	if r.Pause != nil {
 		r.Pause.Info = cutOutside(r.Pause.Info, 512)
+	}
+	if r.Hold != nil {
+		r.Hold.By = cutOutside(r.Hold.By, 128)
+		r.Hold.Reason = cutOutside(r.Hold.Reason, 512)
+	}
+	if h := r.State.Hold; h != nil {
+		h.By = cutOutside(h.By, 128)
+		h.Reason = cutOutside(h.Reason, 512)
 	}
 	return r, nil
 }
@@ -234,9 +386,9 @@ func decodeClaim(b []byte) (claimRecord, error) {
 // ours leaves, so a record stamped a century ahead cannot hold every call
 // of the group, nor a snapshot of a million grants fill a member's memory.
 const (
-	// claimSkewMax bounds how far from this member's clock a record's
-	// times may be: clocks of members differ by milliseconds; only a
-	// record out of bounds is judged differently by two members.
+	// claimSkewMax bounds how far from the reference time (the broker's
+	// stamp, else this member's clock) a record's times may be; a record
+	// the broker stamped has its own time bounded far closer (stamp).
 	claimSkewMax = time.Hour
 	// claimMaxGrants bounds a snapshot: a few dozen at 50 calls/s.
 	claimMaxGrants = 10000
@@ -244,16 +396,20 @@ const (
 	claimMaxID = 512
 )
 
-// check reports why r is out of bounds, if it is.
-func (r claimRecord) check(now time.Time) error {
-	hi := now.Add(claimSkewMax).UnixNano()
+// check reports why r is out of bounds, if it is. A record the broker
+// stamped (stamped) keeps its own time within bounds anyway (chain.stamp):
+// only its snapshot and pause are judged here.
+func (r claimRecord) check(ref time.Time, stamped bool) error {
+	hi := ref.Add(claimSkewMax).UnixNano()
 	switch {
 	case len(r.By) > claimMaxID:
 		return fmt.Errorf("a member id of %d bytes", len(r.By))
-	case r.TS > hi:
+	case !stamped && r.TS > hi:
 		return fmt.Errorf("timestamp %s, more than %v after this member's clock", time.Unix(0, r.TS).UTC().Format(time.RFC3339), claimSkewMax)
-	case r.Pause != nil && (r.Pause.Next > hi || r.Pause.Next < 0):
+	case r.Pause != nil && (r.Pause.Next > hi || r.Pause.Next < 0) && r.Hold == nil:
 		return fmt.Errorf("a pause until %s, more than %v from now", time.Unix(0, r.Pause.Next).UTC().Format(time.RFC3339), claimSkewMax)
+	case r.Hold != nil && (r.Hold.ForMs < 0 || r.Hold.Until < 0 || r.Hold.Since < 0):
+		return errors.New("a hold with a negative time")
 	case len(r.State.Grants) > claimMaxGrants:
 		return fmt.Errorf("a snapshot of %d grants (at most %d)", len(r.State.Grants), claimMaxGrants)
 	case r.State.Latest > hi:

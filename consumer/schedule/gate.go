@@ -42,6 +42,12 @@ type gate struct {
 	// takeover is how long past a remote prober's announced probe this
 	// member waits before probing itself.
 	takeover time.Duration
+	// now is the gate's clock: the broker's, with a claims log.
+	now func() time.Time
+	// hold is the operator's hold of the app (nil: none); onHold sees it
+	// change.
+	hold   *holdState
+	onHold func(h *holdState)
 }
 
 func newGate(initial, maxWait time.Duration, onPause func(bool)) *gate {
@@ -53,7 +59,88 @@ func newGate(initial, maxWait time.Duration, onPause func(bool)) *gate {
 		),
 		changed: make(chan struct{}),
 		onPause: onPause,
+		now:     time.Now,
 	}
+}
+
+// heldLocked reports whether an operator's hold closes the gate at now,
+// and how long it lasts (0: until released).
+func (g *gate) heldLocked(now time.Time) (bool, time.Duration) {
+	if g.hold == nil {
+		return false, 0
+	}
+	if g.hold.Until == 0 {
+		return true, 0
+	}
+	left := time.Unix(0, g.hold.Until).Sub(now)
+	return left > 0, left
+}
+
+// setHold applies the app's hold as the claims log has it (nil: none).
+func (g *gate) setHold(h *holdState) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if h != nil {
+		c := *h
+		h = &c
+	}
+	g.hold = h
+	if g.onHold != nil {
+		g.onHold(h)
+	}
+	g.broadcastLocked()
+}
+
+// heldNow reports whether an operator's hold closes the gate now.
+func (g *gate) heldNow() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	held, _ := g.heldLocked(g.now())
+	return held
+}
+
+// held returns the operator's hold in force, if any.
+func (g *gate) held() (holdState, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ok, _ := g.heldLocked(g.now()); ok {
+		return *g.hold, true
+	}
+	return holdState{}, false
+}
+
+// waitHold waits while an operator's hold closes the gate.
+func (g *gate) waitHold(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		held, left := g.heldLocked(g.now())
+		ch := g.changed
+		g.mu.Unlock()
+		if !held {
+			return nil
+		}
+		if err := waitChange(ctx, ch, left); err != nil {
+			return err
+		}
+	}
+}
+
+// waitChange waits for ch to close, d to pass (0: no limit) or ctx to
+// end (its error).
+func waitChange(ctx context.Context, ch <-chan struct{}, d time.Duration) error {
+	var timer <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-ch:
+	case <-timer:
+	}
+	return nil
 }
 
 func (g *gate) broadcastLocked() {
@@ -66,34 +153,25 @@ func (g *gate) broadcastLocked() {
 func (g *gate) acquire(ctx context.Context) (probe bool, err error) {
 	for {
 		g.mu.Lock()
-		if !g.paused {
+		now := g.now()
+		held, left := g.heldLocked(now)
+		wait := g.next.Sub(now)
+		switch {
+		case held:
+			wait = left // an operator's hold: nobody, not even a probe
+		case !g.paused:
 			g.mu.Unlock()
 			return false, nil
-		}
-		wait := time.Until(g.next)
-		if wait <= 0 && !g.probing {
+		case wait <= 0 && !g.probing:
 			g.probing = true
 			g.mu.Unlock()
 			return true, nil
+		case wait <= 0:
+			wait = 0 // the probe is out: wait for its end
 		}
 		ch := g.changed
 		g.mu.Unlock()
-
-		var timer <-chan time.Time
-		var t *time.Timer
-		if wait > 0 {
-			t = time.NewTimer(wait)
-			timer = t.C
-		}
-		select {
-		case <-ctx.Done():
-		case <-ch:
-		case <-timer:
-		}
-		if t != nil {
-			t.Stop()
-		}
-		if err := ctx.Err(); err != nil {
+		if err := waitChange(ctx, ch, wait); err != nil {
 			return false, err
 		}
 	}
@@ -109,10 +187,10 @@ func (g *gate) pause(cause error, minWait time.Duration) (time.Duration, bool) {
 	g.cause = cause
 	g.probing = false
 	wait := max(g.bo.NextBackOff(), minWait)
-	g.next = time.Now().Add(wait)
+	g.next = g.now().Add(wait)
 	g.broadcastLocked()
 	if g.publish != nil {
-		r := claimRecord{By: g.member, TS: time.Now().UnixNano(), Pause: &pauseRecord{Next: g.next.UnixNano(), Info: cause.Error()}}
+		r := claimRecord{By: g.member, TS: g.now().UnixNano(), Pause: &pauseRecord{Next: g.next.UnixNano(), Info: cause.Error()}}
 		var se *sender.Error
 		if errors.As(cause, &se) {
 			r.Pause.Code, r.Pause.Info = se.Code, se.Info
@@ -129,7 +207,7 @@ func (g *gate) closeLocked() bool {
 		return false
 	}
 	g.paused = true
-	g.since = time.Now()
+	g.since = g.now()
 	g.bo.Reset()
 	if g.onPause != nil {
 		g.onPause(true)
@@ -144,7 +222,7 @@ func (g *gate) openLocked() time.Duration {
 	if g.onPause != nil {
 		g.onPause(false)
 	}
-	return time.Since(g.since)
+	return g.now().Sub(g.since)
 }
 
 // remote applies another member's pause or resume record: a pause closes
@@ -158,7 +236,7 @@ func (g *gate) openLocked() time.Duration {
 func (g *gate) remote(r claimRecord) error {
 	if r.Pause != nil {
 		longest := max(g.bo.MaxInterval*3/2, g.bo.MaxInterval+time.Minute)
-		if limit := time.Now().Add(longest); time.Unix(0, r.Pause.Next).After(limit) {
+		if limit := g.now().Add(longest); time.Unix(0, r.Pause.Next).After(limit) {
 			return fmt.Errorf("a pause record by %q announces its next probe at %s, later than PAUSE_MAX (%v) from now: not obeyed",
 				cutOutside(r.By, 64), time.Unix(0, r.Pause.Next).UTC().Format(time.RFC3339), g.bo.MaxInterval)
 		}
@@ -201,7 +279,7 @@ func (g *gate) probeDone(cleared bool) (pausedFor time.Duration) {
 	if cleared && g.paused {
 		pausedFor = g.openLocked()
 		if g.publish != nil {
-			g.publish(claimRecord{By: g.member, TS: time.Now().UnixNano(), Resume: true})
+			g.publish(claimRecord{By: g.member, TS: g.now().UnixNano(), Resume: true})
 		}
 	}
 	g.broadcastLocked()
@@ -216,11 +294,12 @@ func (g *gate) release(probe bool) {
 	}
 }
 
-// closed reports whether the gate is paused.
+// closed reports whether the gate is paused or held.
 func (g *gate) closed() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.paused
+	held, _ := g.heldLocked(g.now())
+	return g.paused || held
 }
 
 // state reports whether the gate is paused, since when and why.

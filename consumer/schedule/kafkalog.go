@@ -13,21 +13,28 @@ import (
 )
 
 // EnsureLog verifies that the claims log topic is a topic of one
-// partition, creating it when missing. A claims log of several partitions
-// is a configuration error (naming KAFKA_SLOT_TOPIC). One that is missing
-// and cannot be created (no CREATE permission) is logged as an error and
-// nil is returned: a member alone needs no claims log; with other members
-// its calls wait for the log, and LogError says so.
+// partition whose records the broker stamps with its own clock
+// (message.timestamp.type=LogAppendTime), creating it when missing. A
+// claims log of several partitions is a configuration error (naming
+// KAFKA_SLOT_TOPIC). One that is missing and cannot be created (no CREATE
+// permission) is logged as an error and nil is returned: a member alone
+// needs no claims log; with other members its calls wait for the log, and
+// LogError says so. A topic created by a release before 0.11.0 stamps
+// records with their writers' clocks (CreateTime): it is switched if the
+// worker may (ALTER_CONFIGS), else it keeps working with a warning that
+// says how to switch it.
 func EnsureLog(ctx context.Context, conn *kafkaconn.Conn, topic string, log *zap.Logger) error {
 	parts, err := conn.Partitions(ctx, topic)
 	if err != nil && errors.Is(err, kafka.UnknownTopicOrPartition) {
-		log.Info("creating the claims log topic (one partition)", zap.String("topic", topic))
+		log.Info("creating the claims log topic (one partition, stamped by the broker's clock)", zap.String("topic", topic))
 		// Members need the last records alone: ten minutes of them, in
 		// segments of ten minutes so retention can delete them.
 		if cerr := conn.CreateTopic(ctx, topic, 1, kafka.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "600000"},
-			kafka.ConfigEntry{ConfigName: "segment.ms", ConfigValue: "600000"}); cerr != nil {
-			log.Error("the claims log topic (KAFKA_SLOT_TOPIC) is missing and cannot be created: create it with one partition, "+
-				"or grant the worker CREATE on it; until then a worker alone sends, and workers sharing the group's partitions wait",
+			kafka.ConfigEntry{ConfigName: "segment.ms", ConfigValue: "600000"},
+			kafka.ConfigEntry{ConfigName: timestampTypeConfig, ConfigValue: logAppendTime}); cerr != nil {
+			log.Error("the claims log topic (KAFKA_SLOT_TOPIC) is missing and cannot be created: create it with one partition "+
+				"and message.timestamp.type=LogAppendTime, or grant the worker CREATE on it; until then a worker alone sends, "+
+				"and workers sharing the group's partitions wait",
 				zap.String("topic", topic), zap.Error(cerr))
 			return nil
 		}
@@ -41,7 +48,49 @@ func EnsureLog(ctx context.Context, conn *kafkaconn.Conn, topic string, log *zap
 		return fmt.Errorf("claims log topic (KAFKA_SLOT_TOPIC) %q has %d partitions; it needs exactly one "+
 			"(Kafka's order on one partition decides whose call goes first)", topic, len(parts))
 	}
+	ensureBrokerClock(ctx, conn, topic, log)
 	return nil
+}
+
+const (
+	timestampTypeConfig = "message.timestamp.type"
+	logAppendTime       = "LogAppendTime"
+)
+
+// ensureBrokerClock switches a claims topic that stamps its records with
+// their writers' clocks to the broker's, or warns how to.
+func ensureBrokerClock(ctx context.Context, conn *kafkaconn.Conn, topic string, log *zap.Logger) {
+	v, err := conn.TopicConfig(ctx, topic, timestampTypeConfig)
+	if err != nil {
+		log.Warn("cannot read the claims log topic's configuration: if it is not message.timestamp.type=LogAppendTime, "+
+			"calls follow the clocks of the members", zap.String("topic", topic), zap.Error(err))
+		return
+	}
+	if v == logAppendTime {
+		return
+	}
+	resp, err := conn.Client().IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{
+		Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+			ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+			Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: timestampTypeConfig, Value: logAppendTime,
+				ConfigOperation: kafka.ConfigOperationSet}},
+		}}})
+	if err == nil {
+		for _, r := range resp.Resources {
+			if r.Error != nil {
+				err = r.Error
+			}
+		}
+	}
+	if err != nil {
+		log.Warn("the claims log topic stamps its records with their writers' clocks (message.timestamp.type="+v+"), "+
+			"so a member whose clock is off moves every member's calls, and the worker may not switch it. Switch it with "+
+			"kafka-configs --bootstrap-server <brokers> --alter --entity-type topics --entity-name "+topic+
+			" --add-config message.timestamp.type=LogAppendTime", zap.String("topic", topic), zap.Error(err))
+		return
+	}
+	log.Info("switched the claims log topic to the broker's clock (message.timestamp.type=LogAppendTime): "+
+		"it was created by a release before 0.11.0", zap.String("topic", topic))
 }
 
 // slotsMaxWait is how long a read of the claims log waits at the broker:
@@ -62,40 +111,47 @@ type kafkaSlots struct {
 	fetch *kafkaconn.Fetcher
 }
 
-// bootstrap reads the log's last record: its writer's chain state tells
-// where to start.
-func (k *kafkaSlots) bootstrap(ctx context.Context) (int64, chainState, error) {
-	first, end, err := kafkaconn.Bounds(ctx, k.conn.Client(), k.topic, 0)
-	if err != nil {
-		return 0, chainState{}, err
+func (k *kafkaSlots) bounds(ctx context.Context) (int64, int64, error) {
+	return kafkaconn.Bounds(ctx, k.conn.Client(), k.topic, 0)
+}
+
+// raw converts what a fetch answered.
+func raw(res *kafkaconn.Fetched, to int64) []rawRecord {
+	out := make([]rawRecord, 0, len(res.Records))
+	for i, m := range res.Records {
+		if to >= 0 && m.Offset >= to {
+			break
+		}
+		r := rawRecord{offset: m.Offset, value: m.Value}
+		if i < len(res.BrokerTime) && res.BrokerTime[i] {
+			r.stamp = m.Time
+		}
+		out = append(out, r)
 	}
-	empty := chainState{Seen: first - 1}
-	if end <= first {
-		return first, empty, nil
+	return out
+}
+
+// scan returns the records in [from, to).
+func (k *kafkaSlots) scan(ctx context.Context, from, to int64) ([]rawRecord, error) {
+	f := k.conn.Fetcher(k.topic, 0, from, 0)
+	var out []rawRecord
+	for f.Next < to {
+		before := f.Next
+		res, err := f.Fetch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, raw(res, to)...)
+		if f.Next == before {
+			break // nothing more below to (a transaction's end, compaction)
+		}
 	}
-	f := k.conn.Fetcher(k.topic, 0, end-1, 0)
-	res, err := f.Fetch(ctx)
-	if err != nil {
-		return 0, chainState{}, err
-	}
-	if len(res.Records) == 0 {
-		return end, chainState{Seen: end - 1}, nil // a transaction marker: nothing to start from
-	}
-	last := res.Records[len(res.Records)-1]
-	r, err := decodeClaim(last.Value)
-	if err != nil {
-		return last.Offset + 1, chainState{Seen: last.Offset}, nil
-	}
-	st := r.State
-	if st.Seen+1 < first {
-		st.Seen = first - 1 // records after the snapshot deleted by retention: start from what is left
-	}
-	return st.Seen + 1, st, nil
+	return out, nil
 }
 
 // read returns the records from offset from on, waiting up to
 // slotsMaxWait for some.
-func (k *kafkaSlots) read(ctx context.Context, from int64) ([]slotRecord, int64, error) {
+func (k *kafkaSlots) read(ctx context.Context, from int64) ([]rawRecord, int64, error) {
 	if k.fetch == nil || k.fetch.Next != from {
 		k.fetch = k.conn.Fetcher(k.topic, 0, from, slotsMaxWait)
 	}
@@ -103,37 +159,36 @@ func (k *kafkaSlots) read(ctx context.Context, from int64) ([]slotRecord, int64,
 	if err != nil {
 		var pe *kafkaconn.PartitionError
 		if errors.As(err, &pe) && pe.Err == kafka.OffsetOutOfRange {
-			// Retention went past us (a member stopped for long): start over
-			// from the last record's snapshot.
-			next, _, berr := k.bootstrap(ctx)
-			if berr == nil {
+			// Retention went past us (a member stopped for long): go on
+			// from what is left.
+			first, _, berr := k.bounds(ctx)
+			if berr == nil && first > from {
 				k.fetch = nil
-				return nil, next, nil
+				return []rawRecord{{offset: first, restart: true}}, first, nil
 			}
 		}
 		return nil, from, err
 	}
-	out := make([]slotRecord, 0, len(res.Records))
-	for _, m := range res.Records {
-		r, err := decodeClaim(m.Value)
-		out = append(out, slotRecord{offset: m.Offset, rec: r, err: err})
-	}
-	return out, k.fetch.Next, nil
+	return raw(res, -1), k.fetch.Next, nil
 }
 
-// append appends r, acknowledged by all in-sync replicas.
-func (k *kafkaSlots) append(ctx context.Context, r claimRecord) error {
+// append appends values, acknowledged by all in-sync replicas.
+func (k *kafkaSlots) append(ctx context.Context, values [][]byte, ts time.Time) (time.Time, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	recs := make([]kafka.Record, len(values))
+	for i, v := range values {
+		recs[i] = kafka.Record{Time: ts, Value: kafka.NewBytes(v)}
+	}
 	resp, err := k.conn.Client().Produce(ctx, &kafka.ProduceRequest{
 		Topic: k.topic, Partition: 0, RequiredAcks: kafka.RequireAll,
-		Records: kafka.NewRecordReader(kafka.Record{Time: time.Unix(0, r.TS), Value: kafka.NewBytes(encodeClaim(r))}),
+		Records: kafka.NewRecordReader(recs...),
 	})
 	if err == nil {
 		err = resp.Error
 	}
 	if err != nil {
-		return fmt.Errorf("append to the claims log %s: %w", k.topic, err)
+		return time.Time{}, 0, fmt.Errorf("append to the claims log %s: %w", k.topic, err)
 	}
-	return nil
+	return resp.LogAppendTime, time.Millisecond, nil
 }

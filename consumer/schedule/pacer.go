@@ -2,13 +2,11 @@ package schedule
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"hash/fnv"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/zap"
 )
@@ -35,10 +33,13 @@ import (
 // Failure modes:
 //   - A member dies holding a claim or a grant: its slot goes unused; the
 //     chain goes on.
-//   - Clock skew: grants are computed from the claimers' timestamps alike
-//     everywhere, and each member sends at a grant by its own clock, so two
-//     members' clocks apart by d bring their calls d nearer than a period
-//     (NTP keeps d to milliseconds; slotMargin absorbs 1%).
+//   - Clock skew: grants are computed on the broker's clock (clock.go):
+//     the broker stamps every claim, and each member reads the broker's
+//     time off its own clock corrected by what its appends' answers said.
+//     A member's clock off by an hour, or stepped, calls at the same true
+//     times as the others; what is left is the error of that correction (a
+//     fraction of a round trip), which slotMargin absorbs. A record whose
+//     own time is far from its stamp moves the chain by claimAhead at most.
 //   - A grant read back late (a slow produce or fetch): the call leaves at
 //     once if it is at most half a period late, else the grant is
 //     forfeited and the member claims again.
@@ -52,50 +53,32 @@ type view struct {
 	allUrgent []Partition // every urgent partition
 }
 
-// ClaimsLog is the claims log as the schedule uses it: NewKafkaLog's, or
-// a test's in memory.
-type ClaimsLog interface {
-	// bootstrap returns the offset to read from and the chain's state just
-	// before it (the last record's snapshot; empty for an empty log).
-	bootstrap(ctx context.Context) (int64, chainState, error)
-	// read returns the records from offset from on, waiting for some.
-	read(ctx context.Context, from int64) ([]slotRecord, int64, error)
-	// append appends r and waits for all in-sync replicas.
-	append(ctx context.Context, r claimRecord) error
-}
-
-// slotRecord is one record read from the claims log.
-type slotRecord struct {
-	offset int64
-	rec    claimRecord
-	err    error // not a claims-log record
-}
-
-// schedule is the call schedule: partitions wait for a call (wait) and
-// report how it was answered (answered); the worker starts it (run) and
-// tells it which partitions are this member's (setMine).
+// pacer is one app's call schedule: partitions wait for a call (wait) and
+// report how it was answered (answered); the Log feeds it the app's
+// records (apply) and writes what it asks for (outgoing); run grants.
 type pacer struct {
+	app     uint64
+	l       *Log
 	period  time.Duration
 	refresh time.Duration
-	clock   clockwork.Clock
+	clock   *brokerClock    // the broker's time (grants, claims)
+	local   clockwork.Clock // this member's (timers)
 	log     *zap.Logger
 	obs     Observer
 	id      string // this member in the claims log
-	slots   ClaimsLog
-	// groupPause receives other members' pause and resume records.
-	groupPause func(r claimRecord)
+	// groupPause receives other members' pause and resume records;
+	// holdChanged the app's hold whenever it changes.
+	groupPause  func(r claimRecord)
+	holdChanged func(h *holdState)
 
-	mu sync.Mutex
-	// newerSeen says a record of a newer claims version was met (warned
-	// once).
-	newerSeen bool
-	view      view
-	mine      map[Partition]bool
-	waiting   []*slotWaiter
-	skip      int // calls to leave unused after a 10023 (another sender)
-	strikes   int // 10023 answers in a row
-	changed   chan struct{}
-	// last is when the last call of this member left.
+	mu      sync.Mutex
+	view    view
+	mine    map[Partition]bool
+	waiting []*slotWaiter
+	skip    int // calls to leave unused after a 10023 (another sender)
+	strikes int // 10023 answers in a row
+	changed chan struct{}
+	// last is when the last call of this member left (broker's clock).
 	last time.Time
 	// chain is the claims log's grants; nil until the log is read.
 	chain *chain
@@ -109,11 +92,10 @@ type pacer struct {
 	// only the latest matters, so a slow log never holds a queue of them.
 	took time.Time
 	// outbox holds records to append that are not claims (pause,
-	// resume), in order.
+	// resume, a hold's renewal), in order.
 	outbox []claimRecord
-	// logErr is why the claims log cannot be used now (nil: it can).
-	logErr error
-	wrote  chan struct{} // wakes the writer
+	// renewing says a renewal of the hold is on its way.
+	renewing bool
 }
 
 // claim is one of this member's claims.
@@ -122,14 +104,14 @@ type claim struct {
 	urgent  bool
 	written bool      // acknowledged by the log
 	read    bool      // read back from the log
-	at      time.Time // when it was made (or acknowledged)
+	at      time.Time // when it was made (or acknowledged), broker's clock
 }
 
 type slotWaiter struct {
 	partition Partition
 	urgent    bool
 	granted   chan struct{}
-	at        time.Time // when the call should leave
+	at        time.Time // when the call should leave (this member's clock)
 }
 
 // slotMargin stretches periods by 1%: calls exactly 1/rate apart sit on
@@ -146,26 +128,31 @@ const shareWindow = 20
 // forgets it and claims again (the log lost it: a truncation).
 const claimLost = 10 * time.Second
 
-// newSchedule returns the schedule of an app whose rate is rate calls a
-// second. slots is the claims log; refresh bounds how long the grant loop
-// sleeps when nothing wakes it.
-func newPacer(rate float64, refresh time.Duration, clock clockwork.Clock, slots ClaimsLog, log *zap.Logger, obs Observer) *pacer {
+// holdRenew is how long a hold goes without a record before a member
+// writes it again, so the claims log (ten minutes of retention) keeps it
+// for a member that starts later; each member waits a little longer than
+// the last (by its id), so one of them renews it.
+const holdRenew = 2 * time.Minute
+
+// newPacer returns the slots of app, whose rate is rate calls a second,
+// on claims log l. refresh bounds how long the grant loop sleeps when
+// nothing wakes it.
+func newPacer(app uint64, rate float64, refresh time.Duration, l *Log, log *zap.Logger, obs Observer) *pacer {
 	if obs == nil {
 		obs = noObserver{}
 	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
 	return &pacer{
+		app:     app,
+		l:       l,
 		period:  time.Duration(float64(time.Second) * slotMargin / rate),
 		refresh: refresh,
-		clock:   clock,
-		slots:   slots,
+		clock:   l.clock,
+		local:   l.local,
 		log:     log,
 		obs:     obs,
-		id:      hex.EncodeToString(b),
+		id:      l.id,
 		mine:    map[Partition]bool{},
 		changed: make(chan struct{}, 1),
-		wrote:   make(chan struct{}, 1),
 	}
 }
 
@@ -176,10 +163,10 @@ func wake(ch chan struct{}) {
 	}
 }
 
-func (s *pacer) poke() {
-	wake(s.changed)
-	wake(s.wrote)
-}
+func (s *pacer) poke() { wake(s.changed) }
+
+// wantWrite asks the log's writer for this app's records.
+func (s *pacer) wantWrite() { s.l.wakeWriter(s.app) }
 
 // lead is how long before its time a call is granted: time for the
 // caller to pack and record it, so the call itself leaves on time.
@@ -198,6 +185,7 @@ func (s *pacer) setMine(parts []Partition) {
 	}
 	s.mu.Unlock()
 	s.poke()
+	s.wantWrite()
 }
 
 // setView records the partitions of the source topics (read once a
@@ -209,6 +197,7 @@ func (s *pacer) setView(v view) {
 	s.view = v
 	s.mu.Unlock()
 	s.poke()
+	s.wantWrite()
 }
 
 // aloneLocked reports whether this member owns every partition of the
@@ -243,24 +232,25 @@ func (s *pacer) pickLocked() int {
 	return 0
 }
 
-// grantLocked grants waiter i a call leaving at at.
+// grantLocked grants waiter i a call leaving at at (broker's clock).
 func (s *pacer) grantLocked(i int, at time.Time) {
 	w := s.waiting[i]
 	s.waiting = slices.Delete(s.waiting, i, i+1)
-	w.at = at
+	w.at = s.clock.toLocal(at)
 	close(w.granted)
 }
 
 // wait blocks until the caller may make one call for partition. It
 // returns a little before the call should leave (the lead), with that
-// time, so a caller can pack its call first; it must not send before.
-// Urgent waiters go before all others.
+// time on this member's clock, so a caller can pack its call first; it
+// must not send before. Urgent waiters go before all others.
 func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (time.Time, error) {
 	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, w)
 	s.mu.Unlock()
 	s.poke()
+	s.wantWrite()
 	select {
 	case <-w.granted:
 		return w.at, nil
@@ -297,20 +287,11 @@ func (s *pacer) publish(r claimRecord) {
 	s.mu.Lock()
 	s.outbox = append(s.outbox, r)
 	s.mu.Unlock()
-	wake(s.wrote)
+	s.wantWrite()
 }
 
-// run grants calls and keeps the claims log until ctx ends.
+// run grants calls until ctx ends.
 func (s *pacer) run(ctx context.Context) {
-	var loops sync.WaitGroup
-	loops.Go(func() { s.grant(ctx) })
-	loops.Go(func() { s.read(ctx) })
-	loops.Go(func() { s.write(ctx) })
-	loops.Wait()
-}
-
-// grant grants calls until ctx ends.
-func (s *pacer) grant(ctx context.Context) {
 	for {
 		s.mu.Lock()
 		var wait time.Duration
@@ -321,11 +302,46 @@ func (s *pacer) grant(ctx context.Context) {
 			wait = s.grantClaimedLocked()
 			s.obs.Share(s.share, s.share*float64(time.Second)/float64(s.period))
 		}
+		wait = min(wait, s.renewHoldLocked())
 		s.mu.Unlock()
 		if !s.sleep(ctx, wait) {
 			return
 		}
 	}
+}
+
+// renewHoldLocked writes the app's hold again when no record has carried
+// it for holdRenew (and a little more, different for each member), so
+// that the claims log keeps it. It returns how long until it looks again.
+func (s *pacer) renewHoldLocked() time.Duration {
+	if s.chain == nil || s.chain.Hold == nil || s.renewing {
+		return s.refresh
+	}
+	h := s.chain.Hold
+	now := s.clock.Now().UnixNano()
+	if h.Until != 0 && now >= h.Until {
+		return s.refresh
+	}
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(s.id))
+	due := h.Last + int64(holdRenew) + int64(f.Sum32()%1000)*int64(holdRenew/4)/1000
+	if now < due {
+		return time.Duration(due - now)
+	}
+	s.renewing = true
+	s.outbox = append(s.outbox, renewal(s.id, *h, now))
+	s.wantWrite()
+	return s.refresh
+}
+
+// renewal is the record that writes hold h again at now.
+func renewal(by string, h holdState, now int64) claimRecord {
+	r := claimRecord{By: by, TS: now, Hold: &holdRecord{By: h.By, Reason: h.Reason, Since: h.Since, Until: h.Until},
+		Pause: &pauseRecord{Info: "paused by an operator: " + h.Reason, Next: now + int64(time.Hour)}}
+	if h.Until != 0 {
+		r.Pause.Next = h.Until
+	}
+	return r
 }
 
 // grantAloneLocked paces a member that owns every partition by its own
@@ -352,20 +368,21 @@ func (s *pacer) grantAloneLocked() time.Duration {
 	if i := s.pickLocked(); i >= 0 {
 		s.grantLocked(i, now)
 		s.took = now
-		wake(s.wrote)
+		s.wantWrite()
 	}
 	s.last = now // a call leaves, or the period is left unused after a 10023
 	return 0
 }
 
-// left records that a granted call's attempt left at at (Turn.Left). A
-// lone member paces by its own calls, so the next one is a period after
-// the latest departure, not after the grant: time the caller spent after
-// its grant (a slow in-flight record, a loaded host) never brings two
-// calls nearer than a period at the server. A member sharing the app
-// sends at the grants of the claims log, which a late departure cannot
-// move.
+// left records that a granted call's attempt left at at (Turn.Left, this
+// member's clock). A lone member paces by its own calls, so the next one
+// is a period after the latest departure, not after the grant: time the
+// caller spent after its grant (a slow in-flight record, a loaded host)
+// never brings two calls nearer than a period at the server. A member
+// sharing the app sends at the grants of the claims log, which a late
+// departure cannot move.
 func (s *pacer) left(at time.Time) {
+	at = s.clock.fromLocal(at)
 	s.mu.Lock()
 	later := at.After(s.last)
 	if later {
@@ -433,7 +450,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 		}
 	}
 	if need, _ := s.claimNeededLocked(); need {
-		wake(s.wrote)
+		s.wantWrite()
 	}
 	return max(wait, 0)
 }
@@ -453,187 +470,159 @@ func (s *pacer) claimNeededLocked() (need, urgent bool) {
 	return len(s.claims) == 0, false
 }
 
-// write appends claims and queued records to the claims log until ctx
-// ends, retrying with a backoff while the log refuses them.
-func (s *pacer) write(ctx context.Context) {
-	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
-		backoff.WithMaxElapsedTime(0))
-	for {
-		s.mu.Lock()
-		var r claimRecord
-		var c *claim
-		ok := s.chain != nil
-		need, urgent := s.claimNeededLocked()
-		switch {
-		case !ok:
-		case len(s.outbox) > 0:
-			r = s.outbox[0]
-		case !s.took.IsZero():
-			r = claimRecord{By: s.id, TS: s.took.UnixNano(), Took: true}
-		case need:
-			s.seq++
-			c = &claim{seq: s.seq, urgent: urgent, at: s.clock.Now()}
-			s.claims = append(s.claims, c)
-			r = claimRecord{By: s.id, Seq: c.seq, TS: c.at.UnixNano(), Urgent: urgent}
-		default:
-			ok = false
+// outgoing returns the records this app asks the writer for now (now is
+// the broker's time): the queued ones, a lone member's latest call, and a
+// claim when the waiters need one; each carries the chain's snapshot,
+// including every record up to readSeen.
+func (s *pacer) outgoing(now time.Time, readSeen int64) []outgoing {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.chain == nil {
+		return nil // written once the log is read
+	}
+	var out []outgoing
+	for _, r := range s.outbox {
+		out = append(out, outgoing{p: s, rec: r})
+	}
+	s.outbox = nil
+	if !s.took.IsZero() {
+		out = append(out, outgoing{p: s, rec: claimRecord{By: s.id, TS: s.took.UnixNano(), Took: true}})
+	}
+	if need, urgent := s.claimNeededLocked(); need {
+		s.seq++
+		c := &claim{seq: s.seq, urgent: urgent, at: now}
+		s.claims = append(s.claims, c)
+		out = append(out, outgoing{p: s, rec: claimRecord{By: s.id, Seq: c.seq, TS: now.UnixNano(), Urgent: urgent}, claim: c})
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	st := s.chain.state()
+	st.Seen = max(st.Seen, readSeen)
+	for i := range out {
+		out[i].rec.App = s.app
+		out[i].rec.State = st
+	}
+	return out
+}
+
+// written records how the log took a record of outgoing.
+func (s *pacer) written(o outgoing, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := o.rec
+	switch {
+	case err == nil && o.claim != nil:
+		o.claim.written, o.claim.at = true, s.clock.Now()
+	case err == nil && r.Took:
+		if s.took.UnixNano() == r.TS {
+			s.took = time.Time{} // no later call meanwhile
 		}
-		if ok {
-			r.State = s.chain.state()
+	case err == nil:
+		if r.Hold != nil {
+			s.renewing = false
 		}
-		s.mu.Unlock()
-		if !ok {
-			select {
-			case <-ctx.Done():
-				return
-			case <-s.wrote:
-			}
-			continue
-		}
-		err := s.slots.append(ctx, r)
-		s.mu.Lock()
-		switch {
-		case err == nil && c != nil:
-			c.written, c.at = true, s.clock.Now()
-		case err == nil && r.Took:
-			if s.took.UnixNano() == r.TS {
-				s.took = time.Time{} // no later call meanwhile
-			}
-		case err == nil:
-			s.outbox = s.outbox[1:]
-		case c != nil:
-			// Claim again with a fresh timestamp (a claim that did reach the
-			// log costs an unused grant).
-			s.claims = slices.DeleteFunc(s.claims, func(x *claim) bool { return x == c })
-		}
-		s.setLogErrLocked(err)
-		s.mu.Unlock()
-		if err == nil {
-			bo.Reset()
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		d := bo.NextBackOff()
-		s.log.Warn("cannot write to the claims log; calls wait", zap.Error(err), zap.Duration("in", d))
-		if sleepCtx(ctx, d) != nil {
-			return
-		}
+	case o.claim != nil:
+		// Claim again with a fresh time (a claim that did reach the log
+		// costs an unused grant).
+		s.claims = slices.DeleteFunc(s.claims, func(x *claim) bool { return x == o.claim })
+	case r.Took:
+	default:
+		s.outbox = append([]claimRecord{r}, s.outbox...)
+	}
+	if err != nil {
+		s.l.mu.Lock()
+		s.l.dirty[s.app] = true // written again after the backoff
+		s.l.mu.Unlock()
 	}
 }
 
-// setLogErrLocked records whether the claims log works, logging changes.
-func (s *pacer) setLogErrLocked(err error) {
-	if err == nil && s.logErr != nil {
-		s.log.Info("the claims log works again")
+// started gives the slots the app's chain as the log held it at start.
+func (s *pacer) started(c *chain) {
+	s.mu.Lock()
+	s.chain = c
+	h := c.Hold
+	s.mu.Unlock()
+	if s.holdChanged != nil {
+		s.holdChanged(h)
 	}
-	s.logErr = err
+	s.poke()
+	s.wantWrite()
+}
+
+// caughtUp is called once the records the log held at start are applied.
+func (s *pacer) caughtUp() {
+	s.mu.Lock()
+	var h *holdState
+	if s.chain != nil && s.chain.Hold != nil {
+		c := *s.chain.Hold
+		h = &c
+	}
+	s.mu.Unlock()
+	if h != nil && (h.Until == 0 || s.clock.Now().UnixNano() < h.Until) {
+		until := "until resumed (timbroadcast resume)"
+		if h.Until != 0 {
+			until = "until " + time.Unix(0, h.Until).UTC().Format(time.RFC3339)
+		}
+		s.log.Warn("this app is paused by an operator: no call leaves until the pause ends", zap.Uint64("sdkappid", s.app),
+			zap.String("paused_by", h.By), zap.String("reason", h.Reason),
+			zap.String("since", time.Unix(0, h.Since).UTC().Format(time.RFC3339)), zap.String("ends", until))
+	}
+}
+
+// apply applies the app's record at offset off, stamped by the broker at
+// stamp (Unix ns; 0: not stamped).
+func (s *pacer) apply(off int64, r claimRecord, stamp int64) {
+	s.mu.Lock()
+	if s.chain == nil || !s.chain.apply(off, r, stamp) {
+		s.mu.Unlock()
+		return
+	}
+	var group bool
+	var hold *holdState
+	holdRec := r.Hold != nil || r.Release
+	switch {
+	case holdRec:
+		if s.chain.Hold != nil {
+			h := *s.chain.Hold
+			hold = &h
+		}
+		if r.By == s.id && r.Hold != nil {
+			s.renewing = false
+		}
+	case r.Pause != nil || r.Resume:
+		group = r.By != s.id
+	default: // a claim or a lone member's call
+		mine := 0.0
+		if r.By == s.id {
+			mine = 1
+			for _, c := range s.claims {
+				if c.seq == r.Seq && !r.Took {
+					c.read = true
+				}
+			}
+		}
+		s.share += (mine - s.share) / shareWindow
+	}
+	s.mu.Unlock()
+	switch {
+	case holdRec && s.holdChanged != nil:
+		s.holdChanged(hold)
+	case group && s.groupPause != nil:
+		s.groupPause(r)
+	}
 }
 
 // logError is why the claims log cannot be used now; nil when it can
 // (or when a lone member does not need it).
 func (s *pacer) logError() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.aloneLocked() {
+	alone := s.aloneLocked()
+	s.mu.Unlock()
+	if alone {
 		return nil // a lone member sends without it
 	}
-	return s.logErr
-}
-
-// read follows the claims log until ctx ends: the grants of every claim
-// and the group's pause records.
-func (s *pacer) read(ctx context.Context) {
-	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
-		backoff.WithMaxElapsedTime(0))
-	fail := func(err error, what string) bool {
-		s.mu.Lock()
-		s.setLogErrLocked(err)
-		s.mu.Unlock()
-		d := bo.NextBackOff()
-		s.log.Warn(what, zap.Error(err), zap.Duration("in", d))
-		return sleepCtx(ctx, d) == nil
-	}
-	var next int64
-	for {
-		from, st, err := s.slots.bootstrap(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			next = from
-			s.mu.Lock()
-			s.chain = newChain(s.period, s.horizon(), st)
-			s.mu.Unlock()
-			break
-		}
-		if !fail(err, "cannot read the claims log; retrying") {
-			return
-		}
-	}
-	s.poke()
-	for {
-		recs, n, err := s.slots.read(ctx, next)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			if !fail(err, "cannot read the claims log; calls wait") {
-				return
-			}
-			continue
-		}
-		bo.Reset()
-		next = n
-		var group []claimRecord
-		s.mu.Lock()
-		for _, r := range recs {
-			if r.err != nil {
-				s.chain.Seen = max(s.chain.Seen, r.offset)
-				s.log.Warn("skipping a record of the claims log that is not a claim", zap.Int64("offset", r.offset), zap.Error(r.err))
-				continue
-			}
-			if r.rec.V > claimsVersion && !s.newerSeen {
-				s.newerSeen = true
-				s.log.Warn("the claims log holds records of a newer release: applied by the fields this release knows "+
-					"(rolling upgrade in progress? upgrade this member too)", zap.Int("version", r.rec.V), zap.Int("known", claimsVersion),
-					zap.String("by", cutOutside(r.rec.By, 64)))
-			}
-			if !s.chain.apply(r.offset, r.rec) {
-				continue
-			}
-			switch {
-			case r.rec.Pause != nil || r.rec.Resume:
-				if r.rec.By != s.id {
-					group = append(group, r.rec)
-				}
-			default: // a claim or a lone member's call
-				mine := 0.0
-				if r.rec.By == s.id {
-					mine = 1
-					for _, c := range s.claims {
-						if c.seq == r.rec.Seq && !r.rec.Took {
-							c.read = true
-						}
-					}
-				}
-				s.share += (mine - s.share) / shareWindow
-			}
-		}
-		if len(recs) > 0 {
-			s.setLogErrLocked(nil)
-		}
-		s.mu.Unlock()
-		for _, r := range group {
-			if s.groupPause != nil {
-				s.groupPause(r)
-			}
-		}
-		if len(recs) > 0 {
-			s.poke()
-		}
-	}
+	return s.l.Err()
 }
 
 // sleep waits d, or until the schedule changes; false when ctx ended.
@@ -641,7 +630,7 @@ func (s *pacer) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t := s.clock.NewTimer(d)
+	t := s.local.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

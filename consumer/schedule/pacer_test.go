@@ -2,9 +2,12 @@ package schedule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -32,9 +35,9 @@ func bulkClaim(by string, seq uint64, ts int64) claimRecord {
 // than a period follow the previous grant a period later.
 func TestChainGrants(t *testing.T) {
 	c := newChain(100*time.Millisecond, 50*time.Millisecond, chainState{Seen: -1})
-	c.apply(0, bulkClaim("a", 1, 1000*ms))
-	c.apply(1, bulkClaim("b", 1, 1001*ms))
-	c.apply(2, bulkClaim("c", 1, 1002*ms))
+	c.apply(0, bulkClaim("a", 1, 1000*ms), 0)
+	c.apply(1, bulkClaim("b", 1, 1001*ms), 0)
+	c.apply(2, bulkClaim("c", 1, 1002*ms), 0)
 	check := func(want map[string]int64) {
 		t.Helper()
 		for k, at := range want {
@@ -45,12 +48,12 @@ func TestChainGrants(t *testing.T) {
 		}
 	}
 	check(map[string]int64{"a1": 1000, "b1": 1100, "c1": 1200})
-	c.apply(3, bulkClaim("a", 2, 5000*ms)) // idle again
+	c.apply(3, bulkClaim("a", 2, 5000*ms), 0) // idle again
 	check(map[string]int64{"a2": 5000})
 	if len(c.Grants) != 1 {
 		t.Errorf("%d grants kept after an idle claim, want 1: grants long past are pruned", len(c.Grants))
 	}
-	if c.apply(2, bulkClaim("x", 1, 0)) {
+	if c.apply(2, bulkClaim("x", 1, 0), 0) {
 		t.Error("a record at or before Seen applied twice")
 	}
 }
@@ -60,10 +63,10 @@ func TestChainGrants(t *testing.T) {
 // lone member's call is a fixed grant the next claims follow.
 func TestChainUrgentAndTook(t *testing.T) {
 	c := newChain(100*time.Millisecond, 50*time.Millisecond, chainState{Seen: -1})
-	c.apply(0, bulkClaim("a", 1, 1000*ms)) // 1000
-	c.apply(1, bulkClaim("b", 1, 1001*ms)) // 1100
-	c.apply(2, bulkClaim("c", 1, 1002*ms)) // 1200
-	c.apply(3, claimRecord{By: "u", Seq: 1, TS: 1060 * ms, Urgent: true})
+	c.apply(0, bulkClaim("a", 1, 1000*ms), 0) // 1000
+	c.apply(1, bulkClaim("b", 1, 1001*ms), 0) // 1100
+	c.apply(2, bulkClaim("c", 1, 1002*ms), 0) // 1200
+	c.apply(3, claimRecord{By: "u", Seq: 1, TS: 1060 * ms, Urgent: true}, 0)
 	got := map[string]int64{}
 	for _, g := range c.Grants {
 		got[g.By] = g.At / ms
@@ -72,8 +75,8 @@ func TestChainUrgentAndTook(t *testing.T) {
 	if want := map[string]int64{"a": 1000, "b": 1100, "u": 1200, "c": 1300}; !reflect.DeepEqual(got, want) {
 		t.Errorf("grants %v, want %v", got, want)
 	}
-	c.apply(4, claimRecord{By: "l", TS: 1350 * ms, Took: true})
-	c.apply(5, bulkClaim("d", 1, 1351*ms))
+	c.apply(4, claimRecord{By: "l", TS: 1350 * ms, Took: true}, 0)
+	c.apply(5, bulkClaim("d", 1, 1351*ms), 0)
 	if g, _ := c.find("d", 1); g.At != 1450*ms {
 		t.Errorf("a claim after a lone member's call at 1350 ms granted %d ms, want 1450", g.At/ms)
 	}
@@ -99,14 +102,14 @@ func TestChainJoinFromSnapshot(t *testing.T) {
 			r.State = chainState{Seen: -1}
 		}
 		recs = append(recs, r)
-		full.apply(int64(off), r)
+		full.apply(int64(off), r, 0)
 		states = append(states, full.state())
 	}
 	for k := 1; k < len(recs); k += 7 {
 		st := recs[k].State
 		j := newChain(period, horizon, st)
 		for off := st.Seen + 1; off < int64(len(recs)); off++ {
-			j.apply(off, recs[off])
+			j.apply(off, recs[off], 0)
 		}
 		if !reflect.DeepEqual(j.Grants, full.Grants) {
 			t.Fatalf("joined at offset %d (snapshot of %d): grants differ\n joined %+v\n full   %+v", k, st.Seen, j.Grants, full.Grants)
@@ -114,33 +117,45 @@ func TestChainJoinFromSnapshot(t *testing.T) {
 	}
 }
 
-// memSlots is an in-memory claims log.
+// memSlots is an in-memory claims log whose "broker" stamps every record
+// with clock's time, exactly (LogAppendTime; clock nil: not stamped).
 type memSlots struct {
-	mu   sync.Mutex
-	recs []claimRecord
-	more chan struct{}
+	mu     sync.Mutex
+	clock  clockwork.Clock
+	recs   [][]byte
+	stamps []time.Time
+	more   chan struct{}
 }
 
-func newMemSlots() *memSlots { return &memSlots{more: make(chan struct{})} }
+func newMemSlots(clock clockwork.Clock) *memSlots {
+	return &memSlots{clock: clock, more: make(chan struct{})}
+}
 
-func (m *memSlots) bootstrap(context.Context) (int64, chainState, error) {
+func (m *memSlots) bounds(context.Context) (int64, int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.recs) == 0 {
-		return 0, chainState{Seen: -1}, nil
-	}
-	st := m.recs[len(m.recs)-1].State
-	return st.Seen + 1, st, nil
+	return 0, int64(len(m.recs)), nil
 }
 
-func (m *memSlots) read(ctx context.Context, from int64) ([]slotRecord, int64, error) {
+func (m *memSlots) scanLocked(from, to int64) []rawRecord {
+	var out []rawRecord
+	for off := max(from, 0); off < min(to, int64(len(m.recs))); off++ {
+		out = append(out, rawRecord{offset: off, value: m.recs[off], stamp: m.stamps[off]})
+	}
+	return out
+}
+
+func (m *memSlots) scan(_ context.Context, from, to int64) ([]rawRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.scanLocked(from, to), nil
+}
+
+func (m *memSlots) read(ctx context.Context, from int64) ([]rawRecord, int64, error) {
 	for {
 		m.mu.Lock()
 		n, more := int64(len(m.recs)), m.more
-		var out []slotRecord
-		for off := from; off < n; off++ {
-			out = append(out, slotRecord{offset: off, rec: m.recs[off]})
-		}
+		out := m.scanLocked(from, n)
 		m.mu.Unlock()
 		if len(out) > 0 {
 			return out, n, nil
@@ -153,13 +168,34 @@ func (m *memSlots) read(ctx context.Context, from int64) ([]slotRecord, int64, e
 	}
 }
 
-func (m *memSlots) append(_ context.Context, r claimRecord) error {
+func (m *memSlots) append(_ context.Context, values [][]byte, _ time.Time) (time.Time, time.Duration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.recs = append(m.recs, r)
+	var stamp time.Time
+	if m.clock != nil {
+		stamp = m.clock.Now()
+	}
+	for _, v := range values {
+		m.recs = append(m.recs, v)
+		m.stamps = append(m.stamps, stamp)
+	}
 	close(m.more)
 	m.more = make(chan struct{})
-	return nil
+	return stamp, 0, nil
+}
+
+// records decodes every record of the log.
+func (m *memSlots) records(t *testing.T) []claimRecord {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]claimRecord, len(m.recs))
+	for i, v := range m.recs {
+		if err := json.Unmarshal(v, &out[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
 
 // schedHarness drives members' schedules on one fake clock and one
@@ -177,7 +213,8 @@ type schedHarness struct {
 func newSchedHarness(t *testing.T) *schedHarness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	h := &schedHarness{t: t, clock: clockwork.NewFakeClockAt(time.Unix(1_000_000, 0)), slots: newMemSlots(), ctx: ctx, cancel: cancel}
+	clock := clockwork.NewFakeClockAt(time.Unix(1_000_000, 0))
+	h := &schedHarness{t: t, clock: clock, slots: newMemSlots(clock), ctx: ctx, cancel: cancel}
 	t.Cleanup(func() {
 		h.cancel()
 		h.loops.Wait()
@@ -185,17 +222,44 @@ func newSchedHarness(t *testing.T) *schedHarness {
 	return h
 }
 
+// harnessApp is the app of the harness's members.
+const harnessApp = 1400000001
+
 // member starts a member's schedule owning mine of the partitions in v
-// (its grant, read and write loops; the view is set by the test).
+// (its claims log and grant loop; the view is set by the test).
 func (h *schedHarness) member(v view, mine ...Partition) *pacer {
-	s := newPacer(schedRate, 200*time.Millisecond, h.clock, h.slots, zap.NewNop(), nil)
-	s.setView(v)
-	s.setMine(mine)
-	h.loops.Go(func() { s.grant(h.ctx) })
-	h.loops.Go(func() { s.read(h.ctx) })
-	h.loops.Go(func() { s.write(h.ctx) })
-	h.members = append(h.members, s)
-	return s
+	return h.memberOn(h.clock, harnessApp, schedRate, v, mine...)[0]
+}
+
+// memberOn starts a member on clock with the slots of an app per rate
+// (apps app, app+1, ...), each owning mine of v.
+func (h *schedHarness) memberOn(clock clockwork.Clock, app uint64, rate float64, v view, mine ...Partition) []*pacer {
+	return h.memberApps(clock, map[uint64]float64{app: rate}, v, mine...)
+}
+
+// memberApps starts a member on clock serving apps (by SDKAppID, at their
+// rates), each owning mine of v; its slots in app order.
+func (h *schedHarness) memberApps(clock clockwork.Clock, apps map[uint64]float64, v view, mine ...Partition) []*pacer {
+	l := NewLog(LogConfig{Store: h.slots, DefaultApp: harnessApp, Clock: clock, Logger: zap.NewNop()})
+	var ids []uint64
+	for app := range apps {
+		ids = append(ids, app)
+	}
+	slices.Sort(ids)
+	var out []*pacer
+	for _, app := range ids {
+		s := newPacer(app, apps[app], 200*time.Millisecond, l, zap.NewNop(), nil)
+		if err := l.add(app, s); err != nil {
+			h.t.Fatal(err)
+		}
+		s.setView(v)
+		s.setMine(mine)
+		h.loops.Go(func() { s.run(h.ctx) })
+		h.members = append(h.members, s)
+		out = append(out, s)
+	}
+	h.loops.Go(func() { l.Run(h.ctx) })
+	return out
 }
 
 // grant is one call granted to a waiter.
@@ -238,6 +302,11 @@ func (s *pacer) quiet() bool {
 	defer s.mu.Unlock()
 	if need, _ := s.claimNeededLocked(); s.chain == nil || len(s.outbox) > 0 || !s.took.IsZero() || need {
 		return false
+	}
+	for _, c := range s.claims {
+		if !c.written {
+			return false
+		}
 	}
 	for _, c := range s.claims {
 		if _, ok := s.chain.find(s.id, c.seq); !ok {
@@ -439,25 +508,22 @@ func TestScheduleAlone(t *testing.T) {
 	}
 	s.answered(false)
 	h.until(0)
-	h.slots.mu.Lock()
+	recs := h.slots.records(t)
 	took := 0
-	for _, r := range h.slots.recs {
+	for _, r := range recs {
 		if r.Took {
 			took++
 		}
-		if !r.Took {
-			t.Errorf("a lone member wrote %+v, want only took records", r)
+		if !r.Took || r.App != harnessApp {
+			t.Errorf("a lone member wrote %+v, want only took records of its app", r)
 		}
 	}
-	h.slots.mu.Unlock()
 	if took != 4 {
 		t.Errorf("%d took records, want 4 (one per call)", took)
 	}
-	h.slots.mu.Lock()
-	if n := len(h.slots.recs[len(h.slots.recs)-1].State.Grants); n > 1 {
+	if n := len(recs[len(recs)-1].State.Grants); n > 1 {
 		t.Errorf("a took record's snapshot holds %d grants, want at most 1: a lone member's earlier calls are pruned", n)
 	}
-	h.slots.mu.Unlock()
 	// Another member takes b: its first call comes a period after g.
 	s.setMine([]Partition{a, u})
 	other := h.member(v, b)
@@ -475,37 +541,34 @@ type skewedClock struct {
 
 func (c skewedClock) Now() time.Time { return c.FakeClock.Now().Add(c.skew) }
 
-// Clock skew: members compute the same grants from the claimers'
-// timestamps, and each sends at a grant by its own clock, so a member
-// whose clock is ahead by d calls d early in true time: two calls of
-// different members are never closer than a period less the skew, and
-// neither claims nor calls are lost.
+// Clock skew: grants are on the broker's clock, and each member reads it
+// off its own corrected by its appends' answers, so members whose clocks
+// are an hour ahead and an hour behind call a full period apart in true
+// time, from their first call on; neither claims nor calls are lost.
 func TestScheduleClockSkew(t *testing.T) {
-	const skew = 30 * time.Millisecond
-	h := newSchedHarness(t)
-	a, b := tp("t", 0), tp("t", 1)
-	v := view{all: []Partition{a, b}}
-	sa := h.member(v, a)
-	sb := newPacer(schedRate, 200*time.Millisecond, skewedClock{h.clock, skew}, h.slots, zap.NewNop(), nil)
-	sb.setView(v)
-	sb.setMine([]Partition{b})
-	h.loops.Go(func() { sb.grant(h.ctx) })
-	h.loops.Go(func() { sb.read(h.ctx) })
-	h.loops.Go(func() { sb.write(h.ctx) })
-	h.members = append(h.members, sb)
-	var got []grant
-	for range 5 {
-		got = append(got, h.until(8, h.waitFor(sa, 0, a, false), h.waitFor(sb, 1, b, false))...)
-	}
-	// True time of each call: member 1's grant times are by its clock.
-	for i := range got {
-		if got[i].member == 1 {
-			got[i].at = got[i].at.Add(-skew)
-		}
-	}
-	checkSpacing(t, got, sa.period-skew)
-	if len(got) != 10 {
-		t.Errorf("%d calls, want 10", len(got))
+	for _, skews := range [][2]time.Duration{{time.Hour, -time.Hour}, {30 * time.Millisecond, 0}, {-2 * time.Minute, time.Hour}} {
+		t.Run(fmt.Sprint(skews[0], skews[1]), func(t *testing.T) {
+			h := newSchedHarness(t)
+			a, b := tp("t", 0), tp("t", 1)
+			v := view{all: []Partition{a, b}}
+			sa := h.memberOn(skewedClock{h.clock, skews[0]}, harnessApp, schedRate, v, a)[0]
+			sb := h.memberOn(skewedClock{h.clock, skews[1]}, harnessApp, schedRate, v, b)[0]
+			var got []grant
+			for range 5 {
+				got = append(got, h.until(8, h.waitFor(sa, 0, a, false), h.waitFor(sb, 1, b, false))...)
+			}
+			// True time of each call: a member's grant times are by its clock.
+			for i := range got {
+				got[i].at = got[i].at.Add(-skews[got[i].member])
+			}
+			checkSpacing(t, got, sa.period)
+			if len(got) != 10 {
+				t.Errorf("%d calls, want 10", len(got))
+			}
+			if off := sa.clock.offset(); off != -skews[0] {
+				t.Errorf("member 0 reads the broker's clock %v off its own, want %v", off, -skews[0])
+			}
+		})
 	}
 }
 

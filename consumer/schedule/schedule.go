@@ -2,12 +2,12 @@ package schedule
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sort"
 	"strconv"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"go.uber.org/zap"
 )
 
@@ -41,6 +41,9 @@ type Observer interface {
 	// Share is this member's part of the group's recent calls and the
 	// rate it makes (calls a second).
 	Share(share, rate float64)
+	// Held says whether an operator holds the app (timbroadcast pause),
+	// who, why and until when (zero: until resumed).
+	Held(held bool, h Hold)
 }
 
 type noObserver struct{}
@@ -48,15 +51,38 @@ type noObserver struct{}
 func (noObserver) Paused(bool)            {}
 func (noObserver) Slot(string)            {}
 func (noObserver) Share(float64, float64) {}
+func (noObserver) Held(bool, Hold)        {}
+
+// Hold is an operator's pause of an app (timbroadcast pause): no member
+// calls for the app until it is resumed or Until passes. Its times are the
+// broker's.
+type Hold struct {
+	// By and Reason say who paused the app and why.
+	By, Reason string
+	// Since is when the pause began; Until when it ends (zero: when
+	// resumed).
+	Since, Until time.Time
+}
+
+func (h *holdState) public() Hold {
+	out := Hold{By: h.By, Reason: h.Reason, Since: time.Unix(0, h.Since)}
+	if h.Until != 0 {
+		out.Until = time.Unix(0, h.Until)
+	}
+	return out
+}
 
 // Config configures a Schedule.
 type Config struct {
+	// App is the app's SDKAppID: its chain in the claims log.
+	App uint64
 	// Rate is the app's limit (calls a second) that the group shares
 	// through the claims log. Zero (or +Inf) keeps no schedule: the pause
 	// gate alone, and each turn's time comes from Pace.
 	Rate float64
-	// Log is the claims log; required with a Rate (NewKafkaLog).
-	Log ClaimsLog
+	// Log is the worker's claims log (NewLog), shared by its apps;
+	// required with a Rate.
+	Log *Log
 	// Pace, without a Rate, waits for the caller's own pacing (a sender
 	// that paces itself) and may be nil (calls leave at once).
 	Pace func(ctx context.Context) error
@@ -65,15 +91,13 @@ type Config struct {
 	// PauseInitial and PauseMax bound the backoff between probes while
 	// paused.
 	PauseInitial, PauseMax time.Duration
-	// Clock is the slots' clock; nil is the real one.
-	Clock clockwork.Clock
 	// Logger logs the claims log's troubles; nil logs nothing.
 	Logger *zap.Logger
 	// Observer sees pauses and grants; nil sees nothing.
 	Observer Observer
 }
 
-// Schedule decides when each call of this member leaves: the pause gate
+// Schedule decides when each call of this member leaves for one app: the pause gate
 // first (while the API refuses every call, one probe at a time), then a
 // slot of the app's rate shared by the group. A caller takes a turn
 // (Take), makes its call, and ends the turn exactly once: Sent, Paused or
@@ -85,8 +109,9 @@ type Schedule struct {
 	log   *zap.Logger
 }
 
-// New returns the schedule cfg describes; Run runs it.
-func New(cfg Config) *Schedule {
+// New returns the schedule cfg describes; Run runs it. With a Rate, it
+// joins cfg.Log, which must not run yet.
+func New(cfg Config) (*Schedule, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -96,34 +121,54 @@ func New(cfg Config) *Schedule {
 		obs = noObserver{}
 	}
 	s := &Schedule{gate: newGate(cfg.PauseInitial, cfg.PauseMax, obs.Paused), pace: cfg.Pace, log: log}
-	if cfg.Rate > 0 && !math.IsInf(cfg.Rate, 1) {
-		clock := cfg.Clock
-		if clock == nil {
-			clock = clockwork.NewRealClock()
+	s.gate.onHold = func(h *holdState) {
+		if h == nil {
+			obs.Held(false, Hold{})
+			return
 		}
-		p := newPacer(cfg.Rate, cfg.Refresh, clock, cfg.Log, log, obs)
+		obs.Held(true, h.public())
+	}
+	if cfg.Rate > 0 && !math.IsInf(cfg.Rate, 1) {
+		if cfg.Log == nil {
+			return nil, errors.New("schedule: a Rate needs a claims log (Config.Log)")
+		}
+		p := newPacer(cfg.App, cfg.Rate, cfg.Refresh, cfg.Log, log, obs)
 		p.groupPause = func(r claimRecord) {
 			if err := s.gate.remote(r); err != nil {
 				log.Warn("claims log: ignoring a record out of bounds", zap.Error(err))
 			}
 		}
-		s.gate.publish, s.gate.member = p.publish, p.id
+		p.holdChanged = s.gate.setHold
+		if err := cfg.Log.add(cfg.App, p); err != nil {
+			return nil, err
+		}
+		s.gate.publish, s.gate.member, s.gate.now = p.publish, p.id, p.clock.Now
 		s.gate.takeover = 2*time.Second + 2*p.period
 		s.slots = p
 	}
-	return s
+	return s, nil
 }
 
 // Paced reports whether the schedule keeps slots of a rate (through the
 // claims log), rather than the pause gate alone.
 func (s *Schedule) Paced() bool { return s.slots != nil }
 
-// Run keeps the slots (grants, the claims log) until ctx ends. Without a
-// Rate it returns at once.
+// Run grants this app's calls until ctx ends (the claims log runs on its
+// own: Log.Run). Without a Rate it returns at once.
 func (s *Schedule) Run(ctx context.Context) {
 	if s.slots != nil {
 		s.slots.run(ctx)
 	}
+}
+
+// Held returns the operator's hold of the app in force, if any
+// (timbroadcast pause).
+func (s *Schedule) Held() (Hold, bool) {
+	h, ok := s.gate.held()
+	if !ok {
+		return Hold{}, false
+	}
+	return h.public(), true
 }
 
 // SetView records every partition of the source topics (bulk and urgent),
@@ -191,6 +236,10 @@ func (s *Schedule) Take(ctx context.Context, partition Partition, urgent bool) (
 			s.gate.release(probe)
 			return nil, err
 		}
+		if s.gate.heldNow() {
+			s.gate.release(probe) // an operator's hold came meanwhile: the slot goes unused
+			continue
+		}
 		if probe || !s.gate.closed() {
 			return t, nil
 		}
@@ -212,8 +261,19 @@ func (t *Turn) slot(ctx context.Context) (time.Time, error) {
 }
 
 // Retry waits for one more slot inside the turn, for an attempt that
-// retries the call (the gate was passed), and returns when it leaves.
-func (t *Turn) Retry(ctx context.Context) (time.Time, error) { return t.slot(ctx) }
+// retries the call (the gate was passed), and returns when it leaves. An
+// operator's hold that came meanwhile is waited out first.
+func (t *Turn) Retry(ctx context.Context) (time.Time, error) {
+	for {
+		if err := t.s.gate.waitHold(ctx); err != nil {
+			return time.Time{}, err
+		}
+		at, err := t.slot(ctx)
+		if err != nil || !t.s.gate.heldNow() {
+			return at, err
+		}
+	}
+}
 
 // Left records that an attempt of the turn's call left at at (its request
 // was made). A member alone spaces its next call a period after it, so

@@ -13,6 +13,7 @@ type recorder struct{ paused []bool }
 func (r *recorder) Paused(p bool)          { r.paused = append(r.paused, p) }
 func (r *recorder) Slot(string)            {}
 func (r *recorder) Share(float64, float64) {}
+func (r *recorder) Held(bool, Hold)        {}
 
 // TestTurns: without a rate a turn leaves after the caller's own pacing;
 // a turn answered with a pause closes the gate (the observer sees it) and
@@ -22,8 +23,11 @@ func (r *recorder) Share(float64, float64) {}
 func TestTurns(t *testing.T) {
 	paced := 0
 	obs := &recorder{}
-	s := New(Config{PauseInitial: 20 * time.Millisecond, PauseMax: 40 * time.Millisecond, Observer: obs,
+	s, err := New(Config{PauseInitial: 20 * time.Millisecond, PauseMax: 40 * time.Millisecond, Observer: obs,
 		Pace: func(context.Context) error { paced++; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if s.Paced() {
 		t.Fatal("a schedule without a rate keeps slots")
 	}
