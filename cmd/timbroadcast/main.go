@@ -7,6 +7,7 @@
 //	timbroadcast publish    validate and produce announcements
 //	timbroadcast replay     re-publish dead-letter records
 //	timbroadcast forget     forget deliveries from an offset on, to broadcast them again on purpose
+//	timbroadcast pause      stop an app's calls on every worker at once (resume starts them again)
 //	timbroadcast map        try a mapping (TIM_MAP) on records
 //	timbroadcast status     the group at a glance
 //	timbroadcast version    the release of this binary
@@ -54,6 +55,8 @@ Commands:
   publish    validate and produce announcements (from flags or a JSON Lines file)
   replay     re-publish chosen dead-letter records to the main topic
   forget     forget what the delivered log remembers from an offset (or time) on, to broadcast it again
+  pause      stop an app's calls on every worker at once, until resume (or --for); records wait
+  resume     start the app's calls again after pause
   map        try a mapping (TIM_MAP, Schema Registry) on records: what each would become
   status     the group at a glance: members, lag and what is in flight per partition, dead letters
   version    the release of this binary
@@ -88,6 +91,8 @@ var commands = map[string]func(p process, args []string) (command, error){
 	"publish":  func(p process, args []string) (command, error) { return parsePublish(p, args) },
 	"replay":   func(p process, args []string) (command, error) { return parseReplay(p, args) },
 	"forget":   func(p process, args []string) (command, error) { return parseForget(p, args) },
+	"pause":    func(p process, args []string) (command, error) { return parsePause(p, args) },
+	"resume":   func(p process, args []string) (command, error) { return parseResume(p, args) },
 	"version":  func(p process, args []string) (command, error) { return parseVersion(p, args) },
 }
 

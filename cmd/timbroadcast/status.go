@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
+	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -25,10 +29,12 @@ type statusCmd struct {
 	// delivered is the delivered log ("" when off), app the SDKAppID whose
 	// entries to show ("": the only app in the log, if one).
 	delivered, app string
-	json           bool
-	watch          time.Duration
-	stdout         io.Writer
-	now            func() time.Time
+	// slots is the claims log, where an operator's pause is.
+	slots  string
+	json   bool
+	watch  time.Duration
+	stdout io.Writer
+	now    func() time.Time
 }
 
 func parseStatus(p process, args []string) (*statusCmd, error) {
@@ -39,7 +45,8 @@ func parseStatus(p process, args []string) (*statusCmd, error) {
 	asJSON := s.boolFlag("json", "print one JSON document (members, partitions, dead letters) instead of tables")
 	watch := s.add("watch", "", "", "redraw every this long (e.g. 2s) until interrupted")
 	delivered := s.add("delivered-topic", "KAFKA_DELIVERED_TOPIC", "<topic>.delivered", "the workers' delivered log: what each partition delivered up to; off hides it")
-	app := s.add("sdkappid", "TIM_SDKAPPID", "", "the app whose deliveries to show [default: the only one in the delivered log]")
+	app := s.add("sdkappid", "TIM_SDKAPPID", "", "the app whose deliveries and pause to show [default: the only one in the delivered log]")
+	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "the workers' claims log, where `timbroadcast pause` writes")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
@@ -69,6 +76,9 @@ func parseStatus(p process, args []string) (*statusCmd, error) {
 	case "off":
 		c.delivered = ""
 	}
+	if c.slots = slots.String(); c.slots == "<topic>.slots" || c.slots == "" {
+		c.slots = c.topic + ".slots"
+	}
 	return c, nil
 }
 
@@ -80,6 +90,21 @@ type groupStatus struct {
 	Members     []memberStatus    `json:"members"`
 	Partitions  []partitionStatus `json:"partitions"`
 	DeadLetters deadLetterSummary `json:"dead_letters_last_hour"`
+	// Paused is an operator's pause of the app (timbroadcast pause), in
+	// force or ended; absent when there is none on record.
+	Paused *pausedStatus `json:"paused,omitempty"`
+}
+
+// pausedStatus is an operator's pause as status shows it.
+type pausedStatus struct {
+	App    uint64    `json:"app"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
+	// Until is when it ends by itself (absent: at timbroadcast resume).
+	Until time.Time `json:"until,omitzero"`
+	// Active says it holds the app's calls now.
+	Active bool `json:"active"`
 }
 
 type memberStatus struct {
@@ -249,6 +274,19 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 		st.DeadLetters.Total++
 		st.DeadLetters.ByReason[wire.Header(m, wire.HeaderDLQReason)]++
 	}
+	if app, err := strconv.ParseUint(c.app, 10, 64); err == nil && app > 0 {
+		h, ok, err := schedule.Current(ctx, schedule.NewKafkaLog(c.conn, c.slots), app, app)
+		switch {
+		case err != nil && !errors.Is(err, kafka.UnknownTopicOrPartition):
+			return nil, fmt.Errorf("read the claims log %s: %w", c.slots, err)
+		case ok:
+			st.Paused = &pausedStatus{App: app, By: h.By, Reason: h.Reason, Since: h.Since.UTC(), Until: h.Until.UTC(),
+				Active: h.Until.IsZero() || c.now().Before(h.Until)}
+			if h.Until.IsZero() {
+				st.Paused.Until = time.Time{}
+			}
+		}
+	}
 	return st, nil
 }
 
@@ -273,6 +311,17 @@ func (c *statusCmd) print(st *groupStatus) {
 		return
 	}
 	fmt.Fprintf(c.stdout, "group %s: %s, %d member(s)\n\n", st.Group, strings.ToLower(st.State), len(st.Members))
+	if p := st.Paused; p != nil && p.Active {
+		until := "until `timbroadcast resume`"
+		if !p.Until.IsZero() {
+			until = "until " + p.Until.Format(time.RFC3339)
+		}
+		reason := ""
+		if p.Reason != "" {
+			reason = ": " + wire.Printable(p.Reason)
+		}
+		fmt.Fprintf(c.stdout, "PAUSED: app %d paused by %s since %s, %s%s\n\n", p.App, wire.Printable(p.By), p.Since.Format(time.RFC3339), until, reason)
+	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tINSTANCE\tVERSION\tHOST\tPARTITIONS")
 	for _, m := range st.Members {
