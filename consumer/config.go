@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -96,6 +97,10 @@ type Config struct {
 	Metrics *Metrics
 	// Now is the clock (for expiry); default time.Now.
 	Now func() time.Time
+	// ScheduleClock is the call schedule's clock: this member's, which
+	// the schedule corrects by the broker's (package schedule); nil is the
+	// real clock. Tests give a replica a clock that is off.
+	ScheduleClock clockwork.Clock
 	// OnOutcome, if set, is called with every record's final outcome,
 	// before its offset is committed.
 	OnOutcome func(Outcome)

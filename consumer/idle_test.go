@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -333,4 +334,47 @@ func TestSlotTopic(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "KAFKA_DELIVERED_TOPIC") {
 		t.Fatalf("Run without a delivered log that can be created = %v, want an error naming KAFKA_DELIVERED_TOPIC", err)
 	}
+}
+
+// skewedClock is the real clock off by skew: a replica whose clock is
+// wrong.
+type skewedClock struct {
+	clockwork.Clock
+	skew time.Duration
+}
+
+func (c skewedClock) Now() time.Time { return c.Clock.Now().Add(c.skew) }
+
+// Two replicas whose call schedules' clocks are an hour ahead and an hour
+// behind share the app's 5 calls/s: the grants follow the broker's clock
+// (its stamp on every claim, read off each replica's clock through its
+// appends' answers), so the rate holds with no 10023, and every event is
+// delivered once.
+func TestSkewedReplicas(t *testing.T) {
+	kc := consumertest.StartFake(t)
+	const rate = 5.0
+	e := newEnv(t, kc, 6, sendertest.Options{Rate: rate, Limiter: sendertest.LimiterSpacing})
+	keys := make([]string, 30)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%02d", i)
+	}
+	want := e.produceKeyed(keys, 4)
+	for _, skew := range []time.Duration{time.Hour, -time.Hour} {
+		e.start(func(c *consumer.Config, s *sender.Config) {
+			c.AppRate, s.Rate = rate, 1000 // the schedule paces, not the client
+			c.ScheduleClock = skewedClock{clockwork.NewRealClock(), skew}
+		})
+	}
+	waitFor(t, 30*time.Second, "the first deliveries", func() bool { return e.emu.Stats().Delivered >= 5 })
+	start, before := time.Now(), e.emu.Stats()
+	const span = 10 * time.Second
+	time.Sleep(span)
+	after := e.emu.Stats()
+	accepted := float64(after.ByCode[0]-before.ByCode[0]) / span.Seconds()
+	t.Logf("replicas an hour ahead and an hour behind: %.2f accepted calls/s of %g, %d answered 10023", accepted, rate, after.ByCode[10023])
+	if accepted < 0.8*rate || after.ByCode[10023] > 0 {
+		t.Errorf("%.2f accepted calls/s and %d answered 10023 (since %v); want the rate and none", accepted, after.ByCode[10023], start)
+	}
+	waitFor(t, 2*time.Minute, "every event delivered", func() bool { return len(deliveredTexts(e.emu)) >= len(want) })
+	checkExactlyOnce(t, deliveredTexts(e.emu), want)
 }

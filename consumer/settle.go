@@ -166,11 +166,11 @@ func (p *partition) send(c *call) (err error) {
 			if err != nil {
 				return err
 			}
-			return sleepCtx(c, time.Until(at))
+			return sleepCtx(c, w.untilTurn(at))
 		})
 	}
 	ctx = sender.WithTrace(ctx, &sender.Trace{
-		Leaving: func(at time.Time) { turn.Left(at) },
+		Leaving: func(at time.Time) { turn.Left(w.onScheduleClock(at)) },
 		Attempt: func(a sender.Attempt) { p.attempt(c, a) },
 	})
 	ctx = sender.WithUncertain(ctx, &c.uncertain)
@@ -208,7 +208,7 @@ func (p *partition) send(c *call) (err error) {
 					zap.Time("unknown_since", since))
 			}
 		}
-		if err := sleepCtx(p.sending, time.Until(t.Leave)); err != nil {
+		if err := sleepCtx(p.sending, w.untilTurn(t.Leave)); err != nil {
 			t.Released()
 			return p.abandoned()
 		}

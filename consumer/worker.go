@@ -136,7 +136,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		Logger: cfg.Logger.Named("schedule"), Observer: scheduleMetrics{cfg.Metrics}}
 	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
 		w.claims = schedule.NewLog(schedule.LogConfig{Store: schedule.NewKafkaLog(conn, cfg.SlotTopic), DefaultApp: app,
-			Logger: cfg.Logger.Named("schedule")})
+			Clock: cfg.ScheduleClock, Logger: cfg.Logger.Named("schedule")})
 		sc.Log = w.claims
 	}
 	if ss, ok := s.(SlotSender); ok {
@@ -205,6 +205,23 @@ func readyText(lines []string) string {
 		lines[i] = wire.Cut(wire.Printable(l), readyMaxLine)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// untilTurn is how long until t, a time of the call schedule (on its
+// clock, Config.ScheduleClock).
+func (w *Worker) untilTurn(t time.Time) time.Duration {
+	if w.cfg.ScheduleClock == nil {
+		return time.Until(t)
+	}
+	return t.Sub(w.cfg.ScheduleClock.Now())
+}
+
+// onScheduleClock is real time t on the call schedule's clock.
+func (w *Worker) onScheduleClock(t time.Time) time.Time {
+	if w.cfg.ScheduleClock == nil {
+		return t
+	}
+	return t.Add(w.cfg.ScheduleClock.Now().Sub(time.Now()))
 }
 
 // holdLine describes an operator's hold for people.
