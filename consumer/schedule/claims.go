@@ -16,7 +16,8 @@ import (
 // same grants from the same records, so Kafka's order on one partition is
 // the only arbiter and no member asks another anything.
 //
-// A bulk claim with timestamp ts is granted
+// Each app has a chain of its own, granted from its claims only. A bulk
+// claim read at time ts (stamp: the broker's clock) is granted
 //
 //	at = max(ts, at of the previous grant + T),  T = 1/AppRate
 //

@@ -14,6 +14,18 @@
 //     every member, one probe at a time on a backoff);
 //   - Released: no answer (nothing sent, cut short, a network failure).
 //
+// The claims log serves every app of a worker (Log: one reader, one
+// writer, records of several apps in one produce); each app's Schedule
+// keeps its own chain of grants, granted from its own claims only. The
+// schedule's time is the broker's: the claims topic is stamped by the
+// broker (message.timestamp.type=LogAppendTime), and each member reads the
+// broker's clock off its own, corrected by what its appends' answers said
+// (clock.go), so no member's clock, and no record's own time, moves
+// another member's grants by more than a quarter period. An operator's
+// hold (Pause, Resume: timbroadcast pause / resume) is a record of the log
+// too: every member's gate closes, without a probe, until it is released
+// or its time is up.
+//
 // Files:
 //
 //	schedule.go  Schedule, Turn, Config: the API, rate, clock, log and
@@ -23,7 +35,13 @@
 //	             through the claims log's grants
 //	claims.go    the claims record (a contract between releases, pinned by
 //	             testdata/grants.golden.json) and the chain of grants
-//	kafkalog.go  the claims log on its single-partition topic (EnsureLog)
+//	log.go       Log: the claims log shared by the apps of a worker (start-up
+//	             scan for each app's latest snapshot, the reader, the
+//	             batching writer)
+//	clock.go     the broker's clock read off this member's
+//	hold.go      an operator's hold: Pause, Resume, Current
+//	kafkalog.go  the claims log on its single-partition topic (EnsureLog,
+//	             switched to the broker's clock when it may)
 //
 // Every member computes the same grants from the same records, so what a
 // member must compute alike is kept apart (claims.go) and tested against

@@ -153,3 +153,36 @@ func TestGateGroupPause(t *testing.T) {
 		t.Error("another member's resume record did not open the gate")
 	}
 }
+
+// An operator's hold with an end (pause --for) closes the gate, with no
+// probe, until its time is up; one without waits for its release.
+func TestGateHoldEnds(t *testing.T) {
+	g := newGate(time.Millisecond, 10*time.Millisecond, nil)
+	var seen []bool
+	g.onHold = func(h *holdState) { seen = append(seen, h != nil) }
+	start := time.Now()
+	g.setHold(&holdState{By: "alice", Since: start.UnixNano(), Until: start.Add(150 * time.Millisecond).UnixNano()})
+	if !g.closed() {
+		t.Fatal("a hold did not close the gate")
+	}
+	probe, err := g.acquire(context.Background())
+	if err != nil || probe {
+		t.Fatalf("acquire = %v, %v; want the gate open after the hold, no probe", probe, err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("the gate opened %v into a hold of 150ms", d)
+	}
+	g.setHold(&holdState{By: "bob", Since: time.Now().UnixNano()})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := g.acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("acquire during a hold until resumed = %v, want to wait", err)
+	}
+	g.setHold(nil)
+	if g.closed() {
+		t.Error("a released hold kept the gate closed")
+	}
+	if len(seen) != 3 || !seen[0] || !seen[1] || seen[2] {
+		t.Errorf("onHold saw %v, want [true true false]", seen)
+	}
+}

@@ -610,3 +610,111 @@ func TestScheduleAloneSpacesFromDeparture(t *testing.T) {
 		t.Errorf("a call on time is followed %v later, want one period (%v)", d, s.period)
 	}
 }
+
+// Two apps' chains in one claims log: two members serve both apps (10 and
+// 5 calls/s), each owning one partition of each; under a backlog of both,
+// each app gets its whole rate: its calls a period of its own apart, not
+// slowed by the other app's claims in the same log.
+func TestScheduleTwoApps(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b := tp("t", 0), tp("t", 1)
+	v := view{all: []Partition{a, b}}
+	rates := map[uint64]float64{harnessApp: schedRate, harnessApp + 1: schedRate / 2}
+	m0 := h.memberApps(h.clock, rates, v, a)
+	m1 := h.memberApps(h.clock, rates, v, b)
+	step := m0[0].period / 10 // the harness's clock steps
+	for round := range 5 {
+		// Four calls of the 10/s app and two of the 5/s one: 400 ms of
+		// each app's rate.
+		var chans []<-chan grant
+		for range 2 {
+			chans = append(chans, h.waitFor(m0[0], 0, a, false), h.waitFor(m1[0], 0, b, false))
+		}
+		chans = append(chans, h.waitFor(m0[1], 1, a, false), h.waitFor(m1[1], 1, b, false))
+		byApp := map[int][]time.Time{}
+		for _, g := range h.until(40, chans...) {
+			byApp[g.member] = append(byApp[g.member], g.at)
+		}
+		for i, p := range []*pacer{m0[0], m0[1]} {
+			at := byApp[i]
+			slices.SortFunc(at, func(x, y time.Time) int { return x.Compare(y) })
+			for j := 1; j < len(at); j++ {
+				if d := at[j].Sub(at[j-1]); d < p.period || d > p.period+2*step {
+					t.Errorf("round %d, app %d: calls %v apart, want one period of its own (%v)", round, p.app, d, p.period)
+				}
+			}
+		}
+	}
+	for _, r := range h.slots.records(t) {
+		if r.App != harnessApp && r.App != harnessApp+1 {
+			t.Errorf("a record of app %d", r.App)
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// An operator's hold in the claims log stops every member's calls (a lone
+// member's too), a member that starts while it holds does not call
+// either, and a release lets them all call again.
+func TestScheduleHold(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b := tp("t", 0), tp("t", 1)
+	v := view{all: []Partition{a, b}}
+	s := h.member(v, a, b) // alone
+	h.until(2, h.waitFor(s, 0, a, false))
+	sched := &Schedule{gate: newGate(time.Millisecond, time.Second, nil), slots: s}
+	sched.gate.now = s.clock.Now
+	s.holdChanged = sched.gate.setHold
+	if err := Pause(h.ctx, h.slots, harnessApp, "alice", "wrong text", 0, h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !sched.gate.heldNow() {
+		if time.Now().After(deadline) {
+			t.Fatal("the hold was not applied")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	hold, ok := sched.Held()
+	if !ok || hold.By != "alice" || hold.Reason != "wrong text" || !hold.Until.IsZero() {
+		t.Fatalf("Held = %+v, %v; want alice's hold until resumed", hold, ok)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 100*time.Millisecond)
+	if _, err := sched.Take(ctx, a, true); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Take during a hold = %v, want to wait (urgent callers too)", err)
+	}
+	cancel()
+	// A member starting now finds the hold in the log.
+	late := h.member(v, b)
+	lateSched := &Schedule{gate: newGate(time.Millisecond, time.Second, nil), slots: late}
+	lateSched.gate.now = late.clock.Now
+	late.holdChanged = lateSched.gate.setHold
+	for !lateSched.gate.heldNow() {
+		if time.Now().After(deadline) {
+			t.Fatal("a member that started during the hold did not find it")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got, ok, err := Current(h.ctx, h.slots, harnessApp, harnessApp); err != nil || !ok || got.By != "alice" {
+		t.Errorf("Current = %+v, %v, %v; want alice's hold", got, ok, err)
+	}
+	if err := Resume(h.ctx, h.slots, harnessApp, "alice", h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for sched.gate.heldNow() || lateSched.gate.heldNow() {
+		if time.Now().After(deadline) {
+			t.Fatal("the release did not open the gates")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.until(4, h.waitFor(s, 0, a, false))
+	if _, ok, _ := Current(h.ctx, h.slots, harnessApp, harnessApp); ok {
+		t.Error("Current still finds a hold after the release")
+	}
+}

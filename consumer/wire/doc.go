@@ -176,12 +176,22 @@
 //	delivered log       "v" 1 (above); unknown fields are ignored, an entry
 //	                    of an unknown "v" is not used;
 //	                    testdata/delivered-*.golden
-//	claims record       "v" 1 (none before 0.9.0: read as 1), package
-//	                    schedule's claims log; unknown fields are ignored, a
-//	                    record of a later version is applied by its
-//	                    version-1 fields (its writer keeps them true), with
-//	                    a warning; consumer/schedule/testdata/grants.golden.json
-//	                    pins the bytes and the grants every member computes
+//	claims record       "v" 2 since 0.11.0 (1 before; none before 0.9.0:
+//	                    read as 1), package schedule's claims log: a claim
+//	                    names its app (SDKAppID; none: the reader's
+//	                    TIM_SDKAPPID) and each app's chain is granted from
+//	                    its own claims; its time is read on the broker's
+//	                    clock (the topic's LogAppendTime stamp; the
+//	                    writer's "ts" counts only within a quarter period
+//	                    after the stamp and 10 s before it); an operator's
+//	                    hold and release (timbroadcast pause / resume)
+//	                    carry pause / resume too, for version-1 readers.
+//	                    Unknown fields are ignored, a record of a later
+//	                    version is applied by its version-1 fields (its
+//	                    writer keeps them true), with a warning;
+//	                    consumer/schedule/testdata/grants.golden.json pins
+//	                    the bytes and the grants every member computes,
+//	                    skewed writers and two apps included
 //
 // TestRollingUpgrade (cmd/timbroadcast) runs the previous release and this
 // one in one group, both ways.
