@@ -44,6 +44,9 @@ func TestClaimsStampedOff(t *testing.T) {
 		map[string]string{"TIM_RATE": "5"})
 	workers := startSettled(t, ce, 2, 6)
 	slots := ce.topic + ".slots"
+	if parts, err := ce.kc.Partitions(context.Background(), slots); err != nil || len(parts) != 1 {
+		t.Fatalf("the claims log %s: %v, %v", slots, parts, err)
+	}
 	forge := func(v string) {
 		t.Helper()
 		if err := ce.kc.Produce(context.Background(), slots, kafka.Message{Value: []byte(v)}); err != nil {
