@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -377,4 +378,49 @@ func TestSkewedReplicas(t *testing.T) {
 	}
 	waitFor(t, 2*time.Minute, "every event delivered", func() bool { return len(deliveredTexts(e.emu)) >= len(want) })
 	checkExactlyOnce(t, deliveredTexts(e.emu), want)
+}
+
+// A claims topic created by a release before 0.11.0 stamps its records
+// with their writers' clocks (CreateTime): the worker switches it to the
+// broker's clock at start when it may; when the broker refuses, it warns
+// with the command to run, and the schedule still works on the writers'
+// clocks.
+func TestClaimsLogSwitchedToBrokerClock(t *testing.T) {
+	kc := consumertest.StartFake(t)
+	for _, refuse := range []bool{false, true} {
+		e := newEnv(t, kc, 2, sendertest.Options{})
+		slots := e.topic + ".slots"
+		if err := kc.CreateTopic(context.Background(), slots, 1); err != nil {
+			t.Fatal(err)
+		}
+		if refuse {
+			kc.Fake.ControlKey(int16(kmsg.IncrementalAlterConfigs), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				r := req.(*kmsg.IncrementalAlterConfigsRequest)
+				resp := r.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
+				for _, res := range r.Resources {
+					rr := kmsg.NewIncrementalAlterConfigsResponseResource()
+					rr.ResourceType, rr.ResourceName, rr.ErrorCode = res.ResourceType, res.ResourceName, kerr.TopicAuthorizationFailed.Code
+					resp.Resources = append(resp.Resources, rr)
+				}
+				return resp, nil, true
+			})
+		}
+		core, logs := observer.New(zap.InfoLevel)
+		e.produceKeyed([]string{"a", "b", "c"}, 2)
+		rw := e.start(func(c *consumer.Config, _ *sender.Config) { c.Logger = zap.New(core) })
+		waitFor(t, 30*time.Second, "the events delivered", func() bool { return len(deliveredTexts(e.emu)) >= 6 })
+		rw.stop(t)
+		v, err := kc.TopicConfig(context.Background(), slots, "message.timestamp.type")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switched := logs.FilterMessageSnippet("switched the claims log topic to the broker's clock").Len()
+		warned := logs.FilterMessageSnippet("--add-config message.timestamp.type=LogAppendTime").Len()
+		if !refuse && (v != "LogAppendTime" || switched != 1) {
+			t.Errorf("a CreateTime claims topic: message.timestamp.type=%q after start, %d switch log line(s); want LogAppendTime and one", v, switched)
+		}
+		if refuse && (v == "LogAppendTime" || warned == 0) {
+			t.Errorf("switch refused: message.timestamp.type=%q, %d warning(s) with the command; want it left and a warning", v, warned)
+		}
+	}
 }

@@ -351,3 +351,59 @@ func TestREADMEConfigurationTable(t *testing.T) {
 		}
 	}
 }
+
+// pause and resume read the workers' settings: the app from --app or
+// TIM_SDKAPPID, the claims log from KAFKA_SLOT_TOPIC or KAFKA_TOPIC; a bad
+// setting is exit 2 naming it.
+func TestPauseSettings(t *testing.T) {
+	env := map[string]string{"KAFKA_BROKERS": "127.0.0.1:9092", "KAFKA_TOPIC": "t", "TIM_SDKAPPID": "1400000001"}
+	c, err := parsePause(process{getenv: envOf(env)}, []string{"--for", "90s", "--reason", "wrong text", "--by", "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.app != 1400000001 || c.slotTopic != "t.slots" || c.d != 90*time.Second || c.reason != "wrong text" || c.by != "alice" || c.resume {
+		t.Errorf("pause settings %+v", c)
+	}
+	c, err = parseResume(process{getenv: envOf(env)}, []string{"--app", "1400000002", "--slot-topic", "claims"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.app != 1400000002 || c.slotTopic != "claims" || !c.resume || c.by == "" {
+		t.Errorf("resume settings %+v", c)
+	}
+	tests := []struct {
+		name  string
+		cmd   string
+		unset []string
+		args  []string
+		want  string
+	}{
+		{"no brokers", "pause", []string{"KAFKA_BROKERS"}, nil, "KAFKA_BROKERS"},
+		{"no topic", "pause", []string{"KAFKA_TOPIC"}, nil, "KAFKA_TOPIC"},
+		{"no app", "resume", []string{"TIM_SDKAPPID"}, nil, "TIM_SDKAPPID"},
+		{"bad app", "pause", nil, []string{"--app", "live-sg"}, `--app: "live-sg" is not an SDKAppID`},
+		{"zero duration", "pause", nil, []string{"--for", "0s"}, "--for"},
+		{"bad duration", "pause", nil, []string{"--for", "soon"}, "--for"},
+		{"negative duration", "pause", nil, []string{"--for", "-1m"}, "--for"},
+		{"empty by", "pause", nil, []string{"--by", " "}, "--by"},
+		{"resume has no reason", "resume", nil, []string{"--reason", "x"}, "reason"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := map[string]string{}
+			for k, v := range env {
+				e[k] = v
+			}
+			for _, k := range tt.unset {
+				delete(e, k)
+			}
+			var stdout, stderr bytes.Buffer
+			if code := runMain(append([]string{tt.cmd}, tt.args...), envOf(e), &stdout, &stderr); code != 2 {
+				t.Fatalf("exit code %d, want 2; stderr: %s", code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr %q does not name %s", stderr.String(), tt.want)
+			}
+		})
+	}
+}
