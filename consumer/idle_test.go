@@ -344,7 +344,9 @@ type skewedClock struct {
 	skew time.Duration
 }
 
-func (c skewedClock) Now() time.Time { return c.Clock.Now().Add(c.skew) }
+func (c skewedClock) Now() time.Time                  { return c.Clock.Now().Add(c.skew) }
+func (c skewedClock) Until(t time.Time) time.Duration { return t.Sub(c.Now()) }
+func (c skewedClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
 
 // Two replicas whose call schedules' clocks are an hour ahead and an hour
 // behind share the app's 5 calls/s: the grants follow the broker's clock
@@ -367,6 +369,7 @@ func TestSkewedReplicas(t *testing.T) {
 		})
 	}
 	waitFor(t, 30*time.Second, "the first deliveries", func() bool { return e.emu.Stats().Delivered >= 5 })
+	time.Sleep(3 * time.Second) // past the first rebalance: the steady state
 	start, before := time.Now(), e.emu.Stats()
 	const span = 10 * time.Second
 	time.Sleep(span)

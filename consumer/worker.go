@@ -213,7 +213,7 @@ func (w *Worker) untilTurn(t time.Time) time.Duration {
 	if w.cfg.ScheduleClock == nil {
 		return time.Until(t)
 	}
-	return t.Sub(w.cfg.ScheduleClock.Now())
+	return w.cfg.ScheduleClock.Until(t)
 }
 
 // onScheduleClock is real time t on the call schedule's clock.
@@ -221,7 +221,7 @@ func (w *Worker) onScheduleClock(t time.Time) time.Time {
 	if w.cfg.ScheduleClock == nil {
 		return t
 	}
-	return t.Add(w.cfg.ScheduleClock.Now().Sub(time.Now()))
+	return t.Add(-time.Since(w.cfg.ScheduleClock.Now()))
 }
 
 // holdLine describes an operator's hold for people.

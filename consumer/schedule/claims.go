@@ -50,6 +50,9 @@ import (
 // first reads it, the second writes it. Pinned by TestGrantOracle.
 //
 // Version 2 (0.11.0) adds:
+//   - unsynced: the writer had no reading of the broker's clock yet (its
+//     first record, or none for a minute): its ts is its own clock's, and
+//     a version-2 reader takes the broker's stamp instead;
 //   - app: the SDKAppID whose chain the record belongs to (a record
 //     without it belongs to the reader's default app, TIM_SDKAPPID);
 //   - hold and release: an operator's pause of the app (timbroadcast
@@ -88,6 +91,10 @@ type claimRecord struct {
 	// no claim.
 	Pause  *pauseRecord `json:"pause,omitempty"`
 	Resume bool         `json:"resume,omitempty"`
+	// Unsynced says the writer had no reading of the broker's clock yet
+	// (version 2): its TS is its own clock's, and a reader takes the
+	// broker's stamp instead.
+	Unsynced bool `json:"unsynced,omitempty"`
 	// Hold is an operator's pause of the app (version 2; Pause is set
 	// too, for version-1 readers); Release ends it (Resume is set too).
 	Hold    *holdRecord `json:"hold,omitempty"`
@@ -215,12 +222,27 @@ func claimAhead(period time.Duration) time.Duration {
 
 // stamp is the time the chain reads for r, stamped by the broker at
 // stamp (Unix ns; 0: not stamped, a CreateTime log): the writer's own
-// time, kept within claimBehind before the stamp and claimAhead after it.
+// time, kept within claimBehind before the stamp and claimAhead after it;
+// the stamp itself when the writer had no reading of the broker's clock.
+//
+// A lone member's call (took) is recorded after it left, so its stamp is
+// later than the call: its own time is kept within claimAhead before the
+// stamp too. A call placed later than it was costs the next one a little
+// of the rate; placed earlier (a clock behind, or a clock that stepped
+// back since its last reading) it would let the next call come too near.
 func (c *chain) stamp(r claimRecord, stamp int64) int64 {
 	if stamp <= 0 {
 		return r.TS
 	}
-	return min(max(r.TS, stamp-int64(claimBehind)), stamp+int64(claimAhead(time.Duration(c.period))))
+	if r.Unsynced {
+		return stamp
+	}
+	ahead := int64(claimAhead(time.Duration(c.period)))
+	behind := int64(claimBehind)
+	if r.Took {
+		behind = ahead
+	}
+	return min(max(r.TS, stamp-behind), stamp+ahead)
 }
 
 // state is a copy of the chain's state, for a record's snapshot.

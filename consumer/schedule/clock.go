@@ -120,6 +120,16 @@ func (b *brokerClock) offset() time.Duration {
 	return lo + (hi-lo)/2
 }
 
+// synced reports whether an append's answer told this member where the
+// broker's clock is within clockSampleTTL: its claims' times are then on
+// the broker's clock (else they say so: claimRecord.Unsynced).
+func (b *brokerClock) synced() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(b.samples)
+	return n > 0 && b.local.Now().Sub(b.samples[n-1].at) <= clockSampleTTL
+}
+
 // Now is the broker's time as this member estimates it.
 func (b *brokerClock) Now() time.Time { return b.local.Now().Add(b.offset()) }
 

@@ -100,6 +100,10 @@ func grantScenarios() []grantCase {
 		}
 		return rs
 	}
+	unsynced := func(r claimRecord) claimRecord {
+		r.Unsynced = true
+		return r
+	}
 	stamps := func(ts ...int64) []int64 {
 		out := make([]int64, len(ts))
 		for i, x := range ts {
@@ -125,6 +129,11 @@ func grantScenarios() []grantCase {
 		grantCase{Name: "an operator's hold and its release grant nothing", PeriodNs: 1000 * ms, Horizon: 300 * ms,
 			DefaultApp: 7, Records: enc(v2(7, claim("m1", 1, 0), hold, claim("m2", 1, 1000*ms), release, claim("m2", 2, 2500*ms))...),
 			Stamps: stamps(1*ms, 301*ms, 1001*ms, 2001*ms, 2501*ms)},
+		grantCase{Name: "an unsynced writer's time is its stamp; a lone member's call is never read earlier than claimAhead before its stamp",
+			PeriodNs: 200 * ms, Horizon: 100 * ms, DefaultApp: 7,
+			Records: enc(v2(7, unsynced(claim("new", 1, hour)), took("alone", -hour), claim("m2", 1, 510*ms), unsynced(took("alone", -hour)),
+				claim("m3", 1, 1000*ms))...),
+			Stamps: stamps(1*ms, 500*ms, 510*ms, 900*ms, 1000*ms)},
 		grantCase{Name: "two apps' chains are granted apart, each at its own rate", PeriodNs: 200 * ms, Horizon: 100 * ms,
 			DefaultApp: 7, Records: enc(v2(7, claim("m1", 1, 0))[0], v2(8, claim("m2", 1, 0))[0], v2(7, claim("m2", 2, 1*ms))[0],
 				v2(8, claim("m1", 2, 1*ms))[0], claim("old", 1, 2*ms), v2(8, claim("m3", 1, 3*ms))[0]),

@@ -421,4 +421,6 @@ type outgoing struct {
 	p     *pacer
 	rec   claimRecord
 	claim *claim // the claim it makes, if any
+	// took is the lone member's call it records (this member's clock).
+	took time.Time
 }

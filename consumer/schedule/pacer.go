@@ -78,7 +78,9 @@ type pacer struct {
 	skip    int // calls to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
 	changed chan struct{}
-	// last is when the last call of this member left (broker's clock).
+	// last is when the last call of this member left (this member's
+	// clock: a correction of the broker's clock learnt later moves no
+	// spacing).
 	last time.Time
 	// chain is the claims log's grants; nil until the log is read.
 	chain *chain
@@ -88,8 +90,9 @@ type pacer struct {
 	seq   uint64
 	// claims are this member's claims not yet used, in order.
 	claims []*claim
-	// took is a lone member's latest call not yet recorded (zero: none):
-	// only the latest matters, so a slow log never holds a queue of them.
+	// took is a lone member's latest call not yet recorded (zero: none;
+	// this member's clock): only the latest matters, so a slow log never
+	// holds a queue of them.
 	took time.Time
 	// outbox holds records to append that are not claims (pause,
 	// resume, a hold's renewal), in order.
@@ -104,7 +107,7 @@ type claim struct {
 	urgent  bool
 	written bool      // acknowledged by the log
 	read    bool      // read back from the log
-	at      time.Time // when it was made (or acknowledged), broker's clock
+	at      time.Time // when it was made (or acknowledged), this member's clock
 }
 
 type slotWaiter struct {
@@ -354,10 +357,10 @@ func (s *pacer) grantAloneLocked() time.Duration {
 	if len(s.waiting) == 0 {
 		return s.refresh // a new waiter pokes the loop
 	}
-	now := s.clock.Now()
+	now := s.local.Now()
 	next := s.last.Add(s.period)
-	if s.chain != nil {
-		next = maxTime(next, time.Unix(0, s.chain.end()))
+	if s.chain != nil && s.chain.end() > 0 {
+		next = maxTime(next, s.clock.toLocal(time.Unix(0, s.chain.end())))
 	}
 	if now.Before(next) {
 		return next.Sub(now)
@@ -366,7 +369,7 @@ func (s *pacer) grantAloneLocked() time.Duration {
 	// comes meanwhile still takes the slot (Left moves the next one when
 	// packing and recording the call delay the request).
 	if i := s.pickLocked(); i >= 0 {
-		s.grantLocked(i, now)
+		s.grantLocked(i, s.clock.fromLocal(now))
 		s.took = now
 		s.wantWrite()
 	}
@@ -382,7 +385,6 @@ func (s *pacer) grantAloneLocked() time.Duration {
 // sharing the app sends at the grants of the claims log, which a late
 // departure cannot move.
 func (s *pacer) left(at time.Time) {
-	at = s.clock.fromLocal(at)
 	s.mu.Lock()
 	later := at.After(s.last)
 	if later {
@@ -402,6 +404,7 @@ func (s *pacer) left(at time.Time) {
 // before looking again.
 func (s *pacer) grantClaimedLocked() time.Duration {
 	now := s.clock.Now()
+	local := s.local.Now()
 	wait := s.refresh
 	if s.chain != nil {
 		for i := 0; i < len(s.claims); i++ {
@@ -416,7 +419,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 					s.obs.Slot("forfeited")
 					continue
 				}
-				if c.written && now.Sub(c.at) > claimLost+s.period {
+				if c.written && local.Sub(c.at) > claimLost+s.period {
 					s.log.Warn("a claim was acknowledged but never read back from the claims log; claiming again",
 						zap.Uint64("claim", c.seq))
 					s.claims = slices.Delete(s.claims, i, i+1)
@@ -446,7 +449,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 			} else {
 				s.obs.Slot("skipped")
 			}
-			s.last = maxTime(at, now)
+			s.last = s.clock.toLocal(maxTime(at, now))
 		}
 	}
 	if need, _ := s.claimNeededLocked(); need {
@@ -486,11 +489,11 @@ func (s *pacer) outgoing(now time.Time, readSeen int64) []outgoing {
 	}
 	s.outbox = nil
 	if !s.took.IsZero() {
-		out = append(out, outgoing{p: s, rec: claimRecord{By: s.id, TS: s.took.UnixNano(), Took: true}})
+		out = append(out, outgoing{p: s, rec: claimRecord{By: s.id, TS: s.clock.fromLocal(s.took).UnixNano(), Took: true}, took: s.took})
 	}
 	if need, urgent := s.claimNeededLocked(); need {
 		s.seq++
-		c := &claim{seq: s.seq, urgent: urgent, at: now}
+		c := &claim{seq: s.seq, urgent: urgent, at: s.local.Now()}
 		s.claims = append(s.claims, c)
 		out = append(out, outgoing{p: s, rec: claimRecord{By: s.id, Seq: c.seq, TS: now.UnixNano(), Urgent: urgent}, claim: c})
 	}
@@ -499,9 +502,11 @@ func (s *pacer) outgoing(now time.Time, readSeen int64) []outgoing {
 	}
 	st := s.chain.state()
 	st.Seen = max(st.Seen, readSeen)
+	unsynced := !s.clock.synced()
 	for i := range out {
 		out[i].rec.App = s.app
 		out[i].rec.State = st
+		out[i].rec.Unsynced = unsynced
 	}
 	return out
 }
@@ -513,9 +518,9 @@ func (s *pacer) written(o outgoing, err error) {
 	r := o.rec
 	switch {
 	case err == nil && o.claim != nil:
-		o.claim.written, o.claim.at = true, s.clock.Now()
+		o.claim.written, o.claim.at = true, s.local.Now()
 	case err == nil && r.Took:
-		if s.took.UnixNano() == r.TS {
+		if s.took.Equal(o.took) {
 			s.took = time.Time{} // no later call meanwhile
 		}
 	case err == nil:

@@ -652,13 +652,6 @@ func TestScheduleTwoApps(t *testing.T) {
 	}
 }
 
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
 // An operator's hold in the claims log stops every member's calls (a lone
 // member's too), a member that starts while it holds does not call
 // either, and a release lets them all call again.
