@@ -37,6 +37,7 @@ func callsIn(emu *sendertest.Server, from, to time.Time) int {
 // the first record stopped both replicas for the hour.)
 func TestClaimsStampedOff(t *testing.T) {
 	needBinary(t)
+	t.Parallel() // its own broker and emulator; 5 calls/s is mostly waiting
 	const rate = 5.0
 	span := measureSpan(30 * time.Second)
 	events := int(rate*(span.Seconds()+12)) + 20
@@ -95,6 +96,7 @@ func runCommand(t testing.TB, env map[string]string, args ...string) string {
 // delivered once and in order.
 func TestPauseResume(t *testing.T) {
 	needBinary(t)
+	t.Parallel() // its own broker and emulator; mostly waiting
 	const rate = 5.0
 	ce := replicaEnvWith(t, 6, 170, sendertest.Options{Rate: rate, Limiter: sendertest.LimiterSpacing}, 30,
 		map[string]string{"TIM_RATE": "5"})
@@ -136,6 +138,9 @@ func TestPauseResume(t *testing.T) {
 		if m := get(t, "http://"+a+"/metrics"); !strings.Contains(m, `timbroadcast_operator_paused{by="alice",reason="wrong announcement",until="`) {
 			t.Errorf("replica %d: no timbroadcast_operator_paused series naming alice", i)
 		}
+	}
+	if l := restarted.logs.String(); !strings.Contains(l, "this app is paused by an operator") || !strings.Contains(l, `"paused_by":"alice"`) {
+		t.Errorf("the start log of a replica that joined during the pause does not say so:\n%s", l)
 	}
 	if st := runCommand(t, ce.env, "status"); !strings.Contains(st, "PAUSED: app "+appID+" paused by alice") {
 		t.Errorf("status during the pause:\n%s", st)
