@@ -92,8 +92,8 @@ type pacer struct {
 	claims []*claim
 	// took is a lone member's latest call not yet recorded (zero: none;
 	// this member's clock): only the latest matters, so a slow log never
-	// holds a queue of them.
-	took time.Time
+	// holds a queue of them. recorded is the latest one queued.
+	took, recorded time.Time
 	// outbox holds records to append that are not claims (pause,
 	// resume, a hold's renewal), in order.
 	outbox []claimRecord
@@ -370,7 +370,7 @@ func (s *pacer) grantAloneLocked() time.Duration {
 	// packing and recording the call delay the request).
 	if i := s.pickLocked(); i >= 0 {
 		s.grantLocked(i, s.clock.fromLocal(now))
-		s.took = now
+		s.took, s.recorded = now, now
 		s.wantWrite()
 	}
 	s.last = now // a call leaves, or the period is left unused after a 10023
@@ -384,19 +384,35 @@ func (s *pacer) grantAloneLocked() time.Duration {
 // never brings two calls nearer than a period at the server. A member
 // sharing the app sends at the grants of the claims log, which a late
 // departure cannot move.
+//
+// A lone member's call is recorded in the claims log when it is granted;
+// one that leaves later than that by more than half the periods' margin
+// (a merged call's in-flight record first, a loaded host) is recorded
+// again at its departure, so a member that takes partitions over places
+// its first call a period after the real one.
 func (s *pacer) left(at time.Time) {
 	s.mu.Lock()
 	later := at.After(s.last)
 	if later {
 		s.last = at
-		if !s.took.IsZero() && at.After(s.took) {
-			s.took = at // not written yet: record when it really left
+		switch {
+		case !s.took.IsZero() && at.After(s.took):
+			s.took, s.recorded = at, at // not written yet: record when it really left
+		case s.took.IsZero() && s.aloneLocked() && at.Sub(s.recorded) > s.tookSlack():
+			s.took, s.recorded = at, at
+			s.wantWrite()
 		}
 	}
 	s.mu.Unlock()
 	if later {
 		s.poke()
 	}
+}
+
+// tookSlack is how much later than recorded a lone member's call may
+// leave without being recorded again: half the margin the periods keep.
+func (s *pacer) tookSlack() time.Duration {
+	return time.Duration(float64(s.period) * (slotMargin - 1) / slotMargin / 2)
 }
 
 // grantClaimedLocked hands this member's grants to its waiters and asks

@@ -600,6 +600,18 @@ func TestScheduleAloneSpacesFromDeparture(t *testing.T) {
 	first := <-h.waitFor(s, 0, a, false)
 	late := first.at.Add(300 * time.Millisecond)
 	s.left(late) // the request was made 300 ms after its grant
+	h.until(0)
+	// Recorded again at its departure, for a member that takes partitions
+	// over.
+	var tooks []int64
+	for _, r := range h.slots.records(t) {
+		if r.Took {
+			tooks = append(tooks, r.TS)
+		}
+	}
+	if n := len(tooks); n != 2 || tooks[1] != late.UnixNano() {
+		t.Errorf("took records at %v, want the grant's and the departure's (%v)", tooks, late.UnixNano())
+	}
 	g := h.until(20, h.waitFor(s, 0, a, false))[0]
 	if d := g.at.Sub(late); d < s.period {
 		t.Errorf("the next call leaves %v after the late departure, want at least a period (%v)", d, s.period)
