@@ -101,6 +101,7 @@ func TestPauseResume(t *testing.T) {
 	ce := replicaEnvWith(t, 6, 170, sendertest.Options{Rate: rate, Limiter: sendertest.LimiterSpacing}, 30,
 		map[string]string{"TIM_RATE": "5"})
 	workers, addrs := startReplicas(t, ce.env, 3)
+	var replaced []*worker
 	deadline := time.Now().Add(30 * time.Second)
 	for ce.emu.Stats().Delivered < 10 {
 		if time.Now().After(deadline) {
@@ -116,6 +117,7 @@ func TestPauseResume(t *testing.T) {
 	}
 	// A replica restarts during the pause: the new one does not call.
 	time.Sleep(1500 * time.Millisecond)
+	replaced = append(replaced, workers[2])
 	workers[2].kill(t)
 	restarted := startWorker(t, ce.env)
 	addrs[2] = waitHTTPAddr(t, restarted)
@@ -167,7 +169,14 @@ func TestPauseResume(t *testing.T) {
 		<-w.done
 	}
 	if n := ce.emu.Stats().ByCode[10023] - before.ByCode[10023]; n > 0 {
-		t.Errorf("%d calls answered 10023 from the pause on", n)
+		t.Errorf("%d calls answered 10023 from the pause on (paused %s, resumed %s)", n, paused.Format(time.StampMicro), resumed.Format(time.StampMicro))
+		for i, w := range append(workers, replaced...) {
+			for _, l := range strings.Split(w.logs.String(), "\n") {
+				if strings.Contains(l, "10023") || strings.Contains(l, "rebalanc") || strings.Contains(l, "joined") {
+					t.Logf("worker %d: %s", i, l)
+				}
+			}
+		}
 	}
 	ce.check(t)
 	if dl := ce.emu.Stats(); dl.Delivered < len(ce.want) {
