@@ -24,6 +24,7 @@ type pauseCmd struct {
 	resume     bool
 	slotTopic  string
 	app        uint64
+	defaultApp uint64 // TIM_SDKAPPID: the app of claims naming none
 	by, reason string
 	d          time.Duration
 	stdout     io.Writer
@@ -81,6 +82,11 @@ func parseHold(p process, args []string, resume bool) (*pauseCmd, error) {
 	if c.app, err = strconv.ParseUint(id, 10, 64); err != nil || c.app == 0 {
 		return nil, which.errorf("%q is not an SDKAppID (a positive number)", id)
 	}
+	if v := appID.String(); v != "" {
+		if c.defaultApp, err = strconv.ParseUint(v, 10, 64); err != nil || c.defaultApp == 0 {
+			return nil, appID.errorf("%q is not an SDKAppID (a positive number)", v)
+		}
+	}
 	if c.by == "" {
 		return nil, by.errorf("is empty: say who %ss the app", name)
 	}
@@ -119,15 +125,15 @@ func (c *pauseCmd) Run(ctx context.Context) error {
 	if err := schedule.EnsureLog(ctx, c.conn, c.slotTopic, c.log); err != nil {
 		return err
 	}
-	store := schedule.NewKafkaLog(c.conn, c.slotTopic)
+	op := schedule.Operator{Store: schedule.NewKafkaLog(c.conn, c.slotTopic), App: c.app, DefaultApp: c.defaultApp, By: c.by}
 	if c.resume {
-		if err := schedule.Resume(ctx, store, c.app, c.by, c.now()); err != nil {
+		if err := op.Resume(ctx, c.now()); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "app %d resumed by %s: every worker calls for it again\n", c.app, c.by)
 		return nil
 	}
-	if err := schedule.Pause(ctx, store, c.app, c.by, c.reason, c.d, c.now()); err != nil {
+	if err := op.Pause(ctx, c.reason, c.d, c.now()); err != nil {
 		return err
 	}
 	until := "until `timbroadcast resume`"

@@ -275,7 +275,7 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 		st.DeadLetters.ByReason[wire.Header(m, wire.HeaderDLQReason)]++
 	}
 	if app, err := strconv.ParseUint(c.app, 10, 64); err == nil && app > 0 {
-		h, ok, err := schedule.Current(ctx, schedule.NewKafkaLog(c.conn, c.slots), app, app)
+		h, ok, err := schedule.Operator{Store: schedule.NewKafkaLog(c.conn, c.slots), App: app}.Current(ctx)
 		switch {
 		case err != nil && !errors.Is(err, kafka.UnknownTopicOrPartition):
 			return nil, fmt.Errorf("read the claims log %s: %w", c.slots, err)

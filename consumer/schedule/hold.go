@@ -8,64 +8,100 @@ import (
 	"go.uber.org/zap"
 )
 
-// Pause writes an operator's hold of app to the claims log (timbroadcast
-// pause): every member of the group stops calling for the app once it
-// reads it, a member that starts later finds it, and it lasts until Resume
-// or for d (0: until Resume). by and reason say who and why (status,
-// /readyz, metrics and the members' logs show them). now is the writer's
-// clock; the hold's times are the broker's.
-func Pause(ctx context.Context, store ClaimsLog, app uint64, by, reason string, d time.Duration, now time.Time) error {
+// Operator writes and reads an app's hold in the claims log: the
+// operators' stop button (timbroadcast pause, resume, status).
+type Operator struct {
+	// Store is the claims log (NewKafkaLog).
+	Store ClaimsLog
+	// App is the SDKAppID to pause or resume; DefaultApp the app of
+	// records that name none (the workers' TIM_SDKAPPID; 0: App).
+	App, DefaultApp uint64
+	// By names who pauses or resumes it.
+	By string
+}
+
+// Pause writes an operator's hold of the app to the claims log: every
+// member of the group stops calling for the app once it reads it, a
+// member that starts later finds it, and it lasts until Resume or for d
+// (0: until Resume). By and reason say who and why (status, /readyz,
+// metrics and the members' logs show them). now is the writer's clock; the
+// hold's times are the broker's.
+func (o Operator) Pause(ctx context.Context, reason string, d time.Duration, now time.Time) error {
 	if d < 0 {
 		return fmt.Errorf("pause: a negative duration %v", d)
 	}
-	r := claimRecord{App: app, By: "pause:" + by, TS: now.UnixNano(),
-		Hold: &holdRecord{By: by, Reason: reason, ForMs: d.Milliseconds()},
+	r := claimRecord{App: o.App, By: "pause:" + o.By, TS: now.UnixNano(),
+		Hold: &holdRecord{By: o.By, Reason: reason, ForMs: d.Milliseconds()},
 		// For a 0.10.0 member: a pause of the group whose prober is this
 		// writer, which that release obeys up to its PAUSE_MAX.
-		Pause: &pauseRecord{Info: "paused by an operator: " + reason, Next: now.Add(max(d, time.Hour)).UnixNano()},
-		State: chainState{Seen: -1}}
+		Pause: &pauseRecord{Info: "paused by an operator: " + reason, Next: now.Add(max(d, time.Hour)).UnixNano()}}
 	if d > 0 {
 		r.Pause.Next = now.Add(d).UnixNano()
 	}
-	if _, _, err := store.append(ctx, [][]byte{encodeClaim(r)}, now); err != nil {
+	if err := o.write(ctx, r, now); err != nil {
 		return fmt.Errorf("pause: %w", err)
 	}
 	return nil
 }
 
-// Resume ends an operator's hold of app (timbroadcast resume): every
-// member calls for it again once it reads the record.
-func Resume(ctx context.Context, store ClaimsLog, app uint64, by string, now time.Time) error {
-	r := claimRecord{App: app, By: "resume:" + by, TS: now.UnixNano(), Release: true, Resume: true, State: chainState{Seen: -1}}
-	if _, _, err := store.append(ctx, [][]byte{encodeClaim(r)}, now); err != nil {
+// Resume ends an operator's hold of the app: every member calls for it
+// again once it reads the record.
+func (o Operator) Resume(ctx context.Context, now time.Time) error {
+	r := claimRecord{App: o.App, By: "resume:" + o.By, TS: now.UnixNano(), Release: true, Resume: true}
+	if err := o.write(ctx, r, now); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
 	return nil
 }
 
-// Current reads app's hold as the claims log has it now (a hold whose
-// time is up is returned too: compare Until with the time). defaultApp is
-// the app of records that name none.
-func Current(ctx context.Context, store ClaimsLog, app, defaultApp uint64) (Hold, bool, error) {
-	l := NewLog(LogConfig{Store: store, DefaultApp: defaultApp})
-	p := newPacer(app, 1, time.Second, l, zap.NewNop(), nil)
-	chains, from, end, err := l.bootstrap(ctx, map[uint64]*pacer{app: p})
+// write appends r with the app's chain as the log has it (the snapshot a
+// member that starts next begins from, as every record carries).
+func (o Operator) write(ctx context.Context, r claimRecord, now time.Time) error {
+	c, err := o.chain(ctx)
 	if err != nil {
-		return Hold{}, false, err
+		return err
 	}
-	c := chains[app]
+	r.State = c.state()
+	_, _, err = o.Store.append(ctx, [][]byte{encodeClaim(r)}, now)
+	return err
+}
+
+// chain is the app's chain as the claims log has it now.
+func (o Operator) chain(ctx context.Context) (*chain, error) {
+	def := o.DefaultApp
+	if def == 0 {
+		def = o.App
+	}
+	l := NewLog(LogConfig{Store: o.Store, DefaultApp: def})
+	p := newPacer(o.App, 1, time.Second, l, zap.NewNop(), nil)
+	chains, from, end, err := l.bootstrap(ctx, map[uint64]*pacer{o.App: p})
+	if err != nil {
+		return nil, err
+	}
+	c := chains[o.App]
 	if from < end {
-		recs, err := store.scan(ctx, from, end)
+		recs, err := o.Store.scan(ctx, from, end)
 		if err != nil {
-			return Hold{}, false, err
+			return nil, err
 		}
 		for _, m := range recs {
 			r, err := l.decode(m)
-			if err != nil || l.appOf(r) != app {
+			if err != nil || l.appOf(r) != o.App {
 				continue
 			}
 			c.apply(m.offset, r, stampNanos(m.stamp))
 		}
+	}
+	c.Seen = max(c.Seen, end-1)
+	return c, nil
+}
+
+// Current reads the app's hold as the claims log has it now (a hold whose
+// time is up is returned too: compare Until with the time).
+func (o Operator) Current(ctx context.Context) (Hold, bool, error) {
+	c, err := o.chain(ctx)
+	if err != nil {
+		return Hold{}, false, err
 	}
 	if c.Hold == nil {
 		return Hold{}, false, nil

@@ -208,6 +208,8 @@ type schedHarness struct {
 	cancel  context.CancelFunc
 	loops   sync.WaitGroup
 	members []*pacer
+	// setup, when set, sees each member's slots before they run.
+	setup func(*pacer)
 }
 
 func newSchedHarness(t *testing.T) *schedHarness {
@@ -254,6 +256,9 @@ func (h *schedHarness) memberApps(clock clockwork.Clock, apps map[uint64]float64
 		}
 		s.setView(v)
 		s.setMine(mine)
+		if h.setup != nil {
+			h.setup(s)
+		}
 		h.loops.Go(func() { s.run(h.ctx) })
 		h.members = append(h.members, s)
 		out = append(out, s)
@@ -671,13 +676,25 @@ func TestScheduleHold(t *testing.T) {
 	h := newSchedHarness(t)
 	a, b := tp("t", 0), tp("t", 1)
 	v := view{all: []Partition{a, b}}
+	// Each member's slots with the gate New gives them.
+	scheds := map[*pacer]*Schedule{}
+	h.setup = func(p *pacer) {
+		sc := &Schedule{gate: newGate(time.Millisecond, time.Second, nil), slots: p}
+		sc.gate.now = p.clock.Now
+		p.holdChanged = sc.gate.setHold
+		scheds[p] = sc
+	}
 	s := h.member(v, a, b) // alone
+	sched := scheds[s]
 	h.until(2, h.waitFor(s, 0, a, false))
-	sched := &Schedule{gate: newGate(time.Millisecond, time.Second, nil), slots: s}
-	sched.gate.now = s.clock.Now
-	s.holdChanged = sched.gate.setHold
-	if err := Pause(h.ctx, h.slots, harnessApp, "alice", "wrong text", 0, h.clock.Now()); err != nil {
+	op := Operator{Store: h.slots, App: harnessApp, By: "alice"}
+	if err := op.Pause(h.ctx, "wrong text", 0, h.clock.Now()); err != nil {
 		t.Fatal(err)
+	}
+	// The hold carries the app's chain, as every record does: a member
+	// that starts next begins from it.
+	if recs := h.slots.records(t); recs[len(recs)-1].State.Seen != int64(len(recs)-2) || len(recs[len(recs)-1].State.Grants) == 0 {
+		t.Errorf("the hold record's snapshot is %+v, want the chain as of the record before it", recs[len(recs)-1].State)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for !sched.gate.heldNow() {
@@ -697,19 +714,17 @@ func TestScheduleHold(t *testing.T) {
 	cancel()
 	// A member starting now finds the hold in the log.
 	late := h.member(v, b)
-	lateSched := &Schedule{gate: newGate(time.Millisecond, time.Second, nil), slots: late}
-	lateSched.gate.now = late.clock.Now
-	late.holdChanged = lateSched.gate.setHold
+	lateSched := scheds[late]
 	for !lateSched.gate.heldNow() {
 		if time.Now().After(deadline) {
 			t.Fatal("a member that started during the hold did not find it")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if got, ok, err := Current(h.ctx, h.slots, harnessApp, harnessApp); err != nil || !ok || got.By != "alice" {
+	if got, ok, err := op.Current(h.ctx); err != nil || !ok || got.By != "alice" {
 		t.Errorf("Current = %+v, %v, %v; want alice's hold", got, ok, err)
 	}
-	if err := Resume(h.ctx, h.slots, harnessApp, "alice", h.clock.Now()); err != nil {
+	if err := op.Resume(h.ctx, h.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	for sched.gate.heldNow() || lateSched.gate.heldNow() {
@@ -719,7 +734,7 @@ func TestScheduleHold(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	h.until(4, h.waitFor(s, 0, a, false))
-	if _, ok, _ := Current(h.ctx, h.slots, harnessApp, harnessApp); ok {
+	if _, ok, _ := op.Current(h.ctx); ok {
 		t.Error("Current still finds a hold after the release")
 	}
 }
