@@ -116,3 +116,72 @@ func TestUnknownAccount(t *testing.T) {
 		}
 	}
 }
+
+// sendAs sends body once for app id with key k and returns the answer
+// code (0: OK).
+func sendAs(t *testing.T, url string, id int, k string, body string) int {
+	t.Helper()
+	c, err := sender.New(sender.Config{AppID: id, Admin: admin, SecretKey: k, Endpoints: []string{url},
+		Rate: sender.Unlimited, UnknownRetries: 1, MaxElapsed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.SendBody(context.Background(), []byte(body))
+	var se *sender.Error
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &se) && se.Code != 0:
+		return se.Code
+	}
+	t.Fatalf("send: %v", err)
+	return -1
+}
+
+// One endpoint hosting two apps: each checks its own key, keeps its own
+// dedupe, limiter, faults and deliveries; an app it does not host is
+// answered 70020; the control API is per app.
+func TestAppsBehindOneEndpoint(t *testing.T) {
+	a := sendertest.NewApps(
+		sendertest.Options{AppID: 1400000001, Admin: admin, SecretKey: "key-a", Rate: 1, Limiter: sendertest.LimiterSpacing},
+		sendertest.Options{AppID: 1400000002, Admin: admin, SecretKey: "key-b"})
+	t.Cleanup(a.Close)
+	body := `{"Random":7,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`
+	if code := sendAs(t, a.URL, 1400000001, "key-a", body); code != 0 {
+		t.Fatalf("app a: %d", code)
+	}
+	if code := sendAs(t, a.URL, 1400000001, "key-a", `{"Random":8,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"x"}}]}`); code != 10023 {
+		t.Errorf("app a's second call at once: %d, want 10023 (its own 1/s limit)", code)
+	}
+	// The same Random and bytes for the other app are its own message:
+	// delivered, not deduped, and not limited by a's rate.
+	if code := sendAs(t, a.URL, 1400000002, "key-b", body); code != 0 {
+		t.Fatalf("app b: %d", code)
+	}
+	if code := sendAs(t, a.URL, 1400000002, "key-a", body); code == 0 {
+		t.Error("app b accepted app a's key")
+	}
+	if code := sendAs(t, a.URL, 1400000009, "key-a", body); code != 70020 {
+		t.Errorf("an app not hosted: %d, want 70020", code)
+	}
+	a.App(1400000002).SetFaults(sendertest.Faults{FeatureOff: true})
+	if code := sendAs(t, a.URL, 1400000002, "key-b", `{"Random":9,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"y"}}]}`); code != 10007 {
+		t.Errorf("app b switched off: %d, want 10007", code)
+	}
+	if da, db := len(a.App(1400000001).Delivered()), len(a.App(1400000002).Delivered()); da != 1 || db != 1 {
+		t.Errorf("delivered %d and %d, want one each", da, db)
+	}
+	resp, err := http.Get(a.URL + "/emulator/1400000002/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st sendertest.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Delivered != 1 || st.ByCode[10007] != 1 {
+		t.Errorf("app b's stats over HTTP: %+v, %v", st, err)
+	}
+	if ids := a.IDs(); len(ids) != 2 || ids[0] != 1400000001 {
+		t.Errorf("IDs %v", ids)
+	}
+}
