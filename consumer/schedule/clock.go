@@ -87,10 +87,11 @@ func (b *brokerClock) read(received, stamp time.Time) {
 	}
 }
 
-// offset is the estimated difference broker - local: the middle of the
-// bounds of the recent appends that agree with the newest (an older one
-// that does not agree was taken before this clock stepped), else the
-// latest lower bound from a read, else zero.
+// offset is the estimated difference broker - local: of the bounds of the
+// recent appends that agree with the newest (an older one that does not
+// agree was taken before this clock stepped), the one nearest zero (none
+// when zero is within them); else the latest lower bound from a read, else
+// zero.
 func (b *brokerClock) offset() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -101,7 +102,7 @@ func (b *brokerClock) offset() time.Duration {
 			return b.lower
 		}
 		if n > 0 {
-			return (b.samples[n-1].lo + b.samples[n-1].hi) / 2
+			return min(max(0, b.samples[n-1].lo), b.samples[n-1].hi)
 		}
 		return 0
 	}
@@ -117,7 +118,11 @@ func (b *brokerClock) offset() time.Duration {
 		}
 		lo, hi = l, h
 	}
-	return lo + (hi-lo)/2
+	// This member's clock as it is, when the broker's answers allow it (a
+	// host kept in time by NTP: members call exactly as their clocks say,
+	// with no error from a round trip); else corrected by the least the
+	// answers demand.
+	return min(max(0, lo), hi)
 }
 
 // synced reports whether an append's answer told this member where the
