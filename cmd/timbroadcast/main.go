@@ -8,6 +8,7 @@
 //	timbroadcast replay     re-publish dead-letter records
 //	timbroadcast forget     forget deliveries from an offset on, to broadcast them again on purpose
 //	timbroadcast pause      stop an app's calls on every worker at once (resume starts them again)
+//	timbroadcast apps check check an apps file (TIM_APPS_FILE): keys, regions, rates, duplicates
 //	timbroadcast map        try a mapping (TIM_MAP) on records
 //	timbroadcast status     the group at a glance
 //	timbroadcast version    the release of this binary
@@ -57,6 +58,7 @@ Commands:
   forget     forget what the delivered log remembers from an offset (or time) on, to broadcast it again
   pause      stop an app's calls on every worker at once, until resume (or --for); records wait
   resume     start the app's calls again after pause
+  apps check check an apps file (TIM_APPS_FILE): each key signs a UserSig, regions, rates, duplicates
   map        try a mapping (TIM_MAP, Schema Registry) on records: what each would become
   status     the group at a glance: members, lag and what is in flight per partition, dead letters
   version    the release of this binary
@@ -92,6 +94,7 @@ var commands = map[string]func(p process, args []string) (command, error){
 	"replay":   func(p process, args []string) (command, error) { return parseReplay(p, args) },
 	"forget":   func(p process, args []string) (command, error) { return parseForget(p, args) },
 	"pause":    func(p process, args []string) (command, error) { return parsePause(p, args) },
+	"apps":     parseApps,
 	"resume":   func(p process, args []string) (command, error) { return parseResume(p, args) },
 	"version":  func(p process, args []string) (command, error) { return parseVersion(p, args) },
 }
