@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -286,12 +285,5 @@ func (a appSpec) endpoints() []string {
 	for _, ep := range strings.Split(a.Endpoint, ",") {
 		out = append(out, strings.TrimSpace(ep))
 	}
-	return out
-}
-
-// byName returns the apps sorted by name.
-func (f *appsFile) byName() []appSpec {
-	out := append([]appSpec(nil), f.Apps...)
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
