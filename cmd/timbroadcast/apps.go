@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strconv"
@@ -226,10 +227,8 @@ func (f *appsFile) check() []appsProblem {
 		}
 		if a.SecretKeyFile == "" {
 			add("secret_key_file", "is required: the file holding the app's secret key")
-		} else if k, err := os.ReadFile(a.SecretKeyFile); err != nil {
-			add("secret_key_file", "cannot be read: %v", err)
-		} else if len(bytes.TrimSpace(k)) == 0 {
-			add("secret_key_file", "%s is empty", a.SecretKeyFile)
+		} else if _, err := readKeyFile(a.SecretKeyFile); err != nil {
+			add("secret_key_file", "%v", err)
 		}
 		switch {
 		case a.Region != "" && a.Endpoint != "":
@@ -265,6 +264,30 @@ func (f *appsFile) check() []appsProblem {
 		ps = append(ps, appsProblem{Field: "default_app", Msg: fmt.Sprintf("%q names no app of the file", f.DefaultApp)})
 	}
 	return ps
+}
+
+// maxKeyFileBytes bounds a key file (keys are 32 to 64 characters).
+const maxKeyFileBytes = 64 << 10
+
+// readKeyFile reads an app's secret key (white space around it trimmed):
+// at most maxKeyFileBytes, so a path to a device or a log cannot hold the
+// check.
+func readKeyFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot be read: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("cannot be read: %w", err)
+	case len(b) > maxKeyFileBytes:
+		return "", fmt.Errorf("%s is more than %d bytes: not a key", path, maxKeyFileBytes)
+	case len(bytes.TrimSpace(b)) == 0:
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return string(bytes.TrimSpace(b)), nil
 }
 
 // rate is the app's calls a second (default 1).

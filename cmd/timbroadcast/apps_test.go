@@ -135,3 +135,22 @@ func TestAppsCheck(t *testing.T) {
 		t.Errorf("apps without a subcommand: exit %d, want 2", code)
 	}
 }
+
+// FuzzAppsFile: any bytes as an apps file load or fail with problems
+// that name the file, never a panic; a key file's path from the file
+// reads at most maxKeyFileBytes.
+func FuzzAppsFile(f *testing.F) {
+	f.Add([]byte(goodApps))
+	f.Add([]byte("apps:\n  - name: a\n    sdkappid: -1\n    rate: .nan\n    topics: [\"\", x, x]\n"))
+	f.Add([]byte("apps: {a: 1}\ndefault_app: [1]\n"))
+	f.Add([]byte("apps:\n  - secret_key_file: /dev/zero\n    name: z\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		af, err := parseAppsFile("fuzz.yaml", b)
+		if err == nil && (af == nil || len(af.Apps) == 0) {
+			t.Fatal("loaded a file with no app")
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "TIM_APPS_FILE fuzz.yaml: ") {
+			t.Errorf("an error that does not name the file: %q", err)
+		}
+	})
+}

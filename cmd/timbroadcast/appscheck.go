@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -99,11 +97,10 @@ func (c *appsCheckCmd) sign(a appSpec) (string, bool) {
 	if a.SecretKeyFile == "" || a.SDKAppID <= 0 || a.Admin == "" {
 		return "not signed (see the problems)", false
 	}
-	k, err := os.ReadFile(a.SecretKeyFile)
-	if err != nil || len(bytes.TrimSpace(k)) == 0 {
+	key, err := readKeyFile(a.SecretKeyFile)
+	if err != nil {
 		return "not signed: the key file cannot be read", false
 	}
-	key := string(bytes.TrimSpace(k))
 	sig, err := tencentyun.GenUserSig(a.SDKAppID, key, a.Admin, 300)
 	if err == nil {
 		err = tencentyun.VerifyUserSig(uint64(a.SDKAppID), key, a.Admin, sig, c.now())
