@@ -69,6 +69,12 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
+	if p.getenv("TIM_APPS_FILE") != "" {
+		// Said plainly rather than ignored with the unknown-variable
+		// warning: a deployment set up for several apps must not run as one.
+		return nil, errors.New("TIM_APPS_FILE is set, but this release's `run` serves one app (TIM_SDKAPPID and the TIM_* " +
+			"settings); unset it, or check the file for the release that serves several: timbroadcast apps check")
+	}
 	c := &runCmd{logger: p.logger, mapping: ms}
 	c.scrub, _ = p.stderr.(*scrubWriter)
 	var err error
