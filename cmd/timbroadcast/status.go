@@ -282,9 +282,6 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 		case ok:
 			st.Paused = &pausedStatus{App: app, By: h.By, Reason: h.Reason, Since: h.Since.UTC(), Until: h.Until.UTC(),
 				Active: h.Until.IsZero() || c.now().Before(h.Until)}
-			if h.Until.IsZero() {
-				st.Paused.Until = time.Time{}
-			}
 		}
 	}
 	return st, nil

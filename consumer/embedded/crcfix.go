@@ -2,7 +2,6 @@ package embedded
 
 import (
 	"encoding/binary"
-	"hash/crc32"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -151,16 +150,9 @@ func fixFetchAnswer(b []byte, v int16) {
 // fixBatches recomputes the crc of every v2 LogAppendTime batch of
 // records, in place.
 func fixBatches(records []byte) {
-	for len(records) >= 12 {
-		length := int64(int32(binary.BigEndian.Uint32(records[8:12])))
-		if length < 4+1+4+2 || int64(len(records)-12) < length {
-			return
+	eachBatch(records, func(b []byte) {
+		if binary.BigEndian.Uint16(b[9:11])&attrLogAppendTime != 0 {
+			setCRC(b)
 		}
-		b := records[12 : 12+length]
-		records = records[12+length:]
-		if b[4] != 2 || binary.BigEndian.Uint16(b[9:11])&attrLogAppendTime == 0 {
-			continue
-		}
-		binary.BigEndian.PutUint32(b[5:9], crc32.Checksum(b[9:], castagnoli))
-	}
+	})
 }

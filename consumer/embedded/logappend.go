@@ -146,8 +146,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // markLogAppendTime sets the LogAppendTime attribute of every v2 batch in
 // records, and its crc (what Kafka's log layer does for such a topic).
-// Anything it cannot read is left as it is, for kfake to refuse.
 func markLogAppendTime(records []byte) {
+	eachBatch(records, func(b []byte) {
+		attrs := binary.BigEndian.Uint16(b[9:11])
+		binary.BigEndian.PutUint16(b[9:11], attrs|attrLogAppendTime)
+		setCRC(b)
+	})
+}
+
+// eachBatch calls fn with each v2 record batch of records (from its
+// partition leader epoch on), in place. Anything it cannot read ends the
+// walk and is left as it is, for kfake or the client to refuse.
+func eachBatch(records []byte, fn func(b []byte)) {
 	for len(records) >= 12 {
 		length := int64(int32(binary.BigEndian.Uint32(records[8:12])))
 		if length < 4+1+4+2 || int64(len(records)-12) < length {
@@ -155,11 +165,11 @@ func markLogAppendTime(records []byte) {
 		}
 		b := records[12 : 12+length]
 		records = records[12+length:]
-		if b[4] != 2 { // magic
-			continue
+		if b[4] == 2 { // magic
+			fn(b)
 		}
-		attrs := binary.BigEndian.Uint16(b[9:11])
-		binary.BigEndian.PutUint16(b[9:11], attrs|attrLogAppendTime)
-		binary.BigEndian.PutUint32(b[5:9], crc32.Checksum(b[9:], castagnoli))
 	}
 }
+
+// setCRC computes a batch's crc32c again, over its attributes on.
+func setCRC(b []byte) { binary.BigEndian.PutUint32(b[5:9], crc32.Checksum(b[9:], castagnoli)) }

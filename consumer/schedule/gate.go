@@ -93,9 +93,7 @@ func (g *gate) setHold(h *holdState) {
 
 // heldNow reports whether an operator's hold closes the gate now.
 func (g *gate) heldNow() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	held, _ := g.heldLocked(g.now())
+	_, held := g.held()
 	return held
 }
 

@@ -30,14 +30,12 @@ func (o Operator) Pause(ctx context.Context, reason string, d time.Duration, now
 	if d < 0 {
 		return fmt.Errorf("pause: a negative duration %v", d)
 	}
-	r := claimRecord{App: o.App, By: "pause:" + o.By, TS: now.UnixNano(),
-		Hold: &holdRecord{By: o.By, Reason: reason, ForMs: d.Milliseconds()},
-		// For a 0.10.0 member: a pause of the group whose prober is this
-		// writer, which that release obeys up to its PAUSE_MAX.
-		Pause: &pauseRecord{Info: "paused by an operator: " + reason, Next: now.Add(max(d, time.Hour)).UnixNano()}}
+	var until int64
 	if d > 0 {
-		r.Pause.Next = now.Add(d).UnixNano()
+		until = now.Add(d).UnixNano()
 	}
+	r := holdClaim("pause:"+o.By, holdRecord{By: o.By, Reason: reason, ForMs: d.Milliseconds()}, now.UnixNano(), until)
+	r.App = o.App
 	if err := o.write(ctx, r, now); err != nil {
 		return fmt.Errorf("pause: %w", err)
 	}
@@ -73,27 +71,7 @@ func (o Operator) chain(ctx context.Context) (*chain, error) {
 		def = o.App
 	}
 	l := NewLog(LogConfig{Store: o.Store, DefaultApp: def})
-	p := newPacer(o.App, 1, time.Second, l, zap.NewNop(), nil)
-	chains, from, end, err := l.bootstrap(ctx, map[uint64]*pacer{o.App: p})
-	if err != nil {
-		return nil, err
-	}
-	c := chains[o.App]
-	if from < end {
-		recs, err := o.Store.scan(ctx, from, end)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range recs {
-			r, err := l.decode(m)
-			if err != nil || l.appOf(r) != o.App {
-				continue
-			}
-			c.apply(m.offset, r, stampNanos(m.stamp))
-		}
-	}
-	c.Seen = max(c.Seen, end-1)
-	return c, nil
+	return l.current(ctx, o.App, newPacer(o.App, 1, time.Second, l, zap.NewNop(), nil))
 }
 
 // Current reads the app's hold as the claims log has it now (a hold whose

@@ -82,9 +82,6 @@ type Log struct {
 	newerSeen, unstampedSeen bool
 	// readSeen is the offset of the last record the reader applied.
 	readSeen atomic.Int64
-	// caughtUp is closed once the reader has applied what the log held
-	// when it started.
-	caughtUp chan struct{}
 }
 
 // NewLog returns the claims log cfg describes.
@@ -100,14 +97,10 @@ func NewLog(cfg LogConfig) *Log {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	l := &Log{store: cfg.Store, clock: newBrokerClock(local), local: local, log: log, id: hex.EncodeToString(b),
-		defaultApp: cfg.DefaultApp, apps: map[uint64]*pacer{}, dirty: map[uint64]bool{}, wrote: make(chan struct{}, 1),
-		caughtUp: make(chan struct{})}
+		defaultApp: cfg.DefaultApp, apps: map[uint64]*pacer{}, dirty: map[uint64]bool{}, wrote: make(chan struct{}, 1)}
 	l.readSeen.Store(-1)
 	return l
 }
-
-// ID is this member's name in the claims log.
-func (l *Log) ID() string { return l.id }
 
 // add registers an app's slots; before Run.
 func (l *Log) add(app uint64, p *pacer) error {
@@ -130,9 +123,6 @@ func (l *Log) appOf(r claimRecord) uint64 {
 	}
 	return r.App
 }
-
-// CaughtUp is closed once the log's records at start are applied.
-func (l *Log) CaughtUp() <-chan struct{} { return l.caughtUp }
 
 // Run reads and writes the claims log for every app until ctx ends.
 func (l *Log) Run(ctx context.Context) {
@@ -233,6 +223,29 @@ func (l *Log) bootstrap(ctx context.Context, apps map[uint64]*pacer) (map[uint64
 	return chains, max(from, first), end, nil
 }
 
+// current is the chain of app as the log holds it now: bootstrap, then
+// the records after its snapshot applied (Operator: pause, resume, status).
+func (l *Log) current(ctx context.Context, app uint64, p *pacer) (*chain, error) {
+	chains, from, end, err := l.bootstrap(ctx, map[uint64]*pacer{app: p})
+	if err != nil {
+		return nil, err
+	}
+	c := chains[app]
+	if from < end {
+		recs, err := l.store.scan(ctx, from, end)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range recs {
+			if r, err := l.decode(m); err == nil && l.appOf(r) == app {
+				c.apply(m.offset, r, stampNanos(m.stamp))
+			}
+		}
+	}
+	c.Seen = max(c.Seen, end-1)
+	return c, nil
+}
+
 // stampNanos is a broker stamp in Unix ns (0: none).
 func stampNanos(t time.Time) int64 {
 	if t.IsZero() {
@@ -294,7 +307,6 @@ func (l *Log) readLoop(ctx context.Context) {
 		for _, p := range apps {
 			p.caughtUp()
 		}
-		close(l.caughtUp)
 	}
 	if next >= bootEnd {
 		catchUp()
@@ -398,6 +410,13 @@ func (l *Log) writeLoop(ctx context.Context) {
 		}
 		for _, o := range batch {
 			o.p.written(o, err)
+		}
+		if err != nil {
+			l.mu.Lock()
+			for _, p := range ps {
+				l.dirty[p.app] = true // written again after the backoff
+			}
+			l.mu.Unlock()
 		}
 		if err == nil {
 			l.setLogErr(nil)

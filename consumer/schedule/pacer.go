@@ -339,12 +339,19 @@ func (s *pacer) renewHoldLocked() time.Duration {
 
 // renewal is the record that writes hold h again at now.
 func renewal(by string, h holdState, now int64) claimRecord {
-	r := claimRecord{By: by, TS: now, Hold: &holdRecord{By: h.By, Reason: h.Reason, Since: h.Since, Until: h.Until},
-		Pause: &pauseRecord{Info: "paused by an operator: " + h.Reason, Next: now + int64(time.Hour)}}
-	if h.Until != 0 {
-		r.Pause.Next = h.Until
+	return holdClaim(by, holdRecord{By: h.By, Reason: h.Reason, Since: h.Since, Until: h.Until}, now, h.Until)
+}
+
+// holdClaim is the record of hold h written by by at now (Unix ns), ending
+// at until (0: when released). It carries pause too: for a 0.10.0 member,
+// a pause of the group whose prober is its writer, which that release
+// obeys up to its PAUSE_MAX.
+func holdClaim(by string, h holdRecord, now, until int64) claimRecord {
+	next := until
+	if next == 0 {
+		next = now + int64(time.Hour)
 	}
-	return r
+	return claimRecord{By: by, TS: now, Hold: &h, Pause: &pauseRecord{Info: "paused by an operator: " + h.Reason, Next: next}}
 }
 
 // grantAloneLocked paces a member that owns every partition by its own
@@ -550,11 +557,6 @@ func (s *pacer) written(o outgoing, err error) {
 	case r.Took:
 	default:
 		s.outbox = append([]claimRecord{r}, s.outbox...)
-	}
-	if err != nil {
-		s.l.mu.Lock()
-		s.l.dirty[s.app] = true // written again after the backoff
-		s.l.mu.Unlock()
 	}
 }
 

@@ -30,7 +30,13 @@ func newServer(t *testing.T, opts sendertest.Options) *sendertest.Server {
 // send sends body once (no retries) and returns the answer.
 func send(t *testing.T, url string, body []byte) *sender.Response {
 	t.Helper()
-	c, err := sender.New(sender.Config{AppID: appID, Admin: admin, SecretKey: key, Endpoints: []string{url},
+	return sendTo(t, url, appID, key, body)
+}
+
+// sendTo sends body once for app id signed with key k.
+func sendTo(t *testing.T, url string, id int, k string, body []byte) *sender.Response {
+	t.Helper()
+	c, err := sender.New(sender.Config{AppID: id, Admin: admin, SecretKey: k, Endpoints: []string{url},
 		Rate: sender.Unlimited, UnknownRetries: 1, MaxElapsed: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -121,22 +127,7 @@ func TestUnknownAccount(t *testing.T) {
 // code (0: OK).
 func sendAs(t *testing.T, url string, id int, k string, body string) int {
 	t.Helper()
-	c, err := sender.New(sender.Config{AppID: id, Admin: admin, SecretKey: k, Endpoints: []string{url},
-		Rate: sender.Unlimited, UnknownRetries: 1, MaxElapsed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.SendBody(context.Background(), []byte(body))
-	var se *sender.Error
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &se) && se.Code != 0:
-		return se.Code
-	}
-	t.Fatalf("send: %v", err)
-	return -1
+	return sendTo(t, url, id, k, []byte(body)).ErrorCode
 }
 
 // One endpoint hosting two apps: each checks its own key, keeps its own
