@@ -10,21 +10,18 @@ import (
 
 // heldBytes is what one partition session holds of the worker's budget
 // (Config.BufferBytes): the kafkaconn.RecordBytes of every record its pump
-// received, given back when the record's offset is committed past, and all
-// of it when the session ends (what is not committed is fetched again by
-// the next session or owner).
+// received, given back when the record has its final outcome (or a
+// stream lets it go, to read it again later), and all of it when the
+// session ends (what is not committed is fetched again by the next
+// session or owner).
 type heldBytes struct {
 	budget *kafkaconn.Budget
 
 	mu      sync.Mutex
-	records []heldRecord // in offset order
+	records map[int64]int64 // bytes by offset
 }
 
-type heldRecord struct {
-	offset, bytes int64
-}
-
-func newHeldBytes(b *kafkaconn.Budget) *heldBytes { return &heldBytes{budget: b} }
+func newHeldBytes(b *kafkaconn.Budget) *heldBytes { return &heldBytes{budget: b, records: map[int64]int64{}} }
 
 // add records what the pump received.
 func (h *heldBytes) add(ms []kafka.Message) {
@@ -34,24 +31,22 @@ func (h *heldBytes) add(ms []kafka.Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, m := range ms {
-		h.records = append(h.records, heldRecord{m.Offset, kafkaconn.RecordBytes(m)})
+		h.records[m.Offset] += kafkaconn.RecordBytes(m)
 	}
 }
 
-// committed gives back the records before next.
-func (h *heldBytes) committed(next int64) {
+// release gives back the record at offset.
+func (h *heldBytes) release(offset int64) {
 	if h == nil || h.budget == nil {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	var n int64
-	i := 0
-	for ; i < len(h.records) && h.records[i].offset < next; i++ {
-		n += h.records[i].bytes
+	n, ok := h.records[offset]
+	delete(h.records, offset)
+	h.mu.Unlock()
+	if ok {
+		h.budget.Release(n)
 	}
-	h.records = h.records[i:]
-	h.budget.Release(n)
 }
 
 // releaseAll gives back everything still held.
@@ -62,9 +57,9 @@ func (h *heldBytes) releaseAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var n int64
-	for _, r := range h.records {
-		n += r.bytes
+	for _, b := range h.records {
+		n += b
 	}
-	h.records = nil
+	clear(h.records)
 	h.budget.Release(n)
 }

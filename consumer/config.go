@@ -178,6 +178,18 @@ type Config struct {
 	// second deployment is not sent again (delivered.go). Default: the
 	// source topic's name plus ".delivered"; DeliveredOff turns it off.
 	DeliveredTopic string
+	// Apps are the apps the worker serves (several apps in one
+	// deployment, TIM_APPS_FILE), each with its own Sender and rate: a
+	// record goes to the app its topic, the mapping's field app, the
+	// header timbroadcast-app or DefaultApp names (unknown_app
+	// otherwise). Empty: one app, the Sender given to New, at AppRate.
+	Apps []App
+	// DefaultApp names the app of records that name none (a name of Apps).
+	DefaultApp string
+	// ReloadApps, if set, reads the apps again (the apps file): a record
+	// naming an app the worker lacks makes it read them first, at most
+	// once a second.
+	ReloadApps func() ([]App, string, error)
 	// App names the destination app in the delivered log's keys (the
 	// SDKAppID), so two apps reading one topic never share an entry;
 	// default "default".

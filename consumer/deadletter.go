@@ -14,10 +14,13 @@ import (
 // wire.DeadLetterMessage builds it, or a truncated copy when it is too
 // large for the topic) with writeHeld, observes the outcome, then writes
 // its receipt.
-func (p *partition) deadLetter(c *call, m *record) error {
-	w, msg, log := p.w, m.msg, p.memberLog(m)
+func (s *stream) deadLetter(c *call, m *record) error {
+	w, msg, log := s.w, m.msg, s.memberLog(m)
 	f := c.failure(m)
 	f.FailedAt = w.cfg.Now()
+	if s.app != nil && w.apps.single == nil {
+		f.App, f.SDKAppID = s.app.Name, s.app.SDKAppID
+	}
 	full := wire.DeadLetterMessage(msg, f)
 	truncations := 0
 	tooBig := func(err error) []kafka.Message {
@@ -32,13 +35,13 @@ func (p *partition) deadLetter(c *call, m *record) error {
 		return []kafka.Message{wire.TruncateDeadLetter(full, msg.Value, truncations)}
 	}
 	span := w.tr.write(m.span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
-	if err := p.writeHeld(log, "dead-letter write", w.dlq, msg.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
+	if err := s.writeHeld(log, "dead-letter write", w.dlq, msg.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
 		return err
 	}
 	if truncations > 0 {
 		w.metrics.recordDeadLetterTruncated()
 	}
-	p.outcome(c, m, &f)
+	s.outcome(c, m, &f)
 	if w.receipts == nil {
 		return nil
 	}
@@ -48,7 +51,7 @@ func (p *partition) deadLetter(c *call, m *record) error {
 		r.SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
 	}
 	r.DeadLetter = wire.ReceiptDeadLetterOf(w.cfg.DLQTopic, f)
-	return p.writeReceipts(log, []*record{m}, []wire.Receipt{r})
+	return s.writeReceipts(log, []*record{m}, []wire.Receipt{r})
 }
 
 // tooLarge reports whether a write failed because the record is too large

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,6 +64,7 @@ func (d RecordDecoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Ev
 		return ev, false, err
 	}
 	var doc any
+	var app string
 	decoded := false
 	if d.Schemas != nil && schema.IsWireFormat(m.Value) {
 		if doc, err = d.Schemas.Decode(ctx, m.Value); err != nil {
@@ -88,7 +90,9 @@ func (d RecordDecoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Ev
 		case out == nil:
 			return nil, true, nil
 		}
-		rec.Value = out
+		if rec.Value, app, err = takeApp(out); err != nil {
+			return nil, false, err
+		}
 	case decoded:
 		// Without a mapping the decoded value must be an event.
 		if rec.Value, err = json.Marshal(doc); err != nil {
@@ -96,5 +100,48 @@ func (d RecordDecoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Ev
 		}
 	}
 	ev, err = wire.DecodeEvent(rec)
+	if ev != nil {
+		ev.App = app
+	}
 	return ev, false, err
 }
+
+// maxAppValue bounds the app a mapping names (a name is at most 32
+// bytes, an SDKAppID 20 digits): a longer one is cut, and named no app.
+const maxAppValue = 64
+
+// takeApp removes the field app from a mapping's output (an event object)
+// and returns it: a string, or a number (an SDKAppID). Anything else there
+// is the record's fault (map_failed).
+func takeApp(out []byte) ([]byte, string, error) {
+	if !bytes.Contains(out, []byte(`"app"`)) {
+		return out, "", nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(out, &fields); err != nil {
+		return out, "", nil // DecodeEvent says what is wrong with it
+	}
+	raw, ok := fields["app"]
+	if !ok {
+		return out, "", nil
+	}
+	delete(fields, "app")
+	var app string
+	var n json.Number
+	switch {
+	case isJSONNull(raw):
+	case json.Unmarshal(raw, &app) == nil:
+	case json.Unmarshal(raw, &n) == nil:
+		app = n.String()
+	default:
+		return nil, "", &wire.InvalidEventError{Reason: wire.ReasonMapFailed, Field: "app",
+			Msg: "the mapping's field app must be an app's name or SDKAppID, not " + wire.Cut(string(raw), maxAppValue)}
+	}
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return nil, "", &wire.InvalidEventError{Reason: wire.ReasonMapFailed, Msg: err.Error()}
+	}
+	return b, wire.Cut(app, maxAppValue), nil
+}
+
+func isJSONNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }

@@ -41,7 +41,6 @@ type deliveredLog struct {
 	conn    *kafkaconn.Conn
 	writer  *kafka.Writer
 	topic   string
-	app     string
 	by      string
 	log     *zap.Logger
 	metrics *Metrics
@@ -78,7 +77,7 @@ func newDeliveredLog(conn *kafkaconn.Conn, cfg Config) *deliveredLog {
 	w.BatchSize = 1 // each write is awaited before its commit: flush at once
 	w.MaxAttempts = 10
 	return &deliveredLog{
-		conn: conn, writer: w, topic: cfg.DeliveredTopic, app: cfg.App, log: cfg.Logger.Named("delivered"),
+		conn: conn, writer: w, topic: cfg.DeliveredTopic, log: cfg.Logger.Named("delivered"),
 		metrics: cfg.Metrics, stale: cfg.DedupeWindow / 4, entries: map[string]wire.Watermark{},
 		ids: map[string]topicIDAt{},
 	}
@@ -199,7 +198,7 @@ func (d *deliveredLog) read(ctx context.Context, from int64) (int64, []wire.Wate
 			}
 			e, err := wire.ParseWatermark(m.Key, m.Value)
 			switch {
-			case err == nil && e.App == d.app:
+			case err == nil:
 				out = append(out, e)
 			case err != nil && m.Value != nil: // a tombstone (nil value) is no entry
 				d.log.Warn("delivered log: skipping a record that is not an entry this release reads", zap.Int64("offset", m.Offset),
@@ -218,11 +217,11 @@ func (d *deliveredLog) applyLocked(e wire.Watermark) {
 	d.entries[key] = d.entries[key].Apply(e)
 }
 
-// entry returns the entry of tp, if any.
-func (d *deliveredLog) entry(tp topicPartition) (wire.Watermark, bool) {
+// entry returns the entry of app (its key) in tp, if any.
+func (d *deliveredLog) entry(app string, tp topicPartition) (wire.Watermark, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e, ok := d.entries[wire.DeliveredKey(d.app, tp.topic, tp.partition)]
+	e, ok := d.entries[wire.DeliveredKey(app, tp.topic, tp.partition)]
 	return e, ok
 }
 
@@ -252,10 +251,10 @@ func (d *deliveredLog) topicID(ctx context.Context, topic string) string {
 // watermark builds the entry that records next for tp with pending, as
 // readers will see it applied to what is known (wire.Watermark.Apply:
 // raised, never lowered, unless reset is set).
-func (d *deliveredLog) watermark(tp topicPartition, topicID string, next int64, reset string, pending *wire.Pending) wire.Watermark {
-	e := wire.Watermark{V: wire.DeliveredVersion, App: d.app, Topic: tp.topic, TopicID: topicID, Partition: tp.partition,
+func (d *deliveredLog) watermark(app string, tp topicPartition, topicID string, next int64, reset string, pending *wire.Pending) wire.Watermark {
+	e := wire.Watermark{V: wire.DeliveredVersion, App: app, Topic: tp.topic, TopicID: topicID, Partition: tp.partition,
 		Next: next, Reset: reset, Pending: pending, At: time.Now().UnixMilli(), By: d.by}
-	old, _ := d.entry(tp)
+	old, _ := d.entry(app, tp)
 	return old.Apply(e)
 }
 
@@ -294,67 +293,66 @@ func (d *deliveredLog) Close() error { return d.writer.Close() }
 // entry first: an entry of an earlier topic of the same name (another id)
 // does not apply, and one above the log's end is lowered to it, each with
 // an error log, a metric and a note in /readyz.
-func (p *partition) deliveredFloor(start int64) (int64, error) {
-	d := p.w.delivered
-	if d == nil {
+func (s *stream) deliveredFloor(start int64) (int64, error) {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
 		return -1, nil
 	}
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0))
-	since := p.readSince
-	p.readSince = time.Now() // a later session reads what was written meanwhile
+	since := s.deliveredSince
 	for {
-		err := d.refresh(p.taking, since)
+		err := d.refresh(s.taking, since)
 		if err == nil {
 			break
 		}
-		if !p.readFailed(p.taking, bo, start, "cannot read the delivered log (KAFKA_DELIVERED_TOPIC); the partition waits and retries",
+		if !s.readFailed(s.taking, bo, start, "cannot read the delivered log (KAFKA_DELIVERED_TOPIC); the partition waits and retries",
 			"delivered log: ", err) {
-			return 0, p.ended(err)
+			return 0, s.ended(err)
 		}
 	}
-	p.topicID = d.topicID(p.taking, p.tp.topic)
-	e, ok := d.entry(p.tp)
+	s.topicID = d.topicID(s.taking, s.tp.topic)
+	e, ok := d.entry(s.app.key, s.tp)
 	if !ok || e.Next <= 0 {
 		return -1, nil
 	}
-	if !e.SameTopic(p.topicID) {
-		p.log.Warn("the source topic was deleted and created again under its name (its id changed): what the delivered log "+
+	if !e.SameTopic(s.topicID) {
+		s.log.Warn("the source topic was deleted and created again under its name (its id changed): what the delivered log "+
 			"remembers of the old topic does not apply, and every record of the new one is delivered",
-			zap.String("remembered_topic_id", e.TopicID), zap.String("topic_id", p.topicID), zap.Int64("old_watermark", e.Next))
-		p.w.notes.add(p.w.cfg.Now(), fmt.Sprintf("%s: the topic was created again (id %s, was %s); the delivered log starts over for it",
-			p.tp, p.topicID, e.TopicID))
-		p.w.metrics.recordWatermarkReset("topic_recreated")
+			zap.String("remembered_topic_id", e.TopicID), zap.String("topic_id", s.topicID), zap.Int64("old_watermark", e.Next))
+		s.w.notes.add(s.w.cfg.Now(), fmt.Sprintf("%s: the topic was created again (id %s, was %s); the delivered log starts over for it",
+			s.tp, s.topicID, e.TopicID))
+		s.w.metrics.recordWatermarkReset("topic_recreated")
 		return -1, nil
 	}
-	_, end, err := p.offsets.bounds(p.taking)
+	_, end, err := s.offsets.bounds(s.taking)
 	if err != nil {
-		return 0, p.ended(err)
+		return 0, s.ended(err)
 	}
 	if end < e.Next {
 		// What the log holds now was delivered, unless it was produced
 		// after the entry was written (a topic created again on a broker
 		// without topic ids): those records are new.
 		floor := end
-		if newer, err := p.offsets.offsetAt(p.taking, time.UnixMilli(e.At).Add(truncationSkew)); err == nil && newer >= 0 && newer < floor {
+		if newer, err := s.offsets.offsetAt(s.taking, time.UnixMilli(e.At).Add(truncationSkew)); err == nil && newer >= 0 && newer < floor {
 			floor = newer
 		}
-		p.log.Error("the partition's log ends below what the delivered log says was delivered: records were lost (an unclean "+
+		s.log.Error("the partition's log ends below what the delivered log says was delivered: records were lost (an unclean "+
 			"leader election, or the topic created again on a broker without topic ids); the records it holds from before the "+
 			"last delivery recorded are taken as delivered, those after are delivered", zap.Int64("log_end", end),
 			zap.Int64("delivered_watermark", e.Next), zap.Int64("lowered_to", floor), zap.Time("last_recorded_at", time.UnixMilli(e.At)))
-		p.w.notes.add(p.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
-			p.tp, end, e.Next, floor))
-		p.w.metrics.recordWatermarkReset(wire.ResetLogTruncated)
-		lowered := d.watermark(p.tp, p.topicID, floor, wire.ResetLogTruncated, nil)
-		if err := p.writeHeld(p.log, "delivered log write", d.writer, start, []kafka.Message{d.message(lowered)}, nil, nil); err != nil {
+		s.w.notes.add(s.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
+			s.tp, end, e.Next, floor))
+		s.w.metrics.recordWatermarkReset(wire.ResetLogTruncated)
+		lowered := d.watermark(s.app.key, s.tp, s.topicID, floor, wire.ResetLogTruncated, nil)
+		if err := s.writeHeld(s.log, "delivered log write", d.writer, start, []kafka.Message{d.message(lowered)}, nil, nil); err != nil {
 			return 0, err
 		}
 		d.written(lowered)
 		return floor, nil
 	}
 	if start < e.Next {
-		p.log.Info("records from the start offset on were delivered already (delivered log): they are committed as "+
+		s.log.Info("records from the start offset on were delivered already (delivered log): they are committed as "+
 			"already_delivered, not sent", zap.Int64("from_offset", start), zap.Int64("to_offset", e.Next-1),
 			zap.String("delivered_log", d.topic), zap.String("written_by", wire.Printable(wire.Cut(e.By, 128))))
 	}
@@ -364,17 +362,34 @@ func (p *partition) deliveredFloor(start int64) (int64, error) {
 // recordDelivered records in the delivered log that every record up to
 // c's last member has its outcome, before c is committed: written and
 // acknowledged, or the partition holds.
-func (p *partition) recordDelivered(c *call) error {
-	d := p.w.delivered
-	if d == nil {
+func (s *stream) recordDelivered(c *call) error {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
 		return nil
 	}
-	e := d.watermark(p.tp, p.topicID, c.lastOffset()+1, "", nil)
-	if err := p.writeHeld(c.log, "delivered log write", d.writer, c.firstOffset(), []kafka.Message{d.message(e)}, nil, nil); err != nil {
+	e := d.watermark(s.app.key, s.tp, s.topicID, c.lastOffset()+1, "", nil)
+	if err := s.writeHeld(c.log, "delivered log write", d.writer, c.firstOffset(), []kafka.Message{d.message(e)}, nil, nil); err != nil {
 		return err
 	}
 	d.written(e)
-	p.floor = max(p.floor, e.Next)
+	s.floor = max(s.floor, e.Next)
+	return nil
+}
+
+// recordSettled records in the delivered log that every record of the
+// stream's app up to offset last has its final outcome (several apps: the
+// commit waits below them for another app's record).
+func (s *stream) recordSettled(last int64) error {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
+		return nil
+	}
+	e := d.watermark(s.app.key, s.tp, s.topicID, last+1, "", nil)
+	if err := s.writeHeld(s.log, "delivered log write", d.writer, last, []kafka.Message{d.message(e)}, nil, nil); err != nil {
+		return err
+	}
+	d.written(e)
+	s.floor = max(s.floor, e.Next)
 	return nil
 }
 
@@ -383,17 +398,17 @@ func (p *partition) recordDelivered(c *call) error {
 // member after a restart, another after a crash, a new group) resends it
 // only while the server still dedupes it. Best effort: a failed write is
 // logged, and the call goes on.
-func (p *partition) recordUnknown(c *call, since time.Time) {
-	d := p.w.delivered
-	if d == nil {
+func (s *stream) recordUnknown(c *call, since time.Time) {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
 		return
 	}
 	pending := &wire.Pending{First: c.firstOffset(), Last: c.lastOffset(), Random: c.random, UnknownSince: since.UnixMilli()}
 	next := c.firstOffset()
-	if e, ok := d.entry(p.tp); ok {
+	if e, ok := d.entry(s.app.key, s.tp); ok {
 		next = e.Next
 	}
-	if err := d.write(p.sending, d.watermark(p.tp, p.topicID, next, "", pending)); err != nil {
+	if err := d.write(s.sending, d.watermark(s.app.key, s.tp, s.topicID, next, "", pending)); err != nil {
 		c.log.Warn("cannot record the unknown outcome in the delivered log: after a crash the next owner resends the call "+
 			"even past the dedupe window", zap.Error(err))
 	}
@@ -402,12 +417,12 @@ func (p *partition) recordUnknown(c *call, since time.Time) {
 // unknownSince returns when a call recorded as pending in the delivered
 // log (same first offset, same Random) first had an unknown outcome; zero
 // for none.
-func (p *partition) unknownSince(c *call) time.Time {
-	d := p.w.delivered
-	if d == nil {
+func (s *stream) unknownSince(c *call) time.Time {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
 		return time.Time{}
 	}
-	e, ok := d.entry(p.tp)
+	e, ok := d.entry(s.app.key, s.tp)
 	if !ok || e.Pending == nil || e.Pending.First != c.firstOffset() || e.Pending.Random != c.random {
 		return time.Time{}
 	}
@@ -419,17 +434,17 @@ func (p *partition) unknownSince(c *call) time.Time {
 // window (another deployment may have delivered it long enough ago that
 // the server would not dedupe a resend) and the last read is older than a
 // quarter of it. A fresh record never waits for a read.
-func (p *partition) freshFloor(rec *record) int64 {
-	d := p.w.delivered
-	if d == nil || rec.msg.Time.IsZero() || p.w.cfg.Now().Sub(rec.msg.Time) < p.w.cfg.DedupeWindow/2 {
-		return p.floor
+func (s *stream) freshFloor(rec *record) int64 {
+	d := s.w.delivered
+	if d == nil || s.app == nil || rec.msg.Time.IsZero() || s.w.cfg.Now().Sub(rec.msg.Time) < s.w.cfg.DedupeWindow/2 {
+		return s.floor
 	}
-	if err := d.refresh(p.taking, time.Now().Add(-d.stale)); err != nil {
-		p.log.Warn("cannot read the delivered log again; going by what was read before", zap.Error(err))
-		return p.floor
+	if err := d.refresh(s.taking, time.Now().Add(-d.stale)); err != nil {
+		s.log.Warn("cannot read the delivered log again; going by what was read before", zap.Error(err))
+		return s.floor
 	}
-	if e, ok := d.entry(p.tp); ok && e.SameTopic(p.topicID) {
-		p.floor = max(p.floor, e.Next)
+	if e, ok := d.entry(s.app.key, s.tp); ok && e.SameTopic(s.topicID) {
+		s.floor = max(s.floor, e.Next)
 	}
-	return p.floor
+	return s.floor
 }

@@ -67,6 +67,18 @@ func (h *holds) done(partition topicPartition) {
 	delete(h.by, partition)
 }
 
+// doneAll records that no stream of partition holds a record: the
+// partition is no longer owned.
+func (h *holds) doneAll(partition topicPartition) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for tp := range h.by {
+		if tp.topic == partition.topic && tp.partition == partition.partition {
+			delete(h.by, tp)
+		}
+	}
+}
+
 // stuck returns a description of every partition failing on its record
 // for longer than after, and the longest failing time of any partition.
 func (h *holds) stuck(now time.Time, after time.Duration) (lines []string, longest time.Duration) {

@@ -43,6 +43,12 @@ type Metrics struct {
 
 	stuckFn atomic.Pointer[func() (int, time.Duration)]
 
+	// Per app (several apps: the apps file's names, so bounded), few
+	// series each: events by outcome, paused, the last call's time.
+	appEvents   *prometheus.CounterVec
+	appPaused   *prometheus.GaugeVec
+	appLastCall *prometheus.GaugeVec
+
 	laneEvents  *prometheus.CounterVec
 	laneWaiting *prometheus.GaugeVec
 	urgentDelay prometheus.Histogram
@@ -155,6 +161,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "timbroadcast_longest_failing_seconds", Help: "How long the partition failing the longest on one record has been failing; 0 when none is.",
 	}, func() float64 { _, d := m.stuck(); return d.Seconds() })
 	reg.MustRegister(stuckCount, longest)
+	m.appEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "timbroadcast_app_events_total",
+		Help: "Events by app (TIM_APPS_FILE) and final outcome: delivered, dead_lettered, filtered, already_delivered.",
+	}, []string{"app", "outcome"})
+	m.appPaused = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "timbroadcast_app_paused", Help: "1 while an app's sending is paused by an error every event would meet (TIM_APPS_FILE).",
+	}, []string{"app"})
+	m.appLastCall = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "timbroadcast_app_last_call_timestamp_seconds", Help: "When an app's last call answered OK (Unix seconds; TIM_APPS_FILE).",
+	}, []string{"app"})
+	reg.MustRegister(m.appEvents, m.appPaused, m.appLastCall)
 	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused, m.held,
 		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate, m.grants)
 	// The label values known in advance start at 0, so dashboards and
@@ -298,6 +315,35 @@ func (m *Metrics) setHeld(held bool, h schedule.Hold) {
 	m.held.WithLabelValues(wire.Cut(h.By, 128), wire.Cut(h.Reason, 128), until).Set(1)
 }
 
+// setAppPaused shows whether app's sending is paused.
+func (m *Metrics) setAppPaused(app string, p bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if p {
+		v = 1
+	}
+	m.appPaused.WithLabelValues(app).Set(v)
+}
+
+// recordAppEvents counts n events of app with outcome; "" app (one app
+// without an apps file) is not counted per app.
+func (m *Metrics) recordAppEvents(app, outcome string, n int) {
+	if m == nil || app == "" || n == 0 {
+		return
+	}
+	m.appEvents.WithLabelValues(app, outcome).Add(float64(n))
+}
+
+// setAppLastCall records when app's last call answered OK.
+func (m *Metrics) setAppLastCall(app string, t time.Time) {
+	if m == nil || app == "" {
+		return
+	}
+	m.appLastCall.WithLabelValues(app).Set(float64(t.UnixNano()) / 1e9)
+}
+
 func (m *Metrics) setPaused(p bool) {
 	if m == nil {
 		return
@@ -352,9 +398,18 @@ func (m *Metrics) setRate(r float64) {
 }
 
 // scheduleMetrics shows what the call schedule does (schedule.Observer).
-type scheduleMetrics struct{ m *Metrics }
+type scheduleMetrics struct {
+	m   *Metrics
+	app string // "" without an apps file
+}
 
-func (o scheduleMetrics) Paused(p bool) { o.m.setPaused(p) }
+func (o scheduleMetrics) Paused(p bool) {
+	if o.app != "" {
+		o.m.setAppPaused(o.app, p)
+		return
+	}
+	o.m.setPaused(p)
+}
 func (o scheduleMetrics) Held(held bool, h schedule.Hold) {
 	o.m.setHeld(held, h)
 }

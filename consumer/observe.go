@@ -24,25 +24,34 @@ import (
 
 // startSpan starts rec's span, from its fetch, when it joins a call; a
 // record's span is started once.
-func (p *partition) startSpan(rec *record) {
+func (s *stream) startSpan(rec *record) {
 	if rec.span == nil {
-		rec.span = p.w.eventSpan(rec.msg, rec.at)
+		rec.span = s.w.eventSpan(rec.msg, rec.at)
 	}
 }
 
 // memberLog is the partition's logger for one record: its offset, Random
 // (once decoded), trace_id and span_id (see eventTraceFields).
-func (p *partition) memberLog(rec *record) *zap.Logger {
-	log := p.log.With(zap.Int64("offset", rec.msg.Offset))
+func (s *stream) memberLog(rec *record) *zap.Logger {
+	log := s.log.With(zap.Int64("offset", rec.msg.Offset))
 	if rec.ev != nil {
 		log = log.With(zap.Uint32("random", rec.ev.Message.Random))
 	}
-	return log.With(p.w.eventTraceFields(rec)...)
+	return log.With(s.w.eventTraceFields(rec)...)
+}
+
+// appLabel is the stream's app in per-app metrics: its name with an apps
+// file ("none" for records of no app), "" without.
+func (s *stream) appLabel() string {
+	if s.w.apps.single != nil {
+		return ""
+	}
+	return s.tp.app
 }
 
 // attempt observes one API attempt of c.
-func (p *partition) attempt(c *call, a sender.Attempt) {
-	w := p.w
+func (s *stream) attempt(c *call, a sender.Attempt) {
+	w := s.w
 	if c.first.IsZero() {
 		c.first = a.Start
 	}
@@ -53,51 +62,55 @@ func (p *partition) attempt(c *call, a sender.Attempt) {
 	}
 	w.tr.attempt(parent, a, c.random)
 	if a.Code != sender.CodeOK {
-		w.holds.fail(p.tp, a.Start, attemptError(a))
+		w.holds.fail(s.tp, a.Start, attemptError(a))
 	}
 	if a.Code >= 0 {
-		w.sched.Answered(sender.IsRateLimit(a.Code))
+		s.app.sched.Answered(sender.IsRateLimit(a.Code))
 	}
 	if a.Uncertain && !c.unknownRecorded {
 		c.unknownRecorded = true
-		p.recordUnknown(c, c.uncertain.Since())
+		s.recordUnknown(c, c.uncertain.Since())
 	}
 }
 
 // outcome observes a final outcome: member m filtered out by the
 // mapping, every member of c delivered (f nil), or member m dead-lettered
 // with f.
-func (p *partition) outcome(c *call, m *record, f *wire.Failure) {
-	w := p.w
+func (s *stream) outcome(c *call, m *record, f *wire.Failure) {
+	w := s.w
 	if c.res == resultFiltered {
 		w.metrics.recordSkipped("filtered", 1)
 		c.log.Debug("record filtered out by the mapping (TIM_MAP): committed, not sent")
 		if m.span != nil {
 			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeFiltered))
 		}
-		p.report(m, Outcome{Filtered: true})
+		s.report(m, Outcome{Filtered: true})
+		w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeFiltered, 1)
 		return
 	}
 	if f == nil {
 		for _, m := range c.members {
 			w.metrics.recordDelivered(1)
 			w.metrics.recordLane(m.msg.Topic, "delivered")
-			if p.urgent && !m.msg.Time.IsZero() && !c.at.IsZero() {
+			if s.urgent && !m.msg.Time.IsZero() && !c.at.IsZero() {
 				w.metrics.observeUrgentDelay(c.at.Sub(m.msg.Time))
 			}
 			if m.span != nil {
 				m.span.SetAttributes(AttrOutcome.String(wire.OutcomeDelivered), AttrMsgSeq.Int64(int64(c.msgSeq)),
 					AttrAttempts.Int(c.attempts), AttrRandom.Int64(int64(m.ev.Message.Random)), AttrCallEvents.Int(len(c.members)))
 			}
-			p.report(m, Outcome{Delivered: true, MsgSeq: c.msgSeq, Attempts: c.attempts})
+			s.report(m, Outcome{Delivered: true, MsgSeq: c.msgSeq, Attempts: c.attempts})
 		}
 		w.metrics.recordRetries(c.attempts)
+		w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeDelivered, len(c.members))
+		w.metrics.setAppLastCall(s.appLabel(), c.final)
 		c.log.Debug("delivered", zap.Uint64("msg_seq", c.msgSeq), zap.Int("attempts", c.attempts), zap.Int("events", len(c.members)))
 		return
 	}
 	w.metrics.recordDeadLettered(f.Reason)
+	w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeDeadLettered, 1)
 	w.metrics.recordLane(m.msg.Topic, "dead_lettered")
-	p.memberLog(m).Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
+	s.memberLog(m).Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
 	if m.span != nil {
 		m.span.SetAttributes(AttrOutcome.String(wire.OutcomeDeadLettered), AttrReason.String(f.Reason),
@@ -106,12 +119,12 @@ func (p *partition) outcome(c *call, m *record, f *wire.Failure) {
 			m.span.SetAttributes(AttrRandom.Int64(int64(f.Random)))
 		}
 	}
-	p.report(m, Outcome{DeadLetter: f, Attempts: f.Attempts})
+	s.report(m, Outcome{DeadLetter: f, Attempts: f.Attempts})
 }
 
 // committed observes the commit past members: their spans end, with err
 // when they end uncommitted. An ended span ignores a second end.
-func (p *partition) committed(members []*record, err error) {
+func (s *stream) committed(members []*record, err error) {
 	for _, m := range members {
 		end(m.span, err)
 	}
@@ -141,8 +154,8 @@ func attemptError(a sender.Attempt) string {
 }
 
 // report passes a final outcome to Config.OnOutcome.
-func (p *partition) report(rec *record, o Outcome) {
-	if p.w.cfg.OnOutcome == nil {
+func (s *stream) report(rec *record, o Outcome) {
+	if s.w.cfg.OnOutcome == nil {
 		return
 	}
 	m := rec.msg
@@ -151,7 +164,7 @@ func (p *partition) report(rec *record, o Outcome) {
 		o.Random = rec.ev.Message.Random
 		o.Message = &rec.ev.Message
 	}
-	p.w.cfg.OnOutcome(o)
+	s.w.cfg.OnOutcome(o)
 }
 
 // Outcome is the final outcome of one record.

@@ -133,47 +133,11 @@ func (o *offsets) commitHint(err error) string {
 	return ""
 }
 
-// commit commits next (with metadata) for the partition, holding it at
-// offset at while the broker refuses: the refusal is logged (at error
-// level with what to grant when an ACL refuses it), shows as the hold's
-// failure (stuck in /readyz and the stuck metric after StuckAfter) and is
-// retried with backoff. Only a lost generation ends the partition
-// (errGenerationGone, then the member rejoins); a commit cut short by the
-// end of sending returns errAbandoned (or why taking ended).
-func (p *partition) commit(at, next int64, metadata string) error {
-	failed := false
-	err := p.offsets.commit(p.sending, next, metadata, func(err error, attempt int) {
-		if !failed {
-			failed = true
-			p.w.holds.ensure(p.tp, at)
-		}
-		p.w.holds.fail(p.tp, p.w.cfg.Now(), "offset commit refused: "+err.Error())
-		fields := []zap.Field{zap.Int64("offset", next), zap.Int("attempt", attempt), zap.Error(err)}
-		if hint := p.offsets.commitHint(err); hint != "" {
-			p.log.Error("offset commit refused; holding the partition and retrying (nothing moves on, nothing is sent twice): "+hint, fields...)
-		} else {
-			p.log.Warn("offset commit failed; holding the partition and retrying", fields...)
-		}
-	})
-	switch {
-	case err == nil:
-		p.held.committed(next)
-		if failed {
-			p.w.holds.start(p.tp, at) // the hold goes on, its failures over
-			p.log.Info("offset commit accepted again", zap.Int64("offset", next))
-		}
-		return nil
-	case errors.Is(err, errGenerationGone):
-		return err
-	}
-	return p.abandoned()
-}
-
 // read returns the committed offset (-1 for none) and the call recorded as
 // in flight there, if any. Every error, a group-level one in the answer
 // included (COORDINATOR_LOAD_IN_PROGRESS, say), is retried until ctx
 // ends: an error is never taken as "nothing in flight".
-func (o *offsets) read(ctx context.Context, log *zap.Logger) (int64, *wire.InFlight, error) {
+func (o *offsets) read(ctx context.Context, log *zap.Logger) (int64, []wire.AppInFlight, error) {
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(o.wait()), backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0))
 	for attempt := 1; ; attempt++ {
 		committed, f, err := o.readOnce(ctx)
@@ -194,7 +158,7 @@ func (o *offsets) wait() time.Duration {
 	return 100 * time.Millisecond
 }
 
-func (o *offsets) readOnce(ctx context.Context) (int64, *wire.InFlight, error) {
+func (o *offsets) readOnce(ctx context.Context) (int64, []wire.AppInFlight, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := o.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: o.group, Topics: map[string][]int{o.topic: {o.partition}}})
@@ -211,8 +175,8 @@ func (o *offsets) readOnce(ctx context.Context) (int64, *wire.InFlight, error) {
 		if po.Error != nil {
 			return 0, nil, fmt.Errorf("read the committed offset of %s/%d: %w", o.topic, o.partition, po.Error)
 		}
-		if f, ok := wire.ParseInFlight(po.Metadata); ok && po.CommittedOffset >= 0 && f.Last >= po.CommittedOffset {
-			return po.CommittedOffset, &f, nil
+		if fs, ok := wire.ParseInFlights(po.Metadata, po.CommittedOffset); ok && po.CommittedOffset >= 0 {
+			return po.CommittedOffset, fs, nil
 		}
 		return po.CommittedOffset, nil, nil
 	}

@@ -157,12 +157,13 @@ func TestReadCommittedAndInFlight(t *testing.T) {
 		{"plain commit", 40, "", nil},
 		{"other tool's metadata", 40, "owner=someone", nil},
 		{"stale record", 44, "tb1 43 123456", nil},
+		{"several apps", 40, "tb2 1400000001 42 43 9;1400000002 40 40 8", &wire.InFlight{Last: 43, Random: 9}},
 		{"nothing committed", -1, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			committed, f, err := testOffsets(answer(tt.committed, tt.meta)).read(context.Background(), zap.NewNop())
-			if err != nil || committed != tt.committed || (f == nil) != (tt.want == nil) || (f != nil && *f != *tt.want) {
+			if err != nil || committed != tt.committed || (f == nil) != (tt.want == nil) || (f != nil && f[0].InFlight != *tt.want) {
 				t.Errorf("read = %d, %+v, %v; want %d, %+v", committed, f, err, tt.committed, tt.want)
 			}
 		})
@@ -191,7 +192,7 @@ func TestReadRetriesGroupErrors(t *testing.T) {
 		}}, nil
 	}}
 	committed, f, err := testOffsets(c).read(context.Background(), zap.NewNop())
-	if err != nil || committed != 40 || f == nil || f.Last != 41 || calls != 4 {
+	if err != nil || committed != 40 || f == nil || f[0].Last != 41 || calls != 4 {
 		t.Fatalf("read = %d, %+v, %v after %d calls; want the in-flight record after 4", committed, f, err, calls)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)

@@ -144,20 +144,31 @@ type partition struct {
 	//
 	// taking ends when the partition is revoked or the worker stops: no
 	// record is taken and no call starts after that. sending outlives it
-	// by RevokeGrace (DrainTimeout when stopping), so the call in flight
+	// by RevokeGrace (DrainTimeout when stopping), so the calls in flight
 	// can finish and be committed.
 	taking, sending context.Context
-	stream          *kafkaconn.Stream
+	fetch           *kafkaconn.Stream
 	held            *heldBytes // of the worker's BufferBytes
 	records         <-chan item
-	ahead           []item // items taken from records but not yet used, in order
+	commits         *committer
+	// committedAt is where the session started reading.
+	committedAt int64
+	// routerDone closes when the router stops handing records.
+	routerDone chan struct{}
+	// readSince is the least start of the delivered log's read the next
+	// session needs; deliveredSince this session's.
+	readSince, deliveredSince time.Time
 
-	// The delivered log (delivered.go): records below floor were
-	// delivered already; topicID is the source topic's id as the session
-	// began; readSince is the least start of the log read a session needs.
-	floor     int64
-	topicID   string
-	readSince time.Time
+	// Under mu: the streams by app (nil: records of no app), the offset
+	// after the last item routed, the calls recorded in flight when the
+	// session began that no stream has taken yet, and adv, closed when
+	// routed moves while a stream resumes a call.
+	mu       sync.Mutex
+	streams  map[*app]*stream
+	routed   int64
+	pending  []wire.AppInFlight
+	resuming int
+	adv      chan struct{}
 }
 
 // newPartition builds the partition tp of generation gen.
@@ -181,7 +192,7 @@ func (w *Worker) newPartition(stop, genCtx context.Context, gen *group.Generatio
 // Any other failure restarts the partition in place, from its committed
 // offset, with a backoff.
 func (p *partition) run() error {
-	defer p.w.holds.done(p.tp)
+	defer p.w.holds.doneAll(p.tp)
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
@@ -208,8 +219,10 @@ func (p *partition) run() error {
 }
 
 // session runs the partition from its committed offset until an error,
-// revocation or stop. What is not committed stays for the next session or
-// owner, who resends it with the same Random and bytes.
+// revocation or stop: the partition reads and routes (route), each app's
+// stream plans and settles its calls (stream.go), the committer commits.
+// What is not committed stays for the next session or owner, who resends
+// it with the same Random and bytes.
 func (p *partition) session() error {
 	taking, stopTaking := context.WithCancel(p.gen)
 	unlink := context.AfterFunc(p.stop, stopTaking)
@@ -220,9 +233,9 @@ func (p *partition) session() error {
 		stopSending()
 		unlink()
 		pumpAndGrace.Wait()
-		if p.stream != nil {
-			p.stream.Close()
-			p.stream = nil
+		if p.fetch != nil {
+			p.fetch.Close()
+			p.fetch = nil
 		}
 		p.held.releaseAll()
 		p.w.reads.ok(p.tp)
@@ -241,48 +254,157 @@ func (p *partition) session() error {
 		}
 	}
 	p.log.Debug("partition starting", zap.Int64("offset", start))
-	if p.floor, err = p.deliveredFloor(start); err != nil {
-		return err
-	}
+	inflight = p.inBounds(committed, inflight)
 
-	// The pump fetches and decodes, handing records over a channel, so
-	// merge mode can see what is waiting without blocking.
+	// The pump fetches and decodes, handing records over a channel.
 	records := make(chan item, 64)
-	p.stream = p.w.fetcher.Stream(p.tp.topic, p.tp.partition, start)
+	p.fetch = p.w.fetcher.Stream(p.tp.topic, p.tp.partition, start)
 	p.held = newHeldBytes(p.w.fetcher.Budget())
-	p.records, p.ahead = records, nil
+	p.records, p.committedAt = records, start
+	p.commits = newCommitter(p, max(committed, start))
+	p.streams, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, start, inflight, 0, make(chan struct{})
+	p.routerDone = make(chan struct{})
+	p.deliveredSince, p.readSince = p.readSince, time.Now() // a later session reads what was written meanwhile
 	pumpAndGrace.Go(func() { p.pump(records) })
 
-	var calls []*call
-	if inflight != nil && (inflight.Last < committed || inflight.Last-committed >= maxInFlightSpan) {
-		p.log.Warn("ignoring the in-flight record in the group's committed-offset metadata: its range is out of bounds "+
-			"(not written by timbroadcast, or damaged); the partition goes on from its committed offset",
-			zap.String("group", p.w.cfg.GroupID), zap.Int64("committed", committed), zap.Int64("last_offset", inflight.Last),
-			zap.Int64("max_span", maxInFlightSpan))
-		inflight = nil
-	}
-	if inflight != nil && inflight.Delivered == nil && inflight.Last < p.floor {
-		p.log.Info("the call recorded as in flight was delivered (delivered log): committed without sending",
-			zap.Int64("last_offset", inflight.Last), zap.Uint32("random", inflight.Random))
-		inflight = nil
-	}
-	if inflight != nil {
-		if calls, err = p.resume(committed, *inflight); err != nil {
-			return err
+	var streams sync.WaitGroup
+	var errMu sync.Mutex
+	var first error
+	fail := func(err error) {
+		errMu.Lock()
+		defer errMu.Unlock()
+		if first == nil || errors.Is(err, errGenerationGone) && !errors.Is(first, errGenerationGone) {
+			first = err
 		}
+		stopTaking()
 	}
+	err = p.route(func(s *stream) {
+		streams.Go(func() {
+			if err := s.run(); err != nil {
+				fail(err)
+			}
+		})
+	})
+	close(p.routerDone)
+	if err != nil {
+		fail(err)
+	}
+	streams.Wait()
+	return first
+}
+
+// inBounds returns the calls recorded in flight that the partition may
+// resume: a range out of bounds (not written by timbroadcast, or damaged)
+// is ignored with a warning, so it cannot make a member buffer the log.
+func (p *partition) inBounds(committed int64, fs []wire.AppInFlight) []wire.AppInFlight {
+	var out []wire.AppInFlight
+	for _, f := range fs {
+		if f.Last < committed || f.Last-f.First >= maxInFlightSpan || f.First-committed >= maxInFlightAhead {
+			p.log.Warn("ignoring an in-flight record in the group's committed-offset metadata: its range is out of bounds "+
+				"(not written by timbroadcast, or damaged); the partition goes on from its committed offset",
+				zap.String("group", p.w.cfg.GroupID), zap.Int64("committed", committed), zap.Int64("first_offset", f.First),
+				zap.Int64("last_offset", f.Last), zap.Int64("max_span", maxInFlightSpan))
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// maxInFlightAhead bounds how far past the committed offset a call
+// recorded in flight may start (several apps: the commit waits for a
+// paused app while the others go on).
+const maxInFlightAhead = 1 << 40
+
+// route takes the pump's items in offset order and hands each record to
+// its app's stream (apps.route), starting a stream with start when an
+// app first has a record in the session. Positions without records let
+// the commit move. It returns when taking ends or the pump stops.
+func (p *partition) route(start func(*stream)) error {
 	for {
-		for _, c := range calls {
-			if err := p.settle(c); err != nil {
+		var it item
+		select {
+		case got, ok := <-p.records:
+			if !ok || p.taking.Err() != nil {
+				return p.ended(errors.New("the fetch loop stopped"))
+			}
+			it = got
+		case <-p.taking.Done():
+			return p.ended(nil)
+		}
+		if it.rec == nil {
+			p.mu.Lock()
+			p.routed = it.skipTo // the pump's position (moved back inside a truncated log, say)
+			p.movedLocked()
+			p.mu.Unlock()
+			if _, err := p.commits.advance(nil); err != nil {
 				return err
 			}
+			continue
 		}
-		c, err := p.plan()
-		if err != nil {
-			return err
+		rec := it.rec
+		m := rec.msg
+		p.w.metrics.recordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
+		a, ie := p.w.apps.route(rec)
+		if rec.filtered {
+			ie = nil // filtered out whatever its app: never sent
 		}
-		calls = []*call{c}
+		routeFailed(rec, ie)
+		p.mu.Lock()
+		s, known := p.streams[a]
+		if !known {
+			s = p.newStream(a)
+			p.streams[a] = s
+		}
+		if a != nil && s.resume == nil {
+			for i := range p.pending {
+				if f := p.pending[i]; f.App == a.SDKAppID || f.App == 0 && m.Offset >= f.First {
+					s.resume = &f
+					p.resuming++
+					p.pending = append(p.pending[:i], p.pending[i+1:]...)
+					break
+				}
+			}
+		}
+		s.pushLocked(rec)
+		p.routed = m.Offset + 1
+		p.movedLocked()
+		p.mu.Unlock()
+		if !known {
+			start(s)
+		}
 	}
+}
+
+// movedLocked wakes the streams resuming a call: the router moved.
+func (p *partition) movedLocked() {
+	if p.resuming > 0 {
+		close(p.adv)
+		p.adv = make(chan struct{})
+	}
+}
+
+// advanced is closed when the router next moves.
+func (p *partition) advanced() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.adv
+}
+
+// routedNow is the offset after the last item routed.
+func (p *partition) routedNow() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.routed
+}
+
+// routeFailed makes rec a record to dead-letter when no app could be
+// found for it (ie); a record already invalid keeps its own reason.
+func routeFailed(rec *record, ie *wire.InvalidEventError) {
+	if ie == nil || rec.invalid != nil {
+		return
+	}
+	rec.ev, rec.filtered, rec.invalid = nil, false, ie
 }
 
 // maxInFlightSpan bounds the offsets an in-flight record may span: a
@@ -346,7 +468,7 @@ func (p *partition) startOffset() (int64, error) {
 		p.warnOld(first, last)
 		return first, nil
 	}
-	if err := p.commit(last, last, ""); err != nil {
+	if err := p.commit(nil, last, ""); err != nil {
 		return 0, err
 	}
 	p.log.Info("no committed offset: starting at the log end (KAFKA_START_OFFSET=latest), committed", zap.Int64("offset", last))
@@ -389,7 +511,7 @@ func (p *partition) warnOld(first, end int64) {
 // /readyz.
 func (p *partition) pump(records chan<- item) {
 	defer close(records)
-	w, f, ctx := p.w, p.stream.Fetcher(), p.taking
+	w, f, ctx := p.w, p.fetch.Fetcher(), p.taking
 	handed := f.Next // the offset after the last item handed over
 	send := func(it item) bool {
 		select {
@@ -402,7 +524,7 @@ func (p *partition) pump(records chan<- item) {
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
-		res, err := p.stream.Fetch(ctx)
+		res, err := p.fetch.Fetch(ctx)
 		if res != nil {
 			p.held.add(res.Records)
 		}
@@ -486,7 +608,7 @@ func (p *partition) pump(records chan<- item) {
 // outOfRange moves the fetcher back inside the log when its offset is
 // outside; it reports whether it moved it.
 func (p *partition) outOfRange() bool {
-	w, f, log := p.w, p.stream.Fetcher(), p.log
+	w, f, log := p.w, p.fetch.Fetcher(), p.log
 	first, last, err := p.offsets.bounds(p.taking)
 	if err != nil {
 		log.Warn("offset out of range and the log's bounds cannot be read; retrying", zap.Error(err))
@@ -516,76 +638,6 @@ func (p *partition) outOfRange() bool {
 	}
 	w.metrics.recordSkipped(reason, lost)
 	return true
-}
-
-// nextItem returns the next item, waiting for it.
-func (p *partition) nextItem() (item, error) {
-	if len(p.ahead) == 0 {
-		select {
-		case it, ok := <-p.records:
-			if !p.take(it, ok) {
-				return item{}, p.ended(errors.New("the fetch loop stopped"))
-			}
-		case <-p.taking.Done():
-			return item{}, p.ended(nil)
-		}
-	}
-	it := p.ahead[0]
-	p.ahead = p.ahead[1:]
-	return it, nil
-}
-
-// take appends an item received from the pump to what is waiting and
-// counts a record as consumed. It is false when the pump has stopped or
-// the partition is revoked.
-func (p *partition) take(it item, ok bool) bool {
-	if !ok || p.taking.Err() != nil {
-		return false
-	}
-	if m := it.rec; m != nil {
-		p.w.metrics.recordConsumed(m.msg.Topic, m.msg.Partition, m.msg.Offset, m.msg.HighWaterMark)
-	}
-	p.ahead = append(p.ahead, it)
-	return true
-}
-
-// next returns the next record, waiting for it. Everything before it is
-// final, so it commits past positions without records on the way.
-func (p *partition) next() (*record, error) {
-	for {
-		it, err := p.nextItem()
-		if err != nil {
-			return nil, err
-		}
-		if it.rec != nil {
-			return it.rec, nil
-		}
-		if err := p.commit(it.skipTo-1, it.skipTo, ""); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// unread puts an item back in front of what is waiting.
-func (p *partition) unread(it item) {
-	p.ahead = append([]item{it}, p.ahead...)
-}
-
-// peekAt returns the i-th record waiting behind what was taken (from 0),
-// without taking it, if it has already arrived. A position item ends what
-// can be peeked.
-func (p *partition) peekAt(i int) (*record, bool) {
-	for len(p.ahead) <= i {
-		select {
-		case it, ok := <-p.records:
-			if !p.take(it, ok) {
-				return nil, false
-			}
-		default:
-			return nil, false
-		}
-	}
-	return p.ahead[i].rec, p.ahead[i].rec != nil
 }
 
 // expired reports whether ev carries an expiry that has passed.

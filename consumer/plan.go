@@ -16,24 +16,24 @@ import (
 // plan waits for the next record and returns the call that delivers it:
 // the record alone (plain mode), or in merge mode the record with whatever
 // waits behind it when its slot comes.
-func (p *partition) plan() (*call, error) {
-	rec, err := p.next()
+func (s *stream) plan() (*call, error) {
+	rec, err := s.take()
 	if err != nil {
 		return nil, err
 	}
-	if rec.msg.Offset < p.freshFloor(rec) {
-		return p.already(rec), nil
+	if rec.msg.Offset < s.freshFloor(rec) {
+		return s.already(rec), nil
 	}
-	c := p.lone(rec)
+	c := s.lone(rec)
 	switch {
 	case rec.ev == nil:
 		// Never sent: dead-lettered as invalid.
-	case p.w.cfg.Merge && !p.expired(rec.ev):
+	case s.w.cfg.Merge && !s.expired(rec.ev):
 		// What arrives while the call waits for its slot joins it; the
 		// call is recorded in flight once packed.
 		c.record = true
-		c.pack = func() { p.pack(c) }
-	case !p.w.cfg.Merge && !rec.ev.ExpiresAt.IsZero() && !p.expired(rec.ev):
+		c.pack = func() { s.pack(c) }
+	case !s.w.cfg.Merge && !rec.ev.ExpiresAt.IsZero() && !s.expired(rec.ev):
 		// Recorded in flight before its first attempt: after a crash, an
 		// event that may have reached the server is resent (and deduped),
 		// not dead-lettered as expired.
@@ -49,27 +49,27 @@ const maxAlready = 500
 // already returns the "call" of rec and of the records waiting behind it
 // that are below the delivered log's watermark too: never sent, committed
 // together as already delivered.
-func (p *partition) already(rec *record) *call {
+func (s *stream) already(rec *record) *call {
 	members := []*record{rec}
 	for i := 0; len(members) < maxAlready; i++ {
-		nx, ok := p.peekAt(i)
-		if !ok || nx.msg.Offset >= p.floor {
+		nx, ok := s.peekAt(i)
+		if !ok || nx.msg.Offset >= s.floor {
 			break
 		}
 		members = append(members, nx)
 	}
-	p.ahead = p.ahead[len(members)-1:]
+	s.ahead = s.ahead[len(members)-1:]
 	for _, m := range members {
-		p.startSpan(m)
+		s.startSpan(m)
 	}
-	log := p.log.With(zap.Int64("offset", rec.msg.Offset))
+	log := s.log.With(zap.Int64("offset", rec.msg.Offset))
 	return &call{members: members, res: resultAlready, log: log}
 }
 
 // lone returns the call for rec alone, its span started.
-func (p *partition) lone(rec *record) *call {
-	p.startSpan(rec)
-	c := &call{members: []*record{rec}, log: p.memberLog(rec)}
+func (s *stream) lone(rec *record) *call {
+	s.startSpan(rec)
+	c := &call{members: []*record{rec}, log: s.memberLog(rec)}
 	if rec.ev != nil {
 		c.body, c.random = rec.ev.Body, rec.ev.Message.Random
 	}
@@ -80,15 +80,15 @@ func (p *partition) lone(rec *record) *call {
 // waiting events that may join it, and of that run by the longest prefix
 // that fits (a binary search: a few encodings however many events wait, so
 // packing barely delays the call).
-func (p *partition) pack(c *call) {
+func (s *stream) pack(c *call) {
 	head := c.members[0]
 	members := []*record{head}
-	limit := p.w.cfg.MergeMaxBytes
-	join := wire.NewJoiner(p.w.mergeMode())
+	limit := s.w.cfg.MergeMaxBytes
+	join := wire.NewJoiner(s.w.mergeMode())
 	join.Add(&head.ev.Message)
 	for i, estimate := 0, len(head.ev.Body); estimate <= 3*limit; i++ {
-		nx, ok := p.peekAt(i)
-		if !ok || nx.ev == nil || p.expired(nx.ev) || !join.Add(&nx.ev.Message) {
+		nx, ok := s.peekAt(i)
+		if !ok || nx.ev == nil || s.expired(nx.ev) || !join.Add(&nx.ev.Message) {
 			break
 		}
 		members = append(members, nx)
@@ -104,7 +104,7 @@ func (p *partition) pack(c *call) {
 	// every candidate.
 	search := func(validate bool) (int, packed) {
 		build := func(n int) (packed, bool) {
-			b, r, err := p.w.build(members[:n], validate)
+			b, r, err := s.w.build(members[:n], validate)
 			return packed{b, r}, err == nil && len(b) <= limit
 		}
 		best, _ := build(1) // a lone event always goes, with its own bytes
@@ -121,76 +121,58 @@ func (p *partition) pack(c *call) {
 	}
 	lo, best := search(false)
 	if lo > 1 {
-		if b, r, err := p.w.build(members[:lo], true); err == nil && len(b) <= limit {
+		if b, r, err := s.w.build(members[:lo], true); err == nil && len(b) <= limit {
 			best = packed{b, r}
 		} else {
 			lo, best = search(true)
 		}
 	}
-	p.ahead = p.ahead[lo-1:]
+	s.ahead = s.ahead[lo-1:]
 	c.members, c.body, c.random = members[:lo], best.body, best.random
 	for _, m := range c.members[1:] {
-		p.startSpan(m)
+		s.startSpan(m)
 	}
-	c.log = p.log.With(zap.Int64("offset", head.msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.random))
+	c.log = s.log.With(zap.Int64("offset", head.msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.random))
 	if lo == 1 {
-		c.log = c.log.With(p.w.eventTraceFields(head)...)
+		c.log = c.log.With(s.w.eventTraceFields(head)...)
 	}
 }
 
-// resume returns the calls that finish a call recorded as in flight by an
-// earlier owner (or by this one before a restart): the same records, the
-// same bytes, so the server's dedupe discards a resend. A call recorded as
-// delivered is not sent again: its receipts are written and it is
-// committed. A call that cannot be rebuilt byte for byte (its records were
-// compacted away or changed) is sent record by record, with a warning:
-// never a reason to stop the partition.
-func (p *partition) resume(offset int64, f wire.InFlight) ([]*call, error) {
-	log := p.log.With(zap.Int64("first_offset", offset), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
+// resumeCall returns the calls that finish a call recorded as in flight
+// by an earlier owner (or by this one before a restart): the same
+// records, the same bytes, so the server's dedupe discards a resend. A
+// call recorded as delivered is not sent again: its receipts are written
+// and it is committed. A call that cannot be rebuilt byte for byte (its
+// records were compacted away or changed) is sent record by record, with
+// a warning: never a reason to stop the partition.
+func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call, error) {
+	log := s.log.With(zap.Int64("first_offset", first), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
 	log.Info("resuming the call recorded as in flight", zap.Bool("delivered", f.Delivered != nil))
-	_, end, err := p.offsets.bounds(p.taking)
+	_, end, err := s.offsets.bounds(s.taking)
 	if err != nil {
-		return nil, p.ended(err)
+		return nil, s.ended(err)
 	}
-	var got []*record
-	for offset < end {
-		it, err := p.nextItem()
-		if err != nil {
-			return nil, err
-		}
-		if it.rec == nil {
-			// Positions without records: inside the call's range they are
-			// passed over; past it, or at the log end, the call ends here.
-			if it.skipTo > f.Last || it.skipTo >= end {
-				p.unread(it)
-				break
-			}
-			continue
-		}
-		m := it.rec.msg
-		if m.Offset > f.Last {
-			p.unread(it) // the call's last records are gone (compaction)
-			break
-		}
-		got = append(got, it.rec)
-		if m.Offset == f.Last || m.Offset+1 >= end {
-			break
-		}
+	got, err := s.through(f.Last, end)
+	if err != nil {
+		return nil, err
 	}
 	decoded := true
 	for _, r := range got {
-		p.startSpan(r)
+		s.startSpan(r)
 		decoded = decoded && r.ev != nil
 	}
 	whole := &call{members: got, random: f.Random, attempted: true, log: log}
-	if d := f.Delivered; d != nil && decoded && len(got) > 0 {
+	if len(got) == 0 {
+		return nil, nil
+	}
+	if d := f.Delivered; d != nil && decoded {
 		whole.res, whole.msgSeq, whole.attempts = resultDelivered, d.MsgSeq, d.Attempts
 		whole.first, whole.at, whole.final = d.FirstAttempt, d.Call, d.Final
 		whole.recorded = true // receipts are written, the delivery is on record
 		return []*call{whole}, nil
 	}
-	if decoded && len(got) > 0 && got[0].msg.Offset == offset && got[len(got)-1].msg.Offset == f.Last {
-		body, random, err := p.w.build(got, true)
+	if decoded && got[0].msg.Offset == first && got[len(got)-1].msg.Offset == f.Last {
+		body, random, err := s.w.build(got, true)
 		if err == nil && random == f.Random {
 			whole.body = body
 			return []*call{whole}, nil
@@ -201,7 +183,7 @@ func (p *partition) resume(offset int64, f wire.InFlight) ([]*call, error) {
 		zap.Int("surviving_records", len(got)))
 	calls := make([]*call, len(got))
 	for i, r := range got {
-		calls[i] = p.lone(r)
+		calls[i] = s.lone(r)
 		calls[i].attempted = true
 	}
 	return calls, nil

@@ -14,10 +14,13 @@ import (
 // one produce with writeHeld, like a dead letter: nothing is committed
 // until the receipts are written. It returns errAbandoned (or why taking
 // ended) if sending ended first.
-func (p *partition) writeReceipts(log *zap.Logger, members []*record, rs []wire.Receipt) error {
-	w := p.w
+func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Receipt) error {
+	w := s.w
 	msgs := make([]kafka.Message, len(rs))
 	for i, r := range rs {
+		if s.app != nil && w.apps.single == nil {
+			r.App, r.SDKAppID = s.app.Name, s.app.SDKAppID
+		}
 		m, err := wire.ReceiptMessage(members[i].msg, r, w.traceHeaders)
 		if err != nil {
 			return err // a Receipt always encodes
@@ -36,7 +39,7 @@ func (p *partition) writeReceipts(log *zap.Logger, members []*record, rs []wire.
 		w.metrics.recordReceiptFailure()
 		return nil
 	}
-	if err := p.writeHeld(log, "receipt write", w.receipts, members[0].msg.Offset, msgs, spans, refused); err != nil {
+	if err := s.writeHeld(log, "receipt write", w.receipts, members[0].msg.Offset, msgs, spans, refused); err != nil {
 		return err
 	}
 	w.metrics.observeReceiptWrite(time.Since(start))

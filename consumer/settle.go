@@ -81,7 +81,7 @@ func (c *call) lastOffset() int64  { return c.members[len(c.members)-1].msg.Offs
 // settle takes c to its final outcome and commits past its members. It
 // returns an error only when the session must end: errRevoked, errStopping
 // or errAbandoned (nothing of the call committed), or errGenerationGone.
-func (p *partition) settle(c *call) error {
+func (s *stream) settle(c *call) error {
 	if c.res == 0 {
 		switch {
 		case c.members[0].filtered:
@@ -89,37 +89,37 @@ func (p *partition) settle(c *call) error {
 		case c.members[0].ev == nil:
 			c.res = resultInvalid
 		default:
-			if err := p.send(c); err != nil {
+			if err := s.send(c); err != nil {
 				return err
 			}
 		}
 	}
 	switch {
 	case c.res == resultAlready:
-		if err := p.alreadyDelivered(c); err != nil {
+		if err := s.alreadyDelivered(c); err != nil {
 			return err
 		}
-		return p.commitPast(c.members...)
+		return s.commitPast(c.members...)
 	case c.res == resultFiltered:
-		if err := p.filtered(c); err != nil {
+		if err := s.filtered(c); err != nil {
 			return err
 		}
-		return p.commitPast(c.members...)
+		return s.commitPast(c.members...)
 	case c.res == resultDelivered:
-		if err := p.delivered(c); err != nil {
+		if err := s.delivered(c); err != nil {
 			return err
 		}
-		return p.commitPast(c.members...)
+		return s.commitPast(c.members...)
 	case len(c.members) == 1 || c.res == resultExhausted || c.res == resultUnknown:
 		// A lone record invalid, rejected, expired or given up; or a
 		// merged call given up as a whole or whose outcome is unknown
 		// (sent one by one, its events would be shown again): each
 		// member is dead-lettered.
 		for _, m := range c.members {
-			if err := p.deadLetter(c, m); err != nil {
+			if err := s.deadLetter(c, m); err != nil {
 				return err
 			}
-			if err := p.commitPast(m); err != nil {
+			if err := s.commitPast(m); err != nil {
 				return err
 			}
 		}
@@ -131,9 +131,9 @@ func (p *partition) settle(c *call) error {
 	c.log.Warn("merged call rejected; sending its events one by one to find the offending ones",
 		zap.Int("code", c.se.Code), zap.String("info", c.se.Info))
 	for _, m := range c.members {
-		lc := p.lone(m)
+		lc := s.lone(m)
 		lc.record = true
-		if err := p.settle(lc); err != nil {
+		if err := s.settle(lc); err != nil {
 			return err
 		}
 	}
@@ -145,9 +145,9 @@ func (p *partition) settle(c *call) error {
 // takes its turn (the gate, then a slot), so no attempt leaves off the
 // schedule or during a pause. It returns an error when the session must
 // end first.
-func (p *partition) send(c *call) (err error) {
-	w := p.w
-	w.holds.start(p.tp, c.firstOffset())
+func (s *stream) send(c *call) (err error) {
+	w := s.w
+	w.holds.start(s.tp, c.firstOffset())
 	defer func() {
 		if c.span != nil {
 			endCall(c.span, c, err)
@@ -156,12 +156,12 @@ func (p *partition) send(c *call) (err error) {
 	// A retry inside a turn waits for a slot of the schedule, when it
 	// keeps slots, and leaves at it.
 	var turn *schedule.Turn
-	ctx := p.sending
-	if w.sched.Paced() {
+	ctx := s.sending
+	if s.app.sched.Paced() {
 		ctx = sender.WithPacing(ctx, func(c context.Context) error {
 			c, cancel := context.WithCancel(c)
 			defer cancel()
-			defer context.AfterFunc(p.taking, cancel)() // revoked: the next owner resends
+			defer context.AfterFunc(s.taking, cancel)() // revoked: the next owner resends
 			at, err := turn.Retry(c)
 			if err != nil {
 				return err
@@ -171,26 +171,26 @@ func (p *partition) send(c *call) (err error) {
 	}
 	ctx = sender.WithTrace(ctx, &sender.Trace{
 		Leaving: func(at time.Time) { turn.Left(w.onScheduleClock(at)) },
-		Attempt: func(a sender.Attempt) { p.attempt(c, a) },
+		Attempt: func(a sender.Attempt) { s.attempt(c, a) },
 	})
 	ctx = sender.WithUncertain(ctx, &c.uncertain)
 	started := w.cfg.Now()
 	mayBeDelivered := c.attempted // a failed attempt may still have reached the server
 	for {
-		if len(c.members) == 1 && !mayBeDelivered && p.expired(c.members[0].ev) {
+		if len(c.members) == 1 && !mayBeDelivered && s.expired(c.members[0].ev) {
 			c.res = resultExpired
 			return nil
 		}
-		t, err := w.sched.Take(p.taking, p.tp.sched(), p.urgent)
+		t, err := s.app.sched.Take(s.taking, s.tp.sched(), s.urgent)
 		if err != nil {
-			return p.ended(err)
+			return s.ended(err)
 		}
 		turn = t
-		if err := p.ready(c); err != nil {
+		if err := s.ready(c); err != nil {
 			t.Released()
 			return err
 		}
-		if c.lastOffset() < p.freshFloor(c.members[0]) {
+		if c.lastOffset() < s.freshFloor(c.members[0]) {
 			// Delivered meanwhile by another deployment (the call waited
 			// long, a pause say): not sent.
 			t.Released()
@@ -201,29 +201,29 @@ func (p *partition) send(c *call) (err error) {
 			// An earlier owner's attempt whose outcome stayed unknown
 			// counts: resend only while the server still dedupes it.
 			c.unknownChecked = true
-			if since := p.unknownSince(c); !since.IsZero() {
+			if since := s.unknownSince(c); !since.IsZero() {
 				c.uncertain.Mark(since)
 				c.attempted, mayBeDelivered = true, true
 				c.log.Info("an earlier attempt of this call had an unknown outcome (delivered log): resent only within the dedupe window",
 					zap.Time("unknown_since", since))
 			}
 		}
-		if err := sleepCtx(p.sending, w.untilTurn(t.Leave)); err != nil {
+		if err := sleepCtx(s.sending, w.untilTurn(t.Leave)); err != nil {
 			t.Released()
-			return p.abandoned()
+			return s.abandoned()
 		}
 		var resp *sender.Response
-		if ss, ok := w.send.(SlotSender); ok {
+		if ss, ok := s.app.Sender.(SlotSender); ok {
 			resp, err = ss.SendBodyReserved(ctx, c.body)
 		} else {
-			resp, err = w.send.SendBody(ctx, c.body)
+			resp, err = s.app.Sender.SendBody(ctx, c.body)
 		}
 		var se *sender.Error
 		switch {
 		case err == nil:
 			c.attempts += resp.Attempts
 			c.res, c.msgSeq, c.final = resultDelivered, resp.MsgSeq, w.cfg.Now()
-			w.holds.done(p.tp)
+			w.holds.done(s.tp)
 			if d := t.Sent(); d > 0 {
 				c.log.Info("sending resumed", zap.Duration("paused_for", d))
 			}
@@ -233,8 +233,8 @@ func (p *partition) send(c *call) (err error) {
 			t.Released()
 			c.log.Warn("send failed", zap.Error(err))
 			mayBeDelivered = true
-			if p.sending.Err() != nil || p.taking.Err() != nil {
-				return p.abandoned()
+			if s.sending.Err() != nil || s.taking.Err() != nil {
+				return s.abandoned()
 			}
 			continue
 		}
@@ -266,10 +266,10 @@ func (p *partition) send(c *call) (err error) {
 			} else {
 				t.Released()
 			}
-			if ctx.Err() != nil || p.taking.Err() != nil {
+			if ctx.Err() != nil || s.taking.Err() != nil {
 				// Stopping, or revoked: no more slots for this partition; the
 				// next owner resends the call with the same bytes.
-				return p.abandoned()
+				return s.abandoned()
 			}
 			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(started) >= w.cfg.RetryMaxElapsed {
 				c.log.Error("giving up: retried longer than TIM_RETRY_MAX_ELAPSED; dead-lettering", zap.Error(se),
@@ -284,19 +284,19 @@ func (p *partition) send(c *call) (err error) {
 
 // ready finishes the call before its first attempt: packs a merge call and
 // records the call as in flight, once each.
-func (p *partition) ready(c *call) error {
+func (s *stream) ready(c *call) error {
 	if c.pack != nil {
 		c.pack()
 		c.pack = nil
 	}
 	if c.record {
 		c.record = false
-		if err := p.commit(c.firstOffset(), c.firstOffset(), wire.InFlight{Last: c.lastOffset(), Random: c.random}.String()); err != nil {
+		if err := s.recordInFlight(c, nil); err != nil {
 			return err
 		}
 	}
-	if c.span == nil && len(c.members) > 1 && p.w.tr != nil {
-		c.span = p.w.tr.call(c.members, c.random)
+	if c.span == nil && len(c.members) > 1 && s.w.tr != nil {
+		c.span = s.w.tr.call(c.members, c.random)
 		c.log = c.log.With(traceFields(c.span)...)
 	}
 	return nil
@@ -307,14 +307,13 @@ func (p *partition) ready(c *call) error {
 // them it records the delivery in the committed-offset metadata, so an
 // owner that takes over after a crash writes the receipts instead of
 // calling again.
-func (p *partition) delivered(c *call) error {
-	w := p.w
+func (s *stream) delivered(c *call) error {
+	w := s.w
 	if !c.recorded {
-		p.outcome(c, nil, nil)
+		s.outcome(c, nil, nil)
 		if w.receipts != nil {
 			d := wire.Delivered{MsgSeq: c.msgSeq, Attempts: c.attempts, FirstAttempt: c.first, Call: c.at, Final: c.final}
-			meta := wire.InFlight{Last: c.lastOffset(), Random: c.random, Delivered: &d}.String()
-			if err := p.commit(c.firstOffset(), c.firstOffset(), meta); err != nil {
+			if err := s.recordInFlight(c, &d); err != nil {
 				return err
 			}
 		}
@@ -322,7 +321,7 @@ func (p *partition) delivered(c *call) error {
 	// After the delivery's metadata (so an owner taking over after a crash
 	// writes its receipts as delivered, not already_delivered), before the
 	// commit.
-	if err := p.recordDelivered(c); err != nil {
+	if err := s.recordDelivered(c); err != nil {
 		return err
 	}
 	if w.receipts == nil {
@@ -334,23 +333,24 @@ func (p *partition) delivered(c *call) error {
 		rs[i].Random, rs[i].MsgSeq = m.ev.Message.Random, c.msgSeq
 		rs[i].SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
 	}
-	return p.writeReceipts(c.log, c.members, rs)
+	return s.writeReceipts(c.log, c.members, rs)
 }
 
 // alreadyDelivered records the members of c, below the delivered log's
 // watermark: their outcome (metric, one log line, Config.OnOutcome) and,
 // with a receipt topic, their receipts. They are never sent.
-func (p *partition) alreadyDelivered(c *call) error {
-	w := p.w
+func (s *stream) alreadyDelivered(c *call) error {
+	w := s.w
 	w.metrics.recordSkipped("already_delivered", int64(len(c.members)))
+	w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeAlreadyDelivered, len(c.members))
 	c.log.Info("already delivered (delivered log): committed without sending", zap.Int("records", len(c.members)),
-		zap.Int64("last_offset", c.lastOffset()), zap.Int64("delivered_watermark", p.floor))
+		zap.Int64("last_offset", c.lastOffset()), zap.Int64("delivered_watermark", s.floor))
 	for _, m := range c.members {
 		w.metrics.recordLane(m.msg.Topic, wire.OutcomeAlreadyDelivered)
 		if m.span != nil {
 			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeAlreadyDelivered))
 		}
-		p.report(m, Outcome{AlreadyDelivered: true})
+		s.report(m, Outcome{AlreadyDelivered: true})
 	}
 	if w.receipts == nil {
 		return nil
@@ -363,19 +363,19 @@ func (p *partition) alreadyDelivered(c *call) error {
 			rs[i].Random = m.ev.Message.Random
 		}
 	}
-	return p.writeReceipts(c.log, c.members, rs)
+	return s.writeReceipts(c.log, c.members, rs)
 }
 
 // filtered records the lone record of c that the mapping filtered out:
 // its outcome and, with a receipt topic, its receipt.
-func (p *partition) filtered(c *call) error {
+func (s *stream) filtered(c *call) error {
 	m := c.members[0]
-	p.outcome(c, m, nil)
-	if p.w.receipts == nil {
+	s.outcome(c, m, nil)
+	if s.w.receipts == nil {
 		return nil
 	}
-	r := wire.ReceiptFor(m.msg, wire.OutcomeFiltered, p.w.cfg.Now())
-	return p.writeReceipts(c.log, c.members, []wire.Receipt{r})
+	r := wire.ReceiptFor(m.msg, wire.OutcomeFiltered, s.w.cfg.Now())
+	return s.writeReceipts(c.log, c.members, []wire.Receipt{r})
 }
 
 // failure is the dead-letter failure of member m of c: not an event,
@@ -405,10 +405,32 @@ func (c *call) failure(m *record) wire.Failure {
 		Random: m.ev.Message.Random}
 }
 
-// commitPast commits past members (the last of them) and ends their
-// spans: an event's span runs from its fetch to its commit.
-func (p *partition) commitPast(members ...*record) error {
-	err := p.commit(members[0].msg.Offset, members[len(members)-1].msg.Offset+1, "")
-	p.committed(members, err)
+// recordInFlight records c in flight (delivered, when d is set) in the
+// partition's committed-offset metadata (committer.record).
+func (s *stream) recordInFlight(c *call, d *wire.Delivered) error {
+	f := wire.AppInFlight{First: c.firstOffset(), InFlight: wire.InFlight{Last: c.lastOffset(), Random: c.random, Delivered: d}}
+	if s.app != nil {
+		f.App = s.app.SDKAppID
+	}
+	return s.commits.record(s, f)
+}
+
+// commitPast settles members (the stream's records up to the last of
+// them): their bytes go back to the budget, the partition commits as far
+// as every stream allows, and their spans end (an event's span runs from
+// its fetch to its commit). When the commit stays below them (another
+// app's record waits before them) and they were not delivered, the
+// delivered log records them too, so a restart knows them.
+func (s *stream) commitPast(members ...*record) error {
+	for _, m := range members {
+		s.held.release(m.msg.Offset)
+	}
+	s.commits.clear(s)
+	last := members[len(members)-1].msg.Offset
+	committed, err := s.settled(last)
+	if err == nil && committed <= last && s.cur != nil && s.cur.res != resultDelivered && s.cur.res != resultAlready {
+		err = s.recordSettled(last)
+	}
+	s.committed(members, err)
 	return err
 }

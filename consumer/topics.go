@@ -11,9 +11,18 @@ import (
 type topicPartition struct {
 	topic     string
 	partition int
+	// app, when set, names one app's share of the partition (several
+	// apps in one deployment): its stream's holds are its own.
+	app string
 }
 
-func (tp topicPartition) String() string { return tp.topic + "/" + strconv.Itoa(tp.partition) }
+func (tp topicPartition) String() string {
+	s := tp.topic + "/" + strconv.Itoa(tp.partition)
+	if tp.app != "" {
+		s += " (app " + tp.app + ")"
+	}
+	return s
+}
 
 // sched is tp as the call schedule names it.
 func (tp topicPartition) sched() schedule.Partition {
@@ -26,6 +35,9 @@ func sortPartitions(ps []topicPartition) {
 		if ps[i].topic != ps[j].topic {
 			return ps[i].topic < ps[j].topic
 		}
-		return ps[i].partition < ps[j].partition
+		if ps[i].partition != ps[j].partition {
+			return ps[i].partition < ps[j].partition
+		}
+		return ps[i].app < ps[j].app
 	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,7 +39,7 @@ type SlotSender interface {
 // record through a Sender.
 type Worker struct {
 	cfg     Config
-	send    Sender
+	apps    *appSet
 	log     *zap.Logger
 	metrics *Metrics
 	conn    *kafkaconn.Conn
@@ -58,11 +57,8 @@ type Worker struct {
 	prop         propagation.TextMapPropagator
 	traceHeaders []string
 	holds        *holds
-	// sched is the call schedule: the pause gate and, with an AppRate, the
-	// slots the group shares through the claims log.
-	sched *schedule.Schedule
-	// claims is the claims log the schedule shares with the group; nil
-	// without an AppRate.
+	// claims is the claims log every app's call schedule shares with the
+	// group (each app its chain); nil when no app has a rate.
 	claims  *schedule.Log
 	fetcher *kafkaconn.Mux
 	notes   notes
@@ -80,10 +76,18 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if s == nil {
+	if s == nil && len(cfg.Apps) == 0 {
 		return nil, errors.New("consumer: a Sender is required")
 	}
-	if _, ok := s.(SlotSender); cfg.Merge && !ok {
+	for _, a := range cfg.Apps {
+		if a.Sender == nil {
+			return nil, fmt.Errorf("consumer: app %s needs a Sender", a.Name)
+		}
+		if _, ok := a.Sender.(SlotSender); cfg.Merge && !ok {
+			return nil, errors.New("consumer: merge mode needs a Sender that can reserve pacing slots (*sender.Client)")
+		}
+	}
+	if _, ok := s.(SlotSender); s != nil && cfg.Merge && !ok {
 		return nil, errors.New("consumer: merge mode needs a Sender that can reserve pacing slots (*sender.Client)")
 	}
 	cfg.setDefaults()
@@ -95,7 +99,6 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	dlq.MaxAttempts = 10
 	w := &Worker{
 		cfg:     cfg,
-		send:    s,
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
 		conn:    conn,
@@ -131,28 +134,87 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.delivered = newDeliveredLog(conn, cfg)
 		w.delivered.by = cfg.GroupID
 	}
-	app, _ := strconv.ParseUint(cfg.App, 10, 64) // "default" (no SDKAppID): 0, records naming no app
-	sc := schedule.Config{App: app, Rate: cfg.AppRate, Refresh: cfg.ScheduleRefresh, PauseInitial: cfg.PauseInitial, PauseMax: cfg.PauseMax,
-		Logger: cfg.Logger.Named("schedule"), Observer: scheduleMetrics{cfg.Metrics}}
-	if cfg.AppRate > 0 && !math.IsInf(cfg.AppRate, 1) {
-		w.claims = schedule.NewLog(schedule.LogConfig{Store: schedule.NewKafkaLog(conn, cfg.SlotTopic), DefaultApp: app,
-			Clock: cfg.ScheduleClock, Logger: cfg.Logger.Named("schedule")})
-		sc.Log = w.claims
+	apps := cfg.Apps
+	w.apps = newAppSet()
+	var defaultApp uint64
+	if len(apps) == 0 {
+		id, _ := strconv.ParseUint(cfg.App, 10, 64) // "default" (no SDKAppID): 0, records naming no app
+		apps, defaultApp = []App{{SDKAppID: id, Sender: s, Rate: cfg.AppRate}}, id
 	}
-	if ss, ok := s.(SlotSender); ok {
-		sc.Pace = ss.Reserve // no AppRate: the Sender's own pacing
+	for _, a := range apps {
+		if a.paced() {
+			w.claims = schedule.NewLog(schedule.LogConfig{Store: schedule.NewKafkaLog(conn, cfg.SlotTopic), DefaultApp: defaultApp,
+				Clock: cfg.ScheduleClock, Logger: cfg.Logger.Named("schedule")})
+			break
+		}
 	}
-	sched, err := schedule.New(sc)
-	if err != nil {
-		return nil, err
+	for _, spec := range apps {
+		a, err := w.newApp(spec)
+		if err != nil {
+			return nil, err
+		}
+		w.apps.addLocked(a)
 	}
-	w.sched = sched
+	if len(cfg.Apps) == 0 {
+		w.apps.single = w.apps.list[0]
+		w.apps.single.key = cfg.App
+	} else if cfg.DefaultApp != "" {
+		if w.apps.def = w.apps.lookupLocked(cfg.DefaultApp); w.apps.def == nil {
+			return nil, &FieldError{Field: "DefaultApp", Msg: fmt.Sprintf("%q is not one of the apps", cfg.DefaultApp)}
+		}
+	}
+	w.apps.reload = cfg.ReloadApps
+	w.apps.added = func(fresh []App) []*app {
+		var out []*app
+		for _, spec := range fresh {
+			if spec.paced() && w.claims != nil {
+				// The claims log takes apps before it runs: an app with a
+				// rate added later needs a restart.
+				w.log.Warn("the apps file names an app this process did not start with: restart the worker to serve it",
+					zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID))
+				continue
+			}
+			a, err := w.newApp(spec)
+			if err != nil {
+				continue
+			}
+			out = append(out, a)
+		}
+		return out
+	}
 	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
 		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
 		return len(lines), longest
 	})
 	return w, nil
+}
+
+// newApp builds an app's call schedule (its pause gate and, with a rate,
+// its chain in the claims log).
+func (w *Worker) newApp(spec App) (*app, error) {
+	a := &app{App: spec, key: strconv.FormatUint(spec.SDKAppID, 10), label: spec.Name}
+	if a.label == "" {
+		a.label = "default"
+	}
+	obs := scheduleMetrics{m: w.metrics}
+	if len(w.cfg.Apps) > 0 {
+		obs.app = a.label
+	}
+	sc := schedule.Config{App: spec.SDKAppID, Rate: spec.Rate, Refresh: w.cfg.ScheduleRefresh, PauseInitial: w.cfg.PauseInitial,
+		PauseMax: w.cfg.PauseMax, Logger: w.cfg.Logger.Named("schedule"), Observer: obs}
+	if a.paced() {
+		sc.Log = w.claims
+	}
+	if ss, ok := spec.Sender.(SlotSender); ok {
+		sc.Pace = ss.Reserve // no rate: the Sender's own pacing
+	}
+	sched, err := schedule.New(sc)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: app %s: %w", a.label, err)
+	}
+	a.sched = sched
+	return a, nil
 }
 
 // Ready reports whether the worker is in a consumer-group generation, not
@@ -165,20 +227,35 @@ func (w *Worker) Ready() (bool, string) {
 		}
 		return false, readyText([]string{why})
 	}
-	var why []string
+	var why, held []string
 	why = append(why, w.reads.lines(w.cfg.Now(), w.cfg.StuckAfter)...)
-	if w.sched.Paced() {
-		if err := w.sched.LogError(); err != nil {
+	if w.claims != nil {
+		if err := w.claims.Err(); err != nil {
 			why = append(why, fmt.Sprintf("the claims log (KAFKA_SLOT_TOPIC %s) is unusable, so no call can be granted: %v", w.cfg.SlotTopic, err))
 		}
 	}
-	if paused, since, cause := w.sched.Paused(); paused {
-		why = append(why, fmt.Sprintf("paused since %s: %v", since.UTC().Format(time.RFC3339), cause))
+	apps := w.apps.all()
+	var paused []string
+	for _, a := range apps {
+		name := ""
+		if w.apps.single == nil {
+			name = "app " + a.label + ": "
+		}
+		if p, since, cause := a.sched.Paused(); p {
+			paused = append(paused, fmt.Sprintf("%spaused since %s: %v", name, since.UTC().Format(time.RFC3339), cause))
+		}
+		if h, ok := a.sched.Held(); ok {
+			// On purpose: the worker is healthy, so still ready.
+			held = append(held, "note: "+name+holdLine(h))
+		}
 	}
-	var held []string
-	if h, ok := w.sched.Held(); ok {
-		// On purpose: the worker is healthy, so still ready.
-		held = append(held, "note: "+holdLine(h))
+	if len(paused) == len(apps) {
+		why = append(why, paused...) // nothing can be sent
+	} else {
+		// Another app delivers: the worker is working.
+		for _, p := range paused {
+			held = append(held, "note: "+p)
+		}
 	}
 	if s := w.stuckSummary(); s != "" {
 		why = append(why, s)
@@ -237,14 +314,18 @@ func holdLine(h schedule.Hold) string {
 	return line
 }
 
-// Held returns the operator's hold of the app in force, if any
-// (timbroadcast pause).
-func (w *Worker) Held() (schedule.Hold, bool) { return w.sched.Held() }
+// Held returns the operator's hold in force of the first app (the one
+// app without an apps file), if any (timbroadcast pause).
+func (w *Worker) Held() (schedule.Hold, bool) { return w.apps.all()[0].sched.Held() }
 
-// Paused reports whether sending is paused.
+// Paused reports whether sending is paused for every app.
 func (w *Worker) Paused() bool {
-	p, _, _ := w.sched.Paused()
-	return p
+	for _, a := range w.apps.all() {
+		if p, _, _ := a.sched.Paused(); !p {
+			return false
+		}
+	}
+	return true
 }
 
 // watchPartitions returns true when a source topic's partition count
@@ -320,7 +401,7 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 	if w.cfg.ReceiptTopic != "" {
 		topics = append(topics, w.cfg.ReceiptTopic)
 	}
-	if w.sched.Paced() {
+	if w.claims != nil {
 		if err := schedule.EnsureLog(ctx, w.conn, w.cfg.SlotTopic, w.log); err != nil {
 			return fmt.Errorf("consumer: %w", err)
 		}
@@ -375,7 +456,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.claims != nil {
 		scheduleAndFetch.Go(func() { w.claims.Run(schedCtx) })
 	}
-	scheduleAndFetch.Go(func() { w.sched.Run(schedCtx) })
+	for _, a := range w.apps.all() {
+		scheduleAndFetch.Go(func() { a.sched.Run(schedCtx) })
+	}
 	scheduleAndFetch.Go(func() { w.fetcher.Run(schedCtx) })
 	var fatal error
 	for ctx.Err() == nil {
@@ -440,22 +523,29 @@ func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error
 	var parts []topicPartition
 	for _, topic := range w.topics() {
 		for _, p := range gen.Assigned[topic] {
-			parts = append(parts, topicPartition{topic, p})
+			parts = append(parts, topicPartition{topic: topic, partition: p})
 		}
 	}
 	w.metrics.setAssigned(len(parts), w.released)
 	w.released = parts
-	if w.sched.Paced() {
-		if all, urgent, err := w.partitions(ctx); err == nil {
-			w.sched.SetView(all, urgent)
-		} else {
+	if w.claims != nil {
+		all, urgent, err := w.partitions(ctx)
+		if err != nil {
 			w.log.Warn("cannot read the source topics' partitions; the call schedule keeps the last ones", zap.Error(err))
 		}
 		mine := make([]schedule.Partition, len(parts))
 		for i, tp := range parts {
 			mine[i] = tp.sched()
 		}
-		w.sched.SetMine(mine)
+		for _, a := range w.apps.all() {
+			if !a.sched.Paced() {
+				continue
+			}
+			if err == nil {
+				a.sched.SetView(all, urgent)
+			}
+			a.sched.SetMine(mine)
+		}
 	}
 	w.joined.Store(true)
 	w.kafkaErr.Store("")

@@ -19,25 +19,25 @@ import (
 // first and may return the records to write instead, at once. spans (nil
 // ones included) record the refusals and end with the outcome. It returns
 // errAbandoned (or why taking ended) if sending ended first.
-func (p *partition) writeHeld(log *zap.Logger, what string, out *kafka.Writer, offset int64, msgs []kafka.Message,
+func (s *stream) writeHeld(log *zap.Logger, what string, out *kafka.Writer, offset int64, msgs []kafka.Message,
 	spans []trace.Span, refused func(error) []kafka.Message) error {
-	w, ctx := p.w, p.sending
+	w, ctx := s.w, s.sending
 	endSpans := func(err error) {
 		for _, s := range spans {
 			end(s, err)
 		}
 	}
-	w.holds.ensure(p.tp, offset)
+	w.holds.ensure(s.tp, offset)
 	for attempt := 1; ; attempt++ {
 		err := out.WriteMessages(ctx, msgs...)
 		switch {
 		case err == nil:
 			endSpans(nil)
-			w.holds.done(p.tp)
+			w.holds.done(s.tp)
 			return nil
 		case ctx.Err() != nil:
 			endSpans(err)
-			return p.abandoned()
+			return s.abandoned()
 		}
 		for _, s := range spans {
 			if s != nil {
@@ -50,12 +50,12 @@ func (p *partition) writeHeld(log *zap.Logger, what string, out *kafka.Writer, o
 				continue
 			}
 		}
-		w.holds.fail(p.tp, w.cfg.Now(), what+": "+err.Error())
+		w.holds.fail(s.tp, w.cfg.Now(), what+": "+err.Error())
 		log.Error(what+" failed; retrying (the offset is committed only after it succeeds)",
 			zap.Int("attempt", attempt), zap.String("topic", out.Topic), zap.Error(err))
 		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
 			endSpans(err)
-			return p.abandoned()
+			return s.abandoned()
 		}
 	}
 }

@@ -33,10 +33,20 @@ const (
 	// worker (KAFKA_MAX_RECORD_BYTES, KAFKA_MAX_BATCH_BYTES); the dead
 	// letter holds where it is, not the record.
 	ReasonTooLarge = "too_large"
+	// ReasonUnknownApp: the record names no app the apps file holds (by
+	// topic, the mapping's app, the timbroadcast-app header or
+	// default_app); the info says the value it named.
+	ReasonUnknownApp = "unknown_app"
+	// ReasonWrongApp: the record is on a topic that belongs to one app
+	// (its topics in the apps file) but names another.
+	ReasonWrongApp = "wrong_app"
 )
 
 // Event is a decoded, validated broadcast event.
 type Event struct {
+	// App is the app the mapping's output named (its field app, a name
+	// or an SDKAppID), removed from the message; "" when it named none.
+	App string
 	// Message is the API request, Random filled in.
 	Message sender.Message
 	// Body is the request body to send: the same bytes on every attempt.

@@ -20,17 +20,25 @@ const HeaderExpiresAt = "timbroadcast-expires-at"
 // "<dead-letter topic>/<partition>/<offset>".
 const HeaderReplayedFrom = "timbroadcast-replayed-from"
 
+// HeaderApp is the optional record header naming the record's app (a
+// name of the apps file or an SDKAppID).
+const HeaderApp = "timbroadcast-app"
+
 // Dead-letter record headers. A dead-letter record carries the original
 // key, value and headers, plus these.
 const (
-	HeaderDLQReason       = "timbroadcast-dlq-reason"
-	HeaderDLQClass        = "timbroadcast-dlq-class"
-	HeaderDLQCode         = "timbroadcast-dlq-code"
-	HeaderDLQInfo         = "timbroadcast-dlq-info"
-	HeaderDLQField        = "timbroadcast-dlq-field"
-	HeaderDLQAttempts     = "timbroadcast-dlq-attempts"
-	HeaderDLQFailedAt     = "timbroadcast-dlq-failed-at"
-	HeaderDLQRandom       = "timbroadcast-dlq-random"
+	HeaderDLQReason   = "timbroadcast-dlq-reason"
+	HeaderDLQClass    = "timbroadcast-dlq-class"
+	HeaderDLQCode     = "timbroadcast-dlq-code"
+	HeaderDLQInfo     = "timbroadcast-dlq-info"
+	HeaderDLQField    = "timbroadcast-dlq-field"
+	HeaderDLQAttempts = "timbroadcast-dlq-attempts"
+	HeaderDLQFailedAt = "timbroadcast-dlq-failed-at"
+	HeaderDLQRandom   = "timbroadcast-dlq-random"
+	// HeaderDLQApp and HeaderDLQSDKAppID name the app the record was for
+	// (several apps in one deployment); absent when it has none.
+	HeaderDLQApp          = "timbroadcast-dlq-app"
+	HeaderDLQSDKAppID     = "timbroadcast-dlq-sdkappid"
 	HeaderSourceTopic     = "timbroadcast-source-topic"
 	HeaderSourcePartition = "timbroadcast-source-partition"
 	HeaderSourceOffset    = "timbroadcast-source-offset"
@@ -83,6 +91,10 @@ type Failure struct {
 	Random uint32
 	// FailedAt is when the failure became final.
 	FailedAt time.Time
+	// App and SDKAppID name the app the record was for ("" and 0 when it
+	// was routed to none).
+	App      string
+	SDKAppID uint64
 }
 
 // originalHeaders returns a record's headers without the dead-letter and
@@ -173,6 +185,12 @@ func DeadLetterMessage(m kafka.Message, f Failure) kafka.Message {
 	add(HeaderDLQFailedAt, f.FailedAt.UTC().Format(TimeLayout))
 	if f.Random != 0 {
 		add(HeaderDLQRandom, strconv.FormatUint(uint64(f.Random), 10))
+	}
+	if f.App != "" {
+		add(HeaderDLQApp, f.App)
+	}
+	if f.SDKAppID != 0 {
+		add(HeaderDLQSDKAppID, strconv.FormatUint(f.SDKAppID, 10))
 	}
 	add(HeaderSourceTopic, m.Topic)
 	add(HeaderSourcePartition, strconv.Itoa(m.Partition))

@@ -86,3 +86,72 @@ func ParseInFlight(s string) (f InFlight, ok bool) {
 	}
 	return f, true
 }
+
+// inFlightsTag starts the committed-offset metadata of several apps'
+// calls in flight in one partition (several apps in one deployment).
+const inFlightsTag = "tb2 "
+
+// AppInFlight is one app's call in flight in a partition whose committed
+// offset may be below it: its records from First to Last (the app's
+// records among them) form the call.
+type AppInFlight struct {
+	// App is the app's SDKAppID; 0 when unknown (read from a "tb1"
+	// record: the app of the record at First).
+	App   uint64
+	First int64
+	InFlight
+}
+
+// MaxInFlights bounds the calls a "tb2" record holds: with delivered
+// calls at about 110 bytes each it stays within Kafka's default
+// offset.metadata.max.bytes (4096).
+const MaxInFlights = 32
+
+// InFlightsString returns the metadata form of fs:
+// "tb2 <app> <first> <last> <random>[ delivered ...]" with the calls
+// separated by ";".
+func InFlightsString(fs []AppInFlight) string {
+	var b strings.Builder
+	b.WriteString(inFlightsTag)
+	for i, f := range fs {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		b.WriteString(strconv.FormatUint(f.App, 10) + " " + strconv.FormatInt(f.First, 10) + " " +
+			strings.TrimPrefix(f.InFlight.String(), inFlightTag))
+	}
+	return b.String()
+}
+
+// ParseInFlights reads committed-offset metadata at committed offset
+// committed: a "tb2" list, or a "tb1" record (one call at committed, its
+// app unknown). Calls below committed, malformed or past MaxInFlights are
+// left out; ok is false when there is none.
+func ParseInFlights(s string, committed int64) (fs []AppInFlight, ok bool) {
+	if f, ok := ParseInFlight(s); ok {
+		if f.Last < committed {
+			return nil, false
+		}
+		return []AppInFlight{{First: committed, InFlight: f}}, true
+	}
+	if !strings.HasPrefix(s, inFlightsTag) {
+		return nil, false
+	}
+	for _, part := range strings.Split(strings.TrimPrefix(s, inFlightsTag), ";") {
+		if len(fs) == MaxInFlights {
+			break
+		}
+		fields := strings.SplitN(strings.TrimSpace(part), " ", 3)
+		if len(fields) != 3 {
+			continue
+		}
+		app, err1 := strconv.ParseUint(fields[0], 10, 64)
+		first, err2 := strconv.ParseInt(fields[1], 10, 64)
+		f, ok := ParseInFlight(inFlightTag + fields[2])
+		if err1 != nil || err2 != nil || !ok || first < committed || f.Last < first {
+			continue
+		}
+		fs = append(fs, AppInFlight{App: app, First: first, InFlight: f})
+	}
+	return fs, len(fs) > 0
+}

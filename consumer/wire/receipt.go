@@ -67,6 +67,10 @@ type Receipt struct {
 	FinalAt time.Time `json:"final_at"`
 	// ProduceToCallMillis is CallAt minus ProducedAt, in milliseconds.
 	ProduceToCallMillis *float64 `json:"produce_to_call_ms,omitempty"`
+	// App and SDKAppID name the event's app (several apps in one
+	// deployment: the apps file's name; one app: its SDKAppID alone).
+	App      string `json:"app,omitempty"`
+	SDKAppID uint64 `json:"sdkappid,omitempty"`
 	// Source is where the event came from: the key to dedupe receipts on.
 	Source ReceiptSource `json:"source"`
 	// DeadLetter describes a dead-lettered event's failure.

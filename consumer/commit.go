@@ -1,0 +1,154 @@
+package consumer
+
+import (
+	"errors"
+	"slices"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+)
+
+// committer is the one place that decides a partition's commit: the
+// lowest offset any of its streams has not settled (or the router has not
+// routed), with the calls the streams record in flight as its metadata.
+// So a stream that waits (a paused app) holds the commit, never another
+// stream: theirs go on, and what they settled above the commit is known
+// again after a restart through the delivered log.
+type committer struct {
+	p *partition
+
+	mu   sync.Mutex
+	next int64 // the committed offset (-1: none yet)
+	meta string
+	// inflight are the calls streams recorded as in flight; slots bounds
+	// them (wire.MaxInFlights) while several apps share the partition.
+	inflight map[*stream]wire.AppInFlight
+	slots    chan struct{}
+}
+
+func newCommitter(p *partition, committed int64) *committer {
+	return &committer{p: p, next: committed, inflight: map[*stream]wire.AppInFlight{}, slots: make(chan struct{}, wire.MaxInFlights)}
+}
+
+// advance commits as far as every stream allows, for s (nil: the
+// router): the commit's refusals hold s. It returns the committed offset.
+func (c *committer) advance(s *stream) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commitLocked(s)
+}
+
+func (c *committer) commitLocked(s *stream) (int64, error) {
+	p := c.p
+	p.mu.Lock()
+	next := p.routed
+	for _, st := range p.streams {
+		next = min(next, st.low)
+	}
+	p.mu.Unlock()
+	meta := c.metadata(next)
+	if next == c.next && meta == c.meta {
+		return c.next, nil
+	}
+	if err := p.commit(s, next, meta); err != nil {
+		return c.next, err
+	}
+	c.next, c.meta = next, meta
+	return next, nil
+}
+
+// record records s's call f in flight and commits it, waiting for room
+// among the partition's calls in flight when several apps share it.
+func (c *committer) record(s *stream, f wire.AppInFlight) error {
+	c.mu.Lock()
+	_, had := c.inflight[s]
+	c.mu.Unlock()
+	if !had && c.p.w.apps.single == nil {
+		select {
+		case c.slots <- struct{}{}:
+		case <-s.sending.Done():
+			return s.abandoned()
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inflight[s] = f
+	_, err := c.commitLocked(s)
+	return err
+}
+
+// clear forgets s's call in flight (settled); the next commit drops it.
+func (c *committer) clear(s *stream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.inflight[s]; ok {
+		delete(c.inflight, s)
+		if c.p.w.apps.single == nil {
+			<-c.slots
+		}
+	}
+}
+
+// metadata is the commit's metadata at next: one app's call in flight
+// as "tb1" (its first offset is next: everything before it is settled),
+// several apps' as "tb2".
+func (c *committer) metadata(next int64) string {
+	if len(c.inflight) == 0 {
+		return ""
+	}
+	if c.p.w.apps.single != nil {
+		for _, f := range c.inflight {
+			if f.First == next {
+				return f.InFlight.String()
+			}
+		}
+		return ""
+	}
+	fs := make([]wire.AppInFlight, 0, len(c.inflight))
+	for _, f := range c.inflight {
+		fs = append(fs, f)
+	}
+	slices.SortFunc(fs, func(a, b wire.AppInFlight) int { return int(min(max(a.First-b.First, -1), 1)) })
+	return wire.InFlightsString(fs)
+}
+
+// commit commits next (with metadata) for the partition, holding s (nil:
+// the partition) while the broker refuses: the refusal is logged (at
+// error level with what to grant when an ACL refuses it), shows as the
+// hold's failure (stuck in /readyz and the stuck metric after StuckAfter)
+// and is retried with backoff. Only a lost generation ends the partition
+// (errGenerationGone, then the member rejoins); a commit cut short by the
+// end of sending returns errAbandoned (or why taking ended).
+func (p *partition) commit(s *stream, next int64, metadata string) error {
+	tp, log := p.tp, p.log
+	if s != nil {
+		tp, log = s.tp, s.log
+	}
+	failed := false
+	err := p.offsets.commit(p.sending, next, metadata, func(err error, attempt int) {
+		if !failed {
+			failed = true
+			p.w.holds.ensure(tp, next)
+		}
+		p.w.holds.fail(tp, p.w.cfg.Now(), "offset commit refused: "+err.Error())
+		fields := []zap.Field{zap.Int64("offset", next), zap.Int("attempt", attempt), zap.Error(err)}
+		if hint := p.offsets.commitHint(err); hint != "" {
+			log.Error("offset commit refused; holding the partition and retrying (nothing moves on, nothing is sent twice): "+hint, fields...)
+		} else {
+			log.Warn("offset commit failed; holding the partition and retrying", fields...)
+		}
+	})
+	switch {
+	case err == nil:
+		if failed {
+			p.w.holds.start(tp, next) // the hold goes on, its failures over
+			log.Info("offset commit accepted again", zap.Int64("offset", next))
+		}
+		return nil
+	case errors.Is(err, errGenerationGone):
+		return err
+	}
+	return p.abandoned()
+}

@@ -1,0 +1,396 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/wire"
+)
+
+// A stream is one app's share of one partition session: the records the
+// partition routed to the app, in offset order, which the stream plans
+// into calls (plan.go) and settles (settle.go) one call at a time. Each
+// app's stream has its own call schedule turn, pause and holds, so a
+// paused app waits in its own stream while the others' streams deliver
+// from the same partition. Without an apps file a partition has one
+// stream, and everything happens as it did before streams.
+//
+// What a stream keeps is bounded (streamMaxRecords, streamMaxBytes): a
+// stream over its bound keeps no more of its records (a gap) and, once it
+// has settled what it kept, reads them again from the partition itself
+// (reread), until it is back at the partition's position.
+type stream struct {
+	*partition
+	app *app // nil: the records no app could be found for (dead-lettered)
+	tp  topicPartition
+	log *zap.Logger
+
+	// Shared with the partition's router, under partition.mu.
+	queue  []*record
+	qbytes int64
+	// low is the stream's first offset without its final outcome
+	// (noLow: none): the partition commits below every stream's low.
+	low int64
+	// gap >= 0: the stream's records from gap on were not kept; it reads
+	// them again. skipBelow: the router drops the stream's records below
+	// it (read again already).
+	gap, skipBelow int64
+	wake           chan struct{}
+	// resume is the call recorded as in flight for the stream's app
+	// when the session began, until the stream has rebuilt it.
+	resume *wire.AppInFlight
+
+	// The stream's own.
+	ahead     []*record // taken from the queue (or read again), not yet in a call
+	cur       *call     // the call being settled (a split's outer call)
+	open      []*record // the members of the calls being settled, in order
+	settledTo int64     // every record of the stream below it has its outcome
+	reader    *kafkaconn.Fetcher
+	// The delivered log (delivered.go): records below floor were
+	// delivered already; topicID is the source topic's id as the stream
+	// began.
+	floor   int64
+	topicID string
+}
+
+// noLow is a stream's low when it holds nothing without an outcome.
+const noLow = math.MaxInt64
+
+// Bounds of what one stream keeps when several apps share a partition:
+// past them it reads its records again rather than keep more.
+const (
+	streamMaxRecords = 4096
+	streamMaxBytes   = 4 << 20
+)
+
+// newStream returns the stream of a (nil: no app) in p.
+func (p *partition) newStream(a *app) *stream {
+	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, low: noLow, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1)}
+	if p.w.apps.single == nil {
+		name := "none"
+		if a != nil {
+			name = a.Name
+		}
+		s.tp.app = name
+		s.log = p.log.With(zap.String("app", name))
+		if a != nil {
+			s.log = s.log.With(zap.Uint64("sdkappid", a.SDKAppID))
+		}
+	}
+	return s
+}
+
+// pushLocked hands rec to the stream (partition.mu held). Over the
+// stream's bound (several apps only) the record is not kept: the stream
+// reads it again later.
+func (s *stream) pushLocked(rec *record) {
+	off := rec.msg.Offset
+	if off < s.skipBelow {
+		s.held.release(off)
+		return
+	}
+	if s.low == noLow {
+		s.low = off
+	}
+	if s.gap < 0 && s.w.apps.single == nil && (len(s.queue) >= streamMaxRecords || s.qbytes >= streamMaxBytes) {
+		s.gap = off
+		s.log.Info("the stream holds its bound of records: it reads the rest again from the partition once it has settled these",
+			zap.Int64("from_offset", off), zap.Int("records", len(s.queue)), zap.Int64("bytes", s.qbytes))
+	}
+	if s.gap >= 0 {
+		s.held.release(off)
+		return
+	}
+	s.queue = append(s.queue, rec)
+	s.qbytes += recordBytes(rec)
+	s.poke()
+}
+
+// poke wakes the stream if it waits.
+func (s *stream) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func recordBytes(r *record) int64 {
+	n := int64(len(r.msg.Key) + len(r.msg.Value) + 200)
+	if r.ev != nil {
+		n += int64(len(r.ev.Body))
+	}
+	return n
+}
+
+// run plans and settles the stream's calls until the session ends (an
+// error says why).
+func (s *stream) run() error {
+	if err := s.start(); err != nil {
+		return err
+	}
+	for {
+		calls, err := s.resumed()
+		if err != nil {
+			return err
+		}
+		if calls == nil {
+			c, err := s.plan()
+			if err != nil {
+				return err
+			}
+			calls = []*call{c}
+		}
+		s.open = s.open[:0]
+		for _, c := range calls {
+			s.open = append(s.open, c.members...)
+		}
+		for _, c := range calls {
+			s.cur = c
+			err := s.settle(c)
+			s.cur = nil
+			if err != nil {
+				return err
+			}
+		}
+		s.open = s.open[:0]
+	}
+}
+
+// start reads what the delivered log knows of the stream's app in the
+// partition.
+func (s *stream) start() error {
+	first := s.committedAt
+	s.p().mu.Lock()
+	if s.low != noLow {
+		first = s.low
+	}
+	s.p().mu.Unlock()
+	var err error
+	s.floor, err = s.deliveredFloor(first)
+	return err
+}
+
+// p is the stream's partition.
+func (s *stream) p() *partition { return s.partition }
+
+// take returns the next record, waiting for it (or reading it again).
+func (s *stream) take() (*record, error) {
+	for len(s.ahead) == 0 {
+		if err := s.fill(true); err != nil {
+			return nil, err
+		}
+	}
+	rec := s.ahead[0]
+	s.ahead = s.ahead[1:]
+	return rec, nil
+}
+
+// fill moves records to ahead: the queued ones, or those read again in a
+// gap; with wait, it waits until there is one.
+func (s *stream) fill(wait bool) error {
+	for {
+		p := s.p()
+		p.mu.Lock()
+		if len(s.queue) > 0 {
+			s.ahead = append(s.ahead, s.queue...)
+			clear(s.queue)
+			s.queue, s.qbytes = s.queue[:0], 0
+			p.mu.Unlock()
+			return nil
+		}
+		gap := s.gap
+		p.mu.Unlock()
+		if gap >= 0 {
+			n := len(s.ahead)
+			if err := s.reread(gap); err != nil {
+				return err
+			}
+			if len(s.ahead) > n || !wait {
+				return nil
+			}
+			continue
+		}
+		if !wait {
+			return nil
+		}
+		select {
+		case <-s.wake:
+		case <-p.routerDone:
+			return p.ended(errors.New("the partition stopped routing"))
+		case <-s.taking.Done():
+			return p.ended(nil)
+		}
+	}
+}
+
+// peekAt returns the i-th record waiting behind what was taken (from 0),
+// if it has already arrived.
+func (s *stream) peekAt(i int) (*record, bool) {
+	if len(s.ahead) <= i {
+		_ = s.fill(false)
+	}
+	if len(s.ahead) <= i {
+		return nil, false
+	}
+	return s.ahead[i], true
+}
+
+// reread reads the stream's records again from offset from (a gap), one
+// fetch at a time into ahead, until it is back at the partition's
+// position: then the gap closes and the router hands it records again.
+func (s *stream) reread(from int64) error {
+	p := s.p()
+	if s.reader == nil || s.reader.Next < from {
+		s.reader = p.w.conn.Fetcher(s.tp.topic, s.tp.partition, from, p.w.cfg.MaxWait)
+	}
+	for {
+		p.mu.Lock()
+		if s.reader.Next >= p.routed {
+			s.gap, s.skipBelow = -1, s.reader.Next
+			p.mu.Unlock()
+			s.log.Info("the stream is back at the partition's position", zap.Int64("offset", s.reader.Next))
+			s.reader = nil
+			return nil
+		}
+		p.mu.Unlock()
+		res, err := s.reader.Fetch(s.taking)
+		if err != nil {
+			if s.taking.Err() != nil {
+				return p.ended(err)
+			}
+			return fmt.Errorf("read the app's records again from offset %d: %w", s.reader.Next, err)
+		}
+		over := res.Oversized
+		kept := 0
+		for i := 0; i < len(res.Records) || len(over) > 0; {
+			var rec *record
+			if len(over) > 0 && (i == len(res.Records) || over[0].Offset < res.Records[i].Offset) {
+				rec = p.oversized(over[0], p.w.cfg.Now())
+				over = over[1:]
+			} else {
+				if rec = p.decode(s.taking, res.Records[i], p.w.cfg.Now()); rec == nil {
+					return p.ended(errors.New("decoding stopped"))
+				}
+				i++
+			}
+			if a, ie := p.w.apps.route(rec); a == s.app && rec.msg.Offset < p.routedNow() {
+				routeFailed(rec, ie)
+				s.ahead = append(s.ahead, rec)
+				kept++
+			}
+		}
+		p.mu.Lock()
+		s.gap = s.reader.Next
+		p.mu.Unlock()
+		if kept > 0 {
+			return nil
+		}
+	}
+}
+
+// settled records that every record of the stream up to offset last has
+// its final outcome, and lets the partition commit what it can. It
+// returns the offset the partition committed.
+func (s *stream) settled(last int64) (int64, error) {
+	p := s.p()
+	s.settledTo = last + 1
+	p.mu.Lock()
+	s.low = s.lowLocked()
+	p.mu.Unlock()
+	return p.commits.advance(s)
+}
+
+// lowLocked is the stream's first offset without an outcome.
+func (s *stream) lowLocked() int64 {
+	for _, m := range s.open {
+		if m.msg.Offset >= s.settledTo {
+			return m.msg.Offset
+		}
+	}
+	if c := s.cur; c != nil { // a merge call packed once its slot came
+		for _, m := range c.members {
+			if m.msg.Offset >= s.settledTo {
+				return m.msg.Offset
+			}
+		}
+	}
+	switch {
+	case len(s.ahead) > 0:
+		return s.ahead[0].msg.Offset
+	case len(s.queue) > 0:
+		return s.queue[0].msg.Offset
+	case s.gap >= 0:
+		return s.gap
+	}
+	return noLow
+}
+
+// resumed returns the calls that finish the call recorded in flight for
+// the stream's app, once the stream's next record is at or past its
+// first offset; nil otherwise.
+func (s *stream) resumed() ([]*call, error) {
+	p := s.p()
+	p.mu.Lock()
+	f := s.resume
+	p.mu.Unlock()
+	if f == nil {
+		return nil, nil
+	}
+	if len(s.ahead) == 0 {
+		if err := s.fill(true); err != nil {
+			return nil, err
+		}
+	}
+	if s.ahead[0].msg.Offset < f.First {
+		return nil, nil
+	}
+	p.mu.Lock()
+	s.resume = nil
+	p.mu.Unlock()
+	if f.Delivered == nil && f.Last < s.floor {
+		s.log.Info("the call recorded as in flight was delivered (delivered log): committed without sending",
+			zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
+		return nil, nil
+	}
+	return s.resumeCall(f.First, f.InFlight)
+}
+
+// through returns the stream's records up to offset last: those waiting,
+// and those still to come until the partition has routed past last or
+// reached end.
+func (s *stream) through(last, end int64) ([]*record, error) {
+	var got []*record
+	for {
+		for len(s.ahead) > 0 && s.ahead[0].msg.Offset <= last {
+			got = append(got, s.ahead[0])
+			s.ahead = s.ahead[1:]
+		}
+		if len(s.ahead) > 0 || (len(got) > 0 && got[len(got)-1].msg.Offset == last) {
+			return got, nil
+		}
+		p := s.p()
+		if r := p.routedNow(); r > last || r >= end {
+			if err := s.fill(false); err != nil || len(s.ahead) == 0 {
+				return got, err
+			}
+			continue
+		}
+		if err := s.fill(false); err != nil {
+			return nil, err
+		}
+		if len(s.ahead) == 0 {
+			select {
+			case <-s.wake:
+			case <-p.advanced():
+			case <-p.routerDone:
+				return nil, p.ended(errors.New("the partition stopped routing"))
+			case <-s.taking.Done():
+				return nil, p.ended(nil)
+			}
+		}
+	}
+}
