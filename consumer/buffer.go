@@ -21,7 +21,9 @@ type heldBytes struct {
 	records map[int64]int64 // bytes by offset
 }
 
-func newHeldBytes(b *kafkaconn.Budget) *heldBytes { return &heldBytes{budget: b, records: map[int64]int64{}} }
+func newHeldBytes(b *kafkaconn.Budget) *heldBytes {
+	return &heldBytes{budget: b, records: map[int64]int64{}}
+}
 
 // add records what the pump received.
 func (h *heldBytes) add(ms []kafka.Message) {

@@ -24,6 +24,9 @@ type Config struct {
 	Brokers []string
 	// Topic is the source topic. Required.
 	Topic string
+	// Topics are more source topics (KAFKA_TOPIC listing several, the
+	// apps' own topics), consumed in the same group like Topic.
+	Topics []string
 	// GroupID is the consumer group. Required.
 	GroupID string
 	// GroupInstanceID, if set, makes the worker a static member of the

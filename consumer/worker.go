@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,13 +168,12 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	w.apps.added = func(fresh []App) []*app {
 		var out []*app
 		for _, spec := range fresh {
-			if spec.paced() && w.claims != nil {
-				// The claims log takes apps before it runs: an app with a
-				// rate added later needs a restart.
-				w.log.Warn("the apps file names an app this process did not start with: restart the worker to serve it",
-					zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID))
-				continue
-			}
+			// The claims log takes its apps before it runs: an app added
+			// later is paced by its Sender alone in each replica until a
+			// restart.
+			w.log.Warn("serving an app added to the apps file after start; until a restart each replica paces its calls "+
+				"alone (its rate per replica)", zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID))
+			spec.Rate = 0
 			a, err := w.newApp(spec)
 			if err != nil {
 				continue
@@ -376,7 +376,7 @@ func (w *Worker) partitions(ctx context.Context) (all, urgent []schedule.Partiti
 	}
 	for _, t := range w.topics() {
 		for _, id := range byTopic[t] {
-			if t == w.cfg.Topic {
+			if t != w.cfg.UrgentTopic {
 				all = append(all, schedule.Partition{Topic: t, Partition: id})
 			} else {
 				urgent = append(urgent, schedule.Partition{Topic: t, Partition: id})
@@ -386,12 +386,18 @@ func (w *Worker) partitions(ctx context.Context) (all, urgent []schedule.Partiti
 	return all, urgent, nil
 }
 
-// topics returns the source topics: the bulk topic, then the urgent one.
+// topics returns the source topics: the bulk topics, then the urgent one.
 func (w *Worker) topics() []string {
-	if w.cfg.UrgentTopic != "" {
-		return []string{w.cfg.Topic, w.cfg.UrgentTopic}
+	out := []string{w.cfg.Topic}
+	for _, t := range w.cfg.Topics {
+		if !slices.Contains(out, t) && t != w.cfg.UrgentTopic {
+			out = append(out, t)
+		}
 	}
-	return []string{w.cfg.Topic}
+	if w.cfg.UrgentTopic != "" {
+		out = append(out, w.cfg.UrgentTopic)
+	}
+	return out
 }
 
 // checkTopics verifies that the source and dead-letter topics exist, naming

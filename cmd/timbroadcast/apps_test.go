@@ -157,7 +157,7 @@ func FuzzAppsFile(f *testing.F) {
 
 // run serves one app in this release: TIM_APPS_FILE is refused at start
 // (exit 2, naming it), not ignored.
-func TestRunRefusesAppsFile(t *testing.T) {
+func TestRunAppsFileWithSDKAppID(t *testing.T) {
 	env := map[string]string{"KAFKA_BROKERS": "127.0.0.1:9092", "KAFKA_TOPIC": "t", "TIM_SDKAPPID": "1400000001",
 		"TIM_ADMIN": "administrator", "TIM_SECRET_KEY": "k", "TIM_ENDPOINT": "http://127.0.0.1:1", "TIM_APPS_FILE": "/etc/apps.yaml"}
 	var stdout, stderr bytes.Buffer

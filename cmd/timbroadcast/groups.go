@@ -358,19 +358,22 @@ func (c *credentialSettings) watchKey(p process, cfg *sender.Config) error {
 	if path == "" {
 		return nil
 	}
-	learn := func(v string) {
-		for _, w := range []io.Writer{p.stdout, p.stderr} {
-			if sw, ok := w.(*scrubWriter); ok {
-				sw.add(v)
-			}
-		}
-	}
-	f, err := newSecretFile(path, learn)
+	f, err := newSecretFile(path, p.learnSecret)
 	if err != nil {
 		return c.keyFile.errorf("%v", err)
 	}
 	cfg.SecretKeyFunc = f.get
 	return nil
+}
+
+// learnSecret teaches a secret read (a key from its file) to the
+// scrubbers of p's output.
+func (p process) learnSecret(v string) {
+	for _, w := range []io.Writer{p.stdout, p.stderr} {
+		if sw, ok := w.(*scrubWriter); ok {
+			sw.add(v)
+		}
+	}
 }
 
 // apiSettings are the TIM_* settings of the commands that call the API.
@@ -397,6 +400,17 @@ func addAPISettings(s *settings) *apiSettings {
 // endpointGiven reports whether the user named an API (region or URL).
 func (a *apiSettings) endpointGiven() bool {
 	return a.region.String() != "" || a.endpoint.String() != ""
+}
+
+// shared builds the sender settings every app of an apps file shares
+// (timeouts, backoff, UserSig lifetime), naming the setting on error.
+func (a *apiSettings) shared() (sender.Config, error) {
+	cfg := sender.DefaultConfig()
+	if err := parseDurations(durationSetting{a.attemptTimeout, &cfg.AttemptTimeout}, durationSetting{a.retryInitial, &cfg.RetryInitial},
+		durationSetting{a.retryMax, &cfg.RetryMax}, durationSetting{a.sigLifetime, &cfg.SigLifetime}); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
 }
 
 // config builds the sender configuration, naming the setting on error.

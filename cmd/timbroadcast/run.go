@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,8 @@ type runCmd struct {
 	mapping *mappingSettings
 	// scrub knows the secrets, for what /readyz serves.
 	scrub *scrubWriter
+	// apps is the apps file (TIM_APPS_FILE); nil: one app.
+	apps *runApps
 	kafkaAccess
 }
 
@@ -69,19 +72,29 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	if p.getenv("TIM_APPS_FILE") != "" {
-		// Said plainly rather than ignored with the unknown-variable
-		// warning: a deployment set up for several apps must not run as one.
-		return nil, errors.New("TIM_APPS_FILE is set, but this release's `run` serves one app (TIM_SDKAPPID and the TIM_* " +
-			"settings); unset it, or check the file for the release that serves several: timbroadcast apps check")
-	}
 	c := &runCmd{logger: p.logger, mapping: ms}
+	appsPath := strings.TrimSpace(p.getenv("TIM_APPS_FILE"))
+	if appsPath != "" {
+		if err := appsEnvConflict(p.getenv); err != nil {
+			return nil, err
+		}
+	}
 	c.scrub, _ = p.stderr.(*scrubWriter)
 	var err error
 	if c.kafkaAccess, err = k.access(p.logger); err != nil {
 		return nil, err
 	}
 	c.consumer.Brokers, c.consumer.Dialer, c.consumer.Balancer = c.conn.Brokers, c.conn.Dialer, c.conn.Balancer
+	if appsPath != "" && t.topic.String() == "" {
+		// The apps' own topics are the source topics.
+		if f, err := loadAppsFile(appsPath); err == nil && len(f.Apps) > 0 && len(f.Apps[0].Topics) > 0 {
+			t.topic.val = f.Apps[0].Topics[0]
+		}
+	}
+	if topics := t.topic.list(); len(topics) > 1 {
+		// KAFKA_TOPIC lists several: the first names the defaults.
+		t.topic.val, c.consumer.Topics = topics[0], topics[1:]
+	}
 	if c.consumer.Topic, c.consumer.DLQTopic, err = t.resolve(); err != nil {
 		return nil, err
 	}
@@ -115,13 +128,19 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	default:
 		return nil, recordContext.errorf("%q must be parent or link", recordContext.val)
 	}
-	if c.sender, err = a.config(); err != nil {
-		return nil, err
+	if appsPath != "" {
+		if c.sender, err = a.shared(); err != nil {
+			return nil, err
+		}
+	} else {
+		if c.sender, err = a.config(); err != nil {
+			return nil, err
+		}
+		if err := a.creds.watchKey(p, &c.sender); err != nil {
+			return nil, err
+		}
+		c.consumer.App = strconv.Itoa(c.sender.AppID)
 	}
-	if err := a.creds.watchKey(p, &c.sender); err != nil {
-		return nil, err
-	}
-	c.consumer.App = strconv.Itoa(c.sender.AppID)
 	if c.sender.DedupeWindow, err = dedupeWindow.duration(); err != nil {
 		return nil, err
 	}
@@ -129,12 +148,27 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	if c.sender.UnknownOutcome, err = sender.ParseUnknownPolicy(unknownOutcome.String()); err != nil {
 		return nil, unknownOutcome.errorf("%q must be dead-letter or resend", unknownOutcome.val)
 	}
-	if err := c.sender.Validate(); err != nil {
+	if err := c.sender.Validate(); err != nil && appsPath == "" {
 		return nil, dedupeWindow.errorf("%v (TIM_ATTEMPT_TIMEOUT is %s)", err, c.sender.AttemptTimeout)
 	}
 	// The client hands a send back once it has been retried this long, so
 	// the worker can give it up.
 	c.sender.MaxElapsed = c.consumer.RetryMaxElapsed
+	if appsPath != "" {
+		if c.apps, err = resolveApps(appsPath, c.sender, p.learnSecret); err != nil {
+			return nil, err
+		}
+		for _, topic := range c.apps.topics() {
+			if topic != c.consumer.Topic && !slices.Contains(c.consumer.Topics, topic) {
+				c.consumer.Topics = append(c.consumer.Topics, topic)
+			}
+		}
+		c.consumer.DefaultApp = c.apps.file.DefaultApp
+		if c.consumer.DeliveredTopic == consumer.DeliveredOff {
+			return nil, delivered.errorf("off with TIM_APPS_FILE: with several apps, what one app delivered while another " +
+				"was paused is known after a restart only through the delivered log; leave it on")
+		}
+	}
 	if c.pprof, err = pprofOn.on(); err != nil {
 		return nil, err
 	}
@@ -158,14 +192,25 @@ func (c *runCmd) Run(ctx context.Context) error {
 	scfg := c.sender
 	scfg.Logger = c.logger.Named("sender")
 	scfg.Observe = metrics.ObserveAttempt
-	client, err := sender.New(scfg)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-
 	ccfg := c.consumer
-	ccfg.AppRate = scfg.Rate // replicas split it by partition share
+	var client consumer.Sender
+	var err error
+	if c.apps != nil {
+		ac := &appClients{ra: c.apps, log: c.logger, observe: metrics.ObserveAttempt, known: map[string]bool{}}
+		defer ac.close()
+		if ccfg.Apps, err = ac.all(); err != nil {
+			return err
+		}
+		ccfg.ReloadApps = ac.reload
+	} else {
+		one, err := sender.New(scfg)
+		if err != nil {
+			return err
+		}
+		defer one.Close()
+		client = one
+		ccfg.AppRate = scfg.Rate // replicas split it by partition share
+	}
 	ccfg.Logger = c.logger.Named("consumer")
 	ccfg.Metrics = metrics
 	tp, stopTracing, err := c.tracing.start(ctx, c.logger)
@@ -197,7 +242,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	c.logger.Info("timbroadcast worker starting", zap.String("version", version),
 		zap.Strings("brokers", ccfg.Brokers), zap.String("topic", ccfg.Topic), zap.String("group", ccfg.GroupID),
 		zap.String("dlq_topic", ccfg.DLQTopic), zap.String("urgent_topic", ccfg.UrgentTopic), zap.String("receipt_topic", ccfg.ReceiptTopic), zap.String("slot_topic", ccfg.SlotTopic), zap.Bool("tracing", tp != nil), zap.Strings("endpoints", scfg.Endpoints), zap.Float64("rate", scfg.Rate),
-		zap.Int("sdkappid", scfg.AppID), zap.Bool("merge", ccfg.Merge), zap.String("group_instance_id", ccfg.GroupInstanceID),
+		zap.Int("sdkappid", scfg.AppID), zap.Int("apps", len(ccfg.Apps)), zap.Strings("topics", ccfg.Topics), zap.Bool("merge", ccfg.Merge), zap.String("group_instance_id", ccfg.GroupInstanceID),
 		zap.Bool("mapping", ccfg.Map != nil), zap.Bool("schema_registry", ccfg.Schemas != nil),
 		zap.String("http_addr", addr), zap.Strings("left_out_of_build", leftOut()))
 	if err := w.Run(ctx); errors.Is(err, consumer.ErrFenced) {
