@@ -166,6 +166,19 @@ func TestSeveralAppsPausedAppHoldsNone(t *testing.T) {
 	if dl, _ := ae.kc.ReadAll(context.Background(), ae.dlq); len(dl) != 0 {
 		t.Errorf("%d dead letters while an app was switched off, want none", len(dl))
 	}
+	// A restart of every replica while live-c is still off: what the
+	// others delivered above the commit live-c holds is known again
+	// (already_delivered), not sent again.
+	for _, w := range ws {
+		w.kill(t)
+	}
+	ws, _ = startReplicas(t, ae.env, 2)
+	time.Sleep(3 * time.Second)
+	for _, name := range []string{"live-a", "live-b"} {
+		if st := ae.emu.App(ae.ids[name]).Stats(); st.Duplicates > 0 || st.Calls-st.ByCode[0] > 0 && st.ByCode[sender.CodeFrequencyLimit] > 0 {
+			t.Errorf("app %s after the restart: %d calls sent again (deduped), %d answered 10023", name, st.Duplicates, st.ByCode[sender.CodeFrequencyLimit])
+		}
+	}
 	ae.emu.App(ae.ids["live-c"]).SetFaults(sendertest.Faults{})
 	waitFor(t, 90*time.Second, "app c delivered", func() bool { return len(ae.texts("live-c")) >= len(want["live-c"]) })
 	ae.kc.WaitCommitted(t, ae.env["KAFKA_GROUP_ID"], ae.topic, 60*time.Second)
