@@ -15,9 +15,13 @@
 //
 //	config.go      Config, its defaults (DefaultConfig) and rules (Validate)
 //	worker.go      the worker's life: New, Run (a group.Member's generations), readiness
+//	apps.go        the apps served (Config.Apps) and a record's app (route)
 //	partition.go   one owned partition: its sessions, the pump that fetches
 //	               (a kafkaconn.Mux stream: one long poll per broker for all
-//	               partitions) and decodes each record once, the queue
+//	               partitions) and decodes each record once, the router
+//	               that hands each record to its app's stream
+//	stream.go      one app's share of a partition: its records in order
+//	               (bounded; read again past the bound), its low offset
 //	plan.go        the loops that plan calls: plain, merge (packing), resume
 //	delivered.go   the delivered log: read at a session's start (records
 //	               below it are committed as already_delivered), written
@@ -28,8 +32,10 @@
 //	deadletter.go  the dead-letter write
 //	write.go       writeHeld: every write before a commit (acks=all, held retries)
 //	receipt.go     the receipt write
-//	offsets.go     commits (only a lost generation rejoins; any other
-//	               refusal holds) and the in-flight record read back on resume
+//	commit.go      the committer: the lowest offset no stream has settled,
+//	               the calls in flight as metadata; commits (only a lost
+//	               generation rejoins; any other refusal holds)
+//	offsets.go     offset commits and reads, the in-flight record read back
 //	observe.go     the path's named points: attempt, outcome, commit, and
 //	               what each makes (spans, metrics, outcome logs,
 //	               Config.OnOutcome)

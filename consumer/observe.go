@@ -160,6 +160,9 @@ func (s *stream) report(rec *record, o Outcome) {
 	}
 	m := rec.msg
 	o.Topic, o.Partition, o.Offset, o.Key, o.Produced = m.Topic, m.Partition, m.Offset, m.Key, m.Time
+	if s.app != nil && s.w.apps.single == nil {
+		o.App = s.app.Name
+	}
 	if rec.ev != nil {
 		o.Random = rec.ev.Message.Random
 		o.Message = &rec.ev.Message
@@ -169,6 +172,9 @@ func (s *stream) report(rec *record, o Outcome) {
 
 // Outcome is the final outcome of one record.
 type Outcome struct {
+	// App is the record's app (its name in Config.Apps); "" with one app
+	// or none found.
+	App       string
 	Topic     string
 	Partition int
 	Offset    int64

@@ -279,11 +279,7 @@ func (p *partition) session() error {
 		stopTaking()
 	}
 	err = p.route(func(s *stream) {
-		streams.Go(func() {
-			if err := s.run(); err != nil {
-				fail(err)
-			}
-		})
+		streams.Go(func() { fail(s.run()) }) // it returns only when the session must end
 	})
 	close(p.routerDone)
 	if err != nil {

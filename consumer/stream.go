@@ -126,8 +126,8 @@ func recordBytes(r *record) int64 {
 	return n
 }
 
-// run plans and settles the stream's calls until the session ends (an
-// error says why).
+// run plans and settles the stream's calls until the session ends; the
+// error says why (never nil).
 func (s *stream) run() error {
 	if err := s.start(); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,7 +67,9 @@ type demoCmd struct {
 	api         *sender.Config // nil: the embedded emulator
 	rate        float64
 	follow      bool
-	logger      *zap.Logger
+	// apps is how many apps the embedded emulator hosts (--apps).
+	apps   int
+	logger *zap.Logger
 	stdout      io.Writer
 	tracing     *tracingSettings
 }
@@ -82,11 +85,16 @@ func parseDemo(p process, args []string) (*demoCmd, error) {
 	topic := s.add("topic", "", "timbroadcast-demo", "topic for the demo events (created if missing; dead letters go to <topic>.dlq)")
 	a := addAPISettings(s)
 	follow := s.boolFlag("follow", "keep running after the samples, delivering events you publish yourself, until Ctrl-C")
+	apps := s.add("apps", "", "1", "how many apps the embedded emulator hosts (2 or more: one deployment serving several apps, "+
+		"one of them switched off mid-run while the others flow; README \"Several apps\")")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
 	c := &demoCmd{topic: topic.String(), follow: *follow, logger: p.logger, stdout: p.stdout}
 	var err error
+	if c.apps, err = strconv.Atoi(apps.String()); err != nil || c.apps < 1 || c.apps > 100 {
+		return nil, apps.errorf("%q must be a number of apps from 1 to 100", apps.val)
+	}
 	if c.tracing, err = tr.resolve(); err != nil {
 		return nil, err
 	}
@@ -101,6 +109,9 @@ func parseDemo(p process, args []string) (*demoCmd, error) {
 		if c.kafkaAccess, err = k.access(c.logger); err != nil {
 			return nil, err
 		}
+	}
+	if a.endpointGiven() && c.apps > 1 {
+		return nil, apps.errorf("several apps are hosted by the embedded emulator only; leave out --endpoint and --region")
 	}
 	if a.endpointGiven() {
 		cfg, err := a.config()
@@ -178,6 +189,14 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		return configError{err}
 	}
 	defer client.Close()
+	var hosted *demoApps
+	if c.apps > 1 {
+		if hosted, err = newDemoApps(c.apps, scfg); err != nil {
+			return err
+		}
+		defer hosted.close()
+		apiDesc = fmt.Sprintf("API emulator hosting %d apps at %s", c.apps, hosted.emu.URL)
+	}
 
 	tp, stopTracing, err := c.tracing.start(ctx, logger)
 	if err != nil {
@@ -186,13 +205,19 @@ func (c *demoCmd) Run(ctx context.Context) error {
 	defer stopTracing()
 	outcomes := make(chan consumer.Outcome, 64)
 	group := "timbroadcast-demo"
-	w, err := consumer.New(consumer.Config{
+	ccfg := consumer.Config{
 		Brokers: conn.Brokers, Dialer: conn.Dialer, Balancer: conn.Balancer, Topic: c.topic, GroupID: group, DLQTopic: dlqTopic, ReceiptTopic: receiptTopic,
 		MaxWait: 250 * time.Millisecond, Logger: logger.Named("consumer"),
 		SessionTimeout: 6 * time.Second, DrainTimeout: 5 * time.Second,
 		OnOutcome:      func(o consumer.Outcome) { outcomes <- o },
 		TracerProvider: tp, Propagator: c.tracing.propagator,
-	}, client)
+	}
+	var one consumer.Sender = client
+	if hosted != nil {
+		ccfg.Apps, one = hosted.apps, nil
+		ccfg.PauseInitial, ccfg.PauseMax = 200*time.Millisecond, time.Second
+	}
+	w, err := consumer.New(ccfg, one)
 	if err != nil {
 		return err
 	}
@@ -222,7 +247,16 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		pending[k] = smp
 		msgs = append(msgs, kafka.Message{Key: []byte(k), Value: []byte(smp.value)})
 	}
-	fmt.Fprintf(stdout, "Publishing %d sample announcements (one is malformed on purpose)...\n", len(msgs))
+	if hosted != nil {
+		pending, msgs = hosted.samples(hex.EncodeToString(runID))
+		fmt.Fprintf(stdout, "Apps: %s; each record names its app in the header %s. %s is switched off (10007) after its first delivery.\n",
+			strings.Join(hosted.names(), ", "), wire.HeaderApp, hosted.off)
+	}
+	if hosted == nil {
+		fmt.Fprintf(stdout, "Publishing %d sample announcements (one is malformed on purpose)...\n", len(msgs))
+	} else {
+		fmt.Fprintf(stdout, "Publishing %d sample announcements...\n", len(msgs))
+	}
 	start := time.Now()
 	spans := startPublishSpans(ctx, tp, c.tracing.propagator, c.topic, msgs)
 	err = conn.Produce(ctx, c.topic, msgs...)
@@ -244,6 +278,10 @@ func (c *demoCmd) Run(ctx context.Context) error {
 			smp.text = summarize(o)
 		}
 		where := fmt.Sprintf("p%d@%d", o.Partition, o.Offset)
+		if o.App != "" {
+			where = o.App + " " + where
+			hosted.outcome(stdout, o, pending)
+		}
 		took := time.Since(o.Produced).Round(time.Millisecond)
 		if o.Delivered {
 			delivered++
@@ -314,7 +352,10 @@ wait:
 		fmt.Fprintf(stdout, " (%s)", strings.Join(rs, ", "))
 	}
 	fmt.Fprintf(stdout, " in %s; %s.\n", elapsed.Round(time.Millisecond), commitNote)
-	if emu != nil {
+	if hosted != nil {
+		hosted.summary(stdout)
+	}
+	if emu != nil && hosted == nil {
 		st := emu.Stats()
 		fmt.Fprintf(stdout, "Emulator: %d calls, %d messages delivered, %d duplicates discarded, %d answered 10023.\n",
 			st.Calls, st.Delivered, st.Duplicates, st.ByCode[10023])
