@@ -68,10 +68,10 @@ type demoCmd struct {
 	rate        float64
 	follow      bool
 	// apps is how many apps the embedded emulator hosts (--apps).
-	apps   int
-	logger *zap.Logger
-	stdout      io.Writer
-	tracing     *tracingSettings
+	apps    int
+	logger  *zap.Logger
+	stdout  io.Writer
+	tracing *tracingSettings
 }
 
 // parseDemo resolves the demo's settings. They come from flags only, so the
