@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"sync"
@@ -110,7 +111,7 @@ func (c *committer) metadata(next int64) string {
 	for _, f := range c.inflight {
 		fs = append(fs, f)
 	}
-	slices.SortFunc(fs, func(a, b wire.AppInFlight) int { return int(min(max(a.First-b.First, -1), 1)) })
+	slices.SortFunc(fs, func(a, b wire.AppInFlight) int { return cmp.Compare(a.First, b.First) })
 	return wire.InFlightsString(fs)
 }
 

@@ -295,7 +295,7 @@ func (p *partition) session() error {
 func (p *partition) inBounds(committed int64, fs []wire.AppInFlight) []wire.AppInFlight {
 	var out []wire.AppInFlight
 	for _, f := range fs {
-		if f.Last < committed || f.Last-f.First >= maxInFlightSpan || f.First-committed >= maxInFlightAhead {
+		if f.Last < committed || f.Last-f.First >= maxInFlightSpan {
 			p.log.Warn("ignoring an in-flight record in the group's committed-offset metadata: its range is out of bounds "+
 				"(not written by timbroadcast, or damaged); the partition goes on from its committed offset",
 				zap.String("group", p.w.cfg.GroupID), zap.Int64("committed", committed), zap.Int64("first_offset", f.First),
@@ -306,11 +306,6 @@ func (p *partition) inBounds(committed int64, fs []wire.AppInFlight) []wire.AppI
 	}
 	return out
 }
-
-// maxInFlightAhead bounds how far past the committed offset a call
-// recorded in flight may start (several apps: the commit waits for a
-// paused app while the others go on).
-const maxInFlightAhead = 1 << 40
 
 // route takes the pump's items in offset order and hands each record to
 // its app's stream (apps.route), starting a stream with start when an

@@ -99,17 +99,17 @@ func (s *stream) settle(c *call) error {
 		if err := s.alreadyDelivered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c.members...)
+		return s.commitPast(c, c.members...)
 	case c.res == resultFiltered:
 		if err := s.filtered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c.members...)
+		return s.commitPast(c, c.members...)
 	case c.res == resultDelivered:
 		if err := s.delivered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c.members...)
+		return s.commitPast(c, c.members...)
 	case len(c.members) == 1 || c.res == resultExhausted || c.res == resultUnknown:
 		// A lone record invalid, rejected, expired or given up; or a
 		// merged call given up as a whole or whose outcome is unknown
@@ -119,7 +119,7 @@ func (s *stream) settle(c *call) error {
 			if err := s.deadLetter(c, m); err != nil {
 				return err
 			}
-			if err := s.commitPast(m); err != nil {
+			if err := s.commitPast(c, m); err != nil {
 				return err
 			}
 		}
@@ -415,20 +415,21 @@ func (s *stream) recordInFlight(c *call, d *wire.Delivered) error {
 	return s.commits.record(s, f)
 }
 
-// commitPast settles members (the stream's records up to the last of
-// them): their bytes go back to the budget, the partition commits as far
-// as every stream allows, and their spans end (an event's span runs from
-// its fetch to its commit). When the commit stays below them (another
-// app's record waits before them) and they were not delivered, the
-// delivered log records them too, so a restart knows them.
-func (s *stream) commitPast(members ...*record) error {
+// commitPast settles members of c (the stream's records up to the last
+// of them): their bytes go back to the budget, the partition commits as
+// far as every stream allows, and their spans end (an event's span runs
+// from its fetch to its commit). When the commit stays below them
+// (another app's record waits before them) and c did not deliver them
+// (a delivery is on record already), the delivered log records them too,
+// so a restart knows them.
+func (s *stream) commitPast(c *call, members ...*record) error {
 	for _, m := range members {
 		s.held.release(m.msg.Offset)
 	}
 	s.commits.clear(s)
 	last := members[len(members)-1].msg.Offset
 	committed, err := s.settled(last)
-	if err == nil && committed <= last && s.cur != nil && s.cur.res != resultDelivered && s.cur.res != resultAlready {
+	if err == nil && committed <= last && c.res != resultDelivered && c.res != resultAlready {
 		err = s.recordSettled(last)
 	}
 	s.committed(members, err)

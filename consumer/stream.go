@@ -164,18 +164,15 @@ func (s *stream) run() error {
 // partition.
 func (s *stream) start() error {
 	first := s.committedAt
-	s.p().mu.Lock()
+	s.partition.mu.Lock()
 	if s.low != noLow {
 		first = s.low
 	}
-	s.p().mu.Unlock()
+	s.partition.mu.Unlock()
 	var err error
 	s.floor, err = s.deliveredFloor(first)
 	return err
 }
-
-// p is the stream's partition.
-func (s *stream) p() *partition { return s.partition }
 
 // take returns the next record, waiting for it (or reading it again).
 func (s *stream) take() (*record, error) {
@@ -193,7 +190,7 @@ func (s *stream) take() (*record, error) {
 // gap; with wait, it waits until there is one.
 func (s *stream) fill(wait bool) error {
 	for {
-		p := s.p()
+		p := s.partition
 		p.mu.Lock()
 		if len(s.queue) > 0 {
 			s.ahead = append(s.ahead, s.queue...)
@@ -243,7 +240,7 @@ func (s *stream) peekAt(i int) (*record, bool) {
 // fetch at a time into ahead, until it is back at the partition's
 // position: then the gap closes and the router hands it records again.
 func (s *stream) reread(from int64) error {
-	p := s.p()
+	p := s.partition
 	if s.reader == nil || s.reader.Next < from {
 		s.reader = p.w.conn.Fetcher(s.tp.topic, s.tp.partition, from, p.w.cfg.MaxWait)
 	}
@@ -296,7 +293,7 @@ func (s *stream) reread(from int64) error {
 // its final outcome, and lets the partition commit what it can. It
 // returns the offset the partition committed.
 func (s *stream) settled(last int64) (int64, error) {
-	p := s.p()
+	p := s.partition
 	s.settledTo = last + 1
 	p.mu.Lock()
 	s.low = s.lowLocked()
@@ -333,7 +330,7 @@ func (s *stream) lowLocked() int64 {
 // the stream's app, once the stream's next record is at or past its
 // first offset; nil otherwise.
 func (s *stream) resumed() ([]*call, error) {
-	p := s.p()
+	p := s.partition
 	p.mu.Lock()
 	f := s.resume
 	p.mu.Unlock()
@@ -372,7 +369,7 @@ func (s *stream) through(last, end int64) ([]*record, error) {
 		if len(s.ahead) > 0 || (len(got) > 0 && got[len(got)-1].msg.Offset == last) {
 			return got, nil
 		}
-		p := s.p()
+		p := s.partition
 		if r := p.routedNow(); r > last || r >= end {
 			if err := s.fill(false); err != nil || len(s.ahead) == 0 {
 				return got, err

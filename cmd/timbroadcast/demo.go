@@ -280,7 +280,7 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		where := fmt.Sprintf("p%d@%d", o.Partition, o.Offset)
 		if o.App != "" {
 			where = o.App + " " + where
-			hosted.outcome(stdout, o, pending)
+			hosted.outcome(stdout, o)
 		}
 		took := time.Since(o.Produced).Round(time.Millisecond)
 		if o.Delivered {

@@ -90,7 +90,7 @@ func (d *demoApps) samples(run string) (map[string]demoSample, []kafka.Message) 
 
 // outcome follows the run: the off app switched off after its first
 // delivery, and on again once every other app delivered all.
-func (d *demoApps) outcome(out io.Writer, o consumer.Outcome, pending map[string]demoSample) {
+func (d *demoApps) outcome(out io.Writer, o consumer.Outcome) {
 	d.left[o.App]--
 	if o.App == d.off && !d.switched {
 		d.switched = true

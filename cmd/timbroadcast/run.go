@@ -74,8 +74,13 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	}
 	c := &runCmd{logger: p.logger, mapping: ms}
 	appsPath := strings.TrimSpace(p.getenv("TIM_APPS_FILE"))
+	var appsFile *appsFile
 	if appsPath != "" {
 		if err := appsEnvConflict(p.getenv); err != nil {
+			return nil, err
+		}
+		var err error
+		if appsFile, err = loadAppsFile(appsPath); err != nil {
 			return nil, err
 		}
 	}
@@ -85,11 +90,8 @@ func parseRun(p process, args []string) (*runCmd, error) {
 		return nil, err
 	}
 	c.consumer.Brokers, c.consumer.Dialer, c.consumer.Balancer = c.conn.Brokers, c.conn.Dialer, c.conn.Balancer
-	if appsPath != "" && t.topic.String() == "" {
-		// The apps' own topics are the source topics.
-		if f, err := loadAppsFile(appsPath); err == nil && len(f.Apps) > 0 && len(f.Apps[0].Topics) > 0 {
-			t.topic.val = f.Apps[0].Topics[0]
-		}
+	if appsFile != nil && t.topic.String() == "" && len(appsFile.Apps[0].Topics) > 0 {
+		t.topic.val = appsFile.Apps[0].Topics[0] // the apps' own topics are the source topics
 	}
 	if topics := t.topic.list(); len(topics) > 1 {
 		// KAFKA_TOPIC lists several: the first names the defaults.
@@ -155,7 +157,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	// the worker can give it up.
 	c.sender.MaxElapsed = c.consumer.RetryMaxElapsed
 	if appsPath != "" {
-		if c.apps, err = resolveApps(appsPath, c.sender, p.learnSecret); err != nil {
+		if c.apps, err = resolveApps(appsPath, appsFile, c.sender, p.learnSecret); err != nil {
 			return nil, err
 		}
 		for _, topic := range c.apps.topics() {

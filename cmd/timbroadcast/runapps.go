@@ -25,13 +25,10 @@ type runApps struct {
 	learn func(string)
 }
 
-// resolveApps reads the apps file at path for run: any problem stops the
-// start (exit 2) naming the file, the app, its line and the field.
-func resolveApps(path string, base sender.Config, learn func(string)) (*runApps, error) {
-	f, err := loadAppsFile(path)
-	if err != nil {
-		return nil, err
-	}
+// resolveApps makes the apps file f (read from path) what run serves: a
+// key file that cannot be read stops the start (exit 2) naming the file,
+// the app, its line and the field.
+func resolveApps(path string, f *appsFile, base sender.Config, learn func(string)) (*runApps, error) {
 	ra := &runApps{path: path, file: f, base: base, learn: learn}
 	for _, a := range f.Apps {
 		cfg, err := ra.senderConfig(a)
