@@ -274,7 +274,10 @@ func (s *stream) reread(from int64) error {
 				}
 				i++
 			}
-			if a, ie := p.w.apps.route(rec); a == s.app && rec.msg.Offset < p.routedNow() {
+			// Every record of the app read is kept, past the router's
+			// position too: the router drops those once the gap closes
+			// (skipBelow).
+			if a, ie := p.w.apps.route(rec); a == s.app {
 				routeFailed(rec, ie)
 				s.ahead = append(s.ahead, rec)
 				kept++
@@ -347,6 +350,7 @@ func (s *stream) resumed() ([]*call, error) {
 	}
 	p.mu.Lock()
 	s.resume = nil
+	p.resuming--
 	p.mu.Unlock()
 	if f.Delivered == nil && f.Last < s.floor {
 		s.log.Info("the call recorded as in flight was delivered (delivered log): committed without sending",
