@@ -189,6 +189,13 @@ type Config struct {
 	Apps []App
 	// DefaultApp names the app of records that name none (a name of Apps).
 	DefaultApp string
+	// StreamMaxRecords and StreamMaxBytes bound what one app's stream of a
+	// partition keeps while several apps share it (an app paused under a
+	// backlog of the others'): past them it keeps no more and reads its
+	// records again from the partition once it moves. Defaults 4096
+	// records, 4 MiB.
+	StreamMaxRecords int
+	StreamMaxBytes   int64
 	// ReloadApps, if set, reads the apps again (the apps file): a record
 	// naming an app the worker lacks makes it read them first, at most
 	// once a second.
@@ -208,6 +215,12 @@ type Config struct {
 // the group's committed offsets and the server's five-minute dedupe keep
 // an event from being shown twice.
 const DeliveredOff = "off"
+
+// Defaults of StreamMaxRecords and StreamMaxBytes.
+const (
+	DefaultStreamMaxRecords = 4096
+	DefaultStreamMaxBytes   = 4 << 20
+)
 
 // DefaultBufferBytes is BufferBytes's default: thousands of ordinary
 // events, and eight records of the largest size.
@@ -458,6 +471,12 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.MaxWait, d.MaxWait)
+	if c.StreamMaxRecords <= 0 {
+		c.StreamMaxRecords = DefaultStreamMaxRecords
+	}
+	if c.StreamMaxBytes <= 0 {
+		c.StreamMaxBytes = DefaultStreamMaxBytes
+	}
 	c.SessionTimeout, c.HeartbeatInterval, c.RebalanceTimeout, c.RevokeGrace = c.GroupTimeouts()
 	def(&c.JoinGroupBackoff, d.JoinGroupBackoff)
 	def(&c.DrainTimeout, d.DrainTimeout)

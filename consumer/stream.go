@@ -19,8 +19,8 @@ import (
 // from the same partition. Without an apps file a partition has one
 // stream, and everything happens as it did before streams.
 //
-// What a stream keeps is bounded (streamMaxRecords, streamMaxBytes): a
-// stream over its bound keeps no more of its records (a gap) and, once it
+// What a stream keeps is bounded (Config.StreamMaxRecords and
+// StreamMaxBytes): a stream over its bound keeps no more of its records (a gap) and, once it
 // has settled what it kept, reads them again from the partition itself
 // (reread), until it is back at the partition's position.
 type stream struct {
@@ -60,13 +60,6 @@ type stream struct {
 // noLow is a stream's low when it holds nothing without an outcome.
 const noLow = math.MaxInt64
 
-// Bounds of what one stream keeps when several apps share a partition:
-// past them it reads its records again rather than keep more.
-const (
-	streamMaxRecords = 4096
-	streamMaxBytes   = 4 << 20
-)
-
 // newStream returns the stream of a (nil: no app) in p.
 func (p *partition) newStream(a *app) *stream {
 	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, low: noLow, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1)}
@@ -96,7 +89,7 @@ func (s *stream) pushLocked(rec *record) {
 	if s.low == noLow {
 		s.low = off
 	}
-	if s.gap < 0 && s.w.apps.single == nil && (len(s.queue) >= streamMaxRecords || s.qbytes >= streamMaxBytes) {
+	if s.gap < 0 && s.w.apps.single == nil && (len(s.queue) >= s.w.cfg.StreamMaxRecords || s.qbytes >= s.w.cfg.StreamMaxBytes) {
 		s.gap = off
 		s.log.Info("the stream holds its bound of records: it reads the rest again from the partition once it has settled these",
 			zap.Int64("from_offset", off), zap.Int("records", len(s.queue)), zap.Int64("bytes", s.qbytes))
