@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -103,7 +105,11 @@ func TestPausedAppReadsAgain(t *testing.T) {
 	if err := ta.e.kafka.Produce(context.Background(), ta.e.topic, batch(0, 300)...); err != nil {
 		t.Fatal(err)
 	}
-	ta.start(t, func(c *consumer.Config) { c.StreamMaxRecords = 8 })
+	spans := tracetest.NewSpanRecorder()
+	ta.start(t, func(c *consumer.Config) {
+		c.StreamMaxRecords = 8
+		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	})
 	waitFor(t, 60*time.Second, "the fast app's events", func() bool { return len(ta.texts("fast")) >= len(wantFast) })
 	if n := len(ta.texts("slow")); n != 0 {
 		t.Fatalf("the switched-off app delivered %d", n)
@@ -123,5 +129,17 @@ func TestPausedAppReadsAgain(t *testing.T) {
 	checkExactlyOnce(t, ta.texts("slow"), wantSlow)
 	if dl, _ := ta.e.kafka.ReadAll(context.Background(), ta.e.dlq); len(dl) != 0 {
 		t.Errorf("%d dead letters, want none", len(dl))
+	}
+	// Every event's span names its app.
+	byApp := map[string]int{}
+	for _, sp := range spans.Ended() {
+		for _, a := range sp.Attributes() {
+			if a.Key == consumer.AttrApp {
+				byApp[a.Value.AsString()]++
+			}
+		}
+	}
+	if byApp["fast"] < len(wantFast) || byApp["slow"] < len(wantSlow) {
+		t.Errorf("event spans by app %v, want at least %d fast and %d slow", byApp, len(wantFast), len(wantSlow))
 	}
 }

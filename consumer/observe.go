@@ -27,6 +27,9 @@ import (
 func (s *stream) startSpan(rec *record) {
 	if rec.span == nil {
 		rec.span = s.w.eventSpan(rec.msg, rec.at)
+		if rec.span != nil && s.app != nil && s.w.apps.single == nil {
+			rec.span.SetAttributes(AttrApp.String(s.app.Name), AttrSDKAppID.Int64(int64(s.app.SDKAppID)))
+		}
 	}
 }
 
@@ -219,6 +222,8 @@ const (
 	AttrReason     = attribute.Key("timbroadcast.dlq.reason")  // a dead letter's reason
 	AttrCallEvents = attribute.Key("timbroadcast.call.events") // events sharing the call
 	AttrPacingWait = attribute.Key("timbroadcast.pacing_wait_ms")
+	AttrApp        = attribute.Key("timbroadcast.app")      // the event's app (several apps: its name in the apps file)
+	AttrSDKAppID   = attribute.Key("timbroadcast.sdkappid") // the event's app's SDKAppID (several apps)
 )
 
 // tracing makes the worker's spans: one per event from fetch to commit
