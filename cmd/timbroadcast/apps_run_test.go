@@ -259,4 +259,30 @@ func TestSeveralAppsRouting(t *testing.T) {
 	if !strings.Contains(reasons[wire.ReasonWrongApp], "belongs to app beta") || !strings.Contains(reasons[wire.ReasonWrongApp], "app=beta") {
 		t.Errorf("wrong_app dead letter: %q", reasons[wire.ReasonWrongApp])
 	}
+
+	// status: a line per app, the paused one first.
+	if out, errOut, code := runCmd(t, ae.env, "", "pause", "--app", fmt.Sprint(ae.ids["beta"]), "--reason", "maintenance"); code != 0 {
+		t.Fatalf("pause: exit %d: %s %s", code, out, errOut)
+	}
+	out, errOut, code := runCmd(t, ae.env, "", "status", "--json")
+	var st struct {
+		Apps []struct {
+			Name      string           `json:"name"`
+			State     string           `json:"state"`
+			Delivered map[string]int64 `json:"delivered"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Apps) != 2 {
+		t.Fatalf("status --json: exit %d, %v: %s %s", code, err, out, errOut)
+	}
+	if a := st.Apps[0]; a.Name != "beta" || a.State != "paused" || a.Delivered[kcOwn+"/0"] != 3 {
+		t.Errorf("status: first app %+v, want beta paused, delivered up to 3 in its own topic", a)
+	}
+	if a := st.Apps[1]; a.Name != "alpha" || a.State != "delivering" {
+		t.Errorf("status: second app %+v, want alpha delivering", a)
+	}
+	out, _, _ = runCmd(t, ae.env, "", "status", "--app", "alpha")
+	if !strings.Contains(out, "alpha") || strings.Contains(out, "\nbeta  ") {
+		t.Errorf("status --app alpha:\n%s", out)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,7 +31,11 @@ type statusCmd struct {
 	// entries to show ("": the only app in the log, if one).
 	delivered, app string
 	// slots is the claims log, where an operator's pause is.
-	slots  string
+	slots string
+	// apps is the apps file (TIM_APPS_FILE): a line per app; only names
+	// the one app to show (--app).
+	apps *appsFile
+	only string
 	json   bool
 	watch  time.Duration
 	stdout io.Writer
@@ -47,10 +52,31 @@ func parseStatus(p process, args []string) (*statusCmd, error) {
 	delivered := s.add("delivered-topic", "KAFKA_DELIVERED_TOPIC", "<topic>.delivered", "the workers' delivered log: what each partition delivered up to; off hides it")
 	app := s.add("sdkappid", "TIM_SDKAPPID", "", "the app whose deliveries and pause to show [default: the only one in the delivered log]")
 	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "the workers' claims log, where `timbroadcast pause` writes")
+	appsPath := s.add("apps-file", "TIM_APPS_FILE", "", "the workers' apps file: a line per app (rate, paused or not and why, last delivery, delivered-log position)")
+	only := s.add("app", "", "", "with an apps file: show this app alone (its name)")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
-	c := &statusCmd{json: *asJSON, stdout: p.stdout, now: time.Now}
+	var apps *appsFile
+	if path := appsPath.String(); path != "" {
+		// Status shows what it can of a file whose key files are not on
+		// this machine: only a file that does not read is an error.
+		f, err := loadAppsFile(path)
+		if f == nil {
+			return nil, appsPath.errorf("%v", err)
+		}
+		apps = f
+		if len(f.Apps) > 0 && len(f.Apps[0].Topics) > 0 && t.topic.String() == "" {
+			t.topic.val = f.Apps[0].Topics[0]
+		}
+	}
+	if topics := t.topic.list(); len(topics) > 1 {
+		t.topic.val = topics[0]
+	}
+	c := &statusCmd{json: *asJSON, stdout: p.stdout, now: time.Now, apps: apps, only: only.String()}
+	if c.only != "" && (apps == nil || !slices.ContainsFunc(apps.Apps, func(a appSpec) bool { return a.Name == c.only })) {
+		return nil, only.errorf("%q is not an app of the apps file (TIM_APPS_FILE)", c.only)
+	}
 	var err error
 	if c.kafkaAccess, err = k.access(p.logger); err != nil {
 		return nil, err
@@ -93,6 +119,24 @@ type groupStatus struct {
 	// Paused is an operator's pause of the app (timbroadcast pause), in
 	// force or ended; absent when there is none on record.
 	Paused *pausedStatus `json:"paused,omitempty"`
+	// Apps are the apps of the apps file (TIM_APPS_FILE), paused first.
+	Apps []appStatus `json:"apps,omitempty"`
+}
+
+// appStatus is one app of the apps file as status shows it.
+type appStatus struct {
+	Name     string  `json:"name"`
+	SDKAppID uint64  `json:"sdkappid"`
+	Rate     float64 `json:"rate"`
+	// State is paused (an operator's pause in force), delivering (a
+	// delivery within the last minute) or idle.
+	State  string        `json:"state"`
+	Paused *pausedStatus `json:"paused,omitempty"`
+	// LastDelivery is when the delivered log last recorded a delivery of
+	// the app; Delivered its position per partition ("topic/partition":
+	// every record of the app before it has its outcome).
+	LastDelivery time.Time        `json:"last_delivery,omitzero"`
+	Delivered    map[string]int64 `json:"delivered"`
 }
 
 // pausedStatus is an operator's pause as status shows it.
@@ -222,6 +266,15 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 		st.Members = append(st.Members, ms)
 	}
 	topics := []string{c.topic}
+	if c.apps != nil {
+		for _, a := range c.apps.Apps {
+			for _, t := range a.Topics {
+				if !slices.Contains(topics, t) {
+					topics = append(topics, t)
+				}
+			}
+		}
+	}
 	if c.urgent != "" {
 		topics = append(topics, c.urgent)
 	}
@@ -274,17 +327,69 @@ func (c *statusCmd) collect(ctx context.Context) (*groupStatus, error) {
 		st.DeadLetters.Total++
 		st.DeadLetters.ByReason[wire.Header(m, wire.HeaderDLQReason)]++
 	}
-	if app, err := strconv.ParseUint(c.app, 10, 64); err == nil && app > 0 {
-		h, ok, err := schedule.Operator{Store: schedule.NewKafkaLog(c.conn, c.slots), App: app}.Current(ctx)
-		switch {
-		case err != nil && !errors.Is(err, kafka.UnknownTopicOrPartition):
-			return nil, fmt.Errorf("read the claims log %s: %w", c.slots, err)
-		case ok:
-			st.Paused = &pausedStatus{App: app, By: h.By, Reason: h.Reason, Since: h.Since.UTC(), Until: h.Until.UTC(),
-				Active: h.Until.IsZero() || c.now().Before(h.Until)}
+	if app, err := strconv.ParseUint(c.app, 10, 64); err == nil && app > 0 && c.apps == nil {
+		if st.Paused, err = c.paused(ctx, app); err != nil {
+			return nil, err
+		}
+	}
+	if c.apps != nil {
+		if st.Apps, err = c.appsStatus(ctx); err != nil {
+			return nil, err
 		}
 	}
 	return st, nil
+}
+
+// paused reads app's operator pause from the claims log (nil: none).
+func (c *statusCmd) paused(ctx context.Context, app uint64) (*pausedStatus, error) {
+	h, ok, err := schedule.Operator{Store: schedule.NewKafkaLog(c.conn, c.slots), App: app}.Current(ctx)
+	switch {
+	case err != nil && !errors.Is(err, kafka.UnknownTopicOrPartition):
+		return nil, fmt.Errorf("read the claims log %s: %w", c.slots, err)
+	case !ok:
+		return nil, nil
+	}
+	return &pausedStatus{App: app, By: h.By, Reason: h.Reason, Since: h.Since.UTC(), Until: h.Until.UTC(),
+		Active: h.Until.IsZero() || c.now().Before(h.Until)}, nil
+}
+
+// appsStatus is each app of the apps file (only --app's with it): its
+// pause, last delivery and delivered-log positions; paused apps first.
+func (c *statusCmd) appsStatus(ctx context.Context) ([]appStatus, error) {
+	var entries map[string]wire.Watermark
+	if c.delivered != "" {
+		entries, _ = readDelivered(ctx, c.conn, c.delivered) // unreadable: shown without positions
+	}
+	var out []appStatus
+	for _, a := range c.apps.Apps {
+		if c.only != "" && a.Name != c.only {
+			continue
+		}
+		id := uint64(a.SDKAppID)
+		as := appStatus{Name: a.Name, SDKAppID: id, Rate: a.rate(), State: "idle", Delivered: map[string]int64{}}
+		for _, e := range entries {
+			if e.App != strconv.FormatUint(id, 10) {
+				continue
+			}
+			as.Delivered[fmt.Sprintf("%s/%d", e.Topic, e.Partition)] = e.Next
+			if at := time.UnixMilli(e.At).UTC(); at.After(as.LastDelivery) {
+				as.LastDelivery = at
+			}
+		}
+		if c.now().Sub(as.LastDelivery) < time.Minute {
+			as.State = "delivering"
+		}
+		p, err := c.paused(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if p != nil && p.Active {
+			as.State, as.Paused = "paused", p
+		}
+		out = append(out, as)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].State == "paused" && out[j].State != "paused" })
+	return out, nil
 }
 
 // firstRecord returns the timestamp of the record at offset.
@@ -318,6 +423,9 @@ func (c *statusCmd) print(st *groupStatus) {
 			reason = ": " + wire.Printable(p.Reason)
 		}
 		fmt.Fprintf(c.stdout, "PAUSED: app %d paused by %s since %s, %s%s\n\n", p.App, wire.Printable(p.By), p.Since.Format(time.RFC3339), until, reason)
+	}
+	if len(st.Apps) > 0 {
+		c.printApps(st)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tINSTANCE\tVERSION\tHOST\tPARTITIONS")
@@ -359,6 +467,34 @@ func (c *statusCmd) print(st *groupStatus) {
 	} else {
 		fmt.Fprintf(c.stdout, "dead letters in the last hour (%s): %d (%s)\n", d.Topic, d.Total, strings.Join(reasons, ", "))
 	}
+}
+
+// printApps writes a line per app: paused (by whom, why, since when),
+// delivering or idle; its rate, last delivery and delivered-log positions.
+func (c *statusCmd) printApps(st *groupStatus) {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tSDKAPPID\tRATE\tSTATE\tLAST DELIVERY\tDELIVERED")
+	for _, a := range st.Apps {
+		state := a.State
+		if p := a.Paused; p != nil {
+			state = fmt.Sprintf("paused by %s since %s", wire.Printable(p.By), p.Since.Format(time.RFC3339))
+			if p.Reason != "" {
+				state += ": " + wire.Printable(wire.Cut(p.Reason, 64))
+			}
+		}
+		last := "-"
+		if !a.LastDelivery.IsZero() {
+			last = st.At.Sub(a.LastDelivery).Round(time.Second).String() + " ago"
+		}
+		var pos []string
+		for tp, next := range a.Delivered {
+			pos = append(pos, fmt.Sprintf("%s:%d", tp, next))
+		}
+		sort.Strings(pos)
+		fmt.Fprintf(tw, "%s\t%d\t%g/s\t%s\t%s\t%s\n", a.Name, a.SDKAppID, a.Rate, state, last, dash(strings.Join(pos, " ")))
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(c.stdout)
 }
 
 // deliveredLog reads the delivered log's entries of c.app (or of its
