@@ -34,8 +34,8 @@ type statusCmd struct {
 	slots string
 	// apps is the apps file (TIM_APPS_FILE): a line per app; only names
 	// the one app to show (--app).
-	apps *appsFile
-	only string
+	apps   *appsFile
+	only   string
 	json   bool
 	watch  time.Duration
 	stdout io.Writer
