@@ -89,7 +89,7 @@ func (s *stream) pushLocked(rec *record) {
 	if s.low == noLow {
 		s.low = off
 	}
-	if s.gap < 0 && s.w.apps.single == nil && (len(s.queue) >= s.w.cfg.StreamMaxRecords || s.qbytes >= s.w.cfg.StreamMaxBytes) {
+	if s.gap < 0 && s.w.apps.single == nil && s.full() {
 		s.gap = off
 		s.log.Info("the stream holds its bound of records: it reads the rest again from the partition once it has settled these",
 			zap.Int64("from_offset", off), zap.Int("records", len(s.queue)), zap.Int64("bytes", s.qbytes))
@@ -101,6 +101,29 @@ func (s *stream) pushLocked(rec *record) {
 	s.queue = append(s.queue, rec)
 	s.qbytes += recordBytes(rec)
 	s.poke()
+}
+
+// pausedKeep is how many records a stream keeps while its app is paused
+// (an error every event meets, or an operator's pause): however many apps
+// are paused, they hold little of the worker's budget (Config.BufferBytes),
+// so none can fill it and stop the others' reading.
+const pausedKeep = 64
+
+// full reports whether the stream keeps its bound of records (partition.mu
+// held): Config.StreamMaxRecords and StreamMaxBytes, pausedKeep while its
+// app is paused.
+func (s *stream) full() bool {
+	if len(s.queue) >= s.w.cfg.StreamMaxRecords || s.qbytes >= s.w.cfg.StreamMaxBytes {
+		return true
+	}
+	if len(s.queue) < pausedKeep || s.app == nil {
+		return false
+	}
+	if paused, _, _ := s.app.sched.Paused(); paused {
+		return true
+	}
+	_, held := s.app.sched.Held()
+	return held
 }
 
 // poke wakes the stream if it waits.
