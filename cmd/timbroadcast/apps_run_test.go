@@ -261,7 +261,7 @@ func TestSeveralAppsRouting(t *testing.T) {
 	}
 
 	// status: a line per app, the paused one first.
-	if out, errOut, code := runCmd(t, ae.env, "", "pause", "--app", fmt.Sprint(ae.ids["beta"]), "--reason", "maintenance"); code != 0 {
+	if out, errOut, code := runCmd(t, ae.env, "", "pause", "--app", "beta", "--reason", "maintenance"); code != 0 {
 		t.Fatalf("pause: exit %d: %s %s", code, out, errOut)
 	}
 	out, errOut, code := runCmd(t, ae.env, "", "status", "--json")

@@ -45,7 +45,7 @@ func parseHold(p process, args []string, resume bool) (*pauseCmd, error) {
 	topic := s.add("topic", "KAFKA_TOPIC", "", "source topic of the workers (names the claims log's default, <topic>.slots)")
 	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "the workers' claims log")
 	appID := s.add("sdkappid", "TIM_SDKAPPID", "", "the workers' SDKAppID")
-	app := s.add("app", "", "", "the app to "+name+" (its SDKAppID) [default: TIM_SDKAPPID]")
+	app := s.add("app", "", "", "the app to "+name+" (its SDKAppID, or its name in TIM_APPS_FILE) [default: TIM_SDKAPPID]")
 	by := s.add("by", "", defaultOperator(), "who "+name+"s it (shown by status, /readyz, metrics and the workers' logs)")
 	var reason, dur *setting
 	if !resume {
@@ -63,13 +63,29 @@ func parseHold(p process, args []string, resume bool) (*pauseCmd, error) {
 	if c.conn == nil {
 		return nil, k.brokers.errorf("is required (%s)", k.brokers.usage)
 	}
-	switch c.slotTopic = slots.String(); c.slotTopic {
-	case "<topic>.slots", "":
-		t, err := topic.required()
-		if err != nil {
+	var apps *appsFile
+	if path := strings.TrimSpace(p.getenv("TIM_APPS_FILE")); path != "" {
+		if apps, err = loadAppsFile(path); apps == nil {
 			return nil, err
 		}
-		c.slotTopic = t + ".slots"
+		if topic.String() == "" && len(apps.Apps) > 0 && len(apps.Apps[0].Topics) > 0 {
+			topic.val = apps.Apps[0].Topics[0] // as run names the claims log
+		}
+	}
+	switch c.slotTopic = slots.String(); c.slotTopic {
+	case "<topic>.slots", "":
+		if _, err := topic.required(); err != nil {
+			return nil, err
+		}
+		c.slotTopic = topic.list()[0] + ".slots" // the first of several, as run
+	}
+	if apps != nil {
+		// --app may name an app of the apps file.
+		for _, a := range apps.Apps {
+			if a.Name != "" && a.Name == app.String() {
+				app.val = strconv.Itoa(a.SDKAppID)
+			}
+		}
 	}
 	which := app
 	if app.String() == "" {
