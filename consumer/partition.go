@@ -336,11 +336,7 @@ func (p *partition) route(start func(*stream)) error {
 		rec := it.rec
 		m := rec.msg
 		p.w.metrics.recordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
-		a, ie := p.w.apps.route(rec)
-		if rec.filtered {
-			ie = nil // filtered out whatever its app: never sent
-		}
-		routeFailed(rec, ie)
+		a := p.appOf(rec)
 		p.mu.Lock()
 		s, known := p.streams[a]
 		if !known {
@@ -550,23 +546,11 @@ func (p *partition) pump(records chan<- item) {
 		if res.Aborted > 0 {
 			p.log.Debug("skipped records of aborted transactions", zap.Int("records", res.Aborted))
 		}
-		fetched := time.Now()
-		over := res.Oversized
-		for i := 0; i < len(res.Records) || len(over) > 0; {
-			var rec *record
-			if len(over) > 0 && (i == len(res.Records) || over[0].Offset < res.Records[i].Offset) {
-				rec = p.oversized(over[0], fetched)
-				over = over[1:]
-			} else {
-				if rec = p.decode(ctx, res.Records[i], fetched); rec == nil {
-					return
-				}
-				i++
-			}
-			if !send(item{rec: rec}) {
-				return
-			}
+		if !p.eachRecord(ctx, res, func(rec *record) bool {
 			handed = rec.msg.Offset + 1
+			return send(item{rec: rec})
+		}) {
+			return
 		}
 		if f.Next > handed {
 			if !send(item{skipTo: f.Next}) {
@@ -594,6 +578,41 @@ func (p *partition) pump(records chan<- item) {
 			}
 		}
 	}
+}
+
+// eachRecord hands yield the records of a fetch in offset order, each
+// decoded once, and a record for each run of them over a limit
+// (oversized). It is false when yield or decoding stopped (ctx ended).
+func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yield func(*record) bool) bool {
+	fetched := time.Now()
+	over := res.Oversized
+	for i := 0; i < len(res.Records) || len(over) > 0; {
+		var rec *record
+		if len(over) > 0 && (i == len(res.Records) || over[0].Offset < res.Records[i].Offset) {
+			rec = p.oversized(over[0], fetched)
+			over = over[1:]
+		} else {
+			if rec = p.decode(ctx, res.Records[i], fetched); rec == nil {
+				return false
+			}
+			i++
+		}
+		if !yield(rec) {
+			return false
+		}
+	}
+	return true
+}
+
+// appOf returns rec's app (nil: none), making rec a record to dead-letter
+// when no app could be found for it; a record the mapping filtered out
+// stays filtered whatever its app.
+func (p *partition) appOf(rec *record) *app {
+	a, ie := p.w.apps.route(rec)
+	if !rec.filtered {
+		routeFailed(rec, ie)
+	}
+	return a
 }
 
 // outOfRange moves the fetcher back inside the log when its offset is

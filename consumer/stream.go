@@ -277,27 +277,17 @@ func (s *stream) reread(from int64) error {
 			}
 			return fmt.Errorf("read the app's records again from offset %d: %w", s.reader.Next, err)
 		}
-		over := res.Oversized
 		kept := 0
-		for i := 0; i < len(res.Records) || len(over) > 0; {
-			var rec *record
-			if len(over) > 0 && (i == len(res.Records) || over[0].Offset < res.Records[i].Offset) {
-				rec = p.oversized(over[0], p.w.cfg.Now())
-				over = over[1:]
-			} else {
-				if rec = p.decode(s.taking, res.Records[i], p.w.cfg.Now()); rec == nil {
-					return p.ended(errors.New("decoding stopped"))
-				}
-				i++
-			}
-			// Every record of the app read is kept, past the router's
-			// position too: the router drops those once the gap closes
-			// (skipBelow).
-			if a, ie := p.w.apps.route(rec); a == s.app {
-				routeFailed(rec, ie)
+		// Every record of the app read is kept, past the router's position
+		// too: the router drops those once the gap closes (skipBelow).
+		if !p.eachRecord(s.taking, res, func(rec *record) bool {
+			if p.appOf(rec) == s.app {
 				s.ahead = append(s.ahead, rec)
 				kept++
 			}
+			return true
+		}) {
+			return p.ended(errors.New("decoding stopped"))
 		}
 		p.mu.Lock()
 		s.gap = s.reader.Next
