@@ -15,7 +15,7 @@ import (
 // large for the topic) with writeHeld, observes the outcome, then writes
 // its receipt.
 func (s *stream) deadLetter(c *call, m *record) error {
-	w, msg, log := s.w, m.msg, s.memberLog(m)
+	w, msg, log := s.w, m.msg, c.obs.memberLog(m)
 	f := c.failure(m)
 	f.FailedAt = w.cfg.Now()
 	if s.app != nil && w.apps.single == nil {
@@ -41,7 +41,7 @@ func (s *stream) deadLetter(c *call, m *record) error {
 	if truncations > 0 {
 		w.metrics.recordDeadLetterTruncated()
 	}
-	s.outcome(c, m, &f)
+	c.obs.outcome(c, m, &f)
 	if w.receipts == nil {
 		return nil
 	}

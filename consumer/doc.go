@@ -36,9 +36,9 @@
 //	               the calls in flight as metadata; commits (only a lost
 //	               generation rejoins; any other refusal holds)
 //	offsets.go     offset commits and reads, the in-flight record read back
-//	observe.go     the path's named points: attempt, outcome, commit, and
-//	               what each makes (spans, metrics, outcome logs,
-//	               Config.OnOutcome)
+//	observe.go     the observer each call carries: a record joining a
+//	               call, attempts, outcomes, receipts, the commit, and what
+//	               each makes (spans, metrics, outcome logs, Config.OnOutcome)
 //	health.go      holds (sends stuck), read failures, notes for /readyz
 //	wait.go        sleepCtx
 //	metrics.go     Prometheus metrics

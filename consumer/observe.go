@@ -17,44 +17,59 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
-// Observing the settle path at its named points: a record joins a call
-// (startSpan), an API attempt (attempt), a final outcome (outcome), a
-// commit (committed). Spans, metrics, the outcome callback and the log
-// lines of outcomes live here, not in the delivery logic.
+// Observing a call's life: one observer per stream, carried by each of
+// its calls (call.obs), sees a record join a call (joined), every API
+// attempt (attempt), the final outcome (outcome, already), the receipts
+// (receipts) and the commit (committed). Spans, metrics, the outcome
+// callback and the log lines of outcomes live here, not in the delivery
+// logic.
 
-// startSpan starts rec's span, from its fetch, when it joins a call; a
+// observer observes the calls of one stream (one app's share of one
+// partition).
+type observer struct {
+	w      *Worker
+	tp     topicPartition
+	app    *app // nil: records of no app
+	urgent bool
+	log    *zap.Logger
+	// label is the app in per-app metrics: its name with an apps file
+	// ("none" for records of no app), "" without.
+	label string
+}
+
+// newObserver returns the observer of s's calls.
+func (s *stream) newObserver() *observer {
+	o := &observer{w: s.w, tp: s.tp, app: s.app, urgent: s.urgent, log: s.log}
+	if s.w.apps.single == nil {
+		o.label = s.tp.app
+	}
+	return o
+}
+
+// joined starts rec's span, from its fetch, when it joins a call; a
 // record's span is started once.
-func (s *stream) startSpan(rec *record) {
+func (o *observer) joined(rec *record) {
 	if rec.span == nil {
-		rec.span = s.w.eventSpan(rec.msg, rec.at)
-		if rec.span != nil && s.app != nil && s.w.apps.single == nil {
-			rec.span.SetAttributes(AttrApp.String(s.app.Name), AttrSDKAppID.Int64(int64(s.app.SDKAppID)))
+		rec.span = o.w.eventSpan(rec.msg, rec.at)
+		if rec.span != nil && o.app != nil && o.label != "" {
+			rec.span.SetAttributes(AttrApp.String(o.app.Name), AttrSDKAppID.Int64(int64(o.app.SDKAppID)))
 		}
 	}
 }
 
-// memberLog is the partition's logger for one record: its offset, Random
+// memberLog is the stream's logger for one record: its offset, Random
 // (once decoded), trace_id and span_id (see eventTraceFields).
-func (s *stream) memberLog(rec *record) *zap.Logger {
-	log := s.log.With(zap.Int64("offset", rec.msg.Offset))
+func (o *observer) memberLog(rec *record) *zap.Logger {
+	log := o.log.With(zap.Int64("offset", rec.msg.Offset))
 	if rec.ev != nil {
 		log = log.With(zap.Uint32("random", rec.ev.Message.Random))
 	}
-	return log.With(s.w.eventTraceFields(rec)...)
+	return log.With(o.w.eventTraceFields(rec)...)
 }
 
-// appLabel is the stream's app in per-app metrics: its name with an apps
-// file ("none" for records of no app), "" without.
-func (s *stream) appLabel() string {
-	if s.w.apps.single != nil {
-		return ""
-	}
-	return s.tp.app
-}
-
-// attempt observes one API attempt of c.
-func (s *stream) attempt(c *call, a sender.Attempt) {
-	w := s.w
+// attempt observes one API attempt of c: its times, its span, and a
+// failure as the stream's hold's.
+func (o *observer) attempt(c *call, a sender.Attempt) {
 	if c.first.IsZero() {
 		c.first = a.Start
 	}
@@ -63,57 +78,50 @@ func (s *stream) attempt(c *call, a sender.Attempt) {
 	if parent == nil {
 		parent = c.members[0].span
 	}
-	w.tr.attempt(parent, a, c.random)
+	o.w.tr.attempt(parent, a, c.random)
 	if a.Code != sender.CodeOK {
-		w.holds.fail(s.tp, a.Start, attemptError(a))
-	}
-	if a.Code >= 0 {
-		s.app.sched.Answered(sender.IsRateLimit(a.Code))
-	}
-	if a.Uncertain && !c.unknownRecorded {
-		c.unknownRecorded = true
-		s.recordUnknown(c, c.uncertain.Since())
+		o.w.holds.fail(o.tp, a.Start, attemptError(a))
 	}
 }
 
 // outcome observes a final outcome: member m filtered out by the
 // mapping, every member of c delivered (f nil), or member m dead-lettered
 // with f.
-func (s *stream) outcome(c *call, m *record, f *wire.Failure) {
-	w := s.w
+func (o *observer) outcome(c *call, m *record, f *wire.Failure) {
+	w := o.w
 	if c.res == resultFiltered {
 		w.metrics.recordSkipped("filtered", 1)
 		c.log.Debug("record filtered out by the mapping (TIM_MAP): committed, not sent")
 		if m.span != nil {
 			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeFiltered))
 		}
-		s.report(m, Outcome{Filtered: true})
-		w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeFiltered, 1)
+		o.report(m, Outcome{Filtered: true})
+		w.metrics.recordAppEvents(o.label, wire.OutcomeFiltered, 1)
 		return
 	}
 	if f == nil {
 		for _, m := range c.members {
 			w.metrics.recordDelivered(1)
 			w.metrics.recordLane(m.msg.Topic, "delivered")
-			if s.urgent && !m.msg.Time.IsZero() && !c.at.IsZero() {
+			if o.urgent && !m.msg.Time.IsZero() && !c.at.IsZero() {
 				w.metrics.observeUrgentDelay(c.at.Sub(m.msg.Time))
 			}
 			if m.span != nil {
 				m.span.SetAttributes(AttrOutcome.String(wire.OutcomeDelivered), AttrMsgSeq.Int64(int64(c.msgSeq)),
 					AttrAttempts.Int(c.attempts), AttrRandom.Int64(int64(m.ev.Message.Random)), AttrCallEvents.Int(len(c.members)))
 			}
-			s.report(m, Outcome{Delivered: true, MsgSeq: c.msgSeq, Attempts: c.attempts})
+			o.report(m, Outcome{Delivered: true, MsgSeq: c.msgSeq, Attempts: c.attempts})
 		}
 		w.metrics.recordRetries(c.attempts)
-		w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeDelivered, len(c.members))
-		w.metrics.setAppLastCall(s.appLabel(), c.final)
+		w.metrics.recordAppEvents(o.label, wire.OutcomeDelivered, len(c.members))
+		w.metrics.setAppLastCall(o.label, c.final)
 		c.log.Debug("delivered", zap.Uint64("msg_seq", c.msgSeq), zap.Int("attempts", c.attempts), zap.Int("events", len(c.members)))
 		return
 	}
 	w.metrics.recordDeadLettered(f.Reason)
-	w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeDeadLettered, 1)
+	w.metrics.recordAppEvents(o.label, wire.OutcomeDeadLettered, 1)
 	w.metrics.recordLane(m.msg.Topic, "dead_lettered")
-	s.memberLog(m).Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
+	o.memberLog(m).Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
 	if m.span != nil {
 		m.span.SetAttributes(AttrOutcome.String(wire.OutcomeDeadLettered), AttrReason.String(f.Reason),
@@ -122,12 +130,12 @@ func (s *stream) outcome(c *call, m *record, f *wire.Failure) {
 			m.span.SetAttributes(AttrRandom.Int64(int64(f.Random)))
 		}
 	}
-	s.report(m, Outcome{DeadLetter: f, Attempts: f.Attempts})
+	o.report(m, Outcome{DeadLetter: f, Attempts: f.Attempts})
 }
 
 // committed observes the commit past members: their spans end, with err
 // when they end uncommitted. An ended span ignores a second end.
-func (s *stream) committed(members []*record, err error) {
+func (o *observer) committed(members []*record, err error) {
 	for _, m := range members {
 		end(m.span, err)
 	}
@@ -156,21 +164,46 @@ func attemptError(a sender.Attempt) string {
 	return "code " + strconv.Itoa(a.Code) + " " + a.Info
 }
 
+// already observes the members of c, below the delivered log's
+// watermark floor: never sent, their outcome already_delivered.
+func (o *observer) already(c *call, floor int64) {
+	w := o.w
+	w.metrics.recordSkipped("already_delivered", int64(len(c.members)))
+	w.metrics.recordAppEvents(o.label, wire.OutcomeAlreadyDelivered, len(c.members))
+	c.log.Info("already delivered (delivered log): committed without sending", zap.Int("records", len(c.members)),
+		zap.Int64("last_offset", c.lastOffset()), zap.Int64("delivered_watermark", floor))
+	for _, m := range c.members {
+		w.metrics.recordLane(m.msg.Topic, wire.OutcomeAlreadyDelivered)
+		if m.span != nil {
+			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeAlreadyDelivered))
+		}
+		o.report(m, Outcome{AlreadyDelivered: true})
+	}
+}
+
+// receipts observes receipts rs written, the write taking took.
+func (o *observer) receipts(rs []wire.Receipt, took time.Duration) {
+	o.w.metrics.observeReceiptWrite(took)
+	for _, r := range rs {
+		o.w.metrics.recordReceipt(r.Outcome)
+	}
+}
+
 // report passes a final outcome to Config.OnOutcome.
-func (s *stream) report(rec *record, o Outcome) {
-	if s.w.cfg.OnOutcome == nil {
+func (o *observer) report(rec *record, out Outcome) {
+	if o.w.cfg.OnOutcome == nil {
 		return
 	}
 	m := rec.msg
-	o.Topic, o.Partition, o.Offset, o.Key, o.Produced = m.Topic, m.Partition, m.Offset, m.Key, m.Time
-	if s.app != nil && s.w.apps.single == nil {
-		o.App = s.app.Name
+	out.Topic, out.Partition, out.Offset, out.Key, out.Produced = m.Topic, m.Partition, m.Offset, m.Key, m.Time
+	if o.label != "" && o.app != nil {
+		out.App = o.app.Name
 	}
 	if rec.ev != nil {
-		o.Random = rec.ev.Message.Random
-		o.Message = &rec.ev.Message
+		out.Random = rec.ev.Message.Random
+		out.Message = &rec.ev.Message
 	}
-	s.w.cfg.OnOutcome(o)
+	o.w.cfg.OnOutcome(out)
 }
 
 // Outcome is the final outcome of one record.

@@ -60,16 +60,16 @@ func (s *stream) already(rec *record) *call {
 	}
 	s.ahead = s.ahead[len(members)-1:]
 	for _, m := range members {
-		s.startSpan(m)
+		s.obs.joined(m)
 	}
 	log := s.log.With(zap.Int64("offset", rec.msg.Offset))
-	return &call{members: members, res: resultAlready, log: log}
+	return &call{obs: s.obs, members: members, res: resultAlready, log: log}
 }
 
 // lone returns the call for rec alone, its span started.
 func (s *stream) lone(rec *record) *call {
-	s.startSpan(rec)
-	c := &call{members: []*record{rec}, log: s.memberLog(rec)}
+	s.obs.joined(rec)
+	c := &call{obs: s.obs, members: []*record{rec}, log: s.obs.memberLog(rec)}
 	if rec.ev != nil {
 		c.body, c.random = rec.ev.Body, rec.ev.Message.Random
 	}
@@ -130,7 +130,7 @@ func (s *stream) pack(c *call) {
 	s.ahead = s.ahead[lo-1:]
 	c.members, c.body, c.random = members[:lo], best.body, best.random
 	for _, m := range c.members[1:] {
-		s.startSpan(m)
+		s.obs.joined(m)
 	}
 	c.log = s.log.With(zap.Int64("offset", head.msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.random))
 	if lo == 1 {
@@ -158,10 +158,10 @@ func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call, error) {
 	}
 	decoded := true
 	for _, r := range got {
-		s.startSpan(r)
+		s.obs.joined(r)
 		decoded = decoded && r.ev != nil
 	}
-	whole := &call{members: got, random: f.Random, attempted: true, log: log}
+	whole := &call{obs: s.obs, members: got, random: f.Random, attempted: true, log: log}
 	if len(got) == 0 {
 		return nil, nil
 	}

@@ -42,9 +42,6 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 	if err := s.writeHeld(log, "receipt write", w.receipts, members[0].msg.Offset, msgs, spans, refused); err != nil {
 		return err
 	}
-	w.metrics.observeReceiptWrite(time.Since(start))
-	for _, r := range rs {
-		w.metrics.recordReceipt(r.Outcome)
-	}
+	s.obs.receipts(rs, time.Since(start))
 	return nil
 }

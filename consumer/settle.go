@@ -40,6 +40,8 @@ const (
 // order), what the planner decided about it and, once settled, how it
 // ended.
 type call struct {
+	// obs observes the call's life (observe.go).
+	obs     *observer
 	members []*record
 	body    []byte
 	random  uint32 // the call's Random
@@ -171,7 +173,10 @@ func (s *stream) send(c *call) (err error) {
 	}
 	ctx = sender.WithTrace(ctx, &sender.Trace{
 		Leaving: func(at time.Time) { turn.Left(w.onScheduleClock(at)) },
-		Attempt: func(a sender.Attempt) { s.attempt(c, a) },
+		Attempt: func(a sender.Attempt) {
+			c.obs.attempt(c, a)
+			s.answered(c, a)
+		},
 	})
 	ctx = sender.WithUncertain(ctx, &c.uncertain)
 	started := w.cfg.Now()
@@ -282,6 +287,18 @@ func (s *stream) send(c *call) (err error) {
 	}
 }
 
+// answered follows an attempt of c for the call schedule (an answer,
+// rate limited or not) and the delivered log (an unknown outcome, once).
+func (s *stream) answered(c *call, a sender.Attempt) {
+	if a.Code >= 0 {
+		s.app.sched.Answered(sender.IsRateLimit(a.Code))
+	}
+	if a.Uncertain && !c.unknownRecorded {
+		c.unknownRecorded = true
+		s.recordUnknown(c, c.uncertain.Since())
+	}
+}
+
 // ready finishes the call before its first attempt: packs a merge call and
 // records the call as in flight, once each.
 func (s *stream) ready(c *call) error {
@@ -310,7 +327,7 @@ func (s *stream) ready(c *call) error {
 func (s *stream) delivered(c *call) error {
 	w := s.w
 	if !c.recorded {
-		s.outcome(c, nil, nil)
+		c.obs.outcome(c, nil, nil)
 		if w.receipts != nil {
 			d := wire.Delivered{MsgSeq: c.msgSeq, Attempts: c.attempts, FirstAttempt: c.first, Call: c.at, Final: c.final}
 			if err := s.recordInFlight(c, &d); err != nil {
@@ -341,17 +358,7 @@ func (s *stream) delivered(c *call) error {
 // with a receipt topic, their receipts. They are never sent.
 func (s *stream) alreadyDelivered(c *call) error {
 	w := s.w
-	w.metrics.recordSkipped("already_delivered", int64(len(c.members)))
-	w.metrics.recordAppEvents(s.appLabel(), wire.OutcomeAlreadyDelivered, len(c.members))
-	c.log.Info("already delivered (delivered log): committed without sending", zap.Int("records", len(c.members)),
-		zap.Int64("last_offset", c.lastOffset()), zap.Int64("delivered_watermark", s.floor))
-	for _, m := range c.members {
-		w.metrics.recordLane(m.msg.Topic, wire.OutcomeAlreadyDelivered)
-		if m.span != nil {
-			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeAlreadyDelivered))
-		}
-		s.report(m, Outcome{AlreadyDelivered: true})
-	}
+	c.obs.already(c, s.floor)
 	if w.receipts == nil {
 		return nil
 	}
@@ -370,7 +377,7 @@ func (s *stream) alreadyDelivered(c *call) error {
 // its outcome and, with a receipt topic, its receipt.
 func (s *stream) filtered(c *call) error {
 	m := c.members[0]
-	s.outcome(c, m, nil)
+	c.obs.outcome(c, m, nil)
 	if s.w.receipts == nil {
 		return nil
 	}
@@ -432,6 +439,6 @@ func (s *stream) commitPast(c *call, members ...*record) error {
 	if err == nil && committed <= last && c.res != resultDelivered && c.res != resultAlready {
 		err = s.recordSettled(last)
 	}
-	s.committed(members, err)
+	c.obs.committed(members, err)
 	return err
 }

@@ -28,6 +28,7 @@ type stream struct {
 	app *app // nil: the records no app could be found for (dead-lettered)
 	tp  topicPartition
 	log *zap.Logger
+	obs *observer // observes each of its calls
 
 	// Shared with the partition's router, under partition.mu.
 	queue  []*record
@@ -74,6 +75,7 @@ func (p *partition) newStream(a *app) *stream {
 			s.log = s.log.With(zap.Uint64("sdkappid", a.SDKAppID))
 		}
 	}
+	s.obs = s.newObserver()
 	return s
 }
 
