@@ -160,3 +160,34 @@ func TestMergeMixedStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestMergeFirstCallFull: a backlog in one partition, envelope mode. Every
+// call but the last is packed to within 10% of the 12,000-byte limit, the
+// first included: a merge call waits (briefly) for the router to hand over
+// what the pump has fetched, instead of leaving with the handful of
+// records routed when its slot came.
+func TestMergeFirstCallFull(t *testing.T) {
+	e := newEnv(t, consumertest.Start(t), 1, sendertest.Options{})
+	msgs, want, _ := alternating(600, []string{"ka", "kb", "kc"})
+	if err := e.kafka.Produce(context.Background(), e.topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	e.start(func(c *consumer.Config, s *sender.Config) {
+		c.Merge, c.MergeEnvelope = true, true
+		s.Rate = 20
+	})
+	e.waitCommitted(2 * time.Minute)
+	checkExactlyOnce(t, deliveredEvents(e.emu), want)
+	ds := e.emu.Delivered()
+	sizes := make([]int, len(ds))
+	for i, d := range ds {
+		sizes[i] = len(d.Body)
+	}
+	t.Logf("%d events in %d calls, bodies %v", len(want), len(ds), sizes)
+	for i, n := range sizes[:len(sizes)-1] {
+		if n < sender.MaxBodyBytes*9/10 {
+			t.Errorf("call %d of %d carries %d bytes, want at least %d (90%% of the limit): it left before the records already fetched were handed to it",
+				i+1, len(sizes), n, sender.MaxBodyBytes*9/10)
+		}
+	}
+}

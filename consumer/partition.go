@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -168,7 +169,13 @@ type partition struct {
 	routed   int64
 	pending  []wire.AppInFlight
 	resuming int
-	adv      chan struct{}
+	// packing counts the streams waiting for the router to catch up with
+	// the pump (caughtUp).
+	packing int
+	adv     chan struct{}
+	// fetched is the offset after the pump's last fetch: the router has
+	// handed over everything in memory once routed reaches it.
+	fetched atomic.Int64
 }
 
 // newPartition builds the partition tp of generation gen.
@@ -263,6 +270,7 @@ func (p *partition) session() error {
 	p.records, p.committedAt = records, start
 	p.commits = newCommitter(p, max(committed, start))
 	p.streams, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, start, inflight, 0, make(chan struct{})
+	p.fetched.Store(start)
 	p.routerDone = make(chan struct{})
 	p.deliveredSince, p.readSince = p.readSince, time.Now() // a later session reads what was written meanwhile
 	pumpAndGrace.Go(func() { p.pump(records) })
@@ -363,9 +371,10 @@ func (p *partition) route(start func(*stream)) error {
 	}
 }
 
-// movedLocked wakes the streams resuming a call: the router moved.
+// movedLocked wakes the streams resuming a call or packing one: the
+// router moved.
 func (p *partition) movedLocked() {
-	if p.resuming > 0 {
+	if p.resuming > 0 || p.packing > 0 {
 		close(p.adv)
 		p.adv = make(chan struct{})
 	}
@@ -376,6 +385,47 @@ func (p *partition) advanced() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.adv
+}
+
+// maxCatchUp bounds how long a merge call waits for the router to hand
+// over what the pump has fetched (caughtUp): decoding what is in memory,
+// never a fetch.
+const maxCatchUp = 50 * time.Millisecond
+
+// caughtUp waits, at most maxCatchUp, until the router has handed the
+// streams every record the pump has fetched. A merge call packs when its
+// slot comes; without this, the first call of a backlog leaves with the
+// few records the router had reached when the stream woke, while the rest
+// of the fetch sits decoded in memory.
+func (p *partition) caughtUp() {
+	deadline := time.NewTimer(maxCatchUp)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		if p.routed >= p.fetched.Load() {
+			p.mu.Unlock()
+			return
+		}
+		p.packing++
+		adv := p.adv
+		p.mu.Unlock()
+		var done bool
+		select {
+		case <-adv:
+		case <-deadline.C:
+			done = true
+		case <-p.routerDone:
+			done = true
+		case <-p.taking.Done():
+			done = true
+		}
+		p.mu.Lock()
+		p.packing--
+		p.mu.Unlock()
+		if done {
+			return
+		}
+	}
 }
 
 // routedNow is the offset after the last item routed.
@@ -540,6 +590,7 @@ func (p *partition) pump(records chan<- item) {
 			continue
 		}
 		bo.Reset()
+		p.fetched.Store(f.Next)
 		w.reads.ok(p.tp)
 		w.metrics.recordSkipped("aborted_transaction", int64(res.Aborted))
 		w.metrics.recordSkipped("transaction_marker", int64(res.Markers))

@@ -81,6 +81,7 @@ func (s *stream) lone(rec *record) *call {
 // that fits (a binary search: a few encodings however many events wait, so
 // packing barely delays the call).
 func (s *stream) pack(c *call) {
+	s.caughtUp()
 	head := c.members[0]
 	members := []*record{head}
 	limit := s.w.cfg.MergeMaxBytes
