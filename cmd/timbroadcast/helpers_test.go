@@ -106,6 +106,31 @@ func leanBinary(tb testing.TB) string {
 	return lean.path
 }
 
+var release struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// releaseBinary is the binary as users run it (make build: no race
+// detector), for tests that measure a rate or memory at scale: under
+// -race the worker runs several times slower and bigger. Without -race it
+// is the binary the tests use.
+func releaseBinary(tb testing.TB) string {
+	tb.Helper()
+	if !raceEnabled || buildDir == "" {
+		return binary
+	}
+	release.once.Do(func() {
+		release.path = filepath.Join(buildDir, "timbroadcast-release")
+		release.err = build(release.path, false)
+	})
+	if release.err != nil {
+		tb.Fatalf("build without -race: %v", release.err)
+	}
+	return release.path
+}
+
 const (
 	appID = "1400000001"
 	admin = "administrator"
