@@ -39,6 +39,38 @@ type app struct {
 	sched *schedule.Schedule
 	// label is the metrics' app label (Name, or "default").
 	label string
+
+	// waiting is, per stream of the app, the timestamp of the oldest
+	// record it holds without a final outcome: their minimum is the app's
+	// timbroadcast_app_oldest_waiting_timestamp_seconds.
+	waitMu  sync.Mutex
+	waiting map[*stream]time.Time
+}
+
+// setWaiting records the timestamp of s's oldest record without an
+// outcome (zero: none) and shows the app's oldest in m (with an apps
+// file; metricsLabel is then the app's name).
+func (a *app) setWaiting(m *Metrics, metricsLabel string, s *stream, at time.Time) {
+	if a == nil || metricsLabel == "" {
+		return
+	}
+	a.waitMu.Lock()
+	defer a.waitMu.Unlock()
+	if at.IsZero() {
+		delete(a.waiting, s)
+	} else {
+		if a.waiting == nil {
+			a.waiting = map[*stream]time.Time{}
+		}
+		a.waiting[s] = at
+	}
+	var oldest time.Time
+	for _, t := range a.waiting {
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	m.setAppOldestWaiting(metricsLabel, oldest)
 }
 
 // appSet is the apps a worker serves and how a record finds its own

@@ -48,6 +48,7 @@ type Metrics struct {
 	appEvents   *prometheus.CounterVec
 	appPaused   *prometheus.GaugeVec
 	appLastCall *prometheus.GaugeVec
+	appOldest   *prometheus.GaugeVec
 
 	laneEvents  *prometheus.CounterVec
 	laneWaiting *prometheus.GaugeVec
@@ -171,7 +172,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.appLastCall = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "timbroadcast_app_last_call_timestamp_seconds", Help: "When an app's last call answered OK (Unix seconds; TIM_APPS_FILE).",
 	}, []string{"app"})
-	reg.MustRegister(m.appEvents, m.appPaused, m.appLastCall)
+	m.appOldest = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "timbroadcast_app_oldest_waiting_timestamp_seconds",
+		Help: "The record timestamp (Unix seconds) of an app's oldest record this worker has read and not yet settled; no series while none waits (TIM_APPS_FILE). time() minus it is how far the app is behind.",
+	}, []string{"app"})
+	reg.MustRegister(m.appEvents, m.appPaused, m.appLastCall, m.appOldest)
 	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused, m.held,
 		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate, m.grants)
 	// The label values known in advance start at 0, so dashboards and
@@ -342,6 +347,19 @@ func (m *Metrics) setAppLastCall(app string, t time.Time) {
 		return
 	}
 	m.appLastCall.WithLabelValues(app).Set(float64(t.UnixNano()) / 1e9)
+}
+
+// setAppOldestWaiting shows the timestamp of app's oldest record without
+// an outcome; zero removes the series (nothing waits).
+func (m *Metrics) setAppOldestWaiting(app string, t time.Time) {
+	if m == nil || app == "" {
+		return
+	}
+	if t.IsZero() {
+		m.appOldest.DeleteLabelValues(app)
+		return
+	}
+	m.appOldest.WithLabelValues(app).Set(float64(t.UnixNano()) / 1e9)
 }
 
 func (m *Metrics) setPaused(p bool) {

@@ -294,6 +294,9 @@ func (p *partition) session() error {
 		fail(err)
 	}
 	streams.Wait()
+	for _, s := range p.streams {
+		s.app.setWaiting(p.w.metrics, s.obs.label, s, time.Time{}) // what it held waits for the next session or owner
+	}
 	return first
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -40,7 +41,9 @@ type stream struct {
 	// them again. skipBelow: the router drops the stream's records below
 	// it (read again already).
 	gap, skipBelow int64
-	wake           chan struct{}
+	// gapAt is the timestamp of the record at gap.
+	gapAt time.Time
+	wake  chan struct{}
 	// resume is the call recorded as in flight for the stream's app
 	// when the session began, until the stream has rebuilt it.
 	resume *wire.AppInFlight
@@ -90,9 +93,10 @@ func (s *stream) pushLocked(rec *record) {
 	}
 	if s.low == noLow {
 		s.low = off
+		s.app.setWaiting(s.w.metrics, s.obs.label, s, recordTime(rec))
 	}
 	if s.gap < 0 && s.w.apps.single == nil && s.full() {
-		s.gap = off
+		s.gap, s.gapAt = off, recordTime(rec)
 		s.log.Info("the stream holds its bound of records: it reads the rest again from the partition once it has settled these",
 			zap.Int64("from_offset", off), zap.Int("records", len(s.queue)), zap.Int64("bytes", s.qbytes))
 	}
@@ -134,6 +138,14 @@ func (s *stream) poke() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// recordTime is r's timestamp, or when it was fetched when it has none.
+func recordTime(r *record) time.Time {
+	if r.msg.Time.IsZero() {
+		return r.at
+	}
+	return r.msg.Time
 }
 
 func recordBytes(r *record) int64 {
@@ -307,34 +319,37 @@ func (s *stream) settled(last int64) (int64, error) {
 	p := s.partition
 	s.settledTo = last + 1
 	p.mu.Lock()
-	s.low = s.lowLocked()
+	var at time.Time
+	s.low, at = s.lowLocked()
 	p.mu.Unlock()
+	s.app.setWaiting(s.w.metrics, s.obs.label, s, at)
 	return p.commits.advance(s)
 }
 
-// lowLocked is the stream's first offset without an outcome.
-func (s *stream) lowLocked() int64 {
+// lowLocked is the stream's first offset without an outcome, and that
+// record's timestamp.
+func (s *stream) lowLocked() (int64, time.Time) {
 	for _, m := range s.open {
 		if m.msg.Offset >= s.settledTo {
-			return m.msg.Offset
+			return m.msg.Offset, recordTime(m)
 		}
 	}
 	if c := s.cur; c != nil { // a merge call packed once its slot came
 		for _, m := range c.members {
 			if m.msg.Offset >= s.settledTo {
-				return m.msg.Offset
+				return m.msg.Offset, recordTime(m)
 			}
 		}
 	}
 	switch {
 	case len(s.ahead) > 0:
-		return s.ahead[0].msg.Offset
+		return s.ahead[0].msg.Offset, recordTime(s.ahead[0])
 	case len(s.queue) > 0:
-		return s.queue[0].msg.Offset
+		return s.queue[0].msg.Offset, recordTime(s.queue[0])
 	case s.gap >= 0:
-		return s.gap
+		return s.gap, s.gapAt
 	}
-	return noLow
+	return noLow, time.Time{}
 }
 
 // resumed returns the calls that finish the call recorded in flight for
