@@ -75,6 +75,11 @@ type Log struct {
 	dirty   map[uint64]bool
 	wrote   chan struct{}
 	started bool
+	// joining are the apps added while the log runs, for the reader to
+	// start (their chains read from the log); cutRead ends the reader's
+	// wait for records so that it does at once.
+	joining map[uint64]*pacer
+	cutRead context.CancelFunc
 	// logErr is why the claims log cannot be used now (nil: it can).
 	logErr error
 	// newerSeen says a record of a newer claims version was met (warned
@@ -97,23 +102,59 @@ func NewLog(cfg LogConfig) *Log {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	l := &Log{store: cfg.Store, clock: newBrokerClock(local), local: local, log: log, id: hex.EncodeToString(b),
-		defaultApp: cfg.DefaultApp, apps: map[uint64]*pacer{}, dirty: map[uint64]bool{}, wrote: make(chan struct{}, 1)}
+		defaultApp: cfg.DefaultApp, apps: map[uint64]*pacer{}, dirty: map[uint64]bool{}, wrote: make(chan struct{}, 1),
+		joining: map[uint64]*pacer{}}
 	l.readSeen.Store(-1)
 	return l
 }
 
-// add registers an app's slots; before Run.
+// add registers an app's slots. Added while the log runs (an app added to
+// the apps file), the app joins once the reader has read its chain from
+// the log (its latest snapshot and the records after it), as at start:
+// until then its calls wait.
 func (l *Log) add(app uint64, p *pacer) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.started {
-		return errors.New("schedule: an app added to a running claims log")
-	}
 	if _, dup := l.apps[app]; dup {
 		return errors.New("schedule: an app added twice to one claims log")
 	}
 	l.apps[app] = p
+	if l.started {
+		l.joining[app] = p
+		if l.cutRead != nil {
+			l.cutRead()
+		}
+	}
 	return nil
+}
+
+// join starts the apps added while the log runs, on the reader's
+// goroutine: each one's chain as the log holds it now (records the reader
+// meets again after are ignored by the chain, which has seen them). It
+// returns the apps it could not read yet (retried at the next turn).
+func (l *Log) join(ctx context.Context, apps map[uint64]*pacer, caughtUp bool) error {
+	l.mu.Lock()
+	joining := l.joining
+	l.joining = map[uint64]*pacer{}
+	l.mu.Unlock()
+	var failed error
+	for app, p := range joining {
+		c, err := l.current(ctx, app, p)
+		if err != nil {
+			l.mu.Lock()
+			l.joining[app] = p
+			l.mu.Unlock()
+			failed = err
+			continue
+		}
+		apps[app] = p
+		p.started(c)
+		if caughtUp {
+			p.caughtUp()
+		}
+		l.log.Info("an app added while running joined the claims log", zap.Uint64("sdkappid", app))
+	}
+	return failed
 }
 
 // appOf is the app a record belongs to.
@@ -312,9 +353,34 @@ func (l *Log) readLoop(ctx context.Context) {
 		catchUp()
 	}
 	for {
-		recs, n, err := l.store.read(ctx, next)
+		l.mu.Lock()
+		joining := len(l.joining) > 0
+		l.mu.Unlock()
+		if joining {
+			if err := l.join(ctx, apps, caughtUp); err != nil {
+				if !fail(err, "cannot read the claims log for an app added while running; retrying") {
+					return
+				}
+				continue
+			}
+		}
+		readCtx, cut := context.WithCancel(ctx)
+		l.mu.Lock()
+		l.cutRead = cut
+		if len(l.joining) > 0 {
+			cut() // added meanwhile
+		}
+		l.mu.Unlock()
+		recs, n, err := l.store.read(readCtx, next)
+		l.mu.Lock()
+		l.cutRead = nil
+		l.mu.Unlock()
+		cut()
 		if ctx.Err() != nil {
 			return
+		}
+		if err != nil && readCtx.Err() != nil {
+			continue // cut short for an app joining
 		}
 		if err != nil {
 			if !fail(err, "cannot read the claims log; calls wait") {

@@ -179,6 +179,18 @@ func (s *pacer) lead() time.Duration { return min(s.period/3, 150*time.Milliseco
 // than the lead plus the time a claim takes to reach every member.
 func (s *pacer) horizon() time.Duration { return s.lead() + 100*time.Millisecond }
 
+// setRate changes the rate: the grants from now on are a new period
+// apart.
+func (s *pacer) setRate(rate float64) {
+	s.mu.Lock()
+	s.period = time.Duration(float64(time.Second) * slotMargin / rate)
+	if s.chain != nil {
+		s.chain.period, s.chain.horizon = int64(s.period), int64(s.horizon())
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
 // setMine records the partitions this member owns (a new generation).
 func (s *pacer) setMine(parts []Partition) {
 	s.mu.Lock()

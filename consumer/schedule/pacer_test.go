@@ -208,6 +208,8 @@ type schedHarness struct {
 	cancel  context.CancelFunc
 	loops   sync.WaitGroup
 	members []*pacer
+	// logs are the members' claims logs (memberApps).
+	logs []*Log
 	// setup, when set, sees each member's slots before they run.
 	setup func(*pacer)
 }
@@ -264,7 +266,22 @@ func (h *schedHarness) memberApps(clock clockwork.Clock, apps map[uint64]float64
 		out = append(out, s)
 	}
 	h.loops.Go(func() { l.Run(h.ctx) })
+	h.logs = append(h.logs, l)
 	return out
+}
+
+// join adds app at rate to the running claims log l of a member, as an
+// app added to the apps file while running is.
+func (h *schedHarness) join(l *Log, app uint64, rate float64, v view, mine ...Partition) *pacer {
+	s := newPacer(app, rate, 200*time.Millisecond, l, zap.NewNop(), nil)
+	if err := l.add(app, s); err != nil {
+		h.t.Fatal(err)
+	}
+	s.setView(v)
+	s.setMine(mine)
+	h.loops.Go(func() { s.run(h.ctx) })
+	h.members = append(h.members, s)
+	return s
 }
 
 // grant is one call granted to a waiter.
@@ -666,6 +683,54 @@ func TestScheduleTwoApps(t *testing.T) {
 		if r.App != harnessApp && r.App != harnessApp+1 {
 			t.Errorf("a record of app %d", r.App)
 		}
+	}
+}
+
+// An app added to running claims logs (the apps file changed) joins
+// them: its calls, from two members, are one period of its own apart,
+// and a rate changed later spaces the next ones by the new period.
+func TestScheduleAppJoinsRunningLog(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b := tp("t", 0), tp("t", 1)
+	v := view{all: []Partition{a, b}}
+	m0 := h.memberApps(h.clock, map[uint64]float64{harnessApp: schedRate}, v, a)
+	m1 := h.memberApps(h.clock, map[uint64]float64{harnessApp: schedRate}, v, b)
+	h.until(20, h.waitFor(m0[0], 0, a, false), h.waitFor(m1[0], 1, b, false))
+	const added = harnessApp + 7
+	j0 := h.join(h.logs[0], added, schedRate/2, v, a)
+	j1 := h.join(h.logs[1], added, schedRate/2, v, b)
+	step := j0.period / 10
+	spaced := func(round int, period time.Duration) {
+		t.Helper()
+		var chans []<-chan grant
+		for range 2 {
+			chans = append(chans, h.waitFor(j0, 0, a, false), h.waitFor(j1, 1, b, false))
+		}
+		var at []time.Time
+		for _, g := range h.until(80, chans...) {
+			at = append(at, g.at)
+		}
+		slices.SortFunc(at, func(x, y time.Time) int { return x.Compare(y) })
+		for k := 1; k < len(at); k++ {
+			if d := at[k].Sub(at[k-1]); d < period || d > period+2*step {
+				t.Errorf("round %d: the added app's calls %v apart, want one period of its own (%v)", round, d, period)
+			}
+		}
+	}
+	for round := range 3 {
+		spaced(round, j0.period)
+	}
+	j0.setRate(schedRate)
+	j1.setRate(schedRate)
+	for round := range 3 {
+		spaced(3+round, j0.period)
+	}
+	seen := false
+	for _, r := range h.slots.records(t) {
+		seen = seen || r.App == added
+	}
+	if !seen {
+		t.Error("no record of the added app in the claims log")
 	}
 }
 

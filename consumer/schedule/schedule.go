@@ -179,6 +179,16 @@ func (s *Schedule) SetView(all, urgent []Partition) {
 	}
 }
 
+// SetRate changes the rate of a schedule that keeps slots (an app's rate
+// changed in the apps file): the grants from now on follow it. Members
+// read the change at slightly different times; until they agree, a call
+// may meet 10023 and is retried later.
+func (s *Schedule) SetRate(rate float64) {
+	if s.slots != nil && rate > 0 && !math.IsInf(rate, 1) {
+		s.slots.setRate(rate)
+	}
+}
+
 // SetMine records the partitions this member owns (a new generation).
 func (s *Schedule) SetMine(parts []Partition) {
 	if s.slots != nil {
