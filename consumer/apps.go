@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
@@ -39,12 +40,25 @@ type app struct {
 	sched *schedule.Schedule
 	// label is the metrics' app label (Name, or "default").
 	label string
+	// current is the Sender its calls use (App.Sender, or the one the apps
+	// file changed it to: UpdateApps); served is its time in the apps file
+	// (nil without one).
+	current atomic.Pointer[Sender]
+	served  atomic.Pointer[served]
 
 	// waiting is, per stream of the app, the timestamp of the oldest
 	// record it holds without a final outcome: their minimum is the app's
 	// timbroadcast_app_oldest_waiting_timestamp_seconds.
 	waitMu  sync.Mutex
 	waiting map[*stream]time.Time
+}
+
+// sender is the Sender the app's next call uses.
+func (a *app) sender() Sender {
+	if s := a.current.Load(); s != nil {
+		return *s
+	}
+	return a.Sender
 }
 
 // setWaiting records the timestamp of s's oldest record without an
@@ -85,17 +99,19 @@ type appSet struct {
 	byID    map[uint64]*app
 	byTopic map[string]*app
 	def     *app
-	// reload reads the apps file again (Config.ReloadApps); reloaded is
-	// when it last did.
-	reload   func() ([]App, string, error)
+	// gone are the apps the apps file no longer names, by SDKAppID: one
+	// named again is the same app (its chain in the claims log).
+	gone map[uint64]*app
+	// reload reads the apps file again and makes the worker serve what it
+	// names (Worker.reloadApps); reloadMu makes one reload at a time,
+	// reloaded is when the last one ended.
+	reload   func() error
+	reloadMu sync.Mutex
 	reloaded time.Time
-	// added is called with the apps a reload found; it returns those it
-	// could start.
-	added func([]App) []*app
 }
 
 func newAppSet() *appSet {
-	return &appSet{byName: map[string]*app{}, byID: map[uint64]*app{}, byTopic: map[string]*app{}}
+	return &appSet{byName: map[string]*app{}, byID: map[uint64]*app{}, byTopic: map[string]*app{}, gone: map[uint64]*app{}}
 }
 
 // addLocked adds a to the set.
@@ -142,27 +158,14 @@ func (s *appSet) lookup(v string) *app {
 	if a != nil || s.reload == nil {
 		return a
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if a := s.lookupLocked(v); a != nil || time.Since(s.reloaded) < reloadEvery {
-		return a
+	s.reloadMu.Lock()
+	if time.Since(s.reloaded) >= reloadEvery {
+		_ = s.reload() // a file that does not read keeps the apps as they are (and says so)
+		s.reloaded = time.Now()
 	}
-	s.reloaded = time.Now()
-	apps, _, err := s.reload()
-	if err != nil {
-		return nil
-	}
-	var fresh []App
-	for _, na := range apps {
-		if s.byID[na.SDKAppID] == nil && s.byName[na.Name] == nil {
-			fresh = append(fresh, na)
-		}
-	}
-	if len(fresh) > 0 && s.added != nil {
-		for _, a := range s.added(fresh) {
-			s.addLocked(a)
-		}
-	}
+	s.reloadMu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return s.lookupLocked(v)
 }
 

@@ -196,10 +196,16 @@ type Config struct {
 	// records, 4 MiB.
 	StreamMaxRecords int
 	StreamMaxBytes   int64
-	// ReloadApps, if set, reads the apps again (the apps file): a record
-	// naming an app the worker lacks makes it read them first, at most
-	// once a second.
+	// ReloadApps, if set, reads the apps again (the apps file): every app
+	// it names, with their Senders (the same Sender for an app whose
+	// settings did not change), and the default app. The worker serves
+	// what it returns (UpdateApps) every AppsReload, and before
+	// dead-lettering a record naming an app it lacks (at most once a
+	// second); an error keeps the apps as they are.
 	ReloadApps func() ([]App, string, error)
+	// AppsReload is how often ReloadApps is called (TIM_APPS_RELOAD,
+	// default 2s; negative: only for a record naming an unknown app).
+	AppsReload time.Duration
 	// App names the destination app in the delivered log's keys (the
 	// SDKAppID), so two apps reading one topic never share an entry;
 	// default "default".
@@ -462,6 +468,9 @@ func (c *Config) GroupTimeouts() (session, heartbeat, rebalance, grace time.Dura
 	return session, heartbeat, rebalance, grace
 }
 
+// DefaultAppsReload is how often the apps file is read again.
+const DefaultAppsReload = 2 * time.Second
+
 // setDefaults fills every zero field that has a default (DefaultConfig).
 func (c *Config) setDefaults() {
 	d := DefaultConfig()
@@ -471,6 +480,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.MaxWait, d.MaxWait)
+	def(&c.AppsReload, DefaultAppsReload)
 	if c.StreamMaxRecords <= 0 {
 		c.StreamMaxRecords = DefaultStreamMaxRecords
 	}

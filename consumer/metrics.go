@@ -49,6 +49,7 @@ type Metrics struct {
 	appPaused   *prometheus.GaugeVec
 	appLastCall *prometheus.GaugeVec
 	appOldest   *prometheus.GaugeVec
+	appsFile    prometheus.Gauge
 
 	laneEvents  *prometheus.CounterVec
 	laneWaiting *prometheus.GaugeVec
@@ -176,7 +177,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "timbroadcast_app_oldest_waiting_timestamp_seconds",
 		Help: "The record timestamp (Unix seconds) of an app's oldest record this worker has read and not yet settled; no series while none waits (TIM_APPS_FILE). time() minus it is how far the app is behind.",
 	}, []string{"app"})
-	reg.MustRegister(m.appEvents, m.appPaused, m.appLastCall, m.appOldest)
+	m.appsFile = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "timbroadcast_apps_file_valid",
+		Help: "0 while the apps file (TIM_APPS_FILE) cannot be read again (the apps as read before are served), 1 otherwise.",
+	})
+	m.appsFile.Set(1)
+	reg.MustRegister(m.appEvents, m.appPaused, m.appLastCall, m.appOldest, m.appsFile)
 	reg.MustRegister(m.consumed, m.outcomes, m.requests, m.retries, m.deadLettered, m.paused, m.held,
 		m.pacingWait, m.apiLatency, m.commitTime, m.lag, m.lastSuccess, m.assigned, m.share, m.rate, m.grants)
 	// The label values known in advance start at 0, so dashboards and
@@ -347,6 +353,18 @@ func (m *Metrics) setAppLastCall(app string, t time.Time) {
 		return
 	}
 	m.appLastCall.WithLabelValues(app).Set(float64(t.UnixNano()) / 1e9)
+}
+
+// setAppsFileValid shows whether the apps file was read again.
+func (m *Metrics) setAppsFileValid(ok bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.appsFile.Set(v)
 }
 
 // setAppOldestWaiting shows the timestamp of app's oldest record without

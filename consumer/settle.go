@@ -34,6 +34,9 @@ const (
 	resultUnknown
 	// resultAlready: below the delivered log's watermark; never sent.
 	resultAlready
+	// resultRemoved: the apps file stopped naming the app before the call
+	// was sent.
+	resultRemoved
 )
 
 // call is one API call for one or more records (its members, in offset
@@ -112,7 +115,7 @@ func (s *stream) settle(c *call) error {
 			return err
 		}
 		return s.commitPast(c, c.members...)
-	case len(c.members) == 1 || c.res == resultExhausted || c.res == resultUnknown:
+	case len(c.members) == 1 || c.res == resultExhausted || c.res == resultUnknown || c.res == resultRemoved:
 		// A lone record invalid, rejected, expired or given up; or a
 		// merged call given up as a whole or whose outcome is unknown
 		// (sent one by one, its events would be shown again): each
@@ -186,8 +189,17 @@ func (s *stream) send(c *call) (err error) {
 			c.res = resultExpired
 			return nil
 		}
-		t, err := s.app.sched.Take(s.taking, s.tp.sched(), s.urgent)
+		if s.app.removed() {
+			c.res = resultRemoved
+			return nil
+		}
+		takeCtx, stopTake := s.app.whileServed(s.taking)
+		t, err := s.app.sched.Take(takeCtx, s.tp.sched(), s.urgent)
+		stopTake()
 		if err != nil {
+			if s.taking.Err() == nil && s.app.removed() {
+				continue // the apps file stopped naming the app while the call waited
+			}
 			return s.ended(err)
 		}
 		turn = t
@@ -218,10 +230,10 @@ func (s *stream) send(c *call) (err error) {
 			return s.abandoned()
 		}
 		var resp *sender.Response
-		if ss, ok := s.app.Sender.(SlotSender); ok {
+		if ss, ok := s.app.sender().(SlotSender); ok {
 			resp, err = ss.SendBodyReserved(ctx, c.body)
 		} else {
-			resp, err = s.app.Sender.SendBody(ctx, c.body)
+			resp, err = s.app.sender().SendBody(ctx, c.body)
 		}
 		var se *sender.Error
 		switch {
@@ -400,6 +412,13 @@ func (c *call) failure(m *record) wire.Failure {
 		}
 		return wire.Failure{Reason: wire.ReasonExpired, Random: m.ev.Message.Random,
 			Info: "event expired at " + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
+	case resultRemoved:
+		f := wire.Failure{Reason: wire.ReasonUnknownApp, Field: "TIM_APPS_FILE",
+			Info: "app " + wire.Printable(c.obs.label) + " was removed from the apps file before this event was sent"}
+		if m.ev != nil {
+			f.Random = m.ev.Message.Random
+		}
+		return f
 	case resultUnknown:
 		return wire.Failure{Reason: sender.ReasonOutcomeUnknown, Class: sender.ClassReject.String(), Code: c.se.Code,
 			Info: c.se.Info, Attempts: c.attempts, Random: m.ev.Message.Random}

@@ -70,6 +70,8 @@ type Worker struct {
 	joined atomic.Bool // a generation is active
 	// released are the partitions of the last generation (Run's alone).
 	released []topicPartition
+	// live serves apps added to the apps file while running.
+	live liveApps
 }
 
 // New returns a worker. It does not connect until Run.
@@ -164,23 +166,8 @@ func New(cfg Config, s Sender) (*Worker, error) {
 			return nil, &FieldError{Field: "DefaultApp", Msg: fmt.Sprintf("%q is not one of the apps", cfg.DefaultApp)}
 		}
 	}
-	w.apps.reload = cfg.ReloadApps
-	w.apps.added = func(fresh []App) []*app {
-		var out []*app
-		for _, spec := range fresh {
-			// The claims log takes its apps before it runs: an app added
-			// later is paced by its Sender alone in each replica until a
-			// restart.
-			w.log.Warn("serving an app added to the apps file after start; until a restart each replica paces its calls "+
-				"alone (its rate per replica)", zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID))
-			spec.Rate = 0
-			a, err := w.newApp(spec)
-			if err != nil {
-				continue
-			}
-			out = append(out, a)
-		}
-		return out
+	if cfg.ReloadApps != nil && len(cfg.Apps) > 0 {
+		w.apps.reload = w.reloadApps
 	}
 	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
@@ -214,6 +201,9 @@ func (w *Worker) newApp(spec App) (*app, error) {
 		return nil, fmt.Errorf("consumer: app %s: %w", a.label, err)
 	}
 	a.sched = sched
+	if len(w.cfg.Apps) > 0 {
+		a.serve()
+	}
 	return a, nil
 }
 
@@ -264,6 +254,11 @@ func (w *Worker) Ready() (bool, string) {
 	for i, n := range notes {
 		notes[i] = "note: " + n
 	}
+	w.live.mu.Lock()
+	if p := w.live.problem; p != "" {
+		notes = append(notes, "note: the apps file cannot be read again; serving the apps as read before: "+p)
+	}
+	w.live.mu.Unlock()
 	if len(why) > 0 {
 		return false, readyText(append(append(why, held...), notes...))
 	}
@@ -462,8 +457,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.claims != nil {
 		scheduleAndFetch.Go(func() { w.claims.Run(schedCtx) })
 	}
+	w.live.mu.Lock()
 	for _, a := range w.apps.all() {
 		scheduleAndFetch.Go(func() { a.sched.Run(schedCtx) })
+	}
+	w.live.start = func(a *app) { scheduleAndFetch.Go(func() { a.sched.Run(schedCtx) }) }
+	w.live.mu.Unlock()
+	if w.apps.reload != nil && w.cfg.AppsReload > 0 {
+		scheduleAndFetch.Go(func() { w.watchApps(schedCtx) })
 	}
 	scheduleAndFetch.Go(func() { w.fetcher.Run(schedCtx) })
 	var fatal error
@@ -486,6 +487,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			break
 		}
 	}
+	w.live.mu.Lock()
+	w.live.start = nil // no schedule starts once they are awaited
+	w.live.mu.Unlock()
 	stopSchedule()
 	scheduleAndFetch.Wait()
 	w.joined.Store(false)
@@ -543,6 +547,7 @@ func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error
 		for i, tp := range parts {
 			mine[i] = tp.sched()
 		}
+		w.live.setView(all, urgent, mine, err == nil)
 		for _, a := range w.apps.all() {
 			if !a.sched.Paced() {
 				continue

@@ -69,10 +69,19 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	pprofOn := s.add("http-pprof", "HTTP_PPROF", "off", "on: also serve Go's profiles at /debug/pprof/ on HTTP_ADDR (heap, goroutines, CPU)")
 	recordContext := s.add("trace-record-context", "TIM_TRACE_RECORD_CONTEXT", "parent", "parent: a record's trace context is its event span's "+
 		"parent, and a parent-based sampler follows the producer's decision; link: it is a link, and the worker's sampler alone decides")
+	appsReload := s.add("apps-reload", "TIM_APPS_RELOAD", durationDefault(consumer.DefaultAppsReload),
+		"how often the apps file (TIM_APPS_FILE) is read again: apps added, changed or removed are served accordingly; off: only when a record names an app the worker lacks")
 	if err := s.parse(args); err != nil {
 		return nil, err
 	}
 	c := &runCmd{logger: p.logger, mapping: ms}
+	if appsReload.String() == "off" {
+		c.consumer.AppsReload = -1
+	} else if d, err := appsReload.duration(); err != nil || d < 10*time.Millisecond {
+		return nil, appsReload.errorf("%q is not a duration of at least 10ms such as 2s, or off", appsReload.val)
+	} else {
+		c.consumer.AppsReload = d
+	}
 	appsPath := strings.TrimSpace(p.getenv("TIM_APPS_FILE"))
 	var appsFile *appsFile
 	if appsPath != "" {
@@ -198,7 +207,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	var client consumer.Sender
 	var err error
 	if c.apps != nil {
-		ac := &appClients{ra: c.apps, log: c.logger, observe: metrics.ObserveAttempt, known: map[string]bool{}}
+		ac := &appClients{ra: c.apps, log: c.logger, observe: metrics.ObserveAttempt}
 		defer ac.close()
 		if ccfg.Apps, err = ac.all(); err != nil {
 			return err

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 
@@ -69,7 +71,7 @@ func (ra *runApps) topics() []string {
 }
 
 // appClients makes each app's client and the worker's view of the apps;
-// closers close the clients (also those a reload makes).
+// close closes the clients (also those a reload makes).
 type appClients struct {
 	ra      *runApps
 	log     *zap.Logger
@@ -77,64 +79,80 @@ type appClients struct {
 
 	mu      sync.Mutex
 	clients []*sender.Client
-	known   map[string]bool
+	// byConfig is the client of each app's settings as last read, so that
+	// an app whose settings did not change keeps its client.
+	byConfig map[clientKey]*sender.Client
+	// last is the apps as the file last read well (sum: its bytes'
+	// SHA-256), returned again while the file does not change.
+	sum         [sha256.Size]byte
+	last        []consumer.App
+	lastDefault string
 }
 
-func (ac *appClients) app(a appSpec, cfg sender.Config) (consumer.App, error) {
-	cfg.Logger = ac.log.Named("sender").With(zap.String("app", a.Name), zap.Int("sdkappid", a.SDKAppID))
-	cfg.Observe = ac.observe
-	client, err := sender.New(cfg)
-	if err != nil {
-		return consumer.App{}, fmt.Errorf("app %s: %w", a.Name, err)
-	}
-	ac.mu.Lock()
-	ac.clients = append(ac.clients, client)
-	ac.known[a.Name] = true
-	ac.mu.Unlock()
-	return consumer.App{Name: a.Name, SDKAppID: uint64(a.SDKAppID), Sender: client, Rate: cfg.Rate, Topics: a.Topics}, nil
+// clientKey is what an app's client is made of in the apps file.
+type clientKey struct {
+	sdkappid              int
+	admin, keyFile, rates string
+	endpoints             string
 }
 
-// all returns the apps of the file as read at start.
+// all returns the apps of the file (consumer.Config.Apps).
 func (ac *appClients) all() ([]consumer.App, error) {
-	out := make([]consumer.App, len(ac.ra.file.Apps))
-	for i, a := range ac.ra.file.Apps {
-		app, err := ac.app(a, ac.ra.cfgs[i])
-		if err != nil {
-			return nil, err
-		}
-		out[i] = app
-	}
-	return out, nil
+	apps, _, err := ac.reload()
+	return apps, err
 }
 
-// reload reads the apps file again (consumer.Config.ReloadApps): the
-// apps it names that the worker lacks get their clients. A file that no
-// longer reads keeps the apps as they are (the error says why).
+// reload reads the apps file again (consumer.Config.ReloadApps) and
+// returns every app it names as the worker is to serve it: an app whose
+// SDKAppID, admin, key file, region or endpoint and rate are as before
+// keeps its client (its key file is read again whenever it changes, by
+// the client); another gets a new one. A file whose bytes did not change
+// is not read further. A file that does not read or check, or names a key
+// file that cannot be read, returns the error (the file, the app, the
+// line and the field): the worker keeps the apps as they are.
 func (ac *appClients) reload() ([]consumer.App, string, error) {
-	f, err := loadAppsFile(ac.ra.path)
+	path := ac.ra.path
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) > maxAppsFileBytes {
+		err = fmt.Errorf("%d bytes, more than %d", len(b), maxAppsFileBytes)
+	}
 	if err != nil {
-		ac.log.Error("the apps file (TIM_APPS_FILE) cannot be read again; the apps as read before are kept", zap.Error(err))
+		return nil, "", &appsFileError{Path: path, Problems: []appsProblem{{Msg: "cannot be read: " + err.Error()}}}
+	}
+	sum := sha256.Sum256(b)
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	if ac.last != nil && sum == ac.sum {
+		return ac.last, ac.lastDefault, nil
+	}
+	f, err := parseAppsFile(path, b)
+	if err != nil {
 		return nil, "", err
 	}
-	var out []consumer.App
-	for _, a := range f.Apps {
-		ac.mu.Lock()
-		known := ac.known[a.Name]
-		ac.mu.Unlock()
-		if known {
-			continue
-		}
-		cfg, err := ac.ra.senderConfig(a)
-		if err != nil {
-			ac.log.Error("an app added to the apps file cannot be served", zap.String("app", a.Name), zap.Error(err))
-			continue
-		}
-		app, err := ac.app(a, cfg)
-		if err != nil {
-			continue
-		}
-		out = append(out, app)
+	if ac.byConfig == nil {
+		ac.byConfig = map[clientKey]*sender.Client{}
 	}
+	out := make([]consumer.App, 0, len(f.Apps))
+	for _, a := range f.Apps {
+		k := clientKey{sdkappid: a.SDKAppID, admin: a.Admin, keyFile: a.SecretKeyFile, rates: fmt.Sprint(a.rate()),
+			endpoints: strings.Join(a.endpoints(), ",")}
+		client := ac.byConfig[k]
+		if client == nil {
+			cfg, err := ac.ra.senderConfig(a)
+			if err != nil {
+				return nil, "", err
+			}
+			cfg.Logger = ac.log.Named("sender").With(zap.String("app", a.Name), zap.Int("sdkappid", a.SDKAppID))
+			cfg.Observe = ac.observe
+			if client, err = sender.New(cfg); err != nil {
+				return nil, "", &appsFileError{Path: path, Problems: []appsProblem{{App: a.Name, Line: a.line, Msg: err.Error()}}}
+			}
+			ac.clients = append(ac.clients, client)
+			ac.byConfig[k] = client
+		}
+		out = append(out, consumer.App{Name: a.Name, SDKAppID: uint64(a.SDKAppID), Sender: client, Rate: a.rate(), Topics: a.Topics})
+	}
+	ac.sum, ac.last, ac.lastDefault = sum, out, f.DefaultApp
 	return out, f.DefaultApp, nil
 }
 
