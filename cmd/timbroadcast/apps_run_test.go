@@ -30,8 +30,10 @@ type appsEnv struct {
 }
 
 // newAppsEnv hosts apps (name -> SDKAppID) at rate calls/s each, with an
-// apps file whose extra YAML per app comes from more (name -> lines).
-func newAppsEnv(t *testing.T, partitions int, rate float64, names []string, more map[string]string, defaultApp string) *appsEnv {
+// apps file whose extra YAML per app comes from more (name -> lines);
+// tune, if any, changes each app's emulator options.
+func newAppsEnv(t testing.TB, partitions int, rate float64, names []string, more map[string]string, defaultApp string,
+	tune ...func(*sendertest.Options)) *appsEnv {
 	t.Helper()
 	kc := consumertest.Start(t)
 	ae := &appsEnv{kc: kc, ids: map[string]int{}, topic: kc.Topic(t, "apps", partitions), dlq: kc.Topic(t, "apps-dlq", 1)}
@@ -43,7 +45,11 @@ func newAppsEnv(t *testing.T, partitions int, rate float64, names []string, more
 		id := 1400000101 + i
 		ae.ids[name] = id
 		k := "key-of-" + name
-		opts = append(opts, sendertest.Options{AppID: id, Admin: admin, SecretKey: k, Rate: rate})
+		o := sendertest.Options{AppID: id, Admin: admin, SecretKey: k, Rate: rate}
+		for _, f := range tune {
+			f(&o)
+		}
+		opts = append(opts, o)
 		if err := os.WriteFile(filepath.Join(dir, name+".key"), []byte(k+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -79,6 +81,9 @@ type appClients struct {
 
 	mu      sync.Mutex
 	clients []*sender.Client
+	// http is the HTTP client every app's client shares: the apps of one
+	// region share its connections, however many apps there are.
+	http *http.Client
 	// byConfig is the client of each app's settings as last read, so that
 	// an app whose settings did not change keeps its client.
 	byConfig map[clientKey]*sender.Client
@@ -144,6 +149,13 @@ func (ac *appClients) reload() ([]consumer.App, string, error) {
 			}
 			cfg.Logger = ac.log.Named("sender").With(zap.String("app", a.Name), zap.Int("sdkappid", a.SDKAppID))
 			cfg.Observe = ac.observe
+			if ac.http == nil {
+				tr := http.DefaultTransport.(*http.Transport).Clone()
+				tr.MaxIdleConnsPerHost = 256 // the calls in flight at once to one host, of however many apps
+				tr.IdleConnTimeout = 90 * time.Second
+				ac.http = &http.Client{Transport: tr}
+			}
+			cfg.HTTPClient = ac.http
 			if client, err = sender.New(cfg); err != nil {
 				return nil, "", &appsFileError{Path: path, Problems: []appsProblem{{App: a.Name, Line: a.line, Msg: err.Error()}}}
 			}

@@ -2,11 +2,13 @@ package sendertest
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/timbroadcast/timbroadcast/sender"
 )
@@ -22,6 +24,8 @@ type Apps struct {
 
 	hs   *httptest.Server
 	apps map[int]*Server
+	// conns counts the connections accepted.
+	conns atomic.Int64
 }
 
 // NewApps starts an emulator of the apps (each Options names its AppID)
@@ -35,10 +39,20 @@ func NewApps(apps ...Options) *Apps {
 		}
 		a.apps[o.AppID] = NewHandler(o)
 	}
-	a.hs = httptest.NewServer(a)
+	a.hs = httptest.NewUnstartedServer(a)
+	a.hs.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			a.conns.Add(1)
+		}
+	}
+	a.hs.Start()
 	a.URL = a.hs.URL
 	return a
 }
+
+// Conns is how many connections the emulator has accepted: the apps of
+// one region share a caller's connections to it.
+func (a *Apps) Conns() int64 { return a.conns.Load() }
 
 // App is the emulator of one hosted app (its Stats, Delivered, SetFaults,
 // ...); nil when it hosts none of that id.
