@@ -75,6 +75,11 @@ type Log struct {
 	dirty   map[uint64]bool
 	wrote   chan struct{}
 	started bool
+	// loops are the apps' grant loops running (lazily: pacer.poke);
+	// loopsDone says Run awaits them, so none starts any more.
+	loops     sync.WaitGroup
+	loopsDone bool
+
 	// joining are the apps added while the log runs, for the reader to
 	// start (their chains read from the log); cutRead ends the reader's
 	// wait for records so that it does at once.
@@ -174,6 +179,22 @@ func (l *Log) Run(ctx context.Context) {
 	loops.Go(func() { l.readLoop(ctx) })
 	loops.Go(func() { l.writeLoop(ctx) })
 	loops.Wait()
+	l.mu.Lock()
+	l.loopsDone = true
+	l.mu.Unlock()
+	l.loops.Wait()
+}
+
+// goLoop runs an app's grant loop, owned by the log (Run awaits it);
+// false once Run no longer does.
+func (l *Log) goLoop(f func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.loopsDone {
+		return false
+	}
+	l.loops.Go(f)
+	return true
 }
 
 // wakeWriter says app has records to write.

@@ -78,6 +78,11 @@ type pacer struct {
 	skip    int // calls to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
 	changed chan struct{}
+	// lazyCtx, once set (Schedule.Run), makes the grant loop run only
+	// while the app has something to do: started by poke, ended when idle
+	// (running says it runs). An idle app costs no goroutine and no timer.
+	lazyCtx context.Context
+	running bool
 	// last is when the last call of this member left (this member's
 	// clock: a correction of the broker's clock learnt later moves no
 	// spacing).
@@ -166,7 +171,40 @@ func wake(ch chan struct{}) {
 	}
 }
 
-func (s *pacer) poke() { wake(s.changed) }
+// poke wakes the grant loop; a lazy one not running is started (the
+// claims log runs it: Log.Run awaits it).
+func (s *pacer) poke() {
+	wake(s.changed)
+	s.mu.Lock()
+	ctx := s.lazyCtx
+	start := ctx != nil && !s.running && ctx.Err() == nil
+	if start {
+		s.running = true
+	}
+	s.mu.Unlock()
+	if start && !s.l.goLoop(func() { s.loop(ctx, true) }) {
+		s.mu.Lock()
+		s.running = false
+		s.mu.Unlock()
+	}
+}
+
+// lazy makes the grant loop run only while the app has something to do,
+// until ctx ends (Schedule.Run).
+func (s *pacer) lazy(ctx context.Context) {
+	s.mu.Lock()
+	s.lazyCtx = ctx
+	s.mu.Unlock()
+	s.poke()
+}
+
+// idleLocked reports whether the app has nothing for its grant loop: no
+// caller waits, no claim is out, nothing waits to be written, no hold to
+// renew.
+func (s *pacer) idleLocked() bool {
+	return len(s.waiting) == 0 && len(s.claims) == 0 && s.took.IsZero() && len(s.outbox) == 0 && !s.renewing &&
+		(s.chain == nil || s.chain.Hold == nil)
+}
 
 // wantWrite asks the log's writer for this app's records.
 func (s *pacer) wantWrite() { s.l.wakeWriter(s.app) }
@@ -306,7 +344,11 @@ func (s *pacer) publish(r claimRecord) {
 }
 
 // run grants calls until ctx ends.
-func (s *pacer) run(ctx context.Context) {
+func (s *pacer) run(ctx context.Context) { s.loop(ctx, false) }
+
+// loop grants calls until ctx ends; a lazy one also ends when the app is
+// idle (poke starts it again).
+func (s *pacer) loop(ctx context.Context, lazy bool) {
 	for {
 		s.mu.Lock()
 		var wait time.Duration
@@ -318,8 +360,24 @@ func (s *pacer) run(ctx context.Context) {
 			s.obs.Share(s.share, s.share*float64(time.Second)/float64(s.period))
 		}
 		wait = min(wait, s.renewHoldLocked())
+		if lazy && s.idleLocked() {
+			select {
+			case <-s.changed: // poked meanwhile: look again
+				s.mu.Unlock()
+				continue
+			default:
+			}
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
 		s.mu.Unlock()
 		if !s.sleep(ctx, wait) {
+			if lazy {
+				s.mu.Lock()
+				s.running = false
+				s.mu.Unlock()
+			}
 			return
 		}
 	}

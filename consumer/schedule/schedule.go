@@ -153,11 +153,14 @@ func New(cfg Config) (*Schedule, error) {
 // claims log), rather than the pause gate alone.
 func (s *Schedule) Paced() bool { return s.slots != nil }
 
-// Run grants this app's calls until ctx ends (the claims log runs on its
-// own: Log.Run). Without a Rate it returns at once.
+// Run makes the schedule grant this app's calls until ctx ends, and
+// returns: with a Rate, the claims log (Log.Run, which awaits it) runs
+// the app's grant loop while the app has something to do (a caller
+// waiting, a claim out, a hold to renew), so an idle app costs no
+// goroutine and no timer.
 func (s *Schedule) Run(ctx context.Context) {
 	if s.slots != nil {
-		s.slots.run(ctx)
+		s.slots.lazy(ctx)
 	}
 }
 

@@ -3,8 +3,12 @@ package schedule
 import (
 	"context"
 	"errors"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // recorder is an Observer that keeps what it saw.
@@ -77,4 +81,50 @@ func TestTurns(t *testing.T) {
 	if len(obs.paused) != 2 || !obs.paused[0] || obs.paused[1] {
 		t.Errorf("the observer saw %v, want [true false]", obs.paused)
 	}
+}
+
+// Apps that have nothing to send cost no goroutine and no timer: 200
+// paced apps on one claims log run no grant loop while idle; a call of
+// one app runs its loop, which ends once the app is idle again.
+func TestScheduleIdleAppsCostNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := NewLog(LogConfig{Store: newMemSlots(nil), Logger: zap.NewNop()})
+	var runs sync.WaitGroup
+	defer func() {
+		cancel()
+		runs.Wait()
+	}()
+	base := runtime.NumGoroutine()
+	var scheds []*Schedule
+	for i := range 200 {
+		s, err := New(Config{App: uint64(1400000000 + i), Rate: 50, Log: l, Refresh: 200 * time.Millisecond,
+			PauseInitial: 20 * time.Millisecond, PauseMax: 40 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetMine([]Partition{{Topic: "t", Partition: 0}})
+		s.SetView([]Partition{{Topic: "t", Partition: 0}}, nil)
+		scheds = append(scheds, s)
+	}
+	runs.Go(func() { l.Run(ctx) })
+	for _, s := range scheds {
+		runs.Go(func() { s.Run(ctx) }) // as the worker runs it: it returns at once
+	}
+	settled := func(what string, want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d goroutines, want at most %d (the log's reader and writer, no loop per app)", what, runtime.NumGoroutine(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	settled("200 idle apps", base+3)
+	turn, err := scheds[7].Take(ctx, Partition{Topic: "t", Partition: 0}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn.Sent()
+	settled("after one app's call", base+3)
 }
