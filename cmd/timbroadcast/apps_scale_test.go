@@ -183,3 +183,91 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 	fmt.Sscan(f[12], &stime)
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ 100
 }
+
+// BenchmarkThousandApps: 1,000 apps at 1 call/s each (1,000 calls/s in
+// all), 20 events each over 24 partitions routed by the mapping's app,
+// served by three replicas (the release build) on the in-process broker,
+// the emulator hosting the apps behind one endpoint. Over ten seconds of
+// steady state it reports the calls/s reached, the replicas' CPU per call,
+// the broker's requests per call (by kind, logged), the 10023 answers
+// (in the first seconds, while the group forms, and in the steady state),
+// the time from start to the first call, and the machine's share the
+// test process (broker and emulator) took. BENCH_LIMITER picks the
+// emulator's rate-limit model (sendertest.Limiters; default bucket):
+//
+//	go test -run '^$' -bench ThousandApps -benchtime 1x -v ./cmd/timbroadcast
+func BenchmarkThousandApps(b *testing.B) {
+	const apps, perApp, replicas = 1000, 20, 3
+	for range b.N {
+		names := make([]string, apps)
+		for i := range names {
+			names[i] = fmt.Sprintf("t%04d", i)
+		}
+		var tune []func(*sendertest.Options)
+		if os.Getenv("BENCH_LIMITER") != "" {
+			tune = append(tune, func(o *sendertest.Options) { o.Limiter = os.Getenv("BENCH_LIMITER") })
+		}
+		ae := newAppsEnv(b, 24, 1, names, nil, "", tune...)
+		ae.env["TIM_MAP"] = `{MsgBody: .MsgBody, app: .tenant}`
+		rc := countBrokerRequests(ae.kc)
+		var msgs []kafka.Message
+		for n := range perApp {
+			for _, name := range names {
+				v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(fmt.Sprintf("%s-%d", name, n))}, "tenant": name})
+				msgs = append(msgs, kafka.Message{Key: []byte(name), Value: v})
+			}
+		}
+		if err := ae.kc.Produce(context.Background(), ae.topic, msgs...); err != nil {
+			b.Fatal(err)
+		}
+		delivered := func() int {
+			n := 0
+			for _, name := range names {
+				n += ae.emu.App(ae.ids[name]).Stats().Delivered
+			}
+			return n
+		}
+		start := time.Now()
+		var ws []*worker
+		for range replicas {
+			ws = append(ws, startWorkerOf(b, releaseBinary(b), ae.env))
+		}
+		for delivered() == 0 {
+			if time.Since(start) > time.Minute {
+				b.Fatal("no call in a minute")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		first := time.Since(start)
+		time.Sleep(4 * time.Second) // the group settles, the backlog flows
+		cpu := func() (d time.Duration) {
+			for _, w := range ws {
+				d += procCPU(b, w.cmd.Process.Pid)
+			}
+			return d
+		}
+		self := func() time.Duration { return procCPU(b, os.Getpid()) }
+		limitedNow := func() int {
+			n := 0
+			for _, name := range names {
+				n += ae.emu.App(ae.ids[name]).Stats().ByCode[sender.CodeFrequencyLimit]
+			}
+			return n
+		}
+		limitedAtStart := limitedNow()
+		calls0, cpu0, self0, req0, t0 := delivered(), cpu(), self(), rc.snapshot(), time.Now()
+		time.Sleep(10 * time.Second)
+		calls, used, selfUsed, window := delivered()-calls0, cpu()-cpu0, self()-self0, time.Since(t0)
+		reqs, total := requestsSince(req0, rc.snapshot())
+		limitedSteady := limitedNow() - limitedAtStart
+		b.Logf("%d calls in %s: %v broker requests (%d in all)", calls, window.Round(time.Millisecond), reqs, total)
+		b.ReportMetric(float64(calls)/window.Seconds(), "calls/s")
+		b.ReportMetric(float64(used.Microseconds())/float64(max(calls, 1)), "cpu-µs/call")
+		b.ReportMetric(float64(total)/float64(max(calls, 1)), "requests/call")
+		b.ReportMetric(float64(limitedAtStart), "10023s-start")
+		b.ReportMetric(float64(limitedSteady), "10023s-steady")
+		b.ReportMetric(first.Seconds(), "s-to-first-call")
+		b.ReportMetric(selfUsed.Seconds()/window.Seconds()*100, "broker+emulator-cpu-%")
+		b.ReportMetric(used.Seconds()/window.Seconds()*100, "replicas-cpu-%")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -429,4 +431,44 @@ func killMidStream(t *testing.T, ce *crashEnv, kills, maxStep int, rng *rand.Ran
 		w.kill(t)
 		t.Logf("kill %d: %d calls delivered so far", i+1, len(ce.emu.Delivered()))
 	}
+}
+
+// brokerRequests counts the requests an in-process broker handles, by
+// kind.
+type brokerRequests struct {
+	mu sync.Mutex
+	n  map[int16]int
+}
+
+// countBrokerRequests observes every request kc's broker handles.
+func countBrokerRequests(kc *consumertest.Cluster) *brokerRequests {
+	rc := &brokerRequests{n: map[int16]int{}}
+	kc.Fake.ControlKey(-1, func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.Fake.KeepControl()
+		rc.mu.Lock()
+		rc.n[req.Key()]++
+		rc.mu.Unlock()
+		return nil, nil, false
+	})
+	return rc
+}
+
+// snapshot returns the counts so far.
+func (rc *brokerRequests) snapshot() map[int16]int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return maps.Clone(rc.n)
+}
+
+// requestsSince returns the counts by kind since before, and their total.
+func requestsSince(before, after map[int16]int) (map[string]int, int) {
+	out := map[string]int{}
+	total := 0
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			out[kmsg.NameForKey(k)] = d
+			total += d
+		}
+	}
+	return out, total
 }
