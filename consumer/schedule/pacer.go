@@ -459,14 +459,15 @@ func (s *pacer) grantAloneLocked() time.Duration {
 // is a period after the latest departure, not after the grant: time the
 // caller spent after its grant (a slow in-flight record, a loaded host)
 // never brings two calls nearer than a period at the server. A member
-// sharing the app sends at the grants of the claims log, which a late
-// departure cannot move.
+// sharing the app sends at the grants of the claims log.
 //
-// A lone member's call is recorded in the claims log when it is granted;
-// one that leaves later than that by more than half the periods' margin
-// (a merged call's in-flight record first, a loaded host) is recorded
-// again at its departure, so a member that takes partitions over places
-// its first call a period after the real one.
+// A call is in the claims log from its grant (a lone member's is recorded
+// when granted); one that leaves later than that by more than half the
+// periods' margin (a merged call's in-flight record first, a loaded host)
+// is recorded again at its departure (a Took record), which moves the
+// grants after it, every member's, to a period after the real departure:
+// a late call never brings the next one, whoever sends it, nearer than a
+// period at the server.
 func (s *pacer) left(at time.Time) {
 	s.mu.Lock()
 	later := at.After(s.last)
@@ -475,7 +476,7 @@ func (s *pacer) left(at time.Time) {
 		switch {
 		case !s.took.IsZero() && at.After(s.took):
 			s.took, s.recorded = at, at // not written yet: record when it really left
-		case s.took.IsZero() && s.aloneLocked() && at.Sub(s.recorded) > s.tookSlack():
+		case s.took.IsZero() && !s.recorded.IsZero() && at.Sub(s.recorded) > s.tookSlack():
 			s.took, s.recorded = at, at
 			s.wantWrite()
 		}
@@ -538,6 +539,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 			}
 			if j := s.pickLocked(); j >= 0 {
 				s.grantLocked(j, maxTime(at, now))
+				s.recorded = s.clock.toLocal(maxTime(at, now)) // where the claims log has the call
 				s.obs.Slot("used")
 			} else {
 				s.obs.Slot("skipped")
