@@ -48,6 +48,8 @@ type deliveredLog struct {
 	// DedupeWindow/2 is sent (DedupeWindow/4).
 	stale time.Duration
 
+	// idMu makes one topic id lookup at a time (topicID).
+	idMu    sync.Mutex
 	mu      sync.Mutex
 	entries map[string]wire.Watermark // by key
 	readTo  int64                     // the log's next offset to read
@@ -228,6 +230,8 @@ func (d *deliveredLog) entry(app string, tp topicPartition) (wire.Watermark, boo
 // topicID returns the source topic's id ("" when the broker reports none
 // or cannot be asked: then only the log's end guards the watermark).
 func (d *deliveredLog) topicID(ctx context.Context, topic string) string {
+	d.idMu.Lock() // one lookup at a time: a session's streams start together
+	defer d.idMu.Unlock()
 	d.mu.Lock()
 	c, ok := d.ids[topic]
 	d.mu.Unlock()
@@ -325,7 +329,10 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 		s.w.metrics.recordWatermarkReset("topic_recreated")
 		return -1, nil
 	}
-	_, end, err := s.offsets.bounds(s.taking)
+	end, err := s.logEnd(false)
+	if err == nil && end < e.Next {
+		end, err = s.logEnd(true) // the end read at the session's start may be behind
+	}
 	if err != nil {
 		return 0, s.ended(err)
 	}

@@ -176,6 +176,28 @@ type partition struct {
 	// fetched is the offset after the pump's last fetch: the router has
 	// handed over everything in memory once routed reaches it.
 	fetched atomic.Int64
+
+	// The log's end as read once a session for its streams (logEnd).
+	endMu    sync.Mutex
+	end      int64
+	endKnown bool
+}
+
+// logEnd returns the partition's log end, read once a session for all its
+// streams (a partition shared by a thousand apps starts a thousand
+// streams at once); fresh reads it again.
+func (p *partition) logEnd(fresh bool) (int64, error) {
+	p.endMu.Lock()
+	defer p.endMu.Unlock()
+	if p.endKnown && !fresh {
+		return p.end, nil
+	}
+	_, end, err := p.offsets.bounds(p.taking)
+	if err != nil {
+		return 0, err
+	}
+	p.end, p.endKnown = end, true
+	return end, nil
 }
 
 // newPartition builds the partition tp of generation gen.
@@ -272,6 +294,9 @@ func (p *partition) session() error {
 	p.streams, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, start, inflight, 0, make(chan struct{})
 	p.fetched.Store(start)
 	p.routerDone = make(chan struct{})
+	p.endMu.Lock()
+	p.endKnown = false
+	p.endMu.Unlock()
 	p.deliveredSince, p.readSince = p.readSince, time.Now() // a later session reads what was written meanwhile
 	pumpAndGrace.Go(func() { p.pump(records) })
 

@@ -192,8 +192,14 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // the broker's requests per call (by kind, logged), the 10023 answers
 // (in the first seconds, while the group forms, and in the steady state),
 // the time from start to the first call, and the machine's share the
-// test process (broker and emulator) took. BENCH_LIMITER picks the
-// emulator's rate-limit model (sendertest.Limiters; default bucket):
+// test process (broker and emulator) took; then, every replica killed
+// and one started again over that history (the delivered log's entries of
+// 1,000 apps over the 24 partitions, the claims log's), the time to its
+// first call. BENCH_LIMITER picks the
+// emulator's rate-limit model (sendertest.Limiters; default bucket);
+// BENCH_KEYS=app keys each app's events by its name (one partition per
+// app) instead of spreading them over the partitions; RSS_PROFILE_DIR, if
+// set, gets a CPU profile of one replica:
 //
 //	go test -run '^$' -bench ThousandApps -benchtime 1x -v ./cmd/timbroadcast
 func BenchmarkThousandApps(b *testing.B) {
@@ -209,12 +215,19 @@ func BenchmarkThousandApps(b *testing.B) {
 		}
 		ae := newAppsEnv(b, 24, 1, names, nil, "", tune...)
 		ae.env["TIM_MAP"] = `{MsgBody: .MsgBody, app: .tenant}`
+		if os.Getenv("RSS_PROFILE_DIR") != "" {
+			ae.env["HTTP_PPROF"] = "on"
+		}
 		rc := countBrokerRequests(ae.kc)
 		var msgs []kafka.Message
 		for n := range perApp {
 			for _, name := range names {
 				v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(fmt.Sprintf("%s-%d", name, n))}, "tenant": name})
-				msgs = append(msgs, kafka.Message{Key: []byte(name), Value: v})
+				key := fmt.Sprintf("%s-%d", name, n) // each app's events over the partitions
+				if os.Getenv("BENCH_KEYS") == "app" {
+					key = name // each app's events in one partition
+				}
+				msgs = append(msgs, kafka.Message{Key: []byte(key), Value: v})
 			}
 		}
 		if err := ae.kc.Produce(context.Background(), ae.topic, msgs...); err != nil {
@@ -256,11 +269,49 @@ func BenchmarkThousandApps(b *testing.B) {
 		}
 		limitedAtStart := limitedNow()
 		calls0, cpu0, self0, req0, t0 := delivered(), cpu(), self(), rc.snapshot(), time.Now()
-		time.Sleep(10 * time.Second)
+		if dir := os.Getenv("RSS_PROFILE_DIR"); dir != "" {
+			// A CPU profile of one replica in the steady state.
+			prof := get(b, "http://"+waitHTTPAddr(b, ws[0])+"/debug/pprof/profile?seconds=8")
+			if err := os.WriteFile(dir+"/thousand-apps.cpu", []byte(prof), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(10*time.Second - time.Since(t0))
 		calls, used, selfUsed, window := delivered()-calls0, cpu()-cpu0, self()-self0, time.Since(t0)
 		reqs, total := requestsSince(req0, rc.snapshot())
 		limitedSteady := limitedNow() - limitedAtStart
 		b.Logf("%d calls in %s: %v broker requests (%d in all)", calls, window.Round(time.Millisecond), reqs, total)
+
+		// A restart with that history: every replica killed once all is
+		// delivered, one more event per app, one replica started.
+		for delivered() < apps*perApp {
+			if time.Since(start) > 3*time.Minute {
+				b.Fatalf("%d of %d delivered after 3 minutes", delivered(), apps*perApp)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		ae.kc.WaitCommitted(b, ae.env["KAFKA_GROUP_ID"], ae.topic, time.Minute)
+		for _, w := range ws {
+			w.kill(b)
+		}
+		msgs = msgs[:0]
+		for _, name := range names {
+			v, _ := json.Marshal(map[string]any{"MsgBody": []sender.Element{sender.Text(name + "-again")}, "tenant": name})
+			msgs = append(msgs, kafka.Message{Key: []byte(name + "-again"), Value: v})
+		}
+		if err := ae.kc.Produce(context.Background(), ae.topic, msgs...); err != nil {
+			b.Fatal(err)
+		}
+		before := delivered()
+		restart := time.Now()
+		startWorkerOf(b, releaseBinary(b), ae.env)
+		for delivered() == before {
+			if time.Since(restart) > time.Minute {
+				b.Fatal("no call in a minute after the restart")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.ReportMetric(time.Since(restart).Seconds(), "s-to-first-call-after-restart")
 		b.ReportMetric(float64(calls)/window.Seconds(), "calls/s")
 		b.ReportMetric(float64(used.Microseconds())/float64(max(calls, 1)), "cpu-µs/call")
 		b.ReportMetric(float64(total)/float64(max(calls, 1)), "requests/call")
