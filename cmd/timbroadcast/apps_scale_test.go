@@ -126,7 +126,8 @@ func dumpLogs(t *testing.T, w *worker, substr string, n int) {
 // BenchmarkIdleApps starts the worker (the release build) with 1 and
 // with 1,000 apps configured and nothing to send, and reports, once it is
 // in its group: the resident memory, goroutines, CPU used over 5 idle
-// seconds, and the time from start to ready. The differences per
+// seconds, the time from start to ready, and then produce-to-call of
+// single events of one app (p50 and max of 10). The differences per
 // configured app are what an idle app costs:
 //
 //	go test -run '^$' -bench IdleApps -benchtime 1x ./cmd/timbroadcast
@@ -161,6 +162,26 @@ func BenchmarkIdleApps(b *testing.B) {
 				rss := procStatus(fmt.Sprintf("/proc/%d/status", pid))["VmRSS"]
 				var goroutines int
 				fmt.Sscanf(get(b, "http://"+addr+"/debug/pprof/goroutine?debug=1"), "goroutine profile: total %d", &goroutines)
+				// Produce to call, idle: one event of one app at a time.
+				var lat []time.Duration
+				for i := range 10 {
+					sent := time.Now()
+					if err := ae.kc.Produce(context.Background(), ae.topic, event("k", fmt.Sprintf("idle-%d", i), names[n-1])); err != nil {
+						b.Fatal(err)
+					}
+					app := ae.emu.App(ae.ids[names[n-1]])
+					for app.Stats().Delivered <= i {
+						if time.Since(sent) > 10*time.Second {
+							b.Fatal("an idle event not delivered in 10 s")
+						}
+						time.Sleep(100 * time.Microsecond)
+					}
+					lat = append(lat, app.Delivered()[i].At.Sub(sent))
+					time.Sleep(1100 * time.Millisecond) // its app's rate: 1 call/s
+				}
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "idle-p50-ms")
+				b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "idle-max-ms")
 				b.ReportMetric(rss, "rss-MB")
 				b.ReportMetric(float64(goroutines), "goroutines")
 				b.ReportMetric(cpu.Seconds()/5*100, "idle-cpu-%")
