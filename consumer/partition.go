@@ -396,6 +396,11 @@ func (p *partition) route(start func(*stream)) error {
 		if !known {
 			start(s)
 		}
+		if p.w.apps.single != nil {
+			if err := s.waitRoom(); err != nil {
+				return err
+			}
+		}
 	}
 }
 
@@ -419,42 +424,6 @@ func (p *partition) advanced() <-chan struct{} {
 // over what the pump has fetched (caughtUp): decoding what is in memory,
 // never a fetch.
 const maxCatchUp = 50 * time.Millisecond
-
-// caughtUp waits, at most maxCatchUp, until the router has handed the
-// streams every record the pump has fetched. A merge call packs when its
-// slot comes; without this, the first call of a backlog leaves with the
-// few records the router had reached when the stream woke, while the rest
-// of the fetch sits decoded in memory.
-func (p *partition) caughtUp() {
-	deadline := time.NewTimer(maxCatchUp)
-	defer deadline.Stop()
-	for {
-		p.mu.Lock()
-		if p.routed >= p.fetched.Load() {
-			p.mu.Unlock()
-			return
-		}
-		p.packing++
-		adv := p.adv
-		p.mu.Unlock()
-		var done bool
-		select {
-		case <-adv:
-		case <-deadline.C:
-			done = true
-		case <-p.routerDone:
-			done = true
-		case <-p.taking.Done():
-			done = true
-		}
-		p.mu.Lock()
-		p.packing--
-		p.mu.Unlock()
-		if done {
-			return
-		}
-	}
-}
 
 // routedNow is the offset after the last item routed.
 func (p *partition) routedNow() int64 {

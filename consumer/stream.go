@@ -44,6 +44,13 @@ type stream struct {
 	// gapAt is the timestamp of the record at gap.
 	gapAt time.Time
 	wake  chan struct{}
+	// room is closed when the stream takes its queued records, for a
+	// router waiting for room (one app: roomWait).
+	room     chan struct{}
+	roomWait bool
+	// aheadLen is how many records the stream held taken from the queue
+	// at its last fill (one app: with the queue, bounded by oneAppKeep).
+	aheadLen int
 	// resume is the call recorded as in flight for the stream's app
 	// when the session began, until the stream has rebuilt it.
 	resume *wire.AppInFlight
@@ -66,7 +73,8 @@ const noLow = math.MaxInt64
 
 // newStream returns the stream of a (nil: no app) in p.
 func (p *partition) newStream(a *app) *stream {
-	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, low: noLow, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1)}
+	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, low: noLow, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1),
+		room: make(chan struct{})}
 	if p.w.apps.single == nil {
 		name := "none"
 		if a != nil {
@@ -130,6 +138,98 @@ func (s *stream) full() bool {
 	}
 	_, held := s.app.sched.Held()
 	return held
+}
+
+// caughtUp waits, at most maxCatchUp, until the router has handed the
+// stream every record the pump has fetched. A merge call packs when its
+// slot comes; without this, the first call of a backlog leaves with the
+// few records the router had reached when the stream woke, while the rest
+// of the fetch sits decoded in memory. The stream takes what is queued as
+// it waits; a router waiting for room (waitRoom) means the stream holds
+// its bound already.
+func (s *stream) caughtUp() {
+	p := s.partition
+	deadline := time.NewTimer(maxCatchUp)
+	defer deadline.Stop()
+	for {
+		if s.fill(false) != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.routed >= p.fetched.Load() || s.roomWait { // everything routed, or the stream holds its bound
+			p.mu.Unlock()
+			return
+		}
+		p.packing++
+		adv := p.adv
+		p.mu.Unlock()
+		var done bool
+		select {
+		case <-adv:
+		case <-deadline.C:
+			done = true
+		case <-p.routerDone:
+			done = true
+		case <-p.taking.Done():
+			done = true
+		}
+		p.mu.Lock()
+		p.packing--
+		p.mu.Unlock()
+		if done {
+			return
+		}
+	}
+}
+
+// oneAppKeep bounds the records a stream holds, queued and taken, when
+// it serves the worker's one app: the router waits past it (waitRoom). A
+// merge call packs at most 36 KB of events, a few hundred.
+const oneAppKeep = 1024
+
+// movable is how many queued records fill moves to ahead (partition.mu
+// held): all of them with several apps (their bound is the queue's), up to
+// oneAppKeep held with one app, at least one when none is held.
+func (s *stream) movable() int {
+	n := len(s.queue)
+	if s.w.apps.single != nil {
+		n = min(n, max(oneAppKeep-len(s.ahead), 0))
+		if n == 0 && len(s.ahead) == 0 && len(s.queue) > 0 {
+			n = 1
+		}
+	}
+	return n
+}
+
+// roomless reports whether the router waits before handing the stream
+// of the one app another record (partition.mu held).
+func (s *stream) roomless() bool {
+	return len(s.queue)+s.aheadLen >= oneAppKeep || s.qbytes >= s.w.cfg.StreamMaxBytes || s.full()
+}
+
+// waitRoom waits, with one app, until the stream keeps less than its
+// bound (full), so the router stops handing it records and the pump stops
+// fetching: a backlog is held up to the bound, not up to the worker's
+// whole budget (Config.BufferBytes). With several apps a stream over its
+// bound reads its records again instead (pushLocked): a router never
+// waits for one app.
+func (s *stream) waitRoom() error {
+	p := s.partition
+	for {
+		p.mu.Lock()
+		if !s.roomless() {
+			p.mu.Unlock()
+			return nil
+		}
+		s.roomWait = true
+		room := s.room
+		p.mu.Unlock()
+		select {
+		case <-room:
+		case <-p.taking.Done():
+			return p.ended(nil)
+		}
+	}
 }
 
 // poke wakes the stream if it waits.
@@ -222,10 +322,22 @@ func (s *stream) fill(wait bool) error {
 	for {
 		p := s.partition
 		p.mu.Lock()
-		if len(s.queue) > 0 {
-			s.ahead = append(s.ahead, s.queue...)
-			clear(s.queue)
-			s.queue, s.qbytes = s.queue[:0], 0
+		n := s.movable()
+		if n > 0 {
+			s.ahead = append(s.ahead, s.queue[:n]...)
+			for _, r := range s.queue[:n] {
+				s.qbytes -= recordBytes(r)
+			}
+			rest := copy(s.queue, s.queue[n:])
+			clear(s.queue[rest:])
+			s.queue = s.queue[:rest]
+		}
+		s.aheadLen = len(s.ahead)
+		if s.roomWait && !s.roomless() {
+			close(s.room)
+			s.room, s.roomWait = make(chan struct{}), false
+		}
+		if n > 0 {
 			p.mu.Unlock()
 			return nil
 		}
