@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +162,56 @@ func TestAppsFileChangedLive(t *testing.T) {
 		return true
 	})
 	ae.kc.WaitCommitted(t, ae.env["KAFKA_GROUP_ID"], ae.topic, 60*time.Second)
+}
+
+// TestUrgentLanePerApp: two apps at 2 calls/s each, both with a backlog
+// of 60 events over 3 partitions; urgent events of alpha alone, on the
+// urgent topic, overtake alpha's backlog (each sent within 1.5 s of being
+// produced; behind the backlog it would wait 30 s), and beta keeps its
+// whole rate meanwhile: one app's urgent lane is its own.
+func TestUrgentLanePerApp(t *testing.T) {
+	needBinary(t)
+	t.Parallel()
+	ae := newAppsEnv(t, 3, 2, []string{"alpha", "beta"}, nil, "")
+	urgentTopic := ae.kc.Topic(t, "urgent", 1)
+	ae.env["KAFKA_URGENT_TOPIC"] = urgentTopic
+	var bulk []kafka.Message
+	for i := range 60 {
+		for _, app := range []string{"alpha", "beta"} {
+			key := fmt.Sprintf("%s%d", app, i%6)
+			bulk = append(bulk, event(key, fmt.Sprintf("%s-%d", key, i/6), app))
+		}
+	}
+	if err := ae.kc.Produce(context.Background(), ae.topic, bulk...); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, ae.env)
+	waitFor(t, 30*time.Second, "both backlogs flowing", func() bool { return len(ae.texts("alpha")) >= 2 && len(ae.texts("beta")) >= 2 })
+	betaStart, start := len(ae.texts("beta")), time.Now()
+	w := ae.kc.Writer(urgentTopic)
+	w.BatchTimeout = time.Millisecond
+	for i := range 4 {
+		text := fmt.Sprintf("urgent-%d", i)
+		produced := time.Now()
+		if err := w.WriteMessages(context.Background(), event("u", text, "alpha")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "urgent event delivered", func() bool { return slices.Contains(ae.texts("alpha"), text) })
+		took := time.Since(produced)
+		t.Logf("alpha's urgent event %d sent %s after it was produced", i, took.Round(time.Millisecond))
+		if took > 1500*time.Millisecond {
+			t.Errorf("alpha's urgent event %d waited %s behind its app's backlog, want at most 1.5 s", i, took)
+		}
+		time.Sleep(time.Second)
+	}
+	beta := float64(len(ae.texts("beta"))-betaStart) / time.Since(start).Seconds()
+	t.Logf("beta meanwhile: %.2f calls/s of 2", beta)
+	if beta < 1.6 {
+		t.Errorf("beta at %.2f calls/s while alpha's urgent events went: another app's urgent lane slowed it", beta)
+	}
+	for _, app := range []string{"alpha", "beta"} {
+		if n := ae.emu.App(ae.ids[app]).Stats().ByCode[sender.CodeFrequencyLimit]; n > 0 {
+			t.Errorf("app %s answered 10023 %d times", app, n)
+		}
+	}
 }
