@@ -99,6 +99,15 @@ const maxAppsFileBytes = 8 << 20
 // and, when anything is wrong, an *appsFileError listing every problem
 // (the file is returned as far as it could be read).
 func loadAppsFile(path string) (*appsFile, error) {
+	b, err := readAppsFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseAppsFile(path, b)
+}
+
+// readAppsFile returns the apps file's bytes, at most maxAppsFileBytes.
+func readAppsFile(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil && len(b) > maxAppsFileBytes {
 		err = fmt.Errorf("%d bytes, more than %d", len(b), maxAppsFileBytes)
@@ -106,7 +115,7 @@ func loadAppsFile(path string) (*appsFile, error) {
 	if err != nil {
 		return nil, &appsFileError{Path: path, Problems: []appsProblem{{Msg: "cannot be read: " + err.Error()}}}
 	}
-	return parseAppsFile(path, b)
+	return b, nil
 }
 
 // parseAppsFile checks the apps file's bytes b (read from path).

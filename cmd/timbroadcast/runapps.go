@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -16,13 +15,12 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
-// runApps is the apps file as `run` serves it: each app's sender
-// configuration (the shared TIM_* settings, the app's credentials,
-// endpoint and rate), and the file to read again.
+// runApps is the apps file as `run` serves it, and the file to read
+// again: an app's sender configuration is the shared TIM_* settings and
+// the app's credentials, endpoint and rate (senderConfig).
 type runApps struct {
 	path string
 	file *appsFile
-	cfgs []sender.Config
 	// base is the shared sender configuration; learn teaches a key read
 	// to the output scrubbers.
 	base  sender.Config
@@ -35,11 +33,9 @@ type runApps struct {
 func resolveApps(path string, f *appsFile, base sender.Config, learn func(string)) (*runApps, error) {
 	ra := &runApps{path: path, file: f, base: base, learn: learn}
 	for _, a := range f.Apps {
-		cfg, err := ra.senderConfig(a)
-		if err != nil {
+		if _, err := ra.senderConfig(a); err != nil {
 			return nil, err
 		}
-		ra.cfgs = append(ra.cfgs, cfg)
 	}
 	return ra, nil
 }
@@ -117,12 +113,9 @@ func (ac *appClients) all() ([]consumer.App, error) {
 // line and the field): the worker keeps the apps as they are.
 func (ac *appClients) reload() ([]consumer.App, string, error) {
 	path := ac.ra.path
-	b, err := os.ReadFile(path)
-	if err == nil && len(b) > maxAppsFileBytes {
-		err = fmt.Errorf("%d bytes, more than %d", len(b), maxAppsFileBytes)
-	}
+	b, err := readAppsFile(path)
 	if err != nil {
-		return nil, "", &appsFileError{Path: path, Problems: []appsProblem{{Msg: "cannot be read: " + err.Error()}}}
+		return nil, "", err
 	}
 	sum := sha256.Sum256(b)
 	ac.mu.Lock()
