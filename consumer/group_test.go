@@ -3,12 +3,10 @@ package consumer_test
 import (
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
@@ -16,62 +14,20 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
 
-// requestCounter counts the requests a kfake broker sees, by API key.
-type requestCounter struct {
-	mu sync.Mutex
-	n  map[int16]int
-}
-
-// countRequests observes every request kc's broker handles.
-func countRequests(kc *consumertest.Cluster) *requestCounter {
-	rc := &requestCounter{n: map[int16]int{}}
-	kc.Fake.ControlKey(-1, func(req kmsg.Request) (kmsg.Response, error, bool) {
-		rc.mu.Lock()
-		rc.n[req.Key()]++
-		rc.mu.Unlock()
-		return nil, nil, false // observe only
-	})
-	return rc
-}
-
-// snapshot returns the counts so far.
-func (rc *requestCounter) snapshot() map[int16]int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	out := map[int16]int{}
-	for k, v := range rc.n {
-		out[k] = v
-	}
-	return out
-}
-
-// since returns the counts of each key since before, and their total.
-func since(before, after map[int16]int) (map[string]int, int) {
-	out := map[string]int{}
-	total := 0
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			out[kmsg.NameForKey(k)] = d
-			total += d
-		}
-	}
-	return out, total
-}
-
 // TestCoordinatorMoves: two members heartbeat and commit on a three-broker
 // cluster whose group coordinators move five times: nothing is lost or
 // delivered twice, and the members look the coordinator up again instead
 // of rejoining (no rejoin storm).
 func TestCoordinatorMoves(t *testing.T) {
 	kc := consumertest.StartFake(t, kfake.NumBrokers(3))
-	rc := countRequests(kc)
+	rc := consumertest.CountRequests(kc)
 	e := newEnv(t, kc, 6, sendertest.Options{})
 	want := e.produceKeyed(keys, 40)
 	slow := func(_ *consumer.Config, s *sender.Config) { s.Rate = 60 }
 	e.start(slow)
 	e.start(slow)
 	waitFor(t, 30*time.Second, "first deliveries", func() bool { return e.emu.Stats().Delivered > 10 })
-	before := rc.snapshot()
+	before := rc.Snapshot()
 	// kfake's coordinator is a hash of a generation and the group: a
 	// rehash keeps it in place one time in three, so rehash until it moves.
 	for range 5 {
@@ -83,7 +39,7 @@ func TestCoordinatorMoves(t *testing.T) {
 	}
 	// Counted before waiting for the commits: the test's own reads of the
 	// committed offsets look the coordinator up every time (kafka.Client).
-	counts, _ := since(before, rc.snapshot())
+	counts, _ := consumertest.Since(before, rc.Snapshot())
 	t.Logf("during 5 coordinator moves: %v", counts)
 	e.waitCommitted(2 * time.Minute)
 	checkExactlyOnce(t, deliveredTexts(e.emu), want)
@@ -111,17 +67,17 @@ func idleWindow() time.Duration {
 // polls no backlog.
 func TestKeptConnections(t *testing.T) {
 	kc := consumertest.StartFake(t)
-	rc := countRequests(kc)
+	rc := consumertest.CountRequests(kc)
 	e := newEnv(t, kc, 6, sendertest.Options{})
 	want := e.produceKeyed(keys, 2)
 	e.start(func(c *consumer.Config, _ *sender.Config) { c.MaxWait = 500 * time.Millisecond })
 	e.waitCommitted(30 * time.Second)
 	checkExactlyOnce(t, deliveredTexts(e.emu), want)
 	time.Sleep(time.Second) // past the start
-	before := rc.snapshot()
+	before := rc.Snapshot()
 	window := idleWindow()
 	time.Sleep(window)
-	counts, total := since(before, rc.snapshot())
+	counts, total := consumertest.Since(before, rc.Snapshot())
 	t.Logf("idle for %v: %d requests (%.1f/s): %v", window, total, float64(total)/window.Seconds(), counts)
 	if n := counts["ApiVersions"]; n > 0 {
 		t.Errorf("%d new connections (ApiVersions) while idle, want none", n)

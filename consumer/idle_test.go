@@ -35,7 +35,7 @@ import (
 // (minimum spacing).
 type idleGroup struct {
 	kc      *consumertest.Cluster
-	rc      *requestCounter
+	rc      *consumertest.Requests
 	emu     *sendertest.Server
 	topic   string
 	regs    []*prometheus.Registry
@@ -50,7 +50,7 @@ func startIdleGroup(tb testing.TB, n, partitions int, rate float64) *idleGroup {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(kc.Close)
-	g := &idleGroup{kc: kc, rc: countRequests(kc),
+	g := &idleGroup{kc: kc, rc: consumertest.CountRequests(kc),
 		emu: sendertest.NewServer(sendertest.Options{AppID: appID, Admin: admin, SecretKey: key, Rate: rate,
 			Limiter: sendertest.LimiterSpacing})}
 	tb.Cleanup(g.emu.Close)
@@ -190,9 +190,9 @@ func (g *idleGroup) bursts(tb testing.TB, n, partitions int, gap time.Duration) 
 // idleRequests counts the broker requests over window with nothing to
 // deliver: per second, and by API key.
 func (g *idleGroup) idleRequests(window time.Duration) (map[string]int, float64) {
-	before := g.rc.snapshot()
+	before := g.rc.Snapshot()
 	time.Sleep(window)
-	counts, total := since(before, g.rc.snapshot())
+	counts, total := consumertest.Since(before, g.rc.Snapshot())
 	return counts, float64(total) / window.Seconds()
 }
 
@@ -245,9 +245,9 @@ func BenchmarkIdleReplicas(b *testing.B) {
 			for range b.N {
 				g := startIdleGroup(b, c.replicas, partitions, c.rate)
 				g.idleLatencies(b, 2, partitions, c.gap) // every replica's first call: sessions started, logs read
-				before, calls := g.rc.snapshot(), g.emu.Stats().Calls
+				before, calls := g.rc.Snapshot(), g.emu.Stats().Calls
 				lat := g.idleLatencies(b, 20, partitions, c.gap)
-				perCall, total := since(before, g.rc.snapshot())
+				perCall, total := consumertest.Since(before, g.rc.Snapshot())
 				calls = g.emu.Stats().Calls - calls
 				g.bursts(b, 10, partitions, time.Duration(3.5*float64(time.Second)/c.rate))
 				st := g.emu.Stats()

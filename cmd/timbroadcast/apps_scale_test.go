@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
 	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
@@ -239,7 +240,7 @@ func BenchmarkThousandApps(b *testing.B) {
 		if os.Getenv("RSS_PROFILE_DIR") != "" {
 			ae.env["HTTP_PPROF"] = "on"
 		}
-		rc := countBrokerRequests(ae.kc)
+		rc := consumertest.CountRequests(ae.kc)
 		var msgs []kafka.Message
 		for n := range perApp {
 			for _, name := range names {
@@ -289,7 +290,7 @@ func BenchmarkThousandApps(b *testing.B) {
 			return n
 		}
 		limitedAtStart := limitedNow()
-		calls0, cpu0, self0, req0, t0 := delivered(), cpu(), self(), rc.snapshot(), time.Now()
+		calls0, cpu0, self0, req0, t0 := delivered(), cpu(), self(), rc.Snapshot(), time.Now()
 		if dir := os.Getenv("RSS_PROFILE_DIR"); dir != "" {
 			// A CPU profile of one replica in the steady state.
 			prof := get(b, "http://"+waitHTTPAddr(b, ws[0])+"/debug/pprof/profile?seconds=8")
@@ -299,7 +300,7 @@ func BenchmarkThousandApps(b *testing.B) {
 		}
 		time.Sleep(10*time.Second - time.Since(t0))
 		calls, used, selfUsed, window := delivered()-calls0, cpu()-cpu0, self()-self0, time.Since(t0)
-		reqs, total := requestsSince(req0, rc.snapshot())
+		reqs, total := consumertest.Since(req0, rc.Snapshot())
 		limitedSteady := limitedNow() - limitedAtStart
 		b.Logf("%d calls in %s: %v broker requests (%d in all)", calls, window.Round(time.Millisecond), reqs, total)
 

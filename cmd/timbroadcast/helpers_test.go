@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -22,7 +21,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -85,11 +83,29 @@ func build(path string, race bool, tags ...string) error {
 	return cmd.Run()
 }
 
-var lean struct {
+// built is a binary built once by TestMain's build, for the tests that
+// need it.
+type built struct {
 	once sync.Once
 	path string
 	err  error
 }
+
+// get builds the binary (named name in buildDir, race and tags as build
+// takes them) the first time, and returns it.
+func (b *built) get(tb testing.TB, name string, race bool, tags ...string) string {
+	tb.Helper()
+	b.once.Do(func() {
+		b.path = filepath.Join(buildDir, name)
+		b.err = build(b.path, race, tags...)
+	})
+	if b.err != nil {
+		tb.Fatalf("build %s: %v", name, b.err)
+	}
+	return b.path
+}
+
+var lean, release built
 
 // leanBinary is the binary built with the tag lean (make build-lean),
 // built once; it skips where TestMain built no binary.
@@ -98,20 +114,7 @@ func leanBinary(tb testing.TB) string {
 	if buildDir == "" {
 		tb.Skip("builds the lean binary: not with TIMBROADCAST_BINARY or in the fast tier (go test -short)")
 	}
-	lean.once.Do(func() {
-		lean.path = filepath.Join(buildDir, "timbroadcast-lean")
-		lean.err = build(lean.path, false, "lean")
-	})
-	if lean.err != nil {
-		tb.Fatalf("build with -tags lean: %v", lean.err)
-	}
-	return lean.path
-}
-
-var release struct {
-	once sync.Once
-	path string
-	err  error
+	return lean.get(tb, "timbroadcast-lean", false, "lean")
 }
 
 // releaseBinary is the binary as users run it (make build: no race
@@ -123,14 +126,7 @@ func releaseBinary(tb testing.TB) string {
 	if !raceEnabled || buildDir == "" {
 		return binary
 	}
-	release.once.Do(func() {
-		release.path = filepath.Join(buildDir, "timbroadcast-release")
-		release.err = build(release.path, false)
-	})
-	if release.err != nil {
-		tb.Fatalf("build without -race: %v", release.err)
-	}
-	return release.path
+	return release.get(tb, "timbroadcast-release", false)
 }
 
 const (
@@ -431,44 +427,4 @@ func killMidStream(t *testing.T, ce *crashEnv, kills, maxStep int, rng *rand.Ran
 		w.kill(t)
 		t.Logf("kill %d: %d calls delivered so far", i+1, len(ce.emu.Delivered()))
 	}
-}
-
-// brokerRequests counts the requests an in-process broker handles, by
-// kind.
-type brokerRequests struct {
-	mu sync.Mutex
-	n  map[int16]int
-}
-
-// countBrokerRequests observes every request kc's broker handles.
-func countBrokerRequests(kc *consumertest.Cluster) *brokerRequests {
-	rc := &brokerRequests{n: map[int16]int{}}
-	kc.Fake.ControlKey(-1, func(req kmsg.Request) (kmsg.Response, error, bool) {
-		kc.Fake.KeepControl()
-		rc.mu.Lock()
-		rc.n[req.Key()]++
-		rc.mu.Unlock()
-		return nil, nil, false
-	})
-	return rc
-}
-
-// snapshot returns the counts so far.
-func (rc *brokerRequests) snapshot() map[int16]int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return maps.Clone(rc.n)
-}
-
-// requestsSince returns the counts by kind since before, and their total.
-func requestsSince(before, after map[int16]int) (map[string]int, int) {
-	out := map[string]int{}
-	total := 0
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			out[kmsg.NameForKey(k)] = d
-			total += d
-		}
-	}
-	return out, total
 }
