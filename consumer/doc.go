@@ -16,6 +16,8 @@
 //	config.go      Config, its defaults (DefaultConfig) and rules (Validate)
 //	worker.go      the worker's life: New, Run (a group.Member's generations), readiness
 //	apps.go        the apps served (Config.Apps) and a record's app (route)
+//	appsupdate.go  the apps file changed live (UpdateApps, read again every
+//	               Config.AppsReload)
 //	partition.go   one owned partition: its sessions, the pump that fetches
 //	               (a kafkaconn.Mux stream: one long poll per broker for all
 //	               partitions) and decodes each record once, the router
