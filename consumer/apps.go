@@ -40,10 +40,12 @@ type app struct {
 	sched *schedule.Schedule
 	// label is the metrics' app label (Name, or "default").
 	label string
-	// current is the Sender its calls use (App.Sender, or the one the apps
-	// file changed it to: UpdateApps); served is its time in the apps file
-	// (nil without one).
+	// App stays as the app was first served (its Name labels metrics and
+	// logs, streams read it unlocked); what the apps file changes later is
+	// current, the Sender its calls use, and rate (under appSet.mu).
+	// served is its time in the apps file (nil without one).
 	current atomic.Pointer[Sender]
+	rate    float64
 	served  atomic.Pointer[served]
 
 	// waiting is, per stream of the app, the timestamp of the oldest

@@ -29,6 +29,33 @@ type liveApps struct {
 	// problem is why the apps file could not be read again ("" when it
 	// was), shown on /readyz while it lasts.
 	problem string
+	// last and lastDefault are the apps the file last gave (reloadApps):
+	// a read that gives them again changes nothing.
+	last        []App
+	lastDefault string
+}
+
+// unchanged reports whether apps and def are what the file last gave.
+func (l *liveApps) unchanged(apps []App, def string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil || def != l.lastDefault || len(apps) != len(l.last) {
+		return false
+	}
+	for i, a := range apps {
+		b := l.last[i]
+		if a.Name != b.Name || a.SDKAppID != b.SDKAppID || a.Sender != b.Sender || a.Rate != b.Rate || !slices.Equal(a.Topics, b.Topics) {
+			return false
+		}
+	}
+	return true
+}
+
+// applied records the apps the file gave, once served.
+func (l *liveApps) applied(apps []App, def string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last, l.lastDefault = apps, def
 }
 
 // setView records the partitions every schedule sees (a generation),
@@ -105,6 +132,9 @@ func (w *Worker) UpdateApps(apps []App, defaultApp string) error {
 			w.changeApp(a, spec)
 		}
 		s.addLocked(a)
+		if spec.Name != a.Name {
+			s.byName[spec.Name] = a // renamed: both names route to it
+		}
 	}
 	s.def = nil
 	if defaultApp != "" {
@@ -113,8 +143,6 @@ func (w *Worker) UpdateApps(apps []App, defaultApp string) error {
 	s.mu.Unlock()
 	w.live.mu.Lock()
 	defer w.live.mu.Unlock()
-	w.live.problem = ""
-	w.metrics.setAppsFileValid(true)
 	for _, a := range started {
 		if w.live.viewSet && a.sched.Paced() {
 			a.sched.SetView(w.live.all, w.live.urgent)
@@ -127,8 +155,9 @@ func (w *Worker) UpdateApps(apps []App, defaultApp string) error {
 	return nil
 }
 
-// changeApp applies what the apps file changed of a served app: its
-// Sender, rate, name; its topics wait for a restart.
+// changeApp applies what the apps file changed of a served app (apps.mu
+// held): its Sender and rate from its next call. Its topics and name
+// stay as first served until a restart (the new name routes to it too).
 func (w *Worker) changeApp(a *app, spec App) {
 	log := w.log.With(zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID))
 	if spec.Sender != a.sender() {
@@ -136,28 +165,25 @@ func (w *Worker) changeApp(a *app, spec App) {
 		a.current.Store(&sd)
 		log.Info("the app's settings changed in the apps file (key file, admin, region or endpoint): its next call uses them")
 	}
-	if spec.Rate != a.Rate {
-		if a.sched.Paced() && spec.paced() {
-			a.sched.SetRate(spec.Rate)
-			log.Info("the app's rate changed in the apps file: its next call follows it", zap.Float64("rate", spec.Rate),
-				zap.Float64("was", a.Rate))
-		} else {
-			log.Warn("the app's rate changed between none and some in the apps file: takes effect at the next start",
-				zap.Float64("rate", spec.Rate), zap.Float64("was", a.Rate))
-		}
+	switch {
+	case spec.Rate == a.rate:
+	case a.sched.Paced() && spec.paced():
+		a.sched.SetRate(spec.Rate)
+		log.Info("the app's rate changed in the apps file: its next call follows it", zap.Float64("rate", spec.Rate),
+			zap.Float64("was", a.rate))
+		a.rate = spec.Rate
+	default:
+		log.Warn("the app's rate changed between none and some in the apps file: takes effect at the next start",
+			zap.Float64("rate", spec.Rate), zap.Float64("was", a.rate))
 	}
 	if !slices.Equal(spec.Topics, a.Topics) {
 		log.Warn("the app's topics changed in the apps file: the group's topics are fixed while it runs; the change takes "+
 			"effect at the next start", zap.Strings("topics", spec.Topics), zap.Strings("was", a.Topics))
-		spec.Topics = a.Topics
 	}
 	if spec.Name != a.Name {
-		log.Info("the app was renamed in the apps file", zap.String("was", a.Name))
+		log.Info("the app was renamed in the apps file: served under both names, and named as before in metrics and logs, "+
+			"until a restart", zap.String("was", a.Name))
 	}
-	sd := spec.Sender
-	spec.Sender = a.App.Sender
-	a.App = spec
-	a.current.Store(&sd)
 }
 
 // reloadApps reads the apps file again (Config.ReloadApps) and serves
@@ -166,8 +192,16 @@ func (w *Worker) changeApp(a *app, spec App) {
 // timbroadcast_apps_file_valid until a read succeeds.
 func (w *Worker) reloadApps() error {
 	apps, def, err := w.cfg.ReloadApps()
+	if err == nil && !w.live.unchanged(apps, def) {
+		if err = w.UpdateApps(apps, def); err == nil {
+			w.live.applied(apps, def)
+		}
+	}
 	if err == nil {
-		err = w.UpdateApps(apps, def)
+		w.live.mu.Lock()
+		w.live.problem = ""
+		w.live.mu.Unlock()
+		w.metrics.setAppsFileValid(true)
 	}
 	if err != nil {
 		w.live.mu.Lock()

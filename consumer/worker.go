@@ -168,6 +168,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}
 	if cfg.ReloadApps != nil && len(cfg.Apps) > 0 {
 		w.apps.reload = w.reloadApps
+		w.live.last, w.live.lastDefault = cfg.Apps, cfg.DefaultApp
 	}
 	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.bindStuck(func() (int, time.Duration) {
@@ -180,7 +181,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 // newApp builds an app's call schedule (its pause gate and, with a rate,
 // its chain in the claims log).
 func (w *Worker) newApp(spec App) (*app, error) {
-	a := &app{App: spec, key: strconv.FormatUint(spec.SDKAppID, 10), label: spec.Name}
+	a := &app{App: spec, key: strconv.FormatUint(spec.SDKAppID, 10), label: spec.Name, rate: spec.Rate}
 	if a.label == "" {
 		a.label = "default"
 	}
