@@ -432,15 +432,6 @@ func (p *partition) routedNow() int64 {
 	return p.routed
 }
 
-// routeFailed makes rec a record to dead-letter when no app could be
-// found for it (ie); a record already invalid keeps its own reason.
-func routeFailed(rec *record, ie *wire.InvalidEventError) {
-	if ie == nil || rec.invalid != nil {
-		return
-	}
-	rec.ev, rec.filtered, rec.invalid = nil, false, ie
-}
-
 // maxInFlightSpan bounds the offsets an in-flight record may span: a
 // merged call holds at most 12,000 bytes of events (a few hundred), and
 // transaction markers between them; metadata claiming more is ignored, so
@@ -657,8 +648,8 @@ func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yiel
 // stays filtered whatever its app.
 func (p *partition) appOf(rec *record) *app {
 	a, ie := p.w.apps.route(rec)
-	if !rec.filtered {
-		routeFailed(rec, ie)
+	if ie != nil && !rec.filtered && rec.invalid == nil { // a record invalid already keeps its own reason
+		rec.ev, rec.invalid = nil, ie
 	}
 	return a
 }

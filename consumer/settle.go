@@ -197,8 +197,9 @@ func (s *stream) send(c *call) (err error) {
 		t, err := s.app.sched.Take(takeCtx, s.tp.sched(), s.urgent)
 		stopTake()
 		if err != nil {
-			if s.taking.Err() == nil && s.app.removed() {
-				continue // the apps file stopped naming the app while the call waited
+			if s.taking.Err() == nil && s.app.removed() { // while the call waited
+				c.res = resultRemoved
+				return nil
 			}
 			return s.ended(err)
 		}
