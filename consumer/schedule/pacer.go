@@ -41,8 +41,10 @@ import (
 //     fraction of a round trip), which slotMargin absorbs. A record whose
 //     own time is far from its stamp moves the chain by claimAhead at most.
 //   - A grant read back late (a slow produce or fetch): the call leaves at
-//     once if it is at most half a period late, else the grant is
-//     forfeited and the member claims again.
+//     once if it is at most half a period late, and is recorded again at
+//     its departure (a Took record) so the next grant, whoever's, is a
+//     period after it; else the grant is forfeited and the member claims
+//     again.
 //   - The log unreachable: no member can claim, so nothing is sent (and
 //     nothing lost) until it is back; /readyz and the log say so. A lone
 //     member does not need the log to send.
@@ -539,12 +541,17 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 			}
 			if j := s.pickLocked(); j >= 0 {
 				s.grantLocked(j, maxTime(at, now))
-				s.recorded = s.clock.toLocal(maxTime(at, now)) // where the claims log has the call
+				// Where the claims log has the call: its grant, even when it
+				// was read back late and leaves now. A departure later than
+				// that (Turn.Left) is recorded again (a Took record), which
+				// moves the next grant, whoever's, to a period after it.
+				s.recorded = s.clock.toLocal(at)
+				s.last = s.recorded
 				s.obs.Slot("used")
 			} else {
+				s.last = s.clock.toLocal(maxTime(at, now))
 				s.obs.Slot("skipped")
 			}
-			s.last = s.clock.toLocal(maxTime(at, now))
 		}
 	}
 	if need, _ := s.claimNeededLocked(); need {

@@ -803,3 +803,47 @@ func TestScheduleHold(t *testing.T) {
 		t.Error("Current still finds a hold after the release")
 	}
 }
+
+// A grant read back late (a slow fetch of the claims log on a loaded
+// host) is used at once, later than the chain has it; the call is then
+// recorded at its departure (a Took record), so the next grant, whoever's,
+// is a period after the real departure and not after the chain's time,
+// which would bring two calls nearer than a period at the server (10023).
+func TestScheduleLateGrantSpacesFromDeparture(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b := tp("t", 0), tp("t", 1)
+	v := view{all: []Partition{a, b}}
+	sa := h.member(v, a)
+	sb := h.member(v, b)
+	first := h.until(2, h.waitFor(sa, 0, a, false))[0]
+	sa.left(first.at)
+
+	// sb's claim is read back with its grant a period after the first
+	// call; its grant loop then runs late: the clock jumps past the grant.
+	ch := h.waitFor(sb, 1, b, false)
+	for _, s := range h.members {
+		for !s.quiet() {
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	if err := h.clock.BlockUntilContext(h.ctx, len(h.members)); err != nil {
+		t.Fatal(err)
+	}
+	late := 3 * sb.period / 10
+	h.clock.Advance(first.at.Add(sb.period + late).Sub(h.clock.Now()))
+	g, ok := <-ch
+	if !ok {
+		t.Fatal("the waiter's context ended")
+	}
+	if d := g.at.Sub(first.at); d < sb.period+late {
+		t.Fatalf("the late grant leaves %v after the first call, want at least %v (read late, used at once)", d, sb.period+late)
+	}
+	sb.left(g.at)
+	for !sb.quiet() { // its Took record is written
+		time.Sleep(200 * time.Microsecond)
+	}
+	next := h.until(20, h.waitFor(sa, 0, a, false))[0]
+	if d := next.at.Sub(g.at); d < sa.period {
+		t.Errorf("the next call leaves %v after the late one, want at least a period (%v)", d, sa.period)
+	}
+}
