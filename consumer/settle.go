@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -160,14 +161,16 @@ func (s *stream) send(c *call) (err error) {
 	}()
 	// A retry inside a turn waits for a slot of the schedule, when it
 	// keeps slots, and leaves at it.
-	var turn *schedule.Turn
+	// turn is the call's current turn; the transport reports a request
+	// written (Wrote) from its own goroutine.
+	var turn atomic.Pointer[schedule.Turn]
 	ctx := s.sending
 	if s.app.sched.Paced() {
 		ctx = sender.WithPacing(ctx, func(c context.Context) error {
 			c, cancel := context.WithCancel(c)
 			defer cancel()
 			defer context.AfterFunc(s.taking, cancel)() // revoked: the next owner resends
-			at, err := turn.Retry(c)
+			at, err := turn.Load().Retry(c)
 			if err != nil {
 				return err
 			}
@@ -175,7 +178,8 @@ func (s *stream) send(c *call) (err error) {
 		})
 	}
 	ctx = sender.WithTrace(ctx, &sender.Trace{
-		Leaving: func(at time.Time) { turn.Left(w.onScheduleClock(at)) },
+		Leaving: func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) },
+		Wrote:   func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) }, // a new connection's dial is not a period's
 		Attempt: func(a sender.Attempt) {
 			c.obs.attempt(c, a)
 			s.answered(c, a)
@@ -203,7 +207,7 @@ func (s *stream) send(c *call) (err error) {
 			}
 			return s.ended(err)
 		}
-		turn = t
+		turn.Store(t)
 		if err := s.ready(c); err != nil {
 			t.Released()
 			return err

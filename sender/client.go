@@ -124,6 +124,12 @@ type Trace struct {
 	// request is made, with its start (Attempt.Start): a caller that
 	// paces by its own calls spaces the next one from there.
 	Leaving func(start time.Time)
+	// Wrote, if set, is called when an attempt's request has been written
+	// to its connection, with the time: the server has it about then. It
+	// is later than Leaving by the time a connection took (a new one is
+	// dialled, and on a loaded host a request waits to be written), so a
+	// caller that paces by its own calls spaces the next one from there.
+	Wrote func(at time.Time)
 	// Attempt is called after every HTTP attempt of the send.
 	Attempt func(Attempt)
 }

@@ -527,8 +527,9 @@ func TestRedirectNotFollowed(t *testing.T) {
 
 // TestTraceLeaving: a send's Trace hears of every attempt right before
 // its request is made (Leaving, with the attempt's Start) and again after
-// it (Attempt), so a caller that paces by its own calls can space the next
-// one from the real departure.
+// it (Attempt), and when the request was written to its connection
+// (Wrote, from the transport's goroutine), so a caller that paces by its
+// own calls can space the next one from the real departure.
 func TestTraceLeaving(t *testing.T) {
 	emu := newEmulator(t, sendertest.Options{Faults: sendertest.Faults{Codes: []int{10002, 10002}}})
 	var mu sync.Mutex
@@ -541,9 +542,14 @@ func TestTraceLeaving(t *testing.T) {
 	}))
 	defer proxy.Close()
 	c := newClient(t, fastConfig(proxy.URL))
-	var leaving, starts []time.Time
+	var leaving, starts, wrote []time.Time
 	ctx := sender.WithTrace(context.Background(), &sender.Trace{
 		Leaving: func(at time.Time) { leaving = append(leaving, at) },
+		Wrote: func(at time.Time) {
+			mu.Lock()
+			wrote = append(wrote, at)
+			mu.Unlock()
+		},
 		Attempt: func(a sender.Attempt) {
 			if len(leaving) != a.Number {
 				t.Errorf("attempt %d reported after %d departures, want as many", a.Number, len(leaving))
@@ -556,8 +562,9 @@ func TestTraceLeaving(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(leaving) != 3 || len(starts) != 3 || len(arrived) != 3 {
-		t.Fatalf("%d departures, %d attempts, %d requests at the server; want 3 each", len(leaving), len(starts), len(arrived))
+	if len(leaving) != 3 || len(starts) != 3 || len(arrived) != 3 || len(wrote) != 3 {
+		t.Fatalf("%d departures, %d attempts, %d requests at the server, %d written; want 3 each", len(leaving), len(starts),
+			len(arrived), len(wrote))
 	}
 	for i := range leaving {
 		if !leaving[i].Equal(starts[i]) {
@@ -565,6 +572,9 @@ func TestTraceLeaving(t *testing.T) {
 		}
 		if leaving[i].After(arrived[i]) {
 			t.Errorf("attempt %d: departure reported after the server had the request", i+1)
+		}
+		if wrote[i].Before(leaving[i]) || i > 0 && !wrote[i].After(arrived[i-1]) {
+			t.Errorf("attempt %d: written at %v, before it left (%v) or before the previous attempt's answer", i+1, wrote[i], leaving[i])
 		}
 	}
 }

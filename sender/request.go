@@ -37,7 +37,12 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 	req.Header.Set("Content-Type", "application/json")
 	var wrote atomic.Bool
 	req = req.WithContext(httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
-		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(wrote.Load() || i.Err == nil) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			wrote.Store(wrote.Load() || i.Err == nil)
+			if tr := traceFrom(ctx); i.Err == nil && tr != nil && tr.Wrote != nil {
+				tr.Wrote(time.Now())
+			}
+		},
 	}))
 	start := time.Now()
 	res, err := c.http.Do(req)
