@@ -590,6 +590,14 @@ func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error
 		})
 	}
 	partitions.Wait()
+	if w.claims != nil {
+		// The calls made alone are in the claims log before the member
+		// rejoins, so the members that take its partitions over place
+		// their first calls after them.
+		fctx, cancel := context.WithTimeout(context.Background(), claimsFlushTimeout)
+		w.claims.Flush(fctx)
+		cancel()
+	}
 	cause := context.Cause(genCtx)
 	end(nil)
 	heartbeatAndWatch.Wait()
@@ -602,6 +610,10 @@ func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error
 	}
 	return nil
 }
+
+// claimsFlushTimeout bounds how long a member whose generation ended waits
+// for its claims log records to be appended before it rejoins.
+const claimsFlushTimeout = 2 * time.Second
 
 // ErrFenced says another process joined the group with this member's
 // group instance id: two replicas share the id. The worker stops; it never

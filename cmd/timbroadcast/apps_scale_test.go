@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,16 +130,23 @@ func dumpLogs(t *testing.T, w *worker, substr string, n int) {
 }
 
 // BenchmarkIdleApps starts the worker (the release build) with 1 and
-// with 1,000 apps configured and nothing to send, and reports, once it is
-// in its group: the resident memory, goroutines, CPU used over 5 idle
-// seconds, the time from start to ready, and then produce-to-call of
-// single events of one app (p50 and max of 10). The differences per
-// configured app are what an idle app costs:
+// with 1,000 apps configured and nothing to send, one process and three
+// replicas, and reports, once they are in their group: the resident memory
+// and goroutines (of one replica), CPU used over 5 idle seconds (per
+// replica), the time from start to ready (all of them), and then
+// produce-to-call of single events of one app (p50 and max of 10; with
+// three replicas the app's calls go through the claims log). The
+// differences per configured app are what an idle app costs:
 //
 //	go test -run '^$' -bench IdleApps -benchtime 1x ./cmd/timbroadcast
 func BenchmarkIdleApps(b *testing.B) {
-	for _, n := range []int{1, 1000} {
-		b.Run(fmt.Sprintf("apps-%d", n), func(b *testing.B) {
+	for _, c := range []struct{ apps, replicas int }{{1, 1}, {1000, 1}, {1, 3}, {1000, 3}} {
+		name := fmt.Sprintf("apps-%d", c.apps)
+		if c.replicas > 1 {
+			name += fmt.Sprintf("-replicas-%d", c.replicas)
+		}
+		b.Run(name, func(b *testing.B) {
+			n := c.apps
 			for range b.N {
 				names := make([]string, n)
 				for i := range names {
@@ -147,26 +155,37 @@ func BenchmarkIdleApps(b *testing.B) {
 				ae := newAppsEnv(b, 6, 1, names, nil, names[0])
 				ae.env["HTTP_PPROF"] = "on"
 				start := time.Now()
-				w := startWorkerOf(b, releaseBinary(b), ae.env)
-				addr := waitHTTPAddr(b, w)
-				for {
-					if code, _ := status(b, "http://"+addr+"/readyz"); code == 200 {
-						break
+				var ws []*worker
+				var addrs []string
+				for range c.replicas {
+					w := startWorkerOf(b, releaseBinary(b), ae.env)
+					ws, addrs = append(ws, w), append(addrs, waitHTTPAddr(b, w))
+				}
+				for i, addr := range addrs {
+					for {
+						if code, _ := status(b, "http://"+addr+"/readyz"); code == 200 {
+							break
+						}
+						if time.Since(start) > time.Minute {
+							b.Fatalf("not ready after a minute:\n%s", ws[i].logs.String())
+						}
+						time.Sleep(10 * time.Millisecond)
 					}
-					if time.Since(start) > time.Minute {
-						b.Fatalf("not ready after a minute:\n%s", w.logs.String())
-					}
-					time.Sleep(10 * time.Millisecond)
 				}
 				ready := time.Since(start)
 				time.Sleep(2 * time.Second) // past the start
-				pid := w.cmd.Process.Pid
-				cpu0 := procCPU(b, pid)
+				cpu := func() (d time.Duration) {
+					for _, w := range ws {
+						d += procCPU(b, w.cmd.Process.Pid)
+					}
+					return d
+				}
+				cpu0 := cpu()
 				time.Sleep(5 * time.Second)
-				cpu := procCPU(b, pid) - cpu0
-				rss := procStatus(fmt.Sprintf("/proc/%d/status", pid))["VmRSS"]
+				used := cpu() - cpu0
+				rss := procStatus(fmt.Sprintf("/proc/%d/status", ws[0].cmd.Process.Pid))["VmRSS"]
 				var goroutines int
-				fmt.Sscanf(get(b, "http://"+addr+"/debug/pprof/goroutine?debug=1"), "goroutine profile: total %d", &goroutines)
+				fmt.Sscanf(get(b, "http://"+addrs[0]+"/debug/pprof/goroutine?debug=1"), "goroutine profile: total %d", &goroutines)
 				// Produce to call, idle: one event of one app at a time.
 				var lat []time.Duration
 				for i := range 10 {
@@ -189,11 +208,28 @@ func BenchmarkIdleApps(b *testing.B) {
 				b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "idle-max-ms")
 				b.ReportMetric(rss, "rss-MB")
 				b.ReportMetric(float64(goroutines), "goroutines")
-				b.ReportMetric(cpu.Seconds()/5*100, "idle-cpu-%")
+				b.ReportMetric(used.Seconds()/5*100/float64(c.replicas), "idle-cpu-%")
 				b.ReportMetric(ready.Seconds(), "s-to-ready")
 			}
 		})
 	}
+}
+
+// procRead is how many bytes process pid has read (rchar: every read
+// call's, its sockets' included).
+func procRead(tb testing.TB, pid int) int64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		tb.Skip("no /proc/PID/io on this platform")
+	}
+	var n int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+			fmt.Sscan(v, &n)
+		}
+	}
+	return n
 }
 
 // procCPU is the CPU time process pid has used (user and system).
@@ -217,9 +253,11 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // steady state it reports the calls/s reached, the replicas' CPU per call,
 // the broker's requests per call (by kind, logged), the 10023 answers
 // (in the first seconds, while the group forms, and in the steady state),
+// what each replica reads (bytes a second, and per call of the group),
 // the time from start to the first call, and the machine's share the
-// test process (broker and emulator) took; then, every replica killed
-// and one started again over that history (the delivered log's entries of
+// test process (broker and emulator) took, and logs the connections made
+// to the API; then, every replica stopped and one started again over
+// that history (the delivered log's entries of
 // 1,000 apps over the 24 partitions, the claims log's), the time to its
 // first call. BENCH_LIMITER picks the
 // emulator's rate-limit model (sendertest.Limiters; default bucket);
@@ -241,6 +279,11 @@ func BenchmarkThousandApps(b *testing.B) {
 		}
 		ae := newAppsEnv(b, 24, 1, names, nil, "", tune...)
 		ae.env["TIM_MAP"] = `{MsgBody: .MsgBody, app: .tenant}`
+		// The session timeout of a deployment, not the tests' second: three
+		// replicas and the broker on two cores under a full load miss a
+		// heartbeat by more than a second now and then, and each such miss
+		// is a rebalance in the measured window.
+		ae.env["KAFKA_SESSION_TIMEOUT"], ae.env["KAFKA_HEARTBEAT_INTERVAL"], ae.env["KAFKA_REBALANCE_TIMEOUT"] = "10s", "500ms", "10s"
 		if os.Getenv("RSS_PROFILE_DIR") != "" {
 			ae.env["HTTP_PPROF"] = "on"
 		}
@@ -294,7 +337,13 @@ func BenchmarkThousandApps(b *testing.B) {
 			return n
 		}
 		limitedAtStart := limitedNow()
-		calls0, cpu0, self0, req0, t0 := delivered(), cpu(), self(), rc.Snapshot(), time.Now()
+		read := func() (n int64) {
+			for _, w := range ws {
+				n += procRead(b, w.cmd.Process.Pid)
+			}
+			return n
+		}
+		calls0, cpu0, self0, req0, read0, t0 := delivered(), cpu(), self(), rc.Snapshot(), read(), time.Now()
 		if dir := os.Getenv("RSS_PROFILE_DIR"); dir != "" {
 			// A CPU profile of one replica in the steady state.
 			prof := get(b, "http://"+waitHTTPAddr(b, ws[0])+"/debug/pprof/profile?seconds=8")
@@ -303,12 +352,12 @@ func BenchmarkThousandApps(b *testing.B) {
 			}
 		}
 		time.Sleep(10*time.Second - time.Since(t0))
-		calls, used, selfUsed, window := delivered()-calls0, cpu()-cpu0, self()-self0, time.Since(t0)
+		calls, used, selfUsed, readBytes, window := delivered()-calls0, cpu()-cpu0, self()-self0, read()-read0, time.Since(t0)
 		reqs, total := consumertest.Since(req0, rc.Snapshot())
 		limitedSteady := limitedNow() - limitedAtStart
-		b.Logf("%d calls in %s: %v broker requests (%d in all)", calls, window.Round(time.Millisecond), reqs, total)
+		b.Logf("%d calls in %s: %v broker requests (%d in all); %d connections to the API in all", calls, window.Round(time.Millisecond), reqs, total, ae.emu.Conns())
 
-		// A restart with that history: every replica killed once all is
+		// A restart with that history: every replica stopped once all is
 		// delivered, one more event per app, one replica started.
 		for delivered() < apps*perApp {
 			if time.Since(start) > 3*time.Minute {
@@ -317,8 +366,20 @@ func BenchmarkThousandApps(b *testing.B) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		ae.kc.WaitCommitted(b, ae.env["KAFKA_GROUP_ID"], ae.topic, time.Minute)
+		// Stopped (SIGTERM: they leave the group), so the replica started
+		// next waits for no session to time out: what it waits for is
+		// reading the logs' history.
 		for _, w := range ws {
-			w.kill(b)
+			if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, w := range ws {
+			select {
+			case <-w.done:
+			case <-time.After(30 * time.Second):
+				b.Fatalf("a replica still running 30 s after SIGTERM\n%s", w.logs.String())
+			}
 		}
 		msgs = msgs[:0]
 		for _, name := range names {
@@ -341,6 +402,11 @@ func BenchmarkThousandApps(b *testing.B) {
 		b.ReportMetric(float64(calls)/window.Seconds(), "calls/s")
 		b.ReportMetric(float64(used.Microseconds())/float64(max(calls, 1)), "cpu-µs/call")
 		b.ReportMetric(float64(total)/float64(max(calls, 1)), "requests/call")
+		// What each replica reads (the claims log's records of every app,
+		// its partitions' records, the delivered log and the API's
+		// answers), per second and per call made by the group.
+		b.ReportMetric(float64(readBytes)/float64(len(ws))/window.Seconds()/1e6, "MB-read/s/replica")
+		b.ReportMetric(float64(readBytes)/float64(len(ws))/float64(max(calls, 1)), "bytes-read/call/replica")
 		b.ReportMetric(float64(limitedAtStart), "10023s-start")
 		b.ReportMetric(float64(limitedSteady), "10023s-steady")
 		b.ReportMetric(first.Seconds(), "s-to-first-call")

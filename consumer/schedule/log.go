@@ -75,6 +75,10 @@ type Log struct {
 	dirty   map[uint64]bool
 	wrote   chan struct{}
 	started bool
+	// rounds counts the writer's rounds (a batch appended, or nothing to
+	// append); roundDone is closed at the end of each (Flush).
+	rounds    uint64
+	roundDone chan struct{}
 	// loops are the apps' grant loops running (lazily: pacer.poke);
 	// loopsDone says Run awaits them, so none starts any more.
 	loops     sync.WaitGroup
@@ -108,7 +112,7 @@ func NewLog(cfg LogConfig) *Log {
 	_, _ = rand.Read(b)
 	l := &Log{store: cfg.Store, clock: newBrokerClock(local), local: local, log: log, id: hex.EncodeToString(b),
 		defaultApp: cfg.DefaultApp, apps: map[uint64]*pacer{}, dirty: map[uint64]bool{}, wrote: make(chan struct{}, 1),
-		joining: map[uint64]*pacer{}}
+		joining: map[uint64]*pacer{}, roundDone: make(chan struct{})}
 	l.readSeen.Store(-1)
 	return l
 }
@@ -195,6 +199,45 @@ func (l *Log) goLoop(f func()) bool {
 	}
 	l.loops.Go(f)
 	return true
+}
+
+// roundEnded ends a round of the writer.
+func (l *Log) roundEnded() {
+	l.mu.Lock()
+	l.rounds++
+	close(l.roundDone)
+	l.roundDone = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// Flush waits until the records every app asked for before it are
+// appended (or tried once: a log refusing them keeps them for later), or
+// ctx ends. A member calls it before its partitions go to others (a
+// rebalance, a shutdown): a lone member records its calls after they
+// leave (a Took record), and a member that takes its partitions over
+// places its first call after them only when they are in the log before
+// its own claims.
+func (l *Log) Flush(ctx context.Context) {
+	l.mu.Lock()
+	started, target := l.started, l.rounds+2 // a round under way may have taken its batch already
+	l.mu.Unlock()
+	if !started {
+		return
+	}
+	for {
+		l.mu.Lock()
+		done, ch := l.rounds >= target, l.roundDone
+		l.mu.Unlock()
+		if done {
+			return
+		}
+		wake(l.wrote)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
 }
 
 // wakeWriter says app has records to write.
@@ -479,6 +522,7 @@ func (l *Log) writeLoop(ctx context.Context) {
 			batch = append(batch, p.outgoing(now, l.readSeen.Load())...)
 		}
 		if len(batch) == 0 {
+			l.roundEnded()
 			select {
 			case <-ctx.Done():
 				return
@@ -505,6 +549,7 @@ func (l *Log) writeLoop(ctx context.Context) {
 			}
 			l.mu.Unlock()
 		}
+		l.roundEnded()
 		if err == nil {
 			l.setLogErr(nil)
 			bo.Reset()

@@ -847,3 +847,29 @@ func TestScheduleLateGrantSpacesFromDeparture(t *testing.T) {
 		t.Errorf("the next call leaves %v after the late one, want at least a period (%v)", d, sa.period)
 	}
 }
+
+// Flush returns once the records asked for before it are in the claims
+// log: a lone member's last departure (a Took record) is there before the
+// member rejoins its group, so the members that take its partitions over
+// place their first calls after it.
+func TestLogFlush(t *testing.T) {
+	h := newSchedHarness(t)
+	a := tp("t", 0)
+	s := h.member(view{all: []Partition{a}}, a)
+	first := <-h.waitFor(s, 0, a, false)
+	for !s.quiet() {
+		time.Sleep(200 * time.Microsecond)
+	}
+	late := first.at.Add(300 * time.Millisecond)
+	s.left(late)
+	h.logs[0].Flush(h.ctx)
+	var tooks []int64
+	for _, r := range h.slots.records(t) {
+		if r.Took {
+			tooks = append(tooks, r.TS)
+		}
+	}
+	if !slices.Contains(tooks, late.UnixNano()) {
+		t.Errorf("took records at %v after Flush, want the departure's (%v) among them", tooks, late.UnixNano())
+	}
+}
