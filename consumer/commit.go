@@ -45,8 +45,8 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 	p := c.p
 	p.mu.Lock()
 	next := p.routed
-	for _, st := range p.streams {
-		next = min(next, st.low)
+	if len(p.lows) > 0 {
+		next = min(next, p.lows[0].low)
 	}
 	p.mu.Unlock()
 	meta := c.metadata(next)
@@ -152,4 +152,32 @@ func (p *partition) commit(s *stream, next int64, metadata string) error {
 		return err
 	}
 	return p.abandoned()
+}
+
+// lowHeap orders a partition's streams by low (partition.mu held), so the
+// commit reads the lowest at once and a stream's change costs a log of the
+// streams: a partition shared by a thousand apps has a thousand streams,
+// and a call of any settles its stream.
+type lowHeap []*stream
+
+func (h lowHeap) Len() int           { return len(h) }
+func (h lowHeap) Less(i, j int) bool { return h[i].low < h[j].low }
+func (h lowHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].lowAt, h[j].lowAt = i, j
+}
+
+// Push adds a stream (heap.Push).
+func (h *lowHeap) Push(x any) {
+	s := x.(*stream)
+	s.lowAt = len(*h)
+	*h = append(*h, s)
+}
+
+// Pop removes the last stream (heap.Pop).
+func (h *lowHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return s
 }

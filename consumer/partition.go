@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -55,8 +56,7 @@ type record struct {
 // It returns nil when ctx ended first.
 func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *record {
 	w := p.w
-	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
-		backoff.WithMaxElapsedTime(0))
+	var bo backoff.BackOff // made at the first failure: most records decode at once
 	for failing := false; ; failing = true {
 		ev, filtered, err := w.decoder.Decode(ctx, m)
 		r := &record{msg: m, at: at, ev: ev, filtered: filtered}
@@ -76,6 +76,10 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 		case ctx.Err() != nil:
 			return nil
 		default:
+			if bo == nil {
+				bo = backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
+					backoff.WithMaxElapsedTime(0))
+			}
 			if !p.readFailed(ctx, bo, m.Offset, "cannot decode the record yet; the partition waits and retries", "decode: ", err) {
 				return nil
 			}
@@ -164,8 +168,10 @@ type partition struct {
 	// after the last item routed, the calls recorded in flight when the
 	// session began that no stream has taken yet, and adv, closed when
 	// routed moves while a stream resumes a call.
-	mu       sync.Mutex
-	streams  map[*app]*stream
+	mu      sync.Mutex
+	streams map[*app]*stream
+	// lows orders the streams by low: the commit reads the lowest.
+	lows     lowHeap
 	routed   int64
 	pending  []wire.AppInFlight
 	resuming int
@@ -291,7 +297,7 @@ func (p *partition) session() error {
 	p.held = newHeldBytes(p.w.fetcher.Budget())
 	p.records, p.committedAt = records, start
 	p.commits = newCommitter(p, max(committed, start))
-	p.streams, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, start, inflight, 0, make(chan struct{})
+	p.streams, p.lows, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, nil, start, inflight, 0, make(chan struct{})
 	p.fetched.Store(start)
 	p.routerDone = make(chan struct{})
 	p.endMu.Lock()
@@ -378,6 +384,7 @@ func (p *partition) route(start func(*stream)) error {
 		if !known {
 			s = p.newStream(a)
 			p.streams[a] = s
+			heap.Push(&p.lows, s)
 		}
 		if a != nil && s.resume == nil {
 			for i := range p.pending {

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"math"
@@ -36,7 +37,9 @@ type stream struct {
 	qbytes int64
 	// low is the stream's first offset without its final outcome
 	// (noLow: none): the partition commits below every stream's low.
-	low int64
+	// lowAt is the stream's place in partition.lows.
+	low   int64
+	lowAt int
 	// gap >= 0: the stream's records from gap on were not kept; it reads
 	// them again. skipBelow: the router drops the stream's records below
 	// it (read again already).
@@ -100,7 +103,7 @@ func (s *stream) pushLocked(rec *record) {
 		return
 	}
 	if s.low == noLow {
-		s.low = off
+		s.setLowLocked(off)
 		s.app.setWaiting(s.w.metrics, s.obs.label, s, recordTime(rec))
 	}
 	if s.gap < 0 && s.w.apps.single == nil && s.full() {
@@ -431,11 +434,20 @@ func (s *stream) settled(last int64) (int64, error) {
 	p := s.partition
 	s.settledTo = last + 1
 	p.mu.Lock()
-	var at time.Time
-	s.low, at = s.lowLocked()
+	low, at := s.lowLocked()
+	s.setLowLocked(low)
 	p.mu.Unlock()
 	s.app.setWaiting(s.w.metrics, s.obs.label, s, at)
 	return p.commits.advance(s)
+}
+
+// setLowLocked sets the stream's low (partition.mu held), keeping the
+// partition's streams ordered by it.
+func (s *stream) setLowLocked(low int64) {
+	if low != s.low {
+		s.low = low
+		heap.Fix(&s.partition.lows, s.lowAt)
+	}
 }
 
 // lowLocked is the stream's first offset without an outcome, and that
