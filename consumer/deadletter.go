@@ -35,7 +35,7 @@ func (s *stream) deadLetter(c *call, m *record) error {
 		return []kafka.Message{wire.TruncateDeadLetter(full, msg.Value, truncations)}
 	}
 	span := w.tr.write(m.span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
-	if err := s.writeHeld(log, "dead-letter write", w.dlq, msg.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
+	if err := s.writeHeld(log, "dead-letter write", topicWriter{w.dlq}, msg.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
 		return err
 	}
 	if truncations > 0 {

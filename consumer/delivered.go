@@ -38,8 +38,10 @@ import (
 
 // deliveredLog is this worker's view of the delivered log.
 type deliveredLog struct {
-	conn    *kafkaconn.Conn
-	writer  *kafka.Writer
+	conn *kafkaconn.Conn
+	// writer appends to the log (its one partition), the concurrent
+	// writes of every stream in one request.
+	writer  topicAppender
 	topic   string
 	by      string
 	log     *zap.Logger
@@ -75,11 +77,8 @@ const truncationSkew = time.Second
 const topicIDTTL = 10 * time.Second
 
 func newDeliveredLog(conn *kafkaconn.Conn, cfg Config) *deliveredLog {
-	w := conn.Writer(cfg.DeliveredTopic)
-	w.BatchSize = 1 // each write is awaited before its commit: flush at once
-	w.MaxAttempts = 10
 	return &deliveredLog{
-		conn: conn, writer: w, topic: cfg.DeliveredTopic, log: cfg.Logger.Named("delivered"),
+		conn: conn, writer: topicAppender{conn.Appender(cfg.DeliveredTopic, 0), cfg.DeliveredTopic}, topic: cfg.DeliveredTopic, log: cfg.Logger.Named("delivered"),
 		metrics: cfg.Metrics, stale: cfg.DedupeWindow / 4, entries: map[string]wire.Watermark{},
 		ids: map[string]topicIDAt{},
 	}

@@ -39,7 +39,7 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 		w.metrics.recordReceiptFailure()
 		return nil
 	}
-	if err := s.writeHeld(log, "receipt write", w.receipts, members[0].msg.Offset, msgs, spans, refused); err != nil {
+	if err := s.writeHeld(log, "receipt write", topicWriter{w.receipts}, members[0].msg.Offset, msgs, spans, refused); err != nil {
 		return err
 	}
 	s.obs.receipts(rs, time.Since(start))

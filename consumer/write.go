@@ -1,16 +1,39 @@
 package consumer
 
 import (
+	"context"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 )
 
 // The one way the worker writes to Kafka before a commit (dead letters,
 // receipts, the delivered log): acknowledged by all in-sync replicas,
 // retried while the partition holds.
+
+// writer is where writeHeld writes: a topic's kafka.Writer (dead letters,
+// receipts) or the delivered log's appender.
+type writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+	topicName() string
+}
+
+// topicWriter is a kafka.Writer as a writer.
+type topicWriter struct{ *kafka.Writer }
+
+func (w topicWriter) topicName() string { return w.Topic }
+
+// topicAppender is an appender as a writer.
+type topicAppender struct {
+	*kafkaconn.Appender
+	topic string
+}
+
+func (a topicAppender) topicName() string { return a.topic }
 
 // writeHeld writes msgs with out and waits for the acknowledgement of all
 // in-sync replicas. A refused write is retried with a capped backoff while
@@ -19,7 +42,7 @@ import (
 // first and may return the records to write instead, at once. spans (nil
 // ones included) record the refusals and end with the outcome. It returns
 // errAbandoned (or why taking ended) if sending ended first.
-func (s *stream) writeHeld(log *zap.Logger, what string, out *kafka.Writer, offset int64, msgs []kafka.Message,
+func (s *stream) writeHeld(log *zap.Logger, what string, out writer, offset int64, msgs []kafka.Message,
 	spans []trace.Span, refused func(error) []kafka.Message) error {
 	w, ctx := s.w, s.sending
 	endSpans := func(err error) {
@@ -52,7 +75,7 @@ func (s *stream) writeHeld(log *zap.Logger, what string, out *kafka.Writer, offs
 		}
 		w.holds.fail(s.tp, w.cfg.Now(), what+": "+err.Error())
 		log.Error(what+" failed; retrying (the offset is committed only after it succeeds)",
-			zap.Int("attempt", attempt), zap.String("topic", out.Topic), zap.Error(err))
+			zap.Int("attempt", attempt), zap.String("topic", out.topicName()), zap.Error(err))
 		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
 			endSpans(err)
 			return s.abandoned()
