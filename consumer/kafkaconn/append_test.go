@@ -3,6 +3,7 @@ package kafkaconn_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,5 +88,42 @@ func TestAppenderGroupsWrites(t *testing.T) {
 	}
 	if err := a.WriteMessages(ctx, kafka.Message{Value: []byte("late")}); err == nil {
 		t.Error("a write after Close succeeded, want it refused")
+	}
+}
+
+// TestAppenderRefused: a request the broker refuses fails every write it
+// carried, with the topic in the error, and the appender goes on: the next
+// write, once the partition exists, succeeds.
+func TestAppenderRefused(t *testing.T) {
+	c, _ := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := c.Appender("missing", 0)
+	defer a.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for i := range 10 {
+		wg.Go(func() { errs <- a.WriteMessages(ctx, kafka.Message{Value: fmt.Appendf(nil, "v%d", i)}) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "missing/0") {
+			t.Fatalf("a write to a missing topic: %v, want an error naming missing/0", err)
+		}
+	}
+	if err := c.CreateTopic(ctx, "missing", 1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := a.WriteMessages(ctx, kafka.Message{Value: []byte("now")})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a write once the topic exists: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // the transport's metadata catches up
 	}
 }
