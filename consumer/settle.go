@@ -234,6 +234,14 @@ func (s *stream) send(c *call) (err error) {
 			t.Released()
 			return s.abandoned()
 		}
+		for leave := t.Leave; t.Recheck().After(leave); leave = t.Leave {
+			// Another member's call left late and its record moved this
+			// slot after it was handed over: leave a period after that call.
+			if err := sleepCtx(s.sending, w.untilTurn(t.Leave)); err != nil {
+				t.Released()
+				return s.abandoned()
+			}
+		}
 		var resp *sender.Response
 		if ss, ok := s.app.sender().(SlotSender); ok {
 			resp, err = ss.SendBodyReserved(ctx, c.body)

@@ -122,6 +122,7 @@ type slotWaiter struct {
 	urgent    bool
 	granted   chan struct{}
 	at        time.Time // when the call should leave (this member's clock)
+	seq       uint64    // the claim granted (0: a lone member's grant)
 }
 
 // slotMargin stretches periods by 1%: calls exactly 1/rate apart sit on
@@ -300,6 +301,13 @@ func (s *pacer) grantLocked(i int, at time.Time) {
 // time on this member's clock, so a caller can pack its call first; it
 // must not send before. Urgent waiters go before all others.
 func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (time.Time, error) {
+	at, _, err := s.waitClaim(ctx, partition, urgent)
+	return at, err
+}
+
+// waitClaim is wait, returning also the claim granted (0: a lone
+// member's grant), for moved.
+func (s *pacer) waitClaim(ctx context.Context, partition Partition, urgent bool) (time.Time, uint64, error) {
 	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, w)
@@ -308,7 +316,7 @@ func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (tim
 	s.wantWrite()
 	select {
 	case <-w.granted:
-		return w.at, nil
+		return w.at, w.seq, nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		s.waiting = slices.DeleteFunc(s.waiting, func(x *slotWaiter) bool { return x == w })
@@ -317,8 +325,31 @@ func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (tim
 		case <-w.granted: // granted meanwhile: the call goes unused
 		default:
 		}
-		return time.Time{}, ctx.Err()
+		return time.Time{}, 0, ctx.Err()
 	}
+}
+
+// moved returns when the call granted for this member's claim seq,
+// waiting to leave at at (this member's clock), should leave now: later
+// than at when a record read since moved its grant (another member's
+// call that left late, recorded at its departure), by at most half a
+// period; else at. A grant is handed to its caller a little before its
+// time (the lead); a late call's record that comes meanwhile still moves
+// it.
+func (s *pacer) moved(seq uint64, at time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.chain == nil || seq == 0 {
+		return at
+	}
+	g, ok := s.chain.find(s.id, seq)
+	if !ok {
+		return at
+	}
+	if t := s.clock.toLocal(time.Unix(0, g.At)); t.After(at) && t.Sub(at) <= s.period/2 {
+		return t
+	}
+	return at
 }
 
 // answered records how a call ended: a frequency-limit answer means
@@ -540,6 +571,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 				continue
 			}
 			if j := s.pickLocked(); j >= 0 {
+				s.waiting[j].seq = c.seq
 				s.grantLocked(j, maxTime(at, now))
 				// Where the claims log has the call: its grant, even when it
 				// was read back late and leaves now. A departure later than

@@ -873,3 +873,66 @@ func TestLogFlush(t *testing.T) {
 		t.Errorf("took records at %v after Flush, want the departure's (%v) among them", tooks, late.UnixNano())
 	}
 }
+
+// A slot already handed to its caller (a lead before its time) still
+// moves when another member's call that left late is recorded meanwhile:
+// the caller's recheck at its time (Turn.Recheck) says to leave a period
+// after that call, not at the slot's first time.
+func TestScheduleHandedSlotMovesAfterLateCall(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b := tp("t", 0), tp("t", 1)
+	v := view{all: []Partition{a, b}}
+	sa := h.member(v, a)
+	sb := h.member(v, b)
+	first := h.until(2, h.waitFor(sa, 0, a, false))[0]
+
+	// sb's slot, a period after sa's call, is handed over (a lead before
+	// its time) while sa's call has not left yet.
+	var at time.Time
+	var seq uint64
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		at, seq, err = sb.waitClaim(h.ctx, b, false)
+		done <- err
+	}()
+	for sb.waiters() == 0 {
+		time.Sleep(200 * time.Microsecond)
+	}
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			h.until(0)
+			h.clock.Advance(sa.period / 10)
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		break
+	}
+	if seq == 0 || !at.After(first.at) {
+		t.Fatalf("sb's slot at %v after the first call (claim %d), want after it, for a claim", at.Sub(first.at), seq)
+	}
+	if got := sb.moved(seq, at); !got.Equal(at) {
+		t.Fatalf("the slot moved to %v before any late call, want it at %v", got, at)
+	}
+
+	// sa's call leaves late, 40% of a period after the grant before sb's,
+	// and is recorded at its departure.
+	late := at.Add(-6 * sa.period / 10)
+	sa.left(late)
+	deadline := time.Now().Add(5 * time.Second)
+	for sb.moved(seq, at).Equal(at) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sb's handed slot never moved after sa's late call (%v)", late)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	if got := sb.moved(seq, at); got.Before(late.Add(sb.period)) || got.Sub(at) > sb.period/2 {
+		t.Errorf("the handed slot moved %v later, want at least a period after the late call (%v later) and at most half a period",
+			got.Sub(at), late.Add(sb.period).Sub(at))
+	}
+}

@@ -231,6 +231,8 @@ type Turn struct {
 	ended     bool
 	// Leave is when the call should leave (not before).
 	Leave time.Time
+	// seq is the claim the slot was granted for (0: none).
+	seq uint64
 }
 
 // Take waits for partition's next turn (urgent turns go before all
@@ -245,7 +247,7 @@ func (s *Schedule) Take(ctx context.Context, partition Partition, urgent bool) (
 			return nil, err
 		}
 		t := &Turn{s: s, partition: partition, urgent: urgent, probe: probe}
-		if t.Leave, err = t.slot(ctx); err != nil {
+		if t.Leave, t.seq, err = t.slot(ctx); err != nil {
 			s.gate.release(probe)
 			return nil, err
 		}
@@ -261,16 +263,29 @@ func (s *Schedule) Take(ctx context.Context, partition Partition, urgent bool) (
 
 // slot waits for the turn's slot: the schedule's, else the caller's own
 // pacing (or now).
-func (t *Turn) slot(ctx context.Context) (time.Time, error) {
+func (t *Turn) slot(ctx context.Context) (time.Time, uint64, error) {
 	if t.s.slots != nil {
-		return t.s.slots.wait(ctx, t.partition, t.urgent)
+		return t.s.slots.waitClaim(ctx, t.partition, t.urgent)
 	}
 	if t.s.pace != nil {
 		if err := t.s.pace(ctx); err != nil {
-			return time.Time{}, err
+			return time.Time{}, 0, err
 		}
 	}
-	return time.Now(), nil
+	return time.Now(), 0, nil
+}
+
+// Recheck returns when the turn's call should leave now: Leave, moved
+// later when a record the claims log gave since moved its slot (another
+// member's call that left late, recorded at its departure, reached this
+// member after the slot was handed over). A caller checks it once Leave
+// has come, and waits again when it moved.
+func (t *Turn) Recheck() time.Time {
+	if t == nil || t.s.slots == nil || t.seq == 0 {
+		return t.Leave
+	}
+	t.Leave = t.s.slots.moved(t.seq, t.Leave)
+	return t.Leave
 }
 
 // Retry waits for one more slot inside the turn, for an attempt that
@@ -281,7 +296,7 @@ func (t *Turn) Retry(ctx context.Context) (time.Time, error) {
 		if err := t.s.gate.waitHold(ctx); err != nil {
 			return time.Time{}, err
 		}
-		at, err := t.slot(ctx)
+		at, _, err := t.slot(ctx)
 		if err != nil || !t.s.gate.heldNow() {
 			return at, err
 		}
