@@ -1,6 +1,8 @@
 package schedule
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +78,75 @@ func FuzzDecodeClaim(f *testing.F) {
 		fromSnapshot(100*time.Millisecond, 250*time.Millisecond, r.State, now).apply(r.State.Seen+1, r, now)
 		if c.Hold != nil && c.Hold.Until != 0 && c.Hold.Until-c.Hold.Last > holdMaxMs*int64(time.Millisecond) {
 			t.Errorf("a hold of %v", time.Duration(c.Hold.Until-c.Hold.Last))
+		}
+	})
+}
+
+// FuzzFastClaim: where the claims log's fast reader reads a record, it
+// reads exactly what encoding/json reads; what it gives up on, encoding/json
+// reads as before. The records this release writes are read fast.
+func FuzzFastClaim(f *testing.F) {
+	now := time.Now().UnixNano()
+	written := [][]byte{
+		encodeClaim(claimRecord{App: 1400000123, By: "a1b2c3d4", Seq: 104, TS: now, State: chainState{Seen: 12345, Latest: now,
+			Grants: []slotGrant{{By: "a1b2c3d4", Seq: 100, TS: now, At: now}, {By: "ffee", TS: now - 5, At: now + 1e9, Urgent: true, Fixed: true}}}}),
+		encodeClaim(claimRecord{App: 7, By: "m", TS: now, Took: true, Unsynced: true, State: chainState{Seen: -1}}),
+		encodeClaim(claimRecord{By: "m", TS: -3, Urgent: true, Resume: true, Release: true}),
+	}
+	for _, b := range written {
+		var r claimRecord
+		if !fastClaim(b, &r) {
+			f.Fatalf("a record this release writes is not read fast: %s", b)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"v":2,"by":"x","ts":1,"state":{"seen":-5,"grants":[{"at":-1}]}}`))
+	f.Add([]byte(`{"v":2,"by":"x","BY":"y","ts":01,"state":{"grants":[]}}`))
+	f.Add([]byte(`{"v":2,"by":"x\u00e9","ts":1e3,"seq":-0}`))
+	f.Add([]byte(`{"v":2,"app":7,"by":"x","ts":1,"hold":{"by":"op","reason":"r","for_ms":60000},"pause":{"next":1},"state":{"seen":-1}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast claimRecord
+		if !fastClaim(b, &fast) {
+			return
+		}
+		var slow claimRecord
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("read fast, refused by encoding/json (%v): %q", err, b)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("read fast as %+v, by encoding/json as %+v: %q", fast, slow, b)
+		}
+	})
+}
+
+// BenchmarkDecodeClaim: a claim with a snapshot of four grants, as every
+// member reads each record of every app: the fast reader and encoding/json.
+//
+//	go test -run '^$' -bench DecodeClaim -benchmem ./consumer/schedule
+func BenchmarkDecodeClaim(b *testing.B) {
+	now := time.Now()
+	st := chainState{Seen: 12345, Latest: now.UnixNano()}
+	for i := range 4 {
+		st.Grants = append(st.Grants, slotGrant{By: "a1b2c3d4", Seq: uint64(100 + i), TS: now.UnixNano(),
+			At: now.Add(time.Duration(i) * time.Second).UnixNano()})
+	}
+	raw := encodeClaim(claimRecord{App: 1400000123, By: "a1b2c3d4", Seq: 104, TS: now.UnixNano(), State: st})
+	b.Run("fast", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := decodeClaim(raw, now, true); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		for b.Loop() {
+			var r claimRecord
+			if err := json.Unmarshal(raw, &r); err != nil {
+				b.Fatal(err)
+			}
+			if err := r.check(now, true); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

@@ -384,8 +384,11 @@ func encodeClaim(r claimRecord) []byte {
 // broker stamped it, else this member's clock.
 func decodeClaim(b []byte, ref time.Time, stamped bool) (claimRecord, error) {
 	var r claimRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("claims log record: %w", err)
+	if !fastClaim(b, &r) {
+		r = claimRecord{}
+		if err := json.Unmarshal(b, &r); err != nil {
+			return r, fmt.Errorf("claims log record: %w", err)
+		}
 	}
 	if err := r.check(ref, stamped); err != nil {
 		return claimRecord{}, fmt.Errorf("claims log record by %q ignored: %w", cutOutside(r.By, 64), err)

@@ -1,0 +1,281 @@
+package schedule
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// Every member reads every record of the claims log, of every app: with a
+// thousand apps, a few thousand records a second, and encoding/json took
+// most of a member's time spent on them. fastClaim reads the records this
+// release's members write (a claim, a lone member's call, with the chain's
+// snapshot) in one pass without reflection; anything else (a pause, a
+// hold, a key it does not know or knows twice, an escape in a string, a
+// number it would have to round, null, whitespace it does not expect)
+// makes it give up, and encoding/json reads the record as before. Where it
+// does not give up it yields exactly what encoding/json yields
+// (FuzzFastClaim checks it).
+
+// fastClaim reads b into r; false when encoding/json must read it.
+func fastClaim(b []byte, r *claimRecord) bool {
+	p := fastParser{b: b}
+	seen := 0 // bits of the keys read
+	ok := p.object(func(key []byte) bool {
+		var bit int
+		var ok bool
+		switch string(key) {
+		case "v":
+			bit = 1 << 0
+			var v int64
+			v, ok = p.int()
+			r.V = int(v)
+			ok = ok && int64(r.V) == v
+		case "app":
+			bit = 1 << 1
+			r.App, ok = p.uint()
+		case "by":
+			bit = 1 << 2
+			r.By, ok = p.string()
+		case "seq":
+			bit = 1 << 3
+			r.Seq, ok = p.uint()
+		case "ts":
+			bit = 1 << 4
+			r.TS, ok = p.int()
+		case "urgent":
+			bit = 1 << 5
+			r.Urgent, ok = p.bool()
+		case "took":
+			bit = 1 << 6
+			r.Took, ok = p.bool()
+		case "resume":
+			bit = 1 << 7
+			r.Resume, ok = p.bool()
+		case "unsynced":
+			bit = 1 << 8
+			r.Unsynced, ok = p.bool()
+		case "release":
+			bit = 1 << 9
+			r.Release, ok = p.bool()
+		case "state":
+			bit = 1 << 10
+			ok = p.state(&r.State)
+		default:
+			return false
+		}
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	})
+	return ok && p.i == len(b)
+}
+
+// fastParser reads the subset of JSON fastClaim accepts.
+type fastParser struct {
+	b []byte
+	i int
+}
+
+func (p *fastParser) peek() byte {
+	if p.i < len(p.b) {
+		return p.b[p.i]
+	}
+	return 0
+}
+
+func (p *fastParser) take(c byte) bool {
+	if p.peek() != c {
+		return false
+	}
+	p.i++
+	return true
+}
+
+// object reads {"key":value,...}, value by value(key), with no whitespace.
+func (p *fastParser) object(value func(key []byte) bool) bool {
+	if !p.take('{') {
+		return false
+	}
+	if p.take('}') {
+		return true
+	}
+	for {
+		key, ok := p.rawString()
+		if !ok || !p.take(':') || !value(key) {
+			return false
+		}
+		if p.take('}') {
+			return true
+		}
+		if !p.take(',') {
+			return false
+		}
+	}
+}
+
+// rawString reads a string with no escape, no control character and valid
+// UTF-8, returning its bytes.
+func (p *fastParser) rawString() ([]byte, bool) {
+	if !p.take('"') {
+		return nil, false
+	}
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			s := p.b[start:p.i]
+			p.i++
+			return s, utf8.Valid(s)
+		case c == '\\' || c < 0x20:
+			return nil, false
+		}
+		p.i++
+	}
+	return nil, false
+}
+
+func (p *fastParser) string() (string, bool) {
+	s, ok := p.rawString()
+	return string(s), ok
+}
+
+// digits reads an integer's text: an optional minus (when signed), then a
+// digit, or digits not starting with 0; no fraction, no exponent.
+func (p *fastParser) digits(signed bool) ([]byte, bool) {
+	start := p.i
+	if signed {
+		p.take('-')
+	}
+	first := p.i
+	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		p.i++
+	}
+	n := p.i - first
+	if n == 0 || n > 1 && p.b[first] == '0' {
+		return nil, false
+	}
+	switch p.peek() {
+	case '.', 'e', 'E':
+		return nil, false
+	}
+	return p.b[start:p.i], true
+}
+
+func (p *fastParser) int() (int64, bool) {
+	d, ok := p.digits(true)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(string(d), 10, 64)
+	return v, err == nil
+}
+
+func (p *fastParser) uint() (uint64, bool) {
+	d, ok := p.digits(false)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(d), 10, 64)
+	return v, err == nil
+}
+
+func (p *fastParser) bool() (bool, bool) {
+	switch {
+	case len(p.b)-p.i >= 4 && string(p.b[p.i:p.i+4]) == "true":
+		p.i += 4
+		return true, true
+	case len(p.b)-p.i >= 5 && string(p.b[p.i:p.i+5]) == "false":
+		p.i += 5
+		return false, true
+	}
+	return false, false
+}
+
+// state reads a chain's snapshot without a hold.
+func (p *fastParser) state(st *chainState) bool {
+	seen := 0
+	return p.object(func(key []byte) bool {
+		var bit int
+		var ok bool
+		switch string(key) {
+		case "seen":
+			bit = 1 << 0
+			st.Seen, ok = p.int()
+		case "latest":
+			bit = 1 << 1
+			st.Latest, ok = p.int()
+		case "grants":
+			bit = 1 << 2
+			ok = p.grants(&st.Grants)
+		default:
+			return false
+		}
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	})
+}
+
+// grants reads a snapshot's grants, at most claimMaxGrants+1 (more is
+// out of bounds anyway: encoding/json reads it and the bounds refuse it).
+func (p *fastParser) grants(gs *[]slotGrant) bool {
+	if !p.take('[') {
+		return false
+	}
+	out := []slotGrant{}
+	if p.take(']') {
+		*gs = out
+		return true
+	}
+	for len(out) <= claimMaxGrants {
+		var g slotGrant
+		seen := 0
+		if !p.object(func(key []byte) bool {
+			var bit int
+			var ok bool
+			switch string(key) {
+			case "by":
+				bit = 1 << 0
+				g.By, ok = p.string()
+			case "seq":
+				bit = 1 << 1
+				g.Seq, ok = p.uint()
+			case "ts":
+				bit = 1 << 2
+				g.TS, ok = p.int()
+			case "at":
+				bit = 1 << 3
+				g.At, ok = p.int()
+			case "u":
+				bit = 1 << 4
+				g.Urgent, ok = p.bool()
+			case "f":
+				bit = 1 << 5
+				g.Fixed, ok = p.bool()
+			default:
+				return false
+			}
+			if !ok || seen&bit != 0 {
+				return false
+			}
+			seen |= bit
+			return true
+		}) {
+			return false
+		}
+		out = append(out, g)
+		if p.take(']') {
+			*gs = out
+			return true
+		}
+		if !p.take(',') {
+			return false
+		}
+	}
+	return false
+}
