@@ -73,9 +73,12 @@ type pacer struct {
 	groupPause  func(r claimRecord)
 	holdChanged func(h *holdState)
 
-	mu      sync.Mutex
-	view    view
-	mine    map[Partition]bool
+	mu   sync.Mutex
+	view view
+	mine map[Partition]bool
+	// alone is aloneLocked's answer, kept as view and mine change (it is
+	// asked at every turn of the grant loop).
+	alone   bool
 	waiting []*slotWaiter
 	skip    int // calls to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
@@ -239,6 +242,7 @@ func (s *pacer) setMine(parts []Partition) {
 	for _, p := range parts {
 		s.mine[p] = true
 	}
+	s.alone = s.ownsAllLocked()
 	s.mu.Unlock()
 	s.poke()
 	s.wantWrite()
@@ -251,6 +255,7 @@ func (s *pacer) setView(v view) {
 	sortPartitions(v.allUrgent)
 	s.mu.Lock()
 	s.view = v
+	s.alone = s.ownsAllLocked()
 	s.mu.Unlock()
 	s.poke()
 	s.wantWrite()
@@ -258,7 +263,10 @@ func (s *pacer) setView(v view) {
 
 // aloneLocked reports whether this member owns every partition of the
 // source topics.
-func (s *pacer) aloneLocked() bool {
+func (s *pacer) aloneLocked() bool { return s.alone }
+
+// ownsAllLocked works aloneLocked's answer out from view and mine.
+func (s *pacer) ownsAllLocked() bool {
 	if len(s.view.all) == 0 {
 		return false
 	}
