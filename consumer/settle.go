@@ -230,17 +230,17 @@ func (s *stream) send(c *call) (err error) {
 					zap.Time("unknown_since", since))
 			}
 		}
-		if err := sleepCtx(s.sending, w.untilTurn(t.Leave)); err != nil {
-			t.Released()
-			return s.abandoned()
-		}
-		for leave := t.Leave; t.Recheck().After(leave); leave = t.Leave {
-			// Another member's call left late and its record moved this
-			// slot after it was handed over: leave a period after that call.
+		// Leave at the turn's time; later when another member's call left
+		// late and its record moved the slot after it was handed over
+		// (Recheck): a period after that call.
+		var left time.Time
+		for t.Leave.After(left) {
+			left = t.Leave
 			if err := sleepCtx(s.sending, w.untilTurn(t.Leave)); err != nil {
 				t.Released()
 				return s.abandoned()
 			}
+			t.Recheck()
 		}
 		var resp *sender.Response
 		if ss, ok := s.app.sender().(SlotSender); ok {

@@ -1,6 +1,8 @@
 package schedule
 
 import (
+	"bytes"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -19,55 +21,38 @@ import (
 // fastClaim reads b into r; false when encoding/json must read it.
 func fastClaim(b []byte, r *claimRecord) bool {
 	p := fastParser{b: b}
-	seen := 0 // bits of the keys read
 	ok := p.object(func(key []byte) bool {
-		var bit int
 		var ok bool
 		switch string(key) {
 		case "v":
-			bit = 1 << 0
 			var v int64
 			v, ok = p.int()
 			r.V = int(v)
 			ok = ok && int64(r.V) == v
 		case "app":
-			bit = 1 << 1
 			r.App, ok = p.uint()
 		case "by":
-			bit = 1 << 2
 			r.By, ok = p.string()
 		case "seq":
-			bit = 1 << 3
 			r.Seq, ok = p.uint()
 		case "ts":
-			bit = 1 << 4
 			r.TS, ok = p.int()
 		case "urgent":
-			bit = 1 << 5
 			r.Urgent, ok = p.bool()
 		case "took":
-			bit = 1 << 6
 			r.Took, ok = p.bool()
 		case "resume":
-			bit = 1 << 7
 			r.Resume, ok = p.bool()
 		case "unsynced":
-			bit = 1 << 8
 			r.Unsynced, ok = p.bool()
 		case "release":
-			bit = 1 << 9
 			r.Release, ok = p.bool()
 		case "state":
-			bit = 1 << 10
 			ok = p.state(&r.State)
 		default:
 			return false
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return ok
 	})
 	return ok && p.i == len(b)
 }
@@ -93,7 +78,8 @@ func (p *fastParser) take(c byte) bool {
 	return true
 }
 
-// object reads {"key":value,...}, value by value(key), with no whitespace.
+// object reads {"key":value,...}, value by value(key), with no whitespace
+// and no key twice (encoding/json would keep the last).
 func (p *fastParser) object(value func(key []byte) bool) bool {
 	if !p.take('{') {
 		return false
@@ -101,11 +87,14 @@ func (p *fastParser) object(value func(key []byte) bool) bool {
 	if p.take('}') {
 		return true
 	}
+	var seen [12][]byte // the keys read (at most 11 known)
+	keys := seen[:0]
 	for {
 		key, ok := p.rawString()
-		if !ok || !p.take(':') || !value(key) {
+		if !ok || slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, key) }) || !p.take(':') || !value(key) {
 			return false
 		}
+		keys = append(keys, key)
 		if p.take('}') {
 			return true
 		}
@@ -196,28 +185,19 @@ func (p *fastParser) bool() (bool, bool) {
 
 // state reads a chain's snapshot without a hold.
 func (p *fastParser) state(st *chainState) bool {
-	seen := 0
 	return p.object(func(key []byte) bool {
-		var bit int
 		var ok bool
 		switch string(key) {
 		case "seen":
-			bit = 1 << 0
 			st.Seen, ok = p.int()
 		case "latest":
-			bit = 1 << 1
 			st.Latest, ok = p.int()
 		case "grants":
-			bit = 1 << 2
 			ok = p.grants(&st.Grants)
 		default:
 			return false
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return ok
 	})
 }
 
@@ -234,37 +214,25 @@ func (p *fastParser) grants(gs *[]slotGrant) bool {
 	}
 	for len(out) <= claimMaxGrants {
 		var g slotGrant
-		seen := 0
 		if !p.object(func(key []byte) bool {
-			var bit int
 			var ok bool
 			switch string(key) {
 			case "by":
-				bit = 1 << 0
 				g.By, ok = p.string()
 			case "seq":
-				bit = 1 << 1
 				g.Seq, ok = p.uint()
 			case "ts":
-				bit = 1 << 2
 				g.TS, ok = p.int()
 			case "at":
-				bit = 1 << 3
 				g.At, ok = p.int()
 			case "u":
-				bit = 1 << 4
 				g.Urgent, ok = p.bool()
 			case "f":
-				bit = 1 << 5
 				g.Fixed, ok = p.bool()
 			default:
 				return false
 			}
-			if !ok || seen&bit != 0 {
-				return false
-			}
-			seen |= bit
-			return true
+			return ok
 		}) {
 			return false
 		}

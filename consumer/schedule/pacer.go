@@ -307,15 +307,9 @@ func (s *pacer) grantLocked(i int, at time.Time) {
 // wait blocks until the caller may make one call for partition. It
 // returns a little before the call should leave (the lead), with that
 // time on this member's clock, so a caller can pack its call first; it
-// must not send before. Urgent waiters go before all others.
-func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (time.Time, error) {
-	at, _, err := s.waitClaim(ctx, partition, urgent)
-	return at, err
-}
-
-// waitClaim is wait, returning also the claim granted (0: a lone
-// member's grant), for moved.
-func (s *pacer) waitClaim(ctx context.Context, partition Partition, urgent bool) (time.Time, uint64, error) {
+// must not send before, and the claim granted (0: a lone member's grant),
+// for moved. Urgent waiters go before all others.
+func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (time.Time, uint64, error) {
 	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, w)

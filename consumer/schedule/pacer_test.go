@@ -297,7 +297,7 @@ func (h *schedHarness) waitFor(s *pacer, member int, p Partition, urgent bool) <
 	out := make(chan grant, 1)
 	before := s.waiters()
 	go func() {
-		at, err := s.wait(h.ctx, p, urgent)
+		at, _, err := s.wait(h.ctx, p, urgent)
 		if err != nil {
 			close(out)
 			return
@@ -338,6 +338,21 @@ func (s *pacer) quiet() bool {
 	return true
 }
 
+// settle waits until every member is quiet (at most 5 s) and its grant
+// loop waits on the fake clock.
+func (h *schedHarness) settle() {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, s := range h.members {
+		for !s.quiet() && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	if err := h.clock.BlockUntilContext(h.ctx, len(h.members)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // until steps the fake clock in tenths of a period, each step once every
 // member is quiet, until every channel has its grant (at most rounds
 // periods), and returns the grants in order.
@@ -350,15 +365,7 @@ func (h *schedHarness) until(rounds int, chans ...<-chan grant) []grant {
 		if step > rounds*10 {
 			h.t.Fatalf("%d waiter(s) not granted within %d periods (granted: %+v)", len(pending), rounds, got)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for _, s := range h.members {
-			for !s.quiet() && time.Now().Before(deadline) {
-				time.Sleep(200 * time.Microsecond)
-			}
-		}
-		if err := h.clock.BlockUntilContext(h.ctx, len(h.members)); err != nil {
-			h.t.Fatal(err)
-		}
+		h.settle()
 		for i := 0; i < len(pending); i++ {
 			select {
 			case g, ok := <-pending[i]:
@@ -484,7 +491,7 @@ func TestScheduleWaitCancelled(t *testing.T) {
 	h.until(2, h.waitFor(s, 0, a, false)) // the next call waits a period
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
-	go func() { _, err := s.wait(ctx, a, false); done <- err }()
+	go func() { _, _, err := s.wait(ctx, a, false); done <- err }()
 	for s.waiters() == 0 {
 		time.Sleep(time.Millisecond)
 	}
@@ -821,14 +828,7 @@ func TestScheduleLateGrantSpacesFromDeparture(t *testing.T) {
 	// sb's claim is read back with its grant a period after the first
 	// call; its grant loop then runs late: the clock jumps past the grant.
 	ch := h.waitFor(sb, 1, b, false)
-	for _, s := range h.members {
-		for !s.quiet() {
-			time.Sleep(200 * time.Microsecond)
-		}
-	}
-	if err := h.clock.BlockUntilContext(h.ctx, len(h.members)); err != nil {
-		t.Fatal(err)
-	}
+	h.settle()
 	late := 3 * sb.period / 10
 	h.clock.Advance(first.at.Add(sb.period + late).Sub(h.clock.Now()))
 	g, ok := <-ch
@@ -839,9 +839,7 @@ func TestScheduleLateGrantSpacesFromDeparture(t *testing.T) {
 		t.Fatalf("the late grant leaves %v after the first call, want at least %v (read late, used at once)", d, sb.period+late)
 	}
 	sb.left(g.at)
-	for !sb.quiet() { // its Took record is written
-		time.Sleep(200 * time.Microsecond)
-	}
+	h.settle() // its Took record is written
 	next := h.until(20, h.waitFor(sa, 0, a, false))[0]
 	if d := next.at.Sub(g.at); d < sa.period {
 		t.Errorf("the next call leaves %v after the late one, want at least a period (%v)", d, sa.period)
@@ -857,9 +855,7 @@ func TestLogFlush(t *testing.T) {
 	a := tp("t", 0)
 	s := h.member(view{all: []Partition{a}}, a)
 	first := <-h.waitFor(s, 0, a, false)
-	for !s.quiet() {
-		time.Sleep(200 * time.Microsecond)
-	}
+	h.settle()
 	late := first.at.Add(300 * time.Millisecond)
 	s.left(late)
 	h.logs[0].Flush(h.ctx)
@@ -893,7 +889,7 @@ func TestScheduleHandedSlotMovesAfterLateCall(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		var err error
-		at, seq, err = sb.waitClaim(h.ctx, b, false)
+		at, seq, err = sb.wait(h.ctx, b, false)
 		done <- err
 	}()
 	for sb.waiters() == 0 {

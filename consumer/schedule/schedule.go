@@ -265,7 +265,7 @@ func (s *Schedule) Take(ctx context.Context, partition Partition, urgent bool) (
 // pacing (or now).
 func (t *Turn) slot(ctx context.Context) (time.Time, uint64, error) {
 	if t.s.slots != nil {
-		return t.s.slots.waitClaim(ctx, t.partition, t.urgent)
+		return t.s.slots.wait(ctx, t.partition, t.urgent)
 	}
 	if t.s.pace != nil {
 		if err := t.s.pace(ctx); err != nil {
@@ -281,10 +281,9 @@ func (t *Turn) slot(ctx context.Context) (time.Time, uint64, error) {
 // member after the slot was handed over). A caller checks it once Leave
 // has come, and waits again when it moved.
 func (t *Turn) Recheck() time.Time {
-	if t == nil || t.s.slots == nil || t.seq == 0 {
-		return t.Leave
+	if t.s.slots != nil && t.seq != 0 {
+		t.Leave = t.s.slots.moved(t.seq, t.Leave)
 	}
-	t.Leave = t.s.slots.moved(t.seq, t.Leave)
 	return t.Leave
 }
 
