@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -66,7 +67,7 @@ func (a *app) sender() Sender {
 // setWaiting records the timestamp of s's oldest record without an
 // outcome (zero: none) and shows the app's oldest in m (with an apps
 // file; metricsLabel is then the app's name).
-func (a *app) setWaiting(m *Metrics, metricsLabel string, s *stream, at time.Time) {
+func (a *app) setWaiting(m *metrics.Metrics, metricsLabel string, s *stream, at time.Time) {
 	if a == nil || metricsLabel == "" {
 		return
 	}
@@ -86,7 +87,7 @@ func (a *app) setWaiting(m *Metrics, metricsLabel string, s *stream, at time.Tim
 			oldest = t
 		}
 	}
-	m.setAppOldestWaiting(metricsLabel, oldest)
+	m.SetAppOldestWaiting(metricsLabel, oldest)
 }
 
 // appSet is the apps a worker serves and how a record finds its own

@@ -201,14 +201,14 @@ func (w *Worker) reloadApps() error {
 		w.live.mu.Lock()
 		w.live.problem = ""
 		w.live.mu.Unlock()
-		w.metrics.setAppsFileValid(true)
+		w.metrics.SetAppsFileValid(true)
 	}
 	if err != nil {
 		w.live.mu.Lock()
 		first := w.live.problem == ""
 		w.live.problem = err.Error()
 		w.live.mu.Unlock()
-		w.metrics.setAppsFileValid(false)
+		w.metrics.SetAppsFileValid(false)
 		if first {
 			w.log.Error("the apps file (TIM_APPS_FILE) cannot be read again: the apps as read before are served until it can",
 				zap.Error(err))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/mapping"
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
 
@@ -97,7 +98,7 @@ type Config struct {
 	// Logger is the worker's logger; default none.
 	Logger *zap.Logger
 	// Metrics records the worker's metrics; nil records none.
-	Metrics *Metrics
+	Metrics *metrics.Metrics
 	// Now is the clock (for expiry); default time.Now.
 	Now func() time.Time
 	// ScheduleClock is the call schedule's clock: this member's, which

@@ -39,7 +39,7 @@ func (s *stream) deadLetter(c *call, m *record) error {
 		return err
 	}
 	if truncations > 0 {
-		w.metrics.recordDeadLetterTruncated()
+		w.metrics.RecordDeadLetterTruncated()
 	}
 	c.obs.outcome(c, m, &f)
 	if w.receipts == nil {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -45,7 +46,7 @@ type deliveredLog struct {
 	topic   string
 	by      string
 	log     *zap.Logger
-	metrics *Metrics
+	metrics *metrics.Metrics
 	// stale is how old the view may be before a record older than
 	// DedupeWindow/2 is sent (DedupeWindow/4).
 	stale time.Duration
@@ -325,7 +326,7 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 			zap.String("remembered_topic_id", e.TopicID), zap.String("topic_id", s.topicID), zap.Int64("old_watermark", e.Next))
 		s.w.notes.add(s.w.cfg.Now(), fmt.Sprintf("%s: the topic was created again (id %s, was %s); the delivered log starts over for it",
 			s.tp, s.topicID, e.TopicID))
-		s.w.metrics.recordWatermarkReset("topic_recreated")
+		s.w.metrics.RecordWatermarkReset("topic_recreated")
 		return -1, nil
 	}
 	end, err := s.logEnd(false)
@@ -349,7 +350,7 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 			zap.Int64("delivered_watermark", e.Next), zap.Int64("lowered_to", floor), zap.Time("last_recorded_at", time.UnixMilli(e.At)))
 		s.w.notes.add(s.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
 			s.tp, end, e.Next, floor))
-		s.w.metrics.recordWatermarkReset(wire.ResetLogTruncated)
+		s.w.metrics.RecordWatermarkReset(wire.ResetLogTruncated)
 		lowered := d.watermark(s.app.key, s.tp, s.topicID, floor, wire.ResetLogTruncated, nil)
 		if err := s.writeHeld(s.log, "delivered log write", d.writer, start, []kafka.Message{d.message(lowered)}, nil, nil); err != nil {
 			return 0, err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/sender"
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
@@ -78,7 +79,7 @@ func startIdleGroup(tb testing.TB, n, partitions int, rate float64) *idleGroup {
 		// but the rebalance timeout: a quick start.
 		w, err := consumer.New(consumer.Config{Brokers: kc.Brokers, Topic: g.topic, GroupID: "g-" + g.topic, DLQTopic: g.topic + ".dlq",
 			AppRate: rate, RebalanceTimeout: 5 * time.Second,
-			Metrics: consumer.NewMetrics(reg), Logger: zap.NewNop()}, client)
+			Metrics: metrics.New(reg), Logger: zap.NewNop()}, client)
 		if err != nil {
 			tb.Fatal(err)
 		}

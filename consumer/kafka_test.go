@@ -19,6 +19,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/dedupe"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -115,7 +116,7 @@ func commitStandalone(t *testing.T, e *env, partition int, offset int64, meta st
 }
 
 func withMetrics(reg *prometheus.Registry) func(*consumer.Config, *sender.Config) {
-	return func(c *consumer.Config, _ *sender.Config) { c.Metrics = consumer.NewMetrics(reg) }
+	return func(c *consumer.Config, _ *sender.Config) { c.Metrics = metrics.New(reg) }
 }
 
 func skipped(reg *prometheus.Registry, reason string) float64 {

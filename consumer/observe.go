@@ -90,21 +90,21 @@ func (o *observer) attempt(c *call, a sender.Attempt) {
 func (o *observer) outcome(c *call, m *record, f *wire.Failure) {
 	w := o.w
 	if c.res == resultFiltered {
-		w.metrics.recordSkipped("filtered", 1)
+		w.metrics.RecordSkipped("filtered", 1)
 		c.log.Debug("record filtered out by the mapping (TIM_MAP): committed, not sent")
 		if m.span != nil {
 			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeFiltered))
 		}
 		o.report(m, Outcome{Filtered: true})
-		w.metrics.recordAppEvents(o.label, wire.OutcomeFiltered, 1)
+		w.metrics.RecordAppEvents(o.label, wire.OutcomeFiltered, 1)
 		return
 	}
 	if f == nil {
 		for _, m := range c.members {
-			w.metrics.recordDelivered(1)
-			w.metrics.recordLane(m.msg.Topic, "delivered")
+			w.metrics.RecordDelivered(1)
+			w.metrics.RecordLane(m.msg.Topic, "delivered")
 			if o.urgent && !m.msg.Time.IsZero() && !c.at.IsZero() {
-				w.metrics.observeUrgentDelay(c.at.Sub(m.msg.Time))
+				w.metrics.ObserveUrgentDelay(c.at.Sub(m.msg.Time))
 			}
 			if m.span != nil {
 				m.span.SetAttributes(AttrOutcome.String(wire.OutcomeDelivered), AttrMsgSeq.Int64(int64(c.msgSeq)),
@@ -112,15 +112,15 @@ func (o *observer) outcome(c *call, m *record, f *wire.Failure) {
 			}
 			o.report(m, Outcome{Delivered: true, MsgSeq: c.msgSeq, Attempts: c.attempts})
 		}
-		w.metrics.recordRetries(c.attempts)
-		w.metrics.recordAppEvents(o.label, wire.OutcomeDelivered, len(c.members))
-		w.metrics.setAppLastCall(o.label, c.final)
+		w.metrics.RecordRetries(c.attempts)
+		w.metrics.RecordAppEvents(o.label, wire.OutcomeDelivered, len(c.members))
+		w.metrics.SetAppLastCall(o.label, c.final)
 		c.log.Debug("delivered", zap.Uint64("msg_seq", c.msgSeq), zap.Int("attempts", c.attempts), zap.Int("events", len(c.members)))
 		return
 	}
-	w.metrics.recordDeadLettered(f.Reason)
-	w.metrics.recordAppEvents(o.label, wire.OutcomeDeadLettered, 1)
-	w.metrics.recordLane(m.msg.Topic, "dead_lettered")
+	w.metrics.RecordDeadLettered(f.Reason)
+	w.metrics.RecordAppEvents(o.label, wire.OutcomeDeadLettered, 1)
+	w.metrics.RecordLane(m.msg.Topic, "dead_lettered")
 	o.memberLog(m).Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
 	if m.span != nil {
@@ -168,12 +168,12 @@ func attemptError(a sender.Attempt) string {
 // watermark floor: never sent, their outcome already_delivered.
 func (o *observer) already(c *call, floor int64) {
 	w := o.w
-	w.metrics.recordSkipped("already_delivered", int64(len(c.members)))
-	w.metrics.recordAppEvents(o.label, wire.OutcomeAlreadyDelivered, len(c.members))
+	w.metrics.RecordSkipped("already_delivered", int64(len(c.members)))
+	w.metrics.RecordAppEvents(o.label, wire.OutcomeAlreadyDelivered, len(c.members))
 	c.log.Info("already delivered (delivered log): committed without sending", zap.Int("records", len(c.members)),
 		zap.Int64("last_offset", c.lastOffset()), zap.Int64("delivered_watermark", floor))
 	for _, m := range c.members {
-		w.metrics.recordLane(m.msg.Topic, wire.OutcomeAlreadyDelivered)
+		w.metrics.RecordLane(m.msg.Topic, wire.OutcomeAlreadyDelivered)
 		if m.span != nil {
 			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeAlreadyDelivered))
 		}
@@ -183,9 +183,9 @@ func (o *observer) already(c *call, floor int64) {
 
 // receipts observes receipts rs written, the write taking took.
 func (o *observer) receipts(rs []wire.Receipt, took time.Duration) {
-	o.w.metrics.observeReceiptWrite(took)
+	o.w.metrics.ObserveReceiptWrite(took)
 	for _, r := range rs {
-		o.w.metrics.recordReceipt(r.Outcome)
+		o.w.metrics.RecordReceipt(r.Outcome)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -50,7 +51,7 @@ type offsets struct {
 	member     string
 	topic      string
 	partition  int
-	metrics    *Metrics
+	metrics    *metrics.Metrics
 	// retryWait is the first wait between reads or commits that failed;
 	// default 100ms, doubling to 5s.
 	retryWait time.Duration
@@ -70,14 +71,14 @@ func (o *offsets) commit(ctx context.Context, next int64, metadata string, refus
 		err := o.commitOnce(ctx, next, metadata)
 		switch {
 		case err == nil:
-			o.metrics.observeCommit(time.Since(start))
+			o.metrics.ObserveCommit(time.Since(start))
 			return nil
 		case generationGone(err):
 			return fmt.Errorf("commit offset %d: %w (%w)", next, err, errGenerationGone)
 		case ctx.Err() != nil:
 			return fmt.Errorf("commit offset %d: %w", next, ctx.Err())
 		}
-		o.metrics.recordCommitFailure(commitErrorName(err))
+		o.metrics.RecordCommitFailure(commitErrorName(err))
 		if refused != nil {
 			refused(err, attempt)
 		}

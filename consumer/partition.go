@@ -153,7 +153,7 @@ type partition struct {
 	// can finish and be committed.
 	taking, sending context.Context
 	fetch           *kafkaconn.Stream
-	held            *heldBytes // of the worker's BufferBytes
+	held            *kafkaconn.Held // of the worker's BufferBytes
 	records         <-chan item
 	commits         *committer
 	// committedAt is where the session started reading.
@@ -272,7 +272,7 @@ func (p *partition) session() error {
 			p.fetch.Close()
 			p.fetch = nil
 		}
-		p.held.releaseAll()
+		p.held.ReleaseAll()
 		p.w.reads.ok(p.tp)
 	}()
 	p.taking, p.sending = taking, sending
@@ -294,7 +294,7 @@ func (p *partition) session() error {
 	// The pump fetches and decodes, handing records over a channel.
 	records := make(chan item, 64)
 	p.fetch = p.w.fetcher.Stream(p.tp.topic, p.tp.partition, start)
-	p.held = newHeldBytes(p.w.fetcher.Budget())
+	p.held = kafkaconn.NewHeld(p.w.fetcher.Budget())
 	p.records, p.committedAt = records, start
 	p.commits = newCommitter(p, max(committed, start))
 	p.streams, p.lows, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, nil, start, inflight, 0, make(chan struct{})
@@ -377,7 +377,7 @@ func (p *partition) route(start func(*stream)) error {
 		}
 		rec := it.rec
 		m := rec.msg
-		p.w.metrics.recordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
+		p.w.metrics.RecordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
 		a := p.appOf(rec)
 		p.mu.Lock()
 		s, known := p.streams[a]
@@ -558,7 +558,7 @@ func (p *partition) pump(records chan<- item) {
 	for {
 		res, err := p.fetch.Fetch(ctx)
 		if res != nil {
-			p.held.add(res.Records)
+			p.held.Add(res.Records)
 		}
 		if ctx.Err() != nil {
 			return
@@ -578,7 +578,7 @@ func (p *partition) pump(records chan<- item) {
 			if pe != nil {
 				what = pe.Err.Title()
 			}
-			w.metrics.recordFetchError(what)
+			w.metrics.RecordFetchError(what)
 			if !p.readFailed(ctx, bo, f.Next, "fetch failed; retrying", "", err) {
 				return
 			}
@@ -587,8 +587,8 @@ func (p *partition) pump(records chan<- item) {
 		bo.Reset()
 		p.fetched.Store(f.Next)
 		w.reads.ok(p.tp)
-		w.metrics.recordSkipped("aborted_transaction", int64(res.Aborted))
-		w.metrics.recordSkipped("transaction_marker", int64(res.Markers))
+		w.metrics.RecordSkipped("aborted_transaction", int64(res.Aborted))
+		w.metrics.RecordSkipped("transaction_marker", int64(res.Markers))
 		if res.Aborted > 0 {
 			p.log.Debug("skipped records of aborted transactions", zap.Int("records", res.Aborted))
 		}
@@ -692,7 +692,7 @@ func (p *partition) outOfRange() bool {
 	default:
 		return false // the log moved meanwhile: fetch again
 	}
-	w.metrics.recordSkipped(reason, lost)
+	w.metrics.RecordSkipped(reason, lost)
 	return true
 }
 

@@ -36,7 +36,7 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 	}
 	start := time.Now()
 	refused := func(error) []kafka.Message {
-		w.metrics.recordReceiptFailure()
+		w.metrics.RecordReceiptFailure()
 		return nil
 	}
 	if err := s.writeHeld(log, "receipt write", topicWriter{w.receipts}, members[0].msg.Offset, msgs, spans, refused); err != nil {

@@ -463,7 +463,7 @@ func (s *stream) recordInFlight(c *call, d *wire.Delivered) error {
 // so a restart knows them.
 func (s *stream) commitPast(c *call, members ...*record) error {
 	for _, m := range members {
-		s.held.release(m.msg.Offset)
+		s.held.Release(m.msg.Offset)
 	}
 	s.commits.clear(s)
 	last := members[len(members)-1].msg.Offset

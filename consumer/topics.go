@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 )
 
@@ -40,4 +41,13 @@ func sortPartitions(ps []topicPartition) {
 		}
 		return ps[i].app < ps[j].app
 	})
+}
+
+// metricsPartitions are ps as the metrics name them.
+func metricsPartitions(ps []topicPartition) []metrics.Partition {
+	out := make([]metrics.Partition, len(ps))
+	for i, tp := range ps {
+		out[i] = metrics.Partition{Topic: tp.topic, Partition: tp.partition}
+	}
+	return out
 }

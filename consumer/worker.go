@@ -17,6 +17,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -42,7 +43,7 @@ type Worker struct {
 	cfg     Config
 	apps    *appSet
 	log     *zap.Logger
-	metrics *Metrics
+	metrics *metrics.Metrics
 	conn    *kafkaconn.Conn
 	client  kafkaClient
 	member  *group.Member
@@ -170,8 +171,8 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.apps.reload = w.reloadApps
 		w.live.last, w.live.lastDefault = cfg.Apps, cfg.DefaultApp
 	}
-	cfg.Metrics.bindUrgentTopic(cfg.UrgentTopic)
-	cfg.Metrics.bindStuck(func() (int, time.Duration) {
+	cfg.Metrics.BindUrgentTopic(cfg.UrgentTopic)
+	cfg.Metrics.BindStuck(func() (int, time.Duration) {
 		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
 		return len(lines), longest
 	})
@@ -185,9 +186,9 @@ func (w *Worker) newApp(spec App) (*app, error) {
 	if a.label == "" {
 		a.label = "default"
 	}
-	obs := scheduleMetrics{m: w.metrics}
+	obs := metrics.Schedule{M: w.metrics}
 	if len(w.cfg.Apps) > 0 {
-		obs.app = a.label
+		obs.App = a.label
 	}
 	sc := schedule.Config{App: spec.SDKAppID, Rate: spec.Rate, Refresh: w.cfg.ScheduleRefresh, PauseInitial: w.cfg.PauseInitial,
 		PauseMax: w.cfg.PauseMax, Logger: w.cfg.Logger.Named("schedule"), Observer: obs}
@@ -494,7 +495,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopSchedule()
 	scheduleAndFetch.Wait()
 	w.joined.Store(false)
-	w.metrics.setAssigned(0, w.released)
+	w.metrics.SetAssigned(0, metricsPartitions(w.released))
 	if fatal == nil {
 		w.member.Leave(context.Background())
 	}
@@ -537,7 +538,7 @@ func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error
 			parts = append(parts, topicPartition{topic: topic, partition: p})
 		}
 	}
-	w.metrics.setAssigned(len(parts), w.released)
+	w.metrics.SetAssigned(len(parts), metricsPartitions(w.released))
 	w.released = parts
 	if w.claims != nil {
 		all, urgent, err := w.partitions(ctx)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/schema"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
@@ -197,17 +198,17 @@ func (c *runCmd) Run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := consumer.NewMetrics(reg)
+	mx := metrics.New(reg)
 	registerBuildInfo(reg)
 
 	scfg := c.sender
 	scfg.Logger = c.logger.Named("sender")
-	scfg.Observe = metrics.ObserveAttempt
+	scfg.Observe = mx.ObserveAttempt
 	ccfg := c.consumer
 	var client consumer.Sender
 	var err error
 	if c.apps != nil {
-		ac := &appClients{ra: c.apps, log: c.logger, observe: metrics.ObserveAttempt}
+		ac := &appClients{ra: c.apps, log: c.logger, observe: mx.ObserveAttempt}
 		defer ac.close()
 		if ccfg.Apps, err = ac.all(); err != nil {
 			return err
@@ -223,7 +224,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 		ccfg.AppRate = scfg.Rate // replicas split it by partition share
 	}
 	ccfg.Logger = c.logger.Named("consumer")
-	ccfg.Metrics = metrics
+	ccfg.Metrics = mx
 	tp, stopTracing, err := c.tracing.start(ctx, c.logger)
 	if err != nil {
 		return err

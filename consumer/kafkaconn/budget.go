@@ -3,6 +3,8 @@ package kafkaconn
 import (
 	"context"
 	"sync"
+
+	"github.com/segmentio/kafka-go"
 )
 
 // Budget bounds the bytes of fetched records a process holds between the
@@ -70,4 +72,62 @@ func (b *Budget) Wait(ctx context.Context, n int64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Held is what one partition session holds of a Budget: the RecordBytes
+// of every record its fetch received, given back when the record has its final outcome (or a
+// stream lets it go, to read it again later), and all of it when the
+// session ends (what is not committed is fetched again by the next
+// session or owner).
+type Held struct {
+	budget *Budget
+
+	mu      sync.Mutex
+	records map[int64]int64 // bytes by offset
+}
+
+// NewHeld returns a partition session's share of b.
+func NewHeld(b *Budget) *Held {
+	return &Held{budget: b, records: map[int64]int64{}}
+}
+
+// Add records what the pump received.
+func (h *Held) Add(ms []kafka.Message) {
+	if h == nil || h.budget == nil || len(ms) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range ms {
+		h.records[m.Offset] += RecordBytes(m)
+	}
+}
+
+// Release gives back the record at offset.
+func (h *Held) Release(offset int64) {
+	if h == nil || h.budget == nil {
+		return
+	}
+	h.mu.Lock()
+	n, ok := h.records[offset]
+	delete(h.records, offset)
+	h.mu.Unlock()
+	if ok {
+		h.budget.Release(n)
+	}
+}
+
+// ReleaseAll gives back everything still held.
+func (h *Held) ReleaseAll() {
+	if h == nil || h.budget == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n int64
+	for _, b := range h.records {
+		n += b
+	}
+	clear(h.records)
+	h.budget.Release(n)
 }

@@ -1,4 +1,4 @@
-package consumer
+package metrics
 
 import (
 	"fmt"
@@ -19,16 +19,16 @@ import (
 // record waiting), as timbroadcast run serves it.
 func appsPage(apps int) http.Handler {
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
+	m := New(reg)
 	now := time.Now()
 	for i := range apps {
 		name := fmt.Sprintf("tenant-%04d", i) // names are at most 32 bytes; these are 11
 		for _, o := range []string{wire.OutcomeDelivered, wire.OutcomeDeadLettered, wire.OutcomeFiltered, wire.OutcomeAlreadyDelivered} {
-			m.recordAppEvents(name, o, 1)
+			m.RecordAppEvents(name, o, 1)
 		}
-		m.setAppPaused(name, i%50 == 0)
-		m.setAppLastCall(name, now)
-		m.setAppOldestWaiting(name, now)
+		m.SetAppPaused(name, i%50 == 0)
+		m.SetAppLastCall(name, now)
+		m.SetAppOldestWaiting(name, now)
 	}
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }

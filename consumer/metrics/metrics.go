@@ -1,4 +1,7 @@
-package consumer
+// Package metrics holds the worker's Prometheus metrics: what every
+// part of it counts, with a bounded set of label values (per app: the
+// apps file's names). A nil *Metrics records nothing.
+package metrics
 
 import (
 	"strconv"
@@ -59,8 +62,8 @@ type Metrics struct {
 	lagByTP     map[string]map[int]int64 // topic -> partition -> lag
 }
 
-// NewMetrics creates the worker's metrics and registers them with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// New creates the worker's metrics and registers them with reg.
+func New(reg prometheus.Registerer) *Metrics {
 	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	m := &Metrics{
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -225,7 +228,9 @@ func (m *Metrics) ObserveAttempt(a sender.Attempt) {
 	}
 }
 
-func (m *Metrics) recordConsumed(topic string, partition int, offset, highWater int64) {
+// RecordConsumed counts a record fetched at offset and shows its
+// partition's lag below highWater.
+func (m *Metrics) RecordConsumed(topic string, partition int, offset, highWater int64) {
 	if m == nil {
 		return
 	}
@@ -258,8 +263,8 @@ func (m *Metrics) setLag(topic string, partition int, lag int64) {
 	m.laneWaiting.WithLabelValues(m.lane(topic)).Set(float64(total))
 }
 
-// bindUrgentTopic names the urgent lane's topic.
-func (m *Metrics) bindUrgentTopic(topic string) {
+// BindUrgentTopic names the urgent lane's topic.
+func (m *Metrics) BindUrgentTopic(topic string) {
 	if m != nil {
 		m.urgentTopic.Store(&topic)
 	}
@@ -272,21 +277,22 @@ func (m *Metrics) lane(topic string) string {
 	return "bulk"
 }
 
-// recordLane counts a final outcome in its lane.
-func (m *Metrics) recordLane(topic, outcome string) {
+// RecordLane counts a final outcome in its lane.
+func (m *Metrics) RecordLane(topic, outcome string) {
 	if m != nil {
 		m.laneEvents.WithLabelValues(m.lane(topic), outcome).Inc()
 	}
 }
 
-// observeUrgentDelay records the produce-to-call delay of an urgent event.
-func (m *Metrics) observeUrgentDelay(d time.Duration) {
+// ObserveUrgentDelay records the produce-to-call delay of an urgent event.
+func (m *Metrics) ObserveUrgentDelay(d time.Duration) {
 	if m != nil {
 		m.urgentDelay.Observe(d.Seconds())
 	}
 }
 
-func (m *Metrics) recordDelivered(events int) {
+// RecordDelivered counts events delivered and marks the last success.
+func (m *Metrics) RecordDelivered(events int) {
 	if m == nil {
 		return
 	}
@@ -294,15 +300,16 @@ func (m *Metrics) recordDelivered(events int) {
 	m.lastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
 }
 
-// recordRetries counts the attempts of one call beyond the first.
-func (m *Metrics) recordRetries(attempts int) {
+// RecordRetries counts the attempts of one call beyond the first.
+func (m *Metrics) RecordRetries(attempts int) {
 	if m == nil || attempts <= 1 {
 		return
 	}
 	m.retries.Add(float64(attempts - 1))
 }
 
-func (m *Metrics) recordDeadLettered(reason string) {
+// RecordDeadLettered counts an event dead-lettered for reason.
+func (m *Metrics) RecordDeadLettered(reason string) {
 	if m == nil {
 		return
 	}
@@ -310,8 +317,8 @@ func (m *Metrics) recordDeadLettered(reason string) {
 	m.deadLettered.WithLabelValues(reason).Inc()
 }
 
-// setHeld shows an operator's hold: one series while held, none after.
-func (m *Metrics) setHeld(held bool, h schedule.Hold) {
+// SetHeld shows an operator's hold: one series while held, none after.
+func (m *Metrics) SetHeld(held bool, h schedule.Hold) {
 	if m == nil {
 		return
 	}
@@ -326,8 +333,8 @@ func (m *Metrics) setHeld(held bool, h schedule.Hold) {
 	m.held.WithLabelValues(wire.Cut(h.By, 128), wire.Cut(h.Reason, 128), until).Set(1)
 }
 
-// setAppPaused shows whether app's sending is paused.
-func (m *Metrics) setAppPaused(app string, p bool) {
+// SetAppPaused shows whether app's sending is paused.
+func (m *Metrics) SetAppPaused(app string, p bool) {
 	if m == nil {
 		return
 	}
@@ -338,25 +345,25 @@ func (m *Metrics) setAppPaused(app string, p bool) {
 	m.appPaused.WithLabelValues(app).Set(v)
 }
 
-// recordAppEvents counts n events of app with outcome; "" app (one app
+// RecordAppEvents counts n events of app with outcome; "" app (one app
 // without an apps file) is not counted per app.
-func (m *Metrics) recordAppEvents(app, outcome string, n int) {
+func (m *Metrics) RecordAppEvents(app, outcome string, n int) {
 	if m == nil || app == "" || n == 0 {
 		return
 	}
 	m.appEvents.WithLabelValues(app, outcome).Add(float64(n))
 }
 
-// setAppLastCall records when app's last call answered OK.
-func (m *Metrics) setAppLastCall(app string, t time.Time) {
+// SetAppLastCall records when app's last call answered OK.
+func (m *Metrics) SetAppLastCall(app string, t time.Time) {
 	if m == nil || app == "" {
 		return
 	}
 	m.appLastCall.WithLabelValues(app).Set(float64(t.UnixNano()) / 1e9)
 }
 
-// setAppsFileValid shows whether the apps file was read again.
-func (m *Metrics) setAppsFileValid(ok bool) {
+// SetAppsFileValid shows whether the apps file was read again.
+func (m *Metrics) SetAppsFileValid(ok bool) {
 	if m == nil {
 		return
 	}
@@ -367,9 +374,9 @@ func (m *Metrics) setAppsFileValid(ok bool) {
 	m.appsFile.Set(v)
 }
 
-// setAppOldestWaiting shows the timestamp of app's oldest record without
+// SetAppOldestWaiting shows the timestamp of app's oldest record without
 // an outcome; zero removes the series (nothing waits).
-func (m *Metrics) setAppOldestWaiting(app string, t time.Time) {
+func (m *Metrics) SetAppOldestWaiting(app string, t time.Time) {
 	if m == nil || app == "" {
 		return
 	}
@@ -380,7 +387,8 @@ func (m *Metrics) setAppOldestWaiting(app string, t time.Time) {
 	m.appOldest.WithLabelValues(app).Set(float64(t.UnixNano()) / 1e9)
 }
 
-func (m *Metrics) setPaused(p bool) {
+// SetPaused shows whether the one app's sending is paused.
+func (m *Metrics) SetPaused(p bool) {
 	if m == nil {
 		return
 	}
@@ -391,72 +399,89 @@ func (m *Metrics) setPaused(p bool) {
 	}
 }
 
-func (m *Metrics) observeCommit(d time.Duration) {
+// ObserveCommit records how long an offset commit took.
+func (m *Metrics) ObserveCommit(d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.commitTime.Observe(d.Seconds())
 }
 
-func (m *Metrics) recordCommitFailure(what string) {
+// RecordCommitFailure counts an offset commit refused, by what refused it.
+func (m *Metrics) RecordCommitFailure(what string) {
 	if m != nil {
 		m.commitErrors.WithLabelValues(what).Inc()
 	}
 }
 
-func (m *Metrics) setAssigned(n int, released []topicPartition) {
+// SetAssigned shows the partitions owned now (n) and forgets the lag of
+// those released.
+func (m *Metrics) SetAssigned(n int, released []Partition) {
 	if m == nil {
 		return
 	}
 	m.assigned.Set(float64(n))
 	for _, tp := range released {
-		m.lag.DeleteLabelValues(tp.topic, strconv.Itoa(tp.partition))
-		m.setLag(tp.topic, tp.partition, -1)
+		m.lag.DeleteLabelValues(tp.Topic, strconv.Itoa(tp.Partition))
+		m.setLag(tp.Topic, tp.Partition, -1)
 	}
 }
 
-func (m *Metrics) recordSlot(use string) {
+// Partition names a partition whose series are forgotten (SetAssigned).
+type Partition struct {
+	Topic     string
+	Partition int
+}
+
+// RecordSlot counts a call schedule grant by its use.
+func (m *Metrics) RecordSlot(use string) {
 	if m != nil {
 		m.grants.WithLabelValues(use).Inc()
 	}
 }
 
-func (m *Metrics) setShare(s float64) {
+// SetShare shows this member's share of the app's rate.
+func (m *Metrics) SetShare(s float64) {
 	if m != nil {
 		m.share.Set(s)
 	}
 }
 
-func (m *Metrics) setRate(r float64) {
+// SetRate shows the rate this member paces its calls to.
+func (m *Metrics) SetRate(r float64) {
 	if m != nil {
 		m.rate.Set(r)
 	}
 }
 
-// scheduleMetrics shows what the call schedule does (schedule.Observer).
-type scheduleMetrics struct {
-	m   *Metrics
-	app string // "" without an apps file
+// Schedule shows what an app's call schedule does (schedule.Observer).
+type Schedule struct {
+	M   *Metrics
+	App string // "" without an apps file
 }
 
-func (o scheduleMetrics) Paused(p bool) {
-	if o.app != "" {
-		o.m.setAppPaused(o.app, p)
+// Paused shows whether the app's sending is paused.
+func (o Schedule) Paused(p bool) {
+	if o.App != "" {
+		o.M.SetAppPaused(o.App, p)
 		return
 	}
-	o.m.setPaused(p)
+	o.M.SetPaused(p)
 }
-func (o scheduleMetrics) Held(held bool, h schedule.Hold) {
-	o.m.setHeld(held, h)
+// Held shows an operator's hold.
+func (o Schedule) Held(held bool, h schedule.Hold) {
+	o.M.SetHeld(held, h)
 }
-func (o scheduleMetrics) Slot(use string) { o.m.recordSlot(use) }
-func (o scheduleMetrics) Share(share, rate float64) {
-	o.m.setShare(share)
-	o.m.setRate(rate)
+// Slot counts a grant by its use.
+func (o Schedule) Slot(use string) { o.M.RecordSlot(use) }
+// Share shows the member's share and rate.
+func (o Schedule) Share(share, rate float64) {
+	o.M.SetShare(share)
+	o.M.SetRate(rate)
 }
 
-// bindStuck sets where the stuck gauges read from.
-func (m *Metrics) bindStuck(f func() (int, time.Duration)) {
+// BindStuck sets where the stuck gauges read from.
+func (m *Metrics) BindStuck(f func() (int, time.Duration)) {
 	if m != nil {
 		m.stuckFn.Store(&f)
 	}
@@ -469,45 +494,52 @@ func (m *Metrics) stuck() (int, time.Duration) {
 	return 0, 0
 }
 
-func (m *Metrics) recordSkipped(reason string, n int64) {
+// RecordSkipped counts n offsets skipped for reason.
+func (m *Metrics) RecordSkipped(reason string, n int64) {
 	if m != nil && n > 0 {
 		m.skipped.WithLabelValues(reason).Add(float64(n))
 	}
 }
 
-// recordWatermarkReset counts a delivered-log entry that did not apply
+// RecordWatermarkReset counts a delivered-log entry that did not apply
 // (topic_recreated) or was lowered (log_truncated).
-func (m *Metrics) recordWatermarkReset(reason string) {
+func (m *Metrics) RecordWatermarkReset(reason string) {
 	if m != nil {
 		m.watermarkResets.WithLabelValues(reason).Inc()
 	}
 }
 
-func (m *Metrics) recordFetchError(what string) {
+// RecordFetchError counts a failed fetch by what failed.
+func (m *Metrics) RecordFetchError(what string) {
 	if m != nil {
 		m.fetchErrors.WithLabelValues(what).Inc()
 	}
 }
 
-func (m *Metrics) recordDeadLetterTruncated() {
+// RecordDeadLetterTruncated counts a dead letter written with its
+// value cut to fit.
+func (m *Metrics) RecordDeadLetterTruncated() {
 	if m != nil {
 		m.truncated.Inc()
 	}
 }
 
-func (m *Metrics) recordReceipt(outcome string) {
+// RecordReceipt counts a receipt written, by its outcome.
+func (m *Metrics) RecordReceipt(outcome string) {
 	if m != nil {
 		m.receipts.WithLabelValues(outcome).Inc()
 	}
 }
 
-func (m *Metrics) recordReceiptFailure() {
+// RecordReceiptFailure counts a receipt write that failed.
+func (m *Metrics) RecordReceiptFailure() {
 	if m != nil {
 		m.receiptFailures.Inc()
 	}
 }
 
-func (m *Metrics) observeReceiptWrite(d time.Duration) {
+// ObserveReceiptWrite records how long a receipt write took.
+func (m *Metrics) ObserveReceiptWrite(d time.Duration) {
 	if m != nil {
 		m.receiptWrite.Observe(d.Seconds())
 	}
