@@ -131,9 +131,9 @@ func (p *partition) commit(s *stream, next int64, metadata string) error {
 	err := p.offsets.commit(p.sending, next, metadata, func(err error, attempt int) {
 		if !failed {
 			failed = true
-			p.w.holds.ensure(tp, next)
+			p.w.holds.Ensure(tp, next)
 		}
-		p.w.holds.fail(tp, p.w.cfg.Now(), "offset commit refused: "+err.Error())
+		p.w.holds.Fail(tp, p.w.cfg.Now(), "offset commit refused: "+err.Error())
 		fields := []zap.Field{zap.Int64("offset", next), zap.Int("attempt", attempt), zap.Error(err)}
 		if hint := p.offsets.commitHint(err); hint != "" {
 			log.Error("offset commit refused; holding the partition and retrying (nothing moves on, nothing is sent twice): "+hint, fields...)
@@ -144,7 +144,7 @@ func (p *partition) commit(s *stream, next int64, metadata string) error {
 	switch {
 	case err == nil:
 		if failed {
-			p.w.holds.start(tp, next) // the hold goes on, its failures over
+			p.w.holds.Start(tp, next) // the hold goes on, its failures over
 			log.Info("offset commit accepted again", zap.Int64("offset", next))
 		}
 		return nil

@@ -324,7 +324,7 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 		s.log.Warn("the source topic was deleted and created again under its name (its id changed): what the delivered log "+
 			"remembers of the old topic does not apply, and every record of the new one is delivered",
 			zap.String("remembered_topic_id", e.TopicID), zap.String("topic_id", s.topicID), zap.Int64("old_watermark", e.Next))
-		s.w.notes.add(s.w.cfg.Now(), fmt.Sprintf("%s: the topic was created again (id %s, was %s); the delivered log starts over for it",
+		s.w.notes.Add(s.w.cfg.Now(), fmt.Sprintf("%s: the topic was created again (id %s, was %s); the delivered log starts over for it",
 			s.tp, s.topicID, e.TopicID))
 		s.w.metrics.RecordWatermarkReset("topic_recreated")
 		return -1, nil
@@ -348,7 +348,7 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 			"leader election, or the topic created again on a broker without topic ids); the records it holds from before the "+
 			"last delivery recorded are taken as delivered, those after are delivered", zap.Int64("log_end", end),
 			zap.Int64("delivered_watermark", e.Next), zap.Int64("lowered_to", floor), zap.Time("last_recorded_at", time.UnixMilli(e.At)))
-		s.w.notes.add(s.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
+		s.w.notes.Add(s.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
 			s.tp, end, e.Next, floor))
 		s.w.metrics.RecordWatermarkReset(wire.ResetLogTruncated)
 		lowered := d.watermark(s.app.key, s.tp, s.topicID, floor, wire.ResetLogTruncated, nil)

@@ -80,7 +80,7 @@ func (o *observer) attempt(c *call, a sender.Attempt) {
 	}
 	o.w.tr.attempt(parent, a, c.random)
 	if a.Code != sender.CodeOK {
-		o.w.holds.fail(o.tp, a.Start, attemptError(a))
+		o.w.holds.Fail(o.tp, a.Start, attemptError(a))
 	}
 }
 

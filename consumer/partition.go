@@ -86,7 +86,7 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 			continue
 		}
 		if failing {
-			w.reads.ok(p.tp)
+			w.reads.OK(p.tp)
 			p.log.Info("decoding works again", zap.Int64("offset", m.Offset))
 		}
 		return r
@@ -114,7 +114,7 @@ func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *record {
 // StuckAfter, with the last error (prefixed by what). It logs msg and
 // waits the backoff; false when ctx ended first.
 func (p *partition) readFailed(ctx context.Context, bo backoff.BackOff, offset int64, msg, what string, err error) bool {
-	p.w.reads.fail(p.tp, offset, p.w.cfg.Now(), what+err.Error())
+	p.w.reads.Fail(p.tp, offset, p.w.cfg.Now(), what+err.Error())
 	wait := bo.NextBackOff()
 	p.log.Warn(msg, zap.Int64("offset", offset), zap.Duration("in", wait), zap.Error(err))
 	return sleepCtx(ctx, wait) == nil
@@ -227,7 +227,7 @@ func (w *Worker) newPartition(stop, genCtx context.Context, gen *group.Generatio
 // Any other failure restarts the partition in place, from its committed
 // offset, with a backoff.
 func (p *partition) run() error {
-	defer p.w.holds.doneAll(p.tp)
+	defer p.w.holds.DoneAll(p.tp.samePartition)
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	for {
@@ -273,7 +273,7 @@ func (p *partition) session() error {
 			p.fetch = nil
 		}
 		p.held.ReleaseAll()
-		p.w.reads.ok(p.tp)
+		p.w.reads.OK(p.tp)
 	}()
 	p.taking, p.sending = taking, sending
 	pumpAndGrace.Go(func() { p.graceWatch(stopSending) })
@@ -586,7 +586,7 @@ func (p *partition) pump(records chan<- item) {
 		}
 		bo.Reset()
 		p.fetched.Store(f.Next)
-		w.reads.ok(p.tp)
+		w.reads.OK(p.tp)
 		w.metrics.RecordSkipped("aborted_transaction", int64(res.Aborted))
 		w.metrics.RecordSkipped("transaction_marker", int64(res.Markers))
 		if res.Aborted > 0 {
@@ -608,12 +608,12 @@ func (p *partition) pump(records chan<- item) {
 			// The worker holds BufferBytes of records: fetch again once the
 			// record that did not fit fits. A wait longer than StuckAfter
 			// shows in /readyz and the stuck metric like any other.
-			w.reads.fail(p.tp, f.Next, w.cfg.Now(), fmt.Sprintf("waiting for room in TIM_BUFFER_BYTES (%d bytes) for a record of %d bytes",
+			w.reads.Fail(p.tp, f.Next, w.cfg.Now(), fmt.Sprintf("waiting for room in TIM_BUFFER_BYTES (%d bytes) for a record of %d bytes",
 				w.fetcher.Budget().Size(), res.BudgetNeed))
 			if w.fetcher.Budget().Wait(ctx, res.BudgetNeed) != nil {
 				return
 			}
-			w.reads.ok(p.tp)
+			w.reads.OK(p.tp)
 			continue
 		}
 		if len(res.Records) == 0 && len(res.Oversized) == 0 && res.Batches > 0 && res.Aborted == 0 && res.Markers == 0 {
@@ -678,7 +678,7 @@ func (p *partition) outOfRange() bool {
 		reason, lost = "retention", first-f.Next
 		log.Error("records deleted before they were delivered (retention or DeleteRecords): skipping to the log start",
 			zap.Int64("from_offset", f.Next), zap.Int64("to_offset", first-1), zap.Int64("records", lost))
-		w.notes.add(w.cfg.Now(), fmt.Sprintf("%s: offsets %d..%d were deleted before delivery (retention); continued at %d",
+		w.notes.Add(w.cfg.Now(), fmt.Sprintf("%s: offsets %d..%d were deleted before delivery (retention); continued at %d",
 			p.tp, f.Next, first-1, first))
 		f.Next = first
 	case f.Next > last:
@@ -686,7 +686,7 @@ func (p *partition) outOfRange() bool {
 		log.Error("committed offset beyond the log end (truncation after an unclean leader election, or a manual reset): "+
 			"continuing at the log end; records produced from there on are delivered",
 			zap.Int64("committed_offset", f.Next), zap.Int64("log_end", last), zap.Int64("offsets_gone", lost))
-		w.notes.add(w.cfg.Now(), fmt.Sprintf("%s: committed offset %d was beyond the log end %d (log truncated); continued at %d",
+		w.notes.Add(w.cfg.Now(), fmt.Sprintf("%s: committed offset %d was beyond the log end %d (log truncated); continued at %d",
 			p.tp, f.Next, last, last))
 		f.Next = last
 	default:

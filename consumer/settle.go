@@ -153,7 +153,7 @@ func (s *stream) settle(c *call) error {
 // end first.
 func (s *stream) send(c *call) (err error) {
 	w := s.w
-	w.holds.start(s.tp, c.firstOffset())
+	w.holds.Start(s.tp, c.firstOffset())
 	defer func() {
 		if c.span != nil {
 			endCall(c.span, c, err)
@@ -253,7 +253,7 @@ func (s *stream) send(c *call) (err error) {
 		case err == nil:
 			c.attempts += resp.Attempts
 			c.res, c.msgSeq, c.final = resultDelivered, resp.MsgSeq, w.cfg.Now()
-			w.holds.done(s.tp)
+			w.holds.Done(s.tp)
 			if d := t.Sent(); d > 0 {
 				c.log.Info("sending resumed", zap.Duration("paused_for", d))
 			}

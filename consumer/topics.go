@@ -1,7 +1,7 @@
 package consumer
 
 import (
-	"sort"
+	"cmp"
 	"strconv"
 
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
@@ -30,17 +30,15 @@ func (tp topicPartition) sched() schedule.Partition {
 	return schedule.Partition{Topic: tp.topic, Partition: tp.partition}
 }
 
-// sortPartitions sorts by topic, then partition.
-func sortPartitions(ps []topicPartition) {
-	sort.Slice(ps, func(i, j int) bool {
-		if ps[i].topic != ps[j].topic {
-			return ps[i].topic < ps[j].topic
-		}
-		if ps[i].partition != ps[j].partition {
-			return ps[i].partition < ps[j].partition
-		}
-		return ps[i].app < ps[j].app
-	})
+// comparePartitions orders by topic, then partition, then app.
+func comparePartitions(a, b topicPartition) int {
+	return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition), cmp.Compare(a.app, b.app))
+}
+
+// samePartition reports whether o is tp's partition (an app's share of
+// it included).
+func (tp topicPartition) samePartition(o topicPartition) bool {
+	return o.topic == tp.topic && o.partition == tp.partition
 }
 
 // metricsPartitions are ps as the metrics name them.

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/group"
+	"github.com/timbroadcast/timbroadcast/consumer/health"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
@@ -58,13 +59,13 @@ type Worker struct {
 	// traceHeaders, are copied to receipts.
 	prop         propagation.TextMapPropagator
 	traceHeaders []string
-	holds        *holds
+	holds        *health.Holds[topicPartition]
 	// claims is the claims log every app's call schedule shares with the
 	// group (each app its chain); nil when no app has a rate.
 	claims  *schedule.Log
 	fetcher *kafkaconn.Mux
-	notes   notes
-	reads   *readFailures // partitions whose reading fails, at their read offset
+	notes   health.Notes
+	reads   *health.ReadFailures[topicPartition] // partitions whose reading fails, at their read offset
 	// kafkaErr is the last group error (a failed join, say).
 	kafkaErr atomic.Value
 
@@ -107,8 +108,8 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		metrics: cfg.Metrics,
 		conn:    conn,
 		dlq:     dlq,
-		holds:   newHolds(),
-		reads:   newReadFailures(),
+		holds:   health.NewHolds(comparePartitions),
+		reads:   health.NewReadFailures(comparePartitions),
 		prop:    cfg.Propagator,
 	}
 	if w.prop == nil {
@@ -173,7 +174,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}
 	cfg.Metrics.BindUrgentTopic(cfg.UrgentTopic)
 	cfg.Metrics.BindStuck(func() (int, time.Duration) {
-		lines, longest := w.holds.stuck(w.cfg.Now(), w.cfg.StuckAfter)
+		lines, longest := w.holds.Stuck(w.cfg.Now(), w.cfg.StuckAfter)
 		return len(lines), longest
 	})
 	return w, nil
@@ -220,7 +221,7 @@ func (w *Worker) Ready() (bool, string) {
 		return false, readyText([]string{why})
 	}
 	var why, held []string
-	why = append(why, w.reads.lines(w.cfg.Now(), w.cfg.StuckAfter)...)
+	why = append(why, w.reads.Lines(w.cfg.Now(), w.cfg.StuckAfter)...)
 	if w.claims != nil {
 		if err := w.claims.Err(); err != nil {
 			why = append(why, fmt.Sprintf("the claims log (KAFKA_SLOT_TOPIC %s) is unusable, so no call can be granted: %v", w.cfg.SlotTopic, err))
@@ -252,7 +253,7 @@ func (w *Worker) Ready() (bool, string) {
 	if s := w.stuckSummary(); s != "" {
 		why = append(why, s)
 	}
-	notes := w.notes.all()
+	notes := w.notes.All()
 	for i, n := range notes {
 		notes[i] = "note: " + n
 	}
@@ -624,3 +625,12 @@ var ErrFenced = group.ErrFenced
 // errPartitionsChanged ends the leader's generation when a topic's
 // partition count changed, so the group rebalances and assigns them.
 var errPartitionsChanged = errors.New("a source topic's partition count changed")
+
+// stuckSummary is the readiness text for stuck partitions, or "".
+func (w *Worker) stuckSummary() string {
+	lines, _ := w.holds.Stuck(w.cfg.Now(), w.cfg.StuckAfter)
+	if len(lines) == 0 {
+		return ""
+	}
+	return strings.Join(lines, "; ") + fmt.Sprintf(" (longer than TIM_STUCK_AFTER=%s)", w.cfg.StuckAfter)
+}

@@ -50,13 +50,13 @@ func (s *stream) writeHeld(log *zap.Logger, what string, out writer, offset int6
 			end(s, err)
 		}
 	}
-	w.holds.ensure(s.tp, offset)
+	w.holds.Ensure(s.tp, offset)
 	for attempt := 1; ; attempt++ {
 		err := out.WriteMessages(ctx, msgs...)
 		switch {
 		case err == nil:
 			endSpans(nil)
-			w.holds.done(s.tp)
+			w.holds.Done(s.tp)
 			return nil
 		case ctx.Err() != nil:
 			endSpans(err)
@@ -73,7 +73,7 @@ func (s *stream) writeHeld(log *zap.Logger, what string, out writer, offset int6
 				continue
 			}
 		}
-		w.holds.fail(s.tp, w.cfg.Now(), what+": "+err.Error())
+		w.holds.Fail(s.tp, w.cfg.Now(), what+": "+err.Error())
 		log.Error(what+" failed; retrying (the offset is committed only after it succeeds)",
 			zap.Int("attempt", attempt), zap.String("topic", out.topicName()), zap.Error(err))
 		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
