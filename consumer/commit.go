@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -120,7 +121,7 @@ func (c *committer) metadata(next int64) string {
 // error level with what to grant when an ACL refuses it), shows as the
 // hold's failure (stuck in /readyz and the stuck metric after StuckAfter)
 // and is retried with backoff. Only a lost generation ends the partition
-// (errGenerationGone, then the member rejoins); a commit cut short by the
+// (offsets.ErrGenerationGone, then the member rejoins); a commit cut short by the
 // end of sending returns errAbandoned (or why taking ended).
 func (p *partition) commit(s *stream, next int64, metadata string) error {
 	tp, log := p.tp, p.log
@@ -128,14 +129,14 @@ func (p *partition) commit(s *stream, next int64, metadata string) error {
 		tp, log = s.tp, s.log
 	}
 	failed := false
-	err := p.offsets.commit(p.sending, next, metadata, func(err error, attempt int) {
+	err := p.offsets.Commit(p.sending, next, metadata, func(err error, attempt int) {
 		if !failed {
 			failed = true
 			p.w.holds.Ensure(tp, next)
 		}
 		p.w.holds.Fail(tp, p.w.cfg.Now(), "offset commit refused: "+err.Error())
 		fields := []zap.Field{zap.Int64("offset", next), zap.Int("attempt", attempt), zap.Error(err)}
-		if hint := p.offsets.commitHint(err); hint != "" {
+		if hint := p.offsets.CommitHint(err); hint != "" {
 			log.Error("offset commit refused; holding the partition and retrying (nothing moves on, nothing is sent twice): "+hint, fields...)
 		} else {
 			log.Warn("offset commit failed; holding the partition and retrying", fields...)
@@ -148,7 +149,7 @@ func (p *partition) commit(s *stream, next int64, metadata string) error {
 			log.Info("offset commit accepted again", zap.Int64("offset", next))
 		}
 		return nil
-	case errors.Is(err, errGenerationGone):
+	case errors.Is(err, offsets.ErrGenerationGone):
 		return err
 	}
 	return p.abandoned()

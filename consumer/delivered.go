@@ -341,7 +341,7 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 		// after the entry was written (a topic created again on a broker
 		// without topic ids): those records are new.
 		floor := end
-		if newer, err := s.offsets.offsetAt(s.taking, time.UnixMilli(e.At).Add(truncationSkew)); err == nil && newer >= 0 && newer < floor {
+		if newer, err := s.offsets.OffsetAt(s.taking, time.UnixMilli(e.At).Add(truncationSkew)); err == nil && newer >= 0 && newer < floor {
 			floor = newer
 		}
 		s.log.Error("the partition's log ends below what the delivered log says was delivered: records were lost (an unclean "+

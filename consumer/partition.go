@@ -16,11 +16,12 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
 // Why a partition stopped taking records. Each is a normal end but
-// errGenerationGone (offsets.go), which makes the member rejoin.
+// offsets.ErrGenerationGone (offsets.go), which makes the member rejoin.
 var (
 	// errRevoked: the generation ended (a rebalance) while the partition
 	// was taking records.
@@ -139,7 +140,7 @@ type partition struct {
 	tp      topicPartition
 	urgent  bool // a partition of the urgent topic
 	log     *zap.Logger
-	offsets *offsets
+	offsets *offsets.Partition
 	// stop ends when the worker stops; the generation's context ends when
 	// the partition is revoked. Either ends taking.
 	stop context.Context
@@ -198,7 +199,7 @@ func (p *partition) logEnd(fresh bool) (int64, error) {
 	if p.endKnown && !fresh {
 		return p.end, nil
 	}
-	_, end, err := p.offsets.bounds(p.taking)
+	_, end, err := p.offsets.Bounds(p.taking)
 	if err != nil {
 		return 0, err
 	}
@@ -213,8 +214,8 @@ func (w *Worker) newPartition(stop, genCtx context.Context, gen *group.Generatio
 		tp:     tp,
 		urgent: tp.topic == w.cfg.UrgentTopic,
 		log:    w.log.With(zap.String("topic", tp.topic), zap.Int("partition", tp.partition), zap.Int32("generation", gen.ID)),
-		offsets: &offsets{client: w.client, group: gen.Group, generation: gen.ID, member: gen.MemberID,
-			topic: tp.topic, partition: tp.partition, metrics: w.metrics},
+		offsets: &offsets.Partition{Client: w.client, Group: gen.Group, Generation: gen.ID, Member: gen.MemberID,
+			Topic: tp.topic, Partition: tp.partition, Metrics: w.metrics},
 		stop:      stop,
 		gen:       genCtx,
 		readSince: time.Now(),
@@ -223,7 +224,7 @@ func (w *Worker) newPartition(stop, genCtx context.Context, gen *group.Generatio
 
 // run delivers the partition's records in offset order until the worker
 // stops or the generation ends. It returns only then, or when a commit
-// says the generation is gone (errGenerationGone: the member must rejoin).
+// says the generation is gone (offsets.ErrGenerationGone: the member must rejoin).
 // Any other failure restarts the partition in place, from its committed
 // offset, with a backoff.
 func (p *partition) run() error {
@@ -233,7 +234,7 @@ func (p *partition) run() error {
 	for {
 		err := p.session()
 		switch {
-		case errors.Is(err, errGenerationGone):
+		case errors.Is(err, offsets.ErrGenerationGone):
 			p.log.Info("the generation is gone; rejoining the group", zap.Error(err))
 			if errors.Is(err, kafka.FencedInstanceID) {
 				return ErrFenced
@@ -278,7 +279,7 @@ func (p *partition) session() error {
 	p.taking, p.sending = taking, sending
 	pumpAndGrace.Go(func() { p.graceWatch(stopSending) })
 
-	committed, inflight, err := p.offsets.read(taking, p.log)
+	committed, inflight, err := p.offsets.Read(taking, p.log)
 	if err != nil {
 		return p.ended(err)
 	}
@@ -312,7 +313,7 @@ func (p *partition) session() error {
 	fail := func(err error) {
 		errMu.Lock()
 		defer errMu.Unlock()
-		if first == nil || errors.Is(err, errGenerationGone) && !errors.Is(first, errGenerationGone) {
+		if first == nil || errors.Is(err, offsets.ErrGenerationGone) && !errors.Is(first, offsets.ErrGenerationGone) {
 			first = err
 		}
 		stopTaking()
@@ -492,7 +493,7 @@ func (p *partition) abandoned() error {
 // records produced after this moment are delivered by whoever owns the
 // partition next, even if this member dies before its first delivery.
 func (p *partition) startOffset() (int64, error) {
-	first, last, err := p.offsets.bounds(p.taking)
+	first, last, err := p.offsets.Bounds(p.taking)
 	if err != nil {
 		return 0, p.ended(err)
 	}
@@ -515,7 +516,7 @@ func (p *partition) warnOld(first, end int64) {
 	if first >= end {
 		return
 	}
-	dayAgo, err := p.offsets.offsetAt(p.taking, p.w.cfg.Now().Add(-24*time.Hour))
+	dayAgo, err := p.offsets.OffsetAt(p.taking, p.w.cfg.Now().Add(-24*time.Hour))
 	if err != nil || dayAgo <= first {
 		return
 	}
@@ -665,7 +666,7 @@ func (p *partition) appOf(rec *record) *app {
 // outside; it reports whether it moved it.
 func (p *partition) outOfRange() bool {
 	w, f, log := p.w, p.fetch.Fetcher(), p.log
-	first, last, err := p.offsets.bounds(p.taking)
+	first, last, err := p.offsets.Bounds(p.taking)
 	if err != nil {
 		log.Warn("offset out of range and the log's bounds cannot be read; retrying", zap.Error(err))
 		_ = sleepCtx(p.taking, time.Second)

@@ -86,7 +86,7 @@ func (c *call) lastOffset() int64  { return c.members[len(c.members)-1].msg.Offs
 
 // settle takes c to its final outcome and commits past its members. It
 // returns an error only when the session must end: errRevoked, errStopping
-// or errAbandoned (nothing of the call committed), or errGenerationGone.
+// or errAbandoned (nothing of the call committed), or offsets.ErrGenerationGone.
 func (s *stream) settle(c *call) error {
 	if c.res == 0 {
 		switch {

@@ -686,7 +686,7 @@ func (s *stream) pack(c *call) {
 func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call, error) {
 	log := s.log.With(zap.Int64("first_offset", first), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
 	log.Info("resuming the call recorded as in flight", zap.Bool("delivered", f.Delivered != nil))
-	_, end, err := s.offsets.bounds(s.taking)
+	_, end, err := s.offsets.Bounds(s.taking)
 	if err != nil {
 		return nil, s.ended(err)
 	}

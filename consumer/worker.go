@@ -19,6 +19,7 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/health"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
+	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -46,7 +47,7 @@ type Worker struct {
 	log     *zap.Logger
 	metrics *metrics.Metrics
 	conn    *kafkaconn.Conn
-	client  kafkaClient
+	client  offsets.Client
 	member  *group.Member
 	decoder RecordDecoder
 	dlq     *kafka.Writer
@@ -123,7 +124,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.log.Error("decoding a record panicked: the record is dead-lettered as decode_failed",
 			zap.Any("panic", v), zap.ByteString("stack", stack))
 	}}
-	w.client = groupClient{Client: conn.Client(), m: w.member}
+	w.client = offsets.GroupClient{Client: conn.Client(), Member: w.member}
 	w.traceHeaders = append([]string{}, w.prop.Fields()...) // OTEL_PROPAGATORS=none: copy none
 	w.tr = newTracing(cfg.TracerProvider)
 	if cfg.ReceiptTopic != "" {

@@ -1,4 +1,4 @@
-package consumer
+package offsets
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
-// fakeClient is a kafkaClient whose calls are functions set by the test.
+// fakeClient is a Client whose calls are functions set by the test.
 type fakeClient struct {
 	metadata     func(*kafka.MetadataRequest) (*kafka.MetadataResponse, error)
 	offsetFetch  func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error)
@@ -37,8 +37,8 @@ func (f *fakeClient) OffsetCommit(_ context.Context, r *kafka.OffsetCommitReques
 	return f.offsetCommit(r)
 }
 
-func testOffsets(c kafkaClient) *offsets {
-	return &offsets{client: c, group: "g", generation: 7, member: "m-1", topic: "t", partition: 2, retryWait: time.Millisecond}
+func testOffsets(c Client) *Partition {
+	return &Partition{Client: c, Group: "g", Generation: 7, Member: "m-1", Topic: "t", Partition: 2, RetryWait: time.Millisecond}
 }
 
 // commitAnswers answers OffsetCommit with the given errors in turn (nil
@@ -59,7 +59,7 @@ func commitAnswers(reqs *[]*kafka.OffsetCommitRequest, errs ...error) *fakeClien
 func TestCommitCarriesGenerationAndMetadata(t *testing.T) {
 	var reqs []*kafka.OffsetCommitRequest
 	meta := wire.InFlight{Last: 12, Random: 99}.String()
-	if err := testOffsets(commitAnswers(&reqs)).commit(context.Background(), 10, meta, nil); err != nil {
+	if err := testOffsets(commitAnswers(&reqs)).Commit(context.Background(), 10, meta, nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(reqs) != 1 {
@@ -75,7 +75,7 @@ func TestCommitCarriesGenerationAndMetadata(t *testing.T) {
 
 func TestCommitRetriesTransientErrors(t *testing.T) {
 	var reqs []*kafka.OffsetCommitRequest
-	err := testOffsets(commitAnswers(&reqs, kafka.RequestTimedOut, kafka.NotCoordinatorForGroup)).commit(context.Background(), 5, "", nil)
+	err := testOffsets(commitAnswers(&reqs, kafka.RequestTimedOut, kafka.NotCoordinatorForGroup)).Commit(context.Background(), 5, "", nil)
 	if err != nil {
 		t.Fatalf("commit after two transient errors: %v", err)
 	}
@@ -88,8 +88,8 @@ func TestCommitStopsWhenTheGenerationIsGone(t *testing.T) {
 	var reqs []*kafka.OffsetCommitRequest
 	for _, gone := range []kafka.Error{kafka.IllegalGeneration, kafka.UnknownMemberId, kafka.RebalanceInProgress, kafka.FencedInstanceID} {
 		reqs = nil
-		err := testOffsets(commitAnswers(&reqs, gone)).commit(context.Background(), 5, "", nil)
-		if !errors.Is(err, gone) || !errors.Is(err, errGenerationGone) || !strings.Contains(err.Error(), "commit offset 5") {
+		err := testOffsets(commitAnswers(&reqs, gone)).Commit(context.Background(), 5, "", nil)
+		if !errors.Is(err, gone) || !errors.Is(err, ErrGenerationGone) || !strings.Contains(err.Error(), "commit offset 5") {
 			t.Fatalf("commit = %v, want %v (generation gone) naming the offset", err, gone)
 		}
 		if len(reqs) != 1 {
@@ -105,7 +105,7 @@ func TestCommitRefusedByACLHolds(t *testing.T) {
 		var reqs []*kafka.OffsetCommitRequest
 		var seen []error
 		o := testOffsets(commitAnswers(&reqs, refusal, refusal, refusal, refusal))
-		err := o.commit(context.Background(), 5, "", func(err error, attempt int) {
+		err := o.Commit(context.Background(), 5, "", func(err error, attempt int) {
 			seen = append(seen, err)
 			if attempt != len(seen) {
 				t.Errorf("attempt %d, want %d", attempt, len(seen))
@@ -117,7 +117,7 @@ func TestCommitRefusedByACLHolds(t *testing.T) {
 		if len(reqs) != 5 || len(seen) != 4 || !errors.Is(seen[0], refusal) {
 			t.Errorf("%v: %d requests and %d refusals seen (%v), want 5 and 4", refusal, len(reqs), len(seen), seen)
 		}
-		if o.commitHint(refusal) == "" {
+		if o.CommitHint(refusal) == "" {
 			t.Errorf("%v: no hint for the operator", refusal)
 		}
 	}
@@ -130,8 +130,8 @@ func TestCommitRefusedByACLHolds(t *testing.T) {
 	for i := range refusals {
 		refusals[i] = kafka.GroupAuthorizationFailed
 	}
-	err := testOffsets(commitAnswers(&reqs, refusals...)).commit(ctx, 5, "", nil)
-	if err == nil || errors.Is(err, errGenerationGone) || !errors.Is(err, context.DeadlineExceeded) {
+	err := testOffsets(commitAnswers(&reqs, refusals...)).Commit(ctx, 5, "", nil)
+	if err == nil || errors.Is(err, ErrGenerationGone) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("commit refused until the deadline = %v, want the deadline, not a lost generation", err)
 	}
 }
@@ -162,7 +162,7 @@ func TestReadCommittedAndInFlight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			committed, f, err := testOffsets(answer(tt.committed, tt.meta)).read(context.Background(), zap.NewNop())
+			committed, f, err := testOffsets(answer(tt.committed, tt.meta)).Read(context.Background(), zap.NewNop())
 			if err != nil || committed != tt.committed || (f == nil) != (tt.want == nil) || (f != nil && f[0].InFlight != *tt.want) {
 				t.Errorf("read = %d, %+v, %v; want %d, %+v", committed, f, err, tt.committed, tt.want)
 			}
@@ -191,7 +191,7 @@ func TestReadRetriesGroupErrors(t *testing.T) {
 			"t": {{Partition: 2, CommittedOffset: 40, Metadata: "tb1 41 7"}},
 		}}, nil
 	}}
-	committed, f, err := testOffsets(c).read(context.Background(), zap.NewNop())
+	committed, f, err := testOffsets(c).Read(context.Background(), zap.NewNop())
 	if err != nil || committed != 40 || f == nil || f[0].Last != 41 || calls != 4 {
 		t.Fatalf("read = %d, %+v, %v after %d calls; want the in-flight record after 4", committed, f, err, calls)
 	}
@@ -200,7 +200,7 @@ func TestReadRetriesGroupErrors(t *testing.T) {
 	failing := &fakeClient{offsetFetch: func(*kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
 		return &kafka.OffsetFetchResponse{Error: kafka.GroupLoadInProgress}, nil
 	}}
-	if _, _, err := testOffsets(failing).read(ctx, zap.NewNop()); err == nil {
+	if _, _, err := testOffsets(failing).Read(ctx, zap.NewNop()); err == nil {
 		t.Error("read returned without the offset and without an error")
 	}
 }
@@ -209,7 +209,7 @@ func TestBounds(t *testing.T) {
 	c := &fakeClient{listOffsets: func(r *kafka.ListOffsetsRequest) (*kafka.ListOffsetsResponse, error) {
 		return &kafka.ListOffsetsResponse{Topics: map[string][]kafka.PartitionOffsets{"t": {{Partition: 2, FirstOffset: 5, LastOffset: 9}}}}, nil
 	}}
-	first, last, err := testOffsets(c).bounds(context.Background())
+	first, last, err := testOffsets(c).Bounds(context.Background())
 	if err != nil || first != 5 || last != 9 {
 		t.Errorf("bounds = %d, %d, %v", first, last, err)
 	}
