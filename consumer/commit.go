@@ -45,10 +45,7 @@ func (c *committer) advance(s *stream) (int64, error) {
 func (c *committer) commitLocked(s *stream) (int64, error) {
 	p := c.p
 	p.mu.Lock()
-	next := p.routed
-	if len(p.lows) > 0 {
-		next = min(next, p.lows[0].low)
-	}
+	next := min(p.routed, p.lows.Lowest())
 	p.mu.Unlock()
 	meta := c.metadata(next)
 	if next == c.next && meta == c.meta {
@@ -59,6 +56,31 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 	}
 	c.next, c.meta = next, meta
 	return next, nil
+}
+
+// settled commits past members of c, the stream s's records up to the
+// last of them with their final outcome: the partition commits as far as
+// every stream allows. When the commit stays below them (another app's
+// record waits before them) and c did not deliver them (a delivery is on
+// record already), the delivered log records them too, so a restart
+// knows them. Their spans end: an event's span runs from its fetch to its
+// commit.
+func (cm *committer) settled(s *stream, c *call, members []*record) error {
+	cm.clear(s)
+	p := cm.p
+	last := members[len(members)-1].msg.Offset
+	s.settledTo = last + 1
+	p.mu.Lock()
+	low, at := s.lowLocked()
+	p.lows.Set(&s.place, low)
+	p.mu.Unlock()
+	s.app.setWaiting(s.w.metrics, s.obs.label, s, at)
+	committed, err := cm.advance(s)
+	if err == nil && committed <= last && c.res != resultDelivered && c.res != resultAlready {
+		err = s.recordSettled(last)
+	}
+	c.obs.committed(members, err)
+	return err
 }
 
 // record records s's call f in flight and commits it, waiting for room
@@ -153,32 +175,4 @@ func (p *partition) commit(s *stream, next int64, metadata string) error {
 		return err
 	}
 	return p.abandoned()
-}
-
-// lowHeap orders a partition's streams by low (partition.mu held), so the
-// commit reads the lowest at once and a stream's change costs a log of the
-// streams: a partition shared by a thousand apps has a thousand streams,
-// and a call of any settles its stream.
-type lowHeap []*stream
-
-func (h lowHeap) Len() int           { return len(h) }
-func (h lowHeap) Less(i, j int) bool { return h[i].low < h[j].low }
-func (h lowHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].lowAt, h[j].lowAt = i, j
-}
-
-// Push adds a stream (heap.Push).
-func (h *lowHeap) Push(x any) {
-	s := x.(*stream)
-	s.lowAt = len(*h)
-	*h = append(*h, s)
-}
-
-// Pop removes the last stream (heap.Pop).
-func (h *lowHeap) Pop() any {
-	old := *h
-	s := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return s
 }

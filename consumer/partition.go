@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -172,7 +172,7 @@ type partition struct {
 	mu      sync.Mutex
 	streams map[*app]*stream
 	// lows orders the streams by low: the commit reads the lowest.
-	lows     lowHeap
+	lows     lows.Heap
 	routed   int64
 	pending  []wire.AppInFlight
 	resuming int
@@ -298,7 +298,7 @@ func (p *partition) session() error {
 	p.held = kafkaconn.NewHeld(p.w.fetcher.Budget())
 	p.records, p.committedAt = records, start
 	p.commits = newCommitter(p, max(committed, start))
-	p.streams, p.lows, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, nil, start, inflight, 0, make(chan struct{})
+	p.streams, p.lows, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, lows.Heap{}, start, inflight, 0, make(chan struct{})
 	p.fetched.Store(start)
 	p.routerDone = make(chan struct{})
 	p.endMu.Lock()
@@ -385,7 +385,7 @@ func (p *partition) route(start func(*stream)) error {
 		if !known {
 			s = p.newStream(a)
 			p.streams[a] = s
-			heap.Push(&p.lows, s)
+			p.lows.Add(&s.place)
 		}
 		if a != nil && s.resume == nil {
 			for i := range p.pending {

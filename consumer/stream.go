@@ -1,15 +1,14 @@
 package consumer
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
+	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/dedupe"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -37,11 +36,10 @@ type stream struct {
 	// Shared with the partition's router, under partition.mu.
 	queue  []*record
 	qbytes int64
-	// low is the stream's first offset without its final outcome
-	// (noLow: none): the partition commits below every stream's low.
-	// lowAt is the stream's place in partition.lows.
-	low   int64
-	lowAt int
+	// place holds the stream's low, its first offset without its final
+	// outcome (lows.None: none), in partition.lows: the partition
+	// commits below every stream's low.
+	place lows.Item
 	// gap >= 0: the stream's records from gap on were not kept; it reads
 	// them again. skipBelow: the router drops the stream's records below
 	// it (read again already).
@@ -73,12 +71,9 @@ type stream struct {
 	topicID string
 }
 
-// noLow is a stream's low when it holds nothing without an outcome.
-const noLow = math.MaxInt64
-
 // newStream returns the stream of a (nil: no app) in p.
 func (p *partition) newStream(a *app) *stream {
-	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, low: noLow, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1),
+	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1),
 		room: make(chan struct{})}
 	if p.w.apps.single == nil {
 		name := "none"
@@ -104,8 +99,8 @@ func (s *stream) pushLocked(rec *record) {
 		s.held.Release(off)
 		return
 	}
-	if s.low == noLow {
-		s.setLowLocked(off)
+	if s.place.Low() == lows.None {
+		s.lows.Set(&s.place, off)
 		s.app.setWaiting(s.w.metrics, s.obs.label, s, recordTime(rec))
 	}
 	if s.gap < 0 && s.w.apps.single == nil && s.full() {
@@ -300,8 +295,8 @@ func (s *stream) run() error {
 func (s *stream) start() error {
 	first := s.committedAt
 	s.partition.mu.Lock()
-	if s.low != noLow {
-		first = s.low
+	if low := s.place.Low(); low != lows.None {
+		first = low
 	}
 	s.partition.mu.Unlock()
 	var err error
@@ -429,29 +424,6 @@ func (s *stream) reread(from int64) error {
 	}
 }
 
-// settled records that every record of the stream up to offset last has
-// its final outcome, and lets the partition commit what it can. It
-// returns the offset the partition committed.
-func (s *stream) settled(last int64) (int64, error) {
-	p := s.partition
-	s.settledTo = last + 1
-	p.mu.Lock()
-	low, at := s.lowLocked()
-	s.setLowLocked(low)
-	p.mu.Unlock()
-	s.app.setWaiting(s.w.metrics, s.obs.label, s, at)
-	return p.commits.advance(s)
-}
-
-// setLowLocked sets the stream's low (partition.mu held), keeping the
-// partition's streams ordered by it.
-func (s *stream) setLowLocked(low int64) {
-	if low != s.low {
-		s.low = low
-		heap.Fix(&s.partition.lows, s.lowAt)
-	}
-}
-
 // lowLocked is the stream's first offset without an outcome, and that
 // record's timestamp.
 func (s *stream) lowLocked() (int64, time.Time) {
@@ -475,7 +447,7 @@ func (s *stream) lowLocked() (int64, time.Time) {
 	case s.gap >= 0:
 		return s.gap, s.gapAt
 	}
-	return noLow, time.Time{}
+	return lows.None, time.Time{}
 }
 
 // resumed returns the calls that finish the call recorded in flight for
