@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -81,6 +82,23 @@ func (cm *committer) settled(s *stream, c *call, members []*record) error {
 	}
 	c.obs.committed(members, err)
 	return err
+}
+
+// recordSettled records in the delivered log that every record of the
+// stream's app up to offset last has its final outcome (several apps: the
+// commit waits below them for another app's record).
+func (s *stream) recordSettled(last int64) error {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
+		return nil
+	}
+	e := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, last+1, "", nil)
+	if err := s.writeHeld(s.log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, last, []kafka.Message{d.Message(e)}, nil, nil); err != nil {
+		return err
+	}
+	d.Written(e)
+	s.floor = max(s.floor, e.Next)
+	return nil
 }
 
 // record records s's call f in flight and commits it, waiting for room

@@ -190,23 +190,6 @@ type partition struct {
 	endKnown bool
 }
 
-// logEnd returns the partition's log end, read once a session for all its
-// streams (a partition shared by a thousand apps starts a thousand
-// streams at once); fresh reads it again.
-func (p *partition) logEnd(fresh bool) (int64, error) {
-	p.endMu.Lock()
-	defer p.endMu.Unlock()
-	if p.endKnown && !fresh {
-		return p.end, nil
-	}
-	_, end, err := p.offsets.Bounds(p.taking)
-	if err != nil {
-		return 0, err
-	}
-	p.end, p.endKnown = end, true
-	return end, nil
-}
-
 // newPartition builds the partition tp of generation gen.
 func (w *Worker) newPartition(stop, genCtx context.Context, gen *group.Generation, tp topicPartition) *partition {
 	return &partition{

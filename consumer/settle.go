@@ -214,7 +214,8 @@ func (s *stream) send(c *call) (err error) {
 			t.Released()
 			return err
 		}
-		if c.lastOffset() < s.freshFloor(c.members[0]) {
+		s.floor = w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, c.members[0].msg.Time, w.cfg.Now(), s.floor)
+		if c.lastOffset() < s.floor {
 			// Delivered meanwhile by another deployment (the call waited
 			// long, a pause say): not sent.
 			t.Released()
@@ -454,6 +455,59 @@ func (s *stream) recordInFlight(c *call, d *wire.Delivered) error {
 		f.App = s.app.SDKAppID
 	}
 	return s.commits.record(s, f)
+}
+
+// recordDelivered records in the delivered log that every record up to
+// c's last member has its outcome, before c is committed: written and
+// acknowledged, or the partition holds.
+func (s *stream) recordDelivered(c *call) error {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
+		return nil
+	}
+	e := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, c.lastOffset()+1, "", nil)
+	if err := s.writeHeld(c.log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, c.firstOffset(), []kafka.Message{d.Message(e)}, nil, nil); err != nil {
+		return err
+	}
+	d.Written(e)
+	s.floor = max(s.floor, e.Next)
+	return nil
+}
+
+// recordUnknown records in the delivered log that c's first attempt with
+// an unknown outcome started at since, so whoever sends c next (this
+// member after a restart, another after a crash, a new group) resends it
+// only while the server still dedupes it. Best effort: a failed write is
+// logged, and the call goes on.
+func (s *stream) recordUnknown(c *call, since time.Time) {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
+		return
+	}
+	pending := &wire.Pending{First: c.firstOffset(), Last: c.lastOffset(), Random: c.random, UnknownSince: since.UnixMilli()}
+	next := c.firstOffset()
+	if e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition); ok {
+		next = e.Next
+	}
+	if err := d.Write(s.sending, d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, next, "", pending)); err != nil {
+		c.log.Warn("cannot record the unknown outcome in the delivered log: after a crash the next owner resends the call "+
+			"even past the dedupe window", zap.Error(err))
+	}
+}
+
+// unknownSince returns when a call recorded as pending in the delivered
+// log (same first offset, same Random) first had an unknown outcome; zero
+// for none.
+func (s *stream) unknownSince(c *call) time.Time {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
+		return time.Time{}
+	}
+	e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition)
+	if !ok || e.Pending == nil || e.Pending.First != c.firstOffset() || e.Pending.Random != c.random {
+		return time.Time{}
+	}
+	return time.UnixMilli(e.Pending.UnknownSince)
 }
 
 // commitPast settles members of c (the stream's records up to the last

@@ -7,6 +7,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/cenkalti/backoff/v4"
+	"github.com/segmentio/kafka-go"
+	"github.com/timbroadcast/timbroadcast/consumer/delivered"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
@@ -64,11 +67,11 @@ type stream struct {
 	open      []*record // the members of the calls being settled, in order
 	settledTo int64     // every record of the stream below it has its outcome
 	reader    *kafkaconn.Fetcher
-	// The delivered log (delivered.go): records below floor were
-	// delivered already; topicID is the source topic's id as the stream
-	// began.
-	floor   int64
-	topicID string
+	// The delivered log (package delivered): records below floor were
+	// delivered already; appKey is the app's key there ("": records of
+	// no app), topicID the source topic's id as the stream began.
+	floor           int64
+	appKey, topicID string
 }
 
 // newStream returns the stream of a (nil: no app) in p.
@@ -85,6 +88,9 @@ func (p *partition) newStream(a *app) *stream {
 		if a != nil {
 			s.log = s.log.With(zap.Uint64("sdkappid", a.SDKAppID))
 		}
+	}
+	if a != nil {
+		s.appKey = a.key
 	}
 	s.obs = s.newObserver()
 	return s
@@ -302,6 +308,98 @@ func (s *stream) start() error {
 	var err error
 	s.floor, err = s.deliveredFloor(first)
 	return err
+}
+
+// deliveredFloor reads the delivered log for the partition at the start
+// of a session that starts at offset start, and returns the offset below
+// which its records were delivered already (-1 for none). It checks the
+// entry first: an entry of an earlier topic of the same name (another id)
+// does not apply, and one above the log's end is lowered to it, each with
+// an error log, a metric and a note in /readyz.
+func (s *stream) deliveredFloor(start int64) (int64, error) {
+	d := s.w.delivered
+	if d == nil || s.app == nil {
+		return -1, nil
+	}
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	since := s.deliveredSince
+	for {
+		err := d.Refresh(s.taking, since)
+		if err == nil {
+			break
+		}
+		if !s.readFailed(s.taking, bo, start, "cannot read the delivered log (KAFKA_DELIVERED_TOPIC); the partition waits and retries",
+			"delivered log: ", err) {
+			return 0, s.ended(err)
+		}
+	}
+	s.topicID = d.TopicID(s.taking, s.tp.topic)
+	e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition)
+	if !ok || e.Next <= 0 {
+		return -1, nil
+	}
+	if !e.SameTopic(s.topicID) {
+		s.log.Warn("the source topic was deleted and created again under its name (its id changed): what the delivered log "+
+			"remembers of the old topic does not apply, and every record of the new one is delivered",
+			zap.String("remembered_topic_id", e.TopicID), zap.String("topic_id", s.topicID), zap.Int64("old_watermark", e.Next))
+		s.w.notes.Add(s.w.cfg.Now(), fmt.Sprintf("%s: the topic was created again (id %s, was %s); the delivered log starts over for it",
+			s.tp, s.topicID, e.TopicID))
+		s.w.metrics.RecordWatermarkReset("topic_recreated")
+		return -1, nil
+	}
+	end, err := s.logEnd(false)
+	if err == nil && end < e.Next {
+		end, err = s.logEnd(true) // the end read at the session's start may be behind
+	}
+	if err != nil {
+		return 0, s.ended(err)
+	}
+	if end < e.Next {
+		// What the log holds now was delivered, unless it was produced
+		// after the entry was written (a topic created again on a broker
+		// without topic ids): those records are new.
+		floor := end
+		if newer, err := s.offsets.OffsetAt(s.taking, time.UnixMilli(e.At).Add(delivered.TruncationSkew)); err == nil && newer >= 0 && newer < floor {
+			floor = newer
+		}
+		s.log.Error("the partition's log ends below what the delivered log says was delivered: records were lost (an unclean "+
+			"leader election, or the topic created again on a broker without topic ids); the records it holds from before the "+
+			"last delivery recorded are taken as delivered, those after are delivered", zap.Int64("log_end", end),
+			zap.Int64("delivered_watermark", e.Next), zap.Int64("lowered_to", floor), zap.Time("last_recorded_at", time.UnixMilli(e.At)))
+		s.w.notes.Add(s.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
+			s.tp, end, e.Next, floor))
+		s.w.metrics.RecordWatermarkReset(wire.ResetLogTruncated)
+		lowered := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, floor, wire.ResetLogTruncated, nil)
+		if err := s.writeHeld(s.log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, start, []kafka.Message{d.Message(lowered)}, nil, nil); err != nil {
+			return 0, err
+		}
+		d.Written(lowered)
+		return floor, nil
+	}
+	if start < e.Next {
+		s.log.Info("records from the start offset on were delivered already (delivered log): they are committed as "+
+			"already_delivered, not sent", zap.Int64("from_offset", start), zap.Int64("to_offset", e.Next-1),
+			zap.String("delivered_log", d.Topic()), zap.String("written_by", wire.Printable(wire.Cut(e.By, 128))))
+	}
+	return e.Next, nil
+}
+
+// logEnd returns the partition's log end, read once a session for all its
+// streams (a partition shared by a thousand apps starts a thousand
+// streams at once); fresh reads it again.
+func (p *partition) logEnd(fresh bool) (int64, error) {
+	p.endMu.Lock()
+	defer p.endMu.Unlock()
+	if p.endKnown && !fresh {
+		return p.end, nil
+	}
+	_, end, err := p.offsets.Bounds(p.taking)
+	if err != nil {
+		return 0, err
+	}
+	p.end, p.endKnown = end, true
+	return end, nil
 }
 
 // take returns the next record, waiting for it (or reading it again).
@@ -530,7 +628,8 @@ func (s *stream) plan() (*call, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rec.msg.Offset < s.freshFloor(rec) {
+	s.floor = s.w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, rec.msg.Time, s.w.cfg.Now(), s.floor)
+	if rec.msg.Offset < s.floor {
 		return s.already(rec), nil
 	}
 	c := s.lone(rec)

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/delivered"
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/health"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
@@ -54,7 +55,7 @@ type Worker struct {
 	// receipts writes receipts; nil without a receipt topic.
 	receipts *kafka.Writer
 	// delivered is the delivered log; nil when off (DeliveredOff).
-	delivered *deliveredLog
+	delivered *delivered.Log
 	tr        *tracing // nil: no tracing
 	// prop reads records' trace context (Config.Propagator); its headers,
 	// traceHeaders, are copied to receipts.
@@ -137,8 +138,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 		w.receipts.MaxAttempts = 10
 	}
 	if cfg.DeliveredTopic != DeliveredOff {
-		w.delivered = newDeliveredLog(conn, cfg)
-		w.delivered.by = cfg.GroupID
+		w.delivered = delivered.New(conn, cfg.DeliveredTopic, cfg.GroupID, cfg.DedupeWindow, cfg.Logger.Named("delivered"))
 	}
 	apps := cfg.Apps
 	w.apps = newAppSet()
@@ -412,7 +412,7 @@ func (w *Worker) checkTopics(ctx context.Context) error {
 		}
 	}
 	if w.delivered != nil {
-		if err := w.delivered.check(ctx); err != nil {
+		if err := w.delivered.Check(ctx); err != nil {
 			return err
 		}
 	} else {
