@@ -182,23 +182,23 @@ func (s *appSet) route(rec *record) (*app, *wire.InvalidEventError) {
 		return s.single, nil
 	}
 	named, how := "", ""
-	if rec.ev != nil && rec.ev.App != "" {
-		named, how = rec.ev.App, "the mapping's field app"
+	if rec.Ev != nil && rec.Ev.App != "" {
+		named, how = rec.Ev.App, "the mapping's field app"
 	} else {
-		for _, h := range rec.msg.Headers {
+		for _, h := range rec.Msg.Headers {
 			if h.Key == wire.HeaderApp {
 				named, how = wire.Cut(string(h.Value), maxAppValue), "the header "+wire.HeaderApp
 			}
 		}
 	}
 	s.mu.RLock()
-	owner, def := s.byTopic[rec.msg.Topic], s.def
+	owner, def := s.byTopic[rec.Msg.Topic], s.def
 	s.mu.RUnlock()
 	if owner != nil {
 		if named != "" && s.lookup(named) != owner {
 			return owner, &wire.InvalidEventError{Reason: wire.ReasonWrongApp, Field: fieldOf(how),
 				Msg: fmt.Sprintf("the topic %s belongs to app %s, but the record names app %q (%s): a topic of one app cannot "+
-					"broadcast to another", rec.msg.Topic, owner.Name, wire.Printable(named), how)}
+					"broadcast to another", rec.Msg.Topic, owner.Name, wire.Printable(named), how)}
 		}
 		return owner, nil
 	}

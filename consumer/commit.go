@@ -69,7 +69,7 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 func (cm *committer) settled(s *stream, c *call, members []*record) error {
 	cm.clear(s)
 	p := cm.p
-	last := members[len(members)-1].msg.Offset
+	last := members[len(members)-1].Msg.Offset
 	s.settledTo = last + 1
 	p.mu.Lock()
 	low, at := s.lowLocked()
@@ -77,10 +77,10 @@ func (cm *committer) settled(s *stream, c *call, members []*record) error {
 	p.mu.Unlock()
 	s.app.setWaiting(s.w.metrics, s.obs.label, s, at)
 	committed, err := cm.advance(s)
-	if err == nil && committed <= last && c.res != resultDelivered && c.res != resultAlready {
+	if err == nil && committed <= last && c.Res != resultDelivered && c.Res != resultAlready {
 		err = s.recordSettled(last)
 	}
-	c.obs.committed(members, err)
+	c.Obs.committed(members, err)
 	return err
 }
 

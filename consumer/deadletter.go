@@ -15,8 +15,8 @@ import (
 // large for the topic) with writeHeld, observes the outcome, then writes
 // its receipt.
 func (s *stream) deadLetter(c *call, m *record) error {
-	w, msg, log := s.w, m.msg, c.obs.memberLog(m)
-	f := c.failure(m)
+	w, msg, log := s.w, m.Msg, c.Obs.memberLog(m)
+	f := c.Failure(m)
 	f.FailedAt = w.cfg.Now()
 	if s.app != nil && w.apps.single == nil {
 		f.App, f.SDKAppID = s.app.Name, s.app.SDKAppID
@@ -34,21 +34,21 @@ func (s *stream) deadLetter(c *call, m *record) error {
 			zap.Int("original_value_bytes", len(msg.Value)), zap.Int("step", truncations), zap.Error(err))
 		return []kafka.Message{wire.TruncateDeadLetter(full, msg.Value, truncations)}
 	}
-	span := w.tr.write(m.span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
+	span := w.tr.write(m.Span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
 	if err := s.writeHeld(log, "dead-letter write", topicWriter{w.dlq}, msg.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
 		return err
 	}
 	if truncations > 0 {
 		w.metrics.RecordDeadLetterTruncated()
 	}
-	c.obs.outcome(c, m, &f)
+	c.Obs.outcome(c, m, &f)
 	if w.receipts == nil {
 		return nil
 	}
 	r := wire.ReceiptFor(msg, wire.OutcomeDeadLettered, w.cfg.Now())
 	r.Random = f.Random
-	if c.res != resultInvalid { // a call was planned for it
-		r.SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
+	if c.Res != resultInvalid { // a call was planned for it
+		r.SetCall(c.Random, len(c.Members), c.Attempts, c.First, c.At)
 	}
 	r.DeadLetter = wire.ReceiptDeadLetterOf(w.cfg.DLQTopic, f)
 	return s.writeReceipts(log, []*record{m}, []wire.Receipt{r})

@@ -49,10 +49,10 @@ func (s *stream) newObserver() *observer {
 // joined starts rec's span, from its fetch, when it joins a call; a
 // record's span is started once.
 func (o *observer) joined(rec *record) {
-	if rec.span == nil {
-		rec.span = o.w.eventSpan(rec.msg, rec.at)
-		if rec.span != nil && o.app != nil && o.label != "" {
-			rec.span.SetAttributes(AttrApp.String(o.app.Name), AttrSDKAppID.Int64(int64(o.app.SDKAppID)))
+	if rec.Span == nil {
+		rec.Span = o.w.eventSpan(rec.Msg, rec.At)
+		if rec.Span != nil && o.app != nil && o.label != "" {
+			rec.Span.SetAttributes(AttrApp.String(o.app.Name), AttrSDKAppID.Int64(int64(o.app.SDKAppID)))
 		}
 	}
 }
@@ -60,9 +60,9 @@ func (o *observer) joined(rec *record) {
 // memberLog is the stream's logger for one record: its offset, Random
 // (once decoded), trace_id and span_id (see eventTraceFields).
 func (o *observer) memberLog(rec *record) *zap.Logger {
-	log := o.log.With(zap.Int64("offset", rec.msg.Offset))
-	if rec.ev != nil {
-		log = log.With(zap.Uint32("random", rec.ev.Message.Random))
+	log := o.log.With(zap.Int64("offset", rec.Msg.Offset))
+	if rec.Ev != nil {
+		log = log.With(zap.Uint32("random", rec.Ev.Message.Random))
 	}
 	return log.With(o.w.eventTraceFields(rec)...)
 }
@@ -70,15 +70,15 @@ func (o *observer) memberLog(rec *record) *zap.Logger {
 // attempt observes one API attempt of c: its times, its span, and a
 // failure as the stream's hold's.
 func (o *observer) attempt(c *call, a sender.Attempt) {
-	if c.first.IsZero() {
-		c.first = a.Start
+	if c.First.IsZero() {
+		c.First = a.Start
 	}
-	c.at = a.Start
-	parent := c.span
+	c.At = a.Start
+	parent := c.Span
 	if parent == nil {
-		parent = c.members[0].span
+		parent = c.Members[0].Span
 	}
-	o.w.tr.attempt(parent, a, c.random)
+	o.w.tr.attempt(parent, a, c.Random)
 	if a.Code != sender.CodeOK {
 		o.w.holds.Fail(o.tp, a.Start, attemptError(a))
 	}
@@ -89,45 +89,45 @@ func (o *observer) attempt(c *call, a sender.Attempt) {
 // with f.
 func (o *observer) outcome(c *call, m *record, f *wire.Failure) {
 	w := o.w
-	if c.res == resultFiltered {
+	if c.Res == resultFiltered {
 		w.metrics.RecordSkipped("filtered", 1)
-		c.log.Debug("record filtered out by the mapping (TIM_MAP): committed, not sent")
-		if m.span != nil {
-			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeFiltered))
+		c.Log.Debug("record filtered out by the mapping (TIM_MAP): committed, not sent")
+		if m.Span != nil {
+			m.Span.SetAttributes(AttrOutcome.String(wire.OutcomeFiltered))
 		}
 		o.report(m, Outcome{Filtered: true})
 		w.metrics.RecordAppEvents(o.label, wire.OutcomeFiltered, 1)
 		return
 	}
 	if f == nil {
-		for _, m := range c.members {
+		for _, m := range c.Members {
 			w.metrics.RecordDelivered(1)
-			w.metrics.RecordLane(m.msg.Topic, "delivered")
-			if o.urgent && !m.msg.Time.IsZero() && !c.at.IsZero() {
-				w.metrics.ObserveUrgentDelay(c.at.Sub(m.msg.Time))
+			w.metrics.RecordLane(m.Msg.Topic, "delivered")
+			if o.urgent && !m.Msg.Time.IsZero() && !c.At.IsZero() {
+				w.metrics.ObserveUrgentDelay(c.At.Sub(m.Msg.Time))
 			}
-			if m.span != nil {
-				m.span.SetAttributes(AttrOutcome.String(wire.OutcomeDelivered), AttrMsgSeq.Int64(int64(c.msgSeq)),
-					AttrAttempts.Int(c.attempts), AttrRandom.Int64(int64(m.ev.Message.Random)), AttrCallEvents.Int(len(c.members)))
+			if m.Span != nil {
+				m.Span.SetAttributes(AttrOutcome.String(wire.OutcomeDelivered), AttrMsgSeq.Int64(int64(c.MsgSeq)),
+					AttrAttempts.Int(c.Attempts), AttrRandom.Int64(int64(m.Ev.Message.Random)), AttrCallEvents.Int(len(c.Members)))
 			}
-			o.report(m, Outcome{Delivered: true, MsgSeq: c.msgSeq, Attempts: c.attempts})
+			o.report(m, Outcome{Delivered: true, MsgSeq: c.MsgSeq, Attempts: c.Attempts})
 		}
-		w.metrics.RecordRetries(c.attempts)
-		w.metrics.RecordAppEvents(o.label, wire.OutcomeDelivered, len(c.members))
-		w.metrics.SetAppLastCall(o.label, c.final)
-		c.log.Debug("delivered", zap.Uint64("msg_seq", c.msgSeq), zap.Int("attempts", c.attempts), zap.Int("events", len(c.members)))
+		w.metrics.RecordRetries(c.Attempts)
+		w.metrics.RecordAppEvents(o.label, wire.OutcomeDelivered, len(c.Members))
+		w.metrics.SetAppLastCall(o.label, c.Final)
+		c.Log.Debug("delivered", zap.Uint64("msg_seq", c.MsgSeq), zap.Int("attempts", c.Attempts), zap.Int("events", len(c.Members)))
 		return
 	}
 	w.metrics.RecordDeadLettered(f.Reason)
 	w.metrics.RecordAppEvents(o.label, wire.OutcomeDeadLettered, 1)
-	w.metrics.RecordLane(m.msg.Topic, "dead_lettered")
+	w.metrics.RecordLane(m.Msg.Topic, "dead_lettered")
 	o.memberLog(m).Warn("record dead-lettered", zap.String("reason", f.Reason), zap.Int("code", f.Code),
 		zap.String("info", f.Info), zap.String("dlq_topic", w.cfg.DLQTopic))
-	if m.span != nil {
-		m.span.SetAttributes(AttrOutcome.String(wire.OutcomeDeadLettered), AttrReason.String(f.Reason),
-			AttrErrorCode.Int(f.Code), AttrAttempts.Int(c.attempts))
+	if m.Span != nil {
+		m.Span.SetAttributes(AttrOutcome.String(wire.OutcomeDeadLettered), AttrReason.String(f.Reason),
+			AttrErrorCode.Int(f.Code), AttrAttempts.Int(c.Attempts))
 		if f.Random != 0 {
-			m.span.SetAttributes(AttrRandom.Int64(int64(f.Random)))
+			m.Span.SetAttributes(AttrRandom.Int64(int64(f.Random)))
 		}
 	}
 	o.report(m, Outcome{DeadLetter: f, Attempts: f.Attempts})
@@ -137,20 +137,20 @@ func (o *observer) outcome(c *call, m *record, f *wire.Failure) {
 // when they end uncommitted. An ended span ignores a second end.
 func (o *observer) committed(members []*record, err error) {
 	for _, m := range members {
-		end(m.span, err)
+		end(m.Span, err)
 	}
 }
 
 // endCall ends a merged call's span with its outcome; err is why the
 // session ended first, if it did.
 func endCall(span trace.Span, c *call, err error) {
-	if err == nil && c.res != resultDelivered && c.se != nil {
-		err = c.se
+	if err == nil && c.Res != resultDelivered && c.Err != nil {
+		err = c.Err
 	}
-	if c.res == resultDelivered {
-		span.SetAttributes(AttrMsgSeq.Int64(int64(c.msgSeq)))
+	if c.Res == resultDelivered {
+		span.SetAttributes(AttrMsgSeq.Int64(int64(c.MsgSeq)))
 	}
-	end(span, err, AttrAttempts.Int(c.attempts))
+	end(span, err, AttrAttempts.Int(c.Attempts))
 }
 
 // attemptError describes a failed attempt for the stuck report.
@@ -168,14 +168,14 @@ func attemptError(a sender.Attempt) string {
 // watermark floor: never sent, their outcome already_delivered.
 func (o *observer) already(c *call, floor int64) {
 	w := o.w
-	w.metrics.RecordSkipped("already_delivered", int64(len(c.members)))
-	w.metrics.RecordAppEvents(o.label, wire.OutcomeAlreadyDelivered, len(c.members))
-	c.log.Info("already delivered (delivered log): committed without sending", zap.Int("records", len(c.members)),
-		zap.Int64("last_offset", c.lastOffset()), zap.Int64("delivered_watermark", floor))
-	for _, m := range c.members {
-		w.metrics.RecordLane(m.msg.Topic, wire.OutcomeAlreadyDelivered)
-		if m.span != nil {
-			m.span.SetAttributes(AttrOutcome.String(wire.OutcomeAlreadyDelivered))
+	w.metrics.RecordSkipped("already_delivered", int64(len(c.Members)))
+	w.metrics.RecordAppEvents(o.label, wire.OutcomeAlreadyDelivered, len(c.Members))
+	c.Log.Info("already delivered (delivered log): committed without sending", zap.Int("records", len(c.Members)),
+		zap.Int64("last_offset", c.LastOffset()), zap.Int64("delivered_watermark", floor))
+	for _, m := range c.Members {
+		w.metrics.RecordLane(m.Msg.Topic, wire.OutcomeAlreadyDelivered)
+		if m.Span != nil {
+			m.Span.SetAttributes(AttrOutcome.String(wire.OutcomeAlreadyDelivered))
 		}
 		o.report(m, Outcome{AlreadyDelivered: true})
 	}
@@ -194,14 +194,14 @@ func (o *observer) report(rec *record, out Outcome) {
 	if o.w.cfg.OnOutcome == nil {
 		return
 	}
-	m := rec.msg
+	m := rec.Msg
 	out.Topic, out.Partition, out.Offset, out.Key, out.Produced = m.Topic, m.Partition, m.Offset, m.Key, m.Time
 	if o.label != "" && o.app != nil {
 		out.App = o.app.Name
 	}
-	if rec.ev != nil {
-		out.Random = rec.ev.Message.Random
-		out.Message = &rec.ev.Message
+	if rec.Ev != nil {
+		out.Random = rec.Ev.Message.Random
+		out.Message = &rec.Ev.Message
 	}
 	o.w.cfg.OnOutcome(out)
 }
@@ -332,13 +332,13 @@ func (t *tracing) call(members []*record, random uint32) trace.Span {
 	}
 	links := make([]trace.Link, 0, len(members))
 	for _, m := range members {
-		links = append(links, trace.Link{SpanContext: m.span.SpanContext()})
+		links = append(links, trace.Link{SpanContext: m.Span.SpanContext()})
 	}
 	_, span := t.tracer.Start(context.Background(), "send_broadcast_msg merged", trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithLinks(links...), trace.WithAttributes(AttrRandom.Int64(int64(random)), AttrCallEvents.Int(len(members)),
 			semconv.MessagingBatchMessageCount(len(members))))
 	for _, m := range members {
-		m.span.AddLink(trace.Link{SpanContext: span.SpanContext(), Attributes: []attribute.KeyValue{AttrCallEvents.Int(len(members))}})
+		m.Span.AddLink(trace.Link{SpanContext: span.SpanContext(), Attributes: []attribute.KeyValue{AttrCallEvents.Int(len(members))}})
 	}
 	return span
 }
@@ -420,10 +420,10 @@ func end(span trace.Span, err error, attrs ...attribute.KeyValue) {
 // trace_id and span_id, or with tracing off the trace_id of the trace
 // context in its headers (the one publish prints), if any.
 func (w *Worker) eventTraceFields(m *record) []zap.Field {
-	if m.span != nil {
-		return traceFields(m.span)
+	if m.Span != nil {
+		return traceFields(m.Span)
 	}
-	sc := trace.SpanContextFromContext(w.recordContext(m.msg))
+	sc := trace.SpanContextFromContext(w.recordContext(m.Msg))
 	if !sc.IsValid() {
 		return nil
 	}

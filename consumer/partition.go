@@ -37,18 +37,18 @@ var (
 // record is a fetched record, decoded once: its event, or why it cannot be
 // one. It travels with its event from the pump to the commit.
 type record struct {
-	msg kafka.Message
-	at  time.Time // when it was fetched
-	// ev is the event; nil when the record is not one (invalid says why)
+	Msg kafka.Message
+	At  time.Time // when it was fetched
+	// Ev is the event; nil when the record is not one (invalid says why)
 	// or the mapping filtered it out.
-	ev       *wire.Event
-	invalid  *wire.InvalidEventError
-	filtered bool
-	// aged says ev.ExpiresAt is the record's timestamp plus MaxAge.
-	aged bool
-	// span is the event's span from fetch to commit; nil without tracing
+	Ev       *wire.Event
+	Invalid  *wire.InvalidEventError
+	Filtered bool
+	// Aged says ev.ExpiresAt is the record's timestamp plus MaxAge.
+	Aged bool
+	// Span is the event's Span from fetch to commit; nil without tracing
 	// or before the record joins a call.
-	span trace.Span
+	Span trace.Span
 }
 
 // decode turns a fetched record into a record (RecordDecoder). A failure
@@ -60,20 +60,20 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 	var bo backoff.BackOff // made at the first failure: most records decode at once
 	for failing := false; ; failing = true {
 		ev, filtered, err := w.decoder.Decode(ctx, m)
-		r := &record{msg: m, at: at, ev: ev, filtered: filtered}
+		r := &record{Msg: m, At: at, Ev: ev, Filtered: filtered}
 		if ev != nil && w.cfg.MaxAge > 0 && !m.Time.IsZero() {
 			// Never stale: an event older than MaxAge by its record
 			// timestamp when its turn comes is dead-lettered as expired,
 			// like one past its own expiry header.
 			if limit := m.Time.Add(w.cfg.MaxAge); ev.ExpiresAt.IsZero() || limit.Before(ev.ExpiresAt) {
-				ev.ExpiresAt, r.aged = limit, true
+				ev.ExpiresAt, r.Aged = limit, true
 			}
 		}
 		var ie *wire.InvalidEventError
 		switch {
 		case err == nil:
 		case errors.As(err, &ie):
-			r.invalid = ie
+			r.Invalid = ie
 		case ctx.Err() != nil:
 			return nil
 		default:
@@ -107,7 +107,7 @@ func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *record {
 	msg := fmt.Sprintf("%s: not read; the record is at %s/%d %s", o.Limit, p.tp.topic, p.tp.partition, where)
 	p.log.Warn("record over a limit: dead-lettering a copy that says where it is", zap.Int64("offset", o.Offset),
 		zap.Int64("last_offset", o.Last), zap.Int64("bytes", o.Bytes), zap.String("limit", o.Limit))
-	return &record{msg: m, at: at, invalid: &wire.InvalidEventError{Reason: wire.ReasonTooLarge, Msg: msg}}
+	return &record{Msg: m, At: at, Invalid: &wire.InvalidEventError{Reason: wire.ReasonTooLarge, Msg: msg}}
 }
 
 // readFailed records that reading the partition at offset keeps failing
@@ -360,7 +360,7 @@ func (p *partition) route(start func(*stream)) error {
 			continue
 		}
 		rec := it.rec
-		m := rec.msg
+		m := rec.Msg
 		p.w.metrics.RecordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
 		a := p.appOf(rec)
 		p.mu.Lock()
@@ -577,7 +577,7 @@ func (p *partition) pump(records chan<- item) {
 			p.log.Debug("skipped records of aborted transactions", zap.Int("records", res.Aborted))
 		}
 		if !p.eachRecord(ctx, res, func(rec *record) bool {
-			handed = rec.msg.Offset + 1
+			handed = rec.Msg.Offset + 1
 			return send(item{rec: rec})
 		}) {
 			return
@@ -639,8 +639,8 @@ func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yiel
 // stays filtered whatever its app.
 func (p *partition) appOf(rec *record) *app {
 	a, ie := p.w.apps.route(rec)
-	if ie != nil && !rec.filtered && rec.invalid == nil { // a record invalid already keeps its own reason
-		rec.ev, rec.invalid = nil, ie
+	if ie != nil && !rec.Filtered && rec.Invalid == nil { // a record invalid already keeps its own reason
+		rec.Ev, rec.Invalid = nil, ie
 	}
 	return a
 }

@@ -21,7 +21,7 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 		if s.app != nil && w.apps.single == nil {
 			r.App, r.SDKAppID = s.app.Name, s.app.SDKAppID
 		}
-		m, err := wire.ReceiptMessage(members[i].msg, r, w.traceHeaders)
+		m, err := wire.ReceiptMessage(members[i].Msg, r, w.traceHeaders)
 		if err != nil {
 			return err // a Receipt always encodes
 		}
@@ -31,7 +31,7 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 	if w.tr != nil {
 		spans = make([]trace.Span, len(members))
 		for i, m := range members {
-			spans[i] = w.tr.write(m.span, w.cfg.ReceiptTopic)
+			spans[i] = w.tr.write(m.Span, w.cfg.ReceiptTopic)
 		}
 	}
 	start := time.Now()
@@ -39,7 +39,7 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 		w.metrics.RecordReceiptFailure()
 		return nil
 	}
-	if err := s.writeHeld(log, "receipt write", topicWriter{w.receipts}, members[0].msg.Offset, msgs, spans, refused); err != nil {
+	if err := s.writeHeld(log, "receipt write", topicWriter{w.receipts}, members[0].Msg.Offset, msgs, spans, refused); err != nil {
 		return err
 	}
 	s.obs.receipts(rs, time.Since(start))

@@ -46,56 +46,56 @@ const (
 // order), what the planner decided about it and, once settled, how it
 // ended.
 type call struct {
-	// obs observes the call's life (observe.go).
-	obs     *observer
-	members []*record
-	body    []byte
-	random  uint32 // the call's Random
-	log     *zap.Logger
-	// attempted says an earlier attempt may have reached the server (a
+	// Obs observes the call's life (observe.go).
+	Obs     *observer
+	Members []*record
+	Body    []byte
+	Random  uint32 // the call's Random
+	Log     *zap.Logger
+	// Attempted says an earlier attempt may have reached the server (a
 	// resumed call): it is then never dead-lettered as expired.
-	attempted bool
-	// record says to record the call as in flight (committed-offset
+	Attempted bool
+	// InFlight says to InFlight the call as in flight (committed-offset
 	// metadata) before its first attempt.
-	record bool
-	// pack, if set, grows the call when its first slot comes (merge mode).
-	pack func()
-	// recorded says the delivery is already on record (a resumed call
-	// recorded as delivered): only its receipts and commit remain.
-	recorded bool
-	// uncertain follows the call's attempts with an unknown outcome, from
+	InFlight bool
+	// Pack, if set, grows the call when its first slot comes (merge mode).
+	Pack func()
+	// Recorded says the delivery is already on record (a resumed call
+	// Recorded as delivered): only its receipts and commit remain.
+	Recorded bool
+	// Uncertain follows the call's attempts with an unknown outcome, from
 	// this member's and, through the delivered log, an earlier owner's;
 	// unknownChecked says the delivered log was asked, unknownRecorded
 	// that this member recorded one there.
-	uncertain                       sender.Uncertain
-	unknownChecked, unknownRecorded bool
+	Uncertain                       sender.Uncertain
+	UnknownChecked, UnknownRecorded bool
 
-	res      result
-	se       *sender.Error // for resultRejected and resultExhausted
-	attempts int
-	msgSeq   uint64
-	// first is the first attempt's start, at the last attempt's start,
-	// final the OK answer's arrival; zero without attempts.
-	first, at, final time.Time
-	// span is a merged call's own span, linked to its members'; nil for a
-	// lone event (its attempts are children of the event's span).
-	span trace.Span
+	Res      result
+	Err       *sender.Error // for resultRejected and resultExhausted
+	Attempts int
+	MsgSeq   uint64
+	// First is the First attempt's start, At the last attempt's start,
+	// Final the OK answer's arrival; zero without attempts.
+	First, At, Final time.Time
+	// Span is a merged call's own Span, linked to its members'; nil for a
+	// lone event (its attempts are children of the event's Span).
+	Span trace.Span
 }
 
 // first and last are the offsets of the call's first and last records.
-func (c *call) firstOffset() int64 { return c.members[0].msg.Offset }
-func (c *call) lastOffset() int64  { return c.members[len(c.members)-1].msg.Offset }
+func (c *call) FirstOffset() int64 { return c.Members[0].Msg.Offset }
+func (c *call) LastOffset() int64  { return c.Members[len(c.Members)-1].Msg.Offset }
 
 // settle takes c to its final outcome and commits past its members. It
 // returns an error only when the session must end: errRevoked, errStopping
 // or errAbandoned (nothing of the call committed), or offsets.ErrGenerationGone.
 func (s *stream) settle(c *call) error {
-	if c.res == 0 {
+	if c.Res == 0 {
 		switch {
-		case c.members[0].filtered:
-			c.res = resultFiltered
-		case c.members[0].ev == nil:
-			c.res = resultInvalid
+		case c.Members[0].Filtered:
+			c.Res = resultFiltered
+		case c.Members[0].Ev == nil:
+			c.Res = resultInvalid
 		default:
 			if err := s.send(c); err != nil {
 				return err
@@ -103,27 +103,27 @@ func (s *stream) settle(c *call) error {
 		}
 	}
 	switch {
-	case c.res == resultAlready:
+	case c.Res == resultAlready:
 		if err := s.alreadyDelivered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c, c.members...)
-	case c.res == resultFiltered:
+		return s.commitPast(c, c.Members...)
+	case c.Res == resultFiltered:
 		if err := s.filtered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c, c.members...)
-	case c.res == resultDelivered:
+		return s.commitPast(c, c.Members...)
+	case c.Res == resultDelivered:
 		if err := s.delivered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c, c.members...)
-	case len(c.members) == 1 || c.res == resultExhausted || c.res == resultUnknown || c.res == resultRemoved:
+		return s.commitPast(c, c.Members...)
+	case len(c.Members) == 1 || c.Res == resultExhausted || c.Res == resultUnknown || c.Res == resultRemoved:
 		// A lone record invalid, rejected, expired or given up; or a
 		// merged call given up as a whole or whose outcome is unknown
 		// (sent one by one, its events would be shown again): each
 		// member is dead-lettered.
-		for _, m := range c.members {
+		for _, m := range c.Members {
 			if err := s.deadLetter(c, m); err != nil {
 				return err
 			}
@@ -136,11 +136,11 @@ func (s *stream) settle(c *call) error {
 	// A merged call the API rejects as a whole is split: each member is
 	// sent alone (recorded in flight first), and only the ones rejected
 	// alone are dead-lettered.
-	c.log.Warn("merged call rejected; sending its events one by one to find the offending ones",
-		zap.Int("code", c.se.Code), zap.String("info", c.se.Info))
-	for _, m := range c.members {
+	c.Log.Warn("merged call rejected; sending its events one by one to find the offending ones",
+		zap.Int("code", c.Err.Code), zap.String("info", c.Err.Info))
+	for _, m := range c.Members {
 		lc := s.lone(m)
-		lc.record = true
+		lc.InFlight = true
 		if err := s.settle(lc); err != nil {
 			return err
 		}
@@ -155,10 +155,10 @@ func (s *stream) settle(c *call) error {
 // end first.
 func (s *stream) send(c *call) (err error) {
 	w := s.w
-	w.holds.Start(s.tp, c.firstOffset())
+	w.holds.Start(s.tp, c.FirstOffset())
 	defer func() {
-		if c.span != nil {
-			endCall(c.span, c, err)
+		if c.Span != nil {
+			endCall(c.Span, c, err)
 		}
 	}()
 	// A retry inside a turn waits for a slot of the schedule, when it
@@ -183,20 +183,20 @@ func (s *stream) send(c *call) (err error) {
 		Leaving: func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) },
 		Wrote:   func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) }, // a new connection's dial is not a period's
 		Attempt: func(a sender.Attempt) {
-			c.obs.attempt(c, a)
+			c.Obs.attempt(c, a)
 			s.answered(c, a)
 		},
 	})
-	ctx = sender.WithUncertain(ctx, &c.uncertain)
+	ctx = sender.WithUncertain(ctx, &c.Uncertain)
 	started := w.cfg.Now()
-	mayBeDelivered := c.attempted // a failed attempt may still have reached the server
+	mayBeDelivered := c.Attempted // a failed attempt may still have reached the server
 	for {
-		if len(c.members) == 1 && !mayBeDelivered && s.expired(c.members[0].ev) {
-			c.res = resultExpired
+		if len(c.Members) == 1 && !mayBeDelivered && s.expired(c.Members[0].Ev) {
+			c.Res = resultExpired
 			return nil
 		}
 		if s.app.removed() {
-			c.res = resultRemoved
+			c.Res = resultRemoved
 			return nil
 		}
 		takeCtx, stopTake := s.app.whileServed(s.taking)
@@ -204,7 +204,7 @@ func (s *stream) send(c *call) (err error) {
 		stopTake()
 		if err != nil {
 			if s.taking.Err() == nil && s.app.removed() { // while the call waited
-				c.res = resultRemoved
+				c.Res = resultRemoved
 				return nil
 			}
 			return s.ended(err)
@@ -214,22 +214,22 @@ func (s *stream) send(c *call) (err error) {
 			t.Released()
 			return err
 		}
-		s.floor = w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, c.members[0].msg.Time, w.cfg.Now(), s.floor)
-		if c.lastOffset() < s.floor {
+		s.floor = w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, c.Members[0].Msg.Time, w.cfg.Now(), s.floor)
+		if c.LastOffset() < s.floor {
 			// Delivered meanwhile by another deployment (the call waited
 			// long, a pause say): not sent.
 			t.Released()
-			c.res = resultAlready
+			c.Res = resultAlready
 			return nil
 		}
-		if !c.unknownChecked {
+		if !c.UnknownChecked {
 			// An earlier owner's attempt whose outcome stayed unknown
 			// counts: resend only while the server still dedupes it.
-			c.unknownChecked = true
+			c.UnknownChecked = true
 			if since := s.unknownSince(c); !since.IsZero() {
-				c.uncertain.Mark(since)
-				c.attempted, mayBeDelivered = true, true
-				c.log.Info("an earlier attempt of this call had an unknown outcome (delivered log): resent only within the dedupe window",
+				c.Uncertain.Mark(since)
+				c.Attempted, mayBeDelivered = true, true
+				c.Log.Info("an earlier attempt of this call had an unknown outcome (delivered log): resent only within the dedupe window",
 					zap.Time("unknown_since", since))
 			}
 		}
@@ -247,48 +247,48 @@ func (s *stream) send(c *call) (err error) {
 		}
 		var resp *sender.Response
 		if ss, ok := s.app.sender().(SlotSender); ok {
-			resp, err = ss.SendBodyReserved(ctx, c.body)
+			resp, err = ss.SendBodyReserved(ctx, c.Body)
 		} else {
-			resp, err = s.app.sender().SendBody(ctx, c.body)
+			resp, err = s.app.sender().SendBody(ctx, c.Body)
 		}
 		var se *sender.Error
 		switch {
 		case err == nil:
-			c.attempts += resp.Attempts
-			c.res, c.msgSeq, c.final = resultDelivered, resp.MsgSeq, w.cfg.Now()
+			c.Attempts += resp.Attempts
+			c.Res, c.MsgSeq, c.Final = resultDelivered, resp.MsgSeq, w.cfg.Now()
 			w.holds.Done(s.tp)
 			if d := t.Sent(); d > 0 {
-				c.log.Info("sending resumed", zap.Duration("paused_for", d))
+				c.Log.Info("sending resumed", zap.Duration("paused_for", d))
 			}
 			return nil
 		case !errors.As(err, &se):
 			// Not the sender's error type: treat as transient.
 			t.Released()
-			c.log.Warn("send failed", zap.Error(err))
+			c.Log.Warn("send failed", zap.Error(err))
 			mayBeDelivered = true
 			if s.sending.Err() != nil || s.taking.Err() != nil {
 				return s.abandoned()
 			}
 			continue
 		}
-		c.attempts += se.Attempts
+		c.Attempts += se.Attempts
 		switch se.Class {
 		case sender.ClassReject:
 			t.Sent()
-			c.res, c.se = resultRejected, se
+			c.Res, c.Err = resultRejected, se
 			if se.Reason() == sender.ReasonOutcomeUnknown {
-				c.res = resultUnknown
-				c.log.Error("outcome unknown past the server's dedupe window: dead-lettering instead of resending (it may have been shown once)",
-					zap.Time("unknown_since", se.UncertainSince), zap.Int("attempts", c.attempts))
+				c.Res = resultUnknown
+				c.Log.Error("outcome unknown past the server's dedupe window: dead-lettering instead of resending (it may have been shown once)",
+					zap.Time("unknown_since", se.UncertainSince), zap.Int("attempts", c.Attempts))
 			}
 			return nil
 		case sender.ClassPause:
 			wait, started := t.Paused(se, se.RetryAfter)
 			fields := []zap.Field{zap.Int("code", se.Code), zap.String("info", se.Info), zap.Duration("next_probe_in", wait)}
 			if started {
-				c.log.Error("sending paused: the API refuses every event this way; nothing is dead-lettered", fields...)
+				c.Log.Error("sending paused: the API refuses every event this way; nothing is dead-lettered", fields...)
 			} else if t.Probe() {
-				c.log.Warn("still paused", fields...)
+				c.Log.Warn("still paused", fields...)
 			}
 		default: // ClassRetry: the retry budget or ctx ran out; hold the record.
 			mayBeDelivered = true
@@ -305,12 +305,12 @@ func (s *stream) send(c *call) (err error) {
 				return s.abandoned()
 			}
 			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(started) >= w.cfg.RetryMaxElapsed {
-				c.log.Error("giving up: retried longer than TIM_RETRY_MAX_ELAPSED; dead-lettering", zap.Error(se),
+				c.Log.Error("giving up: retried longer than TIM_RETRY_MAX_ELAPSED; dead-lettering", zap.Error(se),
 					zap.Duration("retried_for", w.cfg.Now().Sub(started)))
-				c.res, c.se = resultExhausted, se
+				c.Res, c.Err = resultExhausted, se
 				return nil
 			}
-			c.log.Warn("send still failing; holding the partition", zap.Error(se))
+			c.Log.Warn("send still failing; holding the partition", zap.Error(se))
 		}
 	}
 }
@@ -321,28 +321,28 @@ func (s *stream) answered(c *call, a sender.Attempt) {
 	if a.Code >= 0 {
 		s.app.sched.Answered(sender.IsRateLimit(a.Code))
 	}
-	if a.Uncertain && !c.unknownRecorded {
-		c.unknownRecorded = true
-		s.recordUnknown(c, c.uncertain.Since())
+	if a.Uncertain && !c.UnknownRecorded {
+		c.UnknownRecorded = true
+		s.recordUnknown(c, c.Uncertain.Since())
 	}
 }
 
 // ready finishes the call before its first attempt: packs a merge call and
 // records the call as in flight, once each.
 func (s *stream) ready(c *call) error {
-	if c.pack != nil {
-		c.pack()
-		c.pack = nil
+	if c.Pack != nil {
+		c.Pack()
+		c.Pack = nil
 	}
-	if c.record {
-		c.record = false
+	if c.InFlight {
+		c.InFlight = false
 		if err := s.recordInFlight(c, nil); err != nil {
 			return err
 		}
 	}
-	if c.span == nil && len(c.members) > 1 && s.w.tr != nil {
-		c.span = s.w.tr.call(c.members, c.random)
-		c.log = c.log.With(traceFields(c.span)...)
+	if c.Span == nil && len(c.Members) > 1 && s.w.tr != nil {
+		c.Span = s.w.tr.call(c.Members, c.Random)
+		c.Log = c.Log.With(traceFields(c.Span)...)
 	}
 	return nil
 }
@@ -354,10 +354,10 @@ func (s *stream) ready(c *call) error {
 // calling again.
 func (s *stream) delivered(c *call) error {
 	w := s.w
-	if !c.recorded {
-		c.obs.outcome(c, nil, nil)
+	if !c.Recorded {
+		c.Obs.outcome(c, nil, nil)
 		if w.receipts != nil {
-			d := wire.Delivered{MsgSeq: c.msgSeq, Attempts: c.attempts, FirstAttempt: c.first, Call: c.at, Final: c.final}
+			d := wire.Delivered{MsgSeq: c.MsgSeq, Attempts: c.Attempts, FirstAttempt: c.First, Call: c.At, Final: c.Final}
 			if err := s.recordInFlight(c, &d); err != nil {
 				return err
 			}
@@ -372,13 +372,13 @@ func (s *stream) delivered(c *call) error {
 	if w.receipts == nil {
 		return nil
 	}
-	rs := make([]wire.Receipt, len(c.members))
-	for i, m := range c.members {
-		rs[i] = wire.ReceiptFor(m.msg, wire.OutcomeDelivered, c.final)
-		rs[i].Random, rs[i].MsgSeq = m.ev.Message.Random, c.msgSeq
-		rs[i].SetCall(c.random, len(c.members), c.attempts, c.first, c.at)
+	rs := make([]wire.Receipt, len(c.Members))
+	for i, m := range c.Members {
+		rs[i] = wire.ReceiptFor(m.Msg, wire.OutcomeDelivered, c.Final)
+		rs[i].Random, rs[i].MsgSeq = m.Ev.Message.Random, c.MsgSeq
+		rs[i].SetCall(c.Random, len(c.Members), c.Attempts, c.First, c.At)
 	}
-	return s.writeReceipts(c.log, c.members, rs)
+	return s.writeReceipts(c.Log, c.Members, rs)
 }
 
 // alreadyDelivered records the members of c, below the delivered log's
@@ -386,71 +386,71 @@ func (s *stream) delivered(c *call) error {
 // with a receipt topic, their receipts. They are never sent.
 func (s *stream) alreadyDelivered(c *call) error {
 	w := s.w
-	c.obs.already(c, s.floor)
+	c.Obs.already(c, s.floor)
 	if w.receipts == nil {
 		return nil
 	}
 	now := w.cfg.Now()
-	rs := make([]wire.Receipt, len(c.members))
-	for i, m := range c.members {
-		rs[i] = wire.ReceiptFor(m.msg, wire.OutcomeAlreadyDelivered, now)
-		if m.ev != nil {
-			rs[i].Random = m.ev.Message.Random
+	rs := make([]wire.Receipt, len(c.Members))
+	for i, m := range c.Members {
+		rs[i] = wire.ReceiptFor(m.Msg, wire.OutcomeAlreadyDelivered, now)
+		if m.Ev != nil {
+			rs[i].Random = m.Ev.Message.Random
 		}
 	}
-	return s.writeReceipts(c.log, c.members, rs)
+	return s.writeReceipts(c.Log, c.Members, rs)
 }
 
 // filtered records the lone record of c that the mapping filtered out:
 // its outcome and, with a receipt topic, its receipt.
 func (s *stream) filtered(c *call) error {
-	m := c.members[0]
-	c.obs.outcome(c, m, nil)
+	m := c.Members[0]
+	c.Obs.outcome(c, m, nil)
 	if s.w.receipts == nil {
 		return nil
 	}
-	r := wire.ReceiptFor(m.msg, wire.OutcomeFiltered, s.w.cfg.Now())
-	return s.writeReceipts(c.log, c.members, []wire.Receipt{r})
+	r := wire.ReceiptFor(m.Msg, wire.OutcomeFiltered, s.w.cfg.Now())
+	return s.writeReceipts(c.Log, c.Members, []wire.Receipt{r})
 }
 
-// failure is the dead-letter failure of member m of c: not an event,
+// Failure is the dead-letter Failure of member m of c: not an event,
 // expired before its turn, rejected by the API, or given up.
-func (c *call) failure(m *record) wire.Failure {
-	switch c.res {
+func (c *call) Failure(m *record) wire.Failure {
+	switch c.Res {
 	case resultInvalid:
-		ie := m.invalid
+		ie := m.Invalid
 		return wire.Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field}
 	case resultExpired:
-		if m.aged {
-			return wire.Failure{Reason: wire.ReasonExpired, Random: m.ev.Message.Random, Field: "TIM_MAX_AGE",
-				Info: "event older than TIM_MAX_AGE by its record timestamp " + m.msg.Time.UTC().Format(time.RFC3339) +
-					" when its turn came (" + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + ")"}
+		if m.Aged {
+			return wire.Failure{Reason: wire.ReasonExpired, Random: m.Ev.Message.Random, Field: "TIM_MAX_AGE",
+				Info: "event older than TIM_MAX_AGE by its record timestamp " + m.Msg.Time.UTC().Format(time.RFC3339) +
+					" when its turn came (" + m.Ev.ExpiresAt.UTC().Format(time.RFC3339) + ")"}
 		}
-		return wire.Failure{Reason: wire.ReasonExpired, Random: m.ev.Message.Random,
-			Info: "event expired at " + m.ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
+		return wire.Failure{Reason: wire.ReasonExpired, Random: m.Ev.Message.Random,
+			Info: "event expired at " + m.Ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
 	case resultRemoved:
 		f := wire.Failure{Reason: wire.ReasonUnknownApp, Field: "TIM_APPS_FILE",
-			Info: "app " + wire.Printable(c.obs.label) + " was removed from the apps file before this event was sent"}
-		if m.ev != nil {
-			f.Random = m.ev.Message.Random
+			Info: "app " + wire.Printable(c.Obs.label) + " was removed from the apps file before this event was sent"}
+		if m.Ev != nil {
+			f.Random = m.Ev.Message.Random
 		}
 		return f
 	case resultUnknown:
-		return wire.Failure{Reason: sender.ReasonOutcomeUnknown, Class: sender.ClassReject.String(), Code: c.se.Code,
-			Info: c.se.Info, Attempts: c.attempts, Random: m.ev.Message.Random}
+		return wire.Failure{Reason: sender.ReasonOutcomeUnknown, Class: sender.ClassReject.String(), Code: c.Err.Code,
+			Info: c.Err.Info, Attempts: c.Attempts, Random: m.Ev.Message.Random}
 	case resultExhausted:
-		return wire.Failure{Reason: sender.ReasonRetryExhausted, Class: sender.ClassRetry.String(), Code: c.se.Code,
-			Info:     "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + c.se.Info,
-			Attempts: c.attempts, Random: m.ev.Message.Random}
+		return wire.Failure{Reason: sender.ReasonRetryExhausted, Class: sender.ClassRetry.String(), Code: c.Err.Code,
+			Info:     "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + c.Err.Info,
+			Attempts: c.Attempts, Random: m.Ev.Message.Random}
 	}
-	return wire.Failure{Reason: c.se.Reason(), Code: c.se.Code, Info: c.se.Info, Field: c.se.Field, Attempts: c.attempts,
-		Random: m.ev.Message.Random}
+	return wire.Failure{Reason: c.Err.Reason(), Code: c.Err.Code, Info: c.Err.Info, Field: c.Err.Field, Attempts: c.Attempts,
+		Random: m.Ev.Message.Random}
 }
 
 // recordInFlight records c in flight (delivered, when d is set) in the
 // partition's committed-offset metadata (committer.record).
 func (s *stream) recordInFlight(c *call, d *wire.Delivered) error {
-	f := wire.AppInFlight{First: c.firstOffset(), InFlight: wire.InFlight{Last: c.lastOffset(), Random: c.random, Delivered: d}}
+	f := wire.AppInFlight{First: c.FirstOffset(), InFlight: wire.InFlight{Last: c.LastOffset(), Random: c.Random, Delivered: d}}
 	if s.app != nil {
 		f.App = s.app.SDKAppID
 	}
@@ -465,8 +465,8 @@ func (s *stream) recordDelivered(c *call) error {
 	if d == nil || s.app == nil {
 		return nil
 	}
-	e := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, c.lastOffset()+1, "", nil)
-	if err := s.writeHeld(c.log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, c.firstOffset(), []kafka.Message{d.Message(e)}, nil, nil); err != nil {
+	e := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, c.LastOffset()+1, "", nil)
+	if err := s.writeHeld(c.Log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, c.FirstOffset(), []kafka.Message{d.Message(e)}, nil, nil); err != nil {
 		return err
 	}
 	d.Written(e)
@@ -484,13 +484,13 @@ func (s *stream) recordUnknown(c *call, since time.Time) {
 	if d == nil || s.app == nil {
 		return
 	}
-	pending := &wire.Pending{First: c.firstOffset(), Last: c.lastOffset(), Random: c.random, UnknownSince: since.UnixMilli()}
-	next := c.firstOffset()
+	pending := &wire.Pending{First: c.FirstOffset(), Last: c.LastOffset(), Random: c.Random, UnknownSince: since.UnixMilli()}
+	next := c.FirstOffset()
 	if e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition); ok {
 		next = e.Next
 	}
 	if err := d.Write(s.sending, d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, next, "", pending)); err != nil {
-		c.log.Warn("cannot record the unknown outcome in the delivered log: after a crash the next owner resends the call "+
+		c.Log.Warn("cannot record the unknown outcome in the delivered log: after a crash the next owner resends the call "+
 			"even past the dedupe window", zap.Error(err))
 	}
 }
@@ -504,7 +504,7 @@ func (s *stream) unknownSince(c *call) time.Time {
 		return time.Time{}
 	}
 	e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition)
-	if !ok || e.Pending == nil || e.Pending.First != c.firstOffset() || e.Pending.Random != c.random {
+	if !ok || e.Pending == nil || e.Pending.First != c.FirstOffset() || e.Pending.Random != c.Random {
 		return time.Time{}
 	}
 	return time.UnixMilli(e.Pending.UnknownSince)
@@ -515,7 +515,7 @@ func (s *stream) unknownSince(c *call) time.Time {
 // past them as far as every stream allows (committer.settled).
 func (s *stream) commitPast(c *call, members ...*record) error {
 	for _, m := range members {
-		s.held.Release(m.msg.Offset)
+		s.held.Release(m.Msg.Offset)
 	}
 	return s.commits.settled(s, c, members)
 }

@@ -100,7 +100,7 @@ func (p *partition) newStream(a *app) *stream {
 // stream's bound (several apps only) the record is not kept: the stream
 // reads it again later.
 func (s *stream) pushLocked(rec *record) {
-	off := rec.msg.Offset
+	off := rec.Msg.Offset
 	if off < s.skipBelow {
 		s.held.Release(off)
 		return
@@ -248,16 +248,16 @@ func (s *stream) poke() {
 
 // recordTime is r's timestamp, or when it was fetched when it has none.
 func recordTime(r *record) time.Time {
-	if r.msg.Time.IsZero() {
-		return r.at
+	if r.Msg.Time.IsZero() {
+		return r.At
 	}
-	return r.msg.Time
+	return r.Msg.Time
 }
 
 func recordBytes(r *record) int64 {
-	n := int64(len(r.msg.Key) + len(r.msg.Value) + 200)
-	if r.ev != nil {
-		n += int64(len(r.ev.Body))
+	n := int64(len(r.Msg.Key) + len(r.Msg.Value) + 200)
+	if r.Ev != nil {
+		n += int64(len(r.Ev.Body))
 	}
 	return n
 }
@@ -282,7 +282,7 @@ func (s *stream) run() error {
 		}
 		s.open = s.open[:0]
 		for _, c := range calls {
-			s.open = append(s.open, c.members...)
+			s.open = append(s.open, c.Members...)
 		}
 		for _, c := range calls {
 			s.cur = c
@@ -526,22 +526,22 @@ func (s *stream) reread(from int64) error {
 // record's timestamp.
 func (s *stream) lowLocked() (int64, time.Time) {
 	for _, m := range s.open {
-		if m.msg.Offset >= s.settledTo {
-			return m.msg.Offset, recordTime(m)
+		if m.Msg.Offset >= s.settledTo {
+			return m.Msg.Offset, recordTime(m)
 		}
 	}
 	if c := s.cur; c != nil { // a merge call packed once its slot came
-		for _, m := range c.members {
-			if m.msg.Offset >= s.settledTo {
-				return m.msg.Offset, recordTime(m)
+		for _, m := range c.Members {
+			if m.Msg.Offset >= s.settledTo {
+				return m.Msg.Offset, recordTime(m)
 			}
 		}
 	}
 	switch {
 	case len(s.ahead) > 0:
-		return s.ahead[0].msg.Offset, recordTime(s.ahead[0])
+		return s.ahead[0].Msg.Offset, recordTime(s.ahead[0])
 	case len(s.queue) > 0:
-		return s.queue[0].msg.Offset, recordTime(s.queue[0])
+		return s.queue[0].Msg.Offset, recordTime(s.queue[0])
 	case s.gap >= 0:
 		return s.gap, s.gapAt
 	}
@@ -564,7 +564,7 @@ func (s *stream) resumed() ([]*call, error) {
 			return nil, err
 		}
 	}
-	if s.ahead[0].msg.Offset < f.First {
+	if s.ahead[0].Msg.Offset < f.First {
 		return nil, nil
 	}
 	p.mu.Lock()
@@ -585,11 +585,11 @@ func (s *stream) resumed() ([]*call, error) {
 func (s *stream) through(last, end int64) ([]*record, error) {
 	var got []*record
 	for {
-		for len(s.ahead) > 0 && s.ahead[0].msg.Offset <= last {
+		for len(s.ahead) > 0 && s.ahead[0].Msg.Offset <= last {
 			got = append(got, s.ahead[0])
 			s.ahead = s.ahead[1:]
 		}
-		if len(s.ahead) > 0 || (len(got) > 0 && got[len(got)-1].msg.Offset == last) {
+		if len(s.ahead) > 0 || (len(got) > 0 && got[len(got)-1].Msg.Offset == last) {
 			return got, nil
 		}
 		p := s.partition
@@ -628,24 +628,24 @@ func (s *stream) plan() (*call, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.floor = s.w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, rec.msg.Time, s.w.cfg.Now(), s.floor)
-	if rec.msg.Offset < s.floor {
+	s.floor = s.w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, rec.Msg.Time, s.w.cfg.Now(), s.floor)
+	if rec.Msg.Offset < s.floor {
 		return s.already(rec), nil
 	}
 	c := s.lone(rec)
 	switch {
-	case rec.ev == nil:
+	case rec.Ev == nil:
 		// Never sent: dead-lettered as invalid.
-	case s.w.cfg.Merge && !s.expired(rec.ev):
+	case s.w.cfg.Merge && !s.expired(rec.Ev):
 		// What arrives while the call waits for its slot joins it; the
 		// call is recorded in flight once packed.
-		c.record = true
-		c.pack = func() { s.pack(c) }
-	case !s.w.cfg.Merge && !rec.ev.ExpiresAt.IsZero() && !s.expired(rec.ev):
+		c.InFlight = true
+		c.Pack = func() { s.pack(c) }
+	case !s.w.cfg.Merge && !rec.Ev.ExpiresAt.IsZero() && !s.expired(rec.Ev):
 		// Recorded in flight before its first attempt: after a crash, an
 		// event that may have reached the server is resent (and deduped),
 		// not dead-lettered as expired.
-		c.record = true
+		c.InFlight = true
 	}
 	return c, nil
 }
@@ -661,7 +661,7 @@ func (s *stream) already(rec *record) *call {
 	members := []*record{rec}
 	for i := 0; len(members) < maxAlready; i++ {
 		nx, ok := s.peekAt(i)
-		if !ok || nx.msg.Offset >= s.floor {
+		if !ok || nx.Msg.Offset >= s.floor {
 			break
 		}
 		members = append(members, nx)
@@ -670,16 +670,16 @@ func (s *stream) already(rec *record) *call {
 	for _, m := range members {
 		s.obs.joined(m)
 	}
-	log := s.log.With(zap.Int64("offset", rec.msg.Offset))
-	return &call{obs: s.obs, members: members, res: resultAlready, log: log}
+	log := s.log.With(zap.Int64("offset", rec.Msg.Offset))
+	return &call{Obs: s.obs, Members: members, Res: resultAlready, Log: log}
 }
 
 // lone returns the call for rec alone, its span started.
 func (s *stream) lone(rec *record) *call {
 	s.obs.joined(rec)
-	c := &call{obs: s.obs, members: []*record{rec}, log: s.obs.memberLog(rec)}
-	if rec.ev != nil {
-		c.body, c.random = rec.ev.Body, rec.ev.Message.Random
+	c := &call{Obs: s.obs, Members: []*record{rec}, Log: s.obs.memberLog(rec)}
+	if rec.Ev != nil {
+		c.Body, c.Random = rec.Ev.Body, rec.Ev.Message.Random
 	}
 	return c
 }
@@ -690,18 +690,18 @@ func (s *stream) lone(rec *record) *call {
 // packing barely delays the call).
 func (s *stream) pack(c *call) {
 	s.caughtUp()
-	head := c.members[0]
+	head := c.Members[0]
 	members := []*record{head}
 	limit := s.w.cfg.MergeMaxBytes
 	join := wire.NewJoiner(s.w.mergeMode())
-	join.Add(&head.ev.Message)
-	for i, estimate := 0, len(head.ev.Body); estimate <= 3*limit; i++ {
+	join.Add(&head.Ev.Message)
+	for i, estimate := 0, len(head.Ev.Body); estimate <= 3*limit; i++ {
 		nx, ok := s.peekAt(i)
-		if !ok || nx.ev == nil || s.expired(nx.ev) || !join.Add(&nx.ev.Message) {
+		if !ok || nx.Ev == nil || s.expired(nx.Ev) || !join.Add(&nx.Ev.Message) {
 			break
 		}
 		members = append(members, nx)
-		estimate += len(nx.ev.Body)
+		estimate += len(nx.Ev.Body)
 	}
 	type packed struct {
 		body   []byte
@@ -737,13 +737,13 @@ func (s *stream) pack(c *call) {
 		}
 	}
 	s.ahead = s.ahead[lo-1:]
-	c.members, c.body, c.random = members[:lo], best.body, best.random
-	for _, m := range c.members[1:] {
+	c.Members, c.Body, c.Random = members[:lo], best.body, best.random
+	for _, m := range c.Members[1:] {
 		s.obs.joined(m)
 	}
-	c.log = s.log.With(zap.Int64("offset", head.msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.random))
+	c.Log = s.log.With(zap.Int64("offset", head.Msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.Random))
 	if lo == 1 {
-		c.log = c.log.With(s.w.eventTraceFields(head)...)
+		c.Log = c.Log.With(s.w.eventTraceFields(head)...)
 	}
 }
 
@@ -768,22 +768,22 @@ func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call, error) {
 	decoded := true
 	for _, r := range got {
 		s.obs.joined(r)
-		decoded = decoded && r.ev != nil
+		decoded = decoded && r.Ev != nil
 	}
-	whole := &call{obs: s.obs, members: got, random: f.Random, attempted: true, log: log}
+	whole := &call{Obs: s.obs, Members: got, Random: f.Random, Attempted: true, Log: log}
 	if len(got) == 0 {
 		return nil, nil
 	}
 	if d := f.Delivered; d != nil && decoded {
-		whole.res, whole.msgSeq, whole.attempts = resultDelivered, d.MsgSeq, d.Attempts
-		whole.first, whole.at, whole.final = d.FirstAttempt, d.Call, d.Final
-		whole.recorded = true // receipts are written, the delivery is on record
+		whole.Res, whole.MsgSeq, whole.Attempts = resultDelivered, d.MsgSeq, d.Attempts
+		whole.First, whole.At, whole.Final = d.FirstAttempt, d.Call, d.Final
+		whole.Recorded = true // receipts are written, the delivery is on record
 		return []*call{whole}, nil
 	}
-	if decoded && got[0].msg.Offset == first && got[len(got)-1].msg.Offset == f.Last {
+	if decoded && got[0].Msg.Offset == first && got[len(got)-1].Msg.Offset == f.Last {
 		body, random, err := s.w.build(got, true)
 		if err == nil && random == f.Random {
-			whole.body = body
+			whole.Body = body
 			return []*call{whole}, nil
 		}
 	}
@@ -793,7 +793,7 @@ func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call, error) {
 	calls := make([]*call, len(got))
 	for i, r := range got {
 		calls[i] = s.lone(r)
-		calls[i].attempted = true
+		calls[i].Attempted = true
 	}
 	return calls, nil
 }
@@ -811,13 +811,13 @@ func (w *Worker) mergeMode() wire.MergeMode {
 // validate is set; the bytes are the same either way).
 func (w *Worker) build(members []*record, validate bool) ([]byte, uint32, error) {
 	if len(members) == 1 {
-		return members[0].ev.Body, members[0].ev.Message.Random, nil
+		return members[0].Ev.Body, members[0].Ev.Message.Random, nil
 	}
 	randoms := make([]uint32, len(members))
 	parts := make([]wire.MergePart, len(members))
 	for i, m := range members {
-		randoms[i] = m.ev.Message.Random
-		parts[i] = wire.MergePart{Key: string(m.msg.Key), Message: &m.ev.Message}
+		randoms[i] = m.Ev.Message.Random
+		parts[i] = wire.MergePart{Key: string(m.Msg.Key), Message: &m.Ev.Message}
 	}
 	msg, err := wire.Merge(w.mergeMode(), parts)
 	if err != nil {
