@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
@@ -177,7 +178,7 @@ func (s *appSet) lookup(v string) *app {
 // the mapping's output names (its field app); the app the header
 // timbroadcast-app names; default_app. None of them: unknown_app. Names
 // and SDKAppIDs both name an app.
-func (s *appSet) route(rec *record) (*app, *wire.InvalidEventError) {
+func (s *appSet) route(rec *call.Record) (*app, *wire.InvalidEventError) {
 	if s.single != nil {
 		return s.single, nil
 	}

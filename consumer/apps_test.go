@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/timbroadcast/timbroadcast/consumer"
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/consumertest"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
@@ -134,7 +135,7 @@ func TestPausedAppReadsAgain(t *testing.T) {
 	byApp := map[string]int{}
 	for _, sp := range spans.Ended() {
 		for _, a := range sp.Attributes() {
-			if a.Key == consumer.AttrApp {
+			if a.Key == call.AttrApp {
 				byApp[a.Value.AsString()]++
 			}
 		}

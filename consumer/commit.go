@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -66,7 +67,7 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 // record already), the delivered log records them too, so a restart
 // knows them. Their spans end: an event's span runs from its fetch to its
 // commit.
-func (cm *committer) settled(s *stream, c *call, members []*record) error {
+func (cm *committer) settled(s *stream, c *call.Call, members []*call.Record) error {
 	cm.clear(s)
 	p := cm.p
 	last := members[len(members)-1].Msg.Offset
@@ -75,12 +76,12 @@ func (cm *committer) settled(s *stream, c *call, members []*record) error {
 	low, at := s.lowLocked()
 	p.lows.Set(&s.place, low)
 	p.mu.Unlock()
-	s.app.setWaiting(s.w.metrics, s.obs.label, s, at)
+	s.app.setWaiting(s.w.metrics, s.obs.Label, s, at)
 	committed, err := cm.advance(s)
-	if err == nil && committed <= last && c.Res != resultDelivered && c.Res != resultAlready {
+	if err == nil && committed <= last && c.Res != call.Delivered && c.Res != call.Already {
 		err = s.recordSettled(last)
 	}
-	c.Obs.committed(members, err)
+	c.Obs.Committed(members, err)
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
@@ -519,3 +520,6 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 }
+
+// Outcome is the final outcome of one record (Config.OnOutcome).
+type Outcome = call.Outcome

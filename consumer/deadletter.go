@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -14,8 +15,8 @@ import (
 // wire.DeadLetterMessage builds it, or a truncated copy when it is too
 // large for the topic) with writeHeld, observes the outcome, then writes
 // its receipt.
-func (s *stream) deadLetter(c *call, m *record) error {
-	w, msg, log := s.w, m.Msg, c.Obs.memberLog(m)
+func (s *stream) deadLetter(c *call.Call, m *call.Record) error {
+	w, msg, log := s.w, m.Msg, c.Obs.MemberLog(m)
 	f := c.Failure(m)
 	f.FailedAt = w.cfg.Now()
 	if s.app != nil && w.apps.single == nil {
@@ -34,24 +35,24 @@ func (s *stream) deadLetter(c *call, m *record) error {
 			zap.Int("original_value_bytes", len(msg.Value)), zap.Int("step", truncations), zap.Error(err))
 		return []kafka.Message{wire.TruncateDeadLetter(full, msg.Value, truncations)}
 	}
-	span := w.tr.write(m.Span, w.cfg.DLQTopic, AttrReason.String(f.Reason), AttrErrorCode.Int(f.Code))
+	span := w.tr.Write(m.Span, w.cfg.DLQTopic, call.AttrReason.String(f.Reason), call.AttrErrorCode.Int(f.Code))
 	if err := s.writeHeld(log, "dead-letter write", topicWriter{w.dlq}, msg.Offset, []kafka.Message{full}, []trace.Span{span}, tooBig); err != nil {
 		return err
 	}
 	if truncations > 0 {
 		w.metrics.RecordDeadLetterTruncated()
 	}
-	c.Obs.outcome(c, m, &f)
+	c.Obs.Outcome(c, m, &f)
 	if w.receipts == nil {
 		return nil
 	}
 	r := wire.ReceiptFor(msg, wire.OutcomeDeadLettered, w.cfg.Now())
 	r.Random = f.Random
-	if c.Res != resultInvalid { // a call was planned for it
+	if c.Res != call.Invalid { // a call was planned for it
 		r.SetCall(c.Random, len(c.Members), c.Attempts, c.First, c.At)
 	}
 	r.DeadLetter = wire.ReceiptDeadLetterOf(w.cfg.DLQTopic, f)
-	return s.writeReceipts(log, []*record{m}, []wire.Receipt{r})
+	return s.writeReceipts(log, []*call.Record{m}, []wire.Receipt{r})
 }
 
 // tooLarge reports whether a write failed because the record is too large

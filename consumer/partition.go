@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/lows"
@@ -55,12 +56,12 @@ type record struct {
 // that retrying may cure (the Schema Registry unreachable) is retried with
 // a backoff while the partition waits, like a failing fetch (readFailed).
 // It returns nil when ctx ended first.
-func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *record {
+func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *call.Record {
 	w := p.w
 	var bo backoff.BackOff // made at the first failure: most records decode at once
 	for failing := false; ; failing = true {
 		ev, filtered, err := w.decoder.Decode(ctx, m)
-		r := &record{Msg: m, At: at, Ev: ev, Filtered: filtered}
+		r := &call.Record{Msg: m, At: at, Ev: ev, Filtered: filtered}
 		if ev != nil && w.cfg.MaxAge > 0 && !m.Time.IsZero() {
 			// Never stale: an event older than MaxAge by its record
 			// timestamp when its turn comes is dead-lettered as expired,
@@ -98,7 +99,7 @@ func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *
 // not keep because it is over a limit: it is dead-lettered too_large, a
 // copy with nothing of the record but where it is (topic, partition,
 // offsets) and its size, and the records after it flow on.
-func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *record {
+func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *call.Record {
 	m := kafka.Message{Topic: p.tp.topic, Partition: p.tp.partition, Offset: o.Offset, Time: o.Time}
 	where := fmt.Sprintf("offset %d", o.Offset)
 	if o.Last > o.Offset {
@@ -107,7 +108,7 @@ func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *record {
 	msg := fmt.Sprintf("%s: not read; the record is at %s/%d %s", o.Limit, p.tp.topic, p.tp.partition, where)
 	p.log.Warn("record over a limit: dead-lettering a copy that says where it is", zap.Int64("offset", o.Offset),
 		zap.Int64("last_offset", o.Last), zap.Int64("bytes", o.Bytes), zap.String("limit", o.Limit))
-	return &record{Msg: m, At: at, Invalid: &wire.InvalidEventError{Reason: wire.ReasonTooLarge, Msg: msg}}
+	return &call.Record{Msg: m, At: at, Invalid: &wire.InvalidEventError{Reason: wire.ReasonTooLarge, Msg: msg}}
 }
 
 // readFailed records that reading the partition at offset keeps failing
@@ -127,7 +128,7 @@ func (p *partition) readFailed(ctx context.Context, bo backoff.BackOff, offset i
 // those, so the partition commits past them once everything before is
 // final: commits stay contiguous and the group's lag reaches zero.
 type item struct {
-	rec    *record
+	rec    *call.Record
 	skipTo int64
 }
 
@@ -310,7 +311,7 @@ func (p *partition) session() error {
 	}
 	streams.Wait()
 	for _, s := range p.streams {
-		s.app.setWaiting(p.w.metrics, s.obs.label, s, time.Time{}) // what it held waits for the next session or owner
+		s.app.setWaiting(p.w.metrics, s.obs.Label, s, time.Time{}) // what it held waits for the next session or owner
 	}
 	return first
 }
@@ -576,7 +577,7 @@ func (p *partition) pump(records chan<- item) {
 		if res.Aborted > 0 {
 			p.log.Debug("skipped records of aborted transactions", zap.Int("records", res.Aborted))
 		}
-		if !p.eachRecord(ctx, res, func(rec *record) bool {
+		if !p.eachRecord(ctx, res, func(rec *call.Record) bool {
 			handed = rec.Msg.Offset + 1
 			return send(item{rec: rec})
 		}) {
@@ -613,11 +614,11 @@ func (p *partition) pump(records chan<- item) {
 // eachRecord hands yield the records of a fetch in offset order, each
 // decoded once, and a record for each run of them over a limit
 // (oversized). It is false when yield or decoding stopped (ctx ended).
-func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yield func(*record) bool) bool {
+func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yield func(*call.Record) bool) bool {
 	fetched := time.Now()
 	over := res.Oversized
 	for i := 0; i < len(res.Records) || len(over) > 0; {
-		var rec *record
+		var rec *call.Record
 		if len(over) > 0 && (i == len(res.Records) || over[0].Offset < res.Records[i].Offset) {
 			rec = p.oversized(over[0], fetched)
 			over = over[1:]
@@ -637,7 +638,7 @@ func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yiel
 // appOf returns rec's app (nil: none), making rec a record to dead-letter
 // when no app could be found for it; a record the mapping filtered out
 // stays filtered whatever its app.
-func (p *partition) appOf(rec *record) *app {
+func (p *partition) appOf(rec *call.Record) *app {
 	a, ie := p.w.apps.route(rec)
 	if ie != nil && !rec.Filtered && rec.Invalid == nil { // a record invalid already keeps its own reason
 		rec.Ev, rec.Invalid = nil, ie

@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -14,7 +15,7 @@ import (
 // one produce with writeHeld, like a dead letter: nothing is committed
 // until the receipts are written. It returns errAbandoned (or why taking
 // ended) if sending ended first.
-func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Receipt) error {
+func (s *stream) writeReceipts(log *zap.Logger, members []*call.Record, rs []wire.Receipt) error {
 	w := s.w
 	msgs := make([]kafka.Message, len(rs))
 	for i, r := range rs {
@@ -28,10 +29,10 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 		msgs[i] = m
 	}
 	var spans []trace.Span
-	if w.tr != nil {
+	if w.tr.On() {
 		spans = make([]trace.Span, len(members))
 		for i, m := range members {
-			spans[i] = w.tr.write(m.Span, w.cfg.ReceiptTopic)
+			spans[i] = w.tr.Write(m.Span, w.cfg.ReceiptTopic)
 		}
 	}
 	start := time.Now()
@@ -42,6 +43,6 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*record, rs []wire.Rec
 	if err := s.writeHeld(log, "receipt write", topicWriter{w.receipts}, members[0].Msg.Offset, msgs, spans, refused); err != nil {
 		return err
 	}
-	s.obs.receipts(rs, time.Since(start))
+	s.obs.Receipts(rs, time.Since(start))
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
@@ -22,80 +23,16 @@ import (
 // and receipts observe it at its named points (observe.go): an attempt, an
 // outcome, a commit.
 
-// result is how a call ended.
-type result int
-
-const (
-	resultDelivered result = iota + 1
-	resultInvalid          // a lone record that is not an event: never sent
-	resultRejected         // the API rejected the call: *sender.Error in hand
-	resultExpired          // a lone, never-sent event expired before its turn
-	resultExhausted        // retried longer than RetryMaxElapsed: given up
-	resultFiltered         // the mapping output nothing for it: never sent
-	// resultUnknown: an attempt's outcome stayed unknown past the
-	// server's dedupe window; resending could show it twice.
-	resultUnknown
-	// resultAlready: below the delivered log's watermark; never sent.
-	resultAlready
-	// resultRemoved: the apps file stopped naming the app before the call
-	// was sent.
-	resultRemoved
-)
-
-// call is one API call for one or more records (its members, in offset
-// order), what the planner decided about it and, once settled, how it
-// ended.
-type call struct {
-	// Obs observes the call's life (observe.go).
-	Obs     *observer
-	Members []*record
-	Body    []byte
-	Random  uint32 // the call's Random
-	Log     *zap.Logger
-	// Attempted says an earlier attempt may have reached the server (a
-	// resumed call): it is then never dead-lettered as expired.
-	Attempted bool
-	// InFlight says to InFlight the call as in flight (committed-offset
-	// metadata) before its first attempt.
-	InFlight bool
-	// Pack, if set, grows the call when its first slot comes (merge mode).
-	Pack func()
-	// Recorded says the delivery is already on record (a resumed call
-	// Recorded as delivered): only its receipts and commit remain.
-	Recorded bool
-	// Uncertain follows the call's attempts with an unknown outcome, from
-	// this member's and, through the delivered log, an earlier owner's;
-	// unknownChecked says the delivered log was asked, unknownRecorded
-	// that this member recorded one there.
-	Uncertain                       sender.Uncertain
-	UnknownChecked, UnknownRecorded bool
-
-	Res      result
-	Err       *sender.Error // for resultRejected and resultExhausted
-	Attempts int
-	MsgSeq   uint64
-	// First is the First attempt's start, At the last attempt's start,
-	// Final the OK answer's arrival; zero without attempts.
-	First, At, Final time.Time
-	// Span is a merged call's own Span, linked to its members'; nil for a
-	// lone event (its attempts are children of the event's Span).
-	Span trace.Span
-}
-
-// first and last are the offsets of the call's first and last records.
-func (c *call) FirstOffset() int64 { return c.Members[0].Msg.Offset }
-func (c *call) LastOffset() int64  { return c.Members[len(c.Members)-1].Msg.Offset }
-
 // settle takes c to its final outcome and commits past its members. It
 // returns an error only when the session must end: errRevoked, errStopping
 // or errAbandoned (nothing of the call committed), or offsets.ErrGenerationGone.
-func (s *stream) settle(c *call) error {
+func (s *stream) settle(c *call.Call) error {
 	if c.Res == 0 {
 		switch {
 		case c.Members[0].Filtered:
-			c.Res = resultFiltered
+			c.Res = call.Filtered
 		case c.Members[0].Ev == nil:
-			c.Res = resultInvalid
+			c.Res = call.Invalid
 		default:
 			if err := s.send(c); err != nil {
 				return err
@@ -103,22 +40,22 @@ func (s *stream) settle(c *call) error {
 		}
 	}
 	switch {
-	case c.Res == resultAlready:
+	case c.Res == call.Already:
 		if err := s.alreadyDelivered(c); err != nil {
 			return err
 		}
 		return s.commitPast(c, c.Members...)
-	case c.Res == resultFiltered:
+	case c.Res == call.Filtered:
 		if err := s.filtered(c); err != nil {
 			return err
 		}
 		return s.commitPast(c, c.Members...)
-	case c.Res == resultDelivered:
+	case c.Res == call.Delivered:
 		if err := s.delivered(c); err != nil {
 			return err
 		}
 		return s.commitPast(c, c.Members...)
-	case len(c.Members) == 1 || c.Res == resultExhausted || c.Res == resultUnknown || c.Res == resultRemoved:
+	case len(c.Members) == 1 || c.Res == call.Exhausted || c.Res == call.Unknown || c.Res == call.Removed:
 		// A lone record invalid, rejected, expired or given up; or a
 		// merged call given up as a whole or whose outcome is unknown
 		// (sent one by one, its events would be shown again): each
@@ -153,12 +90,12 @@ func (s *stream) settle(c *call) error {
 // takes its turn (the gate, then a slot), so no attempt leaves off the
 // schedule or during a pause. It returns an error when the session must
 // end first.
-func (s *stream) send(c *call) (err error) {
+func (s *stream) send(c *call.Call) (err error) {
 	w := s.w
 	w.holds.Start(s.tp, c.FirstOffset())
 	defer func() {
 		if c.Span != nil {
-			endCall(c.Span, c, err)
+			call.EndCall(c.Span, c, err)
 		}
 	}()
 	// A retry inside a turn waits for a slot of the schedule, when it
@@ -183,7 +120,7 @@ func (s *stream) send(c *call) (err error) {
 		Leaving: func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) },
 		Wrote:   func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) }, // a new connection's dial is not a period's
 		Attempt: func(a sender.Attempt) {
-			c.Obs.attempt(c, a)
+			c.Obs.Attempt(c, a)
 			s.answered(c, a)
 		},
 	})
@@ -192,11 +129,11 @@ func (s *stream) send(c *call) (err error) {
 	mayBeDelivered := c.Attempted // a failed attempt may still have reached the server
 	for {
 		if len(c.Members) == 1 && !mayBeDelivered && s.expired(c.Members[0].Ev) {
-			c.Res = resultExpired
+			c.Res = call.Expired
 			return nil
 		}
 		if s.app.removed() {
-			c.Res = resultRemoved
+			c.Res = call.Removed
 			return nil
 		}
 		takeCtx, stopTake := s.app.whileServed(s.taking)
@@ -204,7 +141,7 @@ func (s *stream) send(c *call) (err error) {
 		stopTake()
 		if err != nil {
 			if s.taking.Err() == nil && s.app.removed() { // while the call waited
-				c.Res = resultRemoved
+				c.Res = call.Removed
 				return nil
 			}
 			return s.ended(err)
@@ -219,7 +156,7 @@ func (s *stream) send(c *call) (err error) {
 			// Delivered meanwhile by another deployment (the call waited
 			// long, a pause say): not sent.
 			t.Released()
-			c.Res = resultAlready
+			c.Res = call.Already
 			return nil
 		}
 		if !c.UnknownChecked {
@@ -255,7 +192,7 @@ func (s *stream) send(c *call) (err error) {
 		switch {
 		case err == nil:
 			c.Attempts += resp.Attempts
-			c.Res, c.MsgSeq, c.Final = resultDelivered, resp.MsgSeq, w.cfg.Now()
+			c.Res, c.MsgSeq, c.Final = call.Delivered, resp.MsgSeq, w.cfg.Now()
 			w.holds.Done(s.tp)
 			if d := t.Sent(); d > 0 {
 				c.Log.Info("sending resumed", zap.Duration("paused_for", d))
@@ -275,9 +212,9 @@ func (s *stream) send(c *call) (err error) {
 		switch se.Class {
 		case sender.ClassReject:
 			t.Sent()
-			c.Res, c.Err = resultRejected, se
+			c.Res, c.Err = call.Rejected, se
 			if se.Reason() == sender.ReasonOutcomeUnknown {
-				c.Res = resultUnknown
+				c.Res = call.Unknown
 				c.Log.Error("outcome unknown past the server's dedupe window: dead-lettering instead of resending (it may have been shown once)",
 					zap.Time("unknown_since", se.UncertainSince), zap.Int("attempts", c.Attempts))
 			}
@@ -307,7 +244,7 @@ func (s *stream) send(c *call) (err error) {
 			if w.cfg.RetryMaxElapsed > 0 && w.cfg.Now().Sub(started) >= w.cfg.RetryMaxElapsed {
 				c.Log.Error("giving up: retried longer than TIM_RETRY_MAX_ELAPSED; dead-lettering", zap.Error(se),
 					zap.Duration("retried_for", w.cfg.Now().Sub(started)))
-				c.Res, c.Err = resultExhausted, se
+				c.Res, c.Err = call.Exhausted, se
 				return nil
 			}
 			c.Log.Warn("send still failing; holding the partition", zap.Error(se))
@@ -317,7 +254,7 @@ func (s *stream) send(c *call) (err error) {
 
 // answered follows an attempt of c for the call schedule (an answer,
 // rate limited or not) and the delivered log (an unknown outcome, once).
-func (s *stream) answered(c *call, a sender.Attempt) {
+func (s *stream) answered(c *call.Call, a sender.Attempt) {
 	if a.Code >= 0 {
 		s.app.sched.Answered(sender.IsRateLimit(a.Code))
 	}
@@ -329,7 +266,7 @@ func (s *stream) answered(c *call, a sender.Attempt) {
 
 // ready finishes the call before its first attempt: packs a merge call and
 // records the call as in flight, once each.
-func (s *stream) ready(c *call) error {
+func (s *stream) ready(c *call.Call) error {
 	if c.Pack != nil {
 		c.Pack()
 		c.Pack = nil
@@ -340,9 +277,9 @@ func (s *stream) ready(c *call) error {
 			return err
 		}
 	}
-	if c.Span == nil && len(c.Members) > 1 && s.w.tr != nil {
-		c.Span = s.w.tr.call(c.Members, c.Random)
-		c.Log = c.Log.With(traceFields(c.Span)...)
+	if c.Span == nil && len(c.Members) > 1 && s.w.tr.On() {
+		c.Span = s.w.tr.Call(c.Members, c.Random)
+		c.Log = c.Log.With(call.TraceFields(c.Span)...)
 	}
 	return nil
 }
@@ -352,10 +289,10 @@ func (s *stream) ready(c *call) error {
 // them it records the delivery in the committed-offset metadata, so an
 // owner that takes over after a crash writes the receipts instead of
 // calling again.
-func (s *stream) delivered(c *call) error {
+func (s *stream) delivered(c *call.Call) error {
 	w := s.w
 	if !c.Recorded {
-		c.Obs.outcome(c, nil, nil)
+		c.Obs.Outcome(c, nil, nil)
 		if w.receipts != nil {
 			d := wire.Delivered{MsgSeq: c.MsgSeq, Attempts: c.Attempts, FirstAttempt: c.First, Call: c.At, Final: c.Final}
 			if err := s.recordInFlight(c, &d); err != nil {
@@ -384,9 +321,9 @@ func (s *stream) delivered(c *call) error {
 // alreadyDelivered records the members of c, below the delivered log's
 // watermark: their outcome (metric, one log line, Config.OnOutcome) and,
 // with a receipt topic, their receipts. They are never sent.
-func (s *stream) alreadyDelivered(c *call) error {
+func (s *stream) alreadyDelivered(c *call.Call) error {
 	w := s.w
-	c.Obs.already(c, s.floor)
+	c.Obs.Already(c, s.floor)
 	if w.receipts == nil {
 		return nil
 	}
@@ -403,9 +340,9 @@ func (s *stream) alreadyDelivered(c *call) error {
 
 // filtered records the lone record of c that the mapping filtered out:
 // its outcome and, with a receipt topic, its receipt.
-func (s *stream) filtered(c *call) error {
+func (s *stream) filtered(c *call.Call) error {
 	m := c.Members[0]
-	c.Obs.outcome(c, m, nil)
+	c.Obs.Outcome(c, m, nil)
 	if s.w.receipts == nil {
 		return nil
 	}
@@ -413,43 +350,9 @@ func (s *stream) filtered(c *call) error {
 	return s.writeReceipts(c.Log, c.Members, []wire.Receipt{r})
 }
 
-// Failure is the dead-letter Failure of member m of c: not an event,
-// expired before its turn, rejected by the API, or given up.
-func (c *call) Failure(m *record) wire.Failure {
-	switch c.Res {
-	case resultInvalid:
-		ie := m.Invalid
-		return wire.Failure{Reason: ie.Reason, Code: ie.Code, Info: ie.Msg, Field: ie.Field}
-	case resultExpired:
-		if m.Aged {
-			return wire.Failure{Reason: wire.ReasonExpired, Random: m.Ev.Message.Random, Field: "TIM_MAX_AGE",
-				Info: "event older than TIM_MAX_AGE by its record timestamp " + m.Msg.Time.UTC().Format(time.RFC3339) +
-					" when its turn came (" + m.Ev.ExpiresAt.UTC().Format(time.RFC3339) + ")"}
-		}
-		return wire.Failure{Reason: wire.ReasonExpired, Random: m.Ev.Message.Random,
-			Info: "event expired at " + m.Ev.ExpiresAt.UTC().Format(time.RFC3339) + " before its turn came"}
-	case resultRemoved:
-		f := wire.Failure{Reason: wire.ReasonUnknownApp, Field: "TIM_APPS_FILE",
-			Info: "app " + wire.Printable(c.Obs.label) + " was removed from the apps file before this event was sent"}
-		if m.Ev != nil {
-			f.Random = m.Ev.Message.Random
-		}
-		return f
-	case resultUnknown:
-		return wire.Failure{Reason: sender.ReasonOutcomeUnknown, Class: sender.ClassReject.String(), Code: c.Err.Code,
-			Info: c.Err.Info, Attempts: c.Attempts, Random: m.Ev.Message.Random}
-	case resultExhausted:
-		return wire.Failure{Reason: sender.ReasonRetryExhausted, Class: sender.ClassRetry.String(), Code: c.Err.Code,
-			Info:     "gave up retrying after TIM_RETRY_MAX_ELAPSED (an attempt may have been delivered): " + c.Err.Info,
-			Attempts: c.Attempts, Random: m.Ev.Message.Random}
-	}
-	return wire.Failure{Reason: c.Err.Reason(), Code: c.Err.Code, Info: c.Err.Info, Field: c.Err.Field, Attempts: c.Attempts,
-		Random: m.Ev.Message.Random}
-}
-
 // recordInFlight records c in flight (delivered, when d is set) in the
 // partition's committed-offset metadata (committer.record).
-func (s *stream) recordInFlight(c *call, d *wire.Delivered) error {
+func (s *stream) recordInFlight(c *call.Call, d *wire.Delivered) error {
 	f := wire.AppInFlight{First: c.FirstOffset(), InFlight: wire.InFlight{Last: c.LastOffset(), Random: c.Random, Delivered: d}}
 	if s.app != nil {
 		f.App = s.app.SDKAppID
@@ -460,7 +363,7 @@ func (s *stream) recordInFlight(c *call, d *wire.Delivered) error {
 // recordDelivered records in the delivered log that every record up to
 // c's last member has its outcome, before c is committed: written and
 // acknowledged, or the partition holds.
-func (s *stream) recordDelivered(c *call) error {
+func (s *stream) recordDelivered(c *call.Call) error {
 	d := s.w.delivered
 	if d == nil || s.app == nil {
 		return nil
@@ -479,7 +382,7 @@ func (s *stream) recordDelivered(c *call) error {
 // member after a restart, another after a crash, a new group) resends it
 // only while the server still dedupes it. Best effort: a failed write is
 // logged, and the call goes on.
-func (s *stream) recordUnknown(c *call, since time.Time) {
+func (s *stream) recordUnknown(c *call.Call, since time.Time) {
 	d := s.w.delivered
 	if d == nil || s.app == nil {
 		return
@@ -498,7 +401,7 @@ func (s *stream) recordUnknown(c *call, since time.Time) {
 // unknownSince returns when a call recorded as pending in the delivered
 // log (same first offset, same Random) first had an unknown outcome; zero
 // for none.
-func (s *stream) unknownSince(c *call) time.Time {
+func (s *stream) unknownSince(c *call.Call) time.Time {
 	d := s.w.delivered
 	if d == nil || s.app == nil {
 		return time.Time{}
@@ -513,7 +416,7 @@ func (s *stream) unknownSince(c *call) time.Time {
 // commitPast settles members of c (the stream's records up to the last
 // of them): their bytes go back to the budget, and the committer commits
 // past them as far as every stream allows (committer.settled).
-func (s *stream) commitPast(c *call, members ...*record) error {
+func (s *stream) commitPast(c *call.Call, members ...*call.Record) error {
 	for _, m := range members {
 		s.held.Release(m.Msg.Offset)
 	}
@@ -556,7 +459,7 @@ func (s *stream) writeHeld(log *zap.Logger, what string, out writer, offset int6
 	w, ctx := s.w, s.sending
 	endSpans := func(err error) {
 		for _, s := range spans {
-			end(s, err)
+			call.End(s, err)
 		}
 	}
 	w.holds.Ensure(s.tp, offset)

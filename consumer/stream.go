@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/delivered"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/lows"
@@ -34,10 +35,10 @@ type stream struct {
 	app *app // nil: the records no app could be found for (dead-lettered)
 	tp  topicPartition
 	log *zap.Logger
-	obs *observer // observes each of its calls
+	obs *call.Observer // observes each of its calls
 
 	// Shared with the partition's router, under partition.mu.
-	queue  []*record
+	queue  []*call.Record
 	qbytes int64
 	// place holds the stream's low, its first offset without its final
 	// outcome (lows.None: none), in partition.lows: the partition
@@ -62,10 +63,10 @@ type stream struct {
 	resume *wire.AppInFlight
 
 	// The stream's own.
-	ahead     []*record // taken from the queue (or read again), not yet in a call
-	cur       *call     // the call being settled (a split's outer call)
-	open      []*record // the members of the calls being settled, in order
-	settledTo int64     // every record of the stream below it has its outcome
+	ahead     []*call.Record // taken from the queue (or read again), not yet in a call
+	cur       *call.Call     // the call being settled (a split's outer call)
+	open      []*call.Record // the members of the calls being settled, in order
+	settledTo int64          // every record of the stream below it has its outcome
 	reader    *kafkaconn.Fetcher
 	// The delivered log (package delivered): records below floor were
 	// delivered already; appKey is the app's key there ("": records of
@@ -92,14 +93,21 @@ func (p *partition) newStream(a *app) *stream {
 	if a != nil {
 		s.appKey = a.key
 	}
-	s.obs = s.newObserver()
+	s.obs = &call.Observer{Tracing: p.w.tr, Metrics: p.w.metrics, Log: s.log, Urgent: p.urgent, DLQTopic: p.w.cfg.DLQTopic,
+		OnOutcome: p.w.cfg.OnOutcome, Failing: func(at time.Time, what string) { p.w.holds.Fail(s.tp, at, what) }}
+	if p.w.apps.single == nil {
+		s.obs.Label = s.tp.app
+		if a != nil {
+			s.obs.App, s.obs.SDKAppID = a.Name, a.SDKAppID
+		}
+	}
 	return s
 }
 
 // pushLocked hands rec to the stream (partition.mu held). Over the
 // stream's bound (several apps only) the record is not kept: the stream
 // reads it again later.
-func (s *stream) pushLocked(rec *record) {
+func (s *stream) pushLocked(rec *call.Record) {
 	off := rec.Msg.Offset
 	if off < s.skipBelow {
 		s.held.Release(off)
@@ -107,10 +115,10 @@ func (s *stream) pushLocked(rec *record) {
 	}
 	if s.place.Low() == lows.None {
 		s.lows.Set(&s.place, off)
-		s.app.setWaiting(s.w.metrics, s.obs.label, s, recordTime(rec))
+		s.app.setWaiting(s.w.metrics, s.obs.Label, s, rec.Time())
 	}
 	if s.gap < 0 && s.w.apps.single == nil && s.full() {
-		s.gap, s.gapAt = off, recordTime(rec)
+		s.gap, s.gapAt = off, rec.Time()
 		s.log.Info("the stream holds its bound of records: it reads the rest again from the partition once it has settled these",
 			zap.Int64("from_offset", off), zap.Int("records", len(s.queue)), zap.Int64("bytes", s.qbytes))
 	}
@@ -119,7 +127,7 @@ func (s *stream) pushLocked(rec *record) {
 		return
 	}
 	s.queue = append(s.queue, rec)
-	s.qbytes += recordBytes(rec)
+	s.qbytes += rec.Bytes()
 	s.poke()
 }
 
@@ -246,22 +254,6 @@ func (s *stream) poke() {
 	}
 }
 
-// recordTime is r's timestamp, or when it was fetched when it has none.
-func recordTime(r *record) time.Time {
-	if r.Msg.Time.IsZero() {
-		return r.At
-	}
-	return r.Msg.Time
-}
-
-func recordBytes(r *record) int64 {
-	n := int64(len(r.Msg.Key) + len(r.Msg.Value) + 200)
-	if r.Ev != nil {
-		n += int64(len(r.Ev.Body))
-	}
-	return n
-}
-
 // run plans and settles the stream's calls until the session ends; the
 // error says why (never nil).
 func (s *stream) run() error {
@@ -278,7 +270,7 @@ func (s *stream) run() error {
 			if err != nil {
 				return err
 			}
-			calls = []*call{c}
+			calls = []*call.Call{c}
 		}
 		s.open = s.open[:0]
 		for _, c := range calls {
@@ -403,7 +395,7 @@ func (p *partition) logEnd(fresh bool) (int64, error) {
 }
 
 // take returns the next record, waiting for it (or reading it again).
-func (s *stream) take() (*record, error) {
+func (s *stream) take() (*call.Record, error) {
 	for len(s.ahead) == 0 {
 		if err := s.fill(true); err != nil {
 			return nil, err
@@ -424,7 +416,7 @@ func (s *stream) fill(wait bool) error {
 		if n > 0 {
 			s.ahead = append(s.ahead, s.queue[:n]...)
 			for _, r := range s.queue[:n] {
-				s.qbytes -= recordBytes(r)
+				s.qbytes -= r.Bytes()
 			}
 			rest := copy(s.queue, s.queue[n:])
 			clear(s.queue[rest:])
@@ -466,7 +458,7 @@ func (s *stream) fill(wait bool) error {
 
 // peekAt returns the i-th record waiting behind what was taken (from 0),
 // if it has already arrived.
-func (s *stream) peekAt(i int) (*record, bool) {
+func (s *stream) peekAt(i int) (*call.Record, bool) {
 	if len(s.ahead) <= i {
 		_ = s.fill(false)
 	}
@@ -504,7 +496,7 @@ func (s *stream) reread(from int64) error {
 		kept := 0
 		// Every record of the app read is kept, past the router's position
 		// too: the router drops those once the gap closes (skipBelow).
-		if !p.eachRecord(s.taking, res, func(rec *record) bool {
+		if !p.eachRecord(s.taking, res, func(rec *call.Record) bool {
 			if p.appOf(rec) == s.app {
 				s.ahead = append(s.ahead, rec)
 				kept++
@@ -527,21 +519,21 @@ func (s *stream) reread(from int64) error {
 func (s *stream) lowLocked() (int64, time.Time) {
 	for _, m := range s.open {
 		if m.Msg.Offset >= s.settledTo {
-			return m.Msg.Offset, recordTime(m)
+			return m.Msg.Offset, m.Time()
 		}
 	}
 	if c := s.cur; c != nil { // a merge call packed once its slot came
 		for _, m := range c.Members {
 			if m.Msg.Offset >= s.settledTo {
-				return m.Msg.Offset, recordTime(m)
+				return m.Msg.Offset, m.Time()
 			}
 		}
 	}
 	switch {
 	case len(s.ahead) > 0:
-		return s.ahead[0].Msg.Offset, recordTime(s.ahead[0])
+		return s.ahead[0].Msg.Offset, s.ahead[0].Time()
 	case len(s.queue) > 0:
-		return s.queue[0].Msg.Offset, recordTime(s.queue[0])
+		return s.queue[0].Msg.Offset, s.queue[0].Time()
 	case s.gap >= 0:
 		return s.gap, s.gapAt
 	}
@@ -551,7 +543,7 @@ func (s *stream) lowLocked() (int64, time.Time) {
 // resumed returns the calls that finish the call recorded in flight for
 // the stream's app, once the stream's next record is at or past its
 // first offset; nil otherwise.
-func (s *stream) resumed() ([]*call, error) {
+func (s *stream) resumed() ([]*call.Call, error) {
 	p := s.partition
 	p.mu.Lock()
 	f := s.resume
@@ -582,8 +574,8 @@ func (s *stream) resumed() ([]*call, error) {
 // through returns the stream's records up to offset last: those waiting,
 // and those still to come until the partition has routed past last or
 // reached end.
-func (s *stream) through(last, end int64) ([]*record, error) {
-	var got []*record
+func (s *stream) through(last, end int64) ([]*call.Record, error) {
+	var got []*call.Record
 	for {
 		for len(s.ahead) > 0 && s.ahead[0].Msg.Offset <= last {
 			got = append(got, s.ahead[0])
@@ -623,7 +615,7 @@ func (s *stream) through(last, end int64) ([]*record, error) {
 // plan waits for the next record and returns the call that delivers it:
 // the record alone (plain mode), or in merge mode the record with whatever
 // waits behind it when its slot comes.
-func (s *stream) plan() (*call, error) {
+func (s *stream) plan() (*call.Call, error) {
 	rec, err := s.take()
 	if err != nil {
 		return nil, err
@@ -657,8 +649,8 @@ const maxAlready = 500
 // already returns the "call" of rec and of the records waiting behind it
 // that are below the delivered log's watermark too: never sent, committed
 // together as already delivered.
-func (s *stream) already(rec *record) *call {
-	members := []*record{rec}
+func (s *stream) already(rec *call.Record) *call.Call {
+	members := []*call.Record{rec}
 	for i := 0; len(members) < maxAlready; i++ {
 		nx, ok := s.peekAt(i)
 		if !ok || nx.Msg.Offset >= s.floor {
@@ -668,16 +660,16 @@ func (s *stream) already(rec *record) *call {
 	}
 	s.ahead = s.ahead[len(members)-1:]
 	for _, m := range members {
-		s.obs.joined(m)
+		s.obs.Joined(m)
 	}
 	log := s.log.With(zap.Int64("offset", rec.Msg.Offset))
-	return &call{Obs: s.obs, Members: members, Res: resultAlready, Log: log}
+	return &call.Call{Obs: s.obs, Members: members, Res: call.Already, Log: log}
 }
 
 // lone returns the call for rec alone, its span started.
-func (s *stream) lone(rec *record) *call {
-	s.obs.joined(rec)
-	c := &call{Obs: s.obs, Members: []*record{rec}, Log: s.obs.memberLog(rec)}
+func (s *stream) lone(rec *call.Record) *call.Call {
+	s.obs.Joined(rec)
+	c := &call.Call{Obs: s.obs, Members: []*call.Record{rec}, Log: s.obs.MemberLog(rec)}
 	if rec.Ev != nil {
 		c.Body, c.Random = rec.Ev.Body, rec.Ev.Message.Random
 	}
@@ -688,10 +680,10 @@ func (s *stream) lone(rec *record) *call {
 // waiting events that may join it, and of that run by the longest prefix
 // that fits (a binary search: a few encodings however many events wait, so
 // packing barely delays the call).
-func (s *stream) pack(c *call) {
+func (s *stream) pack(c *call.Call) {
 	s.caughtUp()
 	head := c.Members[0]
-	members := []*record{head}
+	members := []*call.Record{head}
 	limit := s.w.cfg.MergeMaxBytes
 	join := wire.NewJoiner(s.w.mergeMode())
 	join.Add(&head.Ev.Message)
@@ -739,11 +731,11 @@ func (s *stream) pack(c *call) {
 	s.ahead = s.ahead[lo-1:]
 	c.Members, c.Body, c.Random = members[:lo], best.body, best.random
 	for _, m := range c.Members[1:] {
-		s.obs.joined(m)
+		s.obs.Joined(m)
 	}
 	c.Log = s.log.With(zap.Int64("offset", head.Msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.Random))
 	if lo == 1 {
-		c.Log = c.Log.With(s.w.eventTraceFields(head)...)
+		c.Log = c.Log.With(s.w.tr.EventTraceFields(head)...)
 	}
 }
 
@@ -754,7 +746,7 @@ func (s *stream) pack(c *call) {
 // and it is committed. A call that cannot be rebuilt byte for byte (its
 // records were compacted away or changed) is sent record by record, with
 // a warning: never a reason to stop the partition.
-func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call, error) {
+func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call.Call, error) {
 	log := s.log.With(zap.Int64("first_offset", first), zap.Int64("last_offset", f.Last), zap.Uint32("random", f.Random))
 	log.Info("resuming the call recorded as in flight", zap.Bool("delivered", f.Delivered != nil))
 	_, end, err := s.offsets.Bounds(s.taking)
@@ -767,30 +759,30 @@ func (s *stream) resumeCall(first int64, f wire.InFlight) ([]*call, error) {
 	}
 	decoded := true
 	for _, r := range got {
-		s.obs.joined(r)
+		s.obs.Joined(r)
 		decoded = decoded && r.Ev != nil
 	}
-	whole := &call{Obs: s.obs, Members: got, Random: f.Random, Attempted: true, Log: log}
+	whole := &call.Call{Obs: s.obs, Members: got, Random: f.Random, Attempted: true, Log: log}
 	if len(got) == 0 {
 		return nil, nil
 	}
 	if d := f.Delivered; d != nil && decoded {
-		whole.Res, whole.MsgSeq, whole.Attempts = resultDelivered, d.MsgSeq, d.Attempts
+		whole.Res, whole.MsgSeq, whole.Attempts = call.Delivered, d.MsgSeq, d.Attempts
 		whole.First, whole.At, whole.Final = d.FirstAttempt, d.Call, d.Final
 		whole.Recorded = true // receipts are written, the delivery is on record
-		return []*call{whole}, nil
+		return []*call.Call{whole}, nil
 	}
 	if decoded && got[0].Msg.Offset == first && got[len(got)-1].Msg.Offset == f.Last {
 		body, random, err := s.w.build(got, true)
 		if err == nil && random == f.Random {
 			whole.Body = body
-			return []*call{whole}, nil
+			return []*call.Call{whole}, nil
 		}
 	}
 	log.Warn("the call recorded as in flight cannot be rebuilt byte for byte (records compacted away or changed); "+
 		"sending its surviving records one by one: if the earlier call reached the server, these events may be shown twice",
 		zap.Int("surviving_records", len(got)))
-	calls := make([]*call, len(got))
+	calls := make([]*call.Call, len(got))
 	for i, r := range got {
 		calls[i] = s.lone(r)
 		calls[i].Attempted = true
@@ -809,7 +801,7 @@ func (w *Worker) mergeMode() wire.MergeMode {
 // build returns the request body and Random of a call for members: a lone
 // event's own bytes, or the merge of several (validated as a message when
 // validate is set; the bytes are the same either way).
-func (w *Worker) build(members []*record, validate bool) ([]byte, uint32, error) {
+func (w *Worker) build(members []*call.Record, validate bool) ([]byte, uint32, error) {
 	if len(members) == 1 {
 		return members[0].Ev.Body, members[0].Ev.Message.Random, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/delivered"
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/health"
@@ -56,7 +57,7 @@ type Worker struct {
 	receipts *kafka.Writer
 	// delivered is the delivered log; nil when off (DeliveredOff).
 	delivered *delivered.Log
-	tr        *tracing // nil: no tracing
+	tr        *call.Tracing
 	// prop reads records' trace context (Config.Propagator); its headers,
 	// traceHeaders, are copied to receipts.
 	prop         propagation.TextMapPropagator
@@ -127,7 +128,7 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	}}
 	w.client = offsets.GroupClient{Client: conn.Client(), Member: w.member}
 	w.traceHeaders = append([]string{}, w.prop.Fields()...) // OTEL_PROPAGATORS=none: copy none
-	w.tr = newTracing(cfg.TracerProvider)
+	w.tr = call.NewTracing(cfg.TracerProvider, w.prop, cfg.GroupID, cfg.TraceLinkRecord)
 	if cfg.ReceiptTopic != "" {
 		// A call's receipts go out together, after at most a millisecond
 		// of lingering (kafka-go flushes a batch when full or after
