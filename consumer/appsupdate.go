@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 )
 
@@ -22,7 +23,7 @@ import (
 type liveApps struct {
 	mu sync.Mutex
 	// start runs an app's schedule with the others' (nil outside Run).
-	start func(*app)
+	start func(*apps.App)
 	// The call schedule's view of the partitions (the last generation's).
 	viewSet           bool
 	all, urgent, mine []schedule.Partition
@@ -36,13 +37,13 @@ type liveApps struct {
 }
 
 // unchanged reports whether apps and def are what the file last gave.
-func (l *liveApps) unchanged(apps []App, def string) bool {
+func (l *liveApps) unchanged(specs []App, def string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.last == nil || def != l.lastDefault || len(apps) != len(l.last) {
+	if l.last == nil || def != l.lastDefault || len(specs) != len(l.last) {
 		return false
 	}
-	for i, a := range apps {
+	for i, a := range specs {
 		b := l.last[i]
 		if a.Name != b.Name || a.SDKAppID != b.SDKAppID || a.Sender != b.Sender || a.Rate != b.Rate || !slices.Equal(a.Topics, b.Topics) {
 			return false
@@ -52,10 +53,10 @@ func (l *liveApps) unchanged(apps []App, def string) bool {
 }
 
 // applied records the apps the file gave, once served.
-func (l *liveApps) applied(apps []App, def string) {
+func (l *liveApps) applied(specs []App, def string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.last, l.lastDefault = apps, def
+	l.last, l.lastDefault = specs, def
 }
 
 // setView records the partitions every schedule sees (a generation),
@@ -80,12 +81,12 @@ func (l *liveApps) setView(all, urgent, mine []schedule.Partition, allKnown bool
 //
 // An app's Topics are the group's topics, fixed while it runs: a change
 // takes effect at the next start (it is logged). Only with Config.Apps.
-func (w *Worker) UpdateApps(apps []App, defaultApp string) error {
-	if w.apps.single != nil {
+func (w *Worker) UpdateApps(specs []App, defaultApp string) error {
+	if w.apps.Single != nil {
 		return errors.New("consumer: UpdateApps needs several apps (Config.Apps)")
 	}
 	names, ids := map[string]bool{}, map[uint64]bool{}
-	for _, a := range apps {
+	for _, a := range specs {
 		if a.Sender == nil {
 			return fmt.Errorf("consumer: app %s needs a Sender", a.Name)
 		}
@@ -94,60 +95,17 @@ func (w *Worker) UpdateApps(apps []App, defaultApp string) error {
 		}
 		names[a.Name], ids[a.SDKAppID] = true, true
 	}
-	if defaultApp != "" && !slices.ContainsFunc(apps, func(a App) bool { return a.Name == defaultApp || fmt.Sprint(a.SDKAppID) == defaultApp }) {
+	if defaultApp != "" && !slices.ContainsFunc(specs, func(a App) bool { return a.Name == defaultApp || fmt.Sprint(a.SDKAppID) == defaultApp }) {
 		return &FieldError{Field: "DefaultApp", Msg: fmt.Sprintf("%q is not one of the apps", defaultApp)}
 	}
-	var started []*app
-	s := w.apps
-	s.mu.Lock()
-	before := s.byID
-	for _, a := range s.list {
-		if !ids[a.SDKAppID] {
-			w.log.Warn("app removed from the apps file: its records are dead-lettered unknown_app from now on",
-				zap.String("app", a.Name), zap.Uint64("sdkappid", a.SDKAppID))
-			a.remove()
-			s.gone[a.SDKAppID] = a
-		}
-	}
-	s.list, s.byName, s.byID, s.byTopic = nil, map[string]*app{}, map[uint64]*app{}, map[string]*app{}
-	for _, spec := range apps {
-		a := before[spec.SDKAppID]
-		if g := s.gone[spec.SDKAppID]; g != nil {
-			delete(s.gone, spec.SDKAppID)
-			g.serve()
-			a = g
-			w.log.Info("app named again in the apps file: served again", zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID))
-		}
-		if a == nil {
-			na, err := w.newApp(spec)
-			if err != nil {
-				w.log.Error("an app added to the apps file cannot be served", zap.String("app", spec.Name), zap.Error(err))
-				continue
-			}
-			a = na
-			started = append(started, a)
-			w.log.Info("serving an app added to the apps file", zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID),
-				zap.Float64("rate", spec.Rate))
-		} else {
-			w.changeApp(a, spec)
-		}
-		s.addLocked(a)
-		if spec.Name != a.Name {
-			s.byName[spec.Name] = a // renamed: both names route to it
-		}
-	}
-	s.def = nil
-	if defaultApp != "" {
-		s.def = s.lookupLocked(defaultApp)
-	}
-	s.mu.Unlock()
+	started := w.apps.Update(specs, defaultApp, w.newApp, w.changeApp, w.log)
 	w.live.mu.Lock()
 	defer w.live.mu.Unlock()
 	for _, a := range started {
-		if w.live.viewSet && a.sched.Paced() {
-			a.sched.SetView(w.live.all, w.live.urgent)
+		if w.live.viewSet && a.Sched.Paced() {
+			a.Sched.SetView(w.live.all, w.live.urgent)
 		}
-		a.sched.SetMine(w.live.mine)
+		a.Sched.SetMine(w.live.mine)
 		if w.live.start != nil {
 			w.live.start(a)
 		}
@@ -156,25 +114,24 @@ func (w *Worker) UpdateApps(apps []App, defaultApp string) error {
 }
 
 // changeApp applies what the apps file changed of a served app (apps.mu
-// held): its Sender and rate from its next call. Its topics and name
+// held, Set.Update): its Sender and rate from its next call. Its topics and name
 // stay as first served until a restart (the new name routes to it too).
-func (w *Worker) changeApp(a *app, spec App) {
+func (w *Worker) changeApp(a *apps.App, spec App) {
 	log := w.log.With(zap.String("app", spec.Name), zap.Uint64("sdkappid", spec.SDKAppID))
-	if spec.Sender != a.sender() {
-		sd := spec.Sender
-		a.current.Store(&sd)
+	if spec.Sender != a.Current() {
+		a.SetSender(spec.Sender)
 		log.Info("the app's settings changed in the apps file (key file, admin, region or endpoint): its next call uses them")
 	}
 	switch {
-	case spec.Rate == a.rate:
-	case a.sched.Paced() && spec.paced():
-		a.sched.SetRate(spec.Rate)
+	case spec.Rate == a.RateNow:
+	case a.Sched.Paced() && spec.Paced():
+		a.Sched.SetRate(spec.Rate)
 		log.Info("the app's rate changed in the apps file: its next call follows it", zap.Float64("rate", spec.Rate),
-			zap.Float64("was", a.rate))
-		a.rate = spec.Rate
+			zap.Float64("was", a.RateNow))
+		a.RateNow = spec.Rate
 	default:
 		log.Warn("the app's rate changed between none and some in the apps file: takes effect at the next start",
-			zap.Float64("rate", spec.Rate), zap.Float64("was", a.rate))
+			zap.Float64("rate", spec.Rate), zap.Float64("was", a.RateNow))
 	}
 	if !slices.Equal(spec.Topics, a.Topics) {
 		log.Warn("the app's topics changed in the apps file: the group's topics are fixed while it runs; the change takes "+
@@ -191,10 +148,10 @@ func (w *Worker) changeApp(a *app, spec App) {
 // as they were: the error is logged, shown on /readyz and by
 // timbroadcast_apps_file_valid until a read succeeds.
 func (w *Worker) reloadApps() error {
-	apps, def, err := w.cfg.ReloadApps()
-	if err == nil && !w.live.unchanged(apps, def) {
-		if err = w.UpdateApps(apps, def); err == nil {
-			w.live.applied(apps, def)
+	specs, def, err := w.cfg.ReloadApps()
+	if err == nil && !w.live.unchanged(specs, def) {
+		if err = w.UpdateApps(specs, def); err == nil {
+			w.live.applied(specs, def)
 		}
 	}
 	if err == nil {
@@ -227,57 +184,7 @@ func (w *Worker) watchApps(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			w.apps.reloadMu.Lock()
-			_ = w.reloadApps()
-			w.apps.reloaded = time.Now()
-			w.apps.reloadMu.Unlock()
+			w.apps.ReloadNow()
 		}
-	}
-}
-
-// served is an app's time in the apps file: ctx ends when the file stops
-// naming it.
-type served struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-// serve starts (or starts again) the app's time in the apps file.
-func (a *app) serve() {
-	ctx, cancel := context.WithCancel(context.Background())
-	a.served.Store(&served{ctx: ctx, cancel: cancel})
-}
-
-// remove ends the app's time in the apps file.
-func (a *app) remove() {
-	if st := a.served.Load(); st != nil {
-		st.cancel()
-	}
-}
-
-// removed reports whether the apps file no longer names a.
-func (a *app) removed() bool {
-	if a == nil {
-		return false
-	}
-	st := a.served.Load()
-	return st != nil && st.ctx.Err() != nil
-}
-
-// whileServed returns ctx, ended also when the apps file stops naming a
-// (see UpdateApps).
-func (a *app) whileServed(ctx context.Context) (context.Context, context.CancelFunc) {
-	if a == nil {
-		return ctx, func() {}
-	}
-	st := a.served.Load()
-	if st == nil {
-		return ctx, func() {}
-	}
-	c, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(st.ctx, cancel)
-	return c, func() {
-		stop()
-		cancel()
 	}
 }

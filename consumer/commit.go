@@ -76,7 +76,7 @@ func (cm *committer) settled(s *stream, c *call.Call, members []*call.Record) er
 	low, at := s.lowLocked()
 	p.lows.Set(&s.place, low)
 	p.mu.Unlock()
-	s.app.setWaiting(s.w.metrics, s.obs.Label, s, at)
+	s.app.SetWaiting(s.w.metrics, s.obs.Label, s, at)
 	committed, err := cm.advance(s)
 	if err == nil && committed <= last && c.Res != call.Delivered && c.Res != call.Already {
 		err = s.recordSettled(last)
@@ -93,7 +93,7 @@ func (s *stream) recordSettled(last int64) error {
 	if d == nil || s.app == nil {
 		return nil
 	}
-	e := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, last+1, "", nil)
+	e := d.Watermark(s.app.Key, s.tp.topic, s.tp.partition, s.topicID, last+1, "", nil)
 	if err := s.writeHeld(s.log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, last, []kafka.Message{d.Message(e)}, nil, nil); err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func (c *committer) record(s *stream, f wire.AppInFlight) error {
 	c.mu.Lock()
 	_, had := c.inflight[s]
 	c.mu.Unlock()
-	if !had && c.p.w.apps.single == nil {
+	if !had && c.p.w.apps.Single == nil {
 		select {
 		case c.slots <- struct{}{}:
 		case <-s.sending.Done():
@@ -128,7 +128,7 @@ func (c *committer) clear(s *stream) {
 	defer c.mu.Unlock()
 	if _, ok := c.inflight[s]; ok {
 		delete(c.inflight, s)
-		if c.p.w.apps.single == nil {
+		if c.p.w.apps.Single == nil {
 			<-c.slots
 		}
 	}
@@ -141,7 +141,7 @@ func (c *committer) metadata(next int64) string {
 	if len(c.inflight) == 0 {
 		return ""
 	}
-	if c.p.w.apps.single != nil {
+	if c.p.w.apps.Single != nil {
 		for _, f := range c.inflight {
 			if f.First == next {
 				return f.InFlight.String()

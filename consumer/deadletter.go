@@ -19,7 +19,7 @@ func (s *stream) deadLetter(c *call.Call, m *call.Record) error {
 	w, msg, log := s.w, m.Msg, c.Obs.MemberLog(m)
 	f := c.Failure(m)
 	f.FailedAt = w.cfg.Now()
-	if s.app != nil && w.apps.single == nil {
+	if s.app != nil && w.apps.Single == nil {
 		f.App, f.SDKAppID = s.app.Name, s.app.SDKAppID
 	}
 	full := wire.DeadLetterMessage(msg, f)

@@ -106,10 +106,6 @@ func (d RecordDecoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Ev
 	return ev, false, err
 }
 
-// maxAppValue bounds the app a mapping names (a name is at most 32
-// bytes, an SDKAppID 20 digits): a longer one is cut, and named no app.
-const maxAppValue = 64
-
 // takeApp removes the field app from a mapping's output (an event object)
 // and returns it: a string, or a number (an SDKAppID). Anything else there
 // is the record's fault (map_failed).
@@ -135,13 +131,13 @@ func takeApp(out []byte) ([]byte, string, error) {
 		app = n.String()
 	default:
 		return nil, "", &wire.InvalidEventError{Reason: wire.ReasonMapFailed, Field: "app",
-			Msg: "the mapping's field app must be an app's name or SDKAppID, not " + wire.Cut(string(raw), maxAppValue)}
+			Msg: "the mapping's field app must be an app's name or SDKAppID, not " + wire.Cut(string(raw), wire.MaxAppValue)}
 	}
 	b, err := json.Marshal(fields)
 	if err != nil {
 		return nil, "", &wire.InvalidEventError{Reason: wire.ReasonMapFailed, Msg: err.Error()}
 	}
-	return b, wire.Cut(app, maxAppValue), nil
+	return b, wire.Cut(app, wire.MaxAppValue), nil
 }
 
 func isJSONNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
@@ -171,7 +172,7 @@ type partition struct {
 	// session began that no stream has taken yet, and adv, closed when
 	// routed moves while a stream resumes a call.
 	mu      sync.Mutex
-	streams map[*app]*stream
+	streams map[*apps.App]*stream
 	// lows orders the streams by low: the commit reads the lowest.
 	lows     lows.Heap
 	routed   int64
@@ -282,7 +283,7 @@ func (p *partition) session() error {
 	p.held = kafkaconn.NewHeld(p.w.fetcher.Budget())
 	p.records, p.committedAt = records, start
 	p.commits = newCommitter(p, max(committed, start))
-	p.streams, p.lows, p.routed, p.pending, p.resuming, p.adv = map[*app]*stream{}, lows.Heap{}, start, inflight, 0, make(chan struct{})
+	p.streams, p.lows, p.routed, p.pending, p.resuming, p.adv = map[*apps.App]*stream{}, lows.Heap{}, start, inflight, 0, make(chan struct{})
 	p.fetched.Store(start)
 	p.routerDone = make(chan struct{})
 	p.endMu.Lock()
@@ -311,7 +312,7 @@ func (p *partition) session() error {
 	}
 	streams.Wait()
 	for _, s := range p.streams {
-		s.app.setWaiting(p.w.metrics, s.obs.Label, s, time.Time{}) // what it held waits for the next session or owner
+		s.app.SetWaiting(p.w.metrics, s.obs.Label, s, time.Time{}) // what it held waits for the next session or owner
 	}
 	return first
 }
@@ -388,7 +389,7 @@ func (p *partition) route(start func(*stream)) error {
 		if !known {
 			start(s)
 		}
-		if p.w.apps.single != nil {
+		if p.w.apps.Single != nil {
 			if err := s.waitRoom(); err != nil {
 				return err
 			}
@@ -638,8 +639,8 @@ func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yiel
 // appOf returns rec's app (nil: none), making rec a record to dead-letter
 // when no app could be found for it; a record the mapping filtered out
 // stays filtered whatever its app.
-func (p *partition) appOf(rec *call.Record) *app {
-	a, ie := p.w.apps.route(rec)
+func (p *partition) appOf(rec *call.Record) *apps.App {
+	a, ie := p.w.apps.Route(rec)
 	if ie != nil && !rec.Filtered && rec.Invalid == nil { // a record invalid already keeps its own reason
 		rec.Ev, rec.Invalid = nil, ie
 	}

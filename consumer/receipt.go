@@ -19,7 +19,7 @@ func (s *stream) writeReceipts(log *zap.Logger, members []*call.Record, rs []wir
 	w := s.w
 	msgs := make([]kafka.Message, len(rs))
 	for i, r := range rs {
-		if s.app != nil && w.apps.single == nil {
+		if s.app != nil && w.apps.Single == nil {
 			r.App, r.SDKAppID = s.app.Name, s.app.SDKAppID
 		}
 		m, err := wire.ReceiptMessage(members[i].Msg, r, w.traceHeaders)

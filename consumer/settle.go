@@ -104,7 +104,7 @@ func (s *stream) send(c *call.Call) (err error) {
 	// written (Wrote) from its own goroutine.
 	var turn atomic.Pointer[schedule.Turn]
 	ctx := s.sending
-	if s.app.sched.Paced() {
+	if s.app.Sched.Paced() {
 		ctx = sender.WithPacing(ctx, func(c context.Context) error {
 			c, cancel := context.WithCancel(c)
 			defer cancel()
@@ -132,15 +132,15 @@ func (s *stream) send(c *call.Call) (err error) {
 			c.Res = call.Expired
 			return nil
 		}
-		if s.app.removed() {
+		if s.app.Removed() {
 			c.Res = call.Removed
 			return nil
 		}
-		takeCtx, stopTake := s.app.whileServed(s.taking)
-		t, err := s.app.sched.Take(takeCtx, s.tp.sched(), s.urgent)
+		takeCtx, stopTake := s.app.WhileServed(s.taking)
+		t, err := s.app.Sched.Take(takeCtx, s.tp.sched(), s.urgent)
 		stopTake()
 		if err != nil {
-			if s.taking.Err() == nil && s.app.removed() { // while the call waited
+			if s.taking.Err() == nil && s.app.Removed() { // while the call waited
 				c.Res = call.Removed
 				return nil
 			}
@@ -183,10 +183,10 @@ func (s *stream) send(c *call.Call) (err error) {
 			t.Recheck()
 		}
 		var resp *sender.Response
-		if ss, ok := s.app.sender().(SlotSender); ok {
+		if ss, ok := s.app.Current().(SlotSender); ok {
 			resp, err = ss.SendBodyReserved(ctx, c.Body)
 		} else {
-			resp, err = s.app.sender().SendBody(ctx, c.Body)
+			resp, err = s.app.Current().SendBody(ctx, c.Body)
 		}
 		var se *sender.Error
 		switch {
@@ -256,7 +256,7 @@ func (s *stream) send(c *call.Call) (err error) {
 // rate limited or not) and the delivered log (an unknown outcome, once).
 func (s *stream) answered(c *call.Call, a sender.Attempt) {
 	if a.Code >= 0 {
-		s.app.sched.Answered(sender.IsRateLimit(a.Code))
+		s.app.Sched.Answered(sender.IsRateLimit(a.Code))
 	}
 	if a.Uncertain && !c.UnknownRecorded {
 		c.UnknownRecorded = true
@@ -368,7 +368,7 @@ func (s *stream) recordDelivered(c *call.Call) error {
 	if d == nil || s.app == nil {
 		return nil
 	}
-	e := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, c.LastOffset()+1, "", nil)
+	e := d.Watermark(s.app.Key, s.tp.topic, s.tp.partition, s.topicID, c.LastOffset()+1, "", nil)
 	if err := s.writeHeld(c.Log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, c.FirstOffset(), []kafka.Message{d.Message(e)}, nil, nil); err != nil {
 		return err
 	}
@@ -389,10 +389,10 @@ func (s *stream) recordUnknown(c *call.Call, since time.Time) {
 	}
 	pending := &wire.Pending{First: c.FirstOffset(), Last: c.LastOffset(), Random: c.Random, UnknownSince: since.UnixMilli()}
 	next := c.FirstOffset()
-	if e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition); ok {
+	if e, ok := d.Entry(s.app.Key, s.tp.topic, s.tp.partition); ok {
 		next = e.Next
 	}
-	if err := d.Write(s.sending, d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, next, "", pending)); err != nil {
+	if err := d.Write(s.sending, d.Watermark(s.app.Key, s.tp.topic, s.tp.partition, s.topicID, next, "", pending)); err != nil {
 		c.Log.Warn("cannot record the unknown outcome in the delivered log: after a crash the next owner resends the call "+
 			"even past the dedupe window", zap.Error(err))
 	}
@@ -406,7 +406,7 @@ func (s *stream) unknownSince(c *call.Call) time.Time {
 	if d == nil || s.app == nil {
 		return time.Time{}
 	}
-	e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition)
+	e, ok := d.Entry(s.app.Key, s.tp.topic, s.tp.partition)
 	if !ok || e.Pending == nil || e.Pending.First != c.FirstOffset() || e.Pending.Random != c.Random {
 		return time.Time{}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
+	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/delivered"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
@@ -32,7 +33,7 @@ import (
 // (reread), until it is back at the partition's position.
 type stream struct {
 	*partition
-	app *app // nil: the records no app could be found for (dead-lettered)
+	app *apps.App // nil: the records no app could be found for (dead-lettered)
 	tp  topicPartition
 	log *zap.Logger
 	obs *call.Observer // observes each of its calls
@@ -76,10 +77,10 @@ type stream struct {
 }
 
 // newStream returns the stream of a (nil: no app) in p.
-func (p *partition) newStream(a *app) *stream {
+func (p *partition) newStream(a *apps.App) *stream {
 	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1),
 		room: make(chan struct{})}
-	if p.w.apps.single == nil {
+	if p.w.apps.Single == nil {
 		name := "none"
 		if a != nil {
 			name = a.Name
@@ -91,11 +92,11 @@ func (p *partition) newStream(a *app) *stream {
 		}
 	}
 	if a != nil {
-		s.appKey = a.key
+		s.appKey = a.Key
 	}
 	s.obs = &call.Observer{Tracing: p.w.tr, Metrics: p.w.metrics, Log: s.log, Urgent: p.urgent, DLQTopic: p.w.cfg.DLQTopic,
 		OnOutcome: p.w.cfg.OnOutcome, Failing: func(at time.Time, what string) { p.w.holds.Fail(s.tp, at, what) }}
-	if p.w.apps.single == nil {
+	if p.w.apps.Single == nil {
 		s.obs.Label = s.tp.app
 		if a != nil {
 			s.obs.App, s.obs.SDKAppID = a.Name, a.SDKAppID
@@ -115,9 +116,9 @@ func (s *stream) pushLocked(rec *call.Record) {
 	}
 	if s.place.Low() == lows.None {
 		s.lows.Set(&s.place, off)
-		s.app.setWaiting(s.w.metrics, s.obs.Label, s, rec.Time())
+		s.app.SetWaiting(s.w.metrics, s.obs.Label, s, rec.Time())
 	}
-	if s.gap < 0 && s.w.apps.single == nil && s.full() {
+	if s.gap < 0 && s.w.apps.Single == nil && s.full() {
 		s.gap, s.gapAt = off, rec.Time()
 		s.log.Info("the stream holds its bound of records: it reads the rest again from the partition once it has settled these",
 			zap.Int64("from_offset", off), zap.Int("records", len(s.queue)), zap.Int64("bytes", s.qbytes))
@@ -147,10 +148,10 @@ func (s *stream) full() bool {
 	if len(s.queue) < pausedKeep || s.app == nil {
 		return false
 	}
-	if paused, _, _ := s.app.sched.Paused(); paused {
+	if paused, _, _ := s.app.Sched.Paused(); paused {
 		return true
 	}
-	_, held := s.app.sched.Held()
+	_, held := s.app.Sched.Held()
 	return held
 }
 
@@ -206,7 +207,7 @@ const oneAppKeep = 1024
 // oneAppKeep held with one app, at least one when none is held.
 func (s *stream) movable() int {
 	n := len(s.queue)
-	if s.w.apps.single != nil {
+	if s.w.apps.Single != nil {
 		n = min(n, max(oneAppKeep-len(s.ahead), 0))
 		if n == 0 && len(s.ahead) == 0 && len(s.queue) > 0 {
 			n = 1
@@ -327,7 +328,7 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 		}
 	}
 	s.topicID = d.TopicID(s.taking, s.tp.topic)
-	e, ok := d.Entry(s.app.key, s.tp.topic, s.tp.partition)
+	e, ok := d.Entry(s.app.Key, s.tp.topic, s.tp.partition)
 	if !ok || e.Next <= 0 {
 		return -1, nil
 	}
@@ -362,7 +363,7 @@ func (s *stream) deliveredFloor(start int64) (int64, error) {
 		s.w.notes.Add(s.w.cfg.Now(), fmt.Sprintf("%s: the log ends at %d, below the delivered watermark %d (truncated); lowered to %d",
 			s.tp, end, e.Next, floor))
 		s.w.metrics.RecordWatermarkReset(wire.ResetLogTruncated)
-		lowered := d.Watermark(s.app.key, s.tp.topic, s.tp.partition, s.topicID, floor, wire.ResetLogTruncated, nil)
+		lowered := d.Watermark(s.app.Key, s.tp.topic, s.tp.partition, s.topicID, floor, wire.ResetLogTruncated, nil)
 		if err := s.writeHeld(s.log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, start, []kafka.Message{d.Message(lowered)}, nil, nil); err != nil {
 			return 0, err
 		}

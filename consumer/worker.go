@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/delivered"
 	"github.com/timbroadcast/timbroadcast/consumer/group"
@@ -29,9 +30,7 @@ import (
 
 // Sender sends one encoded message body, retrying as it sees fit; a failure
 // is a *sender.Error. *sender.Client implements it.
-type Sender interface {
-	SendBody(ctx context.Context, body []byte) (*sender.Response, error)
-}
+type Sender = apps.Sender
 
 // SlotSender is a Sender that can take a pacing slot first and decide what
 // to send once it has it (merge mode). *sender.Client implements it.
@@ -45,7 +44,7 @@ type SlotSender interface {
 // record through a Sender.
 type Worker struct {
 	cfg     Config
-	apps    *appSet
+	apps    *apps.Set
 	log     *zap.Logger
 	metrics *metrics.Metrics
 	conn    *kafkaconn.Conn
@@ -141,37 +140,37 @@ func New(cfg Config, s Sender) (*Worker, error) {
 	if cfg.DeliveredTopic != DeliveredOff {
 		w.delivered = delivered.New(conn, cfg.DeliveredTopic, cfg.GroupID, cfg.DedupeWindow, cfg.Logger.Named("delivered"))
 	}
-	apps := cfg.Apps
-	w.apps = newAppSet()
+	specs := cfg.Apps
+	w.apps = apps.NewSet()
 	var defaultApp uint64
-	if len(apps) == 0 {
+	if len(specs) == 0 {
 		id, _ := strconv.ParseUint(cfg.App, 10, 64) // "default" (no SDKAppID): 0, records naming no app
-		apps, defaultApp = []App{{SDKAppID: id, Sender: s, Rate: cfg.AppRate}}, id
+		specs, defaultApp = []App{{SDKAppID: id, Sender: s, Rate: cfg.AppRate}}, id
 	}
-	for _, a := range apps {
-		if a.paced() {
+	for _, a := range specs {
+		if a.Paced() {
 			w.claims = schedule.NewLog(schedule.LogConfig{Store: schedule.NewKafkaLog(conn, cfg.SlotTopic), DefaultApp: defaultApp,
 				Clock: cfg.ScheduleClock, Logger: cfg.Logger.Named("schedule")})
 			break
 		}
 	}
-	for _, spec := range apps {
+	for _, spec := range specs {
 		a, err := w.newApp(spec)
 		if err != nil {
 			return nil, err
 		}
-		w.apps.addLocked(a)
+		w.apps.Add(a)
 	}
 	if len(cfg.Apps) == 0 {
-		w.apps.single = w.apps.list[0]
-		w.apps.single.key = cfg.App
+		w.apps.Single = w.apps.All()[0]
+		w.apps.Single.Key = cfg.App
 	} else if cfg.DefaultApp != "" {
-		if w.apps.def = w.apps.lookupLocked(cfg.DefaultApp); w.apps.def == nil {
+		if !w.apps.SetDefault(cfg.DefaultApp) {
 			return nil, &FieldError{Field: "DefaultApp", Msg: fmt.Sprintf("%q is not one of the apps", cfg.DefaultApp)}
 		}
 	}
 	if cfg.ReloadApps != nil && len(cfg.Apps) > 0 {
-		w.apps.reload = w.reloadApps
+		w.apps.Reload = w.reloadApps
 		w.live.last, w.live.lastDefault = cfg.Apps, cfg.DefaultApp
 	}
 	cfg.Metrics.BindUrgentTopic(cfg.UrgentTopic)
@@ -184,18 +183,15 @@ func New(cfg Config, s Sender) (*Worker, error) {
 
 // newApp builds an app's call schedule (its pause gate and, with a rate,
 // its chain in the claims log).
-func (w *Worker) newApp(spec App) (*app, error) {
-	a := &app{App: spec, key: strconv.FormatUint(spec.SDKAppID, 10), label: spec.Name, rate: spec.Rate}
-	if a.label == "" {
-		a.label = "default"
-	}
+func (w *Worker) newApp(spec App) (*apps.App, error) {
+	a := apps.New(spec, strconv.FormatUint(spec.SDKAppID, 10))
 	obs := metrics.Schedule{M: w.metrics}
 	if len(w.cfg.Apps) > 0 {
-		obs.App = a.label
+		obs.App = a.Label
 	}
 	sc := schedule.Config{App: spec.SDKAppID, Rate: spec.Rate, Refresh: w.cfg.ScheduleRefresh, PauseInitial: w.cfg.PauseInitial,
 		PauseMax: w.cfg.PauseMax, Logger: w.cfg.Logger.Named("schedule"), Observer: obs}
-	if a.paced() {
+	if a.Paced() {
 		sc.Log = w.claims
 	}
 	if ss, ok := spec.Sender.(SlotSender); ok {
@@ -203,11 +199,11 @@ func (w *Worker) newApp(spec App) (*app, error) {
 	}
 	sched, err := schedule.New(sc)
 	if err != nil {
-		return nil, fmt.Errorf("consumer: app %s: %w", a.label, err)
+		return nil, fmt.Errorf("consumer: app %s: %w", a.Label, err)
 	}
-	a.sched = sched
+	a.Sched = sched
 	if len(w.cfg.Apps) > 0 {
-		a.serve()
+		a.Serve()
 	}
 	return a, nil
 }
@@ -229,22 +225,22 @@ func (w *Worker) Ready() (bool, string) {
 			why = append(why, fmt.Sprintf("the claims log (KAFKA_SLOT_TOPIC %s) is unusable, so no call can be granted: %v", w.cfg.SlotTopic, err))
 		}
 	}
-	apps := w.apps.all()
+	all := w.apps.All()
 	var paused []string
-	for _, a := range apps {
+	for _, a := range all {
 		name := ""
-		if w.apps.single == nil {
-			name = "app " + a.label + ": "
+		if w.apps.Single == nil {
+			name = "app " + a.Label + ": "
 		}
-		if p, since, cause := a.sched.Paused(); p {
+		if p, since, cause := a.Sched.Paused(); p {
 			paused = append(paused, fmt.Sprintf("%spaused since %s: %v", name, since.UTC().Format(time.RFC3339), cause))
 		}
-		if h, ok := a.sched.Held(); ok {
+		if h, ok := a.Sched.Held(); ok {
 			// On purpose: the worker is healthy, so still ready.
 			held = append(held, "note: "+name+holdLine(h))
 		}
 	}
-	if len(paused) == len(apps) {
+	if len(paused) == len(all) {
 		why = append(why, paused...) // nothing can be sent
 	} else {
 		// Another app delivers: the worker is working.
@@ -316,12 +312,12 @@ func holdLine(h schedule.Hold) string {
 
 // Held returns the operator's hold in force of the first app (the one
 // app without an apps file), if any (timbroadcast pause).
-func (w *Worker) Held() (schedule.Hold, bool) { return w.apps.all()[0].sched.Held() }
+func (w *Worker) Held() (schedule.Hold, bool) { return w.apps.All()[0].Sched.Held() }
 
 // Paused reports whether sending is paused for every app.
 func (w *Worker) Paused() bool {
-	for _, a := range w.apps.all() {
-		if p, _, _ := a.sched.Paused(); !p {
+	for _, a := range w.apps.All() {
+		if p, _, _ := a.Sched.Paused(); !p {
 			return false
 		}
 	}
@@ -463,12 +459,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		scheduleAndFetch.Go(func() { w.claims.Run(schedCtx) })
 	}
 	w.live.mu.Lock()
-	for _, a := range w.apps.all() {
-		scheduleAndFetch.Go(func() { a.sched.Run(schedCtx) })
+	for _, a := range w.apps.All() {
+		scheduleAndFetch.Go(func() { a.Sched.Run(schedCtx) })
 	}
-	w.live.start = func(a *app) { scheduleAndFetch.Go(func() { a.sched.Run(schedCtx) }) }
+	w.live.start = func(a *apps.App) { scheduleAndFetch.Go(func() { a.Sched.Run(schedCtx) }) }
 	w.live.mu.Unlock()
-	if w.apps.reload != nil && w.cfg.AppsReload > 0 {
+	if w.apps.Reload != nil && w.cfg.AppsReload > 0 {
 		scheduleAndFetch.Go(func() { w.watchApps(schedCtx) })
 	}
 	scheduleAndFetch.Go(func() { w.fetcher.Run(schedCtx) })
@@ -553,14 +549,14 @@ func (w *Worker) runGeneration(ctx context.Context, gen *group.Generation) error
 			mine[i] = tp.sched()
 		}
 		w.live.setView(all, urgent, mine, err == nil)
-		for _, a := range w.apps.all() {
-			if !a.sched.Paced() {
+		for _, a := range w.apps.All() {
+			if !a.Sched.Paced() {
 				continue
 			}
 			if err == nil {
-				a.sched.SetView(all, urgent)
+				a.Sched.SetView(all, urgent)
 			}
-			a.sched.SetMine(mine)
+			a.Sched.SetMine(mine)
 		}
 	}
 	w.joined.Store(true)

@@ -295,3 +295,8 @@ func RecordOf(m kafka.Message) Record {
 	}
 	return r
 }
+
+// MaxAppValue bounds the app a record names (a name is at most 32 bytes,
+// an SDKAppID 20 digits), in the header HeaderApp or a mapping's field
+// app: a longer one is cut, and names no app.
+const MaxAppValue = 64
