@@ -11,7 +11,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
+	"github.com/timbroadcast/timbroadcast/consumer/decode"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/mapping"
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
@@ -523,3 +525,16 @@ func (c *Config) setDefaults() {
 
 // Outcome is the final outcome of one record (Config.OnOutcome).
 type Outcome = call.Outcome
+
+// App is one app (SDKAppID) the worker delivers to: several apps in one
+// deployment (TIM_APPS_FILE), each its own Sender (key, region, standby),
+// rate, call schedule and pause.
+type App = apps.Spec
+
+// RecordDecoder turns a record into an event (package decode): the
+// worker's, and timbroadcast map's.
+type RecordDecoder = decode.Decoder
+
+// SchemaDecoder decodes record values in the Confluent Schema Registry
+// wire format into JSON values (*schema.Decoder implements it).
+type SchemaDecoder = decode.SchemaDecoder

@@ -109,16 +109,12 @@ func (s *stream) send(c *call.Call) (err error) {
 			c, cancel := context.WithCancel(c)
 			defer cancel()
 			defer context.AfterFunc(s.taking, cancel)() // revoked: the next owner resends
-			at, err := turn.Load().Retry(c)
-			if err != nil {
-				return err
-			}
-			return sleepCtx(c, w.untilTurn(at))
+			return turn.Load().RetryWait(c)
 		})
 	}
 	ctx = sender.WithTrace(ctx, &sender.Trace{
-		Leaving: func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) },
-		Wrote:   func(at time.Time) { turn.Load().Left(w.onScheduleClock(at)) }, // a new connection's dial is not a period's
+		Leaving: func(at time.Time) { turn.Load().Departed(at) },
+		Wrote:   func(at time.Time) { turn.Load().Departed(at) }, // a new connection's dial is not a period's
 		Attempt: func(a sender.Attempt) {
 			c.Obs.Attempt(c, a)
 			s.answered(c, a)
@@ -171,16 +167,10 @@ func (s *stream) send(c *call.Call) (err error) {
 			}
 		}
 		// Leave at the turn's time; later when another member's call left
-		// late and its record moved the slot after it was handed over
-		// (Recheck): a period after that call.
-		var left time.Time
-		for t.Leave.After(left) {
-			left = t.Leave
-			if err := sleepCtx(s.sending, w.untilTurn(t.Leave)); err != nil {
-				t.Released()
-				return s.abandoned()
-			}
-			t.Recheck()
+		// late and its record moved the slot after it was handed over.
+		if err := t.Wait(s.sending); err != nil {
+			t.Released()
+			return s.abandoned()
 		}
 		var resp *sender.Response
 		if ss, ok := s.app.Current().(SlotSender); ok {

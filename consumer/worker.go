@@ -280,23 +280,6 @@ func readyText(lines []string) string {
 	return strings.Join(lines, "\n")
 }
 
-// untilTurn is how long until t, a time of the call schedule (on its
-// clock, Config.ScheduleClock).
-func (w *Worker) untilTurn(t time.Time) time.Duration {
-	if w.cfg.ScheduleClock == nil {
-		return time.Until(t)
-	}
-	return w.cfg.ScheduleClock.Until(t)
-}
-
-// onScheduleClock is real time t on the call schedule's clock.
-func (w *Worker) onScheduleClock(t time.Time) time.Time {
-	if w.cfg.ScheduleClock == nil {
-		return t
-	}
-	return t.Add(-time.Since(w.cfg.ScheduleClock.Now()))
-}
-
 // holdLine describes an operator's hold for people.
 func holdLine(h schedule.Hold) string {
 	until := "until resumed (timbroadcast resume)"
@@ -631,4 +614,16 @@ func (w *Worker) stuckSummary() string {
 		return ""
 	}
 	return strings.Join(lines, "; ") + fmt.Sprintf(" (longer than TIM_STUCK_AFTER=%s)", w.cfg.StuckAfter)
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

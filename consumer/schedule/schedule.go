@@ -314,6 +314,51 @@ func (t *Turn) Left(at time.Time) {
 	}
 }
 
+// Departed records that an attempt of the turn's call left at at, a time
+// of the real clock (sender.Trace: its request was made, or written to
+// its connection): Left, at on the schedule's Clock.
+func (t *Turn) Departed(at time.Time) {
+	if t != nil && t.s.slots != nil {
+		t.s.slots.left(at.Add(-time.Since(t.s.slots.local.Now())))
+	}
+}
+
+// Wait waits until the turn's call should leave: Leave, and once it has
+// come, later while Recheck moves it (another member's call that left
+// late: a period after that call). The error is ctx's when it ended
+// first.
+func (t *Turn) Wait(ctx context.Context) error {
+	var left time.Time
+	for t.Leave.After(left) {
+		left = t.Leave
+		if err := t.s.sleepUntil(ctx, t.Leave); err != nil {
+			return err
+		}
+		t.Recheck()
+	}
+	return nil
+}
+
+// RetryWait waits for one more slot inside the turn (Retry), then until
+// it leaves.
+func (t *Turn) RetryWait(ctx context.Context) error {
+	at, err := t.Retry(ctx)
+	if err != nil {
+		return err
+	}
+	return t.s.sleepUntil(ctx, at)
+}
+
+// sleepUntil waits until at, a time of the schedule's Clock, or until
+// ctx ends.
+func (s *Schedule) sleepUntil(ctx context.Context, at time.Time) error {
+	d := time.Until(at)
+	if s.slots != nil {
+		d = s.slots.local.Until(at)
+	}
+	return sleepCtx(ctx, d)
+}
+
 // Probe reports whether the turn is the paused gate's one probe.
 func (t *Turn) Probe() bool { return t.probe }
 

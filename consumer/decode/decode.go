@@ -1,4 +1,8 @@
-package consumer
+// Package decode turns a record into an event, in one place, the same
+// way for the worker and for timbroadcast map: Schema Registry values by
+// their schema, then the mapping (TIM_MAP), then the event format
+// (wire.DecodeEvent).
+package decode
 
 import (
 	"bytes"
@@ -23,13 +27,13 @@ type SchemaDecoder interface {
 	Decode(ctx context.Context, value []byte) (any, error)
 }
 
-// RecordDecoder turns a record into an event, in one place, the same way
+// Decoder turns a record into an event, in one place, the same way
 // for the worker and for `timbroadcast map`: a value in the Schema
 // Registry's wire format is decoded by its schema (Schemas), the result
 // (or the value read as JSON) is mapped by the program (Map), and what
 // comes out is read as an event (wire.DecodeEvent). Without either, the
 // value is the event, as before.
-type RecordDecoder struct {
+type Decoder struct {
 	// Map, if set, maps and filters every record (TIM_MAP).
 	Map *mapping.Program
 	// Schemas, if set, decodes Schema Registry values.
@@ -47,7 +51,7 @@ type RecordDecoder struct {
 // A panic anywhere in it (a decoder's or the mapping's bug, met by one
 // record) is that record's failure, decode_failed, never a crash of the
 // process that every next owner would meet again.
-func (d RecordDecoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Event, filtered bool, err error) {
+func (d Decoder) Decode(ctx context.Context, m kafka.Message) (ev *wire.Event, filtered bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if d.OnPanic != nil {
