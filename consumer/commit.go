@@ -5,11 +5,13 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
+	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
@@ -100,6 +102,32 @@ func (s *stream) recordSettled(last int64) error {
 	d.Written(e)
 	s.floor = max(s.floor, e.Next)
 	return nil
+}
+
+// lowLocked is the stream's first offset without an outcome, and that
+// record's timestamp.
+func (s *stream) lowLocked() (int64, time.Time) {
+	for _, m := range s.open {
+		if m.Msg.Offset >= s.settledTo {
+			return m.Msg.Offset, m.Time()
+		}
+	}
+	if c := s.cur; c != nil { // a merge call packed once its slot came
+		for _, m := range c.Members {
+			if m.Msg.Offset >= s.settledTo {
+				return m.Msg.Offset, m.Time()
+			}
+		}
+	}
+	switch {
+	case len(s.ahead) > 0:
+		return s.ahead[0].Msg.Offset, s.ahead[0].Time()
+	case len(s.queue) > 0:
+		return s.queue[0].Msg.Offset, s.queue[0].Time()
+	case s.gap >= 0:
+		return s.gap, s.gapAt
+	}
+	return lows.None, time.Time{}
 }
 
 // record records s's call f in flight and commits it, waiting for room

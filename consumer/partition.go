@@ -19,6 +19,7 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
+	"github.com/timbroadcast/timbroadcast/consumer/schedule"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -140,7 +141,8 @@ type item struct {
 type partition struct {
 	w       *Worker
 	tp      topicPartition
-	urgent  bool // a partition of the urgent topic
+	part    schedule.Partition // tp as the call schedule names it
+	urgent  bool               // a partition of the urgent topic
 	log     *zap.Logger
 	offsets *offsets.Partition
 	// stop ends when the worker stops; the generation's context ends when
@@ -161,8 +163,12 @@ type partition struct {
 	commits         *committer
 	// committedAt is where the session started reading.
 	committedAt int64
-	// routerDone closes when the router stops handing records.
+	// routerDone closes when the router stops handing records. running
+	// are the streams' goroutines, fail ends the session with a stream's
+	// error.
 	routerDone chan struct{}
+	running    sync.WaitGroup
+	fail       func(error)
 	// readSince is the least start of the delivered log's read the next
 	// session needs; deliveredSince this session's.
 	readSince, deliveredSince time.Time
@@ -197,6 +203,7 @@ func (w *Worker) newPartition(stop, genCtx context.Context, gen *group.Generatio
 	return &partition{
 		w:      w,
 		tp:     tp,
+		part:   tp.sched(),
 		urgent: tp.topic == w.cfg.UrgentTopic,
 		log:    w.log.With(zap.String("topic", tp.topic), zap.Int("partition", tp.partition), zap.Int32("generation", gen.ID)),
 		offsets: &offsets.Partition{Client: w.client, Group: gen.Group, Generation: gen.ID, Member: gen.MemberID,
@@ -292,10 +299,9 @@ func (p *partition) session() error {
 	p.deliveredSince, p.readSince = p.readSince, time.Now() // a later session reads what was written meanwhile
 	pumpAndGrace.Go(func() { p.pump(records) })
 
-	var streams sync.WaitGroup
 	var errMu sync.Mutex
 	var first error
-	fail := func(err error) {
+	p.fail = func(err error) {
 		errMu.Lock()
 		defer errMu.Unlock()
 		if first == nil || errors.Is(err, offsets.ErrGenerationGone) && !errors.Is(first, offsets.ErrGenerationGone) {
@@ -303,14 +309,12 @@ func (p *partition) session() error {
 		}
 		stopTaking()
 	}
-	err = p.route(func(s *stream) {
-		streams.Go(func() { fail(s.run()) }) // it returns only when the session must end
-	})
+	err = p.route()
 	close(p.routerDone)
 	if err != nil {
-		fail(err)
+		p.fail(err)
 	}
-	streams.Wait()
+	p.running.Wait()
 	for _, s := range p.streams {
 		s.app.SetWaiting(p.w.metrics, s.obs.Label, s, time.Time{}) // what it held waits for the next session or owner
 	}
@@ -336,10 +340,9 @@ func (p *partition) inBounds(committed int64, fs []wire.AppInFlight) []wire.AppI
 }
 
 // route takes the pump's items in offset order and hands each record to
-// its app's stream (apps.route), starting a stream with start when an
-// app first has a record in the session. Positions without records let
-// the commit move. It returns when taking ends or the pump stops.
-func (p *partition) route(start func(*stream)) error {
+// its app's stream (handOff). Positions without records let the commit
+// move. It returns when taking ends or the pump stops.
+func (p *partition) route() error {
 	for {
 		var it item
 		select {
@@ -361,68 +364,12 @@ func (p *partition) route(start func(*stream)) error {
 			}
 			continue
 		}
-		rec := it.rec
-		m := rec.Msg
+		m := it.rec.Msg
 		p.w.metrics.RecordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
-		a := p.appOf(rec)
-		p.mu.Lock()
-		s, known := p.streams[a]
-		if !known {
-			s = p.newStream(a)
-			p.streams[a] = s
-			p.lows.Add(&s.place)
-		}
-		if a != nil && s.resume == nil {
-			for i := range p.pending {
-				if f := p.pending[i]; f.App == a.SDKAppID || f.App == 0 && m.Offset >= f.First {
-					s.resume = &f
-					p.resuming++
-					p.pending = append(p.pending[:i], p.pending[i+1:]...)
-					break
-				}
-			}
-		}
-		s.pushLocked(rec)
-		p.routed = m.Offset + 1
-		p.movedLocked()
-		p.mu.Unlock()
-		if !known {
-			start(s)
-		}
-		if p.w.apps.Single != nil {
-			if err := s.waitRoom(); err != nil {
-				return err
-			}
+		if err := p.handOff(p.appOf(it.rec), it.rec); err != nil {
+			return err
 		}
 	}
-}
-
-// movedLocked wakes the streams resuming a call or packing one: the
-// router moved.
-func (p *partition) movedLocked() {
-	if p.resuming > 0 || p.packing > 0 {
-		close(p.adv)
-		p.adv = make(chan struct{})
-	}
-}
-
-// advanced is closed when the router next moves.
-func (p *partition) advanced() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.adv
-}
-
-// maxCatchUp bounds how long a merge call waits for the router to hand
-// over what the pump has fetched (caughtUp): decoding what is in memory,
-// never a fetch.
-const maxCatchUp = 50 * time.Millisecond
-
-// routedNow is the offset after the last item routed.
-func (p *partition) routedNow() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.routed
 }
 
 // maxInFlightSpan bounds the offsets an in-flight record may span: a
@@ -680,9 +627,4 @@ func (p *partition) outOfRange() bool {
 	}
 	w.metrics.RecordSkipped(reason, lost)
 	return true
-}
-
-// expired reports whether ev carries an expiry that has passed.
-func (p *partition) expired(ev *wire.Event) bool {
-	return !ev.ExpiresAt.IsZero() && !p.w.cfg.Now().Before(ev.ExpiresAt)
 }

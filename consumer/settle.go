@@ -124,7 +124,7 @@ func (s *stream) send(c *call.Call) (err error) {
 	started := w.cfg.Now()
 	mayBeDelivered := c.Attempted // a failed attempt may still have reached the server
 	for {
-		if len(c.Members) == 1 && !mayBeDelivered && s.expired(c.Members[0].Ev) {
+		if len(c.Members) == 1 && !mayBeDelivered && c.Members[0].Ev.Expired(w.cfg.Now()) {
 			c.Res = call.Expired
 			return nil
 		}
@@ -133,7 +133,7 @@ func (s *stream) send(c *call.Call) (err error) {
 			return nil
 		}
 		takeCtx, stopTake := s.app.WhileServed(s.taking)
-		t, err := s.app.Sched.Take(takeCtx, s.tp.sched(), s.urgent)
+		t, err := s.app.Sched.Take(takeCtx, s.part, s.urgent)
 		stopTake()
 		if err != nil {
 			if s.taking.Err() == nil && s.app.Removed() { // while the call waited

@@ -76,6 +76,69 @@ type stream struct {
 	appKey, topicID string
 }
 
+// handOff hands rec, routed to app a (nil: none), to a's stream in the
+// partition, starting the stream when a first has a record in the
+// session; the stream resumes the call recorded in flight for a, if any.
+// With one app it waits while the stream holds its bound (waitRoom).
+func (p *partition) handOff(a *apps.App, rec *call.Record) error {
+	p.mu.Lock()
+	s, known := p.streams[a]
+	if !known {
+		s = p.newStream(a)
+		p.streams[a] = s
+		p.lows.Add(&s.place)
+	}
+	if a != nil && s.resume == nil {
+		for i := range p.pending {
+			if f := p.pending[i]; f.App == a.SDKAppID || f.App == 0 && rec.Msg.Offset >= f.First {
+				s.resume = &f
+				p.resuming++
+				p.pending = append(p.pending[:i], p.pending[i+1:]...)
+				break
+			}
+		}
+	}
+	s.pushLocked(rec)
+	p.routed = rec.Msg.Offset + 1
+	p.movedLocked()
+	p.mu.Unlock()
+	if !known {
+		p.running.Go(func() { p.fail(s.run()) }) // it returns only when the session must end
+	}
+	if p.w.apps.Single != nil {
+		return s.waitRoom()
+	}
+	return nil
+}
+
+// movedLocked wakes the streams resuming a call or packing one: the
+// router moved.
+func (p *partition) movedLocked() {
+	if p.resuming > 0 || p.packing > 0 {
+		close(p.adv)
+		p.adv = make(chan struct{})
+	}
+}
+
+// advanced is closed when the router next moves.
+func (p *partition) advanced() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.adv
+}
+
+// maxCatchUp bounds how long a merge call waits for the router to hand
+// over what the pump has fetched (caughtUp): decoding what is in memory,
+// never a fetch.
+const maxCatchUp = 50 * time.Millisecond
+
+// routedNow is the offset after the last item routed.
+func (p *partition) routedNow() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.routed
+}
+
 // newStream returns the stream of a (nil: no app) in p.
 func (p *partition) newStream(a *apps.App) *stream {
 	s := &stream{partition: p, app: a, tp: p.tp, log: p.log, gap: -1, skipBelow: -1, wake: make(chan struct{}, 1),
@@ -515,32 +578,6 @@ func (s *stream) reread(from int64) error {
 	}
 }
 
-// lowLocked is the stream's first offset without an outcome, and that
-// record's timestamp.
-func (s *stream) lowLocked() (int64, time.Time) {
-	for _, m := range s.open {
-		if m.Msg.Offset >= s.settledTo {
-			return m.Msg.Offset, m.Time()
-		}
-	}
-	if c := s.cur; c != nil { // a merge call packed once its slot came
-		for _, m := range c.Members {
-			if m.Msg.Offset >= s.settledTo {
-				return m.Msg.Offset, m.Time()
-			}
-		}
-	}
-	switch {
-	case len(s.ahead) > 0:
-		return s.ahead[0].Msg.Offset, s.ahead[0].Time()
-	case len(s.queue) > 0:
-		return s.queue[0].Msg.Offset, s.queue[0].Time()
-	case s.gap >= 0:
-		return s.gap, s.gapAt
-	}
-	return lows.None, time.Time{}
-}
-
 // resumed returns the calls that finish the call recorded in flight for
 // the stream's app, once the stream's next record is at or past its
 // first offset; nil otherwise.
@@ -629,12 +666,12 @@ func (s *stream) plan() (*call.Call, error) {
 	switch {
 	case rec.Ev == nil:
 		// Never sent: dead-lettered as invalid.
-	case s.w.cfg.Merge && !s.expired(rec.Ev):
+	case s.w.cfg.Merge && !rec.Ev.Expired(s.w.cfg.Now()):
 		// What arrives while the call waits for its slot joins it; the
 		// call is recorded in flight once packed.
 		c.InFlight = true
 		c.Pack = func() { s.pack(c) }
-	case !s.w.cfg.Merge && !rec.Ev.ExpiresAt.IsZero() && !s.expired(rec.Ev):
+	case !s.w.cfg.Merge && !rec.Ev.ExpiresAt.IsZero() && !rec.Ev.Expired(s.w.cfg.Now()):
 		// Recorded in flight before its first attempt: after a crash, an
 		// event that may have reached the server is resent (and deduped),
 		// not dead-lettered as expired.
@@ -690,7 +727,7 @@ func (s *stream) pack(c *call.Call) {
 	join.Add(&head.Ev.Message)
 	for i, estimate := 0, len(head.Ev.Body); estimate <= 3*limit; i++ {
 		nx, ok := s.peekAt(i)
-		if !ok || nx.Ev == nil || s.expired(nx.Ev) || !join.Add(&nx.Ev.Message) {
+		if !ok || nx.Ev == nil || nx.Ev.Expired(s.w.cfg.Now()) || !join.Add(&nx.Ev.Message) {
 			break
 		}
 		members = append(members, nx)

@@ -56,6 +56,12 @@ type Event struct {
 	ExpiresAt time.Time
 }
 
+// Expired reports whether the event carries an expiry that has passed at
+// now.
+func (e *Event) Expired(now time.Time) bool {
+	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
+}
+
 // Record is what DecodeEvent needs of a Kafka record.
 type Record struct {
 	Topic     string
