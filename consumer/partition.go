@@ -10,7 +10,6 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/timbroadcast/timbroadcast/consumer/apps"
@@ -36,93 +35,6 @@ var (
 	// the next owner resends it with the same Random and bytes.
 	errAbandoned = errors.New("outcome not final when the send grace ended: left uncommitted for the next owner")
 )
-
-// record is a fetched record, decoded once: its event, or why it cannot be
-// one. It travels with its event from the pump to the commit.
-type record struct {
-	Msg kafka.Message
-	At  time.Time // when it was fetched
-	// Ev is the event; nil when the record is not one (invalid says why)
-	// or the mapping filtered it out.
-	Ev       *wire.Event
-	Invalid  *wire.InvalidEventError
-	Filtered bool
-	// Aged says ev.ExpiresAt is the record's timestamp plus MaxAge.
-	Aged bool
-	// Span is the event's Span from fetch to commit; nil without tracing
-	// or before the record joins a call.
-	Span trace.Span
-}
-
-// decode turns a fetched record into a record (RecordDecoder). A failure
-// that retrying may cure (the Schema Registry unreachable) is retried with
-// a backoff while the partition waits, like a failing fetch (readFailed).
-// It returns nil when ctx ended first.
-func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *call.Record {
-	w := p.w
-	var bo backoff.BackOff // made at the first failure: most records decode at once
-	for failing := false; ; failing = true {
-		ev, filtered, err := w.decoder.Decode(ctx, m)
-		r := &call.Record{Msg: m, At: at, Ev: ev, Filtered: filtered}
-		if ev != nil && w.cfg.MaxAge > 0 && !m.Time.IsZero() {
-			// Never stale: an event older than MaxAge by its record
-			// timestamp when its turn comes is dead-lettered as expired,
-			// like one past its own expiry header.
-			if limit := m.Time.Add(w.cfg.MaxAge); ev.ExpiresAt.IsZero() || limit.Before(ev.ExpiresAt) {
-				ev.ExpiresAt, r.Aged = limit, true
-			}
-		}
-		var ie *wire.InvalidEventError
-		switch {
-		case err == nil:
-		case errors.As(err, &ie):
-			r.Invalid = ie
-		case ctx.Err() != nil:
-			return nil
-		default:
-			if bo == nil {
-				bo = backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
-					backoff.WithMaxElapsedTime(0))
-			}
-			if !p.readFailed(ctx, bo, m.Offset, "cannot decode the record yet; the partition waits and retries", "decode: ", err) {
-				return nil
-			}
-			continue
-		}
-		if failing {
-			w.reads.OK(p.tp)
-			p.log.Info("decoding works again", zap.Int64("offset", m.Offset))
-		}
-		return r
-	}
-}
-
-// oversized is the record for a record (or a run of them) the fetch did
-// not keep because it is over a limit: it is dead-lettered too_large, a
-// copy with nothing of the record but where it is (topic, partition,
-// offsets) and its size, and the records after it flow on.
-func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *call.Record {
-	m := kafka.Message{Topic: p.tp.topic, Partition: p.tp.partition, Offset: o.Offset, Time: o.Time}
-	where := fmt.Sprintf("offset %d", o.Offset)
-	if o.Last > o.Offset {
-		where = fmt.Sprintf("offsets %d to %d", o.Offset, o.Last)
-	}
-	msg := fmt.Sprintf("%s: not read; the record is at %s/%d %s", o.Limit, p.tp.topic, p.tp.partition, where)
-	p.log.Warn("record over a limit: dead-lettering a copy that says where it is", zap.Int64("offset", o.Offset),
-		zap.Int64("last_offset", o.Last), zap.Int64("bytes", o.Bytes), zap.String("limit", o.Limit))
-	return &call.Record{Msg: m, At: at, Invalid: &wire.InvalidEventError{Reason: wire.ReasonTooLarge, Msg: msg}}
-}
-
-// readFailed records that reading the partition at offset keeps failing
-// (a fetch, a decode): /readyz lists the partition once it has failed for
-// StuckAfter, with the last error (prefixed by what). It logs msg and
-// waits the backoff; false when ctx ended first.
-func (p *partition) readFailed(ctx context.Context, bo backoff.BackOff, offset int64, msg, what string, err error) bool {
-	p.w.reads.Fail(p.tp, offset, p.w.cfg.Now(), what+err.Error())
-	wait := bo.NextBackOff()
-	p.log.Warn(msg, zap.Int64("offset", offset), zap.Duration("in", wait), zap.Error(err))
-	return sleepCtx(ctx, wait) == nil
-}
 
 // item is what the pump hands the partition: a record, or (skipTo > 0) the
 // position after offsets that hold nothing to deliver (transaction markers,
@@ -339,86 +251,11 @@ func (p *partition) inBounds(committed int64, fs []wire.AppInFlight) []wire.AppI
 	return out
 }
 
-// route takes the pump's items in offset order and hands each record to
-// its app's stream (handOff). Positions without records let the commit
-// move. It returns when taking ends or the pump stops.
-func (p *partition) route() error {
-	for {
-		var it item
-		select {
-		case got, ok := <-p.records:
-			if !ok || p.taking.Err() != nil {
-				return p.ended(errors.New("the fetch loop stopped"))
-			}
-			it = got
-		case <-p.taking.Done():
-			return p.ended(nil)
-		}
-		if it.rec == nil {
-			p.mu.Lock()
-			p.routed = it.skipTo // the pump's position (moved back inside a truncated log, say)
-			p.movedLocked()
-			p.mu.Unlock()
-			if _, err := p.commits.advance(nil); err != nil {
-				return err
-			}
-			continue
-		}
-		m := it.rec.Msg
-		p.w.metrics.RecordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
-		if err := p.handOff(p.appOf(it.rec), it.rec); err != nil {
-			return err
-		}
-	}
-}
-
 // maxInFlightSpan bounds the offsets an in-flight record may span: a
 // merged call holds at most 12,000 bytes of events (a few hundred), and
 // transaction markers between them; metadata claiming more is ignored, so
 // it cannot make a member buffer the log.
 const maxInFlightSpan = 10000
-
-// graceWatch ends sending RevokeGrace (DrainTimeout when stopping) after
-// taking ended, unless the session ended first.
-func (p *partition) graceWatch(stopSending context.CancelFunc) {
-	select {
-	case <-p.sending.Done():
-		return
-	case <-p.taking.Done():
-	}
-	grace := p.w.cfg.RevokeGrace
-	if p.stop.Err() != nil {
-		grace = p.w.cfg.DrainTimeout
-	}
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-p.sending.Done():
-	case <-t.C:
-		stopSending()
-	}
-}
-
-// ended is the error to return when a wait ended with err: errStopping or
-// errRevoked when taking ended (the normal end of a session), else err.
-func (p *partition) ended(err error) error {
-	switch {
-	case p.stop.Err() != nil:
-		return errStopping
-	case p.taking.Err() != nil:
-		return errRevoked
-	}
-	return err
-}
-
-// abandoned is the error of a call or write cut short because sending
-// ended: errAbandoned, or why taking ended first.
-func (p *partition) abandoned() error {
-	if p.sending.Err() != nil {
-		return errAbandoned
-	}
-	return p.ended(errAbandoned)
-}
 
 // startOffset resolves where a partition without a committed offset
 // starts. With LastOffset the resolved offset is committed at once, so
@@ -465,6 +302,48 @@ func (p *partition) warnOld(first, end int64) {
 			"(KAFKA_START_OFFSET=earliest) of a partition holding records older than a day, with the delivered log off: "+
 			"every one of them is sent again (set TIM_MAX_AGE, or KAFKA_START_OFFSET=latest)", fields...)
 	}
+}
+
+// graceWatch ends sending RevokeGrace (DrainTimeout when stopping) after
+// taking ended, unless the session ended first.
+func (p *partition) graceWatch(stopSending context.CancelFunc) {
+	select {
+	case <-p.sending.Done():
+		return
+	case <-p.taking.Done():
+	}
+	grace := p.w.cfg.RevokeGrace
+	if p.stop.Err() != nil {
+		grace = p.w.cfg.DrainTimeout
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.sending.Done():
+	case <-t.C:
+		stopSending()
+	}
+}
+
+// ended is the error to return when a wait ended with err: errStopping or
+// errRevoked when taking ended (the normal end of a session), else err.
+func (p *partition) ended(err error) error {
+	switch {
+	case p.stop.Err() != nil:
+		return errStopping
+	case p.taking.Err() != nil:
+		return errRevoked
+	}
+	return err
+}
+
+// abandoned is the error of a call or write cut short because sending
+// ended: errAbandoned, or why taking ended first.
+func (p *partition) abandoned() error {
+	if p.sending.Err() != nil {
+		return errAbandoned
+	}
+	return p.ended(errAbandoned)
 }
 
 // pump fetches the partition into records until taking ends, decoding each
@@ -583,15 +462,74 @@ func (p *partition) eachRecord(ctx context.Context, res *kafkaconn.Fetched, yiel
 	return true
 }
 
-// appOf returns rec's app (nil: none), making rec a record to dead-letter
-// when no app could be found for it; a record the mapping filtered out
-// stays filtered whatever its app.
-func (p *partition) appOf(rec *call.Record) *apps.App {
-	a, ie := p.w.apps.Route(rec)
-	if ie != nil && !rec.Filtered && rec.Invalid == nil { // a record invalid already keeps its own reason
-		rec.Ev, rec.Invalid = nil, ie
+// decode decodes a fetched record once (package decode). A failure
+// that retrying may cure (the Schema Registry unreachable) is retried with
+// a backoff while the partition waits, like a failing fetch (readFailed).
+// It returns nil when ctx ended first.
+func (p *partition) decode(ctx context.Context, m kafka.Message, at time.Time) *call.Record {
+	w := p.w
+	var bo backoff.BackOff // made at the first failure: most records decode at once
+	for failing := false; ; failing = true {
+		ev, filtered, err := w.decoder.Decode(ctx, m)
+		r := &call.Record{Msg: m, At: at, Ev: ev, Filtered: filtered}
+		if ev != nil && w.cfg.MaxAge > 0 && !m.Time.IsZero() {
+			// Never stale: an event older than MaxAge by its record
+			// timestamp when its turn comes is dead-lettered as expired,
+			// like one past its own expiry header.
+			if limit := m.Time.Add(w.cfg.MaxAge); ev.ExpiresAt.IsZero() || limit.Before(ev.ExpiresAt) {
+				ev.ExpiresAt, r.Aged = limit, true
+			}
+		}
+		var ie *wire.InvalidEventError
+		switch {
+		case err == nil:
+		case errors.As(err, &ie):
+			r.Invalid = ie
+		case ctx.Err() != nil:
+			return nil
+		default:
+			if bo == nil {
+				bo = backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
+					backoff.WithMaxElapsedTime(0))
+			}
+			if !p.readFailed(ctx, bo, m.Offset, "cannot decode the record yet; the partition waits and retries", "decode: ", err) {
+				return nil
+			}
+			continue
+		}
+		if failing {
+			w.reads.OK(p.tp)
+			p.log.Info("decoding works again", zap.Int64("offset", m.Offset))
+		}
+		return r
 	}
-	return a
+}
+
+// oversized is the record for a record (or a run of them) the fetch did
+// not keep because it is over a limit: it is dead-lettered too_large, a
+// copy with nothing of the record but where it is (topic, partition,
+// offsets) and its size, and the records after it flow on.
+func (p *partition) oversized(o kafkaconn.Oversized, at time.Time) *call.Record {
+	m := kafka.Message{Topic: p.tp.topic, Partition: p.tp.partition, Offset: o.Offset, Time: o.Time}
+	where := fmt.Sprintf("offset %d", o.Offset)
+	if o.Last > o.Offset {
+		where = fmt.Sprintf("offsets %d to %d", o.Offset, o.Last)
+	}
+	msg := fmt.Sprintf("%s: not read; the record is at %s/%d %s", o.Limit, p.tp.topic, p.tp.partition, where)
+	p.log.Warn("record over a limit: dead-lettering a copy that says where it is", zap.Int64("offset", o.Offset),
+		zap.Int64("last_offset", o.Last), zap.Int64("bytes", o.Bytes), zap.String("limit", o.Limit))
+	return &call.Record{Msg: m, At: at, Invalid: &wire.InvalidEventError{Reason: wire.ReasonTooLarge, Msg: msg}}
+}
+
+// readFailed records that reading the partition at offset keeps failing
+// (a fetch, a decode): /readyz lists the partition once it has failed for
+// StuckAfter, with the last error (prefixed by what). It logs msg and
+// waits the backoff; false when ctx ended first.
+func (p *partition) readFailed(ctx context.Context, bo backoff.BackOff, offset int64, msg, what string, err error) bool {
+	p.w.reads.Fail(p.tp, offset, p.w.cfg.Now(), what+err.Error())
+	wait := bo.NextBackOff()
+	p.log.Warn(msg, zap.Int64("offset", offset), zap.Duration("in", wait), zap.Error(err))
+	return sleepCtx(ctx, wait) == nil
 }
 
 // outOfRange moves the fetcher back inside the log when its offset is
@@ -627,4 +565,48 @@ func (p *partition) outOfRange() bool {
 	}
 	w.metrics.RecordSkipped(reason, lost)
 	return true
+}
+
+// route takes the pump's items in offset order and hands each record to
+// its app's stream (handOff). Positions without records let the commit
+// move. It returns when taking ends or the pump stops.
+func (p *partition) route() error {
+	for {
+		var it item
+		select {
+		case got, ok := <-p.records:
+			if !ok || p.taking.Err() != nil {
+				return p.ended(errors.New("the fetch loop stopped"))
+			}
+			it = got
+		case <-p.taking.Done():
+			return p.ended(nil)
+		}
+		if it.rec == nil {
+			p.mu.Lock()
+			p.routed = it.skipTo // the pump's position (moved back inside a truncated log, say)
+			p.movedLocked()
+			p.mu.Unlock()
+			if _, err := p.commits.advance(nil); err != nil {
+				return err
+			}
+			continue
+		}
+		m := it.rec.Msg
+		p.w.metrics.RecordConsumed(m.Topic, m.Partition, m.Offset, m.HighWaterMark)
+		if err := p.handOff(p.appOf(it.rec), it.rec); err != nil {
+			return err
+		}
+	}
+}
+
+// appOf returns rec's app (nil: none), making rec a record to dead-letter
+// when no app could be found for it; a record the mapping filtered out
+// stays filtered whatever its app.
+func (p *partition) appOf(rec *call.Record) *apps.App {
+	a, ie := p.w.apps.Route(rec)
+	if ie != nil && !rec.Filtered && rec.Invalid == nil { // a record invalid already keeps its own reason
+		rec.Ev, rec.Invalid = nil, ie
+	}
+	return a
 }

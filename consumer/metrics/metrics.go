@@ -468,12 +468,15 @@ func (o Schedule) Paused(p bool) {
 	}
 	o.M.SetPaused(p)
 }
+
 // Held shows an operator's hold.
 func (o Schedule) Held(held bool, h schedule.Hold) {
 	o.M.SetHeld(held, h)
 }
+
 // Slot counts a grant by its use.
 func (o Schedule) Slot(use string) { o.M.RecordSlot(use) }
+
 // Share shows the member's share and rate.
 func (o Schedule) Share(share, rate float64) {
 	o.M.SetShare(share)
