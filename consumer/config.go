@@ -538,3 +538,11 @@ type RecordDecoder = decode.Decoder
 // SchemaDecoder decodes record values in the Confluent Schema Registry
 // wire format into JSON values (*schema.Decoder implements it).
 type SchemaDecoder = decode.SchemaDecoder
+
+// Sender sends one encoded message body, retrying as it sees fit; a failure
+// is a *sender.Error. *sender.Client implements it.
+type Sender = apps.Sender
+
+// SlotSender is a Sender that can take a pacing slot first and decide what
+// to send once it has it (merge mode). *sender.Client implements it.
+type SlotSender = apps.SlotSender

@@ -19,6 +19,7 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -431,7 +432,7 @@ func (p *partition) pump(records chan<- item) {
 		if len(res.Records) == 0 && len(res.Oversized) == 0 && res.Batches > 0 && res.Aborted == 0 && res.Markers == 0 {
 			// Batches with nothing at or after the fetch offset (a compacted
 			// batch's tail): wait a little instead of asking again at once.
-			if sleepCtx(ctx, min(f.MaxWait(), 500*time.Millisecond)) != nil {
+			if sleep.For(ctx, min(f.MaxWait(), 500*time.Millisecond)) != nil {
 				return
 			}
 		}
@@ -529,7 +530,7 @@ func (p *partition) readFailed(ctx context.Context, bo backoff.BackOff, offset i
 	p.w.reads.Fail(p.tp, offset, p.w.cfg.Now(), what+err.Error())
 	wait := bo.NextBackOff()
 	p.log.Warn(msg, zap.Int64("offset", offset), zap.Duration("in", wait), zap.Error(err))
-	return sleepCtx(ctx, wait) == nil
+	return sleep.For(ctx, wait) == nil
 }
 
 // outOfRange moves the fetcher back inside the log when its offset is
@@ -539,7 +540,7 @@ func (p *partition) outOfRange() bool {
 	first, last, err := p.offsets.Bounds(p.taking)
 	if err != nil {
 		log.Warn("offset out of range and the log's bounds cannot be read; retrying", zap.Error(err))
-		_ = sleepCtx(p.taking, time.Second)
+		_ = sleep.For(p.taking, time.Second)
 		return false
 	}
 	var reason string

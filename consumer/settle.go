@@ -10,9 +10,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 	"github.com/timbroadcast/timbroadcast/sender"
 )
@@ -173,7 +175,7 @@ func (s *stream) send(c *call.Call) (err error) {
 			return s.abandoned()
 		}
 		var resp *sender.Response
-		if ss, ok := s.app.Current().(SlotSender); ok {
+		if ss, ok := s.app.Current().(apps.SlotSender); ok {
 			resp, err = ss.SendBodyReserved(ctx, c.Body)
 		} else {
 			resp, err = s.app.Current().SendBody(ctx, c.Body)
@@ -478,7 +480,7 @@ func (s *stream) writeHeld(log *zap.Logger, what string, out writer, offset int6
 		w.holds.Fail(s.tp, w.cfg.Now(), what+": "+err.Error())
 		log.Error(what+" failed; retrying (the offset is committed only after it succeeds)",
 			zap.Int("attempt", attempt), zap.String("topic", out.topicName()), zap.Error(err))
-		if sleepCtx(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
+		if sleep.For(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
 			endSpans(err)
 			return s.abandoned()
 		}

@@ -24,21 +24,9 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
 	"github.com/timbroadcast/timbroadcast/consumer/schedule"
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
-	"github.com/timbroadcast/timbroadcast/sender"
 )
-
-// Sender sends one encoded message body, retrying as it sees fit; a failure
-// is a *sender.Error. *sender.Client implements it.
-type Sender = apps.Sender
-
-// SlotSender is a Sender that can take a pacing slot first and decide what
-// to send once it has it (merge mode). *sender.Client implements it.
-type SlotSender interface {
-	Sender
-	Reserve(ctx context.Context) error
-	SendBodyReserved(ctx context.Context, body []byte) (*sender.Response, error)
-}
 
 // Worker consumes the source topic in a consumer group and delivers each
 // record through a Sender.
@@ -462,7 +450,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.joined.Store(false)
 			w.kafkaErr.Store(err.Error())
 			w.log.Warn("joining the consumer group failed; retrying", zap.Error(err), zap.Duration("in", w.cfg.JoinGroupBackoff))
-			_ = sleepCtx(ctx, w.cfg.JoinGroupBackoff)
+			_ = sleep.For(ctx, w.cfg.JoinGroupBackoff)
 			continue
 		default:
 			fatal = w.runGeneration(ctx, gen)
@@ -614,16 +602,4 @@ func (w *Worker) stuckSummary() string {
 		return ""
 	}
 	return strings.Join(lines, "; ") + fmt.Sprintf(" (longer than TIM_STUCK_AFTER=%s)", w.cfg.StuckAfter)
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

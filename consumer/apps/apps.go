@@ -29,6 +29,14 @@ type Sender interface {
 	SendBody(ctx context.Context, body []byte) (*sender.Response, error)
 }
 
+// SlotSender is a Sender that can take a pacing slot first and decide what
+// to send once it has it (merge mode). *sender.Client implements it.
+type SlotSender interface {
+	Sender
+	Reserve(ctx context.Context) error
+	SendBodyReserved(ctx context.Context, body []byte) (*sender.Response, error)
+}
+
 // Spec is one app (SDKAppID) as configured: several apps in one
 // deployment (TIM_APPS_FILE), each its own Sender (key, region, standby),
 // rate, call schedule and pause.

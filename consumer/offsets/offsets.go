@@ -17,6 +17,7 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/group"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"github.com/timbroadcast/timbroadcast/consumer/metrics"
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -86,7 +87,7 @@ func (o *Partition) Commit(ctx context.Context, next int64, metadata string, ref
 		if refused != nil {
 			refused(err, attempt)
 		}
-		if err := sleep(ctx, bo.NextBackOff()); err != nil {
+		if err := sleep.For(ctx, bo.NextBackOff()); err != nil {
 			return fmt.Errorf("commit offset %d: %w", next, err)
 		}
 	}
@@ -150,7 +151,7 @@ func (o *Partition) Read(ctx context.Context, log *zap.Logger) (int64, []wire.Ap
 			return committed, f, nil
 		}
 		log.Warn("cannot read the committed offset; retrying", zap.Int("attempt", attempt), zap.Error(err))
-		if err := sleep(ctx, bo.NextBackOff()); err != nil {
+		if err := sleep.For(ctx, bo.NextBackOff()); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -232,16 +233,4 @@ func (g GroupClient) OffsetCommit(ctx context.Context, r *kafka.OffsetCommitRequ
 // OffsetFetch reads over the member's coordinator connection.
 func (g GroupClient) OffsetFetch(ctx context.Context, r *kafka.OffsetFetchRequest) (*kafka.OffsetFetchResponse, error) {
 	return g.Member.OffsetFetch(ctx, r)
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

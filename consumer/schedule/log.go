@@ -11,6 +11,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jonboulle/clockwork"
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"go.uber.org/zap"
 )
 
@@ -378,7 +379,7 @@ func (l *Log) readLoop(ctx context.Context) {
 		l.setLogErr(err)
 		d := bo.NextBackOff()
 		l.log.Warn(what, zap.Error(err), zap.Duration("in", d))
-		return sleepCtx(ctx, d) == nil
+		return sleep.For(ctx, d) == nil
 	}
 	l.mu.Lock()
 	apps := make(map[uint64]*pacer, len(l.apps))
@@ -561,7 +562,7 @@ func (l *Log) writeLoop(ctx context.Context) {
 		}
 		d := bo.NextBackOff()
 		l.log.Warn("cannot write to the claims log; calls wait", zap.Error(err), zap.Duration("in", d))
-		if sleepCtx(ctx, d) != nil {
+		if sleep.For(ctx, d) != nil {
 			return
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"go.uber.org/zap"
 )
 
@@ -356,7 +357,7 @@ func (s *Schedule) sleepUntil(ctx context.Context, at time.Time) error {
 	if s.slots != nil {
 		d = s.slots.local.Until(at)
 	}
-	return sleepCtx(ctx, d)
+	return sleep.For(ctx, d)
 }
 
 // Probe reports whether the turn is the paused gate's one probe.

@@ -1,0 +1,20 @@
+// Package sleep waits a while unless a context ends first: the backoffs
+// and waits of the worker, its offsets and its call schedule.
+package sleep
+
+import (
+	"context"
+	"time"
+)
+
+// For waits d, or until ctx ends (then its error).
+func For(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
