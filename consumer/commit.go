@@ -7,9 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
@@ -62,16 +62,16 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 	return next, nil
 }
 
-// settled commits past members of c, the stream s's records up to the
+// settled commits past members of done, the stream s's records up to the
 // last of them with their final outcome: the partition commits as far as
 // every stream allows. When the commit stays below them (another app's
-// record waits before them) and c did not deliver them (a delivery is on
+// record waits before them) and done did not deliver them (a delivery is on
 // record already), the delivered log records them too, so a restart
 // knows them. Their spans end: an event's span runs from its fetch to its
 // commit.
-func (cm *committer) settled(s *stream, c *call.Call, members []*call.Record) error {
-	cm.clear(s)
-	p := cm.p
+func (c *committer) settled(s *stream, done *call.Call, members []*call.Record) error {
+	c.clear(s)
+	p := c.p
 	last := members[len(members)-1].Msg.Offset
 	s.settledTo = last + 1
 	p.mu.Lock()
@@ -79,11 +79,11 @@ func (cm *committer) settled(s *stream, c *call.Call, members []*call.Record) er
 	p.lows.Set(&s.place, low)
 	p.mu.Unlock()
 	s.app.SetWaiting(s.w.metrics, s.obs.Label, s, at)
-	committed, err := cm.advance(s)
-	if err == nil && committed <= last && c.Res != call.Delivered && c.Res != call.Already {
+	committed, err := c.advance(s)
+	if err == nil && committed <= last && done.Res != call.Delivered && done.Res != call.Already {
 		err = s.recordSettled(last)
 	}
-	c.Obs.Committed(members, err)
+	done.Obs.Committed(members, err)
 	return err
 }
 

@@ -6,10 +6,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
@@ -149,7 +149,7 @@ func (s *stream) send(c *call.Call) (err error) {
 			t.Released()
 			return err
 		}
-		s.floor = w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, c.Members[0].Msg.Time, w.cfg.Now(), s.floor)
+		s.floor = w.delivered.Fresh(s.taking, s.app.DeliveredKey(), s.tp.topic, s.tp.partition, s.topicID, c.Members[0].Msg.Time, w.cfg.Now(), s.floor)
 		if c.LastOffset() < s.floor {
 			// Delivered meanwhile by another deployment (the call waited
 			// long, a pause say): not sent.

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
 	"github.com/timbroadcast/timbroadcast/consumer/apps"
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/delivered"
@@ -70,10 +70,10 @@ type stream struct {
 	settledTo int64          // every record of the stream below it has its outcome
 	reader    *kafkaconn.Fetcher
 	// The delivered log (package delivered): records below floor were
-	// delivered already; appKey is the app's key there ("": records of
-	// no app), topicID the source topic's id as the stream began.
-	floor           int64
-	appKey, topicID string
+	// delivered already; topicID is the source topic's id as the stream
+	// began.
+	floor   int64
+	topicID string
 }
 
 // handOff hands rec, routed to app a (nil: none), to a's stream in the
@@ -153,9 +153,6 @@ func (p *partition) newStream(a *apps.App) *stream {
 		if a != nil {
 			s.log = s.log.With(zap.Uint64("sdkappid", a.SDKAppID))
 		}
-	}
-	if a != nil {
-		s.appKey = a.Key
 	}
 	s.obs = &call.Observer{Tracing: p.w.tr, Metrics: p.w.metrics, Log: s.log, Urgent: p.urgent, DLQTopic: p.w.cfg.DLQTopic,
 		OnOutcome: p.w.cfg.OnOutcome, Failing: func(at time.Time, what string) { p.w.holds.Fail(s.tp, at, what) }}
@@ -658,7 +655,7 @@ func (s *stream) plan() (*call.Call, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.floor = s.w.delivered.Fresh(s.taking, s.appKey, s.tp.topic, s.tp.partition, s.topicID, rec.Msg.Time, s.w.cfg.Now(), s.floor)
+	s.floor = s.w.delivered.Fresh(s.taking, s.app.DeliveredKey(), s.tp.topic, s.tp.partition, s.topicID, rec.Msg.Time, s.w.cfg.Now(), s.floor)
 	if rec.Msg.Offset < s.floor {
 		return s.already(rec), nil
 	}

@@ -32,7 +32,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 	"io"
 	"os"
 	"os/signal"
@@ -42,6 +41,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/timbroadcast/timbroadcast/consumer/kafkaconn"
 )
 
 const usage = `timbroadcast delivers broadcast events from Kafka to Tencent Cloud Chat

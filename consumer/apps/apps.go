@@ -95,6 +95,15 @@ func New(spec Spec, key string) *App {
 	return a
 }
 
+// DeliveredKey is the app's key in the delivered log ("" for nil: the
+// records of no app, which it never holds).
+func (a *App) DeliveredKey() string {
+	if a == nil {
+		return ""
+	}
+	return a.Key
+}
+
 // Current is the Sender the app's next call uses.
 func (a *App) Current() Sender {
 	if s := a.current.Load(); s != nil {

@@ -5,8 +5,8 @@
 //
 // A caller takes a turn for a partition (Schedule.Take, urgent or not):
 // the gate must be open, or the caller is the paused gate's one probe; then
-// a slot of the app's rate. It makes its call at Turn.Leave (retries inside
-// the turn wait for Turn.Retry), and ends the turn exactly once:
+// a slot of the app's rate. It makes its call once Turn.Wait returns (retries inside
+// the turn wait with Turn.RetryWait), and ends the turn exactly once:
 //
 //   - Sent: the API answered something other than a pause (a probe's
 //     answer opens the gate for every member);

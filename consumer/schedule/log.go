@@ -11,8 +11,9 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jonboulle/clockwork"
-	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 )
 
 // ClaimsLog is the claims log's storage as the schedule uses it:

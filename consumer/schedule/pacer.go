@@ -76,8 +76,9 @@ type pacer struct {
 	mu   sync.Mutex
 	view view
 	mine map[Partition]bool
-	// alone is aloneLocked's answer, kept as view and mine change (it is
-	// asked at every turn of the grant loop).
+	// alone says this member owns every partition of the source topics
+	// (ownsAllLocked), kept as view and mine change: it is asked at every
+	// turn of the grant loop.
 	alone   bool
 	waiting []*slotWaiter
 	skip    int // calls to leave unused after a 10023 (another sender)
@@ -261,11 +262,8 @@ func (s *pacer) setView(v view) {
 	s.wantWrite()
 }
 
-// aloneLocked reports whether this member owns every partition of the
-// source topics.
-func (s *pacer) aloneLocked() bool { return s.alone }
-
-// ownsAllLocked works aloneLocked's answer out from view and mine.
+// ownsAllLocked reports whether this member owns every partition of the
+// source topics, from view and mine.
 func (s *pacer) ownsAllLocked() bool {
 	if len(s.view.all) == 0 {
 		return false
@@ -387,7 +385,7 @@ func (s *pacer) loop(ctx context.Context, lazy bool) {
 	for {
 		s.mu.Lock()
 		var wait time.Duration
-		if s.aloneLocked() {
+		if s.alone {
 			wait = s.grantAloneLocked()
 			s.obs.Share(1, float64(time.Second)/float64(s.period))
 		} else {
@@ -489,7 +487,7 @@ func (s *pacer) grantAloneLocked() time.Duration {
 	return 0
 }
 
-// left records that a granted call's attempt left at at (Turn.Left, this
+// left records that a granted call's attempt left at at (Turn.Departed, this
 // member's clock). A lone member paces by its own calls, so the next one
 // is a period after the latest departure, not after the grant: time the
 // caller spent after its grant (a slow in-flight record, a loaded host)
@@ -577,7 +575,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 				s.grantLocked(j, maxTime(at, now))
 				// Where the claims log has the call: its grant, even when it
 				// was read back late and leaves now. A departure later than
-				// that (Turn.Left) is recorded again (a Took record), which
+				// that (Turn.Departed) is recorded again (a Took record), which
 				// moves the next grant, whoever's, to a period after it.
 				s.recorded = s.clock.toLocal(at)
 				s.last = s.recorded
@@ -598,7 +596,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 // whether it is urgent: one claim for the bulk waiters, one more (urgent)
 // while an urgent caller waits.
 func (s *pacer) claimNeededLocked() (need, urgent bool) {
-	if s.aloneLocked() || len(s.waiting) == 0 {
+	if s.alone || len(s.waiting) == 0 {
 		return false, false
 	}
 	urgentWaiting := slices.ContainsFunc(s.waiting, func(w *slotWaiter) bool { return w.urgent })
@@ -753,7 +751,7 @@ func (s *pacer) apply(off int64, r claimRecord, stamp int64) {
 // (or when a lone member does not need it).
 func (s *pacer) logError() error {
 	s.mu.Lock()
-	alone := s.aloneLocked()
+	alone := s.alone
 	s.mu.Unlock()
 	if alone {
 		return nil // a lone member sends without it

@@ -229,6 +229,14 @@ func newSchedHarness(t *testing.T) *schedHarness {
 // harnessApp is the app of the harness's members.
 const harnessApp = 1400000001
 
+// twoMembers starts two members of one app, each owning one of its two
+// partitions: a (t/0) and b (t/1).
+func (h *schedHarness) twoMembers() (a, b Partition, sa, sb *pacer) {
+	a, b = tp("t", 0), tp("t", 1)
+	v := view{all: []Partition{a, b}}
+	return a, b, h.member(v, a), h.member(v, b)
+}
+
 // member starts a member's schedule owning mine of the partitions in v
 // (its claims log and grant loop; the view is set by the test).
 func (h *schedHarness) member(v view, mine ...Partition) *pacer {
@@ -391,10 +399,7 @@ func (h *schedHarness) until(rounds int, chans ...<-chan grant) []grant {
 // a period apart and both members get them.
 func TestScheduleClaims(t *testing.T) {
 	h := newSchedHarness(t)
-	a, b := tp("t", 0), tp("t", 1)
-	v := view{all: []Partition{a, b}}
-	sa := h.member(v, a)
-	sb := h.member(v, b)
+	a, b, sa, sb := h.twoMembers()
 	start := h.clock.Now()
 	first := h.until(2, h.waitFor(sa, 0, a, false))[0]
 	if !first.at.Equal(start) || !first.granted.Equal(start) {
@@ -620,7 +625,7 @@ func TestScheduleClaimPrunedBeforeUse(t *testing.T) {
 }
 
 // A lone member spaces the next call a period after the latest
-// departure it was told of (Turn.Left), not after the grant: a call that left late (a slow in-flight record on a loaded host)
+// departure it was told of (Turn.Departed), not after the grant: a call that left late (a slow in-flight record on a loaded host)
 // does not bring the next one nearer than a period at the server.
 func TestScheduleAloneSpacesFromDeparture(t *testing.T) {
 	h := newSchedHarness(t)
@@ -818,10 +823,7 @@ func TestScheduleHold(t *testing.T) {
 // which would bring two calls nearer than a period at the server (10023).
 func TestScheduleLateGrantSpacesFromDeparture(t *testing.T) {
 	h := newSchedHarness(t)
-	a, b := tp("t", 0), tp("t", 1)
-	v := view{all: []Partition{a, b}}
-	sa := h.member(v, a)
-	sb := h.member(v, b)
+	a, b, sa, sb := h.twoMembers()
 	first := h.until(2, h.waitFor(sa, 0, a, false))[0]
 	sa.left(first.at)
 
@@ -872,14 +874,11 @@ func TestLogFlush(t *testing.T) {
 
 // A slot already handed to its caller (a lead before its time) still
 // moves when another member's call that left late is recorded meanwhile:
-// the caller's recheck at its time (Turn.Recheck) says to leave a period
+// the caller's recheck at its time (Turn.Wait) says to leave a period
 // after that call, not at the slot's first time.
 func TestScheduleHandedSlotMovesAfterLateCall(t *testing.T) {
 	h := newSchedHarness(t)
-	a, b := tp("t", 0), tp("t", 1)
-	v := view{all: []Partition{a, b}}
-	sa := h.member(v, a)
-	sb := h.member(v, b)
+	a, b, sa, sb := h.twoMembers()
 	first := h.until(2, h.waitFor(sa, 0, a, false))[0]
 
 	// sb's slot, a period after sa's call, is handed over (a lead before

@@ -8,8 +8,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"go.uber.org/zap"
+
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 )
 
 // Partition names one partition of a source topic.
@@ -276,22 +277,22 @@ func (t *Turn) slot(ctx context.Context) (time.Time, uint64, error) {
 	return time.Now(), 0, nil
 }
 
-// Recheck returns when the turn's call should leave now: Leave, moved
+// recheck returns when the turn's call should leave now: Leave, moved
 // later when a record the claims log gave since moved its slot (another
 // member's call that left late, recorded at its departure, reached this
 // member after the slot was handed over). A caller checks it once Leave
 // has come, and waits again when it moved.
-func (t *Turn) Recheck() time.Time {
+func (t *Turn) recheck() time.Time {
 	if t.s.slots != nil && t.seq != 0 {
 		t.Leave = t.s.slots.moved(t.seq, t.Leave)
 	}
 	return t.Leave
 }
 
-// Retry waits for one more slot inside the turn, for an attempt that
+// retry waits for one more slot inside the turn, for an attempt that
 // retries the call (the gate was passed), and returns when it leaves. An
 // operator's hold that came meanwhile is waited out first.
-func (t *Turn) Retry(ctx context.Context) (time.Time, error) {
+func (t *Turn) retry(ctx context.Context) (time.Time, error) {
 	for {
 		if err := t.s.gate.waitHold(ctx); err != nil {
 			return time.Time{}, err
@@ -303,21 +304,12 @@ func (t *Turn) Retry(ctx context.Context) (time.Time, error) {
 	}
 }
 
-// Left records that an attempt of the turn's call left at at (its request
-// was made). A member alone spaces its next call a period after it, so
-// the time between a grant and the request never brings two calls nearer
-// than a period; the sender reports it (sender.Trace.Leaving). at is read
-// on the schedule's Clock's terms: a worker's is the real clock, as the
-// sender's is.
-func (t *Turn) Left(at time.Time) {
-	if t != nil && t.s.slots != nil {
-		t.s.slots.left(at)
-	}
-}
-
 // Departed records that an attempt of the turn's call left at at, a time
 // of the real clock (sender.Trace: its request was made, or written to
-// its connection): Left, at on the schedule's Clock.
+// its connection). A member alone spaces its next call a period after
+// it, so the time between a grant and the request never brings two calls
+// nearer than a period. at is read on the real clock and placed on the
+// schedule's Clock.
 func (t *Turn) Departed(at time.Time) {
 	if t != nil && t.s.slots != nil {
 		t.s.slots.left(at.Add(-time.Since(t.s.slots.local.Now())))
@@ -325,7 +317,7 @@ func (t *Turn) Departed(at time.Time) {
 }
 
 // Wait waits until the turn's call should leave: Leave, and once it has
-// come, later while Recheck moves it (another member's call that left
+// come, later while recheck moves it (another member's call that left
 // late: a period after that call). The error is ctx's when it ended
 // first.
 func (t *Turn) Wait(ctx context.Context) error {
@@ -335,15 +327,15 @@ func (t *Turn) Wait(ctx context.Context) error {
 		if err := t.s.sleepUntil(ctx, t.Leave); err != nil {
 			return err
 		}
-		t.Recheck()
+		t.recheck()
 	}
 	return nil
 }
 
-// RetryWait waits for one more slot inside the turn (Retry), then until
+// RetryWait waits for one more slot inside the turn (retry), then until
 // it leaves.
 func (t *Turn) RetryWait(ctx context.Context) error {
-	at, err := t.Retry(ctx)
+	at, err := t.retry(ctx)
 	if err != nil {
 		return err
 	}
