@@ -265,15 +265,20 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // BENCH_KEYS=app keys each app's events by its name (one partition per
 // app) instead of spreading them over the partitions; BENCH_APPS sets the
 // number of apps (a machine less loaded shows the CPU a call costs
-// without contention); RSS_PROFILE_DIR, if
+// without contention), BENCH_REPLICAS the number of replicas (1: a lone
+// member, which paces by its own calls and claims nothing: the cost of a
+// call without the claims log); RSS_PROFILE_DIR, if
 // set, gets a CPU profile of one replica:
 //
 //	go test -run '^$' -bench ThousandApps -benchtime 1x -v ./cmd/timbroadcast
 func BenchmarkThousandApps(b *testing.B) {
-	const perApp, replicas = 20, 3
-	apps := 1000
+	const perApp = 20
+	apps, replicas := 1000, 3
 	if n, err := strconv.Atoi(os.Getenv("BENCH_APPS")); err == nil && n > 0 {
 		apps = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("BENCH_REPLICAS")); err == nil && n > 0 {
+		replicas = n
 	}
 	for range b.N {
 		names := make([]string, apps)

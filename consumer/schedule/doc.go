@@ -38,6 +38,7 @@
 //	log.go       Log: the claims log shared by the apps of a worker (start-up
 //	             scan for each app's latest snapshot, the reader, the
 //	             batching writer)
+//	granter.go   every app's grant loop on one goroutine and one timer
 //	clock.go     the broker's clock read off this member's
 //	hold.go      an operator's hold: Pause, Resume, Current
 //	kafkalog.go  the claims log on its single-partition topic (EnsureLog,

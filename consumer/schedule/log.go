@@ -81,10 +81,8 @@ type Log struct {
 	// append); roundDone is closed at the end of each (Flush).
 	rounds    uint64
 	roundDone chan struct{}
-	// loops are the apps' grant loops running (lazily: pacer.poke);
-	// loopsDone says Run awaits them, so none starts any more.
-	loops     sync.WaitGroup
-	loopsDone bool
+	// granter runs every app's grant loop (Run runs it).
+	granter *granter
 
 	// joining are the apps added while the log runs, for the reader to
 	// start (their chains read from the log); cutRead ends the reader's
@@ -114,7 +112,7 @@ func NewLog(cfg LogConfig) *Log {
 	_, _ = rand.Read(b)
 	l := &Log{store: cfg.Store, clock: newBrokerClock(local), local: local, log: log, id: hex.EncodeToString(b),
 		defaultApp: cfg.DefaultApp, apps: map[uint64]*pacer{}, dirty: map[uint64]bool{}, wrote: make(chan struct{}, 1),
-		joining: map[uint64]*pacer{}, roundDone: make(chan struct{})}
+		joining: map[uint64]*pacer{}, roundDone: make(chan struct{}), granter: newGranter(local)}
 	l.readSeen.Store(-1)
 	return l
 }
@@ -184,23 +182,8 @@ func (l *Log) Run(ctx context.Context) {
 	var loops sync.WaitGroup
 	loops.Go(func() { l.readLoop(ctx) })
 	loops.Go(func() { l.writeLoop(ctx) })
+	loops.Go(func() { l.granter.run(ctx) })
 	loops.Wait()
-	l.mu.Lock()
-	l.loopsDone = true
-	l.mu.Unlock()
-	l.loops.Wait()
-}
-
-// goLoop runs an app's grant loop, owned by the log (Run awaits it);
-// false once Run no longer does.
-func (l *Log) goLoop(f func()) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.loopsDone {
-		return false
-	}
-	l.loops.Go(f)
-	return true
 }
 
 // roundEnded ends a round of the writer.

@@ -83,12 +83,10 @@ type pacer struct {
 	waiting []*slotWaiter
 	skip    int // calls to leave unused after a 10023 (another sender)
 	strikes int // 10023 answers in a row
-	changed chan struct{}
-	// lazyCtx, once set (Schedule.Run), makes the grant loop run only
-	// while the app has something to do: started by poke, ended when idle
-	// (running says it runs). An idle app costs no goroutine and no timer.
+	// lazyCtx, once set (Schedule.Run), has the log's granter step the
+	// app while it has something to do (a poke makes it look); an idle
+	// app costs no goroutine and no timer.
 	lazyCtx context.Context
-	running bool
 	// last is when the last call of this member left (this member's
 	// clock: a correction of the broker's clock learnt later moves no
 	// spacing).
@@ -110,6 +108,15 @@ type pacer struct {
 	outbox []claimRecord
 	// renewing says a renewal of the hold is on its way.
 	renewing bool
+
+	// Kept by the log's granter, under its lock: queued says the app is
+	// in its ready list, round the last round that took it, dueAt when
+	// it asked to be stepped and dueIdx its place in the granter's heap
+	// (-1: none).
+	queued bool
+	round  uint64
+	dueAt  time.Time
+	dueIdx int
 }
 
 // claim is one of this member's claims.
@@ -167,7 +174,7 @@ func newPacer(app uint64, rate float64, refresh time.Duration, l *Log, log *zap.
 		obs:     obs,
 		id:      l.id,
 		mine:    map[Partition]bool{},
-		changed: make(chan struct{}, 1),
+		dueIdx:  -1,
 	}
 }
 
@@ -178,25 +185,10 @@ func wake(ch chan struct{}) {
 	}
 }
 
-// poke wakes the grant loop; a lazy one not running is started (the
-// claims log runs it: Log.Run awaits it).
-func (s *pacer) poke() {
-	wake(s.changed)
-	s.mu.Lock()
-	ctx := s.lazyCtx
-	start := ctx != nil && !s.running && ctx.Err() == nil
-	if start {
-		s.running = true
-	}
-	s.mu.Unlock()
-	if start && !s.l.goLoop(func() { s.loop(ctx, true) }) {
-		s.mu.Lock()
-		s.running = false
-		s.mu.Unlock()
-	}
-}
+// poke has the log's granter step the app at its next round.
+func (s *pacer) poke() { s.l.granter.poke(s) }
 
-// lazy makes the grant loop run only while the app has something to do,
+// lazy has the log's granter step the app while it has something to do,
 // until ctx ends (Schedule.Run).
 func (s *pacer) lazy(ctx context.Context) {
 	s.mu.Lock()
@@ -376,44 +368,28 @@ func (s *pacer) publish(r claimRecord) {
 	s.wantWrite()
 }
 
-// run grants calls until ctx ends.
-func (s *pacer) run(ctx context.Context) { s.loop(ctx, false) }
-
-// loop grants calls until ctx ends; a lazy one also ends when the app is
-// idle (poke starts it again).
-func (s *pacer) loop(ctx context.Context, lazy bool) {
-	for {
-		s.mu.Lock()
-		var wait time.Duration
-		if s.alone {
-			wait = s.grantAloneLocked()
-			s.obs.Share(1, float64(time.Second)/float64(s.period))
-		} else {
-			wait = s.grantClaimedLocked()
-			s.obs.Share(s.share, s.share*float64(time.Second)/float64(s.period))
-		}
-		wait = min(wait, s.renewHoldLocked())
-		if lazy && s.idleLocked() {
-			select {
-			case <-s.changed: // poked meanwhile: look again
-				s.mu.Unlock()
-				continue
-			default:
-			}
-			s.running = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		if !s.sleep(ctx, wait) {
-			if lazy {
-				s.mu.Lock()
-				s.running = false
-				s.mu.Unlock()
-			}
-			return
-		}
+// step grants what is due now. It returns how long until the app should
+// be stepped again, and false when the app is idle (stepped again only
+// when poked) or not run (Schedule.Run).
+func (s *pacer) step() (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lazyCtx == nil || s.lazyCtx.Err() != nil {
+		return 0, false
 	}
+	var wait time.Duration
+	if s.alone {
+		wait = s.grantAloneLocked()
+		s.obs.Share(1, float64(time.Second)/float64(s.period))
+	} else {
+		wait = s.grantClaimedLocked()
+		s.obs.Share(s.share, s.share*float64(time.Second)/float64(s.period))
+	}
+	wait = min(wait, s.renewHoldLocked())
+	if s.idleLocked() {
+		return 0, false
+	}
+	return wait, true
 }
 
 // renewHoldLocked writes the app's hold again when no record has carried
@@ -757,22 +733,6 @@ func (s *pacer) logError() error {
 		return nil // a lone member sends without it
 	}
 	return s.l.Err()
-}
-
-// sleep waits d, or until the schedule changes; false when ctx ended.
-func (s *pacer) sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := s.local.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-s.changed:
-	case <-t.Chan():
-	}
-	return true
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -253,6 +253,8 @@ func (h *schedHarness) memberOn(clock clockwork.Clock, app uint64, rate float64,
 // rates), each owning mine of v; its slots in app order.
 func (h *schedHarness) memberApps(clock clockwork.Clock, apps map[uint64]float64, v view, mine ...Partition) []*pacer {
 	l := NewLog(LogConfig{Store: h.slots, DefaultApp: harnessApp, Clock: clock, Logger: zap.NewNop()})
+	// The granter always sleeps on the fake clock (settle counts it).
+	l.granter.idle = 200 * time.Millisecond
 	var ids []uint64
 	for app := range apps {
 		ids = append(ids, app)
@@ -269,7 +271,7 @@ func (h *schedHarness) memberApps(clock clockwork.Clock, apps map[uint64]float64
 		if h.setup != nil {
 			h.setup(s)
 		}
-		h.loops.Go(func() { s.run(h.ctx) })
+		s.lazy(h.ctx)
 		h.members = append(h.members, s)
 		out = append(out, s)
 	}
@@ -287,7 +289,7 @@ func (h *schedHarness) join(l *Log, app uint64, rate float64, v view, mine ...Pa
 	}
 	s.setView(v)
 	s.setMine(mine)
-	h.loops.Go(func() { s.run(h.ctx) })
+	s.lazy(h.ctx)
 	h.members = append(h.members, s)
 	return s
 }
@@ -346,8 +348,8 @@ func (s *pacer) quiet() bool {
 	return true
 }
 
-// settle waits until every member is quiet (at most 5 s) and its grant
-// loop waits on the fake clock.
+// settle waits until every member is quiet (at most 5 s) and every
+// member's granter waits on the fake clock.
 func (h *schedHarness) settle() {
 	h.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -356,7 +358,7 @@ func (h *schedHarness) settle() {
 			time.Sleep(200 * time.Microsecond)
 		}
 	}
-	if err := h.clock.BlockUntilContext(h.ctx, len(h.members)); err != nil {
+	if err := h.clock.BlockUntilContext(h.ctx, len(h.logs)); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -156,10 +156,10 @@ func New(cfg Config) (*Schedule, error) {
 func (s *Schedule) Paced() bool { return s.slots != nil }
 
 // Run makes the schedule grant this app's calls until ctx ends, and
-// returns: with a Rate, the claims log (Log.Run, which awaits it) runs
-// the app's grant loop while the app has something to do (a caller
-// waiting, a claim out, a hold to renew), so an idle app costs no
-// goroutine and no timer.
+// returns: with a Rate, the claims log's granter (Log.Run) steps the
+// app's grant loop while the app has something to do (a caller waiting,
+// a claim out, a hold to renew), so an idle app costs no goroutine and no
+// timer.
 func (s *Schedule) Run(ctx context.Context) {
 	if s.slots != nil {
 		s.slots.lazy(ctx)

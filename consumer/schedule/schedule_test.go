@@ -84,8 +84,9 @@ func TestTurns(t *testing.T) {
 }
 
 // Apps that have nothing to send cost no goroutine and no timer: 200
-// paced apps on one claims log run no grant loop while idle; a call of
-// one app runs its loop, which ends once the app is idle again.
+// paced apps on one claims log run on the log's one granter, and none of
+// them is in its heap while idle; a call of one app has it stepped, and
+// it leaves the heap once the app is idle again.
 func TestScheduleIdleAppsCostNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := NewLog(LogConfig{Store: newMemSlots(nil), Logger: zap.NewNop()})
@@ -115,16 +116,28 @@ func TestScheduleIdleAppsCostNothing(t *testing.T) {
 		deadline := time.Now().Add(5 * time.Second)
 		for runtime.NumGoroutine() > want {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d goroutines, want at most %d (the log's reader and writer, no loop per app)", what, runtime.NumGoroutine(), want)
+				t.Fatalf("%s: %d goroutines, want at most %d (the log's reader, writer and granter, no loop per app)", what, runtime.NumGoroutine(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		for {
+			l.granter.mu.Lock()
+			due := len(l.granter.due)
+			l.granter.mu.Unlock()
+			if due == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d apps in the granter's heap, want none", what, due)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	settled("200 idle apps", base+3)
+	settled("200 idle apps", base+4)
 	turn, err := scheds[7].Take(ctx, Partition{Topic: "t", Partition: 0}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	turn.Sent()
-	settled("after one app's call", base+3)
+	settled("after one app's call", base+4)
 }
