@@ -271,7 +271,7 @@ func (s *stream) ready(c *call.Call) error {
 	}
 	if c.Span == nil && len(c.Members) > 1 && s.w.tr.On() {
 		c.Span = s.w.tr.Call(c.Members, c.Random)
-		c.Log = c.Log.With(call.TraceFields(c.Span)...)
+		c.Log = c.Log.WithLazy(call.TraceFields(c.Span)...)
 	}
 	return nil
 }

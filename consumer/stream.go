@@ -697,7 +697,7 @@ func (s *stream) already(rec *call.Record) *call.Call {
 	for _, m := range members {
 		s.obs.Joined(m)
 	}
-	log := s.log.With(zap.Int64("offset", rec.Msg.Offset))
+	log := s.log.WithLazy(zap.Int64("offset", rec.Msg.Offset))
 	return &call.Call{Obs: s.obs, Members: members, Res: call.Already, Log: log}
 }
 
@@ -768,10 +768,11 @@ func (s *stream) pack(c *call.Call) {
 	for _, m := range c.Members[1:] {
 		s.obs.Joined(m)
 	}
-	c.Log = s.log.With(zap.Int64("offset", head.Msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.Random))
+	fields := []zap.Field{zap.Int64("offset", head.Msg.Offset), zap.Int("events", lo), zap.Uint32("random", c.Random)}
 	if lo == 1 {
-		c.Log = c.Log.With(s.w.tr.EventTraceFields(head)...)
+		fields = append(fields, s.w.tr.EventTraceFields(head)...)
 	}
+	c.Log = s.log.WithLazy(fields...) // encoded only if the call logs something
 }
 
 // resumeCall returns the calls that finish a call recorded as in flight

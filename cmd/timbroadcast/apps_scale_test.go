@@ -268,7 +268,8 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // without contention), BENCH_REPLICAS the number of replicas (1: a lone
 // member, which paces by its own calls and claims nothing: the cost of a
 // call without the claims log); RSS_PROFILE_DIR, if
-// set, gets a CPU profile of one replica:
+// set, gets a CPU profile of one replica and what it allocated before and
+// after it:
 //
 //	go test -run '^$' -bench ThousandApps -benchtime 1x -v ./cmd/timbroadcast
 func BenchmarkThousandApps(b *testing.B) {
@@ -357,10 +358,16 @@ func BenchmarkThousandApps(b *testing.B) {
 		}
 		calls0, cpu0, self0, req0, read0, t0 := delivered(), cpu(), self(), rc.Snapshot(), read(), time.Now()
 		if dir := os.Getenv("RSS_PROFILE_DIR"); dir != "" {
-			// A CPU profile of one replica in the steady state.
-			prof := get(b, "http://"+waitHTTPAddr(b, ws[0])+"/debug/pprof/profile?seconds=8")
-			if err := os.WriteFile(dir+"/thousand-apps.cpu", []byte(prof), 0o644); err != nil {
-				b.Fatal(err)
+			// A CPU profile of one replica in the steady state, and what it
+			// allocated before and after it (go tool pprof -diff_base).
+			addr := waitHTTPAddr(b, ws[0])
+			before := get(b, "http://"+addr+"/debug/pprof/allocs")
+			prof := get(b, "http://"+addr+"/debug/pprof/profile?seconds=8")
+			after := get(b, "http://"+addr+"/debug/pprof/allocs")
+			for name, p := range map[string]string{"thousand-apps.cpu": prof, "thousand-apps-before.allocs": before, "thousand-apps.allocs": after} {
+				if err := os.WriteFile(dir+"/"+name, []byte(p), 0o644); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
 		time.Sleep(10*time.Second - time.Since(t0))

@@ -55,13 +55,16 @@ func (o *Observer) Joined(rec *Record) {
 }
 
 // MemberLog is the stream's logger for one record: its offset, Random
-// (once decoded), trace_id and span_id (see eventTraceFields).
+// (once decoded), trace_id and span_id (see eventTraceFields). Its fields
+// are encoded only if something is logged with it: a call that goes well
+// logs nothing at the default level, and costs no encoding.
 func (o *Observer) MemberLog(rec *Record) *zap.Logger {
-	log := o.Log.With(zap.Int64("offset", rec.Msg.Offset))
+	fields := make([]zap.Field, 0, 4)
+	fields = append(fields, zap.Int64("offset", rec.Msg.Offset))
 	if rec.Ev != nil {
-		log = log.With(zap.Uint32("random", rec.Ev.Message.Random))
+		fields = append(fields, zap.Uint32("random", rec.Ev.Message.Random))
 	}
-	return log.With(o.Tracing.EventTraceFields(rec)...)
+	return o.Log.WithLazy(append(fields, o.Tracing.EventTraceFields(rec)...)...)
 }
 
 // Attempt observes one API attempt of c: its times, its span, and a

@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -145,6 +146,69 @@ func BenchmarkDecodeClaim(b *testing.B) {
 				b.Fatal(err)
 			}
 			if err := r.check(now, true); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// FuzzAppendClaim: the claims log's writer writes every record byte for
+// byte as encoding/json does (the format pinned by the goldens, read by
+// earlier releases), whatever its strings and numbers.
+func FuzzAppendClaim(f *testing.F) {
+	f.Add(2, uint64(1400000123), "a1b2c3d4", uint64(104), int64(1e18), uint16(0), 0, "", int64(0), "op", "", int64(0), int64(0), int64(0), int64(12345), int64(1e18), uint8(2), "ffee", uint64(3), int64(5), int64(7))
+	f.Add(0, uint64(0), "m<&>\"\\\u2028é\x00\xff", uint64(0), int64(-3), uint16(0xffff), 10023, "info\n", int64(-1), "op\t", "why <not>", int64(60000), int64(-5), int64(9), int64(-1), int64(0), uint8(0), "", uint64(0), int64(0), int64(0))
+	f.Fuzz(func(t *testing.T, v int, app uint64, by string, seq uint64, ts int64, flags uint16, code int, info string, next int64,
+		holdBy, reason string, forMs, since, until, seen, latest int64, grants uint8, gBy string, gSeq uint64, gTS, gAt int64) {
+		flag := func(i int) bool { return flags&(1<<i) != 0 }
+		r := claimRecord{V: v, App: app, By: by, Seq: seq, TS: ts, Urgent: flag(0), Took: flag(1), Resume: flag(2), Unsynced: flag(3),
+			Release: flag(4), State: chainState{Seen: seen, Latest: latest}}
+		if flag(5) {
+			r.Pause = &pauseRecord{Code: code, Info: info, Next: next}
+		}
+		if flag(6) {
+			r.Hold = &holdRecord{By: holdBy, Reason: reason, ForMs: forMs, Since: since, Until: until}
+		}
+		if flag(7) {
+			r.State.Hold = &holdState{By: holdBy, Reason: reason, Since: since, Until: until, Last: forMs}
+		}
+		if flag(8) {
+			r.State.Grants = []slotGrant{}
+		}
+		for i := range int(grants % 8) {
+			r.State.Grants = append(r.State.Grants, slotGrant{By: gBy, Seq: gSeq + uint64(i), TS: gTS, At: gAt + int64(i),
+				Urgent: flag(9 + i%2), Fixed: flag(11 + i%3)})
+		}
+		want, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendClaim(nil, &r); !bytes.Equal(got, want) {
+			t.Fatalf("appendClaim wrote\n%s\nencoding/json writes\n%s", got, want)
+		}
+	})
+}
+
+// BenchmarkEncodeClaim: a claim with a snapshot of four grants, as a
+// member writes one for each call: the writer and encoding/json.
+//
+//	go test -run '^$' -bench EncodeClaim -benchmem ./consumer/schedule
+func BenchmarkEncodeClaim(b *testing.B) {
+	now := time.Now()
+	r := claimRecord{V: claimsVersion, App: 1400000123, By: "a1b2c3d4", Seq: 104, TS: now.UnixNano(), State: chainState{Seen: 12345, Latest: now.UnixNano()}}
+	for i := range 4 {
+		r.State.Grants = append(r.State.Grants, slotGrant{By: "a1b2c3d4", Seq: uint64(100 + i), TS: now.UnixNano(),
+			At: now.Add(time.Duration(i) * time.Second).UnixNano()})
+	}
+	b.Run("append", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			buf = appendClaim(buf[:0], &r)
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := json.Marshal(r); err != nil {
 				b.Fatal(err)
 			}
 		}

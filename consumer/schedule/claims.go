@@ -370,13 +370,11 @@ func (c *chain) find(by string, seq uint64) (slotGrant, bool) {
 	return slotGrant{}, false
 }
 
+// encodeClaim is the stored value of r, written as this release's
+// version.
 func encodeClaim(r claimRecord) []byte {
 	r.V = claimsVersion
-	b, err := json.Marshal(r)
-	if err != nil {
-		panic(err) // plain values only
-	}
-	return b
+	return appendClaim(make([]byte, 0, 256), &r)
 }
 
 // decodeClaim reads a claims-log record, refusing one out of bounds. ref
