@@ -467,8 +467,7 @@ func (l *Log) readLoop(ctx context.Context) {
 					"(rolling upgrade in progress? upgrade this member too)", zap.Int("version", r.V), zap.Int("known", claimsVersion),
 					zap.String("by", cutOutside(r.By, 64)))
 			}
-			if p := apps[l.appOf(r)]; p != nil {
-				p.apply(m.offset, r, stampNanos(m.stamp))
+			if p := apps[l.appOf(r)]; p != nil && p.apply(m.offset, r, stampNanos(m.stamp)) {
 				touched[p] = true
 			}
 			l.readSeen.Store(m.offset)

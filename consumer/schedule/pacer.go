@@ -96,6 +96,8 @@ type pacer struct {
 	// share is this member's part of the group's recent calls (a moving
 	// average over the claims log's grants).
 	share float64
+	// shown is the share and rate last shown to the observer.
+	shown [2]float64
 	seq   uint64
 	// claims are this member's claims not yet used, in order.
 	claims []*claim
@@ -378,12 +380,15 @@ func (s *pacer) step() (time.Duration, bool) {
 		return 0, false
 	}
 	var wait time.Duration
+	share := s.share
 	if s.alone {
-		wait = s.grantAloneLocked()
-		s.obs.Share(1, float64(time.Second)/float64(s.period))
+		wait, share = s.grantAloneLocked(), 1
 	} else {
 		wait = s.grantClaimedLocked()
-		s.obs.Share(s.share, s.share*float64(time.Second)/float64(s.period))
+	}
+	if shown := [2]float64{share, share * float64(time.Second) / float64(s.period)}; shown != s.shown {
+		s.shown = shown
+		s.obs.Share(shown[0], shown[1])
 	}
 	wait = min(wait, s.renewHoldLocked())
 	if s.idleLocked() {
@@ -681,12 +686,15 @@ func (s *pacer) caughtUp() {
 }
 
 // apply applies the app's record at offset off, stamped by the broker at
-// stamp (Unix ns; 0: not stamped).
-func (s *pacer) apply(off int64, r claimRecord, stamp int64) {
+// stamp (Unix ns; 0: not stamped). It reports whether the app's grant
+// loop must look at the chain again: a member with nothing to grant (the
+// other members of an app, the apps that have nothing to send) only keeps
+// the chain, and costs its granter nothing.
+func (s *pacer) apply(off int64, r claimRecord, stamp int64) (look bool) {
 	s.mu.Lock()
 	if s.chain == nil || !s.chain.apply(off, r, stamp) {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	var group bool
 	var hold *holdState
@@ -714,6 +722,7 @@ func (s *pacer) apply(off int64, r claimRecord, stamp int64) {
 		}
 		s.share += (mine - s.share) / shareWindow
 	}
+	look = holdRec || !s.idleLocked()
 	s.mu.Unlock()
 	switch {
 	case holdRec && s.holdChanged != nil:
@@ -721,6 +730,7 @@ func (s *pacer) apply(off int64, r claimRecord, stamp int64) {
 	case group && s.groupPause != nil:
 		s.groupPause(r)
 	}
+	return look
 }
 
 // logError is why the claims log cannot be used now; nil when it can
