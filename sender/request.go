@@ -21,29 +21,36 @@ import (
 // query string (which carries the UserSig). written says the whole request
 // went out on a connection: a failure after that may have been delivered.
 func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (resp *Response, status int, latency time.Duration, written bool, err error) {
-	q := url.Values{}
-	q.Set("sdkappid", strconv.Itoa(c.cfg.AppID))
-	q.Set("identifier", c.cfg.Admin)
-	q.Set("usersig", sig)
-	q.Set("random", strconv.FormatUint(uint64(rand.Uint32()), 10))
-	q.Set("contenttype", "json")
+	// The query as url.Values.Encode writes it (keys sorted), without its
+	// map: a call a millisecond at a thousand apps.
+	var q strings.Builder
+	q.Grow(len(endpoint) + len(c.cfg.Path) + len(sig) + len(c.cfg.Admin) + 96)
 	target := endpoint + "/" + c.cfg.Path
+	q.WriteString(target)
+	q.WriteString("?contenttype=json&identifier=")
+	q.WriteString(url.QueryEscape(c.cfg.Admin))
+	q.WriteString("&random=")
+	q.WriteString(strconv.FormatUint(uint64(rand.Uint32()), 10))
+	q.WriteString("&sdkappid=")
+	q.WriteString(strconv.Itoa(c.cfg.AppID))
+	q.WriteString("&usersig=")
+	q.WriteString(url.QueryEscape(sig))
 	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, target+"?"+q.Encode(), bytes.NewReader(body))
-	if err != nil {
-		return nil, 0, 0, false, &requestError{target: target, cause: errors.New("cannot build request")}
-	}
-	req.Header.Set("Content-Type", "application/json")
 	var wrote atomic.Bool
-	req = req.WithContext(httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+	tctx := httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
 		WroteRequest: func(i httptrace.WroteRequestInfo) {
 			wrote.Store(wrote.Load() || i.Err == nil)
 			if tr := traceFrom(ctx); i.Err == nil && tr != nil && tr.Wrote != nil {
 				tr.Wrote(time.Now())
 			}
 		},
-	}))
+	})
+	req, err := http.NewRequestWithContext(tctx, http.MethodPost, q.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, 0, 0, false, &requestError{target: target, cause: errors.New("cannot build request")}
+	}
+	req.Header["Content-Type"] = []string{"application/json"}
 	start := time.Now()
 	res, err := c.http.Do(req)
 	if err != nil {

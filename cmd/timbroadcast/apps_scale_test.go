@@ -3,11 +3,15 @@ package main_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -268,8 +272,8 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // without contention), BENCH_REPLICAS the number of replicas (1: a lone
 // member, which paces by its own calls and claims nothing: the cost of a
 // call without the claims log); RSS_PROFILE_DIR, if
-// set, gets a CPU profile of one replica and what it allocated before and
-// after it:
+// set, gets a CPU profile of each replica and what the first allocated
+// before and after it:
 //
 //	go test -run '^$' -bench ThousandApps -benchtime 1x -v ./cmd/timbroadcast
 func BenchmarkThousandApps(b *testing.B) {
@@ -358,13 +362,36 @@ func BenchmarkThousandApps(b *testing.B) {
 		}
 		calls0, cpu0, self0, req0, read0, t0 := delivered(), cpu(), self(), rc.Snapshot(), read(), time.Now()
 		if dir := os.Getenv("RSS_PROFILE_DIR"); dir != "" {
-			// A CPU profile of one replica in the steady state, and what it
-			// allocated before and after it (go tool pprof -diff_base).
+			// A CPU profile of each replica in the steady state
+			// (thousand-apps-N.cpu: go tool pprof merges them), and what the
+			// first allocated before and after it (go tool pprof
+			// -diff_base).
 			addr := waitHTTPAddr(b, ws[0])
 			before := get(b, "http://"+addr+"/debug/pprof/allocs")
-			prof := get(b, "http://"+addr+"/debug/pprof/profile?seconds=8")
-			after := get(b, "http://"+addr+"/debug/pprof/allocs")
-			for name, p := range map[string]string{"thousand-apps.cpu": prof, "thousand-apps-before.allocs": before, "thousand-apps.allocs": after} {
+			var profiling sync.WaitGroup
+			profs, errs := make([]string, len(ws)), make([]error, len(ws))
+			for i, w := range ws {
+				url := "http://" + waitHTTPAddr(b, w) + "/debug/pprof/profile?seconds=8"
+				profiling.Go(func() {
+					res, err := http.Get(url)
+					if err == nil {
+						var p []byte
+						p, err = io.ReadAll(res.Body)
+						_ = res.Body.Close()
+						profs[i] = string(p)
+					}
+					errs[i] = err
+				})
+			}
+			profiling.Wait()
+			if err := errors.Join(errs...); err != nil {
+				b.Fatal(err)
+			}
+			files := map[string]string{"thousand-apps-before.allocs": before, "thousand-apps.allocs": get(b, "http://"+addr+"/debug/pprof/allocs")}
+			for i, p := range profs {
+				files[fmt.Sprintf("thousand-apps-%d.cpu", i)] = p
+			}
+			for name, p := range files {
 				if err := os.WriteFile(dir+"/"+name, []byte(p), 0o644); err != nil {
 					b.Fatal(err)
 				}
