@@ -304,6 +304,12 @@ func BenchmarkThousandApps(b *testing.B) {
 		if os.Getenv("RSS_PROFILE_DIR") != "" {
 			ae.env["HTTP_PPROF"] = "on"
 		}
+		if g := os.Getenv("BENCH_GOGC"); g != "" {
+			ae.env["GOGC"] = g
+		}
+		if g := os.Getenv("BENCH_GOMAXPROCS"); g != "" {
+			ae.env["GOMAXPROCS"] = g
+		}
 		rc := consumertest.CountRequests(ae.kc)
 		var msgs []kafka.Message
 		for n := range perApp {
