@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -56,7 +57,7 @@ func decodeResponse(b []byte) (*Response, error) {
 
 // fastResponse reads an answer of the API's own shape (an object of
 // ActionStatus, ErrorCode, ErrorInfo and MsgSeq, each at most once, plain
-// strings and integers) in one pass without reflection: encoding/json
+// strings and integers, and other keys of plain values, skipped) in one pass without reflection: encoding/json
 // read each answer twice, a twentieth of a worker's time at a thousand
 // calls a second. Anything else (another key, an escape, null, a number it
 // would have to round) makes it give up, and decodeResponse reads the
@@ -94,12 +95,24 @@ func fastResponse(b []byte, r *Response) bool {
 				i = 3
 				r.MsgSeq, ok = p.uint()
 			default:
+				// Another key (the API's RequestId) is skipped, as
+				// encoding/json skips it, unless it could be one of ours in
+				// another case (encoding/json matches keys without case).
+				if !asciiOther(key) {
+					return false
+				}
+				i, ok = 4, p.skip()
+			}
+			if i == 4 {
+				if !ok {
+					return false
+				}
+			} else if !ok || seen[i] {
 				return false
 			}
-			if !ok || seen[i] {
-				return false
+			if i < 4 {
+				seen[i] = true
 			}
-			seen[i] = true
 			if p.byte('}') {
 				break
 			}
@@ -110,6 +123,22 @@ func fastResponse(b []byte, r *Response) bool {
 	}
 	p.space()
 	return p.i == len(p.b) && (seen[0] || seen[1])
+}
+
+// asciiOther reports whether key is plain ASCII and none of Response's
+// keys in any case.
+func asciiOther(key []byte) bool {
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	for _, k := range []string{"ActionStatus", "ErrorCode", "ErrorInfo", "MsgSeq"} {
+		if strings.EqualFold(string(key), k) {
+			return false
+		}
+	}
+	return true
 }
 
 // respParser reads the tokens fastResponse knows, skipping JSON's white
@@ -156,6 +185,64 @@ func (p *respParser) str() ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// skip reads a value of a key fastResponse does not keep: a plain string,
+// a number, true, false or null.
+func (p *respParser) skip() bool {
+	p.space()
+	if p.i >= len(p.b) {
+		return false
+	}
+	switch c := p.b[p.i]; {
+	case c == '"':
+		_, ok := p.str()
+		return ok
+	case c == '-' || c >= '0' && c <= '9':
+		return p.number()
+	}
+	for _, lit := range []string{"true", "false", "null"} {
+		if strings.HasPrefix(string(p.b[p.i:]), lit) {
+			p.i += len(lit)
+			return true
+		}
+	}
+	return false
+}
+
+// number reads a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (p *respParser) number() bool {
+	digits := func() int {
+		n := 0
+		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+			p.i++
+			n++
+		}
+		return n
+	}
+	if p.i < len(p.b) && p.b[p.i] == '-' {
+		p.i++
+	}
+	start := p.i
+	if n := digits(); n == 0 || n > 1 && p.b[start] == '0' {
+		return false
+	}
+	if p.i < len(p.b) && p.b[p.i] == '.' {
+		p.i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.i++
+		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
+			p.i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // uint reads digits without a sign or a leading zero, within uint64.

@@ -11,7 +11,9 @@ import (
 func FuzzFastResponse(f *testing.F) {
 	for _, s := range []string{`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","MsgSeq":1283}`,
 		`{"ActionStatus":"FAIL","ErrorCode":10023,"ErrorInfo":"请求频率超限"}`,
-		` { "ErrorCode" : -9223372036854775808 , "MsgSeq":18446744073709551615 } `} {
+		` { "ErrorCode" : -9223372036854775808 , "MsgSeq":18446744073709551615 } `,
+		`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","MsgSeq":7,"RequestId":"0a1b2c3d4e5f"}`,
+		`{"RequestId":"x","n":-1.5e+3,"t":true,"f":false,"z":null,"ErrorCode":70001}`} {
 		var r Response
 		if !fastResponse([]byte(s), &r) {
 			f.Fatalf("an answer of the API's shape not read fast: %s", s)
@@ -20,7 +22,7 @@ func FuzzFastResponse(f *testing.F) {
 	}
 	for _, s := range []string{`{"ActionStatus":"FAIL","ErrorInfo":"no code"}`, `{"ErrorCode":1e3}`, `{"ErrorCode":- 5}`, `{"errorcode":5,"ErrorCode":1}`,
 		`{"ActionStatus":"OK","ActionStatus":"FAIL"}`, `{"ErrorCode":-0}`, `{"ErrorCode":01}`, `{"ActionStatus":"\u004fK"}`, `{"ErrorCode":null}`,
-		`{"ErrorCode":1}x`, `{"ErrorInfo":"\xff","ErrorCode":2}`, `{}`, `null`, ``} {
+		`{"ErrorCode":1}x`, `{"ErrorCode":1,"errorCODE":2}`, `{"ErrorCode":1,"ſ":{}}`, `{"ErrorCode":1,"x":[1]}`, `{"ErrorCode":1,"x":01}`, `{"ErrorInfo":"\xff","ErrorCode":2}`, `{}`, `null`, ``} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -46,7 +48,7 @@ func FuzzFastResponse(f *testing.F) {
 //
 //	go test -run '^$' -bench DecodeResponse -benchmem ./sender
 func BenchmarkDecodeResponse(b *testing.B) {
-	answer := []byte(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","MsgSeq":1283}`)
+	answer := []byte(`{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","MsgSeq":1283,"RequestId":"0a1b2c3d4e5f"}`)
 	b.Run("fast", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := DecodeResponse(answer); err != nil {
