@@ -366,7 +366,14 @@ func BenchmarkThousandApps(b *testing.B) {
 			}
 			return n
 		}
-		calls0, cpu0, self0, req0, read0, t0 := delivered(), cpu(), self(), rc.Snapshot(), read(), time.Now()
+		claimsEnd := func() int64 {
+			ends, err := ae.kc.Ends(context.Background(), ae.topic+".slots")
+			if err != nil {
+				b.Fatal(err)
+			}
+			return ends[0]
+		}
+		calls0, cpu0, self0, req0, read0, claims0, t0 := delivered(), cpu(), self(), rc.Snapshot(), read(), claimsEnd(), time.Now()
 		if dir := os.Getenv("RSS_PROFILE_DIR"); dir != "" {
 			// A CPU profile of each replica in the steady state
 			// (thousand-apps-N.cpu: go tool pprof merges them), and what the
@@ -404,7 +411,7 @@ func BenchmarkThousandApps(b *testing.B) {
 			}
 		}
 		time.Sleep(10*time.Second - time.Since(t0))
-		calls, used, selfUsed, readBytes, window := delivered()-calls0, cpu()-cpu0, self()-self0, read()-read0, time.Since(t0)
+		calls, used, selfUsed, readBytes, claimRecords, window := delivered()-calls0, cpu()-cpu0, self()-self0, read()-read0, claimsEnd()-claims0, time.Since(t0)
 		reqs, total := consumertest.Since(req0, rc.Snapshot())
 		limitedSteady := limitedNow() - limitedAtStart
 		b.Logf("%d calls in %s: %v broker requests (%d in all); %d connections to the API in all", calls, window.Round(time.Millisecond), reqs, total, ae.emu.Conns())
@@ -459,6 +466,9 @@ func BenchmarkThousandApps(b *testing.B) {
 		// answers), per second and per call made by the group.
 		b.ReportMetric(float64(readBytes)/float64(len(ws))/window.Seconds()/1e6, "MB-read/s/replica")
 		b.ReportMetric(float64(readBytes)/float64(len(ws))/float64(max(calls, 1)), "bytes-read/call/replica")
+		// The claims log's records (claims, and calls recorded at their
+		// departure), which every replica reads.
+		b.ReportMetric(float64(claimRecords)/float64(max(calls, 1)), "claims-records/call")
 		b.ReportMetric(float64(limitedAtStart), "10023s-start")
 		b.ReportMetric(float64(limitedSteady), "10023s-steady")
 		b.ReportMetric(first.Seconds(), "s-to-first-call")
