@@ -78,9 +78,7 @@ func fastResponse(b []byte, r *Response) bool {
 			var i int
 			switch string(key) {
 			case "ActionStatus":
-				i = 0
-				v, ok2 := p.str()
-				ok, r.ActionStatus = ok2, string(v)
+				i, ok = 0, p.text(&r.ActionStatus)
 			case "ErrorCode":
 				i = 1
 				var v int64
@@ -88,9 +86,7 @@ func fastResponse(b []byte, r *Response) bool {
 				r.ErrorCode = int(v)
 				ok = ok && int64(r.ErrorCode) == v
 			case "ErrorInfo":
-				i = 2
-				v, ok2 := p.str()
-				ok, r.ErrorInfo = ok2, string(v)
+				i, ok = 2, p.text(&r.ErrorInfo)
 			case "MsgSeq":
 				i = 3
 				r.MsgSeq, ok = p.uint()
@@ -185,6 +181,13 @@ func (p *respParser) str() ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// text reads a string (str) into dst.
+func (p *respParser) text(dst *string) bool {
+	v, ok := p.str()
+	*dst = string(v)
+	return ok
 }
 
 // skip reads a value of a key fastResponse does not keep: a plain string,
