@@ -76,10 +76,11 @@ func (g *granter) run(ctx context.Context) {
 		g.mu.Unlock()
 		for _, p := range batch {
 			wait, active := p.step()
+			at := g.local.Now().Add(wait) // after the step: a long round must not bring it forward
 			g.mu.Lock()
 			switch {
 			case active:
-				g.schedule(p, now.Add(wait))
+				g.schedule(p, at)
 			case p.dueIdx >= 0:
 				heap.Remove(&g.due, p.dueIdx)
 			}
