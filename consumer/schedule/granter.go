@@ -50,7 +50,6 @@ func (g *granter) run(ctx context.Context) {
 	var (
 		timer clockwork.Timer
 		batch []*pacer
-		round uint64
 	)
 	defer func() {
 		if timer != nil {
@@ -58,33 +57,30 @@ func (g *granter) run(ctx context.Context) {
 		}
 	}()
 	for {
-		round++
 		now := g.local.Now()
 		g.mu.Lock()
 		batch, g.ready = g.ready, batch[:0]
 		for _, p := range batch {
 			p.queued = false
-			p.round = round
+			if p.dueIdx >= 0 {
+				heap.Remove(&g.due, p.dueIdx) // stepped now; placed again after
+			}
 		}
 		for len(g.due) > 0 && !g.due[0].dueAt.After(now) {
-			p := heap.Pop(&g.due).(*pacer)
-			if p.round != round {
-				p.round = round
-				batch = append(batch, p)
-			}
+			batch = append(batch, heap.Pop(&g.due).(*pacer))
 		}
 		g.mu.Unlock()
+		// Every app of the batch is out of the heap; only this loop puts
+		// one back.
 		for _, p := range batch {
 			wait, active := p.step()
-			at := g.local.Now().Add(wait) // after the step: a long round must not bring it forward
-			g.mu.Lock()
-			switch {
-			case active:
-				g.schedule(p, at)
-			case p.dueIdx >= 0:
-				heap.Remove(&g.due, p.dueIdx)
+			if active {
+				at := g.local.Now().Add(wait) // after the step: a long round must not bring it forward
+				g.mu.Lock()
+				p.dueAt = at
+				heap.Push(&g.due, p)
+				g.mu.Unlock()
 			}
-			g.mu.Unlock()
 		}
 		clear(batch)
 		if ctx.Err() != nil {
@@ -121,17 +117,6 @@ func (g *granter) run(ctx context.Context) {
 			timer.Stop() // not a sleeper while it steps (tests count the fake clock's)
 		}
 	}
-}
-
-// schedule has p stepped at at (its entry moved if it has one); g.mu is
-// held.
-func (g *granter) schedule(p *pacer, at time.Time) {
-	p.dueAt = at
-	if p.dueIdx >= 0 {
-		heap.Fix(&g.due, p.dueIdx)
-		return
-	}
-	heap.Push(&g.due, p)
 }
 
 // dueHeap orders apps by the time they asked to be stepped at.

@@ -112,11 +112,9 @@ type pacer struct {
 	renewing bool
 
 	// Kept by the log's granter, under its lock: queued says the app is
-	// in its ready list, round the last round that took it, dueAt when
-	// it asked to be stepped and dueIdx its place in the granter's heap
-	// (-1: none).
+	// in its ready list, dueAt when it asked to be stepped and dueIdx its
+	// place in the granter's heap (-1: none).
 	queued bool
-	round  uint64
 	dueAt  time.Time
 	dueIdx int
 }
