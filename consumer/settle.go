@@ -135,7 +135,13 @@ func (s *stream) send(c *call.Call) (err error) {
 			return nil
 		}
 		takeCtx, stopTake := s.app.WhileServed(s.taking)
-		t, err := s.app.Sched.Take(takeCtx, s.part, s.urgent)
+		take := s.app.Sched.Take
+		if c.Pack == nil && !c.InFlight && !w.delivered.MayRead(s.app.DeliveredKey(), c.Members[0].Msg.Time, w.cfg.Now()) {
+			// Nothing to do between the slot and the request: granted
+			// when it may leave.
+			take = s.app.Sched.TakePacked
+		}
+		t, err := take(takeCtx, s.part, s.urgent)
 		stopTake()
 		if err != nil {
 			if s.taking.Err() == nil && s.app.Removed() { // while the call waited

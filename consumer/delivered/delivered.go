@@ -296,6 +296,12 @@ func (d *Log) Write(ctx context.Context, e wire.Watermark) error {
 // Close closes the log's appender.
 func (d *Log) Close() error { return d.writer.Close() }
 
+// MayRead reports whether Fresh may read the log for a record of app
+// produced at produced: one older than half the dedupe window.
+func (d *Log) MayRead(app string, produced, now time.Time) bool {
+	return d != nil && app != "" && !produced.IsZero() && now.Sub(produced) >= d.window/2
+}
+
 // Fresh returns the floor to skip a record of app ("": none) in a source partition
 // by, produced at produced: floor, raised by the log read again when the
 // record is older than half the dedupe window (another deployment may
@@ -303,7 +309,7 @@ func (d *Log) Close() error { return d.writer.Close() }
 // resend) and the last read is older than a quarter of it. A fresh record
 // never waits for a read.
 func (d *Log) Fresh(ctx context.Context, app, topic string, partition int, topicID string, produced, now time.Time, floor int64) int64 {
-	if d == nil || app == "" || produced.IsZero() || now.Sub(produced) < d.window/2 {
+	if !d.MayRead(app, produced, now) {
 		return floor
 	}
 	if err := d.Refresh(ctx, time.Now().Add(-d.stale)); err != nil {

@@ -131,6 +131,7 @@ type claim struct {
 type slotWaiter struct {
 	partition Partition
 	urgent    bool
+	packed    bool // granted when it may leave: no lead
 	granted   chan struct{}
 	at        time.Time // when the call should leave (this member's clock)
 	seq       uint64    // the claim granted (0: a lone member's grant)
@@ -211,6 +212,19 @@ func (s *pacer) wantWrite() { s.l.wakeWriter(s.app) }
 // lead is how long before its time a call is granted: time for the
 // caller to pack and record it, so the call itself leaves on time.
 func (s *pacer) lead() time.Duration { return min(s.period/3, 150*time.Millisecond) }
+
+// leadLocked is the lead of the waiter the next grant goes to
+// (pickLocked's choice): none for a packed call.
+func (s *pacer) leadLocked() time.Duration {
+	i := slices.IndexFunc(s.waiting, func(w *slotWaiter) bool { return w.urgent })
+	if i < 0 && len(s.waiting) > 0 {
+		i = 0
+	}
+	if i >= 0 && s.waiting[i].packed {
+		return 0
+	}
+	return s.lead()
+}
 
 // horizon is how far ahead of an urgent claim grants are fixed: more
 // than the lead plus the time a claim takes to reach every member.
@@ -295,12 +309,13 @@ func (s *pacer) grantLocked(i int, at time.Time) {
 }
 
 // wait blocks until the caller may make one call for partition. It
-// returns a little before the call should leave (the lead), with that
-// time on this member's clock, so a caller can pack its call first; it
-// must not send before, and the claim granted (0: a lone member's grant),
-// for moved. Urgent waiters go before all others.
-func (s *pacer) wait(ctx context.Context, partition Partition, urgent bool) (time.Time, uint64, error) {
-	w := &slotWaiter{partition: partition, urgent: urgent, granted: make(chan struct{})}
+// returns a little before the call should leave (the lead; when the
+// time comes for a packed call), with that time on this member's clock,
+// so a caller can pack its call first; it must not send before, and the
+// claim granted (0: a lone member's grant), for moved. Urgent waiters go
+// before all others.
+func (s *pacer) wait(ctx context.Context, partition Partition, urgent, packed bool) (time.Time, uint64, error) {
+	w := &slotWaiter{partition: partition, urgent: urgent, packed: packed, granted: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, w)
 	s.mu.Unlock()
@@ -483,6 +498,10 @@ func (s *pacer) grantAloneLocked() time.Duration {
 func (s *pacer) left(at time.Time) {
 	s.mu.Lock()
 	later := at.After(s.last)
+	// Only a lone member's grants follow its departures; a member sharing
+	// the app grants by the claims log, so its grant loop has nothing to
+	// look at (a Took record is the writer's).
+	poke := later && s.alone
 	if later {
 		s.last = at
 		switch {
@@ -494,7 +513,7 @@ func (s *pacer) left(at time.Time) {
 		}
 	}
 	s.mu.Unlock()
-	if later {
+	if poke {
 		s.poke()
 	}
 }
@@ -534,7 +553,7 @@ func (s *pacer) grantClaimedLocked() time.Duration {
 				continue
 			}
 			at := time.Unix(0, g.At)
-			if d := at.Sub(now) - s.lead(); d > 0 {
+			if d := at.Sub(now) - s.leadLocked(); d > 0 {
 				wait = min(wait, d)
 				continue
 			}

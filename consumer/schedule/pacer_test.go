@@ -304,10 +304,15 @@ type grant struct {
 
 // waitFor registers a waiter on s and returns a channel with its grant.
 func (h *schedHarness) waitFor(s *pacer, member int, p Partition, urgent bool) <-chan grant {
+	return h.waitForCall(s, member, p, urgent, false)
+}
+
+// waitForCall is waitFor for a call packed already or not.
+func (h *schedHarness) waitForCall(s *pacer, member int, p Partition, urgent, packed bool) <-chan grant {
 	out := make(chan grant, 1)
 	before := s.waiters()
 	go func() {
-		at, _, err := s.wait(h.ctx, p, urgent)
+		at, _, err := s.wait(h.ctx, p, urgent, packed)
 		if err != nil {
 			close(out)
 			return
@@ -433,6 +438,23 @@ func TestScheduleClaims(t *testing.T) {
 	}
 }
 
+// A packed call (TakePacked) of a member sharing the app is granted when
+// it may leave, not a lead before, and the calls keep their spacing.
+func TestScheduleClaimsPacked(t *testing.T) {
+	h := newSchedHarness(t)
+	a, b, sa, sb := h.twoMembers()
+	var all []grant
+	for range 4 {
+		all = append(all, h.until(8, h.waitForCall(sa, 0, a, false, true), h.waitForCall(sb, 1, b, false, true))...)
+	}
+	for _, g := range all {
+		if g.granted.Before(g.at) || g.granted.Sub(g.at) > sa.period/10 {
+			t.Errorf("packed call granted at %v for %v: want when it may leave, not a lead (%v) before", g.granted, g.at, sa.lead())
+		}
+	}
+	checkSpacing(t, all, sa.period)
+}
+
 // checkSpacing asserts calls leave at least period apart.
 func checkSpacing(t *testing.T, gs []grant, period time.Duration) {
 	t.Helper()
@@ -498,7 +520,7 @@ func TestScheduleWaitCancelled(t *testing.T) {
 	h.until(2, h.waitFor(s, 0, a, false)) // the next call waits a period
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
-	go func() { _, _, err := s.wait(ctx, a, false); done <- err }()
+	go func() { _, _, err := s.wait(ctx, a, false, false); done <- err }()
 	for s.waiters() == 0 {
 		time.Sleep(time.Millisecond)
 	}
@@ -890,7 +912,7 @@ func TestScheduleHandedSlotMovesAfterLateCall(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		var err error
-		at, seq, err = sb.wait(h.ctx, b, false)
+		at, seq, err = sb.wait(h.ctx, b, false, false)
 		done <- err
 	}()
 	for sb.waiters() == 0 {

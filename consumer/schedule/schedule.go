@@ -229,6 +229,7 @@ type Turn struct {
 	s         *Schedule
 	partition Partition
 	urgent    bool
+	packed    bool // TakePacked: no lead
 	probe     bool
 	ended     bool
 	// Leave is when the call should leave (not before).
@@ -243,12 +244,24 @@ type Turn struct {
 // the slot: the caller goes back to the gate, so no call leaves off the
 // schedule once a pause ends. The error is ctx's when it ended first.
 func (s *Schedule) Take(ctx context.Context, partition Partition, urgent bool) (*Turn, error) {
+	return s.take(ctx, partition, urgent, false)
+}
+
+// TakePacked is Take for a call that is packed and recorded already, so
+// that nothing stands between its slot and its request: a member sharing
+// the app is granted the slot when the call may leave, not a lead before
+// (no timer of the caller's own, one wake-up less a call).
+func (s *Schedule) TakePacked(ctx context.Context, partition Partition, urgent bool) (*Turn, error) {
+	return s.take(ctx, partition, urgent, true)
+}
+
+func (s *Schedule) take(ctx context.Context, partition Partition, urgent, packed bool) (*Turn, error) {
 	for {
 		probe, err := s.gate.acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
-		t := &Turn{s: s, partition: partition, urgent: urgent, probe: probe}
+		t := &Turn{s: s, partition: partition, urgent: urgent, packed: packed, probe: probe}
 		if t.Leave, t.seq, err = t.slot(ctx); err != nil {
 			s.gate.release(probe)
 			return nil, err
@@ -267,7 +280,7 @@ func (s *Schedule) Take(ctx context.Context, partition Partition, urgent bool) (
 // pacing (or now).
 func (t *Turn) slot(ctx context.Context) (time.Time, uint64, error) {
 	if t.s.slots != nil {
-		return t.s.slots.wait(ctx, t.partition, t.urgent)
+		return t.s.slots.wait(ctx, t.partition, t.urgent, t.packed)
 	}
 	if t.s.pace != nil {
 		if err := t.s.pace(ctx); err != nil {

@@ -9,6 +9,9 @@ import (
 
 // For waits d, or until ctx ends (then its error).
 func For(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err() // no timer for a time already past
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
