@@ -29,8 +29,9 @@ type Config struct {
 	SecretKey string
 	// SecretKeyFunc, if set, returns the app's secret key now: a key
 	// rotated while the process runs (a file read again when it changes)
-	// takes effect on the next signature, and a signature the server
-	// refuses asks it again before the refusal counts.
+	// takes effect on a signature made two seconds after it at most (it
+	// is asked that often), and a signature the server refuses asks it
+	// again before the refusal counts.
 	SecretKeyFunc func() (string, error)
 
 	// Endpoints are base URLs such as "https://adminapisgp.im.qcloud.com" or

@@ -52,7 +52,7 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 	}
 	req.Header["Content-Type"] = []string{"application/json"}
 	start := time.Now()
-	res, err := c.http.Do(req)
+	res, err := c.roundTrip(req)
 	if err != nil {
 		return nil, 0, time.Since(start), wrote.Load(), redact(target, err, append(c.signer.keys(), sig)...)
 	}
@@ -77,6 +77,21 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 		return nil, res.StatusCode, latency, true, &requestError{target: target, cause: err}
 	}
 	return resp, res.StatusCode, latency, true, nil
+}
+
+// roundTrip makes req: straight through the client's transport when the
+// client adds nothing to it (no cookie jar, no timeout of its own; no
+// redirect is followed anyway), which spares http.Client's copies of the
+// request's headers and its redirect bookkeeping on every call.
+func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
+	if c.http.Jar != nil || c.http.Timeout != 0 {
+		return c.http.Do(req)
+	}
+	rt := c.http.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return rt.RoundTrip(req)
 }
 
 // RedirectError is a 3xx answer: the endpoint (or something on the way)

@@ -13,11 +13,10 @@ import (
 )
 
 func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Response, error) {
-	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(c.cfg.RetryInitial),
-		backoff.WithMaxInterval(c.cfg.RetryMax),
-		backoff.WithMaxElapsedTime(c.cfg.MaxElapsed),
-	)
+	// The backoff is made at the first retry (most sends have none), its
+	// budget counted from the send's start.
+	began := time.Now()
+	var bo *backoff.ExponentialBackOff
 	var (
 		attempts    int
 		unknowns    int // undocumented codes so far
@@ -146,6 +145,17 @@ func (c *Client) sendBody(ctx context.Context, body []byte, reserved bool) (*Res
 			if unknowns > c.cfg.UnknownRetries {
 				return nil, c.final(last, ClassReject, attempts)
 			}
+		}
+		if bo == nil {
+			left := c.cfg.MaxElapsed
+			if left > 0 {
+				left = max(left-time.Since(began), time.Nanosecond)
+			}
+			bo = backoff.NewExponentialBackOff(
+				backoff.WithInitialInterval(c.cfg.RetryInitial),
+				backoff.WithMaxInterval(c.cfg.RetryMax),
+				backoff.WithMaxElapsedTime(left),
+			)
 		}
 		wait := bo.NextBackOff()
 		if wait == backoff.Stop {

@@ -20,12 +20,19 @@ type signer struct {
 	now      func() time.Time
 
 	mu      sync.Mutex
-	oldKey  string // the key before the last rotation
+	keyAt   time.Time // when keyFn was last asked
+	oldKey  string    // the key before the last rotation
 	sig     string
 	prev    string // the signature last dropped by invalidate
 	renewAt time.Time
 	gen     uint64 // incremented on every renewal
 }
+
+// keyRecheck is how often a signer asks keyFn for the key while its
+// signature is good (a key file's stat, on every call of an app before):
+// a rotation takes effect within it, or at once when the server refuses
+// the signature (invalidate).
+const keyRecheck = 2 * time.Second
 
 func newSigner(appID int, admin, key string, keyFn func() (string, error), lifetime time.Duration) *signer {
 	return &signer{appID: appID, admin: admin, key: key, keyFn: keyFn, lifetime: lifetime, now: time.Now}
@@ -44,7 +51,8 @@ func (s *signer) get() (string, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	if s.keyFn != nil {
+	if s.keyFn != nil && (s.sig == "" || !now.Before(s.keyAt.Add(keyRecheck))) {
+		s.keyAt = now
 		key, err := s.keyFn()
 		if err != nil {
 			return "", 0, fmt.Errorf("read the secret key: %w", err)
