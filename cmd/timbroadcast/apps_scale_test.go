@@ -255,7 +255,8 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // all), 20 events each over 24 partitions routed by the mapping's app,
 // served by three replicas (the release build) on the in-process broker,
 // the emulator hosting the apps behind one endpoint. Over ten seconds of
-// steady state it reports the calls/s reached, the replicas' CPU per call,
+// steady state it reports the calls/s reached, the replicas' CPU per call
+// and what they allocated per call (bytes, objects, garbage collections),
 // the broker's requests per call (by kind, logged), the 10023 answers
 // (in the first seconds, while the group forms, and in the steady state),
 // what each replica reads (bytes a second, and per call of the group),
@@ -373,6 +374,27 @@ func BenchmarkThousandApps(b *testing.B) {
 			}
 			return ends[0]
 		}
+		// What the replicas allocated (the Go collector's counters on
+		// /metrics: the garbage collector's work follows them), read
+		// outside the CPU window.
+		addrs := make([]string, len(ws))
+		for i, w := range ws {
+			addrs[i] = waitHTTPAddr(b, w)
+		}
+		goStats := func() (st [3]float64) {
+			for _, addr := range addrs {
+				for _, line := range strings.Split(get(b, "http://"+addr+"/metrics"), "\n") {
+					for i, name := range []string{"go_memstats_alloc_bytes_total ", "go_memstats_mallocs_total ", "go_gc_duration_seconds_count "} {
+						if v, ok := strings.CutPrefix(line, name); ok {
+							f, _ := strconv.ParseFloat(v, 64)
+							st[i] += f
+						}
+					}
+				}
+			}
+			return st
+		}
+		mem0 := goStats()
 		calls0, cpu0, self0, req0, read0, claims0, t0 := delivered(), cpu(), self(), rc.Snapshot(), read(), claimsEnd(), time.Now()
 		if dir := os.Getenv("RSS_PROFILE_DIR"); dir != "" {
 			// A CPU profile of each replica in the steady state
@@ -414,6 +436,10 @@ func BenchmarkThousandApps(b *testing.B) {
 		calls, used, selfUsed, readBytes, claimRecords, window := delivered()-calls0, cpu()-cpu0, self()-self0, read()-read0, claimsEnd()-claims0, time.Since(t0)
 		reqs, total := consumertest.Since(req0, rc.Snapshot())
 		limitedSteady := limitedNow() - limitedAtStart
+		mem := goStats()
+		for i := range mem {
+			mem[i] -= mem0[i]
+		}
 		b.Logf("%d calls in %s: %v broker requests (%d in all); %d connections to the API in all", calls, window.Round(time.Millisecond), reqs, total, ae.emu.Conns())
 
 		// A restart with that history: every replica stopped once all is
@@ -461,6 +487,11 @@ func BenchmarkThousandApps(b *testing.B) {
 		b.ReportMetric(float64(calls)/window.Seconds(), "calls/s")
 		b.ReportMetric(float64(used.Microseconds())/float64(max(calls, 1)), "cpu-µs/call")
 		b.ReportMetric(float64(total)/float64(max(calls, 1)), "requests/call")
+		// What the replicas allocated per call of the group (bytes and
+		// objects), and their garbage collections in the window.
+		b.ReportMetric(mem[0]/1024/float64(max(calls, 1)), "alloc-KB/call")
+		b.ReportMetric(mem[1]/float64(max(calls, 1)), "allocs/call")
+		b.ReportMetric(mem[2], "gc-cycles")
 		// What each replica reads (the claims log's records of every app,
 		// its partitions' records, the delivered log and the API's
 		// answers), per second and per call made by the group.
