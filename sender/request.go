@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,7 +58,11 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 		return nil, 0, time.Since(start), wrote.Load(), redact(target, err, append(c.signer.keys(), sig)...)
 	}
 	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	buf := answerBufs.Get().(*bytes.Buffer)
+	defer putAnswerBuf(buf)
+	buf.Reset()
+	_, err = buf.ReadFrom(io.LimitReader(res.Body, maxAnswer))
+	b := buf.Bytes() // read, never kept: DecodeResponse copies what it keeps
 	latency = time.Since(start)
 	if err != nil {
 		return nil, res.StatusCode, latency, true, redact(target, err, append(c.signer.keys(), sig)...)
@@ -77,6 +82,21 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 		return nil, res.StatusCode, latency, true, &requestError{target: target, cause: err}
 	}
 	return resp, res.StatusCode, latency, true, nil
+}
+
+// maxAnswer bounds the bytes of an answer read.
+const maxAnswer = 1 << 20
+
+// answerBufs are the buffers answers are read into: an answer is decoded
+// before its call returns, so its buffer serves the next one.
+var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putAnswerBuf returns buf to answerBufs unless an answer far larger than
+// the API's grew it.
+func putAnswerBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		answerBufs.Put(buf)
+	}
 }
 
 // roundTrip makes req: straight through the client's transport when the

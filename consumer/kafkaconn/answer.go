@@ -279,9 +279,12 @@ func readAnswer(r *frameReader, x *fetchExchange) (*answer, error) {
 // whole; offsets count through all of it, so commits stay contiguous.
 func readSet(r *frameReader, setLeft *int64, p *partitionAnswer, pending []fetch.ResponseTransaction, topic string, k *keeper, first *bool) error {
 	sort.Slice(pending, func(i, j int) bool { return pending[i].FirstOffset < pending[j].FirstOffset })
-	aborted := map[int64]bool{}
+	var aborted map[int64]bool // made at the first aborted transaction
 	enter := func(base, producerID int64, transactional, control bool) bool {
 		for len(pending) > 0 && pending[0].FirstOffset <= base {
+			if aborted == nil {
+				aborted = map[int64]bool{}
+			}
 			aborted[pending[0].ProducerID] = true
 			pending = pending[1:]
 		}
