@@ -104,6 +104,8 @@ func FuzzFastClaim(f *testing.F) {
 	f.Add([]byte(`{"v":2,"by":"x","ts":1,"state":{"seen":-5,"grants":[{"at":-1}]}}`))
 	f.Add([]byte(`{"v":2,"by":"x","BY":"y","ts":01,"state":{"grants":[]}}`))
 	f.Add([]byte(`{"v":2,"by":"x\u00e9","ts":1e3,"seq":-0}`))
+	f.Add([]byte(`{"v":2,"by":"x","ts":-9223372036854775808,"seq":18446744073709551615,"state":{"seen":9223372036854775807}}`))
+	f.Add([]byte(`{"v":2,"by":"x","ts":9223372036854775808,"seq":18446744073709551616}`))
 	f.Add([]byte(`{"v":2,"app":7,"by":"x","ts":1,"hold":{"by":"op","reason":"r","for_ms":60000},"pause":{"next":1},"state":{"seen":-1}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fast claimRecord
@@ -120,8 +122,44 @@ func FuzzFastClaim(f *testing.F) {
 	})
 }
 
+// FuzzClaimReader: the claims log's reader (interned ids, a snapshot's
+// grants checked, not kept) refuses exactly the records decodeClaim
+// refuses, and reads the others as decodeClaim does but for the grants,
+// of which it keeps the count.
+func FuzzClaimReader(f *testing.F) {
+	now := time.Now().UnixNano()
+	f.Add(encodeClaim(claimRecord{App: 1400000123, By: "a1b2c3d4", Seq: 104, TS: now, State: chainState{Seen: 12345, Latest: now,
+		Grants: []slotGrant{{By: "a1b2c3d4", Seq: 100, TS: now, At: now}, {By: "ffee", TS: now - 5, At: now + 1e9, Urgent: true, Fixed: true}}}}))
+	f.Add(encodeClaim(claimRecord{By: "m", TS: now, State: chainState{Seen: 1, Grants: []slotGrant{{By: "m", At: now + int64(48*time.Hour)}}}}))
+	f.Add([]byte(`{"v":2,"by":"x","ts":-9223372036854775808,"seq":18446744073709551615,"state":{"seen":-5,"grants":[{"at":9223372036854775807}]}}`))
+	f.Add([]byte(`{"v":2,"by":"x","ts":9223372036854775808,"state":{"grants":[]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		stamped := len(b)%2 == 0
+		var cr claimReader
+		full, ferr := decodeClaim(b, time.Unix(0, now), stamped)
+		grants := len(full.State.Grants)
+		for range 2 { // the second time with the ids interned
+			lean, lerr := cr.decode(b, time.Unix(0, now), stamped)
+			if (ferr == nil) != (lerr == nil) {
+				t.Fatalf("decodeClaim: %v; the reader: %v (%q)", ferr, lerr, b)
+			}
+			if ferr != nil {
+				return
+			}
+			if lean.lean.read && lean.lean.n != grants {
+				t.Fatalf("the reader saw %d grants, decodeClaim %d (%q)", lean.lean.n, grants, b)
+			}
+			full.State.Grants, lean.State.Grants, lean.lean = nil, nil, grantsSeen{}
+			if !reflect.DeepEqual(full, lean) {
+				t.Fatalf("decodeClaim read %+v, the reader %+v (%q)", full, lean, b)
+			}
+		}
+	})
+}
+
 // BenchmarkDecodeClaim: a claim with a snapshot of four grants, as every
-// member reads each record of every app: the fast reader and encoding/json.
+// member reads each record of every app: the fast reader (as at start,
+// and as the claims log's reader reads it) and encoding/json.
 //
 //	go test -run '^$' -bench DecodeClaim -benchmem ./consumer/schedule
 func BenchmarkDecodeClaim(b *testing.B) {
@@ -135,6 +173,14 @@ func BenchmarkDecodeClaim(b *testing.B) {
 	b.Run("fast", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := decodeClaim(raw, now, true); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reader", func(b *testing.B) {
+		var cr claimReader
+		for b.Loop() {
+			if _, err := cr.decode(raw, now, true); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -3,6 +3,7 @@ package schedule
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -21,7 +22,13 @@ import (
 
 // fastClaim reads b into r; false when encoding/json must read it.
 func fastClaim(b []byte, r *claimRecord) bool {
-	p := fastParser{b: b}
+	return fastClaimWith(&fastParser{b: b}, r)
+}
+
+// fastClaimWith is fastClaim with p's way of reading: interned member
+// ids, a snapshot's grants only checked (claimReader).
+func fastClaimWith(p *fastParser, r *claimRecord) bool {
+	b := p.b
 	ok := p.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
@@ -33,7 +40,7 @@ func fastClaim(b []byte, r *claimRecord) bool {
 		case "app":
 			r.App, ok = p.uint()
 		case "by":
-			r.By, ok = p.string()
+			r.By, ok = p.name()
 		case "seq":
 			r.Seq, ok = p.uint()
 		case "ts":
@@ -49,7 +56,7 @@ func fastClaim(b []byte, r *claimRecord) bool {
 		case "release":
 			r.Release, ok = p.bool()
 		case "state":
-			ok = p.state(&r.State)
+			ok = p.state(&r.State, &r.lean)
 		default:
 			return false
 		}
@@ -62,6 +69,41 @@ func fastClaim(b []byte, r *claimRecord) bool {
 type fastParser struct {
 	b []byte
 	i int
+	// names, if set, interns member ids; lean says a snapshot's grants
+	// are checked, not kept (claimReader).
+	names *names
+	lean  bool
+}
+
+// names interns the member ids a claims reader meets: a group has a few
+// members, so every record's ids are the same few strings. It holds at
+// most namesMax (a log written by something else may name many).
+type names map[string]string
+
+const namesMax = 256
+
+func (n *names) get(b []byte) string {
+	if s, ok := (*n)[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(*n) >= namesMax {
+		clear(*n)
+	}
+	(*n)[s] = s
+	return s
+}
+
+// name reads a member id.
+func (p *fastParser) name() (string, bool) {
+	if p.names == nil {
+		return p.string()
+	}
+	s, ok := p.rawString()
+	if !ok {
+		return "", false
+	}
+	return p.names.get(s), true
 }
 
 func (p *fastParser) peek() byte {
@@ -133,30 +175,45 @@ func (p *fastParser) string() (string, bool) {
 }
 
 // digits reads an integer's text: an optional minus (when signed), then a
-// digit, or digits not starting with 0; no fraction, no exponent.
-func (p *fastParser) digits(signed bool) ([]byte, bool) {
+// digit, or digits not starting with 0; no fraction, no exponent. u is the
+// digits' value when there are at most 19 of them.
+func (p *fastParser) digits(signed bool) (text []byte, u uint64, ok bool) {
 	start := p.i
 	if signed {
 		p.take('-')
 	}
 	first := p.i
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		p.i++
+	for ; p.i < len(p.b); p.i++ {
+		c := p.b[p.i]
+		if c < '0' || c > '9' {
+			break
+		}
+		u = u*10 + uint64(c-'0') // below 10^19 for 19 digits: no wrap
 	}
 	n := p.i - first
 	if n == 0 || n > 1 && p.b[first] == '0' {
-		return nil, false
+		return nil, 0, false
 	}
 	switch p.peek() {
 	case '.', 'e', 'E':
-		return nil, false
+		return nil, 0, false
 	}
-	return p.b[start:p.i], true
+	return p.b[start:p.i], u, true
 }
 
 func (p *fastParser) int() (int64, bool) {
-	d, ok := p.digits(true)
+	d, u, ok := p.digits(true)
 	if !ok {
+		return 0, false
+	}
+	neg := d[0] == '-'
+	if len(d)-btoi(neg) <= 19 {
+		switch {
+		case !neg && u <= math.MaxInt64:
+			return int64(u), true
+		case neg && u <= math.MaxInt64+1:
+			return -int64(u), true // -(MaxInt64+1) wraps to MinInt64
+		}
 		return 0, false
 	}
 	v, err := strconv.ParseInt(string(d), 10, 64)
@@ -164,12 +221,22 @@ func (p *fastParser) int() (int64, bool) {
 }
 
 func (p *fastParser) uint() (uint64, bool) {
-	d, ok := p.digits(false)
+	d, u, ok := p.digits(false)
 	if !ok {
 		return 0, false
 	}
+	if len(d) <= 19 {
+		return u, true
+	}
 	v, err := strconv.ParseUint(string(d), 10, 64)
 	return v, err == nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (p *fastParser) bool() (bool, bool) {
@@ -184,8 +251,9 @@ func (p *fastParser) bool() (bool, bool) {
 	return false, false
 }
 
-// state reads a chain's snapshot without a hold.
-func (p *fastParser) state(st *chainState) bool {
+// state reads a chain's snapshot without a hold (its grants only checked,
+// into lean, when p.lean).
+func (p *fastParser) state(st *chainState, lean *grantsSeen) bool {
 	return p.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
@@ -194,7 +262,11 @@ func (p *fastParser) state(st *chainState) bool {
 		case "latest":
 			st.Latest, ok = p.int()
 		case "grants":
-			ok = p.grants(&st.Grants)
+			if p.lean {
+				ok = p.grantsSeen(lean)
+			} else {
+				ok = p.grants(&st.Grants)
+			}
 		default:
 			return false
 		}
@@ -240,6 +312,63 @@ func (p *fastParser) grants(gs *[]slotGrant) bool {
 		out = append(out, g)
 		if p.take(']') {
 			*gs = out
+			return true
+		}
+		if !p.take(',') {
+			return false
+		}
+	}
+	return false
+}
+
+// grantsSeen is what a claims reader keeps of a snapshot's grants it
+// only checks (claimReader): how many, the latest times and the longest
+// member id, which is all claimRecord.check looks at.
+type grantsSeen struct {
+	read         bool
+	n            int
+	maxAt, maxTS int64
+	maxBy        int
+}
+
+// grantsSeen reads a snapshot's grants as grants does, accepting and
+// refusing the same, into seen instead of a slice.
+func (p *fastParser) grantsSeen(seen *grantsSeen) bool {
+	if !p.take('[') {
+		return false
+	}
+	*seen = grantsSeen{read: true, maxAt: math.MinInt64, maxTS: math.MinInt64}
+	if p.take(']') {
+		return true
+	}
+	for seen.n <= claimMaxGrants {
+		var by []byte
+		var g slotGrant
+		if !p.object(func(key []byte) bool {
+			var ok bool
+			switch string(key) {
+			case "by":
+				by, ok = p.rawString()
+			case "seq":
+				g.Seq, ok = p.uint()
+			case "ts":
+				g.TS, ok = p.int()
+			case "at":
+				g.At, ok = p.int()
+			case "u":
+				g.Urgent, ok = p.bool()
+			case "f":
+				g.Fixed, ok = p.bool()
+			default:
+				return false
+			}
+			return ok
+		}) {
+			return false
+		}
+		seen.n++
+		seen.maxAt, seen.maxTS, seen.maxBy = max(seen.maxAt, g.At), max(seen.maxTS, g.TS), max(seen.maxBy, len(by))
+		if p.take(']') {
 			return true
 		}
 		if !p.take(',') {

@@ -101,6 +101,10 @@ type claimRecord struct {
 	Release bool        `json:"release,omitempty"`
 	// State is the writer's chain as of offset State.Seen.
 	State chainState `json:"state"`
+
+	// lean, when read, stands for State.Grants, which a claims reader
+	// checked without keeping them (claimReader).
+	lean grantsSeen
 }
 
 // pauseRecord says the writer's call was answered with a pause-class error
@@ -381,8 +385,28 @@ func encodeClaim(r claimRecord) []byte {
 // is the time its bounds are judged from: the broker's stamp when the
 // broker stamped it, else this member's clock.
 func decodeClaim(b []byte, ref time.Time, stamped bool) (claimRecord, error) {
+	return decodeClaimWith(&fastParser{b: b}, ref, stamped)
+}
+
+// claimReader decodes the records the claims log's reader applies to the
+// chains: as decodeClaim (the same records refused), with its member ids
+// interned, and a snapshot's grants checked but not kept (a record
+// applies by its claim; a snapshot is read at start, by decodeClaim).
+// Every member reads every record of every app, so what it allocates per
+// record counts. One goroutine uses it.
+type claimReader struct{ names names }
+
+func (c *claimReader) decode(b []byte, ref time.Time, stamped bool) (claimRecord, error) {
+	if c.names == nil {
+		c.names = names{}
+	}
+	return decodeClaimWith(&fastParser{b: b, names: &c.names, lean: true}, ref, stamped)
+}
+
+func decodeClaimWith(p *fastParser, ref time.Time, stamped bool) (claimRecord, error) {
+	b := p.b
 	var r claimRecord
-	if !fastClaim(b, &r) {
+	if !fastClaimWith(p, &r) {
 		r = claimRecord{}
 		if err := json.Unmarshal(b, &r); err != nil {
 			return r, fmt.Errorf("claims log record: %w", err)
@@ -434,10 +458,12 @@ func (r claimRecord) check(ref time.Time, stamped bool) error {
 		return fmt.Errorf("a pause until %s, more than %v from now", time.Unix(0, r.Pause.Next).UTC().Format(time.RFC3339), claimSkewMax)
 	case r.Hold != nil && (r.Hold.ForMs < 0 || r.Hold.Until < 0 || r.Hold.Since < 0):
 		return errors.New("a hold with a negative time")
-	case len(r.State.Grants) > claimMaxGrants:
-		return fmt.Errorf("a snapshot of %d grants (at most %d)", len(r.State.Grants), claimMaxGrants)
+	case r.lean.read && r.lean.n > claimMaxGrants, len(r.State.Grants) > claimMaxGrants:
+		return fmt.Errorf("a snapshot of %d grants (at most %d)", max(r.lean.n, len(r.State.Grants)), claimMaxGrants)
 	case r.State.Latest > hi:
 		return fmt.Errorf("a snapshot whose latest claim is more than %v ahead", claimSkewMax)
+	case r.lean.read && (r.lean.maxAt > hi || r.lean.maxTS > hi || r.lean.maxBy > claimMaxID):
+		return fmt.Errorf("a snapshot grant at %s, more than %v from now", time.Unix(0, r.lean.maxAt).UTC().Format(time.RFC3339), claimSkewMax)
 	}
 	for _, g := range r.State.Grants {
 		if g.At > hi || g.TS > hi || len(g.By) > claimMaxID {

@@ -347,11 +347,17 @@ func stampNanos(t time.Time) int64 {
 // decode decodes a stored record within bounds: judged from the broker's
 // stamp when there is one, else from this member's clock.
 func (l *Log) decode(m rawRecord) (claimRecord, error) {
-	ref, stamped := m.stamp, !m.stamp.IsZero()
-	if !stamped {
-		ref = l.local.Now()
-	}
+	ref, stamped := l.ref(m)
 	return decodeClaim(m.value, ref, stamped)
+}
+
+// ref is the time m is checked against: the broker's stamp, else this
+// member's clock (stamped false).
+func (l *Log) ref(m rawRecord) (time.Time, bool) {
+	if m.stamp.IsZero() {
+		return l.local.Now(), false
+	}
+	return m.stamp, true
 }
 
 // readLoop follows the claims log until ctx ends, applying each record to
@@ -388,6 +394,7 @@ func (l *Log) readLoop(ctx context.Context) {
 			return
 		}
 	}
+	var cr claimReader
 	caughtUp := false
 	catchUp := func() {
 		if caughtUp {
@@ -455,7 +462,8 @@ func (l *Log) readLoop(ctx context.Context) {
 					"kafka-configs --bootstrap-server <brokers> --alter --entity-type topics --entity-name <KAFKA_SLOT_TOPIC> "+
 					"--add-config message.timestamp.type=LogAppendTime", zap.Int64("offset", m.offset))
 			}
-			r, err := l.decode(m)
+			ref, stamped := l.ref(m)
+			r, err := cr.decode(m.value, ref, stamped)
 			if err != nil {
 				l.log.Warn("skipping a record of the claims log that is not a claim", zap.Int64("offset", m.offset), zap.Error(err))
 				l.readSeen.Store(m.offset)
