@@ -262,63 +262,12 @@ func (p *fastParser) state(st *chainState, lean *grantsSeen) bool {
 		case "latest":
 			st.Latest, ok = p.int()
 		case "grants":
-			if p.lean {
-				ok = p.grantsSeen(lean)
-			} else {
-				ok = p.grants(&st.Grants)
-			}
+			ok = p.grants(&st.Grants, lean)
 		default:
 			return false
 		}
 		return ok
 	})
-}
-
-// grants reads a snapshot's grants, at most claimMaxGrants+1 (more is
-// out of bounds anyway: encoding/json reads it and the bounds refuse it).
-func (p *fastParser) grants(gs *[]slotGrant) bool {
-	if !p.take('[') {
-		return false
-	}
-	out := []slotGrant{}
-	if p.take(']') {
-		*gs = out
-		return true
-	}
-	for len(out) <= claimMaxGrants {
-		var g slotGrant
-		if !p.object(func(key []byte) bool {
-			var ok bool
-			switch string(key) {
-			case "by":
-				g.By, ok = p.string()
-			case "seq":
-				g.Seq, ok = p.uint()
-			case "ts":
-				g.TS, ok = p.int()
-			case "at":
-				g.At, ok = p.int()
-			case "u":
-				g.Urgent, ok = p.bool()
-			case "f":
-				g.Fixed, ok = p.bool()
-			default:
-				return false
-			}
-			return ok
-		}) {
-			return false
-		}
-		out = append(out, g)
-		if p.take(']') {
-			*gs = out
-			return true
-		}
-		if !p.take(',') {
-			return false
-		}
-	}
-	return false
 }
 
 // grantsSeen is what a claims reader keeps of a snapshot's grants it
@@ -331,19 +280,31 @@ type grantsSeen struct {
 	maxBy        int
 }
 
-// grantsSeen reads a snapshot's grants as grants does, accepting and
-// refusing the same, into seen instead of a slice.
-func (p *fastParser) grantsSeen(seen *grantsSeen) bool {
+// grants reads a snapshot's grants, at most claimMaxGrants+1 (more is
+// out of bounds anyway: encoding/json reads it and the bounds refuse it):
+// into gs, or, when p.lean, only into seen (accepting and refusing the
+// same).
+func (p *fastParser) grants(gs *[]slotGrant, seen *grantsSeen) bool {
 	if !p.take('[') {
 		return false
 	}
-	*seen = grantsSeen{read: true, maxAt: math.MinInt64, maxTS: math.MinInt64}
-	if p.take(']') {
+	out := []slotGrant{}
+	if p.lean {
+		out = nil
+		*seen = grantsSeen{read: true, maxAt: math.MinInt64, maxTS: math.MinInt64}
+	}
+	end := func() bool {
+		if !p.lean {
+			*gs = out
+		}
 		return true
 	}
-	for seen.n <= claimMaxGrants {
-		var by []byte
+	if p.take(']') {
+		return end()
+	}
+	for n := 0; n <= claimMaxGrants; n++ {
 		var g slotGrant
+		var by []byte
 		if !p.object(func(key []byte) bool {
 			var ok bool
 			switch string(key) {
@@ -366,10 +327,15 @@ func (p *fastParser) grantsSeen(seen *grantsSeen) bool {
 		}) {
 			return false
 		}
-		seen.n++
-		seen.maxAt, seen.maxTS, seen.maxBy = max(seen.maxAt, g.At), max(seen.maxTS, g.TS), max(seen.maxBy, len(by))
+		if p.lean {
+			seen.n++
+			seen.maxAt, seen.maxTS, seen.maxBy = max(seen.maxAt, g.At), max(seen.maxTS, g.TS), max(seen.maxBy, len(by))
+		} else {
+			g.By = string(by)
+			out = append(out, g)
+		}
 		if p.take(']') {
-			return true
+			return end()
 		}
 		if !p.take(',') {
 			return false
