@@ -272,9 +272,11 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // number of apps (a machine less loaded shows the CPU a call costs
 // without contention), BENCH_REPLICAS the number of replicas (1: a lone
 // member, which paces by its own calls and claims nothing: the cost of a
-// call without the claims log); RSS_PROFILE_DIR, if
-// set, gets a CPU profile of each replica and what the first allocated
-// before and after it:
+// call without the claims log); BENCH_GOGC, BENCH_GOMAXPROCS and
+// BENCH_GODEBUG set the replicas' GOGC, GOMAXPROCS and GODEBUG
+// (memprofilerate=8192: an allocation profile fine enough to see a call's
+// allocations); RSS_PROFILE_DIR, if set, gets a CPU profile of each
+// replica and what the first allocated before and after it:
 //
 //	go test -run '^$' -bench ThousandApps -benchtime 1x -v ./cmd/timbroadcast
 func BenchmarkThousandApps(b *testing.B) {
@@ -304,6 +306,9 @@ func BenchmarkThousandApps(b *testing.B) {
 		ae.env["KAFKA_SESSION_TIMEOUT"], ae.env["KAFKA_HEARTBEAT_INTERVAL"], ae.env["KAFKA_REBALANCE_TIMEOUT"] = "10s", "500ms", "10s"
 		if os.Getenv("RSS_PROFILE_DIR") != "" {
 			ae.env["HTTP_PPROF"] = "on"
+		}
+		if g := os.Getenv("BENCH_GODEBUG"); g != "" {
+			ae.env["GODEBUG"] = g
 		}
 		if g := os.Getenv("BENCH_GOGC"); g != "" {
 			ae.env["GOGC"] = g
