@@ -136,10 +136,8 @@ func (s *stream) send(c *call.Call) (err error) {
 		}
 		takeCtx, stopTake := s.app.WhileServed(s.taking)
 		take := s.app.Sched.Take
-		if c.Pack == nil && !c.InFlight && !w.delivered.MayRead(s.app.DeliveredKey(), c.Members[0].Msg.Time, w.cfg.Now()) {
-			// Nothing to do between the slot and the request: granted
-			// when it may leave.
-			take = s.app.Sched.TakePacked
+		if s.packed(c) {
+			take = s.app.Sched.TakePacked // granted when it may leave
 		}
 		t, err := take(takeCtx, s.part, s.urgent)
 		stopTake()
@@ -260,6 +258,13 @@ func (s *stream) answered(c *call.Call, a sender.Attempt) {
 		c.UnknownRecorded = true
 		s.recordUnknown(c, c.Uncertain.Since())
 	}
+}
+
+// packed reports whether nothing stands between c's slot and its
+// request: ready has nothing to do, and the delivered log is not read
+// again for it (Fresh).
+func (s *stream) packed(c *call.Call) bool {
+	return c.Pack == nil && !c.InFlight && !s.w.delivered.MayRead(s.app.DeliveredKey(), c.Members[0].Msg.Time, s.w.cfg.Now())
 }
 
 // ready finishes the call before its first attempt: packs a merge call and

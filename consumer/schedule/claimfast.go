@@ -291,7 +291,7 @@ func (p *fastParser) grants(gs *[]slotGrant, seen *grantsSeen) bool {
 	out := []slotGrant{}
 	if p.lean {
 		out = nil
-		*seen = grantsSeen{read: true, maxAt: math.MinInt64, maxTS: math.MinInt64}
+		*seen = seenOf(nil)
 	}
 	end := func() bool {
 		if !p.lean {
@@ -328,8 +328,7 @@ func (p *fastParser) grants(gs *[]slotGrant, seen *grantsSeen) bool {
 			return false
 		}
 		if p.lean {
-			seen.n++
-			seen.maxAt, seen.maxTS, seen.maxBy = max(seen.maxAt, g.At), max(seen.maxTS, g.TS), max(seen.maxBy, len(by))
+			seen.add(g.At, g.TS, len(by))
 		} else {
 			g.By = string(by)
 			out = append(out, g)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -458,19 +459,35 @@ func (r claimRecord) check(ref time.Time, stamped bool) error {
 		return fmt.Errorf("a pause until %s, more than %v from now", time.Unix(0, r.Pause.Next).UTC().Format(time.RFC3339), claimSkewMax)
 	case r.Hold != nil && (r.Hold.ForMs < 0 || r.Hold.Until < 0 || r.Hold.Since < 0):
 		return errors.New("a hold with a negative time")
-	case r.lean.read && r.lean.n > claimMaxGrants, len(r.State.Grants) > claimMaxGrants:
-		return fmt.Errorf("a snapshot of %d grants (at most %d)", max(r.lean.n, len(r.State.Grants)), claimMaxGrants)
+	}
+	seen := r.lean
+	if !seen.read {
+		seen = seenOf(r.State.Grants)
+	}
+	switch {
+	case seen.n > claimMaxGrants:
+		return fmt.Errorf("a snapshot of %d grants (at most %d)", seen.n, claimMaxGrants)
 	case r.State.Latest > hi:
 		return fmt.Errorf("a snapshot whose latest claim is more than %v ahead", claimSkewMax)
-	case r.lean.read && (r.lean.maxAt > hi || r.lean.maxTS > hi || r.lean.maxBy > claimMaxID):
-		return fmt.Errorf("a snapshot grant at %s, more than %v from now", time.Unix(0, r.lean.maxAt).UTC().Format(time.RFC3339), claimSkewMax)
-	}
-	for _, g := range r.State.Grants {
-		if g.At > hi || g.TS > hi || len(g.By) > claimMaxID {
-			return fmt.Errorf("a snapshot grant at %s, more than %v from now", time.Unix(0, g.At).UTC().Format(time.RFC3339), claimSkewMax)
-		}
+	case seen.maxAt > hi || seen.maxTS > hi || seen.maxBy > claimMaxID:
+		return fmt.Errorf("a snapshot grant at %s, more than %v from now", time.Unix(0, seen.maxAt).UTC().Format(time.RFC3339), claimSkewMax)
 	}
 	return nil
+}
+
+// seenOf is what check looks at of grants.
+func seenOf(grants []slotGrant) grantsSeen {
+	seen := grantsSeen{read: true, maxAt: math.MinInt64, maxTS: math.MinInt64}
+	for _, g := range grants {
+		seen.add(g.At, g.TS, len(g.By))
+	}
+	return seen
+}
+
+// add counts a grant at at, claimed at ts, by a member id of by bytes.
+func (s *grantsSeen) add(at, ts int64, by int) {
+	s.n++
+	s.maxAt, s.maxTS, s.maxBy = max(s.maxAt, at), max(s.maxTS, ts), max(s.maxBy, by)
 }
 
 // cutOutside bounds text from outside for logs and /readyz: at most n

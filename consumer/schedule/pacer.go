@@ -214,13 +214,9 @@ func (s *pacer) wantWrite() { s.l.wakeWriter(s.app) }
 func (s *pacer) lead() time.Duration { return min(s.period/3, 150*time.Millisecond) }
 
 // leadLocked is the lead of the waiter the next grant goes to
-// (pickLocked's choice): none for a packed call.
+// (nextLocked's): none for a packed call.
 func (s *pacer) leadLocked() time.Duration {
-	i := slices.IndexFunc(s.waiting, func(w *slotWaiter) bool { return w.urgent })
-	if i < 0 && len(s.waiting) > 0 {
-		i = 0
-	}
-	if i >= 0 && s.waiting[i].packed {
+	if i := s.nextLocked(); i >= 0 && s.waiting[i].packed {
 		return 0
 	}
 	return s.lead()
@@ -288,13 +284,21 @@ func (s *pacer) ownsAllLocked() bool {
 // (urgent first), or -1 when the member leaves this call unused after a
 // 10023 (urgent callers never give way).
 func (s *pacer) pickLocked() int {
-	for j, w := range s.waiting {
-		if w.urgent {
-			return j
-		}
-	}
-	if s.skip > 0 {
+	i := s.nextLocked()
+	if i >= 0 && !s.waiting[i].urgent && s.skip > 0 {
 		s.skip--
+		return -1
+	}
+	return i
+}
+
+// nextLocked returns the index of the waiter next in line (the first
+// urgent one, else the first), -1 for none.
+func (s *pacer) nextLocked() int {
+	if i := slices.IndexFunc(s.waiting, func(w *slotWaiter) bool { return w.urgent }); i >= 0 {
+		return i
+	}
+	if len(s.waiting) == 0 {
 		return -1
 	}
 	return 0
