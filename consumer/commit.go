@@ -22,6 +22,15 @@ import (
 // So a stream that waits (a paused app) holds the commit, never another
 // stream: theirs go on, and what they settled above the commit is known
 // again after a restart through the delivered log.
+//
+// Commits are coalesced: a settled call marks its stream's watermark for
+// the delivered log and wakes the committer's loop (run), which writes
+// every stream's marked watermark in one request and then commits, at
+// once when the partition's last commit is CommitInterval old, else when
+// it is. The delivered log is always written before the commit past it; a
+// crash between an answer and its commit (at most CommitInterval and a
+// request or two) resends within the server's dedupe window. A call
+// recorded in flight commits at once (record), writing the marks first.
 type committer struct {
 	p *partition
 
@@ -32,25 +41,109 @@ type committer struct {
 	// them (wire.MaxInFlights) while several apps share the partition.
 	inflight map[*stream]wire.AppInFlight
 	slots    chan struct{}
+	// marks are the watermarks streams settled and the delivered log has
+	// not been given yet; ending are the members whose spans end at the
+	// next commit.
+	marks  map[*stream]mark
+	ending []ending
+	// err is why committing ended (the session ends): later commits fail
+	// with it.
+	err error
+	// dirty wakes run: something settled.
+	dirty chan struct{}
+}
+
+// mark is a stream's watermark for the delivered log: every record of the
+// stream below next has its final outcome. Written before the commit past
+// it when delivered is set (a delivery), else only while the commit stays
+// below next (another app's record waits before them).
+type mark struct {
+	next      int64
+	delivered bool
+}
+
+// ending is a call's members whose spans end at their commit.
+type ending struct {
+	obs     *call.Observer
+	members []*call.Record
 }
 
 func newCommitter(p *partition, committed int64) *committer {
-	return &committer{p: p, next: committed, inflight: map[*stream]wire.AppInFlight{}, slots: make(chan struct{}, wire.MaxInFlights)}
+	return &committer{p: p, next: committed, inflight: map[*stream]wire.AppInFlight{}, slots: make(chan struct{}, wire.MaxInFlights),
+		marks: map[*stream]mark{}, dirty: make(chan struct{}, 1)}
 }
 
-// advance commits as far as every stream allows, for s (nil: the
-// router): the commit's refusals hold s. It returns the committed offset.
-func (c *committer) advance(s *stream) (int64, error) {
+// run commits what streams settle, at most once per interval, until stop
+// closes; then it commits what is left. A failed commit ends the session
+// (partition.fail).
+func (c *committer) run(interval time.Duration, stop <-chan struct{}) {
+	var last time.Time
+	for {
+		select {
+		case <-c.dirty:
+		case <-stop:
+			c.flush()
+			return
+		}
+		if wait := time.Until(last.Add(interval)); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-stop:
+				t.Stop()
+				c.flush()
+				return
+			}
+		}
+		last = time.Now()
+		c.flush()
+	}
+}
+
+// flush writes the marks and commits as far as every stream allows; the
+// spans of what it committed end.
+func (c *committer) flush() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.commitLocked(s)
+	_, err := c.commitLocked(nil)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	ended := c.ending
+	c.ending = nil
+	c.mu.Unlock()
+	for _, e := range ended {
+		e.obs.Committed(e.members, err)
+	}
+	if err != nil {
+		c.p.fail(err)
+	}
+}
+
+// wake makes run commit (soon).
+func (c *committer) wake() {
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// advance makes the committer commit as far as every stream allows, for
+// the router (positions without records).
+func (c *committer) advance() {
+	c.wake()
 }
 
 func (c *committer) commitLocked(s *stream) (int64, error) {
+	if c.err != nil {
+		return c.next, c.err
+	}
 	p := c.p
 	p.mu.Lock()
 	next := min(p.routed, p.lows.Lowest())
 	p.mu.Unlock()
+	if err := c.writeMarksLocked(s, next); err != nil {
+		return c.next, err
+	}
 	meta := c.metadata(next)
 	if next == c.next && meta == c.meta {
 		return c.next, nil
@@ -62,46 +155,84 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 	return next, nil
 }
 
-// settled commits past members of done, the stream s's records up to the
-// last of them with their final outcome: the partition commits as far as
-// every stream allows. When the commit stays below them (another app's
-// record waits before them) and done did not deliver them (a delivery is on
-// record already), the delivered log records them too, so a restart
-// knows them. Their spans end: an event's span runs from its fetch to its
-// commit.
-func (c *committer) settled(s *stream, done *call.Call, members []*call.Record) error {
-	c.clear(s)
+// writeMarksLocked gives the delivered log, in one write, the marks a
+// commit at next needs (every delivery's, and those above next), so a
+// restart knows them; for s (nil: the partition) while it holds. A
+// watermark keeps the call its stream recorded with an unknown outcome
+// above it (recordUnknown).
+func (c *committer) writeMarksLocked(s *stream, next int64) error {
+	d := c.p.w.delivered
+	if len(c.marks) == 0 || d == nil {
+		clear(c.marks)
+		return nil
+	}
+	msgs := make([]kafka.Message, 0, len(c.marks))
+	es := make([]wire.Watermark, 0, len(c.marks))
+	first := int64(-1)
+	for ms, m := range c.marks {
+		if !m.delivered && m.next <= next {
+			continue
+		}
+		var pending *wire.Pending
+		if old, ok := d.Entry(ms.app.Key, ms.tp.topic, ms.tp.partition); ok && old.Pending != nil && old.Pending.First >= m.next {
+			pending = old.Pending
+		}
+		e := d.Watermark(ms.app.Key, ms.tp.topic, ms.tp.partition, ms.topicID, m.next, "", pending)
+		es = append(es, e)
+		msgs = append(msgs, d.Message(e))
+		if first < 0 || m.next < first {
+			first = m.next
+		}
+	}
+	clear(c.marks)
+	if len(msgs) == 0 {
+		return nil
+	}
+	tp, log := c.p.tp, c.p.log
+	if s != nil {
+		tp, log = s.tp, s.log
+	}
+	if err := c.p.writeHeld(tp, log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, first-1, msgs, nil, nil); err != nil {
+		return err
+	}
+	for _, e := range es {
+		d.Written(e)
+	}
+	return nil
+}
+
+// settled settles members of done, the stream s's records up to the last
+// of them with their final outcome: s's mark moves past them (a delivery's
+// for the delivered log, another outcome's for it only while the commit
+// stays below), and the committer commits as far as every stream allows
+// (run). Their spans end at the commit: an event's span runs from its
+// fetch to its commit.
+func (c *committer) settled(s *stream, done *call.Call, members []*call.Record) {
 	p := c.p
 	last := members[len(members)-1].Msg.Offset
+	c.mu.Lock()
+	c.clearLocked(s)
 	s.settledTo = last + 1
+	if s.app != nil && done.Res != call.Already {
+		m := c.marks[s]
+		m.next = last + 1
+		m.delivered = m.delivered || done.Res == call.Delivered
+		c.marks[s] = m
+		s.floor = max(s.floor, m.next)
+	}
 	p.mu.Lock()
 	low, at := s.lowLocked()
 	p.lows.Set(&s.place, low)
 	p.mu.Unlock()
+	for _, m := range members {
+		if m.Span != nil {
+			c.ending = append(c.ending, ending{done.Obs, members})
+			break
+		}
+	}
+	c.mu.Unlock()
 	s.app.SetWaiting(s.w.metrics, s.obs.Label, s, at)
-	committed, err := c.advance(s)
-	if err == nil && committed <= last && done.Res != call.Delivered && done.Res != call.Already {
-		err = s.recordSettled(last)
-	}
-	done.Obs.Committed(members, err)
-	return err
-}
-
-// recordSettled records in the delivered log that every record of the
-// stream's app up to offset last has its final outcome (several apps: the
-// commit waits below them for another app's record).
-func (s *stream) recordSettled(last int64) error {
-	d := s.w.delivered
-	if d == nil || s.app == nil {
-		return nil
-	}
-	e := d.Watermark(s.app.Key, s.tp.topic, s.tp.partition, s.topicID, last+1, "", nil)
-	if err := s.writeHeld(s.log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, last, []kafka.Message{d.Message(e)}, nil, nil); err != nil {
-		return err
-	}
-	d.Written(e)
-	s.floor = max(s.floor, e.Next)
-	return nil
+	c.wake()
 }
 
 // lowLocked is the stream's first offset without an outcome, and that
@@ -150,10 +281,9 @@ func (c *committer) record(s *stream, f wire.AppInFlight) error {
 	return err
 }
 
-// clear forgets s's call in flight (settled); the next commit drops it.
-func (c *committer) clear(s *stream) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// clearLocked forgets s's call in flight (settled); the next commit drops
+// it.
+func (c *committer) clearLocked(s *stream) {
 	if _, ok := c.inflight[s]; ok {
 		delete(c.inflight, s)
 		if c.p.w.apps.Single == nil {

@@ -3,10 +3,13 @@ package consumer_test
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -188,6 +191,96 @@ func TestOldRecordsWarning(t *testing.T) {
 			got := logs.FilterMessageSnippet("holding records older than a day").Len()
 			if (got > 0) != tc.want {
 				t.Errorf("%d warnings about records older than a day, want them: %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCommitsCoalesced: what settles within a commit interval goes to the
+// delivered log in one write and is committed in one commit, the write
+// always before the commit past it: 200 calls at 200 a second make a few
+// writes and commits with an interval of 250 ms, about one each with an
+// interval of zero (each outcome at once).
+func TestCommitsCoalesced(t *testing.T) {
+	kc := consumertest.StartFake(t)
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		atMost   int // writes and commits
+		atLeast  int
+		calls    int
+	}{
+		{name: "250ms", interval: 250 * time.Millisecond, atMost: 20, calls: 200},
+		{name: "at once", interval: -1, atLeast: 50, calls: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, kc, 1, sendertest.Options{})
+			deliveredTopic := e.topic + ".delivered"
+			var mu sync.Mutex
+			var seq []int64 // -1: a write of the delivered log; else a commit's offset
+			var on atomic.Bool
+			on.Store(true)
+			t.Cleanup(func() { on.Store(false) })
+			kc.Fake.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				kc.Fake.KeepControl()
+				if !on.Load() {
+					return nil, nil, false
+				}
+				for _, rt := range req.(*kmsg.ProduceRequest).Topics {
+					if rt.Topic == deliveredTopic {
+						mu.Lock()
+						seq = append(seq, -1)
+						mu.Unlock()
+					}
+				}
+				return nil, nil, false
+			})
+			kc.Fake.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				kc.Fake.KeepControl()
+				r := req.(*kmsg.OffsetCommitRequest)
+				if !on.Load() || r.Group != e.group {
+					return nil, nil, false
+				}
+				for _, rt := range r.Topics {
+					for _, p := range rt.Partitions {
+						mu.Lock()
+						seq = append(seq, p.Offset)
+						mu.Unlock()
+					}
+				}
+				return nil, nil, false
+			})
+			want := produceTexts(t, e, "c", tc.calls)
+			rw := e.start(func(c *consumer.Config, s *sender.Config) {
+				c.CommitInterval, c.AppRate, s.Rate = tc.interval, 200, 200
+			})
+			e.waitCommitted(30 * time.Second)
+			rw.stop(t)
+			checkExactlyOnce(t, deliveredTexts(e.emu), want)
+			if w := lastEntry(t, e); w.Next != int64(tc.calls) {
+				t.Errorf("delivered log entry %+v, want next %d", w, tc.calls)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			writes, commits, committed, written := 0, 0, int64(0), false
+			for _, x := range seq {
+				if x < 0 {
+					writes++
+					written = true
+					continue
+				}
+				commits++
+				if x > committed && !written {
+					t.Errorf("commit at %d (from %d) with no delivered-log write since the last commit: %v", x, committed, seq)
+				}
+				committed, written = max(committed, x), false
+			}
+			t.Logf("%d calls: %d delivered-log writes, %d commits", tc.calls, writes, commits)
+			if tc.atMost > 0 && (writes > tc.atMost || commits > tc.atMost) {
+				t.Errorf("%d writes and %d commits for %d calls, want at most %d each (coalesced)", writes, commits, tc.calls, tc.atMost)
+			}
+			if writes < tc.atLeast || commits < tc.atLeast {
+				t.Errorf("%d writes and %d commits for %d calls, want at least %d each (each at once)", writes, commits, tc.calls, tc.atLeast)
 			}
 		})
 	}

@@ -19,11 +19,13 @@
 //	               resumed; what the delivered log knows at its start
 //	settle.go      the one way every call goes: a turn of the call
 //	               schedule (package schedule: pause gate, slot), the
-//	               send; delivered, dead-lettered or split; the delivered
-//	               log's writes and every write before a commit (writeHeld)
+//	               send; delivered, dead-lettered or split; every write
+//	               before a commit (writeHeld)
 //	commit.go      the committer, the one place that decides a commit:
 //	               the lowest offset no stream has settled, the calls in
-//	               flight as metadata (package offsets commits it)
+//	               flight as metadata (package offsets commits it), at
+//	               most one a Config.CommitInterval, each after one write
+//	               of what the streams settled to the delivered log
 //
 // What the path calls on its way is a package of its own, each read on
 // its own terms: call (a record, a call, and the observer each call

@@ -222,12 +222,19 @@ func (p *partition) session() error {
 		}
 		stopTaking()
 	}
+	stopCommits, committing := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(committing)
+		p.commits.run(p.w.cfg.CommitInterval, stopCommits)
+	}()
 	err = p.route()
 	close(p.routerDone)
 	if err != nil {
 		p.fail(err)
 	}
 	p.running.Wait()
+	close(stopCommits) // it commits what the streams settled last
+	<-committing
 	for _, s := range p.streams {
 		s.app.SetWaiting(p.w.metrics, s.obs.Label, s, time.Time{}) // what it held waits for the next session or owner
 	}
@@ -588,9 +595,7 @@ func (p *partition) route() error {
 			p.routed = it.skipTo // the pump's position (moved back inside a truncated log, say)
 			p.movedLocked()
 			p.mu.Unlock()
-			if _, err := p.commits.advance(nil); err != nil {
-				return err
-			}
+			p.commits.advance()
 			continue
 		}
 		m := it.rec.Msg

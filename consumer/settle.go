@@ -303,12 +303,6 @@ func (s *stream) delivered(c *call.Call) error {
 			}
 		}
 	}
-	// After the delivery's metadata (so an owner taking over after a crash
-	// writes its receipts as delivered, not already_delivered), before the
-	// commit.
-	if err := s.recordDelivered(c); err != nil {
-		return err
-	}
 	if w.receipts == nil {
 		return nil
 	}
@@ -363,23 +357,6 @@ func (s *stream) recordInFlight(c *call.Call, d *wire.Delivered) error {
 	return s.commits.record(s, f)
 }
 
-// recordDelivered records in the delivered log that every record up to
-// c's last member has its outcome, before c is committed: written and
-// acknowledged, or the partition holds.
-func (s *stream) recordDelivered(c *call.Call) error {
-	d := s.w.delivered
-	if d == nil || s.app == nil {
-		return nil
-	}
-	e := d.Watermark(s.app.Key, s.tp.topic, s.tp.partition, s.topicID, c.LastOffset()+1, "", nil)
-	if err := s.writeHeld(c.Log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, c.FirstOffset(), []kafka.Message{d.Message(e)}, nil, nil); err != nil {
-		return err
-	}
-	d.Written(e)
-	s.floor = max(s.floor, e.Next)
-	return nil
-}
-
 // recordUnknown records in the delivered log that c's first attempt with
 // an unknown outcome started at since, so whoever sends c next (this
 // member after a restart, another after a crash, a new group) resends it
@@ -391,9 +368,16 @@ func (s *stream) recordUnknown(c *call.Call, since time.Time) {
 		return
 	}
 	pending := &wire.Pending{First: c.FirstOffset(), Last: c.LastOffset(), Random: c.Random, UnknownSince: since.UnixMilli()}
+	// Under the committer's lock: its next write of the stream's mark
+	// keeps this pending call (writeMarksLocked).
+	s.commits.mu.Lock()
+	defer s.commits.mu.Unlock()
 	next := c.FirstOffset()
 	if e, ok := d.Entry(s.app.Key, s.tp.topic, s.tp.partition); ok {
 		next = e.Next
+	}
+	if m, ok := s.commits.marks[s]; ok && m.delivered {
+		next = max(next, m.next)
 	}
 	if err := d.Write(s.sending, d.Watermark(s.app.Key, s.tp.topic, s.tp.partition, s.topicID, next, "", pending)); err != nil {
 		c.Log.Warn("cannot record the unknown outcome in the delivered log: after a crash the next owner resends the call "+
@@ -418,12 +402,14 @@ func (s *stream) unknownSince(c *call.Call) time.Time {
 
 // commitPast settles members of c (the stream's records up to the last
 // of them): their bytes go back to the budget, and the committer commits
-// past them as far as every stream allows (committer.settled).
+// past them as far as every stream allows (committer.settled), after the
+// delivered log knows them.
 func (s *stream) commitPast(c *call.Call, members ...*call.Record) error {
 	for _, m := range members {
 		s.held.Release(m.Msg.Offset)
 	}
-	return s.commits.settled(s, c, members)
+	s.commits.settled(s, c, members)
+	return nil
 }
 
 // The one way the worker writes to Kafka before a commit (dead letters,
@@ -459,23 +445,29 @@ func (a topicAppender) topicName() string { return a.topic }
 // errAbandoned (or why taking ended) if sending ended first.
 func (s *stream) writeHeld(log *zap.Logger, what string, out writer, offset int64, msgs []kafka.Message,
 	spans []trace.Span, refused func(error) []kafka.Message) error {
-	w, ctx := s.w, s.sending
+	return s.partition.writeHeld(s.tp, log, what, out, offset, msgs, spans, refused)
+}
+
+// writeHeld is stream.writeHeld for tp (a stream's, or the partition's).
+func (p *partition) writeHeld(tp topicPartition, log *zap.Logger, what string, out writer, offset int64, msgs []kafka.Message,
+	spans []trace.Span, refused func(error) []kafka.Message) error {
+	w, ctx := p.w, p.sending
 	endSpans := func(err error) {
 		for _, s := range spans {
 			call.End(s, err)
 		}
 	}
-	w.holds.Ensure(s.tp, offset)
+	w.holds.Ensure(tp, offset)
 	for attempt := 1; ; attempt++ {
 		err := out.WriteMessages(ctx, msgs...)
 		switch {
 		case err == nil:
 			endSpans(nil)
-			w.holds.Done(s.tp)
+			w.holds.Done(tp)
 			return nil
 		case ctx.Err() != nil:
 			endSpans(err)
-			return s.abandoned()
+			return p.abandoned()
 		}
 		for _, s := range spans {
 			if s != nil {
@@ -488,12 +480,12 @@ func (s *stream) writeHeld(log *zap.Logger, what string, out writer, offset int6
 				continue
 			}
 		}
-		w.holds.Fail(s.tp, w.cfg.Now(), what+": "+err.Error())
+		w.holds.Fail(tp, w.cfg.Now(), what+": "+err.Error())
 		log.Error(what+" failed; retrying (the offset is committed only after it succeeds)",
 			zap.Int("attempt", attempt), zap.String("topic", out.topicName()), zap.Error(err))
 		if sleep.For(ctx, min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)) != nil {
 			endSpans(err)
-			return s.abandoned()
+			return p.abandoned()
 		}
 	}
 }
