@@ -157,9 +157,9 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 
 // writeMarksLocked gives the delivered log, in one write, the marks a
 // commit at next needs (every delivery's, and those above next), so a
-// restart knows them; for s (nil: the partition) while it holds. A
-// watermark keeps the call its stream recorded with an unknown outcome
-// above it (recordUnknown).
+// restart knows them. A watermark keeps the call its stream recorded with an unknown outcome
+// above it (recordUnknown). A refused write holds the committer (for s's
+// log, when set).
 func (c *committer) writeMarksLocked(s *stream, next int64) error {
 	d := c.p.w.delivered
 	if len(c.marks) == 0 || d == nil {
@@ -188,11 +188,12 @@ func (c *committer) writeMarksLocked(s *stream, next int64) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	tp, log := c.p.tp, c.p.log
+	log := c.p.log
 	if s != nil {
-		tp, log = s.tp, s.log
+		log = s.log
 	}
-	if err := c.p.writeHeld(tp, log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, first-1, msgs, nil, nil); err != nil {
+	// The committer's own hold: the stream's, if any, is its call's.
+	if err := c.p.writeHeld(c.p.tp.committing(), log, "delivered log write", topicAppender{d.Appender(), d.Topic()}, first-1, msgs, nil, nil); err != nil {
 		return err
 	}
 	for _, e := range es {
@@ -323,7 +324,7 @@ func (c *committer) metadata(next int64) string {
 // (offsets.ErrGenerationGone, then the member rejoins); a commit cut short by the
 // end of sending returns errAbandoned (or why taking ended).
 func (p *partition) commit(s *stream, next int64, metadata string) error {
-	tp, log := p.tp, p.log
+	tp, log := p.tp.committing(), p.log
 	if s != nil {
 		tp, log = s.tp, s.log
 	}
@@ -344,7 +345,11 @@ func (p *partition) commit(s *stream, next int64, metadata string) error {
 	switch {
 	case err == nil:
 		if failed {
-			p.w.holds.Start(tp, next) // the hold goes on, its failures over
+			if s != nil {
+				p.w.holds.Start(tp, next) // the stream's hold goes on, its failures over
+			} else {
+				p.w.holds.Done(tp)
+			}
 			log.Info("offset commit accepted again", zap.Int64("offset", next))
 		}
 		return nil

@@ -15,14 +15,25 @@ type topicPartition struct {
 	// app, when set, names one app's share of the partition (several
 	// apps in one deployment): its stream's holds are its own.
 	app string
+	// commits, when set, names the partition's committer (its holds are
+	// its own: a stream goes on sending while a commit is refused).
+	commits bool
 }
 
 func (tp topicPartition) String() string {
 	s := tp.topic + "/" + strconv.Itoa(tp.partition)
-	if tp.app != "" {
+	switch {
+	case tp.app != "":
 		s += " (app " + tp.app + ")"
+	case tp.commits:
+		s += " (commits)"
 	}
 	return s
+}
+
+// committing is tp's committer.
+func (tp topicPartition) committing() topicPartition {
+	return topicPartition{topic: tp.topic, partition: tp.partition, commits: true}
 }
 
 // sched is tp as the call schedule names it.
@@ -32,7 +43,19 @@ func (tp topicPartition) sched() schedule.Partition {
 
 // comparePartitions orders by topic, then partition, then app.
 func comparePartitions(a, b topicPartition) int {
-	return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition), cmp.Compare(a.app, b.app))
+	return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition), cmp.Compare(a.app, b.app),
+		compareBool(a.commits, b.commits))
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // samePartition reports whether o is tp's partition (an app's share of
