@@ -13,6 +13,7 @@ import (
 	"github.com/timbroadcast/timbroadcast/consumer/call"
 	"github.com/timbroadcast/timbroadcast/consumer/lows"
 	"github.com/timbroadcast/timbroadcast/consumer/offsets"
+	"github.com/timbroadcast/timbroadcast/consumer/sleep"
 	"github.com/timbroadcast/timbroadcast/consumer/wire"
 )
 
@@ -24,7 +25,7 @@ import (
 // again after a restart through the delivered log.
 //
 // Commits are coalesced: a settled call marks its stream's watermark for
-// the delivered log and wakes the committer's loop (run), which writes
+// the delivered log and starts the committer's loop (run), which writes
 // every stream's marked watermark in one request and then commits, at
 // once when the partition's last commit is CommitInterval old, else when
 // it is. The delivered log is always written before the commit past it; a
@@ -49,8 +50,10 @@ type committer struct {
 	// err is why committing ended (the session ends): later commits fail
 	// with it.
 	err error
-	// dirty wakes run: something settled.
-	dirty chan struct{}
+	// dirty says something settled since the last commit's start (last);
+	// flushing that run is on its way to commit it.
+	dirty, flushing bool
+	last            time.Time
 }
 
 // mark is a stream's watermark for the delivered log: every record of the
@@ -70,32 +73,27 @@ type ending struct {
 
 func newCommitter(p *partition, committed int64) *committer {
 	return &committer{p: p, next: committed, inflight: map[*stream]wire.AppInFlight{}, slots: make(chan struct{}, wire.MaxInFlights),
-		marks: map[*stream]mark{}, dirty: make(chan struct{}, 1)}
+		marks: map[*stream]mark{}}
 }
 
-// run commits what streams settle, at most once per interval, until stop
-// closes; then it commits what is left. A failed commit ends the session
-// (partition.fail).
-func (c *committer) run(interval time.Duration, stop <-chan struct{}) {
-	var last time.Time
+// run commits what streams settle, at most once per
+// Config.CommitInterval (at once when taking ended), until nothing more
+// has settled: it runs only while there is something to commit, one at a
+// time, among the session's goroutines (partition.running). A failed
+// commit ends the session (partition.fail).
+func (c *committer) run() {
 	for {
-		select {
-		case <-c.dirty:
-		case <-stop:
-			c.flush()
+		c.mu.Lock()
+		if !c.dirty || c.err != nil {
+			c.flushing = false
+			c.mu.Unlock()
 			return
 		}
-		if wait := time.Until(last.Add(interval)); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-stop:
-				t.Stop()
-				c.flush()
-				return
-			}
+		wait := time.Until(c.last.Add(c.p.w.cfg.CommitInterval))
+		c.mu.Unlock()
+		if wait > 0 {
+			_ = sleep.For(c.p.taking, wait) // ended: what settled commits at once
 		}
-		last = time.Now()
 		c.flush()
 	}
 }
@@ -104,6 +102,7 @@ func (c *committer) run(interval time.Duration, stop <-chan struct{}) {
 // spans of what it committed end.
 func (c *committer) flush() {
 	c.mu.Lock()
+	c.dirty, c.last = false, time.Now()
 	_, err := c.commitLocked(nil)
 	if err != nil && c.err == nil {
 		c.err = err
@@ -119,18 +118,24 @@ func (c *committer) flush() {
 	}
 }
 
-// wake makes run commit (soon).
-func (c *committer) wake() {
-	select {
-	case c.dirty <- struct{}{}:
-	default:
-	}
+// dirtyLocked notes that something settled; it reports whether run must
+// start (none is on its way).
+func (c *committer) dirtyLocked() bool {
+	c.dirty = true
+	start := !c.flushing
+	c.flushing = true
+	return start
 }
 
 // advance makes the committer commit as far as every stream allows, for
 // the router (positions without records).
 func (c *committer) advance() {
-	c.wake()
+	c.mu.Lock()
+	start := c.dirtyLocked()
+	c.mu.Unlock()
+	if start {
+		c.p.running.Go(c.run)
+	}
 }
 
 func (c *committer) commitLocked(s *stream) (int64, error) {
@@ -231,9 +236,12 @@ func (c *committer) settled(s *stream, done *call.Call, members []*call.Record) 
 			break
 		}
 	}
+	start := c.dirtyLocked()
 	c.mu.Unlock()
 	s.app.SetWaiting(s.w.metrics, s.obs.Label, s, at)
-	c.wake()
+	if start {
+		c.p.running.Go(c.run)
+	}
 }
 
 // lowLocked is the stream's first offset without an outcome, and that

@@ -222,19 +222,12 @@ func (p *partition) session() error {
 		}
 		stopTaking()
 	}
-	stopCommits, committing := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(committing)
-		p.commits.run(p.w.cfg.CommitInterval, stopCommits)
-	}()
 	err = p.route()
 	close(p.routerDone)
 	if err != nil {
 		p.fail(err)
 	}
-	p.running.Wait()
-	close(stopCommits) // it commits what the streams settled last
-	<-committing
+	p.running.Wait() // the streams, and the committer's run while it had something to commit
 	for _, s := range p.streams {
 		s.app.SetWaiting(p.w.metrics, s.obs.Label, s, time.Time{}) // what it held waits for the next session or owner
 	}

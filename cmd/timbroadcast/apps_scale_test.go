@@ -275,7 +275,7 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // call without the claims log); BENCH_GOGC, BENCH_GOMAXPROCS and
 // BENCH_GODEBUG set the replicas' GOGC, GOMAXPROCS and GODEBUG
 // (memprofilerate=8192: an allocation profile fine enough to see a call's
-// allocations); RSS_PROFILE_DIR, if set, gets a CPU profile of each
+// allocations), BENCH_COMMIT_INTERVAL their KAFKA_COMMIT_INTERVAL; RSS_PROFILE_DIR, if set, gets a CPU profile of each
 // replica and what the first allocated before and after it:
 //
 //	go test -run '^$' -bench ThousandApps -benchtime 1x -v ./cmd/timbroadcast
@@ -312,6 +312,9 @@ func BenchmarkThousandApps(b *testing.B) {
 		}
 		if g := os.Getenv("BENCH_GOGC"); g != "" {
 			ae.env["GOGC"] = g
+		}
+		if g := os.Getenv("BENCH_COMMIT_INTERVAL"); g != "" {
+			ae.env["KAFKA_COMMIT_INTERVAL"] = g
 		}
 		if g := os.Getenv("BENCH_GOMAXPROCS"); g != "" {
 			ae.env["GOMAXPROCS"] = g
