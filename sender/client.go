@@ -3,8 +3,11 @@ package sender
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,7 +30,15 @@ type Client struct {
 	rateMu  sync.Mutex
 	ceiling float64 // the rate asked for (Config.Rate or SetRate)
 	current float64 // the rate paced at: lower after 10023 answers
+
+	// The query's fixed parts around its random, and the last UserSig
+	// escaped (made once a signature, not once a call).
+	queryHead, queryMid string
+	escapedSig          atomic.Pointer[escapedSig]
 }
+
+// escapedSig is a UserSig and its query escaping.
+type escapedSig struct{ sig, escaped string }
 
 // New returns a Client for cfg.
 func New(cfg Config) (*Client, error) {
@@ -51,13 +62,15 @@ func New(cfg Config) (*Client, error) {
 	own.CheckRedirect = noRedirect
 	hc = &own
 	return &Client{
-		cfg:     cfg,
-		http:    hc,
-		signer:  newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SecretKeyFunc, cfg.SigLifetime),
-		limiter: rate.NewLimiter(limitFor(cfg.Rate), 1),
-		log:     cfg.Logger,
-		ceiling: cfg.Rate,
-		current: cfg.Rate,
+		queryHead: "?contenttype=json&identifier=" + url.QueryEscape(cfg.Admin) + "&random=",
+		queryMid:  "&sdkappid=" + strconv.Itoa(cfg.AppID) + "&usersig=",
+		cfg:       cfg,
+		http:      hc,
+		signer:    newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SecretKeyFunc, cfg.SigLifetime),
+		limiter:   rate.NewLimiter(limitFor(cfg.Rate), 1),
+		log:       cfg.Logger,
+		ceiling:   cfg.Rate,
+		current:   cfg.Rate,
 	}, nil
 }
 

@@ -24,18 +24,18 @@ import (
 func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (resp *Response, status int, latency time.Duration, written bool, err error) {
 	// The query as url.Values.Encode writes it (keys sorted), without its
 	// map: a call a millisecond at a thousand apps.
+	esc := c.escape(sig)
 	var q strings.Builder
-	q.Grow(len(endpoint) + len(c.cfg.Path) + len(sig) + len(c.cfg.Admin) + 96)
-	target := endpoint + "/" + c.cfg.Path
-	q.WriteString(target)
-	q.WriteString("?contenttype=json&identifier=")
-	q.WriteString(url.QueryEscape(c.cfg.Admin))
-	q.WriteString("&random=")
-	q.WriteString(strconv.FormatUint(uint64(rand.Uint32()), 10))
-	q.WriteString("&sdkappid=")
-	q.WriteString(strconv.Itoa(c.cfg.AppID))
-	q.WriteString("&usersig=")
-	q.WriteString(url.QueryEscape(sig))
+	q.Grow(len(endpoint) + 1 + len(c.cfg.Path) + len(c.queryHead) + 10 + len(c.queryMid) + len(esc))
+	q.WriteString(endpoint)
+	q.WriteByte('/')
+	q.WriteString(c.cfg.Path)
+	target := q.String() // what errors name (the query left out)
+	q.WriteString(c.queryHead)
+	var num [10]byte
+	q.Write(strconv.AppendUint(num[:0], uint64(rand.Uint32()), 10))
+	q.WriteString(c.queryMid)
+	q.WriteString(esc)
 	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 	defer cancel()
 	var wrote atomic.Bool
@@ -82,6 +82,16 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 		return nil, res.StatusCode, latency, true, &requestError{target: target, cause: err}
 	}
 	return resp, res.StatusCode, latency, true, nil
+}
+
+// escape is sig escaped for the query, made once per signature.
+func (c *Client) escape(sig string) string {
+	if e := c.escapedSig.Load(); e != nil && e.sig == sig {
+		return e.escaped
+	}
+	e := &escapedSig{sig: sig, escaped: url.QueryEscape(sig)}
+	c.escapedSig.Store(e)
+	return e.escaped
 }
 
 // maxAnswer bounds the bytes of an answer read.

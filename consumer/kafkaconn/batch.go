@@ -471,6 +471,11 @@ func readRecords(b *batch, in byteStream, count int32, firstTS, from int64, k *k
 			b.cut, b.cutAt = true, offset
 			return nil
 		}
+		if b.records == nil {
+			// Room for the rest of the batch (a hostile count grows it as
+			// it goes).
+			b.records = make([]kafka.Message, 0, min(count-i, 256))
+		}
 		b.records = append(b.records, m)
 	}
 	return nil

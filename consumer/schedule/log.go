@@ -498,9 +498,16 @@ func (l *Log) readLoop(ctx context.Context) {
 func (l *Log) writeLoop(ctx context.Context) {
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0))
+	// Kept from round to round (emptied of their pointers after each).
+	var ps []*pacer
+	var batch []outgoing
+	var values [][]byte
 	for {
+		clear(ps)
+		clear(batch)
+		clear(values)
+		ps, batch, values = ps[:0], batch[:0], values[:0]
 		l.mu.Lock()
-		var ps []*pacer
 		for app := range l.dirty {
 			if p := l.apps[app]; p != nil {
 				ps = append(ps, p)
@@ -508,10 +515,9 @@ func (l *Log) writeLoop(ctx context.Context) {
 		}
 		clear(l.dirty)
 		l.mu.Unlock()
-		var batch []outgoing
 		now := l.clock.Now()
 		for _, p := range ps {
-			batch = append(batch, p.outgoing(now, l.readSeen.Load())...)
+			batch = p.appendOutgoing(batch, now, l.readSeen.Load())
 		}
 		if len(batch) == 0 {
 			l.roundEnded()
@@ -522,9 +528,8 @@ func (l *Log) writeLoop(ctx context.Context) {
 			}
 			continue
 		}
-		values := make([][]byte, len(batch))
-		for i, o := range batch {
-			values[i] = encodeClaim(o.rec)
+		for _, o := range batch {
+			values = append(values, encodeClaim(o.rec))
 		}
 		sent := l.local.Now()
 		stamp, res, err := l.store.append(ctx, values, now)

@@ -609,17 +609,17 @@ func (s *pacer) claimNeededLocked() (need, urgent bool) {
 	return len(s.claims) == 0, false
 }
 
-// outgoing returns the records this app asks the writer for now (now is
-// the broker's time): the queued ones, a lone member's latest call, and a
-// claim when the waiters need one; each carries the chain's snapshot,
-// including every record up to readSeen.
-func (s *pacer) outgoing(now time.Time, readSeen int64) []outgoing {
+// appendOutgoing appends to out the records this app asks the writer for
+// now (now is the broker's time): the queued ones, a lone member's latest
+// call, and a claim when the waiters need one; each carries the chain's
+// snapshot, including every record up to readSeen.
+func (s *pacer) appendOutgoing(out []outgoing, now time.Time, readSeen int64) []outgoing {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.chain == nil {
-		return nil // written once the log is read
+		return out // written once the log is read
 	}
-	var out []outgoing
+	from := len(out)
 	for _, r := range s.outbox {
 		out = append(out, outgoing{p: s, rec: r})
 	}
@@ -633,13 +633,13 @@ func (s *pacer) outgoing(now time.Time, readSeen int64) []outgoing {
 		s.claims = append(s.claims, c)
 		out = append(out, outgoing{p: s, rec: claimRecord{By: s.id, Seq: c.seq, TS: now.UnixNano(), Urgent: urgent}, claim: c})
 	}
-	if len(out) == 0 {
-		return nil
+	if len(out) == from {
+		return out
 	}
 	st := s.chain.state()
 	st.Seen = max(st.Seen, readSeen)
 	unsynced := !s.clock.synced()
-	for i := range out {
+	for i := from; i < len(out); i++ {
 		out[i].rec.App = s.app
 		out[i].rec.State = st
 		out[i].rec.Unsynced = unsynced
