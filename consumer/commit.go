@@ -84,12 +84,15 @@ func newCommitter(p *partition, committed int64) *committer {
 func (c *committer) run() {
 	for {
 		c.mu.Lock()
-		if !c.dirty || c.err != nil {
+		if !c.dirty {
 			c.flushing = false
 			c.mu.Unlock()
 			return
 		}
 		wait := time.Until(c.last.Add(c.p.w.cfg.CommitInterval))
+		if c.err != nil {
+			wait = 0 // what settled since ends its spans with the error
+		}
 		c.mu.Unlock()
 		if wait > 0 {
 			_ = sleep.For(c.p.taking, wait) // ended: what settled commits at once
