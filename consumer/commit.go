@@ -26,12 +26,14 @@ import (
 //
 // Commits are coalesced: a settled call marks its stream's watermark for
 // the delivered log and starts the committer's loop (run), which writes
-// every stream's marked watermark in one request and then commits, at
-// once when the partition's last commit is CommitInterval old, else when
-// it is. The delivered log is always written before the commit past it; a
-// crash between an answer and its commit (at most CommitInterval and a
-// request or two) resends within the server's dedupe window. A call
-// recorded in flight commits at once (record), writing the marks first.
+// every stream's marked watermark in one request and then commits: at
+// once, what settles meanwhile going into the next commit, or (with a
+// Config.CommitInterval) when the partition's last commit is that old. No
+// call waits for it. The delivered log is always written before the
+// commit past it; a crash between an answer and its commit (a request or
+// two, and the interval if set) resends within the server's dedupe
+// window. A call recorded in flight commits at once (record), writing the
+// marks first.
 type committer struct {
 	p *partition
 

@@ -136,12 +136,13 @@ type Config struct {
 	// several members share the app. The Sender must honour sender.WithPacing (*sender.Client
 	// does). Zero leaves pacing to the Sender.
 	AppRate float64
-	// CommitInterval is how often a partition commits at most: what
-	// settles meanwhile is written to the delivered log in one request
-	// and committed in one (the first settle after a quiet spell commits
-	// at once). A crash resends at most what settled in the last interval,
-	// within the server's dedupe window. Negative: every outcome commits
-	// at once (outcomes settling together still share a commit).
+	// CommitInterval is how often a partition commits at most. Zero (the
+	// default): each outcome is committed at once, and what settles while
+	// a commit is on its way goes into the next one. Longer: what settles
+	// within the interval is written to the delivered log in one request
+	// and committed in one (the first outcome after a quiet spell at
+	// once); a crash then resends what settled in the last interval,
+	// within the server's dedupe window.
 	CommitInterval time.Duration
 	// ScheduleRefresh is the longest the call schedule sleeps when
 	// nothing wakes it (a new waiter, a record of the claims log): a
@@ -264,7 +265,6 @@ func DefaultConfig() Config {
 		StuckAfter:             2 * time.Minute,
 		PartitionWatchInterval: 5 * time.Second,
 		ScheduleRefresh:        200 * time.Millisecond,
-		CommitInterval:         100 * time.Millisecond,
 		StartOffset:            kafka.FirstOffset,
 		MergeMaxBytes:          sender.MaxBodyBytes,
 		MaxRecordBytes:         kafkaconn.DefaultMaxRecordBytes,
@@ -433,7 +433,7 @@ func (c *Config) Validate() error {
 		{"RebalanceTimeout", c.RebalanceTimeout}, {"JoinGroupBackoff", c.JoinGroupBackoff}, {"RevokeGrace", c.RevokeGrace},
 		{"DrainTimeout", c.DrainTimeout}, {"PauseInitial", c.PauseInitial}, {"PauseMax", c.PauseMax}, {"StuckAfter", c.StuckAfter},
 		{"RetryMaxElapsed", c.RetryMaxElapsed}, {"PartitionWatchInterval", c.PartitionWatchInterval},
-		{"ScheduleRefresh", c.ScheduleRefresh}} {
+		{"ScheduleRefresh", c.ScheduleRefresh}, {"CommitInterval", c.CommitInterval}} {
 		if d.d < 0 {
 			return &FieldError{Field: d.name, Msg: "must not be negative"}
 		}
@@ -507,7 +507,6 @@ func (c *Config) setDefaults() {
 	def(&c.StuckAfter, d.StuckAfter)
 	def(&c.PartitionWatchInterval, d.PartitionWatchInterval)
 	def(&c.ScheduleRefresh, d.ScheduleRefresh)
-	def(&c.CommitInterval, d.CommitInterval)
 	c.SlotTopic = c.SlotTopicOrDefault()
 	c.DeliveredTopic = c.DeliveredTopicOrDefault()
 	def(&c.DedupeWindow, d.DedupeWindow)

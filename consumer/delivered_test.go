@@ -199,8 +199,8 @@ func TestOldRecordsWarning(t *testing.T) {
 // TestCommitsCoalesced: what settles within a commit interval goes to the
 // delivered log in one write and is committed in one commit, the write
 // always before the commit past it: 200 calls at 200 a second make a few
-// writes and commits with an interval of 250 ms, about one each with an
-// interval of zero (each outcome at once).
+// writes and commits with an interval of 250 ms, about one each with none
+// (the default: each outcome at once).
 func TestCommitsCoalesced(t *testing.T) {
 	kc := consumertest.StartFake(t)
 	for _, tc := range []struct {
@@ -211,7 +211,7 @@ func TestCommitsCoalesced(t *testing.T) {
 		calls    int
 	}{
 		{name: "250ms", interval: 250 * time.Millisecond, atMost: 20, calls: 200},
-		{name: "at once", interval: -1, atLeast: 50, calls: 200},
+		{name: "at once", interval: 0, atLeast: 50, calls: 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, kc, 1, sendertest.Options{})

@@ -23,9 +23,9 @@
 //	               before a commit (writeHeld)
 //	commit.go      the committer, the one place that decides a commit:
 //	               the lowest offset no stream has settled, the calls in
-//	               flight as metadata (package offsets commits it), at
-//	               most one a Config.CommitInterval, each after one write
-//	               of what the streams settled to the delivered log
+//	               flight as metadata (package offsets commits it), each
+//	               after one write of what the streams settled to the
+//	               delivered log, what settles meanwhile going together
 //
 // What the path calls on its way is a package of its own, each read on
 // its own terms: call (a record, a call, and the observer each call

@@ -14,9 +14,9 @@
 // Watermark (truncated) lowers it, loudly, so new records at those
 // offsets are delivered. Neither skips nor resends silently.
 //
-// Cost: one produce (acks=all) per commit of a partition (at most one a
-// commit interval), of every stream's watermark settled since, just
-// before the commit; one read of the log's new entries per session start, and while
+// Cost: one produce (acks=all) per commit of a partition, of every
+// stream's watermark settled since, just before the commit (what settles
+// while one is on its way goes together); one read of the log's new entries per session start, and while
 // old records are sent at most one per DedupeWindow/4. Nothing while idle.
 // Memory: one entry per source partition (a few hundred bytes each).
 package delivered
