@@ -482,7 +482,7 @@ func addWorkerSettings(s *settings) *workerSettings {
 		mergeMaxBytes: s.add("merge-max-bytes", "TIM_MERGE_MAX_BYTES", strconv.Itoa(d.MergeMaxBytes),
 			fmt.Sprintf("largest merged request body, %d to %d", consumer.MinMergeMaxBytes, sender.MaxBodyBytes)),
 		partitionWatch: s.add("partition-watch-interval", "KAFKA_PARTITION_WATCH_INTERVAL", durationDefault(d.PartitionWatchInterval), "how often the topic's partition count is checked; added partitions are consumed within about this time"),
-		commitInterval: s.add("commit-interval", "KAFKA_COMMIT_INTERVAL", durationDefault(d.CommitInterval), "how often a partition commits at most; 0: at once, what settles "+
+		commitInterval: s.add("commit-interval", "KAFKA_COMMIT_INTERVAL", "0", "how often a partition commits at most; 0: at once, what settles "+
 			"while a commit is on its way going into the next. Longer makes fewer requests, and a crash resends what settled in the last interval (within the server's dedupe window)"),
 		stuckAfter:      s.add("stuck-after", "TIM_STUCK_AFTER", durationDefault(d.StuckAfter), "a partition failing on one record this long shows in /readyz and timbroadcast_stuck_partitions"),
 		retryMaxElapsed: s.add("retry-max-elapsed", "TIM_RETRY_MAX_ELAPSED", "0", "give up an event retried this long and dead-letter it as retry_exhausted; 0 never gives up (README \"Giving up\")"),
