@@ -123,24 +123,22 @@ func (c *committer) flush() {
 	}
 }
 
-// dirtyLocked notes that something settled; it reports whether run must
-// start (none is on its way).
-func (c *committer) dirtyLocked() bool {
+// dirtyLocked notes that something settled, starting run unless it is on
+// its way.
+func (c *committer) dirtyLocked() {
 	c.dirty = true
-	start := !c.flushing
-	c.flushing = true
-	return start
+	if !c.flushing {
+		c.flushing = true
+		c.p.running.Go(c.run)
+	}
 }
 
 // advance makes the committer commit as far as every stream allows, for
 // the router (positions without records).
 func (c *committer) advance() {
 	c.mu.Lock()
-	start := c.dirtyLocked()
-	c.mu.Unlock()
-	if start {
-		c.p.running.Go(c.run)
-	}
+	defer c.mu.Unlock()
+	c.dirtyLocked()
 }
 
 func (c *committer) commitLocked(s *stream) (int64, error) {
@@ -172,8 +170,7 @@ func (c *committer) commitLocked(s *stream) (int64, error) {
 // log, when set).
 func (c *committer) writeMarksLocked(s *stream, next int64) error {
 	d := c.p.w.delivered
-	if len(c.marks) == 0 || d == nil {
-		clear(c.marks)
+	if len(c.marks) == 0 {
 		return nil
 	}
 	msgs := make([]kafka.Message, 0, len(c.marks))
@@ -224,7 +221,7 @@ func (c *committer) settled(s *stream, done *call.Call, members []*call.Record) 
 	c.mu.Lock()
 	c.clearLocked(s)
 	s.settledTo = last + 1
-	if s.app != nil && done.Res != call.Already {
+	if s.app != nil && s.w.delivered != nil && done.Res != call.Already {
 		m := c.marks[s]
 		m.next = last + 1
 		m.delivered = m.delivered || done.Res == call.Delivered
@@ -241,12 +238,9 @@ func (c *committer) settled(s *stream, done *call.Call, members []*call.Record) 
 			break
 		}
 	}
-	start := c.dirtyLocked()
+	c.dirtyLocked()
 	c.mu.Unlock()
 	s.app.SetWaiting(s.w.metrics, s.obs.Label, s, at)
-	if start {
-		c.p.running.Go(c.run)
-	}
 }
 
 // lowLocked is the stream's first offset without an outcome, and that

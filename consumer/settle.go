@@ -46,17 +46,20 @@ func (s *stream) settle(c *call.Call) error {
 		if err := s.alreadyDelivered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c, c.Members...)
+		s.commitPast(c, c.Members...)
+		return nil
 	case c.Res == call.Filtered:
 		if err := s.filtered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c, c.Members...)
+		s.commitPast(c, c.Members...)
+		return nil
 	case c.Res == call.Delivered:
 		if err := s.delivered(c); err != nil {
 			return err
 		}
-		return s.commitPast(c, c.Members...)
+		s.commitPast(c, c.Members...)
+		return nil
 	case len(c.Members) == 1 || c.Res == call.Exhausted || c.Res == call.Unknown || c.Res == call.Removed:
 		// A lone record invalid, rejected, expired or given up; or a
 		// merged call given up as a whole or whose outcome is unknown
@@ -66,9 +69,7 @@ func (s *stream) settle(c *call.Call) error {
 			if err := s.deadLetter(c, m); err != nil {
 				return err
 			}
-			if err := s.commitPast(c, m); err != nil {
-				return err
-			}
+			s.commitPast(c, m)
 		}
 		return nil
 	}
@@ -404,12 +405,11 @@ func (s *stream) unknownSince(c *call.Call) time.Time {
 // of them): their bytes go back to the budget, and the committer commits
 // past them as far as every stream allows (committer.settled), after the
 // delivered log knows them.
-func (s *stream) commitPast(c *call.Call, members ...*call.Record) error {
+func (s *stream) commitPast(c *call.Call, members ...*call.Record) {
 	for _, m := range members {
 		s.held.Release(m.Msg.Offset)
 	}
 	s.commits.settled(s, c, members)
-	return nil
 }
 
 // The one way the worker writes to Kafka before a commit (dead letters,

@@ -315,29 +315,17 @@ func readSet(r *frameReader, setLeft *int64, p *partitionAnswer, pending []fetch
 			p.next = max(p.next, b.last+1)
 			continue
 		}
-		if len(out.Records) == 0 && len(b.oversized) == 0 {
-			// The first batch with records, as most fetches of a
-			// partition: its records are the answer's.
-			for i := range b.records {
-				m := &b.records[i]
-				m.Topic, m.Partition, m.HighWaterMark = topic, int(p.partition), p.highWatermark
-				out.BrokerTime = append(out.BrokerTime, b.logAppend)
-			}
-			out.Records = b.records
-		} else {
-			for i, j := 0, 0; i < len(b.records) || j < len(b.oversized); {
-				if j == len(b.oversized) || (i < len(b.records) && b.records[i].Offset < b.oversized[j].Offset) {
-					m := &b.records[i]
-					m.Topic, m.Partition, m.HighWaterMark = topic, int(p.partition), p.highWatermark
-					out.Records = append(out.Records, *m)
-					out.BrokerTime = append(out.BrokerTime, b.logAppend)
-					i++
-				} else {
-					out.Oversized = append(out.Oversized, b.oversized[j])
-					j++
-				}
-			}
+		for i := range b.records {
+			m := &b.records[i]
+			m.Topic, m.Partition, m.HighWaterMark = topic, int(p.partition), p.highWatermark
+			out.BrokerTime = append(out.BrokerTime, b.logAppend)
 		}
+		if len(out.Records) == 0 {
+			out.Records = b.records // most fetches of a partition: its first batch's records are the answer's
+		} else {
+			out.Records = append(out.Records, b.records...)
+		}
+		out.Oversized = append(out.Oversized, b.oversized...)
 		if len(b.records) > 0 {
 			*first = false
 		}
