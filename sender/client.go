@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -18,7 +19,9 @@ import (
 // callers share one pacing limiter.
 type Client struct {
 	cfg     Config
-	http    *http.Client
+	http    *http.Client // nil when calls go over pool
+	pool    *Transport
+	targets map[string]*target // by endpoint, for pool
 	signer  *signer
 	limiter *rate.Limiter
 	log     *zap.Logger
@@ -50,22 +53,46 @@ func New(cfg Config) (*Client, error) {
 	for i, ep := range cfg.Endpoints {
 		cfg.Endpoints[i] = strings.TrimSuffix(ep, "/")
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
+	var hc *http.Client
+	var pool *Transport
+	var targets map[string]*target
+	switch {
+	case cfg.HTTPClient == nil && !proxied(cfg.Endpoints):
+		pool = cfg.Transport
+		if pool == nil {
+			pool = NewTransport()
+		}
+		targets = make(map[string]*target, len(cfg.Endpoints))
+		for _, ep := range cfg.Endpoints {
+			t, err := newTarget(ep, cfg.Path)
+			if err != nil {
+				return nil, fmt.Errorf("sender: endpoint %q: %w", ep, err)
+			}
+			targets[ep] = t
+		}
+	case cfg.HTTPClient == nil:
+		// Through a proxy (HTTPS_PROXY and its kin): net/http's transport,
+		// which tunnels.
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 16
 		tr.IdleConnTimeout = 90 * time.Second
 		hc = &http.Client{Transport: tr}
+	default:
+		hc = cfg.HTTPClient
 	}
-	// No redirect is followed, whoever built the client.
-	own := *hc
-	own.CheckRedirect = noRedirect
-	hc = &own
+	if hc != nil {
+		// No redirect is followed, whoever built the client.
+		own := *hc
+		own.CheckRedirect = noRedirect
+		hc = &own
+	}
 	return &Client{
 		queryHead: "?contenttype=json&identifier=" + url.QueryEscape(cfg.Admin) + "&random=",
 		queryMid:  "&sdkappid=" + strconv.Itoa(cfg.AppID) + "&usersig=",
 		cfg:       cfg,
 		http:      hc,
+		pool:      pool,
+		targets:   targets,
 		signer:    newSigner(cfg.AppID, cfg.Admin, cfg.SecretKey, cfg.SecretKeyFunc, cfg.SigLifetime),
 		limiter:   rate.NewLimiter(limitFor(cfg.Rate), 1),
 		log:       cfg.Logger,
@@ -76,7 +103,26 @@ func New(cfg Config) (*Client, error) {
 
 // Close releases idle connections.
 func (c *Client) Close() {
+	if c.pool != nil {
+		c.pool.CloseIdleConnections()
+		return
+	}
 	c.http.CloseIdleConnections()
+}
+
+// proxied says a proxy of the environment (HTTPS_PROXY, HTTP_PROXY,
+// NO_PROXY) applies to an endpoint.
+func proxied(endpoints []string) bool {
+	for _, ep := range endpoints {
+		u, err := url.Parse(ep)
+		if err != nil {
+			continue
+		}
+		if p, err := http.ProxyFromEnvironment(&http.Request{URL: u}); p != nil || err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Send validates and encodes m, then sends it like SendBody.

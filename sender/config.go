@@ -72,7 +72,13 @@ type Config struct {
 	// before trying the primary again.
 	FailbackAfter time.Duration
 
-	// HTTPClient overrides the pooled keep-alive client (tests).
+	// Transport is the connection pool calls go over, shared by the
+	// clients of one deployment; default one of the client's own. A proxy
+	// of the environment (HTTPS_PROXY) applying to an endpoint makes the
+	// client use net/http's transport instead, which tunnels.
+	Transport *Transport
+	// HTTPClient, if set, is used instead of Transport (a proxy of its
+	// own, a round tripper that records).
 	HTTPClient *http.Client
 	// Logger receives one line per failed attempt; default no logging.
 	Logger *zap.Logger

@@ -8,5 +8,7 @@
 // client.go (the Client), pacing.go (the rate limit and its adaptation),
 // retry.go (the attempt loop and its backoff), usersig.go (signatures),
 // endpoint.go (regions, failover), request.go (one HTTP request, redacted),
-// response.go (the answer), errors.go (the error table and classes).
+// transport.go (the keep-alive connections it goes over, written and read
+// on the caller's goroutine; peek_*.go checks an idle one), response.go
+// (the answer), errors.go (the error table and classes).
 package sender

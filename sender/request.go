@@ -22,6 +22,9 @@ import (
 // query string (which carries the UserSig). written says the whole request
 // went out on a connection: a failure after that may have been delivered.
 func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (resp *Response, status int, latency time.Duration, written bool, err error) {
+	if c.pool != nil {
+		return c.doPooled(ctx, endpoint, sig, body)
+	}
 	// The query as url.Values.Encode writes it (keys sorted), without its
 	// map: a call a millisecond at a thousand apps.
 	esc := c.escape(sig)
@@ -62,27 +65,80 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 	defer putAnswerBuf(buf)
 	buf.Reset()
 	_, err = buf.ReadFrom(io.LimitReader(res.Body, maxAnswer))
-	b := buf.Bytes() // read, never kept: DecodeResponse copies what it keeps
 	latency = time.Since(start)
 	if err != nil {
 		return nil, res.StatusCode, latency, true, redact(target, err, append(c.signer.keys(), sig)...)
 	}
-	if res.StatusCode >= 300 && res.StatusCode < 400 {
+	if res.StatusCode != http.StatusOK && (res.StatusCode < 300 || res.StatusCode >= 400) {
+		_, _ = io.Copy(io.Discard, res.Body)
+	}
+	resp, err = c.answer(target, res.StatusCode, res.Header.Get("Location"), buf.Bytes())
+	return resp, res.StatusCode, latency, true, err
+}
+
+// doPooled is do over the client's Transport: the request written in one
+// piece from the fixed parts of its endpoint and query.
+func (c *Client) doPooled(ctx context.Context, endpoint, sig string, body []byte) (resp *Response, status int, latency time.Duration, written bool, err error) {
+	tg := c.targets[endpoint]
+	deadline := time.Now().Add(c.cfg.AttemptTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	rb := requestBufs.Get().(*[]byte)
+	defer requestBufs.Put(rb)
+	b := append((*rb)[:0], "POST "...)
+	b = append(b, tg.path...)
+	b = append(b, c.queryHead...)
+	b = strconv.AppendUint(b, uint64(rand.Uint32()), 10)
+	b = append(b, c.queryMid...)
+	b = append(b, c.escape(sig)...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, tg.host...)
+	b = append(b, "\r\nUser-Agent: timbroadcast\r\nContent-Type: application/json\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, body...)
+	if cap(b) <= 64<<10 {
+		*rb = b
+	}
+	var wrote func(time.Time)
+	if tr := traceFrom(ctx); tr != nil && tr.Wrote != nil {
+		wrote = tr.Wrote
+	}
+	buf := answerBufs.Get().(*bytes.Buffer)
+	defer putAnswerBuf(buf)
+	buf.Reset()
+	start := time.Now()
+	ex, err := c.pool.post(ctx, tg, deadline, b, buf, wrote)
+	latency = time.Since(start)
+	if err != nil {
+		return nil, ex.status, latency, ex.written, redact(tg.name, err, append(c.signer.keys(), sig)...)
+	}
+	resp, err = c.answer(tg.name, ex.status, ex.location, buf.Bytes())
+	return resp, ex.status, latency, true, err
+}
+
+// answer decodes an answer's body b (read, never kept: DecodeResponse
+// copies what it keeps) for its status.
+func (c *Client) answer(target string, status int, location string, b []byte) (*Response, error) {
+	if status >= 300 && status < 400 {
 		// Never followed (the client refuses every redirect): the request
 		// carries the UserSig, and a 307/308 would send it and the body
 		// wherever it points, http:// included.
-		return nil, res.StatusCode, latency, true, &RedirectError{Status: res.StatusCode, Location: redirectHost(res.Header.Get("Location"))}
+		return nil, &RedirectError{Status: status, Location: redirectHost(location)}
 	}
-	if res.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, res.Body)
-		return nil, res.StatusCode, latency, true, nil
+	if status != http.StatusOK {
+		return nil, nil
 	}
-	resp, err = DecodeResponse(b)
+	resp, err := DecodeResponse(b)
 	if err != nil {
-		return nil, res.StatusCode, latency, true, &requestError{target: target, cause: err}
+		return nil, &requestError{target: target, cause: err}
 	}
-	return resp, res.StatusCode, latency, true, nil
+	return resp, nil
 }
+
+// requestBufs are the buffers requests are written from.
+var requestBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
 
 // escape is sig escaped for the query, made once per signature.
 func (c *Client) escape(sig string) string {

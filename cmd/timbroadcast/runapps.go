@@ -4,10 +4,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -77,9 +75,9 @@ type appClients struct {
 
 	mu      sync.Mutex
 	clients []*sender.Client
-	// http is the HTTP client every app's client shares: the apps of one
-	// region share its connections, however many apps there are.
-	http *http.Client
+	// pool is the connection pool every app's client shares: the apps of
+	// one host share its connections.
+	pool *sender.Transport
 	// byConfig is the client of each app's settings as last read, so that
 	// an app whose settings did not change keeps its client.
 	byConfig map[clientKey]*sender.Client
@@ -142,13 +140,11 @@ func (ac *appClients) reload() ([]consumer.App, string, error) {
 			}
 			cfg.Logger = ac.log.Named("sender").With(zap.String("app", a.Name), zap.Int("sdkappid", a.SDKAppID))
 			cfg.Observe = ac.observe
-			if ac.http == nil {
-				tr := http.DefaultTransport.(*http.Transport).Clone()
-				tr.MaxIdleConnsPerHost = 256 // the calls in flight at once to one host, of however many apps
-				tr.IdleConnTimeout = 90 * time.Second
-				ac.http = &http.Client{Transport: tr}
+			if ac.pool == nil {
+				// The calls in flight at once to one host, of however many apps.
+				ac.pool = &sender.Transport{MaxIdlePerHost: 256}
 			}
-			cfg.HTTPClient = ac.http
+			cfg.Transport = ac.pool
 			if client, err = sender.New(cfg); err != nil {
 				return nil, "", &appsFileError{Path: path, Problems: []appsProblem{{App: a.Name, Line: a.line, Msg: err.Error()}}}
 			}
