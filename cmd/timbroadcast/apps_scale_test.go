@@ -389,10 +389,10 @@ func BenchmarkThousandApps(b *testing.B) {
 		for i, w := range ws {
 			addrs[i] = waitHTTPAddr(b, w)
 		}
-		goStats := func() (st [3]float64) {
+		goStats := func() (st [4]float64) {
 			for _, addr := range addrs {
 				for _, line := range strings.Split(get(b, "http://"+addr+"/metrics"), "\n") {
-					for i, name := range []string{"go_memstats_alloc_bytes_total ", "go_memstats_mallocs_total ", "go_gc_duration_seconds_count "} {
+					for i, name := range []string{"go_memstats_alloc_bytes_total ", "go_memstats_mallocs_total ", "go_gc_duration_seconds_count ", "go_sched_gomaxprocs_threads "} {
 						if v, ok := strings.CutPrefix(line, name); ok {
 							f, _ := strconv.ParseFloat(v, 64)
 							st[i] += f
@@ -445,6 +445,7 @@ func BenchmarkThousandApps(b *testing.B) {
 		reqs, total := consumertest.Since(req0, rc.Snapshot())
 		limitedSteady := limitedNow() - limitedAtStart
 		mem := goStats()
+		procsAt := [2]float64{mem0[3], mem[3]} // the replicas' Ps, in all, at the window's ends
 		for i := range mem {
 			mem[i] -= mem0[i]
 		}
@@ -500,6 +501,8 @@ func BenchmarkThousandApps(b *testing.B) {
 		b.ReportMetric(mem[0]/1024/float64(max(calls, 1)), "alloc-KB/call")
 		b.ReportMetric(mem[1]/float64(max(calls, 1)), "allocs/call")
 		b.ReportMetric(mem[2], "gc-cycles")
+		b.ReportMetric(procsAt[0], "gomaxprocs-start")
+		b.ReportMetric(procsAt[1], "gomaxprocs-end")
 		// What each replica reads (the claims log's records of every app,
 		// its partitions' records, the delivered log and the API's
 		// answers), per second and per call made by the group.

@@ -238,6 +238,11 @@ func (c *runCmd) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	pctx, stopProcs := context.WithCancel(ctx)
+	defer stopProcs()
+	if p := newProcs(c.logger.Named("procs")); p != nil {
+		wg.Go(func() { p.run(pctx) })
+	}
 	addr := ""
 	if c.httpAddr != "" {
 		srv, l, err := serveHTTP(c.httpAddr, c.pprof, reg, w, c.scrub.text, c.logger, &wg)
