@@ -165,3 +165,32 @@ func TestRunAppsFileWithSDKAppID(t *testing.T) {
 		t.Errorf("run with TIM_APPS_FILE: exit %d, %q; want 2 naming it", code, stderr.String())
 	}
 }
+
+// TestRunAppsFileIsASetting: TIM_APPS_FILE is one of run's and pause's
+// settings (--apps-file too), so --strict-env does not refuse it as
+// unknown.
+func TestRunAppsFileIsASetting(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	apps := filepath.Join(dir, "apps.yaml")
+	if err := os.WriteFile(key, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(apps, []byte("apps:\n  - name: a\n    sdkappid: 1400000001\n    admin: administrator\n    secret_key_file: "+key+
+		"\n    endpoint: http://127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KAFKA_BROKERS": "127.0.0.1:1", "KAFKA_TOPIC": "t", "TIM_APPS_FILE": apps}
+	for _, args := range [][]string{{"run", "--strict-env"}, {"pause", "--app", "a", "--strict-env"}} {
+		var stdout, stderr bytes.Buffer
+		code := runMain(args, envOf(env), &stdout, &stderr)
+		if code == 2 || strings.Contains(stderr.String(), "not a setting") {
+			t.Errorf("%v with TIM_APPS_FILE: exit %d, %q; want it taken as a setting (the broker's refusal, exit 1)", args, code, stderr.String())
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := runMain([]string{"run", "--apps-file", filepath.Join(dir, "missing.yaml")}, envOf(map[string]string{"KAFKA_BROKERS": "127.0.0.1:1",
+		"KAFKA_TOPIC": "t"}), &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "missing.yaml") {
+		t.Errorf("run --apps-file of a missing file: exit %d, %q; want 2 naming it", code, stderr.String())
+	}
+}

@@ -45,6 +45,7 @@ func parseHold(p process, args []string, resume bool) (*pauseCmd, error) {
 	topic := s.add("topic", "KAFKA_TOPIC", "", "source topic of the workers (names the claims log's default, <topic>.slots)")
 	slots := s.add("slot-topic", "KAFKA_SLOT_TOPIC", "<topic>.slots", "the workers' claims log")
 	appID := s.add("sdkappid", "TIM_SDKAPPID", "", "the workers' SDKAppID")
+	appsPath := s.add("apps-file", "TIM_APPS_FILE", "", "the workers' apps file: --app may name an app by its name there")
 	app := s.add("app", "", "", "the app to "+name+" (its SDKAppID, or its name in TIM_APPS_FILE) [default: TIM_SDKAPPID]")
 	by := s.add("by", "", defaultOperator(), "who "+name+"s it (shown by status, /readyz, metrics and the workers' logs)")
 	var reason, dur *setting
@@ -64,7 +65,7 @@ func parseHold(p process, args []string, resume bool) (*pauseCmd, error) {
 		return nil, k.brokers.errorf("is required (%s)", k.brokers.usage)
 	}
 	var apps *appsFile
-	if path := strings.TrimSpace(p.getenv("TIM_APPS_FILE")); path != "" {
+	if path := strings.TrimSpace(appsPath.String()); path != "" {
 		if apps, err = loadAppsFile(path); apps == nil {
 			return nil, err
 		}

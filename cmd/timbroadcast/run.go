@@ -70,6 +70,8 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	pprofOn := s.add("http-pprof", "HTTP_PPROF", "off", "on: also serve Go's profiles at /debug/pprof/ on HTTP_ADDR (heap, goroutines, CPU)")
 	recordContext := s.add("trace-record-context", "TIM_TRACE_RECORD_CONTEXT", "parent", "parent: a record's trace context is its event span's "+
 		"parent, and a parent-based sampler follows the producer's decision; link: it is a link, and the worker's sampler alone decides")
+	appsFileSetting := s.add("apps-file", "TIM_APPS_FILE", "", "several apps in one deployment: the YAML apps file (README \"Several apps\"), "+
+		"instead of TIM_SDKAPPID, TIM_ADMIN and the key")
 	appsReload := s.add("apps-reload", "TIM_APPS_RELOAD", durationDefault(consumer.DefaultAppsReload),
 		"how often the apps file (TIM_APPS_FILE) is read again: apps added, changed or removed are served accordingly; off: only when a record names an app the worker lacks")
 	if err := s.parse(args); err != nil {
@@ -83,7 +85,7 @@ func parseRun(p process, args []string) (*runCmd, error) {
 	} else {
 		c.consumer.AppsReload = d
 	}
-	appsPath := strings.TrimSpace(p.getenv("TIM_APPS_FILE"))
+	appsPath := strings.TrimSpace(appsFileSetting.String())
 	var appsFile *appsFile
 	if appsPath != "" {
 		if err := appsEnvConflict(p.getenv); err != nil {
