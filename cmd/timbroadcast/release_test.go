@@ -16,9 +16,9 @@ import (
 	"github.com/timbroadcast/timbroadcast/sender/sendertest"
 )
 
-// previousRelease is the commit of the release before this one (0.12.4 in
+// previousRelease is the commit of the release before this one (0.12.5 in
 // CHANGELOG.md): the release test runs it and this build in one group.
-const previousRelease = "fa3acf7"
+const previousRelease = "3c03258"
 
 // previousBinary builds the previous release from the repository's own
 // history (git archive of previousRelease, go build), or skips saying why

@@ -11,7 +11,7 @@ import (
 
 // version is this build's release (CHANGELOG.md's first section); a
 // build may set it: go build -ldflags "-X main.version=0.9.0-rc1".
-var version = "0.12.5"
+var version = "0.12.6"
 
 // versionCmd is `timbroadcast version`.
 type versionCmd struct{ stdout io.Writer }
