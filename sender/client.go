@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpproxy"
 	"golang.org/x/time/rate"
 )
 
@@ -111,14 +112,15 @@ func (c *Client) Close() {
 }
 
 // proxied says a proxy of the environment (HTTPS_PROXY, HTTP_PROXY,
-// NO_PROXY) applies to an endpoint.
+// NO_PROXY, read as net/http reads them) applies to an endpoint.
 func proxied(endpoints []string) bool {
+	proxy := httpproxy.FromEnvironment().ProxyFunc()
 	for _, ep := range endpoints {
 		u, err := url.Parse(ep)
 		if err != nil {
 			continue
 		}
-		if p, err := http.ProxyFromEnvironment(&http.Request{URL: u}); p != nil || err != nil {
+		if p, err := proxy(u); p != nil || err != nil {
 			return true
 		}
 	}

@@ -328,3 +328,36 @@ func FuzzTransportAnswer(f *testing.F) {
 		}
 	})
 }
+
+// TestHTTPClientPath: a configured http.Client (or a proxy of the
+// environment) takes net/http's transport: answers are read and
+// classified as over the pool, redirects never followed.
+func TestHTTPClientPath(t *testing.T) {
+	emu := newEmulator(t, sendertest.Options{})
+	cfg := fastConfig(emu.URL)
+	cfg.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	c := newClient(t, cfg)
+	for i := range 3 {
+		if resp, err := c.Send(context.Background(), textMessage(uint32(i+1), "net/http")); err != nil || resp.MsgSeq == 0 {
+			t.Fatalf("call %d: %v, %+v", i, err, resp)
+		}
+	}
+	s := newRawServer(t, func(_ int32, c net.Conn) bool {
+		_, _ = io.WriteString(c, "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.example/x?usersig=1\r\nContent-Length: 0\r\n\r\n")
+		return true
+	})
+	for _, viaClient := range []bool{true, false} {
+		cfg := fastConfig(s.url())
+		if viaClient {
+			cfg.HTTPClient = &http.Client{}
+		}
+		_, err := newClient(t, cfg).Send(context.Background(), textMessage(9, "redirected"))
+		var se *sender.Error
+		if !errors.As(err, &se) || se.Class != sender.ClassPause || !strings.Contains(err.Error(), "elsewhere.example") || strings.Contains(err.Error(), "usersig") {
+			t.Errorf("http.Client %v: want a pause naming the redirect's host alone, got %v", viaClient, err)
+		}
+	}
+	if n := s.requests.Load(); n != 2 {
+		t.Errorf("the redirecting server saw %d requests, want 2 (never followed, never retried)", n)
+	}
+}
