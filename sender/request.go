@@ -25,20 +25,8 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 	if c.pool != nil {
 		return c.doPooled(ctx, endpoint, sig, body)
 	}
-	// The query as url.Values.Encode writes it (keys sorted), without its
-	// map: a call a millisecond at a thousand apps.
-	esc := c.escape(sig)
-	var q strings.Builder
-	q.Grow(len(endpoint) + 1 + len(c.cfg.Path) + len(c.queryHead) + 10 + len(c.queryMid) + len(esc))
-	q.WriteString(endpoint)
-	q.WriteByte('/')
-	q.WriteString(c.cfg.Path)
-	target := q.String() // what errors name (the query left out)
-	q.WriteString(c.queryHead)
-	var num [10]byte
-	q.Write(strconv.AppendUint(num[:0], uint64(rand.Uint32()), 10))
-	q.WriteString(c.queryMid)
-	q.WriteString(esc)
+	target := endpoint + "/" + c.cfg.Path // what errors name (the query left out)
+	u := string(c.appendQuery(append(make([]byte, 0, len(target)+160), target...), sig))
 	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 	defer cancel()
 	var wrote atomic.Bool
@@ -50,7 +38,7 @@ func (c *Client) do(ctx context.Context, endpoint, sig string, body []byte) (res
 			}
 		},
 	})
-	req, err := http.NewRequestWithContext(tctx, http.MethodPost, q.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(tctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, 0, 0, false, &requestError{target: target, cause: errors.New("cannot build request")}
 	}
@@ -88,10 +76,7 @@ func (c *Client) doPooled(ctx context.Context, endpoint, sig string, body []byte
 	defer requestBufs.Put(rb)
 	b := append((*rb)[:0], "POST "...)
 	b = append(b, tg.path...)
-	b = append(b, c.queryHead...)
-	b = strconv.AppendUint(b, uint64(rand.Uint32()), 10)
-	b = append(b, c.queryMid...)
-	b = append(b, c.escape(sig)...)
+	b = c.appendQuery(b, sig)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, tg.host...)
 	b = append(b, "\r\nUser-Agent: timbroadcast\r\nContent-Type: application/json\r\nContent-Length: "...)
@@ -116,6 +101,17 @@ func (c *Client) doPooled(ctx context.Context, endpoint, sig string, body []byte
 	}
 	resp, err = c.answer(tg.name, ex.status, ex.location, buf.Bytes())
 	return resp, ex.status, latency, true, err
+}
+
+// appendQuery appends a call's query to b as url.Values.Encode writes it
+// (keys sorted) without its map, a random of its own each attempt: from
+// the fixed parts made once per client and the UserSig escaped once per
+// signature.
+func (c *Client) appendQuery(b []byte, sig string) []byte {
+	b = append(b, c.queryHead...)
+	b = strconv.AppendUint(b, uint64(rand.Uint32()), 10)
+	b = append(b, c.queryMid...)
+	return append(b, c.escape(sig)...)
 }
 
 // answer decodes an answer's body b (read, never kept: DecodeResponse

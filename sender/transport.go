@@ -66,9 +66,13 @@ const (
 	maxAnswerHead  = 64 << 10
 	maxAnswerBytes = 8 * maxAnswer
 	maxInterim     = 5 // 1xx answers skipped before the answer
-	staleAfter     = time.Second
+)
+
+// Pool defaults, and how long a connection idles before it is checked.
+const (
 	defaultIdle    = 30 * time.Second
 	defaultPerHost = 16
+	staleAfter     = time.Second
 )
 
 var (
