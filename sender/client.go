@@ -55,14 +55,19 @@ func New(cfg Config) (*Client, error) {
 		cfg.Endpoints[i] = strings.TrimSuffix(ep, "/")
 	}
 	var hc *http.Client
-	var pool *Transport
 	var targets map[string]*target
+	pool := cfg.Transport
+	if pool == nil {
+		pool = NewTransport()
+	}
 	switch {
-	case cfg.HTTPClient == nil && !proxied(cfg.Endpoints):
-		pool = cfg.Transport
-		if pool == nil {
-			pool = NewTransport()
-		}
+	case cfg.HTTPClient != nil:
+		hc, pool = cfg.HTTPClient, nil
+	case proxied(cfg.Endpoints):
+		// Through a proxy (HTTPS_PROXY and its kin): net/http's transport,
+		// which tunnels, shared as the pool's connections are.
+		hc, pool = pool.viaProxy(), nil
+	default:
 		targets = make(map[string]*target, len(cfg.Endpoints))
 		for _, ep := range cfg.Endpoints {
 			t, err := newTarget(ep, cfg.Path)
@@ -71,15 +76,6 @@ func New(cfg Config) (*Client, error) {
 			}
 			targets[ep] = t
 		}
-	case cfg.HTTPClient == nil:
-		// Through a proxy (HTTPS_PROXY and its kin): net/http's transport,
-		// which tunnels.
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = 16
-		tr.IdleConnTimeout = 90 * time.Second
-		hc = &http.Client{Transport: tr}
-	default:
-		hc = cfg.HTTPClient
 	}
 	if hc != nil {
 		// No redirect is followed, whoever built the client.

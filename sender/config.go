@@ -75,7 +75,8 @@ type Config struct {
 	// Transport is the connection pool calls go over, shared by the
 	// clients of one deployment; default one of the client's own. A proxy
 	// of the environment (HTTPS_PROXY) applying to an endpoint makes the
-	// client use net/http's transport instead, which tunnels.
+	// client use net/http's transport instead, which tunnels (one per
+	// Transport, shared by its clients too).
 	Transport *Transport
 	// HTTPClient, if set, is used instead of Transport (a proxy of its
 	// own, a round tripper that records).

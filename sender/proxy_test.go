@@ -20,12 +20,20 @@ func TestProxied(t *testing.T) {
 	if proxied([]string{"http://127.0.0.1:8080"}) {
 		t.Fatal("a loopback endpoint is never proxied")
 	}
-	c, err := New(Config{AppID: 1, Admin: "a", SecretKey: "k", Endpoints: []string{api}})
+	shared := NewTransport()
+	c, err := New(Config{AppID: 1, Admin: "a", SecretKey: "k", Endpoints: []string{api}, Transport: shared})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.pool != nil || c.http == nil {
 		t.Fatal("a proxied endpoint must go through net/http's transport")
+	}
+	other, err := New(Config{AppID: 2, Admin: "a", SecretKey: "k", Endpoints: []string{api}, Transport: shared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.http.Transport != c.http.Transport {
+		t.Fatal("two clients of one Transport must share net/http's transport through a proxy")
 	}
 	t.Setenv("NO_PROXY", ".qcloud.com")
 	if proxied([]string{api}) {

@@ -41,17 +41,38 @@ type Transport struct {
 
 	mu   sync.Mutex
 	idle map[string][]*keptConn // by host, the most recently used last
+
+	proxyOnce sync.Once
+	proxy     *http.Client // the calls through a proxy (viaProxy)
 }
 
 // NewTransport returns a Transport with the default limits.
 func NewTransport() *Transport { return &Transport{} }
 
+// viaProxy is the net/http client of the calls a proxy of the
+// environment applies to: one for the clients of the Transport, so that
+// they share its connections too.
+func (t *Transport) viaProxy() *http.Client {
+	t.proxyOnce.Do(func() {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = t.maxPerHost()
+		tr.IdleConnTimeout = 90 * time.Second
+		t.mu.Lock()
+		t.proxy = &http.Client{Transport: tr}
+		t.mu.Unlock()
+	})
+	return t.proxy
+}
+
 // CloseIdleConnections closes every idle connection.
 func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
-	idle := t.idle
+	idle, proxy := t.idle, t.proxy
 	t.idle = nil
 	t.mu.Unlock()
+	if proxy != nil {
+		proxy.CloseIdleConnections()
+	}
 	for _, l := range idle {
 		for _, kc := range l {
 			kc.close()
@@ -190,10 +211,7 @@ func (t *Transport) get(key string) *keptConn {
 // too long.
 func (t *Transport) put(key string, kc *keptConn) {
 	kc.idleAt = time.Now()
-	max := t.MaxIdlePerHost
-	if max <= 0 {
-		max = defaultPerHost
-	}
+	max := t.maxPerHost()
 	var expired []*keptConn
 	t.mu.Lock()
 	if t.idle == nil {
@@ -218,6 +236,13 @@ func (t *Transport) put(key string, kc *keptConn) {
 	for _, c := range expired {
 		c.close()
 	}
+}
+
+func (t *Transport) maxPerHost() int {
+	if t.MaxIdlePerHost > 0 {
+		return t.MaxIdlePerHost
+	}
+	return defaultPerHost
 }
 
 func (t *Transport) idleTimeout() time.Duration {
